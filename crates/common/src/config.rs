@@ -1,0 +1,232 @@
+//! Server configuration: one struct, filled in layers.
+//!
+//! The precedence is fixed by the command-line contract in PRODUCT.md: flags override
+//! `FEIYUN_*` environment variables, which override the TOML file, which overrides defaults.
+//! Each layer is an `Option` per field ([`ConfigOverrides`]) so that "not given" and "given as
+//! the default value" stay distinguishable.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+pub const DEFAULT_DATA_DIR: &str = "./feiyun-data";
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// Upper bound on how long shutdown waits for in-flight requests.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+/// Upper bound on concurrently served connections; beyond it, accepts wait.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub region: String,
+    /// Base domains for virtual-hosted-style requests (`bucket.DOMAIN`).
+    pub domains: Vec<String>,
+    pub root_access_key: Option<String>,
+    pub root_secret_key: Option<String>,
+    pub shutdown_grace_secs: u64,
+    pub max_connections: usize,
+    /// Largest object stored inline in the metadata store instead of a data file.
+    pub inline_threshold: usize,
+}
+
+/// One layer of settings; `None` means "this layer says nothing".
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigOverrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub region: Option<String>,
+    pub domains: Option<Vec<String>>,
+    pub root_access_key: Option<String>,
+    pub root_secret_key: Option<String>,
+    pub shutdown_grace_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub inline_threshold: Option<usize>,
+}
+
+impl ConfigOverrides {
+    /// Parses a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads the `FEIYUN_*` variables through `get`, so tests need not touch the process env.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let parse_num = |name: &'static str| -> Result<Option<u64>, ConfigError> {
+            match get(name) {
+                None => Ok(None),
+                Some(v) => v.trim().parse().map(Some).map_err(|_| ConfigError::Invalid {
+                    name,
+                    message: format!("{v:?} is not a number"),
+                }),
+            }
+        };
+        Ok(Self {
+            data_dir: get("FEIYUN_DATA_DIR").map(PathBuf::from),
+            listen: get("FEIYUN_LISTEN"),
+            region: get("FEIYUN_REGION"),
+            domains: get("FEIYUN_DOMAINS").map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            }),
+            root_access_key: get("FEIYUN_ROOT_ACCESS_KEY"),
+            root_secret_key: get("FEIYUN_ROOT_SECRET_KEY"),
+            shutdown_grace_secs: parse_num("FEIYUN_SHUTDOWN_GRACE_SECS")?,
+            max_connections: parse_num("FEIYUN_MAX_CONNECTIONS")?.map(|n| n as usize),
+            inline_threshold: parse_num("FEIYUN_INLINE_THRESHOLD")?.map(|n| n as usize),
+        })
+    }
+
+    /// Fields set in `self` win over those in `lower`.
+    #[must_use]
+    pub fn over(self, lower: Self) -> Self {
+        Self {
+            data_dir: self.data_dir.or(lower.data_dir),
+            listen: self.listen.or(lower.listen),
+            region: self.region.or(lower.region),
+            domains: self.domains.or(lower.domains),
+            root_access_key: self.root_access_key.or(lower.root_access_key),
+            root_secret_key: self.root_secret_key.or(lower.root_secret_key),
+            shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
+            max_connections: self.max_connections.or(lower.max_connections),
+            inline_threshold: self.inline_threshold.or(lower.inline_threshold),
+        }
+    }
+
+    /// Fills the remaining gaps with defaults and validates.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_text
+            .parse::<SocketAddr>()
+            .map_err(|e| ConfigError::Invalid {
+                name: "listen",
+                message: format!("{listen_text:?}: {e}"),
+            })?;
+        let region = self.region.unwrap_or_else(|| DEFAULT_REGION.to_owned());
+        if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(ConfigError::Invalid {
+                name: "region",
+                message: format!("{region:?} must be letters, digits and '-'"),
+            });
+        }
+        let inline_threshold = self.inline_threshold.unwrap_or(64 * 1024);
+        if inline_threshold > 1024 * 1024 {
+            return Err(ConfigError::Invalid {
+                name: "inline_threshold",
+                message: "at most 1 MiB".to_owned(),
+            });
+        }
+        if self.root_access_key.is_some() != self.root_secret_key.is_some() {
+            return Err(ConfigError::Invalid {
+                name: "root credentials",
+                message: "set both FEIYUN_ROOT_ACCESS_KEY and FEIYUN_ROOT_SECRET_KEY, or neither"
+                    .to_owned(),
+            });
+        }
+        Ok(Config {
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen,
+            region,
+            domains: self.domains.unwrap_or_else(|| vec!["localhost".to_owned()]),
+            root_access_key: self.root_access_key,
+            root_secret_key: self.root_secret_key,
+            shutdown_grace_secs: self
+                .shutdown_grace_secs
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
+            max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            inline_threshold,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = ConfigOverrides::default().resolve().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.data_dir, PathBuf::from("./feiyun-data"));
+        assert_eq!(c.region, "us-east-1");
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let file: ConfigOverrides =
+            toml::from_str("listen = \"127.0.0.1:1\"\nregion = \"file-region\"\ndata_dir = \"/f\"")
+                .unwrap();
+        let envl = ConfigOverrides::from_env(env(&[
+            ("FEIYUN_LISTEN", "127.0.0.1:2"),
+            ("FEIYUN_REGION", "env-region"),
+        ]))
+        .unwrap();
+        let flags = ConfigOverrides {
+            listen: Some("127.0.0.1:3".into()),
+            ..Default::default()
+        };
+        let c = flags.over(envl.over(file)).resolve().unwrap();
+        assert_eq!(c.listen.port(), 3);
+        assert_eq!(c.region, "env-region");
+        assert_eq!(c.data_dir, PathBuf::from("/f"));
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        let bad = |o: ConfigOverrides| o.resolve().unwrap_err().to_string();
+        assert!(
+            bad(ConfigOverrides {
+                listen: Some("nope".into()),
+                ..Default::default()
+            })
+            .contains("listen")
+        );
+        assert!(
+            bad(ConfigOverrides {
+                root_access_key: Some("a".into()),
+                ..Default::default()
+            })
+            .contains("root credentials")
+        );
+        assert!(ConfigOverrides::from_env(env(&[("FEIYUN_MAX_CONNECTIONS", "x")])).is_err());
+        assert!(toml::from_str::<ConfigOverrides>("unknown_key = 1").is_err());
+    }
+}

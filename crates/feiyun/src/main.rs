@@ -1,0 +1,136 @@
+//! The `feiyun` binary: parses the command line and hands over to the library crates.
+
+mod bench;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use feiyun_common::{ConfigOverrides, CredentialSource};
+
+#[derive(Parser)]
+#[command(name = "feiyun", version, about = "A cloud region in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a region: S3 endpoint, metrics and health checks on one listener.
+    Server(ServerArgs),
+    /// Load generator for any S3 endpoint (PUT/GET ops/s, latency, throughput).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Where data and metadata live [default: ./feiyun-data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9000]
+    #[arg(long)]
+    listen: Option<String>,
+    /// TOML configuration file
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Region name [default: us-east-1]
+    #[arg(long)]
+    region: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("feiyun: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Server(args) => run_server(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("feiyun: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    init_logging();
+    let file = match &args.config {
+        Some(path) => ConfigOverrides::from_file(path)?,
+        None => ConfigOverrides::default(),
+    };
+    let env = ConfigOverrides::from_env(|k| std::env::var(k).ok())?;
+    let flags = ConfigOverrides {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        region: args.region,
+        ..Default::default()
+    };
+    let config = flags.over(env.over(file)).resolve()?;
+    let server = feiyun_server::Server::start(config.clone())
+        .await
+        .context("cannot start the server")?;
+    let addr = server.local_addr();
+    // The first stdout line is part of the command-line contract: scripts wait for it.
+    println!("S3 endpoint: http://{addr}");
+    let (creds, source) = server.credentials();
+    if *source == CredentialSource::Generated {
+        println!("Root access key: {}", creds.access_key);
+        println!("Root secret key: {}", creds.secret_key);
+        println!(
+            "(generated once and stored in {}; set FEIYUN_ROOT_ACCESS_KEY/FEIYUN_ROOT_SECRET_KEY to choose your own)",
+            config
+                .data_dir
+                .join(feiyun_common::credentials::CREDENTIALS_FILE)
+                .display()
+        );
+    }
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), region = %config.region, "ready");
+    server.serve(shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FEIYUN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

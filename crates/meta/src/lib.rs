@@ -1,0 +1,210 @@
+//! The metadata engine: an ordered, transactional key-value store behind a small trait.
+//!
+//! Services store their records here as opaque bytes in a handful of named [`Table`]s. Writes
+//! are declarative [`WriteBatch`]es — preconditions ([`Check`]) plus [`Mutation`]s applied
+//! atomically — which is the shape that etcd, FoundationDB and TiKV transactions also take, so
+//! a distributed engine can replace the embedded one without touching the services.
+//!
+//! Every value is stored inside a checksummed envelope ([`envelope`]); a value whose checksum
+//! fails is reported as [`MetaError::Corrupt`] and never handed to a caller as good data.
+//!
+//! Architecture invariant: when [`MetaStore::commit`] returns `Ok`, the batch is durable
+//! (fsynced); when it returns `Err`, none of the batch is applied.
+
+pub mod envelope;
+mod redb_store;
+
+use std::future::Future;
+
+pub use redb_store::RedbStore;
+
+/// The tables a region keeps. Keys are ordered bytewise within a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    Buckets,
+    Objects,
+    Uploads,
+    Parts,
+    /// Blob ids being written and not yet referenced; swept on start.
+    PendingBlobs,
+    /// Blob ids no longer referenced; their files are deleted in the background.
+    Garbage,
+    System,
+}
+
+impl Table {
+    pub const ALL: [Table; 7] = [
+        Table::Buckets,
+        Table::Objects,
+        Table::Uploads,
+        Table::Parts,
+        Table::PendingBlobs,
+        Table::Garbage,
+        Table::System,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Buckets => "buckets",
+            Table::Objects => "objects",
+            Table::Uploads => "uploads",
+            Table::Parts => "parts",
+            Table::PendingBlobs => "pending_blobs",
+            Table::Garbage => "garbage",
+            Table::System => "system",
+        }
+    }
+}
+
+/// A precondition of a [`WriteBatch`]; all must hold or nothing is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Absent { table: Table, key: Vec<u8> },
+    Present { table: Table, key: Vec<u8> },
+    /// The key holds exactly this (unsealed) value.
+    Equals { table: Table, key: Vec<u8>, value: Vec<u8> },
+    /// No key in the table starts with this prefix.
+    PrefixEmpty { table: Table, prefix: Vec<u8> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mutation {
+    Put { table: Table, key: Vec<u8>, value: Vec<u8> },
+    Delete { table: Table, key: Vec<u8> },
+}
+
+/// An atomic unit of change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    pub checks: Vec<Check>,
+    pub mutations: Vec<Mutation>,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn check_absent(&mut self, table: Table, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.checks.push(Check::Absent {
+            table,
+            key: key.into(),
+        });
+        self
+    }
+    pub fn check_present(&mut self, table: Table, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.checks.push(Check::Present {
+            table,
+            key: key.into(),
+        });
+        self
+    }
+    /// Requires the key to hold `value`, or to be absent when `value` is `None`.
+    pub fn check_value(
+        &mut self,
+        table: Table,
+        key: impl Into<Vec<u8>>,
+        value: Option<Vec<u8>>,
+    ) -> &mut Self {
+        let key = key.into();
+        self.checks.push(match value {
+            Some(value) => Check::Equals { table, key, value },
+            None => Check::Absent { table, key },
+        });
+        self
+    }
+    pub fn check_prefix_empty(&mut self, table: Table, prefix: impl Into<Vec<u8>>) -> &mut Self {
+        self.checks.push(Check::PrefixEmpty {
+            table,
+            prefix: prefix.into(),
+        });
+        self
+    }
+    pub fn put(
+        &mut self,
+        table: Table,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> &mut Self {
+        self.mutations.push(Mutation::Put {
+            table,
+            key: key.into(),
+            value: value.into(),
+        });
+        self
+    }
+    pub fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.mutations.push(Mutation::Delete {
+            table,
+            key: key.into(),
+        });
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// A [`Check`] did not hold; the caller may re-read and retry.
+    #[error("precondition failed: {0}")]
+    Conflict(String),
+    /// A stored value failed its checksum.
+    #[error("corrupt metadata value in table {table}")]
+    Corrupt { table: &'static str },
+    #[error("metadata batch exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("metadata store is shut down")]
+    Closed,
+    #[error("metadata storage error: {0}")]
+    Storage(String),
+}
+
+pub type KvPair = (Vec<u8>, Vec<u8>);
+
+/// The metadata engine. Reads are blocking (call them off the async runtime); commits are
+/// asynchronous so that an engine can group many of them into one durable write.
+pub trait MetaStore: Send + Sync + 'static {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError>;
+
+    /// Up to `limit` pairs with `start <= key < end` (no upper bound when `end` is `None`),
+    /// in key order.
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KvPair>, MetaError>;
+
+    fn commit(&self, batch: WriteBatch) -> impl Future<Output = Result<(), MetaError>> + Send;
+}
+
+/// The smallest key greater than every key that starts with `prefix`, or `None` when no such
+/// key exists (the prefix is all 0xFF).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_table() {
+        let rows: &[(&[u8], Option<&[u8]>)] = &[
+            (b"a", Some(b"b")),
+            (b"a\xff", Some(b"b")),
+            (b"\xff\xff", None),
+            (b"", None),
+            (b"ab\x00", Some(b"ab\x01")),
+        ];
+        for (input, expected) in rows {
+            assert_eq!(prefix_end(input).as_deref(), *expected, "input {input:?}");
+        }
+    }
+}

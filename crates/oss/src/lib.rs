@@ -1,0 +1,200 @@
+//! The object service: buckets, objects and multipart uploads with S3 semantics, on top of
+//! the metadata engine ([`feiyun_meta`]) and the blob engine ([`feiyun_blob`]).
+//!
+//! This crate owns the record schemas and key encodings, the write pipeline (hash, checksum,
+//! stream to a blob or inline, commit), the verified read stream, listing, conditional
+//! requests, multipart assembly, and the janitor that removes unreferenced blobs. It knows
+//! nothing of HTTP or XML: the S3 edge (`feiyun-s3api`) maps its errors to S3 codes.
+//!
+//! Architecture invariant: an object becomes visible only through one metadata commit that
+//! follows the fsync of all its data; a blob is either referenced by a committed record, or
+//! listed in the `PendingBlobs` or `Garbage` table, so a restart can always clean it up.
+
+pub mod checksum;
+pub mod conditions;
+pub mod keys;
+pub mod list;
+pub mod records;
+
+mod bucket;
+mod copy;
+mod get;
+mod janitor;
+mod multipart;
+mod put;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use feiyun_blob::BlobError;
+use feiyun_meta::MetaError;
+
+pub use conditions::Conditions;
+pub use feiyun_blob::BlobStore;
+pub use feiyun_meta::MetaStore;
+pub use copy::CopySource;
+pub use checksum::{ChecksumAlgorithm, ChecksumKind, ChecksumSet, Digests, StoredChecksum};
+pub use get::{ByteRange, GetRequest, ObjectBody, ObjectRead};
+pub use list::{ListEntry, ListPage, ListParams};
+pub use multipart::{CompletePart, PartInfo, UploadInfo, UploadPage, UploadParams};
+pub use put::{ObjectHeaders, PutOutcome, WriteSpec};
+pub use records::{BucketRecord, ObjectRecord};
+
+/// Longest object key S3 accepts, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Most parts in one multipart upload.
+pub const MAX_PARTS: u32 = 10_000;
+/// Smallest size of every part but the last.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// Largest single PUT / part.
+pub const MAX_PUT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// Largest object assembled by multipart (5 TiB).
+pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+/// Most keys one DeleteObjects request may name.
+pub const MAX_DELETE_KEYS: usize = 1000;
+/// Most times a write re-reads and retries after losing a race with another writer.
+const MAX_COMMIT_RETRIES: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OssError {
+    #[error("no such bucket")]
+    NoSuchBucket,
+    #[error("no such key")]
+    NoSuchKey,
+    #[error("no such upload")]
+    NoSuchUpload,
+    #[error("bucket is not empty")]
+    BucketNotEmpty,
+    #[error("bucket already exists and is yours")]
+    BucketAlreadyOwnedByYou,
+    #[error("invalid bucket name: {0}")]
+    InvalidBucketName(String),
+    #[error("key is longer than 1024 bytes")]
+    KeyTooLong,
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("the requested range is not satisfiable")]
+    InvalidRange { object_size: u64 },
+    #[error("precondition failed")]
+    PreconditionFailed,
+    #[error("not modified")]
+    NotModified { etag: String, last_modified: i64 },
+    #[error("invalid part: {0}")]
+    InvalidPart(String),
+    #[error("parts must be listed in ascending order")]
+    InvalidPartOrder,
+    #[error("part {part} is smaller than the 5 MiB minimum")]
+    EntityTooSmall { part: u32 },
+    #[error("entity too large")]
+    EntityTooLarge,
+    #[error("the Content-MD5 you specified did not match what was received")]
+    BadDigest(String),
+    #[error("the provided x-amz-content-sha256 does not match what was computed")]
+    ContentSha256Mismatch,
+    #[error("body length does not match the declared content length")]
+    IncompleteBody,
+    #[error("request body failed: {0}")]
+    Body(String),
+    #[error("stored data is corrupt")]
+    Corrupt(String),
+    #[error("service is busy, retry")]
+    Busy,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<MetaError> for OssError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::Corrupt { table } => OssError::Corrupt(format!("metadata in {table}")),
+            MetaError::Conflict(_) => OssError::Busy,
+            other => OssError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<BlobError> for OssError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::Corrupt { .. } | BlobError::NotFound(_) => OssError::Corrupt(e.to_string()),
+            other => OssError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Counters the server exports as metrics.
+#[derive(Debug, Default)]
+pub struct OssStats {
+    pub corruption_events: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub blobs_collected: AtomicU64,
+}
+
+/// Settings the service needs from configuration.
+#[derive(Debug, Clone)]
+pub struct OssConfig {
+    pub region: String,
+    pub inline_threshold: usize,
+}
+
+/// The object service over a metadata engine `M` and a blob engine `B`.
+pub struct ObjectService<M, B> {
+    meta: Arc<M>,
+    blobs: Arc<B>,
+    config: OssConfig,
+    stats: Arc<OssStats>,
+    janitor: tokio::sync::Notify,
+}
+
+impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
+    /// Builds the service and runs the start-up recovery sweep: blobs of writes that never
+    /// committed, and blobs that were unreferenced but not yet deleted, are removed.
+    pub async fn open(meta: M, blobs: B, config: OssConfig) -> Result<Arc<Self>, OssError> {
+        let svc = Arc::new(Self {
+            meta: Arc::new(meta),
+            blobs: Arc::new(blobs),
+            config,
+            stats: Arc::new(OssStats::default()),
+            janitor: tokio::sync::Notify::new(),
+        });
+        let swept = svc.recover().await?;
+        if swept > 0 {
+            tracing::info!(swept, "recovery removed blobs of unfinished writes");
+        }
+        svc.collect_garbage().await?;
+        Ok(svc)
+    }
+
+    pub fn stats(&self) -> &Arc<OssStats> {
+        &self.stats
+    }
+
+    pub fn region(&self) -> &str {
+        &self.config.region
+    }
+
+    fn note_corruption(&self, what: &str) {
+        self.stats.corruption_events.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(what, "corruption detected; request failed instead of serving it");
+    }
+
+    /// Runs a blocking metadata read off the async runtime.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, OssError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&M, &B) -> Result<T, OssError> + Send + 'static,
+    {
+        let meta = self.meta.clone();
+        let blobs = self.blobs.clone();
+        tokio::task::spawn_blocking(move || f(&meta, &blobs))
+            .await
+            .map_err(|e| OssError::Internal(format!("blocking task failed: {e}")))?
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_millis() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}

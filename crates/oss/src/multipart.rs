@@ -1,0 +1,513 @@
+//! Multipart uploads: each part is its own blob; completion writes one record that lists the
+//! part blobs in order, so the data is never copied again.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use feiyun_blob::{BlobId, BlobStore};
+use feiyun_meta::{MetaError, MetaStore, Table, WriteBatch, prefix_end};
+use futures::Stream;
+use md5::{Digest as _, Md5};
+
+use crate::checksum::{self, ChecksumAlgorithm, ChecksumKind, Digests, StoredChecksum};
+use crate::put::{ObjectHeaders, PutOutcome, StagedData, WriteSpec};
+use crate::records::{self, BlobRef, ObjectData, ObjectRecord, PartLayout, PartRecord, UploadRecord};
+use crate::{
+    MAX_OBJECT_SIZE, MAX_PARTS, MAX_PUT_SIZE, MIN_PART_SIZE, ObjectService, OssError, keys,
+    now_millis,
+};
+
+/// Most uploads or parts one listing page returns.
+pub const MAX_LIST: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartInfo {
+    pub part_number: u32,
+    pub etag: String,
+    pub size: u64,
+    pub last_modified_ms: i64,
+    pub checksum: Option<StoredChecksum>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadInfo {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated_ms: i64,
+    pub checksum_algorithm: Option<ChecksumAlgorithm>,
+    pub checksum_kind: Option<ChecksumKind>,
+}
+
+/// A part named in CompleteMultipartUpload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletePart {
+    pub part_number: u32,
+    pub etag: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UploadParams {
+    pub prefix: String,
+    pub key_marker: Option<String>,
+    pub upload_id_marker: Option<String>,
+    pub max_uploads: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadPage {
+    pub uploads: Vec<UploadInfo>,
+    pub is_truncated: bool,
+}
+
+impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
+    pub async fn create_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        headers: ObjectHeaders,
+        checksum_algorithm: Option<ChecksumAlgorithm>,
+        checksum_kind: Option<ChecksumKind>,
+    ) -> Result<String, OssError> {
+        keys::validate_object_key(key)?;
+        self.require_bucket(bucket).await?;
+        if let (Some(alg), Some(ChecksumKind::FullObject)) = (checksum_algorithm, checksum_kind)
+            && !alg.supports_full_object()
+        {
+            return Err(OssError::InvalidArgument(format!(
+                "{} cannot be a FULL_OBJECT checksum",
+                alg.as_str()
+            )));
+        }
+        // Time-ordered, so uploads of one key list in initiation order.
+        let upload_id = uuid::Uuid::now_v7().simple().to_string();
+        let record = UploadRecord {
+            initiated_ms: now_millis(),
+            headers,
+            checksum_algorithm,
+            checksum_kind: checksum_algorithm.map(|_| checksum_kind.unwrap_or(ChecksumKind::Composite)),
+        };
+        let mut batch = WriteBatch::new();
+        batch
+            .check_present(Table::Buckets, keys::bucket(bucket))
+            .put(
+                Table::Uploads,
+                keys::upload(bucket, key, &upload_id),
+                records::encode(&record)?,
+            );
+        self.meta.commit(batch).await.map_err(|e| match e {
+            MetaError::Conflict(_) => OssError::NoSuchBucket,
+            e => e.into(),
+        })?;
+        Ok(upload_id)
+    }
+
+    async fn load_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(Vec<u8>, UploadRecord), OssError> {
+        self.require_bucket(bucket).await?;
+        let k = keys::upload(bucket, key, upload_id);
+        let v = self
+            .blocking(move |m, _| Ok(m.get(Table::Uploads, &k)?))
+            .await?;
+        match v {
+            Some(bytes) => {
+                let r = records::decode(&bytes)?;
+                Ok((bytes, r))
+            }
+            None => Err(OssError::NoSuchUpload),
+        }
+    }
+
+    /// Stores one part; `verify` checks client-sent digests before the part is recorded.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upload_part<S, E>(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        mut spec: WriteSpec,
+        body: S,
+        verify: impl FnOnce(&Digests) -> Result<(), OssError>,
+    ) -> Result<PartInfo, OssError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        if !(1..=MAX_PARTS).contains(&part_number) {
+            return Err(OssError::InvalidArgument(format!(
+                "part number must be between 1 and {MAX_PARTS}"
+            )));
+        }
+        let (_, upload) = self.load_upload(bucket, key, upload_id).await?;
+        if let Some(alg) = upload.checksum_algorithm {
+            match spec.checksum_algorithm {
+                Some(a) if a != alg => {
+                    return Err(OssError::InvalidArgument(format!(
+                        "the upload was created with {} checksums",
+                        alg.as_str()
+                    )));
+                }
+                _ => spec.checksum_algorithm = Some(alg),
+            }
+        }
+        // Parts always go to blobs: completion references them without copying.
+        let staged = self.stage(body, &spec, MAX_PUT_SIZE, 0).await?;
+        verify(&staged.digests)?;
+        self.record_part(bucket, key, upload_id, part_number, upload.checksum_algorithm, staged)
+            .await
+    }
+
+    pub(crate) async fn record_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        upload_algorithm: Option<ChecksumAlgorithm>,
+        mut staged: crate::put::Staged,
+    ) -> Result<PartInfo, OssError> {
+        let StagedData::Blob(blob) = staged.data else {
+            return Err(OssError::Internal("part staged inline".into()));
+        };
+        let record = PartRecord {
+            blob: blob.id,
+            size: blob.len,
+            etag: staged.digests.md5_hex(),
+            last_modified_ms: now_millis(),
+            checksum: upload_algorithm.map(|_| staged.digests.checksum.clone()),
+        };
+        let pkey = keys::part(upload_id, part_number);
+        for _ in 0..crate::MAX_COMMIT_RETRIES {
+            let k = pkey.clone();
+            let old = self
+                .blocking(move |m, _| Ok(m.get(Table::Parts, &k)?))
+                .await?;
+            let mut batch = WriteBatch::new();
+            batch
+                .check_present(Table::Uploads, keys::upload(bucket, key, upload_id))
+                .check_value(Table::Parts, pkey.clone(), old.clone())
+                .put(Table::Parts, pkey.clone(), records::encode(&record)?)
+                .delete(Table::PendingBlobs, blob.id.to_bytes().to_vec());
+            if let Some(o) = &old {
+                let o: PartRecord = records::decode(o)?;
+                batch.put(Table::Garbage, o.blob.to_bytes().to_vec(), Vec::new());
+            }
+            match self.meta.commit(batch).await {
+                Ok(()) => {
+                    if let Some(g) = staged.guard.as_mut() {
+                        g.disarm();
+                    }
+                    if old.is_some() {
+                        self.janitor.notify_one();
+                    }
+                    return Ok(PartInfo {
+                        part_number,
+                        etag: record.etag,
+                        size: record.size,
+                        last_modified_ms: record.last_modified_ms,
+                        checksum: record.checksum,
+                    });
+                }
+                Err(MetaError::Conflict(_)) => {
+                    self.load_upload(bucket, key, upload_id).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(OssError::Busy)
+    }
+
+    async fn all_parts(&self, upload_id: &str) -> Result<Vec<(Vec<u8>, PartRecord)>, OssError> {
+        let start = keys::upload_parts(upload_id);
+        let end = prefix_end(&start);
+        let rows = self
+            .blocking(move |m, _| {
+                Ok(m.scan(Table::Parts, &start, end.as_deref(), MAX_PARTS as usize + 1)?)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                let r = records::decode(&v)?;
+                Ok((k, r))
+            })
+            .collect()
+    }
+
+    pub async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number_marker: u32,
+        max_parts: usize,
+    ) -> Result<(UploadInfo, Vec<PartInfo>, bool), OssError> {
+        let (_, upload) = self.load_upload(bucket, key, upload_id).await?;
+        let start = keys::part(upload_id, part_number_marker.saturating_add(1));
+        let end = prefix_end(&keys::upload_parts(upload_id));
+        let limit = max_parts.min(MAX_LIST);
+        let rows = self
+            .blocking(move |m, _| Ok(m.scan(Table::Parts, &start, end.as_deref(), limit + 1)?))
+            .await?;
+        let truncated = rows.len() > limit;
+        let mut parts = Vec::new();
+        for (k, v) in rows.into_iter().take(limit) {
+            let r: PartRecord = records::decode(&v)?;
+            let n = k
+                .get(k.len().saturating_sub(4)..)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| OssError::Corrupt("part key".into()))?;
+            parts.push(PartInfo {
+                part_number: n,
+                etag: r.etag,
+                size: r.size,
+                last_modified_ms: r.last_modified_ms,
+                checksum: r.checksum,
+            });
+        }
+        let info = UploadInfo {
+            key: key.to_owned(),
+            upload_id: upload_id.to_owned(),
+            initiated_ms: upload.initiated_ms,
+            checksum_algorithm: upload.checksum_algorithm,
+            checksum_kind: upload.checksum_kind,
+        };
+        Ok((info, parts, truncated))
+    }
+
+    pub async fn abort_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), OssError> {
+        let (ubytes, _) = self.load_upload(bucket, key, upload_id).await?;
+        let parts = self.all_parts(upload_id).await?;
+        let mut batch = WriteBatch::new();
+        let ukey = keys::upload(bucket, key, upload_id);
+        batch
+            .check_value(Table::Uploads, ukey.clone(), Some(ubytes))
+            .delete(Table::Uploads, ukey);
+        for (k, p) in &parts {
+            batch
+                .delete(Table::Parts, k.clone())
+                .put(Table::Garbage, p.blob.to_bytes().to_vec(), Vec::new());
+        }
+        self.meta.commit(batch).await.map_err(|e| match e {
+            MetaError::Conflict(_) => OssError::NoSuchUpload,
+            e => e.into(),
+        })?;
+        self.janitor.notify_one();
+        Ok(())
+    }
+
+    /// Assembles the listed parts into the object; unlisted parts are discarded.
+    pub async fn complete_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        requested: &[CompletePart],
+        object_checksum: Option<(ChecksumAlgorithm, String)>,
+    ) -> Result<PutOutcome, OssError> {
+        let (ubytes, upload) = self.load_upload(bucket, key, upload_id).await?;
+        if requested.is_empty() {
+            return Err(OssError::InvalidArgument(
+                "you must specify at least one part".into(),
+            ));
+        }
+        if requested.len() > MAX_PARTS as usize {
+            return Err(OssError::InvalidArgument(format!("at most {MAX_PARTS} parts")));
+        }
+        for w in requested.windows(2) {
+            if w[0].part_number >= w[1].part_number {
+                return Err(OssError::InvalidPartOrder);
+            }
+        }
+        let stored = self.all_parts(upload_id).await?;
+        let by_number = |n: u32| {
+            stored
+                .iter()
+                .find(|(k, _)| *k == keys::part(upload_id, n))
+                .map(|(k, p)| (k.clone(), p.clone()))
+        };
+        let mut chosen = Vec::with_capacity(requested.len());
+        for (i, r) in requested.iter().enumerate() {
+            let Some((k, p)) = by_number(r.part_number) else {
+                return Err(OssError::InvalidPart(format!(
+                    "part {} was not uploaded",
+                    r.part_number
+                )));
+            };
+            if r.etag.trim().trim_matches('"') != p.etag {
+                return Err(OssError::InvalidPart(format!(
+                    "part {} has a different ETag",
+                    r.part_number
+                )));
+            }
+            if i + 1 < requested.len() && p.size < MIN_PART_SIZE {
+                return Err(OssError::EntityTooSmall {
+                    part: r.part_number,
+                });
+            }
+            chosen.push((k, p));
+        }
+        let size: u64 = chosen.iter().map(|(_, p)| p.size).sum();
+        if size > MAX_OBJECT_SIZE {
+            return Err(OssError::EntityTooLarge);
+        }
+        let mut md5s = Md5::new();
+        for (_, p) in &chosen {
+            let raw = hex::decode(&p.etag).map_err(|_| OssError::Corrupt("part etag".into()))?;
+            md5s.update(&raw);
+        }
+        let etag = format!("{}-{}", hex::encode(md5s.finalize()), chosen.len());
+        let checksum = match (upload.checksum_algorithm, upload.checksum_kind) {
+            (Some(alg), kind) => {
+                let parts: Vec<(StoredChecksum, u64)> = chosen
+                    .iter()
+                    .map(|(_, p)| {
+                        p.checksum
+                            .clone()
+                            .map(|c| (c, p.size))
+                            .ok_or_else(|| OssError::InvalidPart("a part has no checksum".into()))
+                    })
+                    .collect::<Result<_, _>>()?;
+                Some(checksum::combine_parts(
+                    alg,
+                    kind.unwrap_or(ChecksumKind::Composite),
+                    &parts,
+                )?)
+            }
+            (None, _) => None,
+        };
+        if let (Some((alg, sent)), Some(c)) = (&object_checksum, &checksum)
+            && (*alg != c.algorithm || sent.trim() != c.render())
+        {
+            return Err(OssError::BadDigest(format!(
+                "The {} you specified did not match the calculated checksum.",
+                alg.as_str()
+            )));
+        }
+        let record = ObjectRecord {
+            size,
+            etag: etag.clone(),
+            last_modified_ms: now_millis(),
+            content_type: upload.headers.content_type.clone(),
+            content_encoding: upload.headers.content_encoding.clone(),
+            content_disposition: upload.headers.content_disposition.clone(),
+            content_language: upload.headers.content_language.clone(),
+            cache_control: upload.headers.cache_control.clone(),
+            expires: upload.headers.expires.clone(),
+            user_metadata: upload.headers.user_metadata.clone(),
+            checksum: checksum.clone(),
+            parts: chosen
+                .iter()
+                .map(|(_, p)| PartLayout {
+                    size: p.size,
+                    checksum: p.checksum.clone(),
+                })
+                .collect(),
+            data: ObjectData::Blobs(
+                chosen
+                    .iter()
+                    .map(|(_, p)| BlobRef {
+                        id: p.blob,
+                        len: p.size,
+                    })
+                    .collect(),
+            ),
+        };
+        let used: Vec<BlobId> = chosen.iter().map(|(_, p)| p.blob).collect();
+        let mut extra = WriteBatch::new();
+        let ukey = keys::upload(bucket, key, upload_id);
+        extra
+            .check_value(Table::Uploads, ukey.clone(), Some(ubytes))
+            .delete(Table::Uploads, ukey);
+        for (k, p) in &stored {
+            extra.check_present(Table::Parts, k.clone());
+            extra.delete(Table::Parts, k.clone());
+            if !used.contains(&p.blob) {
+                extra.put(Table::Garbage, p.blob.to_bytes().to_vec(), Vec::new());
+            }
+        }
+        let encoded = records::encode(&record)?;
+        match self
+            .replace_object(bucket, key, Some(encoded), &[], extra)
+            .await
+        {
+            Ok(_) => {}
+            // The upload was completed or aborted concurrently.
+            Err(OssError::Busy) => return Err(OssError::NoSuchUpload),
+            Err(e) => return Err(e),
+        }
+        self.janitor.notify_one();
+        Ok(PutOutcome {
+            etag,
+            size,
+            last_modified_ms: record.last_modified_ms,
+            checksum,
+        })
+    }
+
+    pub async fn list_multipart_uploads(
+        &self,
+        bucket: &str,
+        params: UploadParams,
+    ) -> Result<UploadPage, OssError> {
+        self.require_bucket(bucket).await?;
+        let base = keys::bucket_objects(bucket);
+        let mut start = keys::object(bucket, &params.prefix);
+        if let Some(km) = &params.key_marker {
+            let marker_start = match &params.upload_id_marker {
+                // Uploads of the marker key after the given id.
+                Some(id) => {
+                    let mut k = keys::upload(bucket, km, id);
+                    k.push(0);
+                    k
+                }
+                // Everything after all uploads of the marker key.
+                None => {
+                    let mut k = keys::object(bucket, km);
+                    k.push(1);
+                    k
+                }
+            };
+            start = start.max(marker_start);
+        }
+        let end = prefix_end(&keys::object(bucket, &params.prefix));
+        let limit = params.max_uploads.min(MAX_LIST);
+        let rows = self
+            .blocking(move |m, _| Ok(m.scan(Table::Uploads, &start, end.as_deref(), limit + 1)?))
+            .await?;
+        let is_truncated = rows.len() > limit;
+        let mut uploads = Vec::new();
+        for (k, v) in rows.into_iter().take(limit) {
+            let rest = &k[base.len()..];
+            let sep = rest
+                .iter()
+                .rposition(|b| *b == 0)
+                .ok_or_else(|| OssError::Corrupt("upload key".into()))?;
+            let key = String::from_utf8(rest[..sep].to_vec())
+                .map_err(|_| OssError::Corrupt("upload key".into()))?;
+            let upload_id = String::from_utf8(rest[sep + 1..].to_vec())
+                .map_err(|_| OssError::Corrupt("upload id".into()))?;
+            let r: UploadRecord = records::decode(&v)?;
+            uploads.push(UploadInfo {
+                key,
+                upload_id,
+                initiated_ms: r.initiated_ms,
+                checksum_algorithm: r.checksum_algorithm,
+                checksum_kind: r.checksum_kind,
+            });
+        }
+        Ok(UploadPage {
+            uploads,
+            is_truncated,
+        })
+    }
+}

@@ -1,0 +1,382 @@
+//! The write pipeline: stream a body in, hash it, store it inline or as a blob, and commit.
+//!
+//! Small bodies are buffered (up to the inline threshold) and stored inside the record. A body
+//! that outgrows the threshold is handed to a blocking worker that hashes and writes frames
+//! while the network task keeps reading, through a bounded channel, so memory per upload stays
+//! at a few chunks whatever the object size. The blob id is registered in `PendingBlobs` before
+//! its file exists; the commit that makes the object visible removes that entry. If the
+//! request is cancelled (client gone) or fails, a guard deletes the blob; if the process dies,
+//! the start-up sweep does.
+
+use std::fmt::Display;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use feiyun_blob::{BlobId, BlobStore, BlobWriter};
+use feiyun_meta::{MetaStore, Table, WriteBatch};
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::checksum::{ChecksumAlgorithm, Digests, StreamHasher};
+use crate::records::{self, BlobRef, ObjectData, ObjectRecord};
+use crate::{MAX_COMMIT_RETRIES, ObjectService, OssError, keys, now_millis};
+
+/// Chunks queued between the network task and the blob worker of one upload.
+const WRITE_QUEUE_CHUNKS: usize = 8;
+
+/// The standard headers and user metadata stored with an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectHeaders {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    pub expires: Option<String>,
+    pub user_metadata: Vec<(String, String)>,
+}
+
+impl ObjectHeaders {
+    pub fn of(record: &ObjectRecord) -> Self {
+        Self {
+            content_type: record.content_type.clone(),
+            content_encoding: record.content_encoding.clone(),
+            content_disposition: record.content_disposition.clone(),
+            content_language: record.content_language.clone(),
+            cache_control: record.cache_control.clone(),
+            expires: record.expires.clone(),
+            user_metadata: record.user_metadata.clone(),
+        }
+    }
+}
+
+/// How to receive one body.
+#[derive(Debug, Clone, Default)]
+pub struct WriteSpec {
+    /// The flexible checksum to compute (CRC64NVME when `None`).
+    pub checksum_algorithm: Option<ChecksumAlgorithm>,
+    /// Compute SHA-256 of the payload (for a signed `x-amz-content-sha256`).
+    pub want_payload_sha256: bool,
+    /// The declared (decoded) length; a body of any other length fails.
+    pub declared_len: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub etag: String,
+    pub size: u64,
+    pub last_modified_ms: i64,
+    pub checksum: Option<crate::checksum::StoredChecksum>,
+}
+
+/// Data received and durable on disk (or in memory, if inline), not yet visible.
+pub(crate) struct Staged {
+    pub data: StagedData,
+    pub digests: Digests,
+    pub guard: Option<PendingBlobGuard>,
+}
+
+pub(crate) enum StagedData {
+    Inline(Vec<u8>),
+    Blob(BlobRef),
+}
+
+impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
+    /// Receives a body; `verify` runs on the digests before anything becomes visible (trailing
+    /// checksums are only known then).
+    pub async fn put_object<S, E>(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        headers: ObjectHeaders,
+        spec: WriteSpec,
+        body: S,
+        verify: impl FnOnce(&Digests) -> Result<(), OssError>,
+    ) -> Result<PutOutcome, OssError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        keys::validate_object_key(key)?;
+        self.require_bucket(bucket).await?;
+        let staged = self
+            .stage(body, &spec, crate::MAX_PUT_SIZE, self.config.inline_threshold)
+            .await?;
+        verify(&staged.digests)?;
+        self.commit_object(bucket, key, headers, staged).await
+    }
+
+    /// Writes a staged body as the object's new current content.
+    pub(crate) async fn commit_object(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        headers: ObjectHeaders,
+        mut staged: Staged,
+    ) -> Result<PutOutcome, OssError> {
+        let last_modified_ms = now_millis();
+        let etag = staged.digests.md5_hex();
+        let checksum = Some(staged.digests.checksum.clone());
+        let data = match &staged.data {
+            StagedData::Inline(b) => ObjectData::Inline(b.clone()),
+            StagedData::Blob(r) => ObjectData::Blobs(vec![*r]),
+        };
+        let record = ObjectRecord {
+            size: staged.digests.size,
+            etag: etag.clone(),
+            last_modified_ms,
+            content_type: headers.content_type,
+            content_encoding: headers.content_encoding,
+            content_disposition: headers.content_disposition,
+            content_language: headers.content_language,
+            cache_control: headers.cache_control,
+            expires: headers.expires,
+            user_metadata: headers.user_metadata,
+            checksum: checksum.clone(),
+            parts: Vec::new(),
+            data,
+        };
+        let encoded = records::encode(&record)?;
+        let pending: Vec<BlobId> = record.blobs().iter().map(|b| b.id).collect();
+        self.replace_object(bucket, key, Some(encoded), &pending, WriteBatch::new())
+            .await?;
+        if let Some(g) = staged.guard.as_mut() {
+            g.disarm();
+        }
+        Ok(PutOutcome {
+            etag,
+            size: record.size,
+            last_modified_ms,
+            checksum,
+        })
+    }
+
+    /// Replaces (or with `None`, deletes) an object's record in one commit, moving the old
+    /// record's blobs to `Garbage` and clearing `pending` from `PendingBlobs`. `extra` carries
+    /// further checks and mutations that must commit atomically with it. Returns the old
+    /// record, if there was one.
+    pub(crate) async fn replace_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        new: Option<Vec<u8>>,
+        pending: &[BlobId],
+        extra: WriteBatch,
+    ) -> Result<Option<ObjectRecord>, OssError> {
+        let okey = keys::object(bucket, key);
+        for _ in 0..MAX_COMMIT_RETRIES {
+            let old_bytes = {
+                let k = okey.clone();
+                self.blocking(move |m, _| Ok(m.get(Table::Objects, &k)?))
+                    .await?
+            };
+            let old = match &old_bytes {
+                Some(b) => Some(records::decode::<ObjectRecord>(b)?),
+                None => None,
+            };
+            let mut batch = extra.clone();
+            batch
+                .check_present(Table::Buckets, keys::bucket(bucket))
+                .check_value(Table::Objects, okey.clone(), old_bytes);
+            match &new {
+                Some(v) => batch.put(Table::Objects, okey.clone(), v.clone()),
+                None => batch.delete(Table::Objects, okey.clone()),
+            };
+            for id in pending {
+                batch.delete(Table::PendingBlobs, id.to_bytes().to_vec());
+            }
+            if let Some(o) = &old {
+                for b in o.blobs() {
+                    batch.put(Table::Garbage, b.id.to_bytes().to_vec(), Vec::new());
+                }
+            }
+            match self.meta.commit(batch).await {
+                Ok(()) => {
+                    if old.as_ref().is_some_and(|o| !o.blobs().is_empty()) {
+                        self.janitor.notify_one();
+                    }
+                    return Ok(old);
+                }
+                Err(feiyun_meta::MetaError::Conflict(_)) => {
+                    // Lost a race with another writer, or the bucket went away.
+                    self.require_bucket(bucket).await?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(OssError::Busy)
+    }
+
+    /// Streams `body` to memory (≤ `inline_max`) or to a new blob, hashing it on the way.
+    pub(crate) async fn stage<S, E>(
+        self: &Arc<Self>,
+        mut body: S,
+        spec: &WriteSpec,
+        max_len: u64,
+        inline_max: usize,
+    ) -> Result<Staged, OssError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        if let Some(n) = spec.declared_len
+            && n > max_len
+        {
+            return Err(OssError::EntityTooLarge);
+        }
+        let mut buffered: Vec<Bytes> = Vec::new();
+        let mut total: u64 = 0;
+        let goes_to_blob = |total: u64| {
+            total > inline_max as u64 || spec.declared_len.is_some_and(|n| n > inline_max as u64)
+        };
+        // Phase 1: buffer while the body may still fit inline.
+        while !goes_to_blob(total) {
+            match body.next().await {
+                None => {
+                    check_len(spec, total)?;
+                    let mut data = Vec::with_capacity(total as usize);
+                    for b in &buffered {
+                        data.extend_from_slice(b);
+                    }
+                    let mut h = StreamHasher::new(spec.checksum_algorithm, spec.want_payload_sha256);
+                    h.update(&data);
+                    return Ok(Staged {
+                        data: StagedData::Inline(data),
+                        digests: h.finish(),
+                        guard: None,
+                    });
+                }
+                Some(Err(e)) => return Err(OssError::Body(e.to_string())),
+                Some(Ok(chunk)) => {
+                    total += chunk.len() as u64;
+                    if total > max_len {
+                        return Err(OssError::EntityTooLarge);
+                    }
+                    buffered.push(chunk);
+                }
+            }
+        }
+        // Phase 2: register the blob, then stream everything to the worker.
+        let id = BlobId::random();
+        let mut reg = WriteBatch::new();
+        reg.put(Table::PendingBlobs, id.to_bytes().to_vec(), Vec::new());
+        self.meta.commit(reg).await?;
+        let guard = PendingBlobGuard::new(self.meta.clone(), self.blobs.clone(), id);
+
+        let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_CHUNKS);
+        let blobs = self.blobs.clone();
+        let algorithm = spec.checksum_algorithm;
+        let want_sha = spec.want_payload_sha256;
+        let worker = tokio::task::spawn_blocking(move || -> Result<Digests, OssError> {
+            let mut w = blobs.create(id)?;
+            let mut h = StreamHasher::new(algorithm, want_sha);
+            while let Some(chunk) = rx.blocking_recv() {
+                h.update(&chunk);
+                w.write(&chunk)?;
+            }
+            w.finish()?;
+            Ok(h.finish())
+        });
+        let feed = async {
+            for b in buffered {
+                tx.send(b).await.map_err(|_| worker_gone())?;
+            }
+            while let Some(item) = body.next().await {
+                let chunk = item.map_err(|e| OssError::Body(e.to_string()))?;
+                total += chunk.len() as u64;
+                if total > max_len {
+                    return Err(OssError::EntityTooLarge);
+                }
+                tx.send(chunk).await.map_err(|_| worker_gone())?;
+            }
+            check_len(spec, total)
+        };
+        let fed = feed.await;
+        drop(tx);
+        let digests = worker
+            .await
+            .map_err(|e| OssError::Internal(format!("blob worker: {e}")))?;
+        fed?;
+        let digests = digests?;
+        debug_assert_eq!(digests.size, total);
+        self.stats
+            .bytes_written
+            .fetch_add(total, std::sync::atomic::Ordering::Relaxed);
+        Ok(Staged {
+            data: StagedData::Blob(BlobRef { id, len: total }),
+            digests,
+            guard: Some(guard),
+        })
+    }
+
+    pub(crate) async fn require_bucket(&self, bucket: &str) -> Result<(), OssError> {
+        let k = keys::bucket(bucket);
+        let found = self
+            .blocking(move |m, _| Ok(m.get(Table::Buckets, &k)?.is_some()))
+            .await?;
+        if found {
+            Ok(())
+        } else {
+            Err(OssError::NoSuchBucket)
+        }
+    }
+}
+
+fn check_len(spec: &WriteSpec, total: u64) -> Result<(), OssError> {
+    match spec.declared_len {
+        Some(n) if n != total => Err(OssError::IncompleteBody),
+        _ => Ok(()),
+    }
+}
+
+fn worker_gone() -> OssError {
+    OssError::Internal("blob worker stopped early".into())
+}
+
+/// Deletes an uncommitted blob (and its `PendingBlobs` entry) unless disarmed by a commit.
+/// Runs on drop, so a cancelled request cleans up after itself.
+pub(crate) struct PendingBlobGuard {
+    armed: bool,
+    cleanup: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl PendingBlobGuard {
+    pub fn new<M: MetaStore, B: BlobStore>(meta: Arc<M>, blobs: Arc<B>, id: BlobId) -> Self {
+        let cleanup = Box::new(move || {
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return; // No runtime: the start-up sweep removes it.
+            };
+            rt.spawn(async move {
+                let b = blobs.clone();
+                let deleted = tokio::task::spawn_blocking(move || b.delete(id)).await;
+                if matches!(deleted, Ok(Ok(()))) {
+                    let mut batch = WriteBatch::new();
+                    batch.delete(Table::PendingBlobs, id.to_bytes().to_vec());
+                    if let Err(e) = meta.commit(batch).await {
+                        tracing::warn!(%id, error = %e, "pending blob entry left for the sweep");
+                    }
+                }
+            });
+        });
+        Self {
+            armed: true,
+            cleanup: Some(cleanup),
+        }
+    }
+
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for PendingBlobGuard {
+    fn drop(&mut self) {
+        if self.armed
+            && let Some(f) = self.cleanup.take()
+        {
+            f();
+        }
+    }
+}

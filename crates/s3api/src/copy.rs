@@ -1,0 +1,193 @@
+//! CopyObject and UploadPartCopy.
+
+use feiyun_oss::{BlobStore, ByteRange, Conditions, CopySource as Source, MetaStore, OssError};
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result};
+
+use crate::headers;
+use crate::{FeiyunS3, fail};
+
+fn source(
+    cs: &CopySource,
+    if_match: &Option<ETagCondition>,
+    if_none_match: &Option<ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> Result<Source, OssError> {
+    match cs {
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => {
+            if version_id.as_deref().is_some_and(|v| v != "null") {
+                return Err(OssError::InvalidArgument(
+                    "versioned copy sources are not available yet".into(),
+                ));
+            }
+            Ok(Source {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                conditions: Conditions {
+                    if_match: headers::etag_conditions(if_match),
+                    if_none_match: headers::etag_conditions(if_none_match),
+                    if_modified_since: if_modified_since.map(headers::unix_seconds),
+                    if_unmodified_since: if_unmodified_since.map(headers::unix_seconds),
+                },
+            })
+        }
+        _ => Err(OssError::InvalidArgument(
+            "access point copy sources are not supported".into(),
+        )),
+    }
+}
+
+/// Parses `x-amz-copy-source-range: bytes=first-last` (both required, as S3 requires).
+fn copy_range(r: &Option<String>) -> Result<Option<ByteRange>, OssError> {
+    let Some(r) = r else { return Ok(None) };
+    let bad = || OssError::InvalidArgument(format!("invalid x-amz-copy-source-range {r:?}"));
+    let spec = r.trim().strip_prefix("bytes=").ok_or_else(bad)?;
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let first: u64 = a.parse().map_err(|_| bad())?;
+    let last: u64 = b.parse().map_err(|_| bad())?;
+    if last < first {
+        return Err(bad());
+    }
+    Ok(Some(ByteRange::FromTo {
+        first,
+        last: Some(last),
+    }))
+}
+
+impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
+    pub(crate) async fn op_copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let i = &req.input;
+        let src = source(
+            &i.copy_source,
+            &i.copy_source_if_match,
+            &i.copy_source_if_none_match,
+            i.copy_source_if_modified_since.as_ref(),
+            i.copy_source_if_unmodified_since.as_ref(),
+        )
+        .map_err(fail(&req))?;
+        let replace = match i.metadata_directive.as_ref().map(|d| d.as_str()) {
+            None | Some("COPY") => false,
+            Some("REPLACE") => true,
+            Some(other) => {
+                return Err(fail(&req)(OssError::InvalidArgument(format!(
+                    "unknown metadata directive {other}"
+                ))));
+            }
+        };
+        if !replace && src.bucket == i.bucket && src.key == i.key && i.checksum_algorithm.is_none()
+        {
+            return Err(fail(&req)(OssError::InvalidArgument(
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.".into(),
+            )));
+        }
+        let new_headers = if replace {
+            Some(
+                headers::object_headers(
+                    i.content_type.clone(),
+                    i.content_encoding.clone(),
+                    i.content_disposition.clone(),
+                    i.content_language.clone(),
+                    i.cache_control.clone(),
+                    i.expires.as_ref(),
+                    i.metadata.clone(),
+                )
+                .map_err(fail(&req))?,
+            )
+        } else {
+            None
+        };
+        let algorithm = headers::algorithm(&i.checksum_algorithm).map_err(fail(&req))?;
+        let (out, _) = self
+            .oss
+            .copy_object(&src, &i.bucket, &i.key, new_headers, algorithm)
+            .await
+            .map_err(fail(&req))?;
+        let c = headers::checksum_fields(out.checksum.as_ref());
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(headers::etag(&out.etag)),
+                last_modified: Some(headers::timestamp(out.last_modified_ms)),
+                checksum_crc32: c.0,
+                checksum_crc32c: c.1,
+                checksum_crc64nvme: c.2,
+                checksum_sha1: c.3,
+                checksum_sha256: c.4,
+                checksum_type: headers::checksum_type(out.checksum.as_ref()),
+            }),
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn op_upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let i = &req.input;
+        let src = source(
+            &i.copy_source,
+            &i.copy_source_if_match,
+            &i.copy_source_if_none_match,
+            i.copy_source_if_modified_since.as_ref(),
+            i.copy_source_if_unmodified_since.as_ref(),
+        )
+        .map_err(fail(&req))?;
+        let range = copy_range(&i.copy_source_range).map_err(fail(&req))?;
+        if i.part_number < 1 {
+            return Err(fail(&req)(OssError::InvalidArgument(
+                "part number must be between 1 and 10000".into(),
+            )));
+        }
+        let (part, _) = self
+            .oss
+            .upload_part_copy(
+                &src,
+                range,
+                &i.bucket,
+                &i.key,
+                &i.upload_id,
+                i.part_number as u32,
+            )
+            .await
+            .map_err(fail(&req))?;
+        let c = headers::checksum_fields(part.checksum.as_ref());
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(headers::etag(&part.etag)),
+                last_modified: Some(headers::timestamp(part.last_modified_ms)),
+                checksum_crc32: c.0,
+                checksum_crc32c: c.1,
+                checksum_crc64nvme: c.2,
+                checksum_sha1: c.3,
+                checksum_sha256: c.4,
+            }),
+            ..Default::default()
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_ranges() {
+        assert_eq!(
+            copy_range(&Some("bytes=0-9".into())).unwrap(),
+            Some(ByteRange::FromTo {
+                first: 0,
+                last: Some(9)
+            })
+        );
+        for bad in ["0-9", "bytes=9-0", "bytes=-5", "bytes=a-b", "bytes=5-"] {
+            assert!(copy_range(&Some(bad.into())).is_err(), "{bad}");
+        }
+    }
+}

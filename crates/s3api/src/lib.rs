@@ -1,0 +1,148 @@
+//! The S3 protocol edge: `s3s` parses and signs the wire protocol; this crate maps each S3
+//! operation onto the object service and maps results and errors back.
+//!
+//! One file per operation family (`bucket`, `object`, `copy`, `list`, `multipart`), with the
+//! shared header and checksum plumbing in `headers`. Authentication is in `auth`; it is the
+//! seam where IAM policy evaluation will plug in.
+//!
+//! Architecture invariant: no S3 error code is chosen outside `error.rs`, and this crate
+//! never touches storage directly — only through [`feiyun_oss::ObjectService`].
+
+mod auth;
+mod bucket;
+mod copy;
+mod error;
+mod headers;
+mod list;
+mod multipart;
+mod object;
+
+use std::sync::Arc;
+
+use feiyun_oss::{BlobStore, MetaStore, ObjectService, OssError};
+use s3s::dto::*;
+use s3s::{S3, S3Request, S3Response, S3Result};
+
+pub use auth::RootAuth;
+pub use error::to_s3;
+
+/// Per-request id, inserted into request extensions by the server and echoed in errors.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The S3 implementation over an object service with engines `M` and `B`.
+pub struct FeiyunS3<M, B> {
+    oss: Arc<ObjectService<M, B>>,
+}
+
+impl<M, B> FeiyunS3<M, B> {
+    pub fn new(oss: Arc<ObjectService<M, B>>) -> Self {
+        Self { oss }
+    }
+}
+
+pub(crate) fn request_id<T>(req: &S3Request<T>) -> Option<String> {
+    req.extensions.get::<RequestId>().map(|r| r.0.clone())
+}
+
+/// Maps a service error for this request.
+pub(crate) fn fail<T>(req: &S3Request<T>) -> impl Fn(OssError) -> s3s::S3Error + '_ {
+    move |e| {
+        let id = req.extensions.get::<RequestId>().map(|r| r.0.as_str());
+        error::to_s3(e, id)
+    }
+}
+
+type Out<T> = S3Result<S3Response<T>>;
+
+#[async_trait::async_trait]
+impl<M, B> S3 for FeiyunS3<M, B>
+where
+    M: MetaStore,
+    B: BlobStore,
+{
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> Out<ListBucketsOutput> {
+        self.op_list_buckets(req).await
+    }
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> Out<CreateBucketOutput> {
+        self.op_create_bucket(req).await
+    }
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> Out<HeadBucketOutput> {
+        self.op_head_bucket(req).await
+    }
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> Out<DeleteBucketOutput> {
+        self.op_delete_bucket(req).await
+    }
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> Out<GetBucketLocationOutput> {
+        self.op_get_bucket_location(req).await
+    }
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> Out<PutObjectOutput> {
+        self.op_put_object(req).await
+    }
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> Out<GetObjectOutput> {
+        self.op_get_object(req).await
+    }
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> Out<HeadObjectOutput> {
+        self.op_head_object(req).await
+    }
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> Out<DeleteObjectOutput> {
+        self.op_delete_object(req).await
+    }
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> Out<DeleteObjectsOutput> {
+        self.op_delete_objects(req).await
+    }
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> Out<CopyObjectOutput> {
+        self.op_copy_object(req).await
+    }
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> Out<ListObjectsOutput> {
+        self.op_list_objects(req).await
+    }
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> Out<ListObjectsV2Output> {
+        self.op_list_objects_v2(req).await
+    }
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> Out<CreateMultipartUploadOutput> {
+        self.op_create_multipart_upload(req).await
+    }
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> Out<UploadPartOutput> {
+        self.op_upload_part(req).await
+    }
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> Out<UploadPartCopyOutput> {
+        self.op_upload_part_copy(req).await
+    }
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> Out<CompleteMultipartUploadOutput> {
+        self.op_complete_multipart_upload(req).await
+    }
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> Out<AbortMultipartUploadOutput> {
+        self.op_abort_multipart_upload(req).await
+    }
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> Out<ListPartsOutput> {
+        self.op_list_parts(req).await
+    }
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> Out<ListMultipartUploadsOutput> {
+        self.op_list_multipart_uploads(req).await
+    }
+}

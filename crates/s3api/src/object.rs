@@ -1,0 +1,327 @@
+//! PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects.
+
+use feiyun_oss::{BlobStore, ByteRange, Conditions, GetRequest, MetaStore, ObjectRead, OssError};
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result};
+
+use crate::headers::{self, BodyChecks};
+use crate::{FeiyunS3, fail, request_id};
+
+impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
+    pub(crate) async fn op_put_object(
+        &self,
+        mut req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = &mut req.input;
+        let body = input.body.take();
+        let sent = headers::header_checksums(
+            &input.checksum_crc32,
+            &input.checksum_crc32c,
+            &input.checksum_crc64nvme,
+            &input.checksum_sha1,
+            &input.checksum_sha256,
+        );
+        let checks = BodyChecks::from_request(
+            &req,
+            &req.input.checksum_algorithm,
+            sent,
+            req.input.content_md5.clone(),
+        )
+        .map_err(fail(&req))?;
+        let i = &req.input;
+        let object_headers = headers::object_headers(
+            i.content_type.clone(),
+            i.content_encoding.clone(),
+            i.content_disposition.clone(),
+            i.content_language.clone(),
+            i.cache_control.clone(),
+            i.expires.as_ref(),
+            i.metadata.clone(),
+        )
+        .map_err(fail(&req))?;
+        let spec = checks.spec(i.content_length).map_err(fail(&req))?;
+        let body = body.unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
+        let out = self
+            .oss
+            .put_object(&i.bucket, &i.key, object_headers, spec, body, |d| {
+                checks.verify(d)
+            })
+            .await
+            .map_err(fail(&req))?;
+        let c = headers::checksum_fields(out.checksum.as_ref());
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(headers::etag(&out.etag)),
+            checksum_crc32: c.0,
+            checksum_crc32c: c.1,
+            checksum_crc64nvme: c.2,
+            checksum_sha1: c.3,
+            checksum_sha256: c.4,
+            checksum_type: headers::checksum_type(out.checksum.as_ref()),
+            size: Some(out.size as i64),
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn op_get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let i = &req.input;
+        let get = read_request(
+            i.range.as_ref(),
+            i.part_number,
+            &i.if_match,
+            &i.if_none_match,
+            i.if_modified_since.as_ref(),
+            i.if_unmodified_since.as_ref(),
+        )
+        .map_err(fail(&req))?;
+        let mut read = self
+            .oss
+            .get_object(&i.bucket, &i.key, &get)
+            .await
+            .map_err(fail(&req))?;
+        let body = read.body.take().map(|b| {
+            StreamingBlob::wrap(sync_wrapper::SyncStream::new(futures::StreamExt::map(b, |r| {
+                r.map_err(|e| std::io::Error::other(e.to_string()))
+            })))
+        });
+        let want_checksum = checksum_enabled(&i.checksum_mode);
+        let m = ResponseMeta::of(&read, want_checksum);
+        Ok(S3Response::new(GetObjectOutput {
+            body,
+            accept_ranges: Some("bytes".into()),
+            content_length: Some(read.content_length as i64),
+            content_range: m.content_range,
+            content_type: m.content_type,
+            content_encoding: m.content_encoding,
+            content_disposition: m.content_disposition,
+            content_language: m.content_language,
+            cache_control: m.cache_control,
+            expires: m.expires,
+            e_tag: Some(headers::etag(&read.record.etag)),
+            last_modified: Some(headers::timestamp(read.record.last_modified_ms)),
+            metadata: m.metadata,
+            parts_count: read.parts_count.map(|n| n as i32),
+            checksum_crc32: m.checksums.0,
+            checksum_crc32c: m.checksums.1,
+            checksum_crc64nvme: m.checksums.2,
+            checksum_sha1: m.checksums.3,
+            checksum_sha256: m.checksums.4,
+            checksum_type: m.checksum_type,
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn op_head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let i = &req.input;
+        let get = read_request(
+            i.range.as_ref(),
+            i.part_number,
+            &i.if_match,
+            &i.if_none_match,
+            i.if_modified_since.as_ref(),
+            i.if_unmodified_since.as_ref(),
+        )
+        .map_err(fail(&req))?;
+        let read = self
+            .oss
+            .head_object(&i.bucket, &i.key, &get)
+            .await
+            .map_err(fail(&req))?;
+        let m = ResponseMeta::of(&read, checksum_enabled(&i.checksum_mode));
+        Ok(S3Response::new(HeadObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            content_length: Some(read.content_length as i64),
+            content_range: m.content_range,
+            content_type: m.content_type,
+            content_encoding: m.content_encoding,
+            content_disposition: m.content_disposition,
+            content_language: m.content_language,
+            cache_control: m.cache_control,
+            expires: m.expires,
+            e_tag: Some(headers::etag(&read.record.etag)),
+            last_modified: Some(headers::timestamp(read.record.last_modified_ms)),
+            metadata: m.metadata,
+            parts_count: read.parts_count.map(|n| n as i32),
+            checksum_crc32: m.checksums.0,
+            checksum_crc32c: m.checksums.1,
+            checksum_crc64nvme: m.checksums.2,
+            checksum_sha1: m.checksums.3,
+            checksum_sha256: m.checksums.4,
+            checksum_type: m.checksum_type,
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn op_delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let i = &req.input;
+        if i.version_id.is_some() {
+            return Err(fail(&req)(OssError::InvalidArgument(
+                "versioning is not enabled on this bucket".into(),
+            )));
+        }
+        self.oss
+            .delete_object(&i.bucket, &i.key)
+            .await
+            .map_err(fail(&req))?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    pub(crate) async fn op_delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let i = &req.input;
+        let quiet = i.delete.quiet.unwrap_or(false);
+        let keys: Vec<String> = i.delete.objects.iter().map(|o| o.key.clone()).collect();
+        if keys.is_empty() {
+            return Err(fail(&req)(OssError::InvalidArgument(
+                "the Delete element must name at least one object".into(),
+            )));
+        }
+        if keys.len() > feiyun_oss::MAX_DELETE_KEYS {
+            let mut e = s3s::s3_error!(
+                MalformedXML,
+                "The XML you provided was not well-formed or did not validate against our published schema"
+            );
+            if let Some(id) = request_id(&req) {
+                e.set_request_id(id);
+            }
+            return Err(e);
+        }
+        let results = self
+            .oss
+            .delete_objects(&i.bucket, keys)
+            .await
+            .map_err(fail(&req))?;
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for (key, r) in results {
+            match r {
+                Ok(()) => {
+                    if !quiet {
+                        deleted.push(DeletedObject {
+                            key: Some(key),
+                            ..Default::default()
+                        });
+                    }
+                }
+                Err(e) => {
+                    let s3 = crate::error::to_s3(e, None);
+                    errors.push(Error {
+                        code: Some(s3.code().as_str().to_owned()),
+                        key: Some(key),
+                        message: s3.message().map(str::to_owned),
+                        version_id: None,
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
+    }
+}
+
+fn checksum_enabled(mode: &Option<ChecksumMode>) -> bool {
+    mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
+}
+
+pub(crate) fn read_request(
+    range: Option<&Range>,
+    part_number: Option<i32>,
+    if_match: &Option<ETagCondition>,
+    if_none_match: &Option<ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> Result<GetRequest, OssError> {
+    let part_number = match part_number {
+        None => None,
+        Some(n) if n >= 1 => Some(n as u32),
+        Some(_) => {
+            return Err(OssError::InvalidArgument(
+                "Part number must be an integer between 1 and 10000, inclusive".into(),
+            ));
+        }
+    };
+    Ok(GetRequest {
+        range: range.map(|r| match *r {
+            Range::Int { first, last } => ByteRange::FromTo { first, last },
+            Range::Suffix { length } => ByteRange::Suffix { len: length },
+        }),
+        part_number,
+        conditions: Conditions {
+            if_match: headers::etag_conditions(if_match),
+            if_none_match: headers::etag_conditions(if_none_match),
+            if_modified_since: if_modified_since.map(headers::unix_seconds),
+            if_unmodified_since: if_unmodified_since.map(headers::unix_seconds),
+        },
+    })
+}
+
+/// Response fields shared by GET and HEAD.
+struct ResponseMeta {
+    content_range: Option<String>,
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    expires: Option<Timestamp>,
+    metadata: Option<Metadata>,
+    checksums: headers::ChecksumFields,
+    checksum_type: Option<ChecksumType>,
+}
+
+impl ResponseMeta {
+    fn of(read: &ObjectRead, want_checksum: bool) -> Self {
+        let r = &read.record;
+        // A checksum describes the whole object (or, for partNumber reads, that part); it is
+        // not sent for an arbitrary range, which it would not match.
+        let checksum = if !want_checksum {
+            None
+        } else {
+            match read.span {
+                None => r.checksum.as_ref(),
+                Some((start, end)) => {
+                    let mut off = 0;
+                    let mut found = None;
+                    for p in &r.parts {
+                        if off == start && off + p.size == end {
+                            found = p.checksum.as_ref();
+                        }
+                        off += p.size;
+                    }
+                    if r.parts.is_empty() && start == 0 && end == r.size {
+                        r.checksum.as_ref()
+                    } else {
+                        found
+                    }
+                }
+            }
+        };
+        Self {
+            content_range: read
+                .span
+                .map(|(s, e)| format!("bytes {}-{}/{}", s, e.saturating_sub(1), r.size)),
+            content_type: r.content_type.clone(),
+            content_encoding: r.content_encoding.clone(),
+            content_disposition: r.content_disposition.clone(),
+            content_language: r.content_language.clone(),
+            cache_control: r.cache_control.clone(),
+            expires: r.expires.as_deref().and_then(headers::parse_http_date),
+            metadata: headers::metadata_map(&r.user_metadata),
+            checksums: headers::checksum_fields(checksum),
+            checksum_type: headers::checksum_type(checksum),
+        }
+    }
+}

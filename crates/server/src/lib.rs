@@ -1,0 +1,375 @@
+//! The server: wires the engines, the object service and the S3 edge into one HTTP listener,
+//! and owns nothing else — the process lifecycle (start-up, readiness line, graceful
+//! shutdown), connection limits, request ids, and the `/metrics` and `/health/*` endpoints.
+
+mod metrics;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use feiyun_blob::LocalBlobStore;
+use feiyun_common::{Config, CredentialSource, RootCredentials};
+use feiyun_meta::RedbStore;
+use feiyun_oss::{ObjectService, OssConfig};
+use feiyun_s3api::{FeiyunS3, RequestId, RootAuth};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::service::{S3Service, S3ServiceBuilder};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+
+/// Most bytes of an XML request body (DeleteObjects with 1000 maximal keys fits).
+const MAX_XML_BODY: usize = 4 * 1024 * 1024;
+/// A client must send its request headers within this time (slow-loris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the metadata store: {0}")]
+    Meta(#[from] feiyun_meta::MetaError),
+    #[error("cannot open the blob store: {0}")]
+    Blob(#[from] feiyun_blob::BlobError),
+    #[error("start-up recovery failed: {0}")]
+    Recovery(#[from] feiyun_oss::OssError),
+    #[error("root credentials: {0}")]
+    Credentials(#[from] feiyun_common::CredentialError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid virtual-host domain {0:?}")]
+    Domain(String),
+}
+
+type EmbeddedOss = ObjectService<RedbStore, LocalBlobStore>;
+
+/// A started region: bound, recovered, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    app: Arc<App>,
+    credentials: (RootCredentials, CredentialSource),
+    config: Config,
+}
+
+struct App {
+    s3: S3Service,
+    metrics: Metrics,
+    ready: std::sync::atomic::AtomicBool,
+}
+
+impl Server {
+    /// Opens the data directory (running crash recovery) and binds the listener.
+    pub async fn start(config: Config) -> Result<Self, ServerError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let configured = config
+            .root_access_key
+            .clone()
+            .zip(config.root_secret_key.clone());
+        let credentials = RootCredentials::load_or_create(dir, configured)?;
+        let meta = RedbStore::open(&dir.join("meta.redb"))?;
+        let blobs = LocalBlobStore::open(&dir.join("blobs"))?;
+        let oss: Arc<EmbeddedOss> = ObjectService::open(
+            meta,
+            blobs,
+            OssConfig {
+                region: config.region.clone(),
+                inline_threshold: config.inline_threshold,
+            },
+        )
+        .await?;
+        oss.spawn_janitor();
+        let metrics = Metrics::new(oss.stats().clone());
+
+        let mut builder = S3ServiceBuilder::new(FeiyunS3::new(oss));
+        builder.set_auth(RootAuth::new(
+            credentials.0.access_key.clone(),
+            credentials.0.secret_key.clone(),
+        ));
+        builder.set_access(Authorize);
+        builder.set_host(VirtualHosts::new(&config.domains)?);
+        let mut s3_config = s3s::config::S3Config::default();
+        s3_config.xml_max_body_size = MAX_XML_BODY;
+        builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+            s3_config,
+        ))));
+        let s3 = builder.build();
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        Ok(Self {
+            listener,
+            local_addr,
+            app: Arc::new(App {
+                s3,
+                metrics,
+                ready: std::sync::atomic::AtomicBool::new(true),
+            }),
+            credentials,
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The credentials, and whether they were generated just now (print them once).
+    pub fn credentials(&self) -> &(RootCredentials, CredentialSource) {
+        &self.credentials
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
+    /// (bounded by the configured grace period) and returns.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        let limit = Arc::new(Semaphore::new(self.config.max_connections));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                p = limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                r = self.listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let app = self.app.clone();
+            let svc = hyper::service::service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let conn = graceful.watch(conn.into_owned());
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+        self.app
+            .ready
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        drop(self.listener);
+        let grace = Duration::from_secs(self.config.shutdown_grace_secs);
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "in-flight requests did not finish in time; closing them"
+            );
+        }
+    }
+}
+
+/// Filled in by the access check with the operation s3s resolved, for metrics.
+#[derive(Clone, Default)]
+struct OpSlot(Arc<Mutex<Option<String>>>);
+
+impl App {
+    async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<s3s::Body> {
+        let start = Instant::now();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let path = req.uri().path();
+        if req.method() == http::Method::GET && path.starts_with("/health/") || path == "/metrics"
+        {
+            if let Some(r) = self.builtin(path) {
+                return r;
+            }
+        }
+        let span = tracing::debug_span!("request", id = %id, method = %req.method(), %peer);
+        let _entered = span.enter();
+        let slot = OpSlot::default();
+        req.extensions_mut().insert(RequestId(id.clone()));
+        req.extensions_mut().insert(slot.clone());
+        drop(_entered);
+        let resp = match self.s3.call(req.map(s3s::Body::from)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(id = %id, error = ?e, "unhandled S3 service error");
+                plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+            }
+        };
+        let mut resp = resp;
+        if let Ok(v) = http::HeaderValue::from_str(&id) {
+            resp.headers_mut().insert("x-amz-request-id", v);
+        }
+        let op = slot
+            .0
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .unwrap_or_else(|| "Unresolved".to_owned());
+        let status = resp.status().as_u16();
+        self.metrics
+            .observe(&op, status, start.elapsed().as_secs_f64());
+        if resp.status().is_server_error() {
+            tracing::warn!(id = %id, op, status, "request failed");
+        } else {
+            tracing::debug!(id = %id, op, status, elapsed_us = start.elapsed().as_micros() as u64, "request");
+        }
+        resp
+    }
+
+    fn builtin(&self, path: &str) -> Option<Response<s3s::Body>> {
+        match path {
+            "/metrics" => {
+                let mut r = plain(StatusCode::OK, &self.metrics.render());
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                Some(r)
+            }
+            "/health/live" => Some(plain(StatusCode::OK, "ok\n")),
+            "/health/ready" => Some(
+                if self.ready.load(std::sync::atomic::Ordering::SeqCst) {
+                    plain(StatusCode::OK, "ready\n")
+                } else {
+                    plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                },
+            ),
+            _ => None,
+        }
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<s3s::Body> {
+    let mut r = Response::new(s3s::Body::from(Bytes::from(text.to_owned())));
+    *r.status_mut() = status;
+    r
+}
+
+/// The single authorization point every S3 operation passes. Today: signed requests by the
+/// root identity may do everything, anonymous requests nothing. IAM policy evaluation will
+/// replace the body of `check`.
+struct Authorize;
+
+#[async_trait::async_trait]
+impl S3Access for Authorize {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> s3s::S3Result<()> {
+        let op = cx.s3_op().name().to_owned();
+        if let Some(slot) = cx.extensions_mut().get::<OpSlot>().cloned()
+            && let Ok(mut g) = slot.0.lock()
+        {
+            *g = Some(op);
+        }
+        match cx.credentials() {
+            Some(_) => Ok(()),
+            None => Err(s3s::s3_error!(AccessDenied, "Access Denied")),
+        }
+    }
+}
+
+/// Virtual-hosted-style addressing: `BUCKET.DOMAIN[:port]` for a configured `DOMAIN` names a
+/// bucket; every other host (an IP, the bare domain, an unknown name) is path-style. Unlike a
+/// catch-all, an unconfigured DNS name never turns into a bucket name.
+struct VirtualHosts {
+    domains: Vec<String>,
+}
+
+impl VirtualHosts {
+    fn new(domains: &[String]) -> Result<Self, ServerError> {
+        for d in domains {
+            if d.is_empty() || d.contains(':') || d.starts_with('.') {
+                return Err(ServerError::Domain(d.clone()));
+            }
+        }
+        Ok(Self {
+            domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+        })
+    }
+
+    fn bucket_of<'a>(&self, host: &'a str) -> Option<&'a str> {
+        if host.starts_with('[') {
+            return None; // An IPv6 literal never names a bucket.
+        }
+        let name = match host.rsplit_once(':') {
+            Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => host,
+        };
+        self.domains.iter().find_map(|d| {
+            let bucket = name.strip_suffix(d.as_str())?.strip_suffix('.')?;
+            (!bucket.is_empty()).then_some(bucket)
+        })
+    }
+}
+
+impl s3s::host::S3Host for VirtualHosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
+        let vh = s3s::host::VirtualHost::new(host);
+        Ok(match self.bucket_of(host) {
+            Some(bucket) => vh.with_bucket(bucket),
+            None => vh,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_host_table() {
+        let v = VirtualHosts::new(&["localhost".into(), "s3.example.com".into()]).unwrap();
+        let rows: &[(&str, Option<&str>)] = &[
+            ("localhost:9000", None),
+            ("localhost", None),
+            ("127.0.0.1:9000", None),
+            ("[::1]:9000", None),
+            ("my-bucket.localhost:9000", Some("my-bucket")),
+            ("a.b.s3.example.com", Some("a.b")),
+            ("other.example.org", None),
+            (".localhost", None),
+        ];
+        for (host, bucket) in rows {
+            assert_eq!(v.bucket_of(host), *bucket, "{host}");
+        }
+    }
+}

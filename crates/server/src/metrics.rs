@@ -1,0 +1,132 @@
+//! Prometheus metrics served at `/metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use feiyun_oss::OssStats;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpStatus {
+    pub op: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Op {
+    pub op: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<OpStatus, Counter>,
+    latency: Family<Op, Histogram>,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    corruption: Counter,
+    blobs_collected: Counter,
+    stats: Arc<OssStats>,
+    sync: std::sync::Mutex<()>,
+}
+
+impl Metrics {
+    pub fn new(stats: Arc<OssStats>) -> Self {
+        let mut registry = Registry::with_prefix("feiyun");
+        let requests = Family::<OpStatus, Counter>::default();
+        let latency = Family::<Op, Histogram>::new_with_constructor(|| {
+            // 100 µs .. ~26 s, doubling.
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0001, 2.0, 18,
+            ))
+        });
+        let bytes_in = Counter::default();
+        let bytes_out = Counter::default();
+        let corruption = Counter::default();
+        let blobs_collected = Counter::default();
+        registry.register(
+            "s3_requests",
+            "S3 requests by operation and HTTP status",
+            requests.clone(),
+        );
+        registry.register(
+            "s3_request_duration_seconds",
+            "S3 request latency by operation (time to response headers)",
+            latency.clone(),
+        );
+        registry.register(
+            "object_bytes_written",
+            "Object payload bytes stored",
+            bytes_in.clone(),
+        );
+        registry.register(
+            "object_bytes_read",
+            "Object payload bytes served",
+            bytes_out.clone(),
+        );
+        registry.register(
+            "corruption_events",
+            "Checksum failures detected on read (the request failed instead of serving bad data)",
+            corruption.clone(),
+        );
+        registry.register(
+            "blobs_collected",
+            "Unreferenced blobs deleted by the janitor",
+            blobs_collected.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            bytes_in,
+            bytes_out,
+            corruption,
+            blobs_collected,
+            stats,
+            sync: std::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn observe(&self, op: &str, status: u16, seconds: f64) {
+        let op = op.to_owned();
+        self.requests
+            .get_or_create(&OpStatus {
+                op: op.clone(),
+                status,
+            })
+            .inc();
+        self.latency.get_or_create(&Op { op }).observe(seconds);
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        {
+            // Counters mirror the service's atomics; bring them up to date.
+            let _g = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+            let catch_up = |c: &Counter, v: u64| {
+                let cur = c.get();
+                if v > cur {
+                    c.inc_by(v - cur);
+                }
+            };
+            catch_up(&self.bytes_in, self.stats.bytes_written.load(Ordering::Relaxed));
+            catch_up(&self.bytes_out, self.stats.bytes_read.load(Ordering::Relaxed));
+            catch_up(
+                &self.corruption,
+                self.stats.corruption_events.load(Ordering::Relaxed),
+            );
+            catch_up(
+                &self.blobs_collected,
+                self.stats.blobs_collected.load(Ordering::Relaxed),
+            );
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
