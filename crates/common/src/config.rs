@@ -81,10 +81,14 @@ impl ConfigOverrides {
         let parse_num = |name: &'static str| -> Result<Option<u64>, ConfigError> {
             match get(name) {
                 None => Ok(None),
-                Some(v) => v.trim().parse().map(Some).map_err(|_| ConfigError::Invalid {
-                    name,
-                    message: format!("{v:?} is not a number"),
-                }),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| ConfigError::Invalid {
+                        name,
+                        message: format!("{v:?} is not a number"),
+                    }),
             }
         };
         Ok(Self {
@@ -131,7 +135,11 @@ impl ConfigOverrides {
                 message: format!("{listen_text:?}: {e}"),
             })?;
         let region = self.region.unwrap_or_else(|| DEFAULT_REGION.to_owned());
-        if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if region.is_empty()
+            || !region
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(ConfigError::Invalid {
                 name: "region",
                 message: format!("{region:?} must be letters, digits and '-'"),

@@ -18,8 +18,19 @@ async fn code_of<T, E: ProvideErrorMetadata>(r: Result<T, E>) -> String {
 }
 
 async fn body_of(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
-    let out = c.get_object().bucket(bucket).key(key).send().await.expect("get");
-    out.body.collect().await.expect("body").into_bytes().to_vec()
+    let out = c
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("get");
+    out.body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .to_vec()
 }
 
 #[tokio::test]
@@ -56,7 +67,11 @@ async fn bucket_lifecycle_and_errors() {
         .await
         .unwrap();
     // us-east-1 is reported as an empty constraint, as S3 does.
-    assert!(loc.location_constraint().is_none_or(|l| l.as_str().is_empty()), "{loc:?}");
+    assert!(
+        loc.location_constraint()
+            .is_none_or(|l| l.as_str().is_empty()),
+        "{loc:?}"
+    );
     c.put_object()
         .bucket("alpha")
         .key("k")
@@ -68,7 +83,12 @@ async fn bucket_lifecycle_and_errors() {
         code_of(c.delete_bucket().bucket("alpha").send().await).await,
         "BucketNotEmpty"
     );
-    c.delete_object().bucket("alpha").key("k").send().await.unwrap();
+    c.delete_object()
+        .bucket("alpha")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
     c.delete_bucket().bucket("alpha").send().await.unwrap();
     assert_eq!(
         code_of(c.head_bucket().bucket("alpha").send().await).await,
@@ -104,7 +124,10 @@ async fn put_get_small_and_large_with_metadata() {
             .send()
             .await
             .unwrap();
-        assert_eq!(put.e_tag(), Some(format!("\"{}\"", md5_hex(&data)).as_str()));
+        assert_eq!(
+            put.e_tag(),
+            Some(format!("\"{}\"", md5_hex(&data)).as_str())
+        );
         let got = c
             .get_object()
             .bucket("bk1")
@@ -118,13 +141,21 @@ async fn put_get_small_and_large_with_metadata() {
         assert_eq!(got.cache_control(), Some("max-age=60"));
         assert_eq!(got.content_disposition(), Some("attachment"));
         assert_eq!(
-            got.metadata().and_then(|m| m.get("color")).map(String::as_str),
+            got.metadata()
+                .and_then(|m| m.get("color"))
+                .map(String::as_str),
             Some("blue")
         );
         assert_eq!(got.e_tag(), put.e_tag());
         let body = got.body.collect().await.unwrap().into_bytes();
         assert_eq!(&body[..], &data[..], "len {len}");
-        let head = c.head_object().bucket("bk1").key(&key).send().await.unwrap();
+        let head = c
+            .head_object()
+            .bucket("bk1")
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(head.content_length(), Some(len as i64));
     }
     assert_eq!(
@@ -240,7 +271,15 @@ async fn ranges_part_numbers_and_conditions() {
         assert_eq!(&body[..], &data[lo..hi], "{range}");
     }
     assert_eq!(
-        code_of(c.get_object().bucket("rng").key("o").range("bytes=300000-").send().await).await,
+        code_of(
+            c.get_object()
+                .bucket("rng")
+                .key("o")
+                .range("bytes=300000-")
+                .send()
+                .await
+        )
+        .await,
         "InvalidRange"
     );
     let p1 = c
@@ -253,7 +292,15 @@ async fn ranges_part_numbers_and_conditions() {
         .unwrap();
     assert_eq!(p1.content_length(), Some(300000));
     assert_eq!(
-        code_of(c.get_object().bucket("rng").key("o").part_number(2).send().await).await,
+        code_of(
+            c.get_object()
+                .bucket("rng")
+                .key("o")
+                .part_number(2)
+                .send()
+                .await
+        )
+        .await,
         "InvalidRange"
     );
     // Conditionals.
@@ -265,7 +312,15 @@ async fn ranges_part_numbers_and_conditions() {
         .await
         .unwrap();
     assert_eq!(
-        code_of(c.get_object().bucket("rng").key("o").if_match("\"nope\"").send().await).await,
+        code_of(
+            c.get_object()
+                .bucket("rng")
+                .key("o")
+                .if_match("\"nope\"")
+                .send()
+                .await
+        )
+        .await,
         "PreconditionFailed"
     );
     let not_modified = c
@@ -283,7 +338,15 @@ async fn ranges_part_numbers_and_conditions() {
     let future = aws_sdk_s3::primitives::DateTime::from_secs(4_000_000_000);
     let past = aws_sdk_s3::primitives::DateTime::from_secs(1_000_000_000);
     assert_eq!(
-        code_of(c.get_object().bucket("rng").key("o").if_unmodified_since(past).send().await).await,
+        code_of(
+            c.get_object()
+                .bucket("rng")
+                .key("o")
+                .if_unmodified_since(past)
+                .send()
+                .await
+        )
+        .await,
         "PreconditionFailed"
     );
     let nm = c
@@ -337,9 +400,18 @@ async fn copy_object_copy_and_replace() {
         out.copy_object_result().and_then(|r| r.e_tag()),
         Some(format!("\"{}\"", md5_hex(&data)).as_str())
     );
-    let head = c.head_object().bucket("dst").key("copied").send().await.unwrap();
+    let head = c
+        .head_object()
+        .bucket("dst")
+        .key("copied")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.content_type(), Some("image/png"));
-    assert_eq!(head.metadata().and_then(|m| m.get("m")).map(String::as_str), Some("1"));
+    assert_eq!(
+        head.metadata().and_then(|m| m.get("m")).map(String::as_str),
+        Some("1")
+    );
     assert_eq!(body_of(&c, "dst", "copied").await, data);
 
     c.copy_object()
@@ -352,13 +424,30 @@ async fn copy_object_copy_and_replace() {
         .send()
         .await
         .unwrap();
-    let head = c.head_object().bucket("srcb").key("a").send().await.unwrap();
+    let head = c
+        .head_object()
+        .bucket("srcb")
+        .key("a")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.content_type(), Some("text/plain"));
-    assert_eq!(head.metadata().and_then(|m| m.get("m")).map(String::as_str), Some("2"));
+    assert_eq!(
+        head.metadata().and_then(|m| m.get("m")).map(String::as_str),
+        Some("2")
+    );
     assert_eq!(body_of(&c, "srcb", "a").await, data);
 
     assert_eq!(
-        code_of(c.copy_object().copy_source("srcb/a").bucket("srcb").key("a").send().await).await,
+        code_of(
+            c.copy_object()
+                .copy_source("srcb/a")
+                .bucket("srcb")
+                .key("a")
+                .send()
+                .await
+        )
+        .await,
         "InvalidArgument"
     );
     assert_eq!(
@@ -375,7 +464,15 @@ async fn copy_object_copy_and_replace() {
         "PreconditionFailed"
     );
     assert_eq!(
-        code_of(c.copy_object().copy_source("srcb/none").bucket("dst").key("x").send().await).await,
+        code_of(
+            c.copy_object()
+                .copy_source("srcb/none")
+                .bucket("dst")
+                .key("x")
+                .send()
+                .await
+        )
+        .await,
         "NoSuchKey"
     );
 }
@@ -386,7 +483,13 @@ async fn listing_v1_v2_prefix_delimiter_pagination() {
     let c = r.client();
     c.create_bucket().bucket("lst").send().await.unwrap();
     let keys = [
-        "a.txt", "dir/1", "dir/2", "dir/sub/3", "e f+g", "z", "\u{e9}t\u{e9}",
+        "a.txt",
+        "dir/1",
+        "dir/2",
+        "dir/sub/3",
+        "e f+g",
+        "z",
+        "\u{e9}t\u{e9}",
     ];
     for k in keys {
         c.put_object()
@@ -406,7 +509,11 @@ async fn listing_v1_v2_prefix_delimiter_pagination() {
         .unwrap();
     let got: Vec<&str> = out.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(got, vec!["a.txt", "e f+g", "z", "\u{e9}t\u{e9}"]);
-    let cps: Vec<&str> = out.common_prefixes().iter().filter_map(|p| p.prefix()).collect();
+    let cps: Vec<&str> = out
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
     assert_eq!(cps, vec!["dir/"]);
     assert_eq!(out.key_count(), Some(5));
 
@@ -435,7 +542,11 @@ async fn listing_v1_v2_prefix_delimiter_pagination() {
             .await
             .unwrap();
         assert!(page.contents().len() <= 2);
-        all.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        all.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
         if page.is_truncated() != Some(true) {
             break;
         }
@@ -504,7 +615,11 @@ async fn multipart_upload_complete_list_abort() {
             .await
             .unwrap();
         assert_eq!(up.e_tag(), Some(format!("\"{}\"", md5_hex(data)).as_str()));
-        etags.push((n, up.e_tag().unwrap().to_owned(), up.checksum_crc32().map(str::to_owned)));
+        etags.push((
+            n,
+            up.e_tag().unwrap().to_owned(),
+            up.checksum_crc32().map(str::to_owned),
+        ));
     }
     let parts = c
         .list_parts()
@@ -514,16 +629,35 @@ async fn multipart_upload_complete_list_abort() {
         .send()
         .await
         .unwrap();
-    let nums: Vec<i32> = parts.parts().iter().filter_map(|p| p.part_number()).collect();
+    let nums: Vec<i32> = parts
+        .parts()
+        .iter()
+        .filter_map(|p| p.part_number())
+        .collect();
     assert_eq!(nums, vec![1, 2]);
     assert_eq!(parts.parts()[0].size(), Some(5 * 1024 * 1024));
-    let uploads = c.list_multipart_uploads().bucket("mpu").send().await.unwrap();
+    let uploads = c
+        .list_multipart_uploads()
+        .bucket("mpu")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(uploads.uploads().len(), 1);
 
     // Out of order is refused.
     let rev = CompletedMultipartUpload::builder()
-        .parts(CompletedPart::builder().part_number(2).e_tag(&etags[1].1).build())
-        .parts(CompletedPart::builder().part_number(1).e_tag(&etags[0].1).build())
+        .parts(
+            CompletedPart::builder()
+                .part_number(2)
+                .e_tag(&etags[1].1)
+                .build(),
+        )
+        .parts(
+            CompletedPart::builder()
+                .part_number(1)
+                .e_tag(&etags[0].1)
+                .build(),
+        )
         .build();
     assert_eq!(
         code_of(
@@ -539,7 +673,12 @@ async fn multipart_upload_complete_list_abort() {
         "InvalidPartOrder"
     );
     let wrong = CompletedMultipartUpload::builder()
-        .parts(CompletedPart::builder().part_number(1).e_tag("\"00\"").build())
+        .parts(
+            CompletedPart::builder()
+                .part_number(1)
+                .e_tag("\"00\"")
+                .build(),
+        )
         .build();
     assert_eq!(
         code_of(
@@ -582,7 +721,13 @@ async fn multipart_upload_complete_list_abort() {
     let mut whole = part1.clone();
     whole.extend_from_slice(&part2);
     assert_eq!(body_of(&c, "mpu", "big").await, whole);
-    let head = c.head_object().bucket("mpu").key("big").send().await.unwrap();
+    let head = c
+        .head_object()
+        .bucket("mpu")
+        .key("big")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.content_type(), Some("video/mp4"));
     assert_eq!(head.parts_count(), Some(2));
     let p2 = c
@@ -594,7 +739,10 @@ async fn multipart_upload_complete_list_abort() {
         .await
         .unwrap();
     assert_eq!(p2.content_length(), Some(1234));
-    assert_eq!(&p2.body.collect().await.unwrap().into_bytes()[..], &part2[..]);
+    assert_eq!(
+        &p2.body.collect().await.unwrap().into_bytes()[..],
+        &part2[..]
+    );
     let ck = c
         .head_object()
         .bucket("mpu")
@@ -603,9 +751,20 @@ async fn multipart_upload_complete_list_abort() {
         .send()
         .await
         .unwrap();
-    assert!(ck.checksum_crc32().is_some_and(|v| v.ends_with("-2")), "{ck:?}");
+    assert!(
+        ck.checksum_crc32().is_some_and(|v| v.ends_with("-2")),
+        "{ck:?}"
+    );
     assert_eq!(
-        code_of(c.list_parts().bucket("mpu").key("big").upload_id(&id).send().await).await,
+        code_of(
+            c.list_parts()
+                .bucket("mpu")
+                .key("big")
+                .upload_id(&id)
+                .send()
+                .await
+        )
+        .await,
         "NoSuchUpload"
     );
 
@@ -632,7 +791,12 @@ async fn multipart_upload_complete_list_abort() {
             .send()
             .await
             .unwrap();
-        small.push(CompletedPart::builder().part_number(n).e_tag(up.e_tag().unwrap()).build());
+        small.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(up.e_tag().unwrap())
+                .build(),
+        );
     }
     assert_eq!(
         code_of(
@@ -640,7 +804,11 @@ async fn multipart_upload_complete_list_abort() {
                 .bucket("mpu")
                 .key("small")
                 .upload_id(&id2)
-                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(small)).build())
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(small))
+                        .build()
+                )
                 .send()
                 .await
         )
@@ -710,14 +878,22 @@ async fn upload_part_copy_assembles_from_ranges() {
             .send()
             .await
             .unwrap();
-        let etag = out.copy_part_result().and_then(|r| r.e_tag()).unwrap().to_owned();
+        let etag = out
+            .copy_part_result()
+            .and_then(|r| r.e_tag())
+            .unwrap()
+            .to_owned();
         parts.push(CompletedPart::builder().part_number(n).e_tag(etag).build());
     }
     c.complete_multipart_upload()
         .bucket("pcp")
         .key("dst")
         .upload_id(&id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
         .send()
         .await
         .unwrap();
@@ -739,12 +915,11 @@ async fn delete_objects_quiet_and_limits() {
             .unwrap();
     }
     let ids = |keys: &[&str]| {
-        Delete::builder()
-            .set_objects(Some(
-                keys.iter()
-                    .map(|k| ObjectIdentifier::builder().key(*k).build().unwrap())
-                    .collect(),
-            ))
+        Delete::builder().set_objects(Some(
+            keys.iter()
+                .map(|k| ObjectIdentifier::builder().key(*k).build().unwrap())
+                .collect(),
+        ))
     };
     let out = c
         .delete_objects()
@@ -830,7 +1005,11 @@ async fn wrong_credentials_and_presigned_urls() {
     let r = Region::start();
     let c = r.client();
     c.create_bucket().bucket("auth").send().await.unwrap();
-    let bad_secret = common::client_for(&r.endpoint(), common::ACCESS_KEY, "wrong-secret-key-xxxxxxxxxxxxxxxxxxxx");
+    let bad_secret = common::client_for(
+        &r.endpoint(),
+        common::ACCESS_KEY,
+        "wrong-secret-key-xxxxxxxxxxxxxxxxxxxx",
+    );
     assert_eq!(
         code_of(bad_secret.list_buckets().send().await).await,
         "SignatureDoesNotMatch"
@@ -841,13 +1020,18 @@ async fn wrong_credentials_and_presigned_urls() {
         "InvalidAccessKeyId"
     );
     // Anonymous requests are denied.
-    let anon = common::raw(r.addr, "GET /auth HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let anon = common::raw(
+        r.addr,
+        "GET /auth HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(anon.status, 403);
     assert_eq!(anon.code(), "AccessDenied");
     assert!(anon.header("x-amz-request-id").is_some());
 
     // Presigned PUT then GET over plain HTTP.
-    let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(300)).unwrap();
+    let cfg =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(300))
+            .unwrap();
     let put = c
         .put_object()
         .bucket("auth")
@@ -863,7 +1047,13 @@ async fn wrong_credentials_and_presigned_urls() {
     );
     let resp = common::raw(r.addr, &req);
     assert_eq!(resp.status, 200, "{}", resp.body_text());
-    let get = c.get_object().bucket("auth").key("pre").presigned(cfg).await.unwrap();
+    let get = c
+        .get_object()
+        .bucket("auth")
+        .key("pre")
+        .presigned(cfg)
+        .await
+        .unwrap();
     let uri: http::Uri = get.uri().parse().unwrap();
     let resp = common::raw(
         r.addr,
@@ -876,10 +1066,17 @@ async fn wrong_credentials_and_presigned_urls() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, b"hello");
     // A tampered presigned URL fails.
-    let tampered = uri.path_and_query().unwrap().as_str().replace("/pre?", "/prf?");
+    let tampered = uri
+        .path_and_query()
+        .unwrap()
+        .as_str()
+        .replace("/pre?", "/prf?");
     let resp = common::raw(
         r.addr,
-        &format!("GET {tampered} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", r.addr),
+        &format!(
+            "GET {tampered} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            r.addr
+        ),
     );
     assert_eq!(resp.status, 403);
     assert_eq!(resp.code(), "SignatureDoesNotMatch");
@@ -898,7 +1095,13 @@ async fn virtual_hosted_style_addressing() {
         .await
         .unwrap();
     // The SDK in virtual-hosted mode resolves bucket.localhost to 127.0.0.1.
-    let creds = aws_credential_types::Credentials::new(common::ACCESS_KEY, common::SECRET_KEY, None, None, "t");
+    let creds = aws_credential_types::Credentials::new(
+        common::ACCESS_KEY,
+        common::SECRET_KEY,
+        None,
+        None,
+        "t",
+    );
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .endpoint_url(format!("http://localhost:{}", r.addr.port()))
@@ -945,11 +1148,20 @@ async fn metrics_health_and_restart_persistence() {
             .await
             .unwrap();
         let m = r.metrics();
-        assert!(m.contains("feiyun_s3_requests_total{op=\"PutObject\",status=\"200\"} 2"), "{m}");
+        assert!(
+            m.contains("feiyun_s3_requests_total{op=\"PutObject\",status=\"200\"} 2"),
+            "{m}"
+        );
         assert!(m.contains("feiyun_object_bytes_written_total"), "{m}");
-        let live = common::raw(r.addr, "GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let live = common::raw(
+            r.addr,
+            "GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
         assert_eq!(live.status, 200);
-        let ready = common::raw(r.addr, "GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let ready = common::raw(
+            r.addr,
+            "GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
         assert_eq!(ready.status, 200);
         let status = r.terminate();
         assert!(status.success(), "SIGTERM exit: {status:?}");

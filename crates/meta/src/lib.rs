@@ -59,18 +59,38 @@ impl Table {
 /// A precondition of a [`WriteBatch`]; all must hold or nothing is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
-    Absent { table: Table, key: Vec<u8> },
-    Present { table: Table, key: Vec<u8> },
+    Absent {
+        table: Table,
+        key: Vec<u8>,
+    },
+    Present {
+        table: Table,
+        key: Vec<u8>,
+    },
     /// The key holds exactly this (unsealed) value.
-    Equals { table: Table, key: Vec<u8>, value: Vec<u8> },
+    Equals {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
     /// No key in the table starts with this prefix.
-    PrefixEmpty { table: Table, prefix: Vec<u8> },
+    PrefixEmpty {
+        table: Table,
+        prefix: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mutation {
-    Put { table: Table, key: Vec<u8>, value: Vec<u8> },
-    Delete { table: Table, key: Vec<u8> },
+    Put {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: Table,
+        key: Vec<u8>,
+    },
 }
 
 /// An atomic unit of change.

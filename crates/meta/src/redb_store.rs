@@ -174,8 +174,7 @@ fn apply_group(
     group: &[(WriteBatch, Reply)],
 ) -> Result<Vec<Result<(), MetaError>>, MetaError> {
     let mut txn = db.begin_write().map_err(storage)?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(storage)?;
+    txn.set_durability(Durability::Immediate).map_err(storage)?;
     txn.set_quick_repair(true);
     let mut results = Vec::with_capacity(group.len());
     {
@@ -218,12 +217,20 @@ fn check_all(
     for c in checks {
         match c {
             Check::Absent { table, key } => {
-                if tables[idx(*table)].get(key.as_slice()).map_err(storage)?.is_some() {
+                if tables[idx(*table)]
+                    .get(key.as_slice())
+                    .map_err(storage)?
+                    .is_some()
+                {
                     return Err(MetaError::Conflict(format!("{} key exists", table.name())));
                 }
             }
             Check::Present { table, key } => {
-                if tables[idx(*table)].get(key.as_slice()).map_err(storage)?.is_none() {
+                if tables[idx(*table)]
+                    .get(key.as_slice())
+                    .map_err(storage)?
+                    .is_none()
+                {
                     return Err(MetaError::Conflict(format!("{} key missing", table.name())));
                 }
             }
@@ -270,7 +277,8 @@ mod tests {
     async fn checks_gate_the_whole_batch() {
         let (_d, s) = store();
         let mut b = WriteBatch::new();
-        b.check_absent(Table::Buckets, "x").put(Table::Buckets, "x", "1");
+        b.check_absent(Table::Buckets, "x")
+            .put(Table::Buckets, "x", "1");
         s.commit(b.clone()).await.unwrap();
         // Same batch again: the check fails and nothing is applied.
         let mut b2 = b.clone();
@@ -315,7 +323,11 @@ mod tests {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
                 let mut b = WriteBatch::new();
-                b.put(Table::Objects, i.to_be_bytes().to_vec(), i.to_le_bytes().to_vec());
+                b.put(
+                    Table::Objects,
+                    i.to_be_bytes().to_vec(),
+                    i.to_le_bytes().to_vec(),
+                );
                 s.commit(b).await
             }));
         }

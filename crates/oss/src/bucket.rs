@@ -22,9 +22,11 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             region: self.config.region.clone(),
         };
         let mut batch = WriteBatch::new();
-        batch
-            .check_absent(Table::Buckets, keys::bucket(name))
-            .put(Table::Buckets, keys::bucket(name), records::encode(&record)?);
+        batch.check_absent(Table::Buckets, keys::bucket(name)).put(
+            Table::Buckets,
+            keys::bucket(name),
+            records::encode(&record)?,
+        );
         match self.meta.commit(batch).await {
             Ok(()) => Ok(()),
             // One tenant until the identity service lands: an existing bucket is ours.

@@ -185,7 +185,10 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         }
     }
 
-    async fn next_chunk(&self, cursor: &mut BlobCursor<B::Reader>) -> Result<Option<Bytes>, OssError> {
+    async fn next_chunk(
+        &self,
+        cursor: &mut BlobCursor<B::Reader>,
+    ) -> Result<Option<Bytes>, OssError> {
         let Some(seg) = cursor.segments.first().copied() else {
             return Ok(None);
         };
@@ -305,13 +308,62 @@ mod tests {
     fn range_resolution_table() {
         use ByteRange::*;
         let rows: &[(ByteRange, u64, Option<(u64, u64)>)] = &[
-            (FromTo { first: 0, last: None }, 10, Some((0, 10))),
-            (FromTo { first: 0, last: Some(0) }, 10, Some((0, 1))),
-            (FromTo { first: 2, last: Some(100) }, 10, Some((2, 10))),
-            (FromTo { first: 9, last: Some(9) }, 10, Some((9, 10))),
-            (FromTo { first: 10, last: None }, 10, None),
-            (FromTo { first: 5, last: Some(4) }, 10, None),
-            (FromTo { first: 0, last: None }, 0, None),
+            (
+                FromTo {
+                    first: 0,
+                    last: None,
+                },
+                10,
+                Some((0, 10)),
+            ),
+            (
+                FromTo {
+                    first: 0,
+                    last: Some(0),
+                },
+                10,
+                Some((0, 1)),
+            ),
+            (
+                FromTo {
+                    first: 2,
+                    last: Some(100),
+                },
+                10,
+                Some((2, 10)),
+            ),
+            (
+                FromTo {
+                    first: 9,
+                    last: Some(9),
+                },
+                10,
+                Some((9, 10)),
+            ),
+            (
+                FromTo {
+                    first: 10,
+                    last: None,
+                },
+                10,
+                None,
+            ),
+            (
+                FromTo {
+                    first: 5,
+                    last: Some(4),
+                },
+                10,
+                None,
+            ),
+            (
+                FromTo {
+                    first: 0,
+                    last: None,
+                },
+                0,
+                None,
+            ),
             (Suffix { len: 3 }, 10, Some((7, 10))),
             (Suffix { len: 30 }, 10, Some((0, 10))),
             (Suffix { len: 0 }, 10, None),

@@ -83,7 +83,9 @@ pub fn validate_bucket_name(name: &str) -> Result<(), OssError> {
 /// `..`, runs of `/` and `\` are ordinary characters here: keys are never paths.
 pub fn validate_object_key(key: &str) -> Result<(), OssError> {
     if key.is_empty() {
-        return Err(OssError::InvalidArgument("object key must not be empty".into()));
+        return Err(OssError::InvalidArgument(
+            "object key must not be empty".into(),
+        ));
     }
     if key.len() > MAX_KEY_LEN {
         return Err(OssError::KeyTooLong);

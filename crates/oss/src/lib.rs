@@ -29,11 +29,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use feiyun_blob::BlobError;
 use feiyun_meta::MetaError;
 
+pub use checksum::{ChecksumAlgorithm, ChecksumKind, ChecksumSet, Digests, StoredChecksum};
 pub use conditions::Conditions;
+pub use copy::CopySource;
 pub use feiyun_blob::BlobStore;
 pub use feiyun_meta::MetaStore;
-pub use copy::CopySource;
-pub use checksum::{ChecksumAlgorithm, ChecksumKind, ChecksumSet, Digests, StoredChecksum};
 pub use get::{ByteRange, GetRequest, ObjectBody, ObjectRead};
 pub use list::{ListEntry, ListPage, ListParams};
 pub use multipart::{CompletePart, PartInfo, UploadInfo, UploadPage, UploadParams};
@@ -176,7 +176,10 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
 
     fn note_corruption(&self, what: &str) {
         self.stats.corruption_events.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(what, "corruption detected; request failed instead of serving it");
+        tracing::error!(
+            what,
+            "corruption detected; request failed instead of serving it"
+        );
     }
 
     /// Runs a blocking metadata read off the async runtime.

@@ -222,7 +222,12 @@ mod tests {
     struct Model(BTreeMap<String, ()>);
 
     impl KeySource<()> for Model {
-        fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<(String, ())>, OssError> {
+        fn scan(
+            &mut self,
+            start: &[u8],
+            end: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<(String, ())>, OssError> {
             Ok(self
                 .0
                 .iter()
@@ -292,12 +297,15 @@ mod tests {
         keys.insert("dir/a".into(), ());
         keys.insert("dir/b".into(), ());
         let mut m = Model(keys);
-        let page = list_page(&mut m, &ListParams {
-            prefix: String::new(),
-            delimiter: Some("/".into()),
-            after: None,
-            max_keys: 1000,
-        })
+        let page = list_page(
+            &mut m,
+            &ListParams {
+                prefix: String::new(),
+                delimiter: Some("/".into()),
+                after: None,
+                max_keys: 1000,
+            },
+        )
         .unwrap();
         assert_eq!(page.entries.len(), 1000);
         assert_eq!(page.entries[0], ListEntry::CommonPrefix("dir/".into()));

@@ -11,7 +11,9 @@ use md5::{Digest as _, Md5};
 
 use crate::checksum::{self, ChecksumAlgorithm, ChecksumKind, Digests, StoredChecksum};
 use crate::put::{ObjectHeaders, PutOutcome, StagedData, WriteSpec};
-use crate::records::{self, BlobRef, ObjectData, ObjectRecord, PartLayout, PartRecord, UploadRecord};
+use crate::records::{
+    self, BlobRef, ObjectData, ObjectRecord, PartLayout, PartRecord, UploadRecord,
+};
 use crate::{
     MAX_OBJECT_SIZE, MAX_PARTS, MAX_PUT_SIZE, MIN_PART_SIZE, ObjectService, OssError, keys,
     now_millis,
@@ -84,7 +86,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             initiated_ms: now_millis(),
             headers,
             checksum_algorithm,
-            checksum_kind: checksum_algorithm.map(|_| checksum_kind.unwrap_or(ChecksumKind::Composite)),
+            checksum_kind: checksum_algorithm
+                .map(|_| checksum_kind.unwrap_or(ChecksumKind::Composite)),
         };
         let mut batch = WriteBatch::new();
         batch
@@ -157,8 +160,15 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         // Parts always go to blobs: completion references them without copying.
         let staged = self.stage(body, &spec, MAX_PUT_SIZE, 0).await?;
         verify(&staged.digests)?;
-        self.record_part(bucket, key, upload_id, part_number, upload.checksum_algorithm, staged)
-            .await
+        self.record_part(
+            bucket,
+            key,
+            upload_id,
+            part_number,
+            upload.checksum_algorithm,
+            staged,
+        )
+        .await
     }
 
     pub(crate) async fn record_part(
@@ -293,9 +303,11 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             .check_value(Table::Uploads, ukey.clone(), Some(ubytes))
             .delete(Table::Uploads, ukey);
         for (k, p) in &parts {
-            batch
-                .delete(Table::Parts, k.clone())
-                .put(Table::Garbage, p.blob.to_bytes().to_vec(), Vec::new());
+            batch.delete(Table::Parts, k.clone()).put(
+                Table::Garbage,
+                p.blob.to_bytes().to_vec(),
+                Vec::new(),
+            );
         }
         self.meta.commit(batch).await.map_err(|e| match e {
             MetaError::Conflict(_) => OssError::NoSuchUpload,
@@ -321,7 +333,9 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             ));
         }
         if requested.len() > MAX_PARTS as usize {
-            return Err(OssError::InvalidArgument(format!("at most {MAX_PARTS} parts")));
+            return Err(OssError::InvalidArgument(format!(
+                "at most {MAX_PARTS} parts"
+            )));
         }
         for w in requested.windows(2) {
             if w[0].part_number >= w[1].part_number {

@@ -101,7 +101,12 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         keys::validate_object_key(key)?;
         self.require_bucket(bucket).await?;
         let staged = self
-            .stage(body, &spec, crate::MAX_PUT_SIZE, self.config.inline_threshold)
+            .stage(
+                body,
+                &spec,
+                crate::MAX_PUT_SIZE,
+                self.config.inline_threshold,
+            )
             .await?;
         verify(&staged.digests)?;
         self.commit_object(bucket, key, headers, staged).await
@@ -240,7 +245,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     for b in &buffered {
                         data.extend_from_slice(b);
                     }
-                    let mut h = StreamHasher::new(spec.checksum_algorithm, spec.want_payload_sha256);
+                    let mut h =
+                        StreamHasher::new(spec.checksum_algorithm, spec.want_payload_sha256);
                     h.update(&data);
                     return Ok(Staged {
                         data: StagedData::Inline(data),

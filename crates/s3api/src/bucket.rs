@@ -110,6 +110,21 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
     }
 }
 
+impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
+    /// Versioning arrives with the object-storage part 2 issue; until then every bucket is
+    /// truthfully "never versioned" (no Status element), which clients such as rclone probe.
+    pub(crate) async fn op_get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        self.oss
+            .bucket(&req.input.bucket)
+            .await
+            .map_err(fail(&req))?;
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+}
+
 pub(crate) fn owner() -> Owner {
     Owner {
         display_name: Some("feiyun".into()),

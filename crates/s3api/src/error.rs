@@ -7,7 +7,10 @@ use s3s::{S3Error, S3ErrorCode};
 pub fn to_s3(e: OssError, request_id: Option<&str>) -> S3Error {
     use S3ErrorCode as C;
     let (code, msg): (S3ErrorCode, String) = match &e {
-        OssError::NoSuchBucket => (C::NoSuchBucket, "The specified bucket does not exist".into()),
+        OssError::NoSuchBucket => (
+            C::NoSuchBucket,
+            "The specified bucket does not exist".into(),
+        ),
         OssError::NoSuchKey => (C::NoSuchKey, "The specified key does not exist.".into()),
         OssError::NoSuchUpload => (
             C::NoSuchUpload,
@@ -91,15 +94,31 @@ mod tests {
             (OssError::NoSuchKey, "NoSuchKey", 404),
             (OssError::NoSuchUpload, "NoSuchUpload", 404),
             (OssError::BucketNotEmpty, "BucketNotEmpty", 409),
-            (OssError::BucketAlreadyOwnedByYou, "BucketAlreadyOwnedByYou", 409),
-            (OssError::InvalidBucketName("x".into()), "InvalidBucketName", 400),
+            (
+                OssError::BucketAlreadyOwnedByYou,
+                "BucketAlreadyOwnedByYou",
+                409,
+            ),
+            (
+                OssError::InvalidBucketName("x".into()),
+                "InvalidBucketName",
+                400,
+            ),
             (OssError::KeyTooLong, "KeyTooLongError", 400),
-            (OssError::InvalidRange { object_size: 1 }, "InvalidRange", 416),
+            (
+                OssError::InvalidRange { object_size: 1 },
+                "InvalidRange",
+                416,
+            ),
             (OssError::PreconditionFailed, "PreconditionFailed", 412),
             (OssError::InvalidPartOrder, "InvalidPartOrder", 400),
             (OssError::EntityTooSmall { part: 1 }, "EntityTooSmall", 400),
             (OssError::BadDigest("x".into()), "BadDigest", 400),
-            (OssError::ContentSha256Mismatch, "XAmzContentSHA256Mismatch", 400),
+            (
+                OssError::ContentSha256Mismatch,
+                "XAmzContentSHA256Mismatch",
+                400,
+            ),
             (OssError::Corrupt("disk".into()), "InternalError", 500),
         ];
         for (e, code, status) in rows {

@@ -78,12 +78,16 @@ pub fn metadata_map(pairs: &[(String, String)]) -> Option<dto::Metadata> {
     (!pairs.is_empty()).then(|| pairs.iter().cloned().collect())
 }
 
-pub fn algorithm(a: &Option<dto::ChecksumAlgorithm>) -> Result<Option<ChecksumAlgorithm>, OssError> {
+pub fn algorithm(
+    a: &Option<dto::ChecksumAlgorithm>,
+) -> Result<Option<ChecksumAlgorithm>, OssError> {
     match a {
         None => Ok(None),
         Some(a) => ChecksumAlgorithm::parse(a.as_str())
             .map(Some)
-            .ok_or_else(|| OssError::InvalidArgument(format!("unknown checksum algorithm {}", a.as_str()))),
+            .ok_or_else(|| {
+                OssError::InvalidArgument(format!("unknown checksum algorithm {}", a.as_str()))
+            }),
     }
 }
 
@@ -92,7 +96,9 @@ pub fn checksum_kind(t: &Option<dto::ChecksumType>) -> Result<Option<ChecksumKin
         None => Ok(None),
         Some("FULL_OBJECT") => Ok(Some(ChecksumKind::FullObject)),
         Some("COMPOSITE") => Ok(Some(ChecksumKind::Composite)),
-        Some(other) => Err(OssError::InvalidArgument(format!("unknown checksum type {other}"))),
+        Some(other) => Err(OssError::InvalidArgument(format!(
+            "unknown checksum type {other}"
+        ))),
     }
 }
 
@@ -151,12 +157,19 @@ impl BodyChecks {
                     ChecksumAlgorithm::ALL
                         .into_iter()
                         .find(|a| a.header_name() == name)
-                        .ok_or_else(|| OssError::InvalidArgument(format!("unsupported trailer {name:?}")))?,
+                        .ok_or_else(|| {
+                            OssError::InvalidArgument(format!("unsupported trailer {name:?}"))
+                        })?,
                 )
             }
         };
         let declared = algorithm(declared)?;
-        let algorithm = sent.values.first().map(|(a, _)| *a).or(trailer).or(declared);
+        let algorithm = sent
+            .values
+            .first()
+            .map(|(a, _)| *a)
+            .or(trailer)
+            .or(declared);
         let payload_sha256 = match req.headers.get("x-amz-content-sha256") {
             Some(v) => {
                 let v = v.to_str().unwrap_or("");
@@ -204,7 +217,9 @@ impl BodyChecks {
                 .decode(md5.trim())
                 .map_err(|_| OssError::InvalidArgument("Content-MD5 is not valid base64".into()))?;
             if raw.len() != 16 {
-                return Err(OssError::InvalidArgument("Content-MD5 must be 16 bytes".into()));
+                return Err(OssError::InvalidArgument(
+                    "Content-MD5 must be 16 bytes".into(),
+                ));
             }
             if raw != d.md5 {
                 return Err(OssError::BadDigest(
@@ -220,7 +235,11 @@ impl BodyChecks {
         let mut sent = self.sent;
         if let (Some(alg), Some(t)) = (self.trailer, &self.trailing) {
             let value = t
-                .read(|h| h.get(alg.header_name()).and_then(|v| v.to_str().ok()).map(str::to_owned))
+                .read(|h| {
+                    h.get(alg.header_name())
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                })
                 .flatten();
             match value {
                 Some(v) => sent.push(alg, v),

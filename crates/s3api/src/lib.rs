@@ -79,6 +79,12 @@ where
     ) -> Out<GetBucketLocationOutput> {
         self.op_get_bucket_location(req).await
     }
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> Out<GetBucketVersioningOutput> {
+        self.op_get_bucket_versioning(req).await
+    }
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> Out<PutObjectOutput> {
         self.op_put_object(req).await
     }
@@ -91,10 +97,7 @@ where
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> Out<DeleteObjectOutput> {
         self.op_delete_object(req).await
     }
-    async fn delete_objects(
-        &self,
-        req: S3Request<DeleteObjectsInput>,
-    ) -> Out<DeleteObjectsOutput> {
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> Out<DeleteObjectsOutput> {
         self.op_delete_objects(req).await
     }
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> Out<CopyObjectOutput> {

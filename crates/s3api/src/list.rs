@@ -151,7 +151,8 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
 }
 
 fn decode_token(t: &str) -> Result<String, OssError> {
-    let invalid = || OssError::InvalidArgument("The continuation token provided is incorrect".into());
+    let invalid =
+        || OssError::InvalidArgument("The continuation token provided is incorrect".into());
     let raw = B64URL.decode(t.trim()).map_err(|_| invalid())?;
     String::from_utf8(raw).map_err(|_| invalid())
 }

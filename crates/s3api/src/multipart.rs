@@ -60,8 +60,9 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             &i.checksum_sha1,
             &i.checksum_sha256,
         );
-        let checks = BodyChecks::from_request(&req, &i.checksum_algorithm, sent, i.content_md5.clone())
-            .map_err(fail(&req))?;
+        let checks =
+            BodyChecks::from_request(&req, &i.checksum_algorithm, sent, i.content_md5.clone())
+                .map_err(fail(&req))?;
         let spec = checks.spec(i.content_length).map_err(fail(&req))?;
         if i.part_number < 1 {
             return Err(fail(&req)(OssError::InvalidArgument(
@@ -115,7 +116,9 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
                 )));
             };
             if n < 1 {
-                return Err(fail(&req)(OssError::InvalidPart(format!("part number {n}"))));
+                return Err(fail(&req)(OssError::InvalidPart(format!(
+                    "part number {n}"
+                ))));
             }
             parts.push(CompletePart {
                 part_number: n as u32,
@@ -263,7 +266,10 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             prefix: i.prefix.clone(),
             key_marker: i.key_marker.clone(),
             upload_id_marker: i.upload_id_marker.clone(),
-            next_key_marker: page.is_truncated.then(|| last.as_ref().map(|u| u.key.clone())).flatten(),
+            next_key_marker: page
+                .is_truncated
+                .then(|| last.as_ref().map(|u| u.key.clone()))
+                .flatten(),
             next_upload_id_marker: page
                 .is_truncated
                 .then(|| last.as_ref().map(|u| u.upload_id.clone()))

@@ -40,7 +40,9 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         )
         .map_err(fail(&req))?;
         let spec = checks.spec(i.content_length).map_err(fail(&req))?;
-        let body = body.unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
+        let body = body.unwrap_or_else(|| {
+            StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
+        });
         let out = self
             .oss
             .put_object(&i.bucket, &i.key, object_headers, spec, body, |d| {
@@ -82,9 +84,10 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             .await
             .map_err(fail(&req))?;
         let body = read.body.take().map(|b| {
-            StreamingBlob::wrap(sync_wrapper::SyncStream::new(futures::StreamExt::map(b, |r| {
-                r.map_err(|e| std::io::Error::other(e.to_string()))
-            })))
+            StreamingBlob::wrap(sync_wrapper::SyncStream::new(futures::StreamExt::map(
+                b,
+                |r| r.map_err(|e| std::io::Error::other(e.to_string())),
+            )))
         });
         let want_checksum = checksum_enabled(&i.checksum_mode);
         let m = ResponseMeta::of(&read, want_checksum);
@@ -233,7 +236,8 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
 }
 
 fn checksum_enabled(mode: &Option<ChecksumMode>) -> bool {
-    mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
+    mode.as_ref()
+        .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
 }
 
 pub(crate) fn read_request(

@@ -113,12 +113,13 @@ impl Server {
         ))));
         let s3 = builder.build();
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen,
             source,
@@ -217,8 +218,7 @@ impl App {
         let start = Instant::now();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let path = req.uri().path();
-        if req.method() == http::Method::GET && path.starts_with("/health/") || path == "/metrics"
-        {
+        if req.method() == http::Method::GET && path.starts_with("/health/") || path == "/metrics" {
             if let Some(r) = self.builtin(path) {
                 return r;
             }
@@ -268,13 +268,11 @@ impl App {
                 Some(r)
             }
             "/health/live" => Some(plain(StatusCode::OK, "ok\n")),
-            "/health/ready" => Some(
-                if self.ready.load(std::sync::atomic::Ordering::SeqCst) {
-                    plain(StatusCode::OK, "ready\n")
-                } else {
-                    plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-                },
-            ),
+            "/health/ready" => Some(if self.ready.load(std::sync::atomic::Ordering::SeqCst) {
+                plain(StatusCode::OK, "ready\n")
+            } else {
+                plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+            }),
             _ => None,
         }
     }

@@ -112,8 +112,14 @@ impl Metrics {
                     c.inc_by(v - cur);
                 }
             };
-            catch_up(&self.bytes_in, self.stats.bytes_written.load(Ordering::Relaxed));
-            catch_up(&self.bytes_out, self.stats.bytes_read.load(Ordering::Relaxed));
+            catch_up(
+                &self.bytes_in,
+                self.stats.bytes_written.load(Ordering::Relaxed),
+            );
+            catch_up(
+                &self.bytes_out,
+                self.stats.bytes_read.load(Ordering::Relaxed),
+            );
             catch_up(
                 &self.corruption,
                 self.stats.corruption_events.load(Ordering::Relaxed),

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs the test clients it needs (Debian's
+# rclone and s3cmd, a Python venv with the aws CLI and boto3), runs the unit, property and
+# integration tests (cargo), then the scenario suite with real CLI clients.
+# Fails loudly when a client cannot be installed; never skips.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+log() { printf '\n== %s\n' "$*"; }
+
+log "test clients"
+need_apt=()
+command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
+command -v s3cmd >/dev/null 2>&1 || need_apt+=(s3cmd)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing ${need_apt[*]} and not root: install them with apt-get" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+venv=${FEIYUN_TEST_VENV:-$root/.venv}
+if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check awscli boto3
+fi
+for tool in rclone s3cmd "$venv/bin/aws"; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "test client $tool is missing" >&2; exit 1; }
+done
+"$venv/bin/python" -c 'import boto3' || { echo "boto3 is missing" >&2; exit 1; }
+
+log "cargo test (unit, property, integration, crash, corruption)"
+cargo test --workspace --all-targets
+
+log "scenarios (aws CLI, boto3, rclone, s3cmd)"
+cargo build --bin feiyun
+bin=${CARGO_TARGET_DIR:-$root/target}/debug/feiyun
+PATH="$venv/bin:$PATH" FEIYUN_BIN="$bin" PYTHON="$venv/bin/python" bash scenarios/run.sh
