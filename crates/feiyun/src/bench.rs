@@ -1,8 +1,514 @@
-//! `feiyun bench`: a load generator for any S3 endpoint.
+//! `feiyun bench`: a load generator for any S3 endpoint (Feiyun or another).
+//!
+//! Small-object phases: PUT then GET of `--small-size` objects at each `--concurrency`, each for
+//! `--duration-secs`, reporting ops/s and p50/p99 latency. Large-object phases: `N` concurrent
+//! PUTs then GETs of `--large-size` objects for each `--large-streams` N, reporting MiB/s.
+//! Requests are signed with SigV4 (`UNSIGNED-PAYLOAD`) by a minimal client so the generator's
+//! own cost stays small next to the server's on a shared machine. With `--server-pid`, the
+//! server's peak RSS is sampled from /proc during each phase.
 
-#[derive(clap::Args)]
-pub struct BenchArgs {}
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("bench is being written")
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::sigv4::{self, Signer};
+
+#[derive(clap::Args, Clone)]
+pub struct BenchArgs {
+    /// S3 endpoint to load
+    #[arg(long, env = "FEIYUN_ENDPOINT", default_value = "http://127.0.0.1:9000")]
+    endpoint: String,
+    /// Access key [default: AWS_ACCESS_KEY_ID, then FEIYUN_ROOT_ACCESS_KEY]
+    #[arg(long)]
+    access_key: Option<String>,
+    /// Secret key [default: AWS_SECRET_ACCESS_KEY, then FEIYUN_ROOT_SECRET_KEY]
+    #[arg(long)]
+    secret_key: Option<String>,
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Bucket to use (created if missing)
+    #[arg(long, default_value = "feiyun-bench")]
+    bucket: String,
+    /// Size of small objects in bytes
+    #[arg(long, default_value_t = 4096)]
+    small_size: usize,
+    /// Seconds each small-object phase runs
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Comma-separated connection counts for small objects
+    #[arg(long, default_value = "1,16,64", value_delimiter = ',')]
+    concurrency: Vec<usize>,
+    /// Size of large objects in bytes
+    #[arg(long, default_value_t = 1 << 30)]
+    large_size: u64,
+    /// Comma-separated concurrent streams for large objects
+    #[arg(long, default_value = "1,8", value_delimiter = ',')]
+    large_streams: Vec<usize>,
+    #[arg(long)]
+    skip_small: bool,
+    #[arg(long)]
+    skip_large: bool,
+    /// Sample this process's resident memory (the server, when it runs here)
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print results as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// Upper bound on connections, streams and phase length, so a typo cannot run forever.
+const MAX_CONCURRENCY: usize = 1024;
+const MAX_DURATION_SECS: u64 = 3600;
+const CHUNK: usize = 1024 * 1024;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+struct Ctx {
+    client: Client<HttpConnector, Body>,
+    signer: Signer,
+    base: hyper::Uri,
+    host: String,
+    bucket: String,
+}
+
+#[derive(Debug)]
+struct Row {
+    phase: String,
+    concurrency: usize,
+    ops: u64,
+    errors: u64,
+    seconds: f64,
+    ops_per_sec: f64,
+    mib_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peak_rss_mib: Option<f64>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args
+        .concurrency
+        .iter()
+        .chain(&args.large_streams)
+        .any(|c| *c == 0 || *c > MAX_CONCURRENCY)
+    {
+        bail!("concurrency and streams must be between 1 and {MAX_CONCURRENCY}");
+    }
+    if args.duration_secs == 0 || args.duration_secs > MAX_DURATION_SECS {
+        bail!("--duration-secs must be between 1 and {MAX_DURATION_SECS}");
+    }
+    let env = |a: &str, b: &str| std::env::var(a).or_else(|_| std::env::var(b)).ok();
+    let access_key = args
+        .access_key
+        .clone()
+        .or_else(|| env("AWS_ACCESS_KEY_ID", "FEIYUN_ROOT_ACCESS_KEY"))
+        .context("no access key: pass --access-key or set AWS_ACCESS_KEY_ID")?;
+    let secret_key = args
+        .secret_key
+        .clone()
+        .or_else(|| env("AWS_SECRET_ACCESS_KEY", "FEIYUN_ROOT_SECRET_KEY"))
+        .context("no secret key: pass --secret-key or set AWS_SECRET_ACCESS_KEY")?;
+    let base: hyper::Uri = args.endpoint.parse().context("invalid --endpoint")?;
+    let host = base
+        .authority()
+        .context("--endpoint needs a host")?
+        .to_string();
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(MAX_CONCURRENCY)
+        .build(connector);
+    let ctx = Arc::new(Ctx {
+        client,
+        signer: Signer {
+            access_key,
+            secret_key,
+            region: args.region.clone(),
+        },
+        base,
+        host,
+        bucket: args.bucket.clone(),
+    });
+    let (status, _) = ctx.request("PUT", "", Body::default()).await?;
+    if !(status == 200 || status == 409) {
+        bail!("cannot create bucket {}: HTTP {status}", args.bucket);
+    }
+
+    let mut rows = Vec::new();
+    if !args.skip_small {
+        let payload = Bytes::from(vec![b'x'; args.small_size]);
+        for &c in &args.concurrency {
+            let duration = Duration::from_secs(args.duration_secs);
+            let (row, written) =
+                small_phase(&ctx, "PUT", c, duration, &payload, &[], args.server_pid).await?;
+            rows.push(row);
+            let (row, _) = small_phase(
+                &ctx,
+                "GET",
+                c,
+                duration,
+                &payload,
+                &written,
+                args.server_pid,
+            )
+            .await?;
+            rows.push(row);
+        }
+    }
+    if !args.skip_large {
+        for &s in &args.large_streams {
+            rows.push(large_phase(&ctx, "PUT", s, args.large_size, args.server_pid).await?);
+            rows.push(large_phase(&ctx, "GET", s, args.large_size, args.server_pid).await?);
+            for i in 0..s {
+                let _ = ctx
+                    .request("DELETE", &format!("large-{s}-{i}"), Body::default())
+                    .await;
+            }
+        }
+    }
+    print(&rows, &args);
+    Ok(())
+}
+
+impl Ctx {
+    async fn request(
+        &self,
+        method: &str,
+        key: &str,
+        body: Body,
+    ) -> anyhow::Result<(u16, hyper::body::Incoming)> {
+        let path = if key.is_empty() {
+            format!("/{}", self.bucket)
+        } else {
+            format!("/{}/{}", self.bucket, key)
+        };
+        let date = sigv4::now_amz_date();
+        let signed = self.signer.sign(
+            method,
+            &path,
+            "",
+            &[("host", self.host.clone())],
+            sigv4::UNSIGNED,
+            &date,
+        );
+        let scheme = self.base.scheme_str().unwrap_or("http");
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{scheme}://{}{path}", self.host))
+            .header("host", &self.host);
+        for (k, v) in signed {
+            req = req.header(k, v);
+        }
+        let size = http_body::Body::size_hint(&body).exact();
+        if let Some(n) = size {
+            req = req.header("content-length", n);
+        }
+        let resp = self.client.request(req.body(body)?).await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.into_body()))
+    }
+}
+
+/// Drains a response body; returns its length, or `None` if the connection failed.
+async fn drain(mut body: hyper::body::Incoming) -> Option<u64> {
+    let mut n = 0;
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame.ok()?.data_ref() {
+            n += d.len() as u64;
+        }
+    }
+    Some(n)
+}
+
+async fn small_phase(
+    ctx: &Arc<Ctx>,
+    op: &'static str,
+    concurrency: usize,
+    duration: Duration,
+    payload: &Bytes,
+    keys: &[String],
+    pid: Option<u32>,
+) -> anyhow::Result<(Row, Vec<String>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let keys = Arc::new(keys.to_vec());
+    let rss = RssSampler::start(pid);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let ctx = ctx.clone();
+        let stop = stop.clone();
+        let errors = errors.clone();
+        let payload = payload.clone();
+        let keys = keys.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut written = Vec::new();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let ok = if op == "PUT" {
+                    let key = format!("small-{concurrency}-{w}-{i}");
+                    let r = ctx
+                        .request("PUT", &key, Full::new(payload.clone()).boxed())
+                        .await;
+                    match r {
+                        Ok((200, b)) => {
+                            let ok = drain(b).await.is_some();
+                            if ok {
+                                written.push(key);
+                            }
+                            ok
+                        }
+                        Ok((_, b)) => {
+                            drain(b).await;
+                            false
+                        }
+                        Err(_) => false,
+                    }
+                } else {
+                    let key = &keys[(i * 7919 + w * 104_729) % keys.len().max(1)];
+                    match ctx.request("GET", key, Body::default()).await {
+                        Ok((200, b)) => drain(b).await == Some(payload.len() as u64),
+                        Ok((_, b)) => {
+                            drain(b).await;
+                            false
+                        }
+                        Err(_) => false,
+                    }
+                };
+                if ok {
+                    lat.push(t.elapsed().as_micros() as u32);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+            (lat, written)
+        }));
+    }
+    if op == "GET" && keys.is_empty() {
+        stop.store(true, Ordering::Relaxed);
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    let mut written = Vec::new();
+    for t in tasks {
+        let (l, w) = t.await?;
+        lat.extend(l);
+        written.extend(w);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(lat[i]) / 1000.0
+    };
+    let ops = lat.len() as u64;
+    Ok((
+        Row {
+            phase: format!("{op} {} B", payload.len()),
+            concurrency,
+            ops,
+            errors: errors.load(Ordering::Relaxed),
+            seconds,
+            ops_per_sec: ops as f64 / seconds,
+            mib_per_sec: ops as f64 * payload.len() as f64 / seconds / 1048576.0,
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+            peak_rss_mib: rss.finish().await,
+        },
+        written,
+    ))
+}
+
+async fn large_phase(
+    ctx: &Arc<Ctx>,
+    op: &'static str,
+    streams: usize,
+    size: u64,
+    pid: Option<u32>,
+) -> anyhow::Result<Row> {
+    let rss = RssSampler::start(pid);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..streams {
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("large-{streams}-{i}");
+            let t = Instant::now();
+            let ok = if op == "PUT" {
+                let chunk = Bytes::from((0..CHUNK).map(|j| (j * 31 + i) as u8).collect::<Vec<_>>());
+                let n_full = size / CHUNK as u64;
+                let tail = (size % CHUNK as u64) as usize;
+                let chunks = futures::stream::iter((0..n_full).map(move |_| chunk.clone()))
+                    .chain(futures::stream::iter(
+                        (tail > 0).then(|| Bytes::from(vec![7u8; tail])),
+                    ))
+                    .map(|b| Ok::<_, Infallible>(Frame::data(b)));
+                let body = SizedBody {
+                    inner: StreamBody::new(chunks),
+                    size,
+                }
+                .boxed();
+                match ctx.request("PUT", &key, body).await {
+                    Ok((200, b)) => drain(b).await.is_some(),
+                    Ok((_, b)) => {
+                        drain(b).await;
+                        false
+                    }
+                    Err(_) => false,
+                }
+            } else {
+                match ctx.request("GET", &key, Body::default()).await {
+                    Ok((200, b)) => drain(b).await == Some(size),
+                    _ => false,
+                }
+            };
+            (ok, t.elapsed())
+        }));
+    }
+    let mut ok = 0;
+    let mut errors = 0;
+    let mut lat = Vec::new();
+    for t in tasks {
+        let (good, d) = t.await?;
+        if good {
+            ok += 1;
+        } else {
+            errors += 1;
+        }
+        lat.push(d.as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Row {
+        phase: format!("{op} {} MiB", size / 1048576),
+        concurrency: streams,
+        ops: ok,
+        errors,
+        seconds,
+        ops_per_sec: ok as f64 / seconds,
+        mib_per_sec: (ok * size) as f64 / seconds / 1048576.0,
+        p50_ms: lat[lat.len() / 2],
+        p99_ms: *lat.last().unwrap_or(&0.0),
+        peak_rss_mib: rss.finish().await,
+    })
+}
+
+/// A streaming body that announces its exact length (so it is sent with Content-Length).
+struct SizedBody<S> {
+    inner: StreamBody<S>,
+    size: u64,
+}
+
+impl<S> http_body::Body for SizedBody<S>
+where
+    S: futures::Stream<Item = Result<Frame<Bytes>, Infallible>> + Unpin,
+{
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.size)
+    }
+}
+
+/// Samples a process's VmRSS every 50 ms and keeps the peak.
+struct RssSampler {
+    task: Option<(Arc<AtomicBool>, tokio::task::JoinHandle<u64>)>,
+}
+
+impl RssSampler {
+    fn start(pid: Option<u32>) -> Self {
+        let Some(pid) = pid else {
+            return Self { task: None };
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = tokio::spawn(async move {
+            let mut peak = 0;
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(text) = tokio::fs::read_to_string(format!("/proc/{pid}/status")).await {
+                    for line in text.lines() {
+                        if let Some(v) = line.strip_prefix("VmRSS:") {
+                            let kb: u64 =
+                                v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                            peak = peak.max(kb);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            peak
+        });
+        Self {
+            task: Some((stop, handle)),
+        }
+    }
+
+    async fn finish(self) -> Option<f64> {
+        let (stop, handle) = self.task?;
+        stop.store(true, Ordering::Relaxed);
+        handle.await.ok().map(|kb| kb as f64 / 1024.0)
+    }
+}
+
+fn print(rows: &[Row], args: &BenchArgs) {
+    if args.json {
+        let items: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "phase": r.phase, "concurrency": r.concurrency, "ops": r.ops,
+                    "errors": r.errors, "seconds": r.seconds, "ops_per_sec": r.ops_per_sec,
+                    "mib_per_sec": r.mib_per_sec, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
+                    "peak_rss_mib": r.peak_rss_mib,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(items));
+        return;
+    }
+    println!("endpoint {}", args.endpoint);
+    println!(
+        "{:<16} {:>5} {:>9} {:>6} {:>10} {:>10} {:>9} {:>9} {:>9}",
+        "phase", "conc", "ops", "errors", "ops/s", "MiB/s", "p50 ms", "p99 ms", "rss MiB"
+    );
+    for r in rows {
+        println!(
+            "{:<16} {:>5} {:>9} {:>6} {:>10.0} {:>10.1} {:>9.2} {:>9.2} {:>9}",
+            r.phase,
+            r.concurrency,
+            r.ops,
+            r.errors,
+            r.ops_per_sec,
+            r.mib_per_sec,
+            r.p50_ms,
+            r.p99_ms,
+            r.peak_rss_mib.map_or("-".to_owned(), |m| format!("{m:.0}"))
+        );
+    }
 }

@@ -88,6 +88,8 @@ pub fn now_amz_date() -> String {
     amz_date(time::OffsetDateTime::now_utc().unix_timestamp())
 }
 
+// Used by the raw-HTTP tests, which include this file.
+#[allow(dead_code)]
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }

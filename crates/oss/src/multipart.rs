@@ -138,7 +138,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     ) -> Result<PartInfo, OssError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
-        E: std::fmt::Display,
+        E: Into<OssError>,
     {
         if !(1..=MAX_PARTS).contains(&part_number) {
             return Err(OssError::InvalidArgument(format!(

@@ -8,7 +8,6 @@
 //! request is cancelled (client gone) or fails, a guard deletes the blob; if the process dies,
 //! the start-up sweep does.
 
-use std::fmt::Display;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -96,7 +95,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     ) -> Result<PutOutcome, OssError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
-        E: Display,
+        E: Into<OssError>,
     {
         keys::validate_object_key(key)?;
         self.require_bucket(bucket).await?;
@@ -224,7 +223,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     ) -> Result<Staged, OssError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
-        E: Display,
+        E: Into<OssError>,
     {
         if let Some(n) = spec.declared_len
             && n > max_len
@@ -254,7 +253,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                         guard: None,
                     });
                 }
-                Some(Err(e)) => return Err(OssError::Body(e.to_string())),
+                Some(Err(e)) => return Err(e.into()),
                 Some(Ok(chunk)) => {
                     total += chunk.len() as u64;
                     if total > max_len {
@@ -290,7 +289,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 tx.send(b).await.map_err(|_| worker_gone())?;
             }
             while let Some(item) = body.next().await {
-                let chunk = item.map_err(|e| OssError::Body(e.to_string()))?;
+                let chunk = item.map_err(Into::into)?;
                 total += chunk.len() as u64;
                 if total > max_len {
                     return Err(OssError::EntityTooLarge);

@@ -287,6 +287,33 @@ pub fn dto_algorithm(a: ChecksumAlgorithm) -> dto::ChecksumAlgorithm {
     dto::ChecksumAlgorithm::from(a.as_str().to_owned())
 }
 
+/// A request body as the service consumes it: chunks, or a typed error.
+pub type RequestBody = futures::stream::BoxStream<'static, Result<bytes::Bytes, OssError>>;
+
+/// Adapts an s3s body. s3s verifies a signed payload's SHA-256 and aws-chunked framing while
+/// streaming and reports failures as opaque errors; they are classified here so the client
+/// gets `XAmzContentSHA256Mismatch` or `IncompleteBody` rather than a generic failure.
+pub fn request_body(body: Option<dto::StreamingBlob>) -> RequestBody {
+    use futures::StreamExt;
+    match body {
+        None => futures::stream::empty().boxed(),
+        Some(b) => b
+            .map(|r| {
+                r.map_err(|e| {
+                    let text = e.to_string();
+                    if text.contains("Sha256Mismatch") {
+                        OssError::ContentSha256Mismatch
+                    } else if text.contains("Incomplete") || text.contains("LengthMismatch") {
+                        OssError::IncompleteBody
+                    } else {
+                        OssError::Body(text)
+                    }
+                })
+            })
+            .boxed(),
+    }
+}
+
 /// Percent-encodes a key or prefix for `encoding-type=url` listings.
 pub fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -69,9 +69,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
                 "Part number must be an integer between 1 and 10000, inclusive".into(),
             )));
         }
-        let body = body.unwrap_or_else(|| {
-            StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
-        });
+        let body = headers::request_body(body);
         let part = self
             .oss
             .upload_part(

@@ -40,9 +40,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         )
         .map_err(fail(&req))?;
         let spec = checks.spec(i.content_length).map_err(fail(&req))?;
-        let body = body.unwrap_or_else(|| {
-            StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
-        });
+        let body = headers::request_body(body);
         let out = self
             .oss
             .put_object(&i.bucket, &i.key, object_headers, spec, body, |d| {

@@ -223,6 +223,14 @@ impl App {
                 return r;
             }
         }
+        if let Some(resp) = reject_oversized_xml(&req, &id) {
+            self.metrics.observe(
+                "Rejected",
+                resp.status().as_u16(),
+                start.elapsed().as_secs_f64(),
+            );
+            return resp;
+        }
         let span = tracing::debug_span!("request", id = %id, method = %req.method(), %peer);
         let _entered = span.enter();
         let slot = OpSlot::default();
@@ -276,6 +284,54 @@ impl App {
             _ => None,
         }
     }
+}
+
+/// S3 operations whose body is an XML document (DeleteObjects, CompleteMultipartUpload,
+/// CreateBucket configuration). s3s buffers such bodies whole and answers an oversized one with
+/// a 500; S3 answers 400 `MaxMessageLengthExceeded`, before reading the body.
+fn reject_oversized_xml(req: &Request<Incoming>, id: &str) -> Option<Response<s3s::Body>> {
+    let len: u64 = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    if len <= MAX_XML_BODY as u64 {
+        return None;
+    }
+    let query = req.uri().query().unwrap_or("");
+    let has = |name: &str| {
+        query
+            .split('&')
+            .any(|kv| kv.split('=').next() == Some(name))
+    };
+    let path = req.uri().path().trim_matches('/');
+    let xml_body = match *req.method() {
+        http::Method::POST => has("delete") || (has("uploadId") && !has("partNumber")),
+        http::Method::PUT => !path.is_empty() && !path.contains('/') && query.is_empty(),
+        _ => false,
+    };
+    if !xml_body {
+        return None;
+    }
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>MaxMessageLengthExceeded</Code>\
+         <Message>Your request was too big.</Message><RequestId>{id}</RequestId></Error>"
+    );
+    let mut r = plain(StatusCode::BAD_REQUEST, &body);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    r.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(id) {
+        r.headers_mut().insert("x-amz-request-id", v);
+    }
+    Some(r)
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<s3s::Body> {

@@ -36,7 +36,10 @@ impl Region {
             .arg(dir)
             .env("FEIYUN_ROOT_ACCESS_KEY", ACCESS_KEY)
             .env("FEIYUN_ROOT_SECRET_KEY", SECRET_KEY)
-            .env("FEIYUN_LOG", "warn,s3s=off")
+            .env(
+                "FEIYUN_LOG",
+                std::env::var("FEIYUN_TEST_LOG").unwrap_or_else(|_| "warn,s3s=off".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
