@@ -22,6 +22,7 @@ fn signer() -> sigv4::Signer {
 }
 
 /// Builds a signed request. `declared_len` overrides Content-Length (to lie about it).
+#[allow(clippy::too_many_arguments)]
 fn signed_request(
     addr: SocketAddr,
     method: &str,

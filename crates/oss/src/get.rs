@@ -257,11 +257,11 @@ fn segments(blobs: &[BlobRef], start: u64, end: u64) -> Vec<Segment> {
     out
 }
 
+/// The span `[start, end)` a read selects (`None`: the whole object), and the part count.
+type Selection = (Option<(u64, u64)>, Option<u32>);
+
 /// Applies conditions, partNumber and Range to a record.
-fn select(
-    record: &ObjectRecord,
-    req: &GetRequest,
-) -> Result<(Option<(u64, u64)>, Option<u32>), OssError> {
+fn select(record: &ObjectRecord, req: &GetRequest) -> Result<Selection, OssError> {
     req.conditions
         .check_read(&record.etag, record.last_modified_ms)?;
     let parts_count = (!record.parts.is_empty()).then_some(record.parts.len() as u32);
@@ -307,7 +307,8 @@ mod tests {
     #[test]
     fn range_resolution_table() {
         use ByteRange::*;
-        let rows: &[(ByteRange, u64, Option<(u64, u64)>)] = &[
+        type Row = (ByteRange, u64, Option<(u64, u64)>);
+        let rows: &[Row] = &[
             (
                 FromTo {
                     first: 0,

@@ -218,10 +218,13 @@ impl App {
         let start = Instant::now();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let path = req.uri().path();
-        if req.method() == http::Method::GET && path.starts_with("/health/") || path == "/metrics" {
-            if let Some(r) = self.builtin(path) {
-                return r;
-            }
+        // `/metrics` and `/health/*` answer unsigned GETs only, so a bucket named "metrics" or
+        // "health" stays reachable by signed S3 requests.
+        if req.method() == http::Method::GET
+            && !is_signed(&req)
+            && let Some(r) = self.builtin(path)
+        {
+            return r;
         }
         if let Some(resp) = reject_oversized_xml(&req, &id) {
             self.metrics.observe(
@@ -332,6 +335,14 @@ fn reject_oversized_xml(req: &Request<Incoming>, id: &str) -> Option<Response<s3
         r.headers_mut().insert("x-amz-request-id", v);
     }
     Some(r)
+}
+
+fn is_signed<B>(req: &Request<B>) -> bool {
+    req.headers().contains_key(http::header::AUTHORIZATION)
+        || req
+            .uri()
+            .query()
+            .is_some_and(|q| q.contains("X-Amz-Signature=") || q.contains("Signature="))
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<s3s::Body> {
