@@ -152,6 +152,13 @@ impl ConfigOverrides {
                 message: "at most 1 MiB".to_owned(),
             });
         }
+        let max_connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                name: "max_connections",
+                message: "must be at least 1".to_owned(),
+            });
+        }
         if self.root_access_key.is_some() != self.root_secret_key.is_some() {
             return Err(ConfigError::Invalid {
                 name: "root credentials",
@@ -171,7 +178,7 @@ impl ConfigOverrides {
             shutdown_grace_secs: self
                 .shutdown_grace_secs
                 .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
-            max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_connections,
             inline_threshold,
         })
     }
@@ -235,6 +242,13 @@ mod tests {
             .contains("root credentials")
         );
         assert!(ConfigOverrides::from_env(env(&[("FEIYUN_MAX_CONNECTIONS", "x")])).is_err());
+        assert!(
+            bad(ConfigOverrides {
+                max_connections: Some(0),
+                ..Default::default()
+            })
+            .contains("max_connections")
+        );
         assert!(toml::from_str::<ConfigOverrides>("unknown_key = 1").is_err());
     }
 }
