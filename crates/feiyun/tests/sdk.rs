@@ -1171,3 +1171,87 @@ async fn metrics_health_and_restart_persistence() {
     assert_eq!(body_of(&c, "persist", "big").await, data);
     assert_eq!(body_of(&c, "persist", "small").await, b"tiny");
 }
+
+#[tokio::test]
+async fn multipart_full_object_crc_is_validated_by_the_sdk() {
+    use aws_sdk_s3::types::ChecksumType;
+    let r = Region::start();
+    let c = r.client();
+    c.create_bucket().bucket("fullcrc").send().await.unwrap();
+    let parts_data = [
+        pattern(5 * 1024 * 1024, 31),
+        pattern(5 * 1024 * 1024 + 7, 32),
+        pattern(999, 33),
+    ];
+    let id = c
+        .create_multipart_upload()
+        .bucket("fullcrc")
+        .key("o")
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+        .checksum_type(ChecksumType::FullObject)
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_owned();
+    let mut parts = Vec::new();
+    for (i, data) in parts_data.iter().enumerate() {
+        let n = i as i32 + 1;
+        let up = c
+            .upload_part()
+            .bucket("fullcrc")
+            .key("o")
+            .upload_id(&id)
+            .part_number(n)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(up.e_tag().unwrap())
+                .set_checksum_crc32_c(up.checksum_crc32_c().map(str::to_owned))
+                .build(),
+        );
+    }
+    let done = c
+        .complete_multipart_upload()
+        .bucket("fullcrc")
+        .key("o")
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let full = done.checksum_crc32_c().unwrap().to_owned();
+    assert!(
+        !full.contains('-'),
+        "a full-object checksum has no part count: {full}"
+    );
+    // The SDK checks a returned full-object checksum against the bytes it receives, so a
+    // wrongly combined CRC fails this read.
+    let got = c
+        .get_object()
+        .bucket("fullcrc")
+        .key("o")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.checksum_crc32_c(), Some(full.as_str()));
+    let body = got
+        .body
+        .collect()
+        .await
+        .expect("SDK checksum validation")
+        .into_bytes();
+    let whole: Vec<u8> = parts_data.concat();
+    assert_eq!(&body[..], &whole[..]);
+}
