@@ -119,6 +119,9 @@ async fn put_get_small_and_large_with_metadata() {
             .content_type("application/x-test")
             .cache_control("max-age=60")
             .content_disposition("attachment")
+            .content_language("zh-CN")
+            .content_encoding("identity")
+            .expires(aws_sdk_s3::primitives::DateTime::from_secs(2_000_000_000))
             .metadata("color", "blue")
             .body(ByteStream::from(data.clone()))
             .send()
@@ -140,6 +143,13 @@ async fn put_get_small_and_large_with_metadata() {
         assert_eq!(got.content_type(), Some("application/x-test"));
         assert_eq!(got.cache_control(), Some("max-age=60"));
         assert_eq!(got.content_disposition(), Some("attachment"));
+        assert_eq!(got.content_language(), Some("zh-CN"));
+        assert_eq!(got.content_encoding(), Some("identity"));
+        assert_eq!(
+            got.expires_string(),
+            Some("Wed, 18 May 2033 03:33:20 GMT"),
+            "Expires"
+        );
         assert_eq!(
             got.metadata()
                 .and_then(|m| m.get("color"))
@@ -1026,7 +1036,16 @@ async fn wrong_credentials_and_presigned_urls() {
     );
     assert_eq!(anon.status, 403);
     assert_eq!(anon.code(), "AccessDenied");
-    assert!(anon.header("x-amz-request-id").is_some());
+    let id = anon
+        .header("x-amz-request-id")
+        .expect("request id header")
+        .to_owned();
+    assert!(
+        anon.body_text()
+            .contains(&format!("<RequestId>{id}</RequestId>")),
+        "{}",
+        anon.body_text()
+    );
 
     // Presigned PUT then GET over plain HTTP.
     let cfg =

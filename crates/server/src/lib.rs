@@ -251,6 +251,7 @@ impl App {
         if let Ok(v) = http::HeaderValue::from_str(&id) {
             resp.headers_mut().insert("x-amz-request-id", v);
         }
+        add_request_id_to_error(&mut resp, &id);
         let op = slot
             .0
             .lock()
@@ -335,6 +336,32 @@ fn reject_oversized_xml(req: &Request<Incoming>, id: &str) -> Option<Response<s3
         r.headers_mut().insert("x-amz-request-id", v);
     }
     Some(r)
+}
+
+/// Errors that s3s raises itself (signature, routing, parsing) carry no `<RequestId>`; S3
+/// error bodies always do, and support tickets quote it.
+fn add_request_id_to_error(resp: &mut Response<s3s::Body>, id: &str) {
+    if !(resp.status().is_client_error() || resp.status().is_server_error()) {
+        return;
+    }
+    let Some(bytes) = resp.body().bytes() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return;
+    };
+    if !text.ends_with("</Error>") || text.contains("<RequestId>") {
+        return;
+    }
+    let patched = format!(
+        "{}<RequestId>{id}</RequestId></Error>",
+        &text[..text.len() - "</Error>".len()]
+    );
+    let len = patched.len();
+    *resp.body_mut() = s3s::Body::from(Bytes::from(patched));
+    if let Ok(v) = http::HeaderValue::from_str(&len.to_string()) {
+        resp.headers_mut().insert(http::header::CONTENT_LENGTH, v);
+    }
 }
 
 fn is_signed<B>(req: &Request<B>) -> bool {
