@@ -92,6 +92,7 @@ pub trait BlobStore: Send + Sync + 'static {
     fn open(&self, id: BlobId, len: u64) -> Result<Self::Reader, BlobError>;
     /// Removes a blob; a missing one is not an error (deletion is retried after crashes).
     fn delete(&self, id: BlobId) -> Result<(), BlobError>;
+    fn exists(&self, id: BlobId) -> Result<bool, BlobError>;
 }
 
 pub trait BlobWriter: Send + 'static {

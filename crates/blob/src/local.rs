@@ -102,6 +102,10 @@ impl BlobStore for LocalBlobStore {
         })
     }
 
+    fn exists(&self, id: BlobId) -> Result<bool, BlobError> {
+        Ok(self.path(id).try_exists()?)
+    }
+
     fn delete(&self, id: BlobId) -> Result<(), BlobError> {
         match std::fs::remove_file(self.path(id)) {
             Ok(()) => Ok(()),

@@ -1274,3 +1274,104 @@ async fn multipart_full_object_crc_is_validated_by_the_sdk() {
     let whole: Vec<u8> = parts_data.concat();
     assert_eq!(&body[..], &whole[..]);
 }
+
+#[tokio::test]
+async fn a_read_in_progress_survives_an_overwrite() {
+    let r = Region::start();
+    let c = r.client();
+    c.create_bucket().bucket("lease").send().await.unwrap();
+    let parts_data = [
+        pattern(5 * 1024 * 1024, 41),
+        pattern(5 * 1024 * 1024, 42),
+        pattern(5 * 1024 * 1024, 43),
+        pattern(5 * 1024 * 1024, 44),
+    ];
+    let id = c
+        .create_multipart_upload()
+        .bucket("lease")
+        .key("o")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_owned();
+    let mut parts = Vec::new();
+    for (i, data) in parts_data.iter().enumerate() {
+        let n = i as i32 + 1;
+        let up = c
+            .upload_part()
+            .bucket("lease")
+            .key("o")
+            .upload_id(&id)
+            .part_number(n)
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(up.e_tag().unwrap())
+                .build(),
+        );
+    }
+    c.complete_multipart_upload()
+        .bucket("lease")
+        .key("o")
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // Start reading, stop after the first chunk, overwrite the object (which frees the old
+    // part files for garbage collection), give the janitor time, then read the rest.
+    let mut got = c
+        .get_object()
+        .bucket("lease")
+        .key("o")
+        .send()
+        .await
+        .unwrap();
+    let mut body = Vec::new();
+    let first = got.body.next().await.unwrap().unwrap();
+    body.extend_from_slice(&first);
+    c.put_object()
+        .bucket("lease")
+        .key("o")
+        .body(ByteStream::from_static(b"new"))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    while let Some(chunk) = got.body.next().await {
+        body.extend_from_slice(&chunk.expect("the read in progress was cut short"));
+    }
+    assert_eq!(
+        body,
+        parts_data.concat(),
+        "the old version must be read to the end"
+    );
+    assert_eq!(body_of(&c, "lease", "o").await, b"new");
+    // Once the reader is gone, the old parts are collected promptly (the new object is inline).
+    drop(got);
+    let blob_files = || -> usize {
+        std::fs::read_dir(r.data_dir.join("blobs"))
+            .unwrap()
+            .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+            .sum()
+    };
+    let mut left = blob_files();
+    for _ in 0..50 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = blob_files();
+    }
+    assert_eq!(left, 0, "released blobs were not collected");
+}

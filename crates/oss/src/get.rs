@@ -158,9 +158,14 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 Ok(Box::pin(futures::stream::once(async move { Ok(bytes) })))
             }
             ObjectData::Blobs(blobs) => {
+                let segs = segments(blobs, start, end);
+                let ids: Vec<_> = segs.iter().map(|s| s.blob.id).collect();
+                let leases = self.leases.clone();
+                let lease = self.blocking(move |_, b| leases.acquire(b, ids)).await?;
                 let mut cursor = BlobCursor {
-                    segments: segments(blobs, start, end),
+                    segments: segs,
                     current: None,
+                    _lease: lease,
                 };
                 let first = self.next_chunk(&mut cursor).await?;
                 let svc = self.clone();
@@ -228,6 +233,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
 struct BlobCursor<R> {
     segments: Vec<Segment>,
     current: Option<R>,
+    /// Keeps the blobs on disk until the stream is dropped.
+    _lease: crate::lease::Lease,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -44,6 +44,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     }
 
     async fn drain_table(&self, table: Table) -> Result<usize, OssError> {
+        let leases = self.leases.clone();
         let ids: Vec<BlobId> = self
             .blocking(move |m, b| {
                 let rows = m.scan(table, b"", None, GC_BATCH)?;
@@ -52,8 +53,10 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     let Some(id) = BlobId::from_bytes(&k) else {
                         return Err(OssError::Corrupt(format!("{} key", table.name())));
                     };
-                    b.delete(id)?;
-                    ids.push(id);
+                    // A blob being read stays (and stays listed) until its reader is done.
+                    if leases.delete_unleased(b, id)? {
+                        ids.push(id);
+                    }
                 }
                 Ok(ids)
             })

@@ -20,6 +20,7 @@ mod bucket;
 mod copy;
 mod get;
 mod janitor;
+mod lease;
 mod multipart;
 mod put;
 
@@ -144,19 +145,22 @@ pub struct ObjectService<M, B> {
     blobs: Arc<B>,
     config: OssConfig,
     stats: Arc<OssStats>,
-    janitor: tokio::sync::Notify,
+    janitor: Arc<tokio::sync::Notify>,
+    leases: Arc<lease::Leases>,
 }
 
 impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     /// Builds the service and runs the start-up recovery sweep: blobs of writes that never
     /// committed, and blobs that were unreferenced but not yet deleted, are removed.
     pub async fn open(meta: M, blobs: B, config: OssConfig) -> Result<Arc<Self>, OssError> {
+        let janitor = Arc::new(tokio::sync::Notify::new());
         let svc = Arc::new(Self {
             meta: Arc::new(meta),
             blobs: Arc::new(blobs),
             config,
             stats: Arc::new(OssStats::default()),
-            janitor: tokio::sync::Notify::new(),
+            leases: Arc::new(lease::Leases::new(janitor.clone())),
+            janitor,
         });
         let swept = svc.recover().await?;
         if swept > 0 {

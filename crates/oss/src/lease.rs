@@ -1,0 +1,97 @@
+//! Read leases: a GET that is streaming an object keeps that object's blobs alive even if the
+//! object is overwritten or deleted meanwhile, as S3 guarantees for reads in progress.
+//!
+//! A reader takes its leases before streaming, under the same lock the janitor holds while it
+//! checks and unlinks a garbage blob, so a blob is either still on disk and leased, or already
+//! gone (and the reader re-reads the record). Leases live in memory only: after a restart no
+//! read is in progress.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use feiyun_blob::{BlobId, BlobStore};
+
+use crate::OssError;
+
+pub(crate) struct Leases {
+    state: Mutex<State>,
+    /// Wakes the janitor when a blob it had to skip is released.
+    janitor: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct State {
+    held: HashMap<BlobId, u32>,
+    /// Garbage blobs the janitor skipped because they were leased.
+    deferred: HashSet<BlobId>,
+}
+
+/// Released when the response body is dropped (finished, failed or abandoned).
+pub(crate) struct Lease {
+    leases: Arc<Leases>,
+    ids: Vec<BlobId>,
+}
+
+impl Leases {
+    pub fn new(janitor: Arc<Notify>) -> Self {
+        Self {
+            state: Mutex::default(),
+            janitor,
+        }
+    }
+
+    /// Leases every blob, or fails with a "not found" corruption error (the caller retries)
+    /// if one was already collected. Blocking: checks the files.
+    pub fn acquire<B: BlobStore>(
+        self: &Arc<Self>,
+        blobs: &B,
+        ids: Vec<BlobId>,
+    ) -> Result<Lease, OssError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for id in &ids {
+            if !blobs.exists(*id)? {
+                return Err(OssError::Corrupt(format!("blob {id} not found")));
+            }
+        }
+        for id in &ids {
+            *state.held.entry(*id).or_insert(0) += 1;
+        }
+        Ok(Lease {
+            leases: self.clone(),
+            ids,
+        })
+    }
+
+    /// Deletes the blob unless a reader holds it; returns whether it was deleted.
+    pub fn delete_unleased<B: BlobStore>(&self, blobs: &B, id: BlobId) -> Result<bool, OssError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.held.contains_key(&id) {
+            state.deferred.insert(id);
+            return Ok(false);
+        }
+        state.deferred.remove(&id);
+        blobs.delete(id)?;
+        Ok(true)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut state = self.leases.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wake = false;
+        for id in &self.ids {
+            if let Some(n) = state.held.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    state.held.remove(id);
+                    wake |= state.deferred.contains(id);
+                }
+            }
+        }
+        if wake {
+            self.leases.janitor.notify_one();
+        }
+    }
+}
