@@ -7,6 +7,36 @@ use s3s::{S3Request, S3Response, S3Result};
 use crate::headers::{self, BodyChecks};
 use crate::{FeiyunS3, fail, request_id};
 
+/// GetObject and HeadObject answer with the same fields in two distinct s3s types.
+macro_rules! object_output {
+    ($ty:ident, $read:expr, $m:expr) => {{
+        let read = &$read;
+        let m = $m;
+        $ty {
+            accept_ranges: Some("bytes".into()),
+            content_length: Some(read.content_length as i64),
+            content_range: m.content_range,
+            content_type: m.content_type,
+            content_encoding: m.content_encoding,
+            content_disposition: m.content_disposition,
+            content_language: m.content_language,
+            cache_control: m.cache_control,
+            expires: m.expires,
+            e_tag: Some(headers::etag(&read.record.etag)),
+            last_modified: Some(headers::timestamp(read.record.last_modified_ms)),
+            metadata: m.metadata,
+            parts_count: read.parts_count.map(|n| n as i32),
+            checksum_crc32: m.checksums.0,
+            checksum_crc32c: m.checksums.1,
+            checksum_crc64nvme: m.checksums.2,
+            checksum_sha1: m.checksums.3,
+            checksum_sha256: m.checksums.4,
+            checksum_type: m.checksum_type,
+            ..Default::default()
+        }
+    }};
+}
+
 impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
     pub(crate) async fn op_put_object(
         &self,
@@ -89,29 +119,9 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         });
         let want_checksum = checksum_enabled(&i.checksum_mode);
         let m = ResponseMeta::of(&read, want_checksum);
-        Ok(S3Response::new(GetObjectOutput {
-            body,
-            accept_ranges: Some("bytes".into()),
-            content_length: Some(read.content_length as i64),
-            content_range: m.content_range,
-            content_type: m.content_type,
-            content_encoding: m.content_encoding,
-            content_disposition: m.content_disposition,
-            content_language: m.content_language,
-            cache_control: m.cache_control,
-            expires: m.expires,
-            e_tag: Some(headers::etag(&read.record.etag)),
-            last_modified: Some(headers::timestamp(read.record.last_modified_ms)),
-            metadata: m.metadata,
-            parts_count: read.parts_count.map(|n| n as i32),
-            checksum_crc32: m.checksums.0,
-            checksum_crc32c: m.checksums.1,
-            checksum_crc64nvme: m.checksums.2,
-            checksum_sha1: m.checksums.3,
-            checksum_sha256: m.checksums.4,
-            checksum_type: m.checksum_type,
-            ..Default::default()
-        }))
+        let mut out = object_output!(GetObjectOutput, read, m);
+        out.body = body;
+        Ok(S3Response::new(out))
     }
 
     pub(crate) async fn op_head_object(
@@ -134,28 +144,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             .await
             .map_err(fail(&req))?;
         let m = ResponseMeta::of(&read, checksum_enabled(&i.checksum_mode));
-        Ok(S3Response::new(HeadObjectOutput {
-            accept_ranges: Some("bytes".into()),
-            content_length: Some(read.content_length as i64),
-            content_range: m.content_range,
-            content_type: m.content_type,
-            content_encoding: m.content_encoding,
-            content_disposition: m.content_disposition,
-            content_language: m.content_language,
-            cache_control: m.cache_control,
-            expires: m.expires,
-            e_tag: Some(headers::etag(&read.record.etag)),
-            last_modified: Some(headers::timestamp(read.record.last_modified_ms)),
-            metadata: m.metadata,
-            parts_count: read.parts_count.map(|n| n as i32),
-            checksum_crc32: m.checksums.0,
-            checksum_crc32c: m.checksums.1,
-            checksum_crc64nvme: m.checksums.2,
-            checksum_sha1: m.checksums.3,
-            checksum_sha256: m.checksums.4,
-            checksum_type: m.checksum_type,
-            ..Default::default()
-        }))
+        Ok(S3Response::new(object_output!(HeadObjectOutput, read, m)))
     }
 
     pub(crate) async fn op_delete_object(
