@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use common::{Region, md5_hex, pattern};
 
 const ROUNDS: u64 = 20;
@@ -34,50 +33,10 @@ async fn put_one(c: &aws_sdk_s3::Client, key: &str, kind: u64, seed: u64) -> Res
     match kind {
         // Multipart: 5 MiB + a tail.
         0 => {
-            let a = pattern(5 * 1024 * 1024, seed);
-            let b = pattern(3000, seed + 1);
-            let id = c
-                .create_multipart_upload()
-                .bucket("crash")
-                .key(key)
-                .send()
+            let parts = [pattern(5 * 1024 * 1024, seed), pattern(3000, seed + 1)];
+            common::multipart_put(c, "crash", key, &parts)
                 .await
-                .map_err(|e| e.to_string())?
-                .upload_id()
-                .unwrap_or_default()
-                .to_owned();
-            let mut parts = Vec::new();
-            for (n, data) in [(1, a), (2, b)] {
-                let up = c
-                    .upload_part()
-                    .bucket("crash")
-                    .key(key)
-                    .upload_id(&id)
-                    .part_number(n)
-                    .body(ByteStream::from(data))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(n)
-                        .e_tag(up.e_tag().unwrap_or_default())
-                        .build(),
-                );
-            }
-            c.complete_multipart_upload()
-                .bucket("crash")
-                .key(key)
-                .upload_id(&id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(())
+                .map(|_| ())
         }
         _ => {
             c.put_object()

@@ -655,52 +655,13 @@ async fn multipart_upload_complete_list_abort() {
     assert_eq!(uploads.uploads().len(), 1);
 
     // Out of order is refused.
-    let rev = CompletedMultipartUpload::builder()
-        .parts(
-            CompletedPart::builder()
-                .part_number(2)
-                .e_tag(&etags[1].1)
-                .build(),
-        )
-        .parts(
-            CompletedPart::builder()
-                .part_number(1)
-                .e_tag(&etags[0].1)
-                .build(),
-        )
-        .build();
+    let (e1, e2) = (etags[0].1.as_str(), etags[1].1.as_str());
     assert_eq!(
-        code_of(
-            c.complete_multipart_upload()
-                .bucket("mpu")
-                .key("big")
-                .upload_id(&id)
-                .multipart_upload(rev)
-                .send()
-                .await
-        )
-        .await,
+        common::complete_code(&c, "mpu", "big", &id, &[(2, e2), (1, e1)]).await,
         "InvalidPartOrder"
     );
-    let wrong = CompletedMultipartUpload::builder()
-        .parts(
-            CompletedPart::builder()
-                .part_number(1)
-                .e_tag("\"00\"")
-                .build(),
-        )
-        .build();
     assert_eq!(
-        code_of(
-            c.complete_multipart_upload()
-                .bucket("mpu")
-                .key("big")
-                .upload_id(&id)
-                .multipart_upload(wrong)
-                .send()
-                .await
-        )
-        .await,
+        common::complete_code(&c, "mpu", "big", &id, &[(1, "\"00\"")]).await,
         "InvalidPart"
     );
     let good = CompletedMultipartUpload::builder()
@@ -801,28 +762,11 @@ async fn multipart_upload_complete_list_abort() {
             .send()
             .await
             .unwrap();
-        small.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .e_tag(up.e_tag().unwrap())
-                .build(),
-        );
+        small.push((n, up.e_tag().unwrap().to_owned()));
     }
+    let small: Vec<(i32, &str)> = small.iter().map(|(n, e)| (*n, e.as_str())).collect();
     assert_eq!(
-        code_of(
-            c.complete_multipart_upload()
-                .bucket("mpu")
-                .key("small")
-                .upload_id(&id2)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(small))
-                        .build()
-                )
-                .send()
-                .await
-        )
-        .await,
+        common::complete_code(&c, "mpu", "small", &id2, &small).await,
         "EntityTooSmall"
     );
     c.abort_multipart_upload()
@@ -1286,46 +1230,7 @@ async fn a_read_in_progress_survives_an_overwrite() {
         pattern(5 * 1024 * 1024, 43),
         pattern(5 * 1024 * 1024, 44),
     ];
-    let id = c
-        .create_multipart_upload()
-        .bucket("lease")
-        .key("o")
-        .send()
-        .await
-        .unwrap()
-        .upload_id()
-        .unwrap()
-        .to_owned();
-    let mut parts = Vec::new();
-    for (i, data) in parts_data.iter().enumerate() {
-        let n = i as i32 + 1;
-        let up = c
-            .upload_part()
-            .bucket("lease")
-            .key("o")
-            .upload_id(&id)
-            .part_number(n)
-            .body(ByteStream::from(data.clone()))
-            .send()
-            .await
-            .unwrap();
-        parts.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .e_tag(up.e_tag().unwrap())
-                .build(),
-        );
-    }
-    c.complete_multipart_upload()
-        .bucket("lease")
-        .key("o")
-        .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
+    common::multipart_put(&c, "lease", "o", &parts_data)
         .await
         .unwrap();
     // Start reading, stop after the first chunk, overwrite the object (which frees the old

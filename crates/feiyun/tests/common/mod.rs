@@ -217,3 +217,90 @@ pub fn md5_hex(data: &[u8]) -> String {
     use md5::Digest;
     hex::encode(md5::Md5::digest(data))
 }
+
+/// Uploads `parts` as one multipart object (create, upload each part, complete in order);
+/// returns the object's ETag, or the first error as text.
+pub async fn multipart_put(
+    c: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    parts: &[Vec<u8>],
+) -> Result<String, String> {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let id = c
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .upload_id()
+        .unwrap_or_default()
+        .to_owned();
+    let mut done = Vec::new();
+    for (i, data) in parts.iter().enumerate() {
+        let n = i as i32 + 1;
+        let up = c
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&id)
+            .part_number(n)
+            .body(aws_sdk_s3::primitives::ByteStream::from(data.clone()))
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        done.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(up.e_tag().unwrap_or_default())
+                .build(),
+        );
+    }
+    let out = c
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(out.e_tag().unwrap_or_default().to_owned())
+}
+
+/// Completes an upload with the given (part number, ETag) list; returns "OK" or the S3 code.
+pub async fn complete_code(
+    c: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    parts: &[(i32, &str)],
+) -> String {
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let list = parts
+        .iter()
+        .map(|(n, e)| CompletedPart::builder().part_number(*n).e_tag(*e).build())
+        .collect();
+    match c
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(list))
+                .build(),
+        )
+        .send()
+        .await
+    {
+        Ok(_) => "OK".into(),
+        Err(e) => e.code().unwrap_or("<none>").to_owned(),
+    }
+}
