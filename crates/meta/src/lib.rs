@@ -22,7 +22,14 @@ pub use redb_store::RedbStore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
     Buckets,
+    /// The current, live version of each key.
     Objects,
+    /// Every version and delete marker of each key, newest first.
+    Versions,
+    /// Per-key version bookkeeping (newest version, the null version).
+    Heads,
+    /// Bucket subresources (tags, CORS, lifecycle, notification, lock defaults).
+    BucketConfigs,
     Uploads,
     Parts,
     /// Blob ids being written and not yet referenced; swept on start.
@@ -33,9 +40,12 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 10] = [
         Table::Buckets,
         Table::Objects,
+        Table::Versions,
+        Table::Heads,
+        Table::BucketConfigs,
         Table::Uploads,
         Table::Parts,
         Table::PendingBlobs,
@@ -47,6 +57,9 @@ impl Table {
         match self {
             Table::Buckets => "buckets",
             Table::Objects => "objects",
+            Table::Versions => "versions",
+            Table::Heads => "heads",
+            Table::BucketConfigs => "bucket_configs",
             Table::Uploads => "uploads",
             Table::Parts => "parts",
             Table::PendingBlobs => "pending_blobs",

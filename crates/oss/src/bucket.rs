@@ -6,7 +6,8 @@ use feiyun_blob::BlobStore;
 use feiyun_meta::{MetaError, MetaStore, Table, WriteBatch, prefix_end};
 use futures::StreamExt;
 
-use crate::records::{self, BucketRecord};
+use crate::records::{self, BucketRecord, Versioning};
+use crate::versions::{Applied, Change, VersionSelector};
 use crate::{MAX_DELETE_KEYS, ObjectService, OssError, keys, now_millis};
 
 /// Most buckets a region lists (S3's default quota is far lower).
@@ -15,11 +16,20 @@ const MAX_BUCKETS_LISTED: usize = 100_000;
 const DELETE_CONCURRENCY: usize = 64;
 
 impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
-    pub async fn create_bucket(&self, name: &str) -> Result<(), OssError> {
+    /// Creates a bucket; with `object_lock` it is versioned from the start and can hold
+    /// locked versions (S3 allows enabling Object Lock only this way or on a versioned bucket).
+    pub async fn create_bucket(&self, name: &str, object_lock: bool) -> Result<(), OssError> {
         keys::validate_bucket_name(name)?;
         let record = BucketRecord {
             created_ms: now_millis(),
             region: self.config.region.clone(),
+            versioning: if object_lock {
+                Versioning::Enabled
+            } else {
+                Versioning::Unversioned
+            },
+            object_lock,
+            default_retention: None,
         };
         let mut batch = WriteBatch::new();
         batch.check_absent(Table::Buckets, keys::bucket(name)).put(
@@ -35,14 +45,27 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         }
     }
 
+    /// Deletes a bucket that holds no version, no delete marker and no upload.
     pub async fn delete_bucket(&self, name: &str) -> Result<(), OssError> {
         self.require_bucket(name).await?;
+        let prefix = keys::bucket_objects(name);
+        let configs = {
+            let (start, end) = (prefix.clone(), prefix_end(&prefix));
+            self.blocking(move |m, _| {
+                Ok(m.scan(Table::BucketConfigs, &start, end.as_deref(), 1000)?)
+            })
+            .await?
+        };
         let mut batch = WriteBatch::new();
         batch
             .check_present(Table::Buckets, keys::bucket(name))
-            .check_prefix_empty(Table::Objects, keys::bucket_objects(name))
-            .check_prefix_empty(Table::Uploads, keys::bucket_objects(name))
+            .check_prefix_empty(Table::Objects, prefix.clone())
+            .check_prefix_empty(Table::Versions, prefix.clone())
+            .check_prefix_empty(Table::Uploads, prefix)
             .delete(Table::Buckets, keys::bucket(name));
+        for (k, _) in configs {
+            batch.delete(Table::BucketConfigs, k);
+        }
         match self.meta.commit(batch).await {
             Ok(()) => Ok(()),
             Err(MetaError::Conflict(_)) => {
@@ -77,38 +100,46 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             .collect()
     }
 
-    /// Deletes the current object; deleting a missing key succeeds, as in S3.
-    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), OssError> {
+    /// DeleteObject: without a version, deletes the current object (a delete marker in a
+    /// versioned bucket; deleting a missing key succeeds, as in S3); with one, removes exactly
+    /// that version unless Object Lock protects it.
+    pub async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<VersionSelector>,
+        bypass_governance: bool,
+    ) -> Result<Applied, OssError> {
         keys::validate_object_key(key)?;
-        self.require_bucket(bucket).await?;
-        let okey = keys::object(bucket, key);
-        let exists = self
-            .blocking(move |m, _| Ok(m.get(Table::Objects, &okey)?.is_some()))
-            .await?;
-        if exists {
-            self.replace_object(bucket, key, None, &[], WriteBatch::new())
-                .await?;
-        }
-        Ok(())
+        let change = match version {
+            None => Change::DeleteCurrent,
+            Some(selector) => Change::DeleteVersion {
+                selector,
+                bypass_governance,
+            },
+        };
+        self.apply_change(bucket, key, change, WriteBatch::new())
+            .await
     }
 
-    /// Deletes many keys; returns one result per key, in request order.
+    /// Deletes many keys (or versions); returns one result per entry, in request order.
     pub async fn delete_objects(
         self: &Arc<Self>,
         bucket: &str,
-        object_keys: Vec<String>,
-    ) -> Result<Vec<(String, Result<(), OssError>)>, OssError> {
-        if object_keys.len() > MAX_DELETE_KEYS {
+        entries: Vec<(String, Option<VersionSelector>)>,
+        bypass_governance: bool,
+    ) -> Result<Vec<(String, Result<Applied, OssError>)>, OssError> {
+        if entries.len() > MAX_DELETE_KEYS {
             return Err(OssError::InvalidArgument(format!(
                 "at most {MAX_DELETE_KEYS} keys per request"
             )));
         }
         self.require_bucket(bucket).await?;
-        let results = futures::stream::iter(object_keys.into_iter().map(|k| {
+        let results = futures::stream::iter(entries.into_iter().map(|(k, v)| {
             let svc = self.clone();
             let bucket = bucket.to_owned();
             async move {
-                let r = svc.delete_object(&bucket, &k).await;
+                let r = svc.delete_object(&bucket, &k, v, bypass_governance).await;
                 (k, r)
             }
         }))
@@ -116,6 +147,92 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         .collect()
         .await;
         Ok(results)
+    }
+
+    /// Changes the bucket record through `f`, which may refuse; retried after a lost race.
+    pub(crate) async fn update_bucket(
+        &self,
+        name: &str,
+        f: impl Fn(&mut BucketRecord) -> Result<(), OssError>,
+    ) -> Result<BucketRecord, OssError> {
+        for _ in 0..crate::MAX_COMMIT_RETRIES {
+            let k = keys::bucket(name);
+            let old = self
+                .blocking(move |m, _| Ok(m.get(Table::Buckets, &k)?))
+                .await?
+                .ok_or(OssError::NoSuchBucket)?;
+            let mut rec: BucketRecord = records::decode(&old)?;
+            f(&mut rec)?;
+            let mut batch = WriteBatch::new();
+            batch
+                .check_value(Table::Buckets, keys::bucket(name), Some(old))
+                .put(Table::Buckets, keys::bucket(name), records::encode(&rec)?);
+            match self.meta.commit(batch).await {
+                Ok(()) => return Ok(rec),
+                Err(MetaError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(OssError::Busy)
+    }
+
+    /// PutBucketVersioning. A bucket never returns to unversioned, and a bucket with Object
+    /// Lock cannot be suspended.
+    pub async fn set_versioning(&self, name: &str, enabled: bool) -> Result<(), OssError> {
+        self.update_bucket(name, |r| {
+            if !enabled && r.object_lock {
+                return Err(OssError::InvalidBucketState(
+                    "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.".into(),
+                ));
+            }
+            // Suspending a never-versioned bucket is accepted and records Suspended, as in S3.
+            r.versioning = if enabled {
+                Versioning::Enabled
+            } else {
+                Versioning::Suspended
+            };
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// A bucket subresource (tags, CORS, lifecycle, …) stored as opaque bytes.
+    pub async fn bucket_config(
+        &self,
+        bucket: &str,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, OssError> {
+        let k = keys::bucket_config(bucket, name);
+        let bk = keys::bucket(bucket);
+        self.blocking(move |m, _| {
+            if m.get(Table::Buckets, &bk)?.is_none() {
+                return Err(OssError::NoSuchBucket);
+            }
+            Ok(m.get(Table::BucketConfigs, &k)?)
+        })
+        .await
+    }
+
+    /// Stores (or with `None`, removes) a bucket subresource.
+    pub async fn set_bucket_config(
+        &self,
+        bucket: &str,
+        name: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), OssError> {
+        let k = keys::bucket_config(bucket, name);
+        let mut batch = WriteBatch::new();
+        batch.check_present(Table::Buckets, keys::bucket(bucket));
+        match value {
+            Some(v) => batch.put(Table::BucketConfigs, k, v),
+            None => batch.delete(Table::BucketConfigs, k),
+        };
+        match self.meta.commit(batch).await {
+            Ok(()) => Ok(()),
+            Err(MetaError::Conflict(_)) => Err(OssError::NoSuchBucket),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// True when the bucket holds no object.

@@ -19,23 +19,29 @@ use crate::{MAX_PUT_SIZE, ObjectService, OssError, keys};
 pub struct CopySource {
     pub bucket: String,
     pub key: String,
+    pub version: Option<crate::VersionSelector>,
     pub conditions: Conditions,
 }
 
 impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     /// Copies the source's bytes to `dst`; `headers` replaces the metadata (REPLACE) or, when
-    /// `None`, the source's metadata is kept (COPY). Returns the new object and the source.
+    /// `None`, the source's metadata is kept (COPY). `settings` carries the new version's lock
+    /// settings and storage class, and its tags when the flag says REPLACE. Returns the new
+    /// object, and the source with whether its bucket is versioned.
     pub async fn copy_object(
         self: &Arc<Self>,
         src: &CopySource,
         dst_bucket: &str,
         dst_key: &str,
         headers: Option<ObjectHeaders>,
+        settings: (ObjectHeaders, bool),
         checksum_algorithm: Option<ChecksumAlgorithm>,
-    ) -> Result<(PutOutcome, ObjectRecord), OssError> {
+    ) -> Result<(PutOutcome, (ObjectRecord, bool)), OssError> {
         keys::validate_object_key(dst_key)?;
         self.require_bucket(dst_bucket).await?;
-        let source = self.load_object(&src.bucket, &src.key).await?;
+        let (source, versioned) = self
+            .load_version(&src.bucket, &src.key, src.version)
+            .await?;
         src.conditions
             .check_copy_source(&source.etag, source.last_modified_ms)?;
         if source.size > MAX_PUT_SIZE {
@@ -53,11 +59,20 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         let staged = self
             .stage(body, &spec, MAX_PUT_SIZE, self.config.inline_threshold)
             .await?;
-        let headers = headers.unwrap_or_else(|| ObjectHeaders::of(&source));
+        let mut headers = headers.unwrap_or_else(|| ObjectHeaders::of(&source));
+        let (settings, replace_tags) = settings;
+        headers.tags = if replace_tags {
+            settings.tags
+        } else {
+            source.tags.clone()
+        };
+        headers.retention = settings.retention;
+        headers.legal_hold = settings.legal_hold;
+        headers.storage_class = settings.storage_class;
         let out = self
             .commit_object(dst_bucket, dst_key, headers, staged)
             .await?;
-        Ok((out, source))
+        Ok((out, (source, versioned)))
     }
 
     /// Copies (a range of) the source into a part of a multipart upload.
@@ -75,6 +90,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             range,
             part_number: None,
             conditions: Conditions::default(),
+            version: src.version,
         };
         let read = self.get_object(&src.bucket, &src.key, &req).await?;
         src.conditions

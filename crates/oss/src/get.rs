@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use feiyun_blob::{BlobError, BlobReader, BlobStore};
-use feiyun_meta::{MetaStore, Table};
+use feiyun_meta::MetaStore;
 use futures::Stream;
 
 use crate::conditions::Conditions;
-use crate::records::{self, BlobRef, ObjectData, ObjectRecord};
-use crate::{ObjectService, OssError, keys};
+use crate::records::{BlobRef, ObjectData, ObjectRecord};
+use crate::{ObjectService, OssError};
 
 /// Bytes per read call while streaming a blob.
 const READ_CHUNK: usize = 1024 * 1024;
@@ -60,6 +60,8 @@ pub struct GetRequest {
     pub range: Option<ByteRange>,
     pub part_number: Option<u32>,
     pub conditions: Conditions,
+    /// `versionId`; the current version when `None`.
+    pub version: Option<crate::VersionSelector>,
 }
 
 pub type ObjectBody = Pin<Box<dyn Stream<Item = Result<Bytes, OssError>> + Send>>;
@@ -70,6 +72,8 @@ pub struct ObjectRead {
     pub span: Option<(u64, u64)>,
     pub parts_count: Option<u32>,
     pub content_length: u64,
+    /// The bucket has been versioned at some time (so responses carry `x-amz-version-id`).
+    pub versioned: bool,
     /// `None` for HEAD.
     pub body: Option<ObjectBody>,
 }
@@ -81,7 +85,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         key: &str,
         req: &GetRequest,
     ) -> Result<ObjectRead, OssError> {
-        let record = self.load_object(bucket, key).await?;
+        let (record, versioned) = self.load_version(bucket, key, req.version).await?;
         let (span, parts_count) = select(&record, req)?;
         let (start, end) = span.unwrap_or((0, record.size));
         Ok(ObjectRead {
@@ -89,6 +93,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             span,
             parts_count,
             content_length: end - start,
+            versioned,
             body: None,
         })
     }
@@ -115,30 +120,6 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 }
                 Err(e) => return Err(e),
             }
-        }
-    }
-
-    /// The current record, or `NoSuchBucket` / `NoSuchKey`.
-    pub async fn load_object(&self, bucket: &str, key: &str) -> Result<ObjectRecord, OssError> {
-        let okey = keys::object(bucket, key);
-        let bkey = keys::bucket(bucket);
-        let found = self
-            .blocking(move |m, _| {
-                let v = m.get(Table::Objects, &okey)?;
-                if v.is_none() && m.get(Table::Buckets, &bkey)?.is_none() {
-                    return Err(OssError::NoSuchBucket);
-                }
-                Ok(v)
-            })
-            .await;
-        match found {
-            Ok(Some(bytes)) => records::decode(&bytes).inspect_err(|_| self.note_corruption(key)),
-            Ok(None) => Err(OssError::NoSuchKey),
-            Err(e @ OssError::Corrupt(_)) => {
-                self.note_corruption(key);
-                Err(e)
-            }
-            Err(e) => Err(e),
         }
     }
 

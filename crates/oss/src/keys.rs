@@ -4,6 +4,8 @@
 //! do, so the separator is unambiguous and byte order equals S3 listing order (UTF-8 binary).
 //! `uploads`: `bucket 0x00 key 0x00 upload_id` — upload ids are time-ordered, so uploads of
 //! one key list in initiation order. `parts`: `upload_id 0x00 part_number(u32 BE)`.
+//! `versions`: `bucket 0x00 key 0x00 !version(u128 BE)` — inverted so a key's newest version
+//! sorts first; `heads` uses the `objects` key. `bucket_configs`: `bucket 0x00 name`.
 
 use crate::{MAX_KEY_LEN, OssError};
 
@@ -22,6 +24,41 @@ pub fn object(bucket: &str, key: &str) -> Vec<u8> {
 /// Prefix of every object key of a bucket.
 pub fn bucket_objects(bucket: &str) -> Vec<u8> {
     object(bucket, "")
+}
+
+/// Prefix of every version row of one key.
+pub fn key_versions(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = object(bucket, key);
+    k.push(0);
+    k
+}
+
+pub fn version(bucket: &str, key: &str, v: crate::records::VersionId) -> Vec<u8> {
+    let mut k = key_versions(bucket, key);
+    k.extend_from_slice(&(u128::MAX - v.0).to_be_bytes());
+    k
+}
+
+/// Splits a `versions` row key of `bucket` into the object key and version.
+pub fn parse_version(
+    bucket: &str,
+    raw: &[u8],
+) -> Result<(String, crate::records::VersionId), OssError> {
+    let bad = || OssError::Corrupt("version row key".into());
+    let base = bucket.len() + 1;
+    if raw.len() < base + 17 || raw[raw.len() - 17] != 0 {
+        return Err(bad());
+    }
+    let key = String::from_utf8(raw[base..raw.len() - 17].to_vec()).map_err(|_| bad())?;
+    let inv: [u8; 16] = raw[raw.len() - 16..].try_into().map_err(|_| bad())?;
+    Ok((
+        key,
+        crate::records::VersionId(u128::MAX - u128::from_be_bytes(inv)),
+    ))
+}
+
+pub fn bucket_config(bucket: &str, name: &str) -> Vec<u8> {
+    object(bucket, name)
 }
 
 pub fn upload(bucket: &str, key: &str, upload_id: &str) -> Vec<u8> {
@@ -147,5 +184,18 @@ mod tests {
         let end = feiyun_meta::prefix_end(&bucket_objects("b")).unwrap();
         assert!(object("b-2", "x") >= end || !object("b-2", "x").starts_with(&bucket_objects("b")));
         assert!(part("u", 2) < part("u", 10));
+    }
+
+    #[test]
+    fn versions_sort_by_key_then_newest_first() {
+        use crate::records::VersionId;
+        let (old, new) = (VersionId(5), VersionId(9));
+        assert!(version("b", "a", new) < version("b", "a", old));
+        // Every version of "a" sorts before any version of "a/b" and "a\u{1}".
+        assert!(version("b", "a", VersionId(0)) < version("b", "a/b", VersionId(u128::MAX)));
+        assert!(version("b", "a", VersionId(0)) < version("b", "a\u{1}", VersionId(u128::MAX)));
+        let raw = version("b", "x/y", new);
+        assert_eq!(parse_version("b", &raw).unwrap(), ("x/y".to_string(), new));
+        assert!(parse_version("b", b"b\0short").is_err());
     }
 }

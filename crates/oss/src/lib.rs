@@ -21,8 +21,11 @@ mod copy;
 mod get;
 mod janitor;
 mod lease;
+mod lock;
 mod multipart;
 mod put;
+pub mod tagging;
+mod versions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,10 +39,14 @@ pub use copy::CopySource;
 pub use feiyun_blob::BlobStore;
 pub use feiyun_meta::MetaStore;
 pub use get::{ByteRange, GetRequest, ObjectBody, ObjectRead};
-pub use list::{ListEntry, ListPage, ListParams};
+pub use list::{ListEntry, ListPage, ListParams, VersionEntry, VersionListParams, VersionPage};
 pub use multipart::{CompletePart, PartInfo, UploadInfo, UploadPage, UploadParams};
 pub use put::{ObjectHeaders, PutOutcome, WriteSpec};
-pub use records::{BucketRecord, ObjectRecord};
+pub use records::{
+    BucketRecord, DefaultRetention, LockMode, MarkerRecord, ObjectRecord, Retention, VersionId,
+    Versioning,
+};
+pub use versions::{Applied, VersionSelector};
 
 /// Longest object key S3 accepts, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -62,6 +69,36 @@ pub enum OssError {
     NoSuchBucket,
     #[error("no such key")]
     NoSuchKey,
+    #[error("no such version")]
+    NoSuchVersion,
+    /// The version a request names, or the current one, is a delete marker.
+    #[error("the object is a delete marker")]
+    DeleteMarker {
+        version_id: String,
+        last_modified_ms: i64,
+        /// The request named the marker's version id (S3 answers 405, else 404).
+        by_version: bool,
+    },
+    #[error("invalid storage class: {0}")]
+    InvalidStorageClass(String),
+    #[error("not implemented: {0}")]
+    NotImplemented(String),
+    #[error("invalid tag: {0}")]
+    InvalidTag(String),
+    #[error("no tag set")]
+    NoSuchTagSet,
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("malformed XML: {0}")]
+    MalformedXml(String),
+    #[error("the bucket has no Object Lock configuration")]
+    ObjectLockConfigurationNotFound,
+    #[error("the object version has no retention")]
+    NoSuchObjectLockConfiguration,
+    #[error("invalid bucket state: {0}")]
+    InvalidBucketState(String),
+    #[error("access denied: {0}")]
+    AccessDenied(String),
     #[error("no such upload")]
     NoSuchUpload,
     #[error("bucket is not empty")]

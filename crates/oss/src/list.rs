@@ -11,7 +11,8 @@ use std::sync::Arc;
 use feiyun_blob::BlobStore;
 use feiyun_meta::{MetaStore, Table, prefix_end};
 
-use crate::records::{self, ObjectRecord};
+use crate::records::{self, KeyHead, MarkerRecord, ObjectRecord, VersionRow};
+use crate::versions::VersionSelector;
 use crate::{ObjectService, OssError, keys};
 
 /// Largest page S3 serves.
@@ -210,6 +211,203 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             list_page(&mut src, &params)
         })
         .await
+    }
+}
+
+/// ListObjectVersions parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionListParams {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    pub key_marker: Option<String>,
+    pub version_marker: Option<VersionSelector>,
+    pub max_keys: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum VersionEntry {
+    Version {
+        key: String,
+        record: Box<ObjectRecord>,
+        latest: bool,
+    },
+    Marker {
+        key: String,
+        marker: MarkerRecord,
+        latest: bool,
+    },
+    CommonPrefix(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VersionPage {
+    pub entries: Vec<VersionEntry>,
+    pub is_truncated: bool,
+    pub next_key_marker: Option<String>,
+    pub next_version_marker: Option<String>,
+}
+
+impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
+    /// One page of ListObjectVersions: versions and delete markers by key, newest first.
+    pub async fn list_object_versions(
+        &self,
+        bucket: &str,
+        params: VersionListParams,
+    ) -> Result<VersionPage, OssError> {
+        if params.version_marker.is_some() && params.key_marker.is_none() {
+            return Err(OssError::InvalidArgument(
+                "A version-id marker cannot be specified without a key marker.".into(),
+            ));
+        }
+        self.require_bucket(bucket).await?;
+        let params = Arc::new(params);
+        for _ in 0..crate::MAX_COMMIT_RETRIES {
+            let (b, p) = (bucket.to_owned(), params.clone());
+            match self.blocking(move |m, _| version_page(m, &b, &p)).await {
+                // A write moved a version between two reads of this page: read it again.
+                Err(OssError::Busy) => continue,
+                other => return other,
+            }
+        }
+        Err(OssError::Busy)
+    }
+}
+
+fn version_page<M: MetaStore>(
+    m: &M,
+    bucket: &str,
+    params: &VersionListParams,
+) -> Result<VersionPage, OssError> {
+    let mut page = VersionPage::default();
+    if params.max_keys == 0 {
+        return Ok(page);
+    }
+    let base = keys::bucket_objects(bucket);
+    let with_base = |rest: &[u8]| {
+        let mut k = base.clone();
+        k.extend_from_slice(rest);
+        k
+    };
+    let end = prefix_end(&with_base(params.prefix.as_bytes()));
+    let mut cursor = with_base(params.prefix.as_bytes());
+    let mut prev_key: Option<String> = None;
+    if let Some(km) = &params.key_marker {
+        let after_marker = match params.version_marker {
+            Some(sel) => {
+                let v = match sel {
+                    VersionSelector::Id(v) => Some(v),
+                    VersionSelector::Null => m
+                        .get(Table::Heads, &keys::object(bucket, km))?
+                        .map(|h| records::decode::<KeyHead>(&h))
+                        .transpose()?
+                        .and_then(|h| h.null),
+                };
+                match v {
+                    Some(v) => {
+                        prev_key = Some(km.clone());
+                        let mut k = keys::version(bucket, km, v);
+                        k.push(0);
+                        Some(k)
+                    }
+                    None => prefix_end(&keys::key_versions(bucket, km)),
+                }
+            }
+            None => prefix_end(&keys::key_versions(bucket, km)),
+        };
+        if let Some(a) = after_marker {
+            cursor = cursor.max(a);
+        }
+    }
+    let delimiter = params.delimiter.as_deref().filter(|d| !d.is_empty());
+    let full = |page: &mut VersionPage| {
+        page.is_truncated = true;
+        match page.entries.last() {
+            Some(VersionEntry::Version { key, record, .. }) => {
+                page.next_key_marker = Some(key.clone());
+                page.next_version_marker = Some(record.version_label());
+            }
+            Some(VersionEntry::Marker { key, marker, .. }) => {
+                page.next_key_marker = Some(key.clone());
+                page.next_version_marker = Some(if marker.null_version {
+                    "null".into()
+                } else {
+                    marker.version.render()
+                });
+            }
+            Some(VersionEntry::CommonPrefix(cp)) => page.next_key_marker = Some(cp.clone()),
+            None => {}
+        }
+    };
+    'scan: loop {
+        let rows = m.scan(Table::Versions, &cursor, end.as_deref(), SCAN_BATCH)?;
+        let exhausted = rows.len() < SCAN_BATCH;
+        let Some(last) = rows.last().map(|(k, _)| k.clone()) else {
+            return Ok(page);
+        };
+        for (rk, rv) in rows {
+            let (key, vid) = keys::parse_version(bucket, &rk)?;
+            if let Some(d) = delimiter
+                && let Some(i) = key[params.prefix.len()..].find(d)
+            {
+                let cp = key[..params.prefix.len() + i + d.len()].to_owned();
+                let behind_marker = params
+                    .key_marker
+                    .as_deref()
+                    .is_some_and(|km| km.starts_with(cp.as_str()));
+                if !behind_marker {
+                    if page.entries.len() == params.max_keys {
+                        full(&mut page);
+                        return Ok(page);
+                    }
+                    page.entries.push(VersionEntry::CommonPrefix(cp.clone()));
+                }
+                match prefix_end(cp.as_bytes()) {
+                    Some(next) => {
+                        cursor = with_base(&next);
+                        continue 'scan;
+                    }
+                    None => return Ok(page),
+                }
+            }
+            if page.entries.len() == params.max_keys {
+                full(&mut page);
+                return Ok(page);
+            }
+            let latest = prev_key.as_deref() != Some(key.as_str());
+            prev_key = Some(key.clone());
+            let entry = match records::decode::<VersionRow>(&rv)? {
+                VersionRow::Current => {
+                    let Some(cur) = m.get(Table::Objects, &keys::object(bucket, &key))? else {
+                        return Err(OssError::Busy);
+                    };
+                    let record: ObjectRecord = records::decode(&cur)?;
+                    if record.version != vid {
+                        return Err(OssError::Busy);
+                    }
+                    VersionEntry::Version {
+                        key,
+                        record: Box::new(record),
+                        latest,
+                    }
+                }
+                VersionRow::Object(record) => VersionEntry::Version {
+                    key,
+                    record: Box::new(record),
+                    latest,
+                },
+                VersionRow::Marker(marker) => VersionEntry::Marker {
+                    key,
+                    marker,
+                    latest,
+                },
+            };
+            page.entries.push(entry);
+        }
+        if exhausted {
+            return Ok(page);
+        }
+        cursor = last;
+        cursor.push(0);
     }
 }
 

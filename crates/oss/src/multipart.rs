@@ -14,6 +14,7 @@ use crate::put::{ObjectHeaders, PutOutcome, StagedData, WriteSpec};
 use crate::records::{
     self, BlobRef, ObjectData, ObjectRecord, PartLayout, PartRecord, UploadRecord,
 };
+use crate::versions::Change;
 use crate::{
     MAX_OBJECT_SIZE, MAX_PARTS, MAX_PUT_SIZE, MIN_PART_SIZE, ObjectService, OssError, keys,
     now_millis,
@@ -407,26 +408,19 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 alg.as_str()
             )));
         }
-        let record = ObjectRecord {
+        let record = ObjectRecord::new(
+            upload.headers.clone(),
             size,
-            etag: etag.clone(),
-            last_modified_ms: now_millis(),
-            content_type: upload.headers.content_type.clone(),
-            content_encoding: upload.headers.content_encoding.clone(),
-            content_disposition: upload.headers.content_disposition.clone(),
-            content_language: upload.headers.content_language.clone(),
-            cache_control: upload.headers.cache_control.clone(),
-            expires: upload.headers.expires.clone(),
-            user_metadata: upload.headers.user_metadata.clone(),
-            checksum: checksum.clone(),
-            parts: chosen
+            etag.clone(),
+            checksum.clone(),
+            chosen
                 .iter()
                 .map(|(_, p)| PartLayout {
                     size: p.size,
                     checksum: p.checksum.clone(),
                 })
                 .collect(),
-            data: ObjectData::Blobs(
+            ObjectData::Blobs(
                 chosen
                     .iter()
                     .map(|(_, p)| BlobRef {
@@ -435,7 +429,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     })
                     .collect(),
             ),
-        };
+        );
         let used: Vec<BlobId> = chosen.iter().map(|(_, p)| p.blob).collect();
         let mut extra = WriteBatch::new();
         let ukey = keys::upload(bucket, key, upload_id);
@@ -449,23 +443,18 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 extra.put(Table::Garbage, p.blob.to_bytes().to_vec(), Vec::new());
             }
         }
-        let encoded = records::encode(&record)?;
-        match self
-            .replace_object(bucket, key, Some(encoded), &[], extra)
-            .await
-        {
-            Ok(_) => {}
+        let change = Change::Put {
+            record: Box::new(record),
+            pending: Vec::new(),
+        };
+        let applied = match self.apply_change(bucket, key, change, extra).await {
+            Ok(a) => a,
             // The upload was completed or aborted concurrently.
             Err(OssError::Busy) => return Err(OssError::NoSuchUpload),
             Err(e) => return Err(e),
-        }
+        };
         self.janitor.notify_one();
-        Ok(PutOutcome {
-            etag,
-            size,
-            last_modified_ms: record.last_modified_ms,
-            checksum,
-        })
+        PutOutcome::of(applied)
     }
 
     pub async fn list_multipart_uploads(

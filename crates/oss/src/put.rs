@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::checksum::{ChecksumAlgorithm, Digests, StreamHasher};
-use crate::records::{self, BlobRef, ObjectData, ObjectRecord};
-use crate::{MAX_COMMIT_RETRIES, ObjectService, OssError, keys, now_millis};
+use crate::records::{BlobRef, ObjectData, ObjectRecord};
+use crate::versions::Change;
+use crate::{ObjectService, OssError, keys};
 
 /// Chunks queued between the network task and the blob worker of one upload.
 const WRITE_QUEUE_CHUNKS: usize = 8;
@@ -34,6 +35,17 @@ pub struct ObjectHeaders {
     pub cache_control: Option<String>,
     pub expires: Option<String>,
     pub user_metadata: Vec<(String, String)>,
+    /// `x-amz-tagging`, validated.
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+    /// `x-amz-object-lock-mode` + `-retain-until-date`.
+    #[serde(default)]
+    pub retention: Option<crate::records::Retention>,
+    /// `x-amz-object-lock-legal-hold: ON`.
+    #[serde(default)]
+    pub legal_hold: bool,
+    #[serde(default)]
+    pub storage_class: Option<String>,
 }
 
 impl ObjectHeaders {
@@ -46,6 +58,12 @@ impl ObjectHeaders {
             cache_control: record.cache_control.clone(),
             expires: record.expires.clone(),
             user_metadata: record.user_metadata.clone(),
+            tags: record.tags.clone(),
+            // Lock settings belong to a version, not its content: a copy takes the
+            // destination's own (or its bucket's default).
+            retention: None,
+            legal_hold: false,
+            storage_class: record.storage_class.clone(),
         }
     }
 }
@@ -67,6 +85,8 @@ pub struct PutOutcome {
     pub size: u64,
     pub last_modified_ms: i64,
     pub checksum: Option<crate::checksum::StoredChecksum>,
+    /// `x-amz-version-id`; `None` in a bucket that was never versioned.
+    pub version_id: Option<String>,
 }
 
 /// Data received and durable on disk (or in memory, if inline), not yet visible.
@@ -119,98 +139,30 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         headers: ObjectHeaders,
         mut staged: Staged,
     ) -> Result<PutOutcome, OssError> {
-        let last_modified_ms = now_millis();
-        let etag = staged.digests.md5_hex();
-        let checksum = Some(staged.digests.checksum.clone());
         let data = match &staged.data {
             StagedData::Inline(b) => ObjectData::Inline(b.clone()),
             StagedData::Blob(r) => ObjectData::Blobs(vec![*r]),
         };
-        let record = ObjectRecord {
-            size: staged.digests.size,
-            etag: etag.clone(),
-            last_modified_ms,
-            content_type: headers.content_type,
-            content_encoding: headers.content_encoding,
-            content_disposition: headers.content_disposition,
-            content_language: headers.content_language,
-            cache_control: headers.cache_control,
-            expires: headers.expires,
-            user_metadata: headers.user_metadata,
-            checksum: checksum.clone(),
-            parts: Vec::new(),
+        let record = ObjectRecord::new(
+            headers,
+            staged.digests.size,
+            staged.digests.md5_hex(),
+            Some(staged.digests.checksum.clone()),
+            Vec::new(),
             data,
-        };
-        let encoded = records::encode(&record)?;
+        );
         let pending: Vec<BlobId> = record.blobs().iter().map(|b| b.id).collect();
-        self.replace_object(bucket, key, Some(encoded), &pending, WriteBatch::new())
+        let change = Change::Put {
+            record: Box::new(record),
+            pending,
+        };
+        let applied = self
+            .apply_change(bucket, key, change, WriteBatch::new())
             .await?;
         if let Some(g) = staged.guard.as_mut() {
             g.disarm();
         }
-        Ok(PutOutcome {
-            etag,
-            size: record.size,
-            last_modified_ms,
-            checksum,
-        })
-    }
-
-    /// Replaces (or with `None`, deletes) an object's record in one commit, moving the old
-    /// record's blobs to `Garbage` and clearing `pending` from `PendingBlobs`. `extra` carries
-    /// further checks and mutations that must commit atomically with it. Returns the old
-    /// record, if there was one.
-    pub(crate) async fn replace_object(
-        &self,
-        bucket: &str,
-        key: &str,
-        new: Option<Vec<u8>>,
-        pending: &[BlobId],
-        extra: WriteBatch,
-    ) -> Result<Option<ObjectRecord>, OssError> {
-        let okey = keys::object(bucket, key);
-        for _ in 0..MAX_COMMIT_RETRIES {
-            let old_bytes = {
-                let k = okey.clone();
-                self.blocking(move |m, _| Ok(m.get(Table::Objects, &k)?))
-                    .await?
-            };
-            let old = match &old_bytes {
-                Some(b) => Some(records::decode::<ObjectRecord>(b)?),
-                None => None,
-            };
-            let mut batch = extra.clone();
-            batch
-                .check_present(Table::Buckets, keys::bucket(bucket))
-                .check_value(Table::Objects, okey.clone(), old_bytes);
-            match &new {
-                Some(v) => batch.put(Table::Objects, okey.clone(), v.clone()),
-                None => batch.delete(Table::Objects, okey.clone()),
-            };
-            for id in pending {
-                batch.delete(Table::PendingBlobs, id.to_bytes().to_vec());
-            }
-            if let Some(o) = &old {
-                for b in o.blobs() {
-                    batch.put(Table::Garbage, b.id.to_bytes().to_vec(), Vec::new());
-                }
-            }
-            match self.meta.commit(batch).await {
-                Ok(()) => {
-                    if old.as_ref().is_some_and(|o| !o.blobs().is_empty()) {
-                        self.janitor.notify_one();
-                    }
-                    return Ok(old);
-                }
-                Err(feiyun_meta::MetaError::Conflict(_)) => {
-                    // Lost a race with another writer, or the bucket went away.
-                    self.require_bucket(bucket).await?;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(OssError::Busy)
+        PutOutcome::of(applied)
     }
 
     /// Streams `body` to memory (≤ `inline_max`) or to a new blob, hashing it on the way.
@@ -326,6 +278,21 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         } else {
             Err(OssError::NoSuchBucket)
         }
+    }
+}
+
+impl PutOutcome {
+    pub(crate) fn of(applied: crate::versions::Applied) -> Result<Self, OssError> {
+        let r = applied
+            .record
+            .ok_or_else(|| OssError::Internal("a put committed no record".into()))?;
+        Ok(PutOutcome {
+            etag: r.etag,
+            size: r.size,
+            last_modified_ms: r.last_modified_ms,
+            checksum: r.checksum,
+            version_id: applied.version_id,
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation.
 
-use feiyun_oss::{BlobStore, MetaStore, OssError};
+use feiyun_oss::{BlobStore, MetaStore};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
@@ -52,13 +52,8 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             }
             return Err(e);
         }
-        if i.object_lock_enabled_for_bucket == Some(true) {
-            return Err(fail(&req)(OssError::InvalidArgument(
-                "object lock is not available yet".into(),
-            )));
-        }
         self.oss
-            .create_bucket(&i.bucket)
+            .create_bucket(&i.bucket, i.object_lock_enabled_for_bucket == Some(true))
             .await
             .map_err(fail(&req))?;
         Ok(S3Response::new(CreateBucketOutput {
@@ -107,21 +102,6 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         Ok(S3Response::new(GetBucketLocationOutput {
             location_constraint,
         }))
-    }
-}
-
-impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
-    /// Versioning arrives with the object-storage part 2 issue; until then every bucket is
-    /// truthfully "never versioned" (no Status element), which clients such as rclone probe.
-    pub(crate) async fn op_get_bucket_versioning(
-        &self,
-        req: S3Request<GetBucketVersioningInput>,
-    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        self.oss
-            .bucket(&req.input.bucket)
-            .await
-            .map_err(fail(&req))?;
-        Ok(S3Response::new(GetBucketVersioningOutput::default()))
     }
 }
 

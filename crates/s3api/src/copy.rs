@@ -20,14 +20,14 @@ fn source(
             key,
             version_id,
         } => {
-            if version_id.as_deref().is_some_and(|v| v != "null") {
-                return Err(OssError::InvalidArgument(
-                    "versioned copy sources are not available yet".into(),
-                ));
-            }
+            let version = match version_id.as_deref() {
+                Some(v) => Some(feiyun_oss::VersionSelector::parse(v)?),
+                None => None,
+            };
             Ok(Source {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
+                version,
                 conditions: Conditions {
                     if_match: headers::etag_conditions(if_match),
                     if_none_match: headers::etag_conditions(if_none_match),
@@ -82,7 +82,13 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
                 ))));
             }
         };
-        if !replace && src.bucket == i.bucket && src.key == i.key && i.checksum_algorithm.is_none()
+        // Copying a named version onto its own key is how a previous version is restored.
+        if !replace
+            && src.bucket == i.bucket
+            && src.key == i.key
+            && src.version.is_none()
+            && i.checksum_algorithm.is_none()
+            && i.storage_class.is_none()
         {
             return Err(fail(&req)(OssError::InvalidArgument(
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.".into(),
@@ -104,10 +110,38 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         } else {
             None
         };
+        // Tags follow the metadata rule of their own directive; lock settings and storage
+        // class come from this request (or the destination bucket's default), never the source.
+        let mut settings = feiyun_oss::ObjectHeaders::default();
+        headers::version_settings(
+            &mut settings,
+            &i.tagging,
+            &i.object_lock_mode,
+            &i.object_lock_retain_until_date,
+            &i.object_lock_legal_hold_status,
+            &i.storage_class,
+        )
+        .map_err(fail(&req))?;
+        let replace_tags = match i.tagging_directive.as_ref().map(|d| d.as_str()) {
+            None | Some("COPY") => false,
+            Some("REPLACE") => true,
+            Some(other) => {
+                return Err(fail(&req)(OssError::InvalidArgument(format!(
+                    "Unknown tagging directive: {other}"
+                ))));
+            }
+        };
         let algorithm = headers::algorithm(&i.checksum_algorithm).map_err(fail(&req))?;
-        let (out, _) = self
+        let (out, source) = self
             .oss
-            .copy_object(&src, &i.bucket, &i.key, new_headers, algorithm)
+            .copy_object(
+                &src,
+                &i.bucket,
+                &i.key,
+                new_headers,
+                (settings, replace_tags),
+                algorithm,
+            )
             .await
             .map_err(fail(&req))?;
         let c = headers::checksum_fields(out.checksum.as_ref());
@@ -122,6 +156,8 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
                 checksum_sha256: c.4,
                 checksum_type: headers::checksum_type(out.checksum.as_ref()),
             }),
+            version_id: out.version_id,
+            copy_source_version_id: source.1.then(|| source.0.version_label()),
             ..Default::default()
         }))
     }

@@ -61,6 +61,41 @@ pub fn to_s3(e: OssError, request_id: Option<&str>) -> S3Error {
                 .into(),
         ),
         OssError::Body(m) => (C::IncompleteBody, format!("request body failed: {m}")),
+        OssError::NoSuchVersion => (
+            C::NoSuchVersion,
+            "The specified version does not exist.".into(),
+        ),
+        OssError::DeleteMarker { by_version, .. } => {
+            if *by_version {
+                (
+                    C::MethodNotAllowed,
+                    "The specified method is not allowed against this resource.".into(),
+                )
+            } else {
+                (C::NoSuchKey, "The specified key does not exist.".into())
+            }
+        }
+        OssError::AccessDenied(m) => (C::AccessDenied, m.clone()),
+        OssError::InvalidBucketState(m) => (C::InvalidBucketState, m.clone()),
+        OssError::InvalidStorageClass(m) => (C::InvalidStorageClass, m.clone()),
+        OssError::NotImplemented(m) => (C::NotImplemented, m.clone()),
+        OssError::InvalidTag(m) => (C::InvalidTag, m.clone()),
+        OssError::NoSuchTagSet => (C::NoSuchTagSet, "The TagSet does not exist".into()),
+        OssError::InvalidRequest(m) => (C::InvalidRequest, m.clone()),
+        OssError::MalformedXml(m) => (
+            C::MalformedXML,
+            format!(
+                "The XML you provided was not well-formed or did not validate against our published schema: {m}"
+            ),
+        ),
+        OssError::ObjectLockConfigurationNotFound => (
+            C::ObjectLockConfigurationNotFoundError,
+            "Object Lock configuration does not exist for this bucket".into(),
+        ),
+        OssError::NoSuchObjectLockConfiguration => (
+            C::NoSuchObjectLockConfiguration,
+            "The specified object does not have a ObjectLock configuration".into(),
+        ),
         OssError::Busy => (C::SlowDown, "Please reduce your request rate.".into()),
         OssError::Corrupt(_) | OssError::Internal(_) => {
             // Details go to the log, not to the client.
@@ -75,6 +110,29 @@ pub fn to_s3(e: OssError, request_id: Option<&str>) -> S3Error {
     match &e {
         OssError::ContentSha256Mismatch => err.set_status_code(http::StatusCode::BAD_REQUEST),
         OssError::NotModified { .. } => err.set_status_code(http::StatusCode::NOT_MODIFIED),
+        OssError::DeleteMarker {
+            version_id,
+            last_modified_ms,
+            by_version,
+        } => {
+            // Clients tell "deleted" from "never existed" by these headers.
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                "x-amz-delete-marker",
+                http::HeaderValue::from_static("true"),
+            );
+            if let Ok(v) = http::HeaderValue::from_str(version_id) {
+                h.insert("x-amz-version-id", v);
+            }
+            if *by_version
+                && let Some(d) =
+                    crate::headers::http_date(&crate::headers::timestamp(*last_modified_ms))
+                && let Ok(v) = http::HeaderValue::from_str(&d)
+            {
+                h.insert(http::header::LAST_MODIFIED, v);
+            }
+            err.set_headers(h);
+        }
         _ => {}
     }
     if let Some(id) = request_id {

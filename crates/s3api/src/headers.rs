@@ -19,6 +19,10 @@ pub fn unix_seconds(t: &Timestamp) -> i64 {
     time::OffsetDateTime::from(t.clone()).unix_timestamp()
 }
 
+pub fn unix_millis(t: &Timestamp) -> i64 {
+    (time::OffsetDateTime::from(t.clone()).unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 pub fn http_date(t: &Timestamp) -> Option<String> {
     let mut buf = Vec::new();
     t.format(TimestampFormat::HttpDate, &mut buf).ok()?;
@@ -71,7 +75,34 @@ pub fn object_headers(
         cache_control,
         expires: expires.and_then(http_date),
         user_metadata,
+        ..Default::default()
     })
+}
+
+/// Adds the per-version settings a PUT, copy or CreateMultipartUpload may carry: tags,
+/// Object Lock retention and legal hold, storage class.
+pub fn version_settings(
+    h: &mut feiyun_oss::ObjectHeaders,
+    tagging: &Option<String>,
+    mode: &Option<dto::ObjectLockMode>,
+    until: &Option<Timestamp>,
+    legal_hold: &Option<dto::ObjectLockLegalHoldStatus>,
+    storage_class: &Option<dto::StorageClass>,
+) -> Result<(), OssError> {
+    if let Some(t) = tagging {
+        h.tags = feiyun_oss::tagging::parse_tagging_header(t)?;
+    }
+    h.retention = crate::subresources::put_retention(mode, until)?;
+    h.legal_hold = crate::subresources::legal_hold_on(legal_hold)?;
+    h.storage_class = match storage_class.as_ref().map(|c| c.as_str()) {
+        None | Some("STANDARD") => None,
+        Some(other) => {
+            return Err(OssError::InvalidStorageClass(format!(
+                "The storage class {other} is not available in this region"
+            )));
+        }
+    };
+    Ok(())
 }
 
 pub fn metadata_map(pairs: &[(String, String)]) -> Option<dto::Metadata> {

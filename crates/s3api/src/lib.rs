@@ -16,6 +16,8 @@ mod headers;
 mod list;
 mod multipart;
 mod object;
+mod subresources;
+mod versioning;
 
 use std::sync::Arc;
 
@@ -147,5 +149,101 @@ where
         req: S3Request<ListMultipartUploadsInput>,
     ) -> Out<ListMultipartUploadsOutput> {
         self.op_list_multipart_uploads(req).await
+    }
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> Out<PutBucketVersioningOutput> {
+        self.op_put_bucket_versioning(req).await
+    }
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> Out<ListObjectVersionsOutput> {
+        self.op_list_object_versions(req).await
+    }
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> Out<PutObjectTaggingOutput> {
+        self.op_put_object_tagging(req).await
+    }
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> Out<GetObjectTaggingOutput> {
+        self.op_get_object_tagging(req).await
+    }
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> Out<DeleteObjectTaggingOutput> {
+        self.op_delete_object_tagging(req).await
+    }
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> Out<PutBucketTaggingOutput> {
+        self.op_put_bucket_tagging(req).await
+    }
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> Out<GetBucketTaggingOutput> {
+        self.op_get_bucket_tagging(req).await
+    }
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> Out<DeleteBucketTaggingOutput> {
+        self.op_delete_bucket_tagging(req).await
+    }
+    async fn put_object_lock_configuration(
+        &self,
+        req: S3Request<PutObjectLockConfigurationInput>,
+    ) -> Out<PutObjectLockConfigurationOutput> {
+        self.op_put_object_lock_configuration(req).await
+    }
+    async fn get_object_lock_configuration(
+        &self,
+        req: S3Request<GetObjectLockConfigurationInput>,
+    ) -> Out<GetObjectLockConfigurationOutput> {
+        self.op_get_object_lock_configuration(req).await
+    }
+    async fn put_object_retention(
+        &self,
+        req: S3Request<PutObjectRetentionInput>,
+    ) -> Out<PutObjectRetentionOutput> {
+        self.op_put_object_retention(req).await
+    }
+    async fn get_object_retention(
+        &self,
+        req: S3Request<GetObjectRetentionInput>,
+    ) -> Out<GetObjectRetentionOutput> {
+        self.op_get_object_retention(req).await
+    }
+    async fn put_object_legal_hold(
+        &self,
+        req: S3Request<PutObjectLegalHoldInput>,
+    ) -> Out<PutObjectLegalHoldOutput> {
+        self.op_put_object_legal_hold(req).await
+    }
+    async fn get_object_legal_hold(
+        &self,
+        req: S3Request<GetObjectLegalHoldInput>,
+    ) -> Out<GetObjectLegalHoldOutput> {
+        self.op_get_object_legal_hold(req).await
+    }
+    async fn get_bucket_acl(&self, req: S3Request<GetBucketAclInput>) -> Out<GetBucketAclOutput> {
+        self.op_get_bucket_acl(req).await
+    }
+    async fn get_object_acl(&self, req: S3Request<GetObjectAclInput>) -> Out<GetObjectAclOutput> {
+        self.op_get_object_acl(req).await
+    }
+    async fn put_bucket_acl(&self, req: S3Request<PutBucketAclInput>) -> Out<PutBucketAclOutput> {
+        self.op_put_bucket_acl(req).await
+    }
+    async fn put_object_acl(&self, req: S3Request<PutObjectAclInput>) -> Out<PutObjectAclOutput> {
+        self.op_put_object_acl(req).await
     }
 }

@@ -11,7 +11,7 @@ use crate::{FeiyunS3, fail};
 
 const MAX_KEYS: i32 = 1000;
 
-fn max_keys(m: Option<i32>) -> Result<usize, OssError> {
+pub(crate) fn max_keys(m: Option<i32>) -> Result<usize, OssError> {
     match m {
         None => Ok(MAX_KEYS as usize),
         Some(n) if n < 0 => Err(OssError::InvalidArgument(
@@ -21,7 +21,7 @@ fn max_keys(m: Option<i32>) -> Result<usize, OssError> {
     }
 }
 
-fn url_encoded(e: &Option<EncodingType>) -> Result<bool, OssError> {
+pub(crate) fn url_encoded(e: &Option<EncodingType>) -> Result<bool, OssError> {
     match e.as_ref().map(|e| e.as_str()) {
         None => Ok(false),
         Some("url") => Ok(true),

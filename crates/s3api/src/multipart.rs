@@ -14,7 +14,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let i = &req.input;
-        let h = headers::object_headers(
+        let mut h = headers::object_headers(
             i.content_type.clone(),
             i.content_encoding.clone(),
             i.content_disposition.clone(),
@@ -22,6 +22,15 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             i.cache_control.clone(),
             i.expires.as_ref(),
             i.metadata.clone(),
+        )
+        .map_err(fail(&req))?;
+        headers::version_settings(
+            &mut h,
+            &i.tagging,
+            &i.object_lock_mode,
+            &i.object_lock_retain_until_date,
+            &i.object_lock_legal_hold_status,
+            &i.storage_class,
         )
         .map_err(fail(&req))?;
         let algorithm = headers::algorithm(&i.checksum_algorithm).map_err(fail(&req))?;
@@ -148,6 +157,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             checksum_sha1: c.3,
             checksum_sha256: c.4,
             checksum_type: headers::checksum_type(out.checksum.as_ref()),
+            version_id: out.version_id,
             ..Default::default()
         }))
     }

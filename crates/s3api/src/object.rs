@@ -5,6 +5,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
 use crate::headers::{self, BodyChecks};
+use crate::versioning::selector;
 use crate::{FeiyunS3, fail, request_id};
 
 /// GetObject and HeadObject answer with the same fields in two distinct s3s types.
@@ -32,6 +33,20 @@ macro_rules! object_output {
             checksum_sha1: m.checksums.3,
             checksum_sha256: m.checksums.4,
             checksum_type: m.checksum_type,
+            version_id: read.versioned.then(|| read.record.version_label()),
+            object_lock_mode: read
+                .record
+                .retention
+                .map(|r| ObjectLockMode::from(r.mode.as_str().to_owned())),
+            object_lock_retain_until_date: read
+                .record
+                .retention
+                .map(|r| headers::timestamp(r.until_ms)),
+            object_lock_legal_hold_status: read
+                .record
+                .legal_hold
+                .then(|| ObjectLockLegalHoldStatus::from_static(ObjectLockLegalHoldStatus::ON)),
+            storage_class: read.record.storage_class.clone().map(StorageClass::from),
             ..Default::default()
         }
     }};
@@ -59,7 +74,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         )
         .map_err(fail(&req))?;
         let i = &req.input;
-        let object_headers = headers::object_headers(
+        let mut object_headers = headers::object_headers(
             i.content_type.clone(),
             i.content_encoding.clone(),
             i.content_disposition.clone(),
@@ -67,6 +82,15 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             i.cache_control.clone(),
             i.expires.as_ref(),
             i.metadata.clone(),
+        )
+        .map_err(fail(&req))?;
+        headers::version_settings(
+            &mut object_headers,
+            &i.tagging,
+            &i.object_lock_mode,
+            &i.object_lock_retain_until_date,
+            &i.object_lock_legal_hold_status,
+            &i.storage_class,
         )
         .map_err(fail(&req))?;
         let spec = checks.spec(i.content_length).map_err(fail(&req))?;
@@ -88,6 +112,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             checksum_sha256: c.4,
             checksum_type: headers::checksum_type(out.checksum.as_ref()),
             size: Some(out.size as i64),
+            version_id: out.version_id,
             ..Default::default()
         }))
     }
@@ -97,7 +122,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let i = &req.input;
-        let get = read_request(
+        let mut get = read_request(
             i.range.as_ref(),
             i.part_number,
             &i.if_match,
@@ -106,6 +131,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             i.if_unmodified_since.as_ref(),
         )
         .map_err(fail(&req))?;
+        get.version = selector(&i.version_id).map_err(fail(&req))?;
         let mut read = self
             .oss
             .get_object(&i.bucket, &i.key, &get)
@@ -121,6 +147,8 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         let m = ResponseMeta::of(&read, want_checksum);
         let mut out = object_output!(GetObjectOutput, read, m);
         out.body = body;
+        // HEAD has no x-amz-tagging-count in S3's model; GET does.
+        out.tag_count = (!read.record.tags.is_empty()).then(|| read.record.tags.len() as i32);
         Ok(S3Response::new(out))
     }
 
@@ -129,7 +157,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = &req.input;
-        let get = read_request(
+        let mut get = read_request(
             i.range.as_ref(),
             i.part_number,
             &i.if_match,
@@ -138,6 +166,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             i.if_unmodified_since.as_ref(),
         )
         .map_err(fail(&req))?;
+        get.version = selector(&i.version_id).map_err(fail(&req))?;
         let read = self
             .oss
             .head_object(&i.bucket, &i.key, &get)
@@ -152,16 +181,18 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let i = &req.input;
-        if i.version_id.is_some() {
-            return Err(fail(&req)(OssError::InvalidArgument(
-                "versioning is not enabled on this bucket".into(),
-            )));
-        }
-        self.oss
-            .delete_object(&i.bucket, &i.key)
+        let v = selector(&i.version_id).map_err(fail(&req))?;
+        let bypass = i.bypass_governance_retention.unwrap_or(false);
+        let out = self
+            .oss
+            .delete_object(&i.bucket, &i.key, v, bypass)
             .await
             .map_err(fail(&req))?;
-        Ok(S3Response::new(DeleteObjectOutput::default()))
+        Ok(S3Response::new(DeleteObjectOutput {
+            delete_marker: out.delete_marker.then_some(true),
+            version_id: out.version_id,
+            ..Default::default()
+        }))
     }
 
     pub(crate) async fn op_delete_objects(
@@ -170,13 +201,12 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let i = &req.input;
         let quiet = i.delete.quiet.unwrap_or(false);
-        let keys: Vec<String> = i.delete.objects.iter().map(|o| o.key.clone()).collect();
-        if keys.is_empty() {
+        if i.delete.objects.is_empty() {
             return Err(fail(&req)(OssError::InvalidArgument(
                 "the Delete element must name at least one object".into(),
             )));
         }
-        if keys.len() > feiyun_oss::MAX_DELETE_KEYS {
+        if i.delete.objects.len() > feiyun_oss::MAX_DELETE_KEYS {
             let mut e = s3s::s3_error!(
                 MalformedXML,
                 "The XML you provided was not well-formed or did not validate against our published schema"
@@ -186,32 +216,48 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             }
             return Err(e);
         }
+        let mut entries = Vec::with_capacity(i.delete.objects.len());
+        let mut errors = Vec::new();
+        for o in &i.delete.objects {
+            match selector(&o.version_id) {
+                Ok(v) => entries.push((o.key.clone(), v)),
+                Err(e) => errors.push(error_entry(o.key.clone(), o.version_id.clone(), e)),
+            }
+        }
+        let bypass = i.bypass_governance_retention.unwrap_or(false);
         let results = self
             .oss
-            .delete_objects(&i.bucket, keys)
+            .delete_objects(&i.bucket, entries, bypass)
             .await
             .map_err(fail(&req))?;
         let mut deleted = Vec::new();
-        let mut errors = Vec::new();
-        for (key, r) in results {
+        for ((key, r), requested) in results.into_iter().zip(
+            i.delete
+                .objects
+                .iter()
+                .filter(|o| selector(&o.version_id).is_ok()),
+        ) {
             match r {
-                Ok(()) => {
+                Ok(out) => {
                     if !quiet {
+                        // For a new delete marker S3 reports its id as DeleteMarkerVersionId;
+                        // for a version deleted by id, that id as VersionId.
+                        let (version_id, marker_id) = if requested.version_id.is_some() {
+                            (out.version_id, None)
+                        } else if out.delete_marker {
+                            (None, out.version_id)
+                        } else {
+                            (None, None)
+                        };
                         deleted.push(DeletedObject {
                             key: Some(key),
-                            ..Default::default()
+                            version_id,
+                            delete_marker: out.delete_marker.then_some(true),
+                            delete_marker_version_id: marker_id,
                         });
                     }
                 }
-                Err(e) => {
-                    let s3 = crate::error::to_s3(e, None);
-                    errors.push(Error {
-                        code: Some(s3.code().as_str().to_owned()),
-                        key: Some(key),
-                        message: s3.message().map(str::to_owned),
-                        version_id: None,
-                    });
-                }
+                Err(e) => errors.push(error_entry(key, requested.version_id.clone(), e)),
             }
         }
         Ok(S3Response::new(DeleteObjectsOutput {
@@ -219,6 +265,16 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             errors: (!errors.is_empty()).then_some(errors),
             ..Default::default()
         }))
+    }
+}
+
+fn error_entry(key: String, version_id: Option<String>, e: OssError) -> Error {
+    let s3 = crate::error::to_s3(e, None);
+    Error {
+        code: Some(s3.code().as_str().to_owned()),
+        key: Some(key),
+        message: s3.message().map(str::to_owned),
+        version_id,
     }
 }
 
@@ -256,6 +312,7 @@ pub(crate) fn read_request(
             if_modified_since: if_modified_since.map(headers::unix_seconds),
             if_unmodified_since: if_unmodified_since.map(headers::unix_seconds),
         },
+        version: None,
     })
 }
 

@@ -1,0 +1,570 @@
+//! Versioning: the one place where a key's set of versions changes.
+//!
+//! Every PUT, copy, multipart completion and DELETE of a key is a [`Change`] applied by
+//! [`ObjectService::apply_change`], whatever the bucket's versioning state; unversioned buckets
+//! simply keep a single `null` version. Per key there are three kinds of rows:
+//!
+//! - `objects`: the current version's full record, present only while the current version is
+//!   an object (not a delete marker). Plain GET and ListObjects read only this table, so their
+//!   cost never depends on how many noncurrent versions exist.
+//! - `versions`: one row per version, newest first. The current object's row is a
+//!   [`VersionRow::Current`] stub (its record lives in `objects`); older versions and delete
+//!   markers hold their full record.
+//! - `heads`: which version is newest and which one is `null`.
+//!
+//! Concurrency is optimistic: a change reads the rows it decides on and its batch checks each of
+//! them for the exact value it read, so two changes of one key serialize through the engine's
+//! checks and the loser re-plans. Every change rewrites or checks the head, and every new
+//! version id is greater than the head's newest, so no change can slip in unseen.
+
+use std::sync::Arc;
+
+use feiyun_blob::{BlobId, BlobStore};
+use feiyun_meta::{MetaError, MetaStore, Table, WriteBatch, prefix_end};
+
+use crate::lock;
+use crate::records::{
+    self, BucketRecord, KeyHead, MarkerRecord, ObjectRecord, VersionId, VersionRow, Versioning,
+};
+use crate::{MAX_COMMIT_RETRIES, ObjectService, OssError, keys, now_millis};
+
+/// A `versionId` request parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSelector {
+    Null,
+    Id(VersionId),
+}
+
+impl VersionSelector {
+    pub fn parse(s: &str) -> Result<Self, OssError> {
+        if s == "null" {
+            return Ok(VersionSelector::Null);
+        }
+        VersionId::parse(s)
+            .map(VersionSelector::Id)
+            .ok_or_else(|| OssError::InvalidArgument("Invalid version id specified".into()))
+    }
+
+    pub fn render(self) -> String {
+        match self {
+            VersionSelector::Null => "null".into(),
+            VersionSelector::Id(v) => v.render(),
+        }
+    }
+}
+
+/// What a write or delete does to a key's versions.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    /// A new current version. `pending` blobs leave `PendingBlobs` in the same commit.
+    Put {
+        record: Box<ObjectRecord>,
+        pending: Vec<BlobId>,
+    },
+    /// DELETE without a version id: a delete marker, or removal in an unversioned bucket.
+    DeleteCurrent,
+    /// DELETE of one version, permanently.
+    DeleteVersion {
+        selector: VersionSelector,
+        bypass_governance: bool,
+    },
+}
+
+/// The result of a change, as the S3 response reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// `x-amz-version-id`; `None` in a bucket that was never versioned.
+    pub version_id: Option<String>,
+    /// `x-amz-delete-marker`: a marker was created, or the version removed was one.
+    pub delete_marker: bool,
+    /// The committed record of a `Put`.
+    pub record: Option<ObjectRecord>,
+}
+
+struct Plan {
+    batch: WriteBatch,
+    freed: bool,
+}
+
+impl Plan {
+    fn garbage(&mut self, r: &ObjectRecord) {
+        for b in r.blobs() {
+            self.batch
+                .put(Table::Garbage, b.id.to_bytes().to_vec(), Vec::new());
+            self.freed = true;
+        }
+    }
+}
+
+impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
+    /// Applies `change` to `bucket/key` atomically with `extra` (further checks and mutations,
+    /// such as a multipart upload's removal), re-planning after a lost race.
+    pub(crate) async fn apply_change(
+        &self,
+        bucket: &str,
+        key: &str,
+        change: Change,
+        extra: WriteBatch,
+    ) -> Result<Applied, OssError> {
+        let change = Arc::new(change);
+        let extra = Arc::new(extra);
+        for _ in 0..MAX_COMMIT_RETRIES {
+            let (b, k, c, e) = (
+                bucket.to_owned(),
+                key.to_owned(),
+                change.clone(),
+                extra.clone(),
+            );
+            let (plan, applied) = self
+                .blocking(move |m, _| plan(m, &b, &k, &c, &e, now_millis()))
+                .await?;
+            let Some(plan) = plan else {
+                return Ok(applied);
+            };
+            match self.meta.commit(plan.batch).await {
+                Ok(()) => {
+                    if plan.freed {
+                        self.janitor.notify_one();
+                    }
+                    return Ok(applied);
+                }
+                Err(MetaError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(OssError::Busy)
+    }
+
+    /// The record a read names: the current version, or the one `selector` picks. A delete
+    /// marker answers `DeleteMarker`; a missing version `NoSuchVersion`.
+    pub async fn load_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        selector: Option<VersionSelector>,
+    ) -> Result<(ObjectRecord, bool), OssError> {
+        keys::validate_object_key(key)?;
+        let mut found = Err(OssError::Busy);
+        for _ in 0..MAX_COMMIT_RETRIES {
+            let (b, k) = (bucket.to_owned(), key.to_owned());
+            found = self
+                .blocking(move |m, _| resolve(m, &b, &k, selector))
+                .await;
+            if !matches!(found, Err(OssError::Busy)) {
+                break;
+            }
+        }
+        if let Err(OssError::Corrupt(_)) = &found {
+            self.note_corruption(key);
+        }
+        found
+    }
+}
+
+impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
+    /// Changes one version's record in place (tags, retention, legal hold) through `f`,
+    /// which sees the bucket record and may refuse. Returns the updated record.
+    pub(crate) async fn update_version<F>(
+        &self,
+        bucket: &str,
+        key: &str,
+        selector: Option<VersionSelector>,
+        f: F,
+    ) -> Result<ObjectRecord, OssError>
+    where
+        F: Fn(&BucketRecord, &mut ObjectRecord, i64) -> Result<(), OssError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        keys::validate_object_key(key)?;
+        let f = Arc::new(f);
+        for _ in 0..MAX_COMMIT_RETRIES {
+            let (b, k, f) = (bucket.to_owned(), key.to_owned(), f.clone());
+            let planned = self
+                .blocking(move |m, _| {
+                    let (mut rec, _) = resolve(m, &b, &k, selector)?;
+                    let brec: BucketRecord = match m.get(Table::Buckets, &keys::bucket(&b))? {
+                        Some(v) => records::decode(&v)?,
+                        None => return Err(OssError::NoSuchBucket),
+                    };
+                    let okey = keys::object(&b, &k);
+                    // Where the record lives: `objects` for the current version.
+                    let (table, row_key, old) = match m.get(Table::Objects, &okey)? {
+                        Some(cur)
+                            if records::decode::<ObjectRecord>(&cur)?.version == rec.version =>
+                        {
+                            (Table::Objects, okey, cur)
+                        }
+                        _ => {
+                            let vk = keys::version(&b, &k, rec.version);
+                            let Some(old) = m.get(Table::Versions, &vk)? else {
+                                return Err(OssError::Busy);
+                            };
+                            (Table::Versions, vk, old)
+                        }
+                    };
+                    f(&brec, &mut rec, now_millis())?;
+                    let value = if table == Table::Objects {
+                        records::encode(&rec)?
+                    } else {
+                        records::encode(&VersionRow::Object(rec.clone()))?
+                    };
+                    let mut batch = WriteBatch::new();
+                    batch
+                        .check_value(table, row_key.clone(), Some(old))
+                        .put(table, row_key, value);
+                    Ok((batch, rec))
+                })
+                .await;
+            let (batch, rec) = match planned {
+                Err(OssError::Busy) => continue,
+                other => other?,
+            };
+            match self.meta.commit(batch).await {
+                Ok(()) => return Ok(rec),
+                Err(MetaError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(OssError::Busy)
+    }
+}
+
+/// Reads the bucket, and the version `selector` names (the current one when `None`).
+fn resolve<M: MetaStore>(
+    m: &M,
+    bucket: &str,
+    key: &str,
+    selector: Option<VersionSelector>,
+) -> Result<(ObjectRecord, bool), OssError> {
+    let okey = keys::object(bucket, key);
+    let brec: BucketRecord = match m.get(Table::Buckets, &keys::bucket(bucket))? {
+        Some(b) => records::decode(&b)?,
+        None => return Err(OssError::NoSuchBucket),
+    };
+    let versioned = brec.versioning != Versioning::Unversioned;
+    let current = || -> Result<Option<ObjectRecord>, OssError> {
+        m.get(Table::Objects, &okey)?
+            .map(|b| records::decode(&b))
+            .transpose()
+    };
+    let head = || -> Result<Option<KeyHead>, OssError> {
+        m.get(Table::Heads, &okey)?
+            .map(|b| records::decode(&b))
+            .transpose()
+    };
+    let marker_error = |mk: &MarkerRecord, by_version: bool| OssError::DeleteMarker {
+        version_id: if mk.null_version {
+            "null".into()
+        } else {
+            mk.version.render()
+        },
+        last_modified_ms: mk.last_modified_ms,
+        by_version,
+    };
+    let target = match selector {
+        None => {
+            if let Some(r) = current()? {
+                return Ok((r, versioned));
+            }
+            // Not found: say so with the marker's headers when a delete marker is current.
+            let Some(h) = head()? else {
+                return Err(OssError::NoSuchKey);
+            };
+            match m.get(Table::Versions, &keys::version(bucket, key, h.newest))? {
+                Some(v) => match records::decode::<VersionRow>(&v)? {
+                    VersionRow::Marker(mk) => return Err(marker_error(&mk, false)),
+                    _ => return Err(OssError::NoSuchKey),
+                },
+                None => return Err(OssError::NoSuchKey),
+            }
+        }
+        Some(VersionSelector::Id(v)) => v,
+        Some(VersionSelector::Null) => match head()?.and_then(|h| h.null) {
+            Some(v) => v,
+            None => return Err(OssError::NoSuchVersion),
+        },
+    };
+    let Some(row) = m.get(Table::Versions, &keys::version(bucket, key, target))? else {
+        return Err(OssError::NoSuchVersion);
+    };
+    match records::decode::<VersionRow>(&row)? {
+        VersionRow::Object(r) => Ok((r, versioned)),
+        VersionRow::Marker(mk) => Err(marker_error(&mk, true)),
+        VersionRow::Current => match current()? {
+            Some(r) if r.version == target => Ok((r, versioned)),
+            // The row and `objects` were read in two transactions and a write came between.
+            _ => Err(OssError::Busy),
+        },
+    }
+}
+
+type Planned = (Option<Plan>, Applied);
+
+fn plan<M: MetaStore>(
+    m: &M,
+    bucket: &str,
+    key: &str,
+    change: &Change,
+    extra: &WriteBatch,
+    now_ms: i64,
+) -> Result<Planned, OssError> {
+    let bkey = keys::bucket(bucket);
+    let brec: BucketRecord = match m.get(Table::Buckets, &bkey)? {
+        Some(b) => records::decode(&b)?,
+        None => return Err(OssError::NoSuchBucket),
+    };
+    let okey = keys::object(bucket, key);
+    let cur_bytes = m.get(Table::Objects, &okey)?;
+    let cur: Option<ObjectRecord> = cur_bytes.as_deref().map(records::decode).transpose()?;
+    let head_bytes = m.get(Table::Heads, &okey)?;
+    let head: Option<KeyHead> = head_bytes.as_deref().map(records::decode).transpose()?;
+    let mut p = Plan {
+        batch: extra.clone(),
+        freed: false,
+    };
+    p.batch
+        .check_present(Table::Buckets, bkey)
+        .check_value(Table::Objects, okey.clone(), cur_bytes)
+        .check_value(Table::Heads, okey.clone(), head_bytes);
+    let versioned = brec.versioning != Versioning::Unversioned;
+    let newest = head.map(|h| h.newest);
+    match change {
+        Change::Put { record, pending } => {
+            let v = VersionId::next_after(newest);
+            let mut rec = (**record).clone();
+            lock::check_new_version(&brec, &rec, now_ms)?;
+            rec.version = v;
+            rec.null_version = brec.versioning != Versioning::Enabled;
+            if brec.object_lock
+                && rec.retention.is_none()
+                && let Some(d) = brec.default_retention
+            {
+                rec.retention = Some(lock::default_until(d, rec.last_modified_ms));
+            }
+            let mut cur_gone = false;
+            if rec.null_version {
+                cur_gone = drop_null(m, &mut p, bucket, key, head, cur.as_ref(), now_ms)?;
+            }
+            if let Some(c) = &cur
+                && !cur_gone
+            {
+                demote(&mut p, bucket, key, c)?;
+            }
+            p.batch
+                .put(Table::Objects, okey.clone(), records::encode(&rec)?);
+            p.batch.put(
+                Table::Versions,
+                keys::version(bucket, key, v),
+                records::encode(&VersionRow::Current)?,
+            );
+            let new_head = KeyHead {
+                newest: v,
+                null: if rec.null_version {
+                    Some(v)
+                } else {
+                    head.and_then(|h| h.null)
+                },
+            };
+            p.batch.put(Table::Heads, okey, records::encode(&new_head)?);
+            for id in pending {
+                p.batch.delete(Table::PendingBlobs, id.to_bytes().to_vec());
+            }
+            let applied = Applied {
+                version_id: versioned.then(|| rec.version_label()),
+                delete_marker: false,
+                record: Some(rec),
+            };
+            Ok((Some(p), applied))
+        }
+        Change::DeleteCurrent => match brec.versioning {
+            Versioning::Unversioned => {
+                let Some(c) = &cur else {
+                    return Ok((None, Applied::default()));
+                };
+                lock::check_removal(c, false, now_ms)?;
+                p.garbage(c);
+                p.batch
+                    .delete(Table::Objects, okey.clone())
+                    .delete(Table::Versions, keys::version(bucket, key, c.version))
+                    .delete(Table::Heads, okey);
+                Ok((Some(p), Applied::default()))
+            }
+            Versioning::Enabled | Versioning::Suspended => {
+                let v = VersionId::next_after(newest);
+                let null = brec.versioning == Versioning::Suspended;
+                let mut cur_gone = false;
+                if null {
+                    cur_gone = drop_null(m, &mut p, bucket, key, head, cur.as_ref(), now_ms)?;
+                }
+                if let Some(c) = &cur {
+                    if !cur_gone {
+                        demote(&mut p, bucket, key, c)?;
+                    }
+                    p.batch.delete(Table::Objects, okey.clone());
+                }
+                let marker = MarkerRecord {
+                    version: v,
+                    null_version: null,
+                    last_modified_ms: now_ms,
+                };
+                p.batch.put(
+                    Table::Versions,
+                    keys::version(bucket, key, v),
+                    records::encode(&VersionRow::Marker(marker))?,
+                );
+                let new_head = KeyHead {
+                    newest: v,
+                    null: if null {
+                        Some(v)
+                    } else {
+                        head.and_then(|h| h.null)
+                    },
+                };
+                p.batch.put(Table::Heads, okey, records::encode(&new_head)?);
+                let applied = Applied {
+                    version_id: Some(if null { "null".into() } else { v.render() }),
+                    delete_marker: true,
+                    record: None,
+                };
+                Ok((Some(p), applied))
+            }
+        },
+        Change::DeleteVersion {
+            selector,
+            bypass_governance,
+        } => {
+            // Deleting a version that does not exist succeeds and echoes the id, as S3 does.
+            let nothing = Applied {
+                version_id: Some(selector.render()),
+                delete_marker: false,
+                record: None,
+            };
+            let target = match selector {
+                VersionSelector::Null => head.and_then(|h| h.null),
+                VersionSelector::Id(v) => Some(*v),
+            };
+            let (Some(t), Some(mut new_head)) = (target, head) else {
+                return Ok((None, nothing));
+            };
+            let vkey = keys::version(bucket, key, t);
+            let Some(row_bytes) = m.get(Table::Versions, &vkey)? else {
+                return Ok((None, nothing));
+            };
+            p.batch
+                .check_value(Table::Versions, vkey.clone(), Some(row_bytes.clone()));
+            let mut delete_marker = false;
+            match records::decode::<VersionRow>(&row_bytes)? {
+                VersionRow::Current => {
+                    let c = cur
+                        .as_ref()
+                        .filter(|c| c.version == t)
+                        .ok_or_else(|| OssError::Corrupt("current version row".into()))?;
+                    lock::check_removal(c, *bypass_governance, now_ms)?;
+                    p.garbage(c);
+                    p.batch.delete(Table::Objects, okey.clone());
+                }
+                VersionRow::Object(r) => {
+                    lock::check_removal(&r, *bypass_governance, now_ms)?;
+                    p.garbage(&r);
+                }
+                VersionRow::Marker(_) => delete_marker = true,
+            }
+            p.batch.delete(Table::Versions, vkey.clone());
+            if new_head.null == Some(t) {
+                new_head.null = None;
+            }
+            let mut head_gone = false;
+            if new_head.newest == t {
+                // The newest version goes: the next one (if any) becomes current.
+                let mut after = vkey;
+                after.push(0);
+                let end = prefix_end(&keys::key_versions(bucket, key));
+                let next = m.scan(Table::Versions, &after, end.as_deref(), 1)?;
+                match next.into_iter().next() {
+                    Some((nk, nv)) => {
+                        p.batch
+                            .check_value(Table::Versions, nk.clone(), Some(nv.clone()));
+                        new_head.newest = keys::parse_version(bucket, &nk)?.1;
+                        match records::decode::<VersionRow>(&nv)? {
+                            VersionRow::Object(r) => {
+                                p.batch
+                                    .put(Table::Objects, okey.clone(), records::encode(&r)?)
+                                    .put(
+                                        Table::Versions,
+                                        nk,
+                                        records::encode(&VersionRow::Current)?,
+                                    );
+                            }
+                            VersionRow::Marker(_) => {}
+                            VersionRow::Current => {
+                                return Err(OssError::Corrupt("two current versions".into()));
+                            }
+                        }
+                    }
+                    None => head_gone = true,
+                }
+            }
+            if head_gone {
+                p.batch.delete(Table::Heads, okey);
+            } else {
+                p.batch.put(Table::Heads, okey, records::encode(&new_head)?);
+            }
+            let applied = Applied {
+                version_id: Some(selector.render()),
+                delete_marker,
+                record: None,
+            };
+            Ok((Some(p), applied))
+        }
+    }
+}
+
+/// Moves the current record from `objects` into its version row.
+fn demote(p: &mut Plan, bucket: &str, key: &str, c: &ObjectRecord) -> Result<(), OssError> {
+    p.batch.put(
+        Table::Versions,
+        keys::version(bucket, key, c.version),
+        records::encode(&VersionRow::Object(c.clone()))?,
+    );
+    Ok(())
+}
+
+/// Removes the key's `null` version, which a new null version replaces. Returns true when that
+/// was the current object (whose `objects` row the caller then overwrites or deletes).
+fn drop_null<M: MetaStore>(
+    m: &M,
+    p: &mut Plan,
+    bucket: &str,
+    key: &str,
+    head: Option<KeyHead>,
+    cur: Option<&ObjectRecord>,
+    now_ms: i64,
+) -> Result<bool, OssError> {
+    let Some(n) = head.and_then(|h| h.null) else {
+        return Ok(false);
+    };
+    let vkey = keys::version(bucket, key, n);
+    if let Some(c) = cur.filter(|c| c.version == n) {
+        lock::check_removal(c, false, now_ms)?;
+        p.garbage(c);
+        p.batch.delete(Table::Versions, vkey);
+        return Ok(true);
+    }
+    let row = m.get(Table::Versions, &vkey)?;
+    p.batch
+        .check_value(Table::Versions, vkey.clone(), row.clone());
+    if let Some(bytes) = row {
+        match records::decode::<VersionRow>(&bytes)? {
+            VersionRow::Object(r) => {
+                lock::check_removal(&r, false, now_ms)?;
+                p.garbage(&r);
+            }
+            VersionRow::Marker(_) => {}
+            VersionRow::Current => return Err(OssError::Corrupt("null version row".into())),
+        }
+        p.batch.delete(Table::Versions, vkey);
+    }
+    Ok(false)
+}
