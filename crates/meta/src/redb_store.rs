@@ -28,7 +28,20 @@ type Reply = oneshot::Sender<Result<(), MetaError>>;
 
 pub struct RedbStore {
     db: Arc<Database>,
-    queue: mpsc::Sender<(WriteBatch, Reply)>,
+    /// `None` only while dropping.
+    queue: Option<mpsc::Sender<(WriteBatch, Reply)>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RedbStore {
+    /// Closes the queue and waits for the writer, so the database file is released (and can
+    /// be opened again) when the store is gone.
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 impl RedbStore {
@@ -48,11 +61,15 @@ impl RedbStore {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(MAX_QUEUE);
         let writer_db = db.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("meta-writer".into())
             .spawn(move || writer_loop(&writer_db, rx))
             .map_err(|e| MetaError::Storage(e.to_string()))?;
-        Ok(Self { db, queue: tx })
+        Ok(Self {
+            db,
+            queue: Some(tx),
+            writer: Some(writer),
+        })
     }
 }
 
@@ -106,6 +123,8 @@ impl MetaStore for RedbStore {
         }
         let (tx, rx) = oneshot::channel();
         self.queue
+            .as_ref()
+            .ok_or(MetaError::Closed)?
             .send((batch, tx))
             .await
             .map_err(|_| MetaError::Closed)?;
