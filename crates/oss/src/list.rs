@@ -392,7 +392,7 @@ fn version_page<M: MetaStore>(
                 }
                 VersionRow::Object(record) => VersionEntry::Version {
                     key,
-                    record: Box::new(record),
+                    record,
                     latest,
                 },
                 VersionRow::Marker(marker) => VersionEntry::Marker {

@@ -171,7 +171,7 @@ impl<'de> Deserialize<'de> for VersionId {
 pub enum VersionRow {
     /// The current version; its record is the key's row in `objects` (kept once, not twice).
     Current,
-    Object(ObjectRecord),
+    Object(Box<ObjectRecord>),
     Marker(MarkerRecord),
 }
 

@@ -208,7 +208,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     let value = if table == Table::Objects {
                         records::encode(&rec)?
                     } else {
-                        records::encode(&VersionRow::Object(rec.clone()))?
+                        records::encode(&VersionRow::Object(Box::new(rec.clone())))?
                     };
                     let mut batch = WriteBatch::new();
                     batch
@@ -290,7 +290,7 @@ fn resolve<M: MetaStore>(
         return Err(OssError::NoSuchVersion);
     };
     match records::decode::<VersionRow>(&row)? {
-        VersionRow::Object(r) => Ok((r, versioned)),
+        VersionRow::Object(r) => Ok((*r, versioned)),
         VersionRow::Marker(mk) => Err(marker_error(&mk, true)),
         VersionRow::Current => match current()? {
             Some(r) if r.version == target => Ok((r, versioned)),
@@ -526,7 +526,7 @@ fn demote(p: &mut Plan, bucket: &str, key: &str, c: &ObjectRecord) -> Result<(),
     p.batch.put(
         Table::Versions,
         keys::version(bucket, key, c.version),
-        records::encode(&VersionRow::Object(c.clone()))?,
+        records::encode(&VersionRow::Object(Box::new(c.clone())))?,
     );
     Ok(())
 }

@@ -148,7 +148,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         let mut out = object_output!(GetObjectOutput, read, m);
         out.body = body;
         // HEAD has no x-amz-tagging-count in S3's model; GET does.
-        out.tag_count = (!read.record.tags.is_empty()).then(|| read.record.tags.len() as i32);
+        out.tag_count = (!read.record.tags.is_empty()).then_some(read.record.tags.len() as i32);
         Ok(S3Response::new(out))
     }
 
