@@ -38,6 +38,7 @@ run() {
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $name"; fi
 }
 run "aws cli" bash "$here/aws_cli.sh"
+run "aws cli versioning" bash "$here/aws_cli_versioning.sh"
 run "boto3" "$python" "$here/boto3_scenario.py"
 run "rclone" bash "$here/rclone.sh"
 run "s3cmd" bash "$here/s3cmd.sh"

@@ -457,3 +457,70 @@ async fn signed_streaming_chunks_are_verified() {
     );
     still_intact(&r, &c, &keep).await;
 }
+
+#[tokio::test]
+async fn malformed_subresource_xml_changes_nothing() {
+    let (r, c, keep) = setup().await;
+    let rows: Vec<(&str, &str, &[u8], &str)> = vec![
+        (
+            "/bad",
+            "versioning=",
+            b"<VersioningConfiguration><Status>",
+            "MalformedXML",
+        ),
+        (
+            "/bad",
+            "versioning=",
+            b"<VersioningConfiguration><Status>Sometimes</Status></VersioningConfiguration>",
+            "MalformedXML",
+        ),
+        (
+            "/bad/keep",
+            "tagging=",
+            b"<Tagging><TagSet><Tag>",
+            "MalformedXML",
+        ),
+        ("/bad", "tagging=", b"garbage", "MalformedXML"),
+        (
+            "/bad/keep",
+            "retention=",
+            b"<Retention><Mode>",
+            "MalformedXML",
+        ),
+        (
+            "/bad",
+            "object-lock=",
+            b"<ObjectLockConfiguration>",
+            "MalformedXML",
+        ),
+        ("/bad/keep", "legal-hold=", b"<LegalHold>", "MalformedXML"),
+        (
+            "/bad/keep",
+            "tagging=",
+            b"<Tagging><TagSet><Tag><Key>aws:x</Key><Value>v</Value></Tag></TagSet></Tagging>",
+            "InvalidTag",
+        ),
+    ];
+    for (path, query, body, code) in rows {
+        let resp = send(r.addr, "PUT", path, query, body);
+        assert_eq!(resp.status, 400, "{path}?{query}: {}", resp.body_text());
+        assert_eq!(resp.code(), code, "{path}?{query}");
+    }
+    // Nothing changed: never versioned, no tags, object intact.
+    let v = c
+        .get_bucket_versioning()
+        .bucket("bad")
+        .send()
+        .await
+        .unwrap();
+    assert!(v.status().is_none());
+    let t = c
+        .get_object_tagging()
+        .bucket("bad")
+        .key("keep")
+        .send()
+        .await
+        .unwrap();
+    assert!(t.tag_set().is_empty());
+    still_intact(&r, &c, &keep).await;
+}
