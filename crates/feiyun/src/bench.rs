@@ -28,43 +28,53 @@ use crate::sigv4::{self, Signer};
 pub struct BenchArgs {
     /// S3 endpoint to load
     #[arg(long, env = "FEIYUN_ENDPOINT", default_value = "http://127.0.0.1:9000")]
-    endpoint: String,
+    pub(crate) endpoint: String,
     /// Access key [default: AWS_ACCESS_KEY_ID, then FEIYUN_ROOT_ACCESS_KEY]
     #[arg(long)]
-    access_key: Option<String>,
+    pub(crate) access_key: Option<String>,
     /// Secret key [default: AWS_SECRET_ACCESS_KEY, then FEIYUN_ROOT_SECRET_KEY]
     #[arg(long)]
-    secret_key: Option<String>,
+    pub(crate) secret_key: Option<String>,
     #[arg(long, default_value = "us-east-1")]
-    region: String,
+    pub(crate) region: String,
     /// Bucket to use (created if missing)
     #[arg(long, default_value = "feiyun-bench")]
-    bucket: String,
+    pub(crate) bucket: String,
     /// Size of small objects in bytes
     #[arg(long, default_value_t = 4096)]
-    small_size: usize,
+    pub(crate) small_size: usize,
     /// Seconds each small-object phase runs
     #[arg(long, default_value_t = 10)]
-    duration_secs: u64,
+    pub(crate) duration_secs: u64,
     /// Comma-separated connection counts for small objects
     #[arg(long, default_value = "1,16,64", value_delimiter = ',')]
-    concurrency: Vec<usize>,
+    pub(crate) concurrency: Vec<usize>,
     /// Size of large objects in bytes
     #[arg(long, default_value_t = 1 << 30)]
-    large_size: u64,
+    pub(crate) large_size: u64,
     /// Comma-separated concurrent streams for large objects
     #[arg(long, default_value = "1,8", value_delimiter = ',')]
-    large_streams: Vec<usize>,
+    pub(crate) large_streams: Vec<usize>,
     #[arg(long)]
-    skip_small: bool,
+    pub(crate) skip_small: bool,
     #[arg(long)]
-    skip_large: bool,
+    pub(crate) skip_large: bool,
     /// Sample this process's resident memory (the server, when it runs here)
     #[arg(long)]
-    server_pid: Option<u32>,
+    pub(crate) server_pid: Option<u32>,
     /// Print results as JSON
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    /// Run the versioning benchmarks instead: PUT on a versioned vs an unversioned bucket,
+    /// and ListObjectVersions over `--list-keys` × `--list-versions`
+    #[arg(long)]
+    pub(crate) versioning: bool,
+    /// Keys written for the ListObjectVersions benchmark
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) list_keys: usize,
+    /// Versions written per key for the ListObjectVersions benchmark
+    #[arg(long, default_value_t = 5)]
+    pub(crate) list_versions: usize,
 }
 
 /// Upper bound on connections, streams and phase length, so a typo cannot run forever.
@@ -72,28 +82,28 @@ const MAX_CONCURRENCY: usize = 1024;
 const MAX_DURATION_SECS: u64 = 3600;
 const CHUNK: usize = 1024 * 1024;
 
-type Body = BoxBody<Bytes, Infallible>;
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
-struct Ctx {
+pub(crate) struct Ctx {
     client: Client<HttpConnector, Body>,
     signer: Signer,
     base: hyper::Uri,
     host: String,
-    bucket: String,
+    pub(crate) bucket: String,
 }
 
 #[derive(Debug)]
-struct Row {
-    phase: String,
-    concurrency: usize,
-    ops: u64,
-    errors: u64,
-    seconds: f64,
-    ops_per_sec: f64,
-    mib_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    peak_rss_mib: Option<f64>,
+pub(crate) struct Row {
+    pub(crate) phase: String,
+    pub(crate) concurrency: usize,
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
+    pub(crate) seconds: f64,
+    pub(crate) ops_per_sec: f64,
+    pub(crate) mib_per_sec: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) peak_rss_mib: Option<f64>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -146,6 +156,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     let mut rows = Vec::new();
+    if args.versioning {
+        rows.extend(crate::bench_versions::run(&ctx, &args).await?);
+        print(&rows, &args);
+        return Ok(());
+    }
     if !args.skip_small {
         let payload = Bytes::from(vec![b'x'; args.small_size]);
         for &c in &args.concurrency {
@@ -182,10 +197,35 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 impl Ctx {
-    async fn request(
+    pub(crate) fn with_bucket(&self, bucket: &str) -> Ctx {
+        Ctx {
+            client: self.client.clone(),
+            signer: Signer {
+                access_key: self.signer.access_key.clone(),
+                secret_key: self.signer.secret_key.clone(),
+                region: self.signer.region.clone(),
+            },
+            base: self.base.clone(),
+            host: self.host.clone(),
+            bucket: bucket.to_owned(),
+        }
+    }
+
+    pub(crate) async fn request(
         &self,
         method: &str,
         key: &str,
+        body: Body,
+    ) -> anyhow::Result<(u16, hyper::body::Incoming)> {
+        self.request_q(method, key, "", body).await
+    }
+
+    /// A signed request; `query` is sent as given (its values already URI-encoded).
+    pub(crate) async fn request_q(
+        &self,
+        method: &str,
+        key: &str,
+        query: &str,
         body: Body,
     ) -> anyhow::Result<(u16, hyper::body::Incoming)> {
         let path = if key.is_empty() {
@@ -197,7 +237,7 @@ impl Ctx {
         let signed = self.signer.sign(
             method,
             &path,
-            "",
+            query,
             &[("host", self.host.clone())],
             sigv4::UNSIGNED,
             &date,
@@ -205,7 +245,11 @@ impl Ctx {
         let scheme = self.base.scheme_str().unwrap_or("http");
         let mut req = hyper::Request::builder()
             .method(method)
-            .uri(format!("{scheme}://{}{path}", self.host))
+            .uri(if query.is_empty() {
+                format!("{scheme}://{}{path}", self.host)
+            } else {
+                format!("{scheme}://{}{path}?{query}", self.host)
+            })
             .header("host", &self.host);
         for (k, v) in signed {
             req = req.header(k, v);
@@ -221,7 +265,7 @@ impl Ctx {
 }
 
 /// Drains a response body; returns its length, or `None` if the connection failed.
-async fn drain(mut body: hyper::body::Incoming) -> Option<u64> {
+pub(crate) async fn drain(mut body: hyper::body::Incoming) -> Option<u64> {
     let mut n = 0;
     while let Some(frame) = body.frame().await {
         if let Some(d) = frame.ok()?.data_ref() {
@@ -231,7 +275,7 @@ async fn drain(mut body: hyper::body::Incoming) -> Option<u64> {
     Some(n)
 }
 
-async fn small_phase(
+pub(crate) async fn small_phase(
     ctx: &Arc<Ctx>,
     op: &'static str,
     concurrency: usize,

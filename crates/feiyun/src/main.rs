@@ -1,6 +1,7 @@
 //! The `feiyun` binary: parses the command line and hands over to the library crates.
 
 mod bench;
+mod bench_versions;
 mod sigv4;
 
 use std::path::PathBuf;
