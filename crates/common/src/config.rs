@@ -46,6 +46,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest object stored inline in the metadata store instead of a data file.
     pub inline_threshold: usize,
+    /// Length of a lifecycle "day" in seconds: 86400, or a few seconds to test rules quickly.
+    pub lifecycle_day_secs: u64,
+    /// Seconds between lifecycle worker runs.
+    pub lifecycle_interval_secs: u64,
 }
 
 /// One layer of settings; `None` means "this layer says nothing".
@@ -61,6 +65,8 @@ pub struct ConfigOverrides {
     pub shutdown_grace_secs: Option<u64>,
     pub max_connections: Option<usize>,
     pub inline_threshold: Option<usize>,
+    pub lifecycle_day_secs: Option<u64>,
+    pub lifecycle_interval_secs: Option<u64>,
 }
 
 impl ConfigOverrides {
@@ -106,6 +112,8 @@ impl ConfigOverrides {
             shutdown_grace_secs: parse_num("FEIYUN_SHUTDOWN_GRACE_SECS")?,
             max_connections: parse_num("FEIYUN_MAX_CONNECTIONS")?.map(|n| n as usize),
             inline_threshold: parse_num("FEIYUN_INLINE_THRESHOLD")?.map(|n| n as usize),
+            lifecycle_day_secs: parse_num("FEIYUN_LIFECYCLE_DAY_SECS")?,
+            lifecycle_interval_secs: parse_num("FEIYUN_LIFECYCLE_INTERVAL_SECS")?,
         })
     }
 
@@ -122,6 +130,10 @@ impl ConfigOverrides {
             shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
             max_connections: self.max_connections.or(lower.max_connections),
             inline_threshold: self.inline_threshold.or(lower.inline_threshold),
+            lifecycle_day_secs: self.lifecycle_day_secs.or(lower.lifecycle_day_secs),
+            lifecycle_interval_secs: self
+                .lifecycle_interval_secs
+                .or(lower.lifecycle_interval_secs),
         }
     }
 
@@ -159,6 +171,14 @@ impl ConfigOverrides {
                 message: "must be at least 1".to_owned(),
             });
         }
+        let lifecycle_day_secs = self.lifecycle_day_secs.unwrap_or(86_400);
+        let lifecycle_interval_secs = self.lifecycle_interval_secs.unwrap_or(3_600);
+        if lifecycle_day_secs == 0 || lifecycle_interval_secs == 0 {
+            return Err(ConfigError::Invalid {
+                name: "lifecycle_day_secs / lifecycle_interval_secs",
+                message: "must be at least 1".to_owned(),
+            });
+        }
         if self.root_access_key.is_some() != self.root_secret_key.is_some() {
             return Err(ConfigError::Invalid {
                 name: "root credentials",
@@ -180,6 +200,8 @@ impl ConfigOverrides {
                 .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
             max_connections,
             inline_threshold,
+            lifecycle_day_secs,
+            lifecycle_interval_secs,
         })
     }
 }

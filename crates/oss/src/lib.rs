@@ -21,6 +21,7 @@ mod copy;
 mod get;
 mod janitor;
 mod lease;
+pub mod lifecycle;
 mod lock;
 mod multipart;
 mod put;
@@ -85,6 +86,8 @@ pub enum OssError {
     NotImplemented(String),
     #[error("invalid tag: {0}")]
     InvalidTag(String),
+    #[error("no lifecycle configuration")]
+    NoSuchLifecycleConfiguration,
     #[error("no tag set")]
     NoSuchTagSet,
     #[error("invalid request: {0}")]
@@ -167,6 +170,12 @@ pub struct OssStats {
     pub bytes_written: AtomicU64,
     pub bytes_read: AtomicU64,
     pub blobs_collected: AtomicU64,
+    /// Versions removed by lifecycle expiration (current and noncurrent).
+    pub lifecycle_expired: AtomicU64,
+    pub lifecycle_markers_removed: AtomicU64,
+    pub lifecycle_uploads_aborted: AtomicU64,
+    /// Lifecycle actions refused by Object Lock.
+    pub lifecycle_skipped_locked: AtomicU64,
 }
 
 /// Settings the service needs from configuration.
@@ -174,6 +183,8 @@ pub struct OssStats {
 pub struct OssConfig {
     pub region: String,
     pub inline_threshold: usize,
+    /// A lifecycle "day" in milliseconds (shorter in tests).
+    pub lifecycle_day_ms: i64,
 }
 
 /// The object service over a metadata engine `M` and a blob engine `B`.

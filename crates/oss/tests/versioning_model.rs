@@ -65,6 +65,7 @@ async fn service(dir: &std::path::Path) -> Svc {
             region: "test".into(),
             // Tiny threshold: bodies of 0–4 bytes are inline, longer ones are blob files.
             inline_threshold: 4,
+            lifecycle_day_ms: 86_400_000,
         },
     )
     .await

@@ -13,6 +13,7 @@ mod bucket;
 mod copy;
 mod error;
 mod headers;
+mod lifecycle;
 mod list;
 mod multipart;
 mod object;
@@ -245,5 +246,23 @@ where
     }
     async fn put_object_acl(&self, req: S3Request<PutObjectAclInput>) -> Out<PutObjectAclOutput> {
         self.op_put_object_acl(req).await
+    }
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> Out<PutBucketLifecycleConfigurationOutput> {
+        self.op_put_bucket_lifecycle_configuration(req).await
+    }
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> Out<GetBucketLifecycleConfigurationOutput> {
+        self.op_get_bucket_lifecycle_configuration(req).await
+    }
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> Out<DeleteBucketLifecycleOutput> {
+        self.op_delete_bucket_lifecycle(req).await
     }
 }

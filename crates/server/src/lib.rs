@@ -93,10 +93,14 @@ impl Server {
             OssConfig {
                 region: config.region.clone(),
                 inline_threshold: config.inline_threshold,
+                lifecycle_day_ms: (config.lifecycle_day_secs as i64).saturating_mul(1000),
             },
         )
         .await?;
         oss.spawn_janitor();
+        oss.spawn_lifecycle(std::time::Duration::from_secs(
+            config.lifecycle_interval_secs,
+        ));
         let metrics = Metrics::new(oss.stats().clone());
 
         let mut builder = S3ServiceBuilder::new(FeiyunS3::new(oss));

@@ -21,6 +21,9 @@ pub struct Op {
     pub op: String,
 }
 
+/// Reads one counter out of the service's statistics.
+type StatReader = fn(&OssStats) -> u64;
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<OpStatus, Counter>,
@@ -29,6 +32,8 @@ pub struct Metrics {
     bytes_out: Counter,
     corruption: Counter,
     blobs_collected: Counter,
+    /// Counters that mirror an `OssStats` atomic.
+    mirrored: Vec<(Counter, StatReader)>,
     stats: Arc<OssStats>,
     sync: std::sync::Mutex<()>,
 }
@@ -77,6 +82,34 @@ impl Metrics {
             "Unreferenced blobs deleted by the janitor",
             blobs_collected.clone(),
         );
+        let mut mirrored: Vec<(Counter, StatReader)> = Vec::new();
+        let lifecycle: [(&str, &str, StatReader); 4] = [
+            (
+                "lifecycle_expired_versions",
+                "Versions removed by lifecycle expiration, current and noncurrent",
+                |s| s.lifecycle_expired.load(Ordering::Relaxed),
+            ),
+            (
+                "lifecycle_delete_markers_removed",
+                "Expired delete markers removed by lifecycle",
+                |s| s.lifecycle_markers_removed.load(Ordering::Relaxed),
+            ),
+            (
+                "lifecycle_uploads_aborted",
+                "Incomplete multipart uploads aborted by lifecycle",
+                |s| s.lifecycle_uploads_aborted.load(Ordering::Relaxed),
+            ),
+            (
+                "lifecycle_skipped_locked",
+                "Lifecycle actions refused because Object Lock protects the version",
+                |s| s.lifecycle_skipped_locked.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, read) in lifecycle {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            mirrored.push((c, read));
+        }
         Self {
             registry,
             requests,
@@ -85,6 +118,7 @@ impl Metrics {
             bytes_out,
             corruption,
             blobs_collected,
+            mirrored,
             stats,
             sync: std::sync::Mutex::new(()),
         }
@@ -128,6 +162,9 @@ impl Metrics {
                 &self.blobs_collected,
                 self.stats.blobs_collected.load(Ordering::Relaxed),
             );
+            for (c, read) in &self.mirrored {
+                catch_up(c, read(&self.stats));
+            }
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

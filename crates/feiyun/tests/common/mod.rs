@@ -31,8 +31,22 @@ impl Region {
 
     /// Starts on an existing data dir (for restart tests); the caller owns the directory.
     pub fn start_in(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts a fresh region with extra `FEIYUN_*` settings.
+    pub fn start_env(env: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let mut r = Self::start_with(&dir, env);
+        r._tmp = Some(tmp);
+        r
+    }
+
+    pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_feiyun"))
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .envs(env.iter().copied())
             .arg(dir)
             .env("FEIYUN_ROOT_ACCESS_KEY", ACCESS_KEY)
             .env("FEIYUN_ROOT_SECRET_KEY", SECRET_KEY)
