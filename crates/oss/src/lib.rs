@@ -18,6 +18,7 @@ pub mod records;
 
 mod bucket;
 mod copy;
+pub mod cors;
 mod get;
 mod janitor;
 mod lease;
@@ -86,6 +87,8 @@ pub enum OssError {
     NotImplemented(String),
     #[error("invalid tag: {0}")]
     InvalidTag(String),
+    #[error("no CORS configuration")]
+    NoSuchCorsConfiguration,
     #[error("no lifecycle configuration")]
     NoSuchLifecycleConfiguration,
     #[error("no tag set")]

@@ -80,6 +80,10 @@ pub fn to_s3(e: OssError, request_id: Option<&str>) -> S3Error {
         OssError::InvalidStorageClass(m) => (C::InvalidStorageClass, m.clone()),
         OssError::NotImplemented(m) => (C::NotImplemented, m.clone()),
         OssError::InvalidTag(m) => (C::InvalidTag, m.clone()),
+        OssError::NoSuchCorsConfiguration => (
+            C::NoSuchCORSConfiguration,
+            "The CORS configuration does not exist".into(),
+        ),
         OssError::NoSuchLifecycleConfiguration => (
             C::NoSuchLifecycleConfiguration,
             "The lifecycle configuration does not exist".into(),

@@ -265,4 +265,22 @@ where
     ) -> Out<DeleteBucketLifecycleOutput> {
         self.op_delete_bucket_lifecycle(req).await
     }
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> Out<PutBucketCorsOutput> {
+        self.op_put_bucket_cors(req).await
+    }
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> Out<GetBucketCorsOutput> {
+        self.op_get_bucket_cors(req).await
+    }
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> Out<DeleteBucketCorsOutput> {
+        self.op_delete_bucket_cors(req).await
+    }
 }

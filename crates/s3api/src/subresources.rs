@@ -427,3 +427,75 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         Ok(S3Response::new(PutObjectAclOutput::default()))
     }
 }
+
+impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
+    pub(crate) async fn op_put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        let i = &req.input;
+        let mut rules = Vec::new();
+        for r in &i.cors_configuration.cors_rules {
+            let max_age_secs = match r.max_age_seconds {
+                None => None,
+                Some(n) => Some(u32::try_from(n).map_err(|_| {
+                    fail(&req)(OssError::MalformedXml(
+                        "MaxAgeSeconds must not be negative".into(),
+                    ))
+                })?),
+            };
+            rules.push(feiyun_oss::cors::CorsRule {
+                id: r.id.clone(),
+                allowed_origins: r.allowed_origins.clone(),
+                allowed_methods: r.allowed_methods.clone(),
+                allowed_headers: r.allowed_headers.clone().unwrap_or_default(),
+                expose_headers: r.expose_headers.clone().unwrap_or_default(),
+                max_age_secs,
+            });
+        }
+        self.oss
+            .put_cors(&i.bucket, Some(feiyun_oss::cors::CorsConfig { rules }))
+            .await
+            .map_err(fail(&req))?;
+        Ok(S3Response::new(PutBucketCorsOutput::default()))
+    }
+
+    pub(crate) async fn op_get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        let cfg = self
+            .oss
+            .cors(&req.input.bucket)
+            .await
+            .map_err(fail(&req))?
+            .ok_or(OssError::NoSuchCorsConfiguration)
+            .map_err(fail(&req))?;
+        let rules = cfg
+            .rules
+            .into_iter()
+            .map(|r| CORSRule {
+                id: r.id,
+                allowed_origins: r.allowed_origins,
+                allowed_methods: r.allowed_methods,
+                allowed_headers: (!r.allowed_headers.is_empty()).then_some(r.allowed_headers),
+                expose_headers: (!r.expose_headers.is_empty()).then_some(r.expose_headers),
+                max_age_seconds: r.max_age_secs.map(|n| n as i32),
+            })
+            .collect();
+        Ok(S3Response::new(GetBucketCorsOutput {
+            cors_rules: Some(rules),
+        }))
+    }
+
+    pub(crate) async fn op_delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        self.oss
+            .put_cors(&req.input.bucket, None)
+            .await
+            .map_err(fail(&req))?;
+        Ok(S3Response::new(DeleteBucketCorsOutput::default()))
+    }
+}

@@ -2,6 +2,7 @@
 //! and owns nothing else — the process lifecycle (start-up, readiness line, graceful
 //! shutdown), connection limits, request ids, and the `/metrics` and `/health/*` endpoints.
 
+mod cors;
 mod metrics;
 
 use std::convert::Infallible;
@@ -68,6 +69,8 @@ pub struct Server {
 
 struct App {
     s3: S3Service,
+    oss: Arc<EmbeddedOss>,
+    hosts: VirtualHosts,
     metrics: Metrics,
     ready: std::sync::atomic::AtomicBool,
 }
@@ -103,7 +106,7 @@ impl Server {
         ));
         let metrics = Metrics::new(oss.stats().clone());
 
-        let mut builder = S3ServiceBuilder::new(FeiyunS3::new(oss));
+        let mut builder = S3ServiceBuilder::new(FeiyunS3::new(oss.clone()));
         builder.set_auth(RootAuth::new(
             credentials.0.access_key.clone(),
             credentials.0.secret_key.clone(),
@@ -133,6 +136,8 @@ impl Server {
             local_addr,
             app: Arc::new(App {
                 s3,
+                oss,
+                hosts: VirtualHosts::new(&config.domains)?,
                 metrics,
                 ready: std::sync::atomic::AtomicBool::new(true),
             }),
@@ -230,6 +235,19 @@ impl App {
         {
             return r;
         }
+        if req.method() == http::Method::OPTIONS {
+            let mut resp = cors::preflight(&self.oss, &self.hosts, &req, &id).await;
+            if let Ok(v) = http::HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-amz-request-id", v);
+            }
+            self.metrics.observe(
+                "PreflightRequest",
+                resp.status().as_u16(),
+                start.elapsed().as_secs_f64(),
+            );
+            return resp;
+        }
+        let cors = cors::CorsRequest::of(&req, &self.hosts);
         if let Some(resp) = reject_oversized_xml(&req, &id) {
             self.metrics.observe(
                 "Rejected",
@@ -256,6 +274,9 @@ impl App {
             resp.headers_mut().insert("x-amz-request-id", v);
         }
         add_request_id_to_error(&mut resp, &id);
+        if let Some(c) = cors {
+            c.decorate(&self.oss, &mut resp).await;
+        }
         let op = slot
             .0
             .lock()
