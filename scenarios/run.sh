@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Scenario suite: one real feiyun server, driven by the aws CLI, boto3, rclone and s3cmd.
+# Scenario suite: one real feiyun server, driven by the aws CLI, boto3, rclone, s3cmd and a
+# headless browser.
 # Every step checks the data it gets back; any failure stops the suite with a non-zero exit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -42,6 +43,7 @@ run "aws cli versioning" bash "$here/aws_cli_versioning.sh"
 run "boto3" "$python" "$here/boto3_scenario.py"
 run "rclone" bash "$here/rclone.sh"
 run "s3cmd" bash "$here/s3cmd.sh"
+run "browser CORS" "$python" "$here/browser_cors.py"
 if ! kill -0 "$server_pid" 2>/dev/null; then
   echo "server died during the scenarios:"; cat "$work/stderr"; failed=$((failed + 1))
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs the test clients it needs (Debian's
-# rclone and s3cmd, a Python venv with the aws CLI and boto3), runs the unit, property and
+# rclone, s3cmd and Chromium, a Python venv with the aws CLI and boto3), runs the unit, property and
 # integration tests (cargo), then the scenario suite with real CLI clients.
 # Fails loudly when a client cannot be installed; never skips.
 set -euo pipefail
@@ -13,6 +13,7 @@ log "test clients"
 need_apt=()
 command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
 command -v s3cmd >/dev/null 2>&1 || need_apt+=(s3cmd)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing ${need_apt[*]} and not root: install them with apt-get" >&2
@@ -26,7 +27,7 @@ if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3' 2>/dev/nul
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check awscli boto3
 fi
-for tool in rclone s3cmd "$venv/bin/aws"; do
+for tool in rclone s3cmd chromium "$venv/bin/aws"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "test client $tool is missing" >&2; exit 1; }
 done
 "$venv/bin/python" -c 'import boto3' || { echo "boto3 is missing" >&2; exit 1; }
@@ -34,7 +35,7 @@ done
 log "cargo test (unit, property, integration, crash, corruption)"
 cargo test --workspace --all-targets
 
-log "scenarios (aws CLI, boto3, rclone, s3cmd)"
+log "scenarios (aws CLI, boto3, rclone, s3cmd, headless Chromium)"
 cargo build --bin feiyun
 bin=${CARGO_TARGET_DIR:-$root/target}/debug/feiyun
 PATH="$venv/bin:$PATH" FEIYUN_BIN="$bin" PYTHON="$venv/bin/python" bash scenarios/run.sh
