@@ -932,3 +932,30 @@ async fn acl_probes() {
         "NoSuchKey"
     );
 }
+
+#[tokio::test]
+async fn unconfigured_bucket_settings_say_so() {
+    let r = Region::start();
+    let c = r.client();
+    c.create_bucket().bucket("plain").send().await.unwrap();
+    assert_eq!(
+        code(c.get_bucket_encryption().bucket("plain").send().await),
+        "ServerSideEncryptionConfigurationNotFoundError"
+    );
+    assert_eq!(
+        code(c.get_bucket_policy().bucket("plain").send().await),
+        "NoSuchBucketPolicy"
+    );
+    assert_eq!(
+        code(c.get_bucket_policy_status().bucket("plain").send().await),
+        "NoSuchBucketPolicy"
+    );
+    assert_eq!(
+        code(c.get_public_access_block().bucket("plain").send().await),
+        "NoSuchPublicAccessBlockConfiguration"
+    );
+    assert_eq!(
+        code(c.get_bucket_encryption().bucket("missing").send().await),
+        "NoSuchBucket"
+    );
+}

@@ -87,6 +87,10 @@ pub enum OssError {
     NotImplemented(String),
     #[error("invalid tag: {0}")]
     InvalidTag(String),
+    /// A bucket setting that is not configured (and, until the identity and encryption
+    /// services land, cannot be): answered with S3's own "not found" error for it.
+    #[error("{0:?} is not configured")]
+    NotConfigured(Unconfigured),
     #[error("no CORS configuration")]
     NoSuchCorsConfiguration,
     #[error("no lifecycle configuration")]
@@ -164,6 +168,13 @@ impl From<BlobError> for OssError {
             other => OssError::Internal(other.to_string()),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unconfigured {
+    Encryption,
+    BucketPolicy,
+    PublicAccessBlock,
 }
 
 /// Counters the server exports as metrics.

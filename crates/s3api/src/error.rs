@@ -80,6 +80,20 @@ pub fn to_s3(e: OssError, request_id: Option<&str>) -> S3Error {
         OssError::InvalidStorageClass(m) => (C::InvalidStorageClass, m.clone()),
         OssError::NotImplemented(m) => (C::NotImplemented, m.clone()),
         OssError::InvalidTag(m) => (C::InvalidTag, m.clone()),
+        OssError::NotConfigured(what) => match what {
+            feiyun_oss::Unconfigured::Encryption => (
+                C::ServerSideEncryptionConfigurationNotFoundError,
+                "The server side encryption configuration was not found".into(),
+            ),
+            feiyun_oss::Unconfigured::BucketPolicy => (
+                C::NoSuchBucketPolicy,
+                "The bucket policy does not exist".into(),
+            ),
+            feiyun_oss::Unconfigured::PublicAccessBlock => (
+                C::Custom("NoSuchPublicAccessBlockConfiguration".into()),
+                "The public access block configuration was not found".into(),
+            ),
+        },
         OssError::NoSuchCorsConfiguration => (
             C::NoSuchCORSConfiguration,
             "The CORS configuration does not exist".into(),
@@ -118,6 +132,7 @@ pub fn to_s3(e: OssError, request_id: Option<&str>) -> S3Error {
     match &e {
         OssError::ContentSha256Mismatch => err.set_status_code(http::StatusCode::BAD_REQUEST),
         OssError::NotModified { .. } => err.set_status_code(http::StatusCode::NOT_MODIFIED),
+        OssError::NotConfigured(_) => err.set_status_code(http::StatusCode::NOT_FOUND),
         OssError::DeleteMarker {
             version_id,
             last_modified_ms,

@@ -283,4 +283,28 @@ where
     ) -> Out<DeleteBucketCorsOutput> {
         self.op_delete_bucket_cors(req).await
     }
+    async fn get_bucket_encryption(
+        &self,
+        req: S3Request<GetBucketEncryptionInput>,
+    ) -> Out<GetBucketEncryptionOutput> {
+        self.op_get_bucket_encryption(req).await
+    }
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> Out<GetBucketPolicyOutput> {
+        self.op_get_bucket_policy(req).await
+    }
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> Out<GetBucketPolicyStatusOutput> {
+        self.op_get_bucket_policy_status(req).await
+    }
+    async fn get_public_access_block(
+        &self,
+        req: S3Request<GetPublicAccessBlockInput>,
+    ) -> Out<GetPublicAccessBlockOutput> {
+        self.op_get_public_access_block(req).await
+    }
 }
