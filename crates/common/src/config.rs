@@ -50,6 +50,10 @@ pub struct Config {
     pub lifecycle_day_secs: u64,
     /// Seconds between lifecycle worker runs.
     pub lifecycle_interval_secs: u64,
+    /// Webhook targets for bucket notifications: (id, http URL), sorted by id.
+    pub webhooks: Vec<(String, String)>,
+    /// Events older than this are dropped from the log even if a target has not taken them.
+    pub event_retention_secs: u64,
 }
 
 /// One layer of settings; `None` means "this layer says nothing".
@@ -67,6 +71,8 @@ pub struct ConfigOverrides {
     pub inline_threshold: Option<usize>,
     pub lifecycle_day_secs: Option<u64>,
     pub lifecycle_interval_secs: Option<u64>,
+    pub webhooks: Option<std::collections::BTreeMap<String, String>>,
+    pub event_retention_secs: Option<u64>,
 }
 
 impl ConfigOverrides {
@@ -114,6 +120,11 @@ impl ConfigOverrides {
             inline_threshold: parse_num("FEIYUN_INLINE_THRESHOLD")?.map(|n| n as usize),
             lifecycle_day_secs: parse_num("FEIYUN_LIFECYCLE_DAY_SECS")?,
             lifecycle_interval_secs: parse_num("FEIYUN_LIFECYCLE_INTERVAL_SECS")?,
+            webhooks: match get("FEIYUN_WEBHOOKS") {
+                None => None,
+                Some(v) => Some(parse_webhooks(&v)?),
+            },
+            event_retention_secs: parse_num("FEIYUN_EVENT_RETENTION_SECS")?,
         })
     }
 
@@ -134,6 +145,8 @@ impl ConfigOverrides {
             lifecycle_interval_secs: self
                 .lifecycle_interval_secs
                 .or(lower.lifecycle_interval_secs),
+            webhooks: self.webhooks.or(lower.webhooks),
+            event_retention_secs: self.event_retention_secs.or(lower.event_retention_secs),
         }
     }
 
@@ -202,8 +215,33 @@ impl ConfigOverrides {
             inline_threshold,
             lifecycle_day_secs,
             lifecycle_interval_secs,
+            webhooks: self.webhooks.unwrap_or_default().into_iter().collect(),
+            event_retention_secs: self.event_retention_secs.unwrap_or(7 * 86_400),
         })
     }
+}
+
+/// `id=url,id2=url2` (the form `FEIYUN_WEBHOOKS` takes).
+fn parse_webhooks(v: &str) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    let mut out = std::collections::BTreeMap::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, url) = item.split_once('=').ok_or_else(|| ConfigError::Invalid {
+            name: "FEIYUN_WEBHOOKS",
+            message: format!("{item:?} is not id=url"),
+        })?;
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError::Invalid {
+                name: "FEIYUN_WEBHOOKS",
+                message: format!("webhook id {id:?} must be letters, digits, '-' or '_'"),
+            });
+        }
+        out.insert(id.to_owned(), url.to_owned());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

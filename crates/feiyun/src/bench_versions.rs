@@ -4,8 +4,9 @@
 //!    (plain, versioned, plain, versioned) so that drift on a noisy machine hits both; the
 //!    ratio of the medians is reported.
 //! 2. ListObjectVersions over `--list-keys` keys × `--list-versions` versions, paged 1000 at a
-//!    time, in versions listed per second; and ListObjectsV2 over the same bucket, to show
-//!    that listing current objects does not pay for noncurrent versions.
+//!    time, in versions listed per second; and ListObjectsV2 over the same bucket and over one
+//!    with the same keys and a single version each, to show that listing current objects does
+//!    not pay for noncurrent versions.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,9 +62,18 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, args: &BenchArgs) -> anyhow::Result<Vec<
         args.list_versions,
         t.elapsed().as_secs_f64()
     );
+    // The same keys with one version each: ListObjectsV2 should cost the same on both.
+    let single = Arc::new(ctx.with_bucket(&format!("{base}-single")));
+    create(&single, true).await?;
+    fill(&single, args.list_keys, 1).await?;
     for _ in 0..3 {
         rows.push(list_all(&listed, true, args.list_keys * args.list_versions).await?);
-        rows.push(list_all(&listed, false, args.list_keys).await?);
+        let mut row = list_all(&listed, false, args.list_keys).await?;
+        row.phase = format!("ListObjectsV2, {} versions/key", args.list_versions);
+        rows.push(row);
+        let mut row = list_all(&single, false, args.list_keys).await?;
+        row.phase = "ListObjectsV2, 1 version/key".into();
+        rows.push(row);
     }
     Ok(rows)
 }

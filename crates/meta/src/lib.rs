@@ -30,6 +30,8 @@ pub enum Table {
     Heads,
     /// Bucket subresources (tags, CORS, lifecycle, notification, lock defaults).
     BucketConfigs,
+    /// The object event log, by event id.
+    Events,
     Uploads,
     Parts,
     /// Blob ids being written and not yet referenced; swept on start.
@@ -40,12 +42,13 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Buckets,
         Table::Objects,
         Table::Versions,
         Table::Heads,
         Table::BucketConfigs,
+        Table::Events,
         Table::Uploads,
         Table::Parts,
         Table::PendingBlobs,
@@ -60,6 +63,7 @@ impl Table {
             Table::Versions => "versions",
             Table::Heads => "heads",
             Table::BucketConfigs => "bucket_configs",
+            Table::Events => "events",
             Table::Uploads => "uploads",
             Table::Parts => "parts",
             Table::PendingBlobs => "pending_blobs",

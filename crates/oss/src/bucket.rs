@@ -6,6 +6,7 @@ use feiyun_blob::BlobStore;
 use feiyun_meta::{MetaError, MetaStore, Table, WriteBatch, prefix_end};
 use futures::StreamExt;
 
+use crate::events::EventCause;
 use crate::records::{self, BucketRecord, Versioning};
 use crate::versions::{Applied, Change, VersionSelector};
 use crate::{MAX_DELETE_KEYS, ObjectService, OssError, keys, now_millis};
@@ -118,7 +119,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 bypass_governance,
             },
         };
-        self.apply_change(bucket, key, change, WriteBatch::new())
+        self.apply_change(bucket, key, change, EventCause::Delete, WriteBatch::new())
             .await
     }
 

@@ -70,7 +70,13 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         headers.legal_hold = settings.legal_hold;
         headers.storage_class = settings.storage_class;
         let out = self
-            .commit_object(dst_bucket, dst_key, headers, staged)
+            .commit_object(
+                dst_bucket,
+                dst_key,
+                headers,
+                staged,
+                crate::events::EventCause::Copy,
+            )
             .await?;
         Ok((out, (source, versioned)))
     }

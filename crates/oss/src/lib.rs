@@ -19,6 +19,7 @@ pub mod records;
 mod bucket;
 mod copy;
 pub mod cors;
+pub mod events;
 mod get;
 mod janitor;
 mod lease;
@@ -209,6 +210,7 @@ pub struct ObjectService<M, B> {
     stats: Arc<OssStats>,
     janitor: Arc<tokio::sync::Notify>,
     leases: Arc<lease::Leases>,
+    event_ids: events::EventIds,
 }
 
 impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
@@ -223,7 +225,9 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             stats: Arc::new(OssStats::default()),
             leases: Arc::new(lease::Leases::new(janitor.clone())),
             janitor,
+            event_ids: events::EventIds::default(),
         });
+        svc.seed_event_ids().await?;
         let swept = svc.recover().await?;
         if swept > 0 {
             tracing::info!(swept, "recovery removed blobs of unfinished writes");

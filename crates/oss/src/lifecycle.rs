@@ -439,7 +439,13 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     ) -> Result<(), OssError> {
         let what = format!("{change:?}");
         match self
-            .apply_change(bucket, key, change, feiyun_meta::WriteBatch::new())
+            .apply_change(
+                bucket,
+                key,
+                change,
+                crate::events::EventCause::Lifecycle,
+                feiyun_meta::WriteBatch::new(),
+            )
             .await
         {
             Ok(applied) => {

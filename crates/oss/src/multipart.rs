@@ -447,7 +447,16 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             record: Box::new(record),
             pending: Vec::new(),
         };
-        let applied = match self.apply_change(bucket, key, change, extra).await {
+        let applied = match self
+            .apply_change(
+                bucket,
+                key,
+                change,
+                crate::events::EventCause::CompleteMultipartUpload,
+                extra,
+            )
+            .await
+        {
             Ok(a) => a,
             // The upload was completed or aborted concurrently.
             Err(OssError::Busy) => return Err(OssError::NoSuchUpload),

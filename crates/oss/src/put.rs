@@ -128,7 +128,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             )
             .await?;
         verify(&staged.digests)?;
-        self.commit_object(bucket, key, headers, staged).await
+        self.commit_object(bucket, key, headers, staged, crate::events::EventCause::Put)
+            .await
     }
 
     /// Writes a staged body as the object's new current content.
@@ -138,6 +139,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         key: &str,
         headers: ObjectHeaders,
         mut staged: Staged,
+        cause: crate::events::EventCause,
     ) -> Result<PutOutcome, OssError> {
         let data = match &staged.data {
             StagedData::Inline(b) => ObjectData::Inline(b.clone()),
@@ -157,7 +159,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             pending,
         };
         let applied = self
-            .apply_change(bucket, key, change, WriteBatch::new())
+            .apply_change(bucket, key, change, cause, WriteBatch::new())
             .await?;
         if let Some(g) = staged.guard.as_mut() {
             g.disarm();

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use feiyun_blob::{BlobId, BlobStore};
 use feiyun_meta::{MetaError, MetaStore, Table, WriteBatch, prefix_end};
 
+use crate::events::{self, EventCause};
 use crate::lock;
 use crate::records::{
     self, BucketRecord, KeyHead, MarkerRecord, ObjectRecord, VersionId, VersionRow, Versioning,
@@ -104,6 +105,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         bucket: &str,
         key: &str,
         change: Change,
+        cause: EventCause,
         extra: WriteBatch,
     ) -> Result<Applied, OssError> {
         let change = Arc::new(change);
@@ -115,12 +117,34 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 change.clone(),
                 extra.clone(),
             );
+            // A fresh id per attempt: a re-planned change is ordered after the one it lost to.
+            let event_id = self.event_ids.next();
             let (plan, applied) = self
                 .blocking(move |m, _| plan(m, &b, &k, &c, &e, now_millis()))
                 .await?;
-            let Some(plan) = plan else {
+            let Some(mut plan) = plan else {
                 return Ok(applied);
             };
+            match (&*change, &applied.record) {
+                (Change::Put { .. }, Some(rec)) => events::created(
+                    &mut plan.batch,
+                    event_id,
+                    bucket,
+                    key,
+                    cause,
+                    rec,
+                    applied.version_id.clone(),
+                )?,
+                _ => events::removed(
+                    &mut plan.batch,
+                    event_id,
+                    bucket,
+                    key,
+                    cause,
+                    applied.delete_marker && matches!(*change, Change::DeleteCurrent),
+                    applied.version_id.clone(),
+                )?,
+            }
             match self.meta.commit(plan.batch).await {
                 Ok(()) => {
                     if plan.freed {

@@ -16,6 +16,7 @@ mod headers;
 mod lifecycle;
 mod list;
 mod multipart;
+mod notification;
 mod object;
 mod subresources;
 mod versioning;
@@ -36,11 +37,22 @@ pub struct RequestId(pub String);
 /// The S3 implementation over an object service with engines `M` and `B`.
 pub struct FeiyunS3<M, B> {
     oss: Arc<ObjectService<M, B>>,
+    /// Ids of the webhook targets configured on this server (notification destinations).
+    webhook_targets: Vec<String>,
 }
 
 impl<M, B> FeiyunS3<M, B> {
     pub fn new(oss: Arc<ObjectService<M, B>>) -> Self {
-        Self { oss }
+        Self {
+            oss,
+            webhook_targets: Vec::new(),
+        }
+    }
+
+    #[must_use]
+    pub fn with_webhook_targets(mut self, ids: Vec<String>) -> Self {
+        self.webhook_targets = ids;
+        self
     }
 }
 
@@ -306,5 +318,17 @@ where
         req: S3Request<GetPublicAccessBlockInput>,
     ) -> Out<GetPublicAccessBlockOutput> {
         self.op_get_public_access_block(req).await
+    }
+    async fn put_bucket_notification_configuration(
+        &self,
+        req: S3Request<PutBucketNotificationConfigurationInput>,
+    ) -> Out<PutBucketNotificationConfigurationOutput> {
+        self.op_put_bucket_notification_configuration(req).await
+    }
+    async fn get_bucket_notification_configuration(
+        &self,
+        req: S3Request<GetBucketNotificationConfigurationInput>,
+    ) -> Out<GetBucketNotificationConfigurationOutput> {
+        self.op_get_bucket_notification_configuration(req).await
     }
 }

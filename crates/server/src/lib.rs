@@ -54,6 +54,8 @@ pub enum ServerError {
     },
     #[error("invalid virtual-host domain {0:?}")]
     Domain(String),
+    #[error("{0}")]
+    Webhook(#[from] feiyun_notify::NotifyError),
 }
 
 type EmbeddedOss = ObjectService<RedbStore, LocalBlobStore>;
@@ -104,9 +106,21 @@ impl Server {
         oss.spawn_lifecycle(std::time::Duration::from_secs(
             config.lifecycle_interval_secs,
         ));
+        let targets = config
+            .webhooks
+            .iter()
+            .map(|(id, url)| feiyun_notify::Target::new(id, url))
+            .collect::<Result<Vec<_>, _>>()?;
+        let target_ids = targets.iter().map(|t| t.id.clone()).collect();
+        feiyun_notify::spawn(
+            oss.clone(),
+            targets,
+            std::time::Duration::from_secs(config.event_retention_secs),
+        );
         let metrics = Metrics::new(oss.stats().clone());
 
-        let mut builder = S3ServiceBuilder::new(FeiyunS3::new(oss.clone()));
+        let mut builder =
+            S3ServiceBuilder::new(FeiyunS3::new(oss.clone()).with_webhook_targets(target_ids));
         builder.set_auth(RootAuth::new(
             credentials.0.access_key.clone(),
             credentials.0.secret_key.clone(),
