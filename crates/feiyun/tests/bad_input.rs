@@ -500,6 +500,47 @@ async fn malformed_subresource_xml_changes_nothing() {
             b"<Tagging><TagSet><Tag><Key>aws:x</Key><Value>v</Value></Tag></TagSet></Tagging>",
             "InvalidTag",
         ),
+        (
+            "/bad",
+            "lifecycle=",
+            b"<LifecycleConfiguration><Rule><ID>x</ID>",
+            "MalformedXML",
+        ),
+        (
+            "/bad",
+            "lifecycle=",
+            b"<LifecycleConfiguration><Rule><ID>x</ID><Filter><Prefix></Prefix></Filter>\
+              <Status>Enabled</Status><Expiration><Days>-3</Days></Expiration></Rule>\
+              </LifecycleConfiguration>",
+            "InvalidArgument",
+        ),
+        (
+            "/bad",
+            "cors=",
+            b"<CORSConfiguration><CORSRule>",
+            "MalformedXML",
+        ),
+        (
+            "/bad",
+            "cors=",
+            b"<CORSConfiguration><CORSRule><AllowedOrigin>*</AllowedOrigin>\
+              <AllowedMethod>PATCH</AllowedMethod></CORSRule></CORSConfiguration>",
+            "InvalidRequest",
+        ),
+        (
+            "/bad",
+            "notification=",
+            b"<NotificationConfiguration><QueueConfiguration>",
+            "MalformedXML",
+        ),
+        (
+            "/bad",
+            "notification=",
+            b"<NotificationConfiguration><QueueConfiguration><Id>q</Id>\
+              <Queue>arn:aws:sqs:us-east-1:000000000000:nowhere</Queue>\
+              <Event>s3:ObjectCreated:*</Event></QueueConfiguration></NotificationConfiguration>",
+            "InvalidArgument",
+        ),
     ];
     for (path, query, body, code) in rows {
         let resp = send(r.addr, "PUT", path, query, body);
@@ -522,5 +563,20 @@ async fn malformed_subresource_xml_changes_nothing() {
         .await
         .unwrap();
     assert!(t.tag_set().is_empty());
+    assert!(
+        c.get_bucket_lifecycle_configuration()
+            .bucket("bad")
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(c.get_bucket_cors().bucket("bad").send().await.is_err());
+    let n = c
+        .get_bucket_notification_configuration()
+        .bucket("bad")
+        .send()
+        .await
+        .unwrap();
+    assert!(n.queue_configurations().is_empty() && n.topic_configurations().is_empty());
     still_intact(&r, &c, &keep).await;
 }

@@ -353,6 +353,15 @@ async fn bad_lifecycle_configurations_are_refused() {
             "InvalidArgument",
         ),
         (vec![good.clone(), good.clone()], "InvalidArgument"),
+        (
+            vec![
+                rule(&"r".repeat(256), "")
+                    .expiration(LifecycleExpiration::builder().days(1).build())
+                    .build()
+                    .unwrap(),
+            ],
+            "InvalidArgument",
+        ),
         (vec![rule("none", "").build().unwrap()], "InvalidArgument"),
         (
             vec![

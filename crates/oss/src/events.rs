@@ -236,20 +236,6 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_never_go_backwards() {
-        let ids = EventIds::default();
-        ids.seed(u64::MAX / 2);
-        let a = ids.next();
-        let b = ids.next();
-        assert!(a > u64::MAX / 2 && b > a);
-    }
-}
-
 /// Where a bucket's events go: webhook targets named by id, filtered by event and key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotificationConfig {
@@ -300,11 +286,44 @@ impl NotificationRule {
     }
 }
 
+/// Whether two event patterns can match the same event (`s3:ObjectCreated:*` covers `…:Put`).
+fn events_overlap(a: &str, b: &str) -> bool {
+    let family = |p: &str| p.strip_suffix('*').map(str::to_owned);
+    match (family(a), family(b)) {
+        (Some(fa), Some(fb)) => fa == fb,
+        (Some(f), None) => b.starts_with(&f),
+        (None, Some(f)) => a.starts_with(&f),
+        (None, None) => a == b,
+    }
+}
+
+impl NotificationRule {
+    /// S3 refuses two rules that could both fire for one event: a shared event type with
+    /// prefixes and suffixes that a single key can satisfy together.
+    fn overlaps(&self, other: &NotificationRule) -> bool {
+        let prefixes =
+            self.prefix.starts_with(&other.prefix) || other.prefix.starts_with(&self.prefix);
+        let suffixes = self.suffix.ends_with(&other.suffix) || other.suffix.ends_with(&self.suffix);
+        prefixes
+            && suffixes
+            && self
+                .events
+                .iter()
+                .any(|a| other.events.iter().any(|b| events_overlap(a, b)))
+    }
+}
+
 impl NotificationConfig {
-    /// Checks event names and that every target exists (`targets` are the configured ids).
+    /// Checks event names, that rules do not overlap and that every target exists (`targets`
+    /// are the configured ids).
     pub fn validate(&self, targets: &[String]) -> Result<(), OssError> {
         let mut ids = std::collections::HashSet::new();
-        for r in &self.rules {
+        for (i, r) in self.rules.iter().enumerate() {
+            if self.rules[..i].iter().any(|o| o.overlaps(r)) {
+                return Err(OssError::InvalidArgument(
+                    "Configurations overlap. Configurations on the same bucket cannot share a common event type.".into(),
+                ));
+            }
             if !ids.insert(r.id.as_str()) {
                 return Err(OssError::InvalidArgument(
                     "Configuration ids must be unique".into(),
@@ -360,8 +379,17 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
 }
 
 #[cfg(test)]
-mod rule_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn ids_never_go_backwards() {
+        let ids = EventIds::default();
+        ids.seed(u64::MAX / 2);
+        let a = ids.next();
+        let b = ids.next();
+        assert!(a > u64::MAX / 2 && b > a);
+    }
 
     #[test]
     fn rules_match_event_family_prefix_and_suffix() {
@@ -393,5 +421,49 @@ mod rule_tests {
         let mut bad = cfg.clone();
         bad.rules[0].events = vec!["s3:Replication:*".into()];
         assert!(bad.validate(&["t".into()]).is_err());
+    }
+
+    #[test]
+    fn overlapping_rules_are_refused_disjoint_ones_kept() {
+        let rule = |id: &str, event: &str, prefix: &str, suffix: &str| NotificationRule {
+            id: id.into(),
+            events: vec![event.into()],
+            prefix: prefix.into(),
+            suffix: suffix.into(),
+            target: "t".into(),
+            ..Default::default()
+        };
+        let check = |a: NotificationRule, b: NotificationRule| {
+            NotificationConfig { rules: vec![a, b] }
+                .validate(&["t".into()])
+                .is_ok()
+        };
+        let created = "s3:ObjectCreated:*";
+        let put = "s3:ObjectCreated:Put";
+        let removed = "s3:ObjectRemoved:*";
+        assert!(!check(
+            rule("a", created, "img/", ""),
+            rule("b", put, "img/x/", "")
+        ));
+        assert!(!check(
+            rule("a", put, "", ".jpg"),
+            rule("b", put, "", "a.jpg")
+        ));
+        assert!(check(
+            rule("a", created, "img/", ""),
+            rule("b", created, "doc/", "")
+        ));
+        assert!(check(
+            rule("a", created, "", ".jpg"),
+            rule("b", created, "", ".png")
+        ));
+        assert!(check(
+            rule("a", created, "img/", ""),
+            rule("b", removed, "img/", "")
+        ));
+        assert!(check(
+            rule("a", put, "", ""),
+            rule("b", "s3:ObjectCreated:Copy", "", "")
+        ));
     }
 }
