@@ -10,10 +10,13 @@
 //! frame i : payload (frame_size bytes, the last one shorter) | crc32c(i as u64 LE || payload): u32 LE
 //! ```
 //!
+//! Cold blobs (`FYBLOBZ1`) compress each frame on its own; see `cold.rs`.
+//!
 //! The frame index is inside each checksum, so swapped or repeated frames fail; the expected
 //! length comes from the metadata record, so a truncated or extended file fails on open.
 //! All calls here are blocking; callers run them off the async runtime.
 
+mod cold;
 mod local;
 
 pub use local::{LocalBlobReader, LocalBlobStore, LocalBlobWriter};
@@ -88,6 +91,9 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Starts a new blob. Nothing is durable until [`BlobWriter::finish`] returns.
     fn create(&self, id: BlobId) -> Result<Self::Writer, BlobError>;
+    /// Starts a blob of the local cold class: stored compressed frame by frame, read back
+    /// through the same [`BlobStore::open`].
+    fn create_cold(&self, id: BlobId) -> Result<Self::Writer, BlobError>;
     /// Opens a blob whose payload is `len` bytes long (from the metadata record).
     fn open(&self, id: BlobId, len: u64) -> Result<Self::Reader, BlobError>;
     /// Removes a blob; a missing one is not an error (deletion is retried after crashes).
