@@ -379,6 +379,55 @@ async fn bad_lifecycle_configurations_are_refused() {
         ),
         (
             vec![
+                rule("ia-too-soon", "")
+                    .transitions(
+                        Transition::builder()
+                            .days(10)
+                            .storage_class(TransitionStorageClass::StandardIa)
+                            .build(),
+                    )
+                    .build()
+                    .unwrap(),
+            ],
+            "InvalidArgument",
+        ),
+        (
+            vec![
+                rule("expire-before-move", "")
+                    .transitions(
+                        Transition::builder()
+                            .days(40)
+                            .storage_class(TransitionStorageClass::GlacierIr)
+                            .build(),
+                    )
+                    .expiration(LifecycleExpiration::builder().days(40).build())
+                    .build()
+                    .unwrap(),
+            ],
+            "InvalidArgument",
+        ),
+        (
+            vec![
+                rule("twice", "")
+                    .transitions(
+                        Transition::builder()
+                            .days(30)
+                            .storage_class(TransitionStorageClass::GlacierIr)
+                            .build(),
+                    )
+                    .transitions(
+                        Transition::builder()
+                            .days(60)
+                            .storage_class(TransitionStorageClass::GlacierIr)
+                            .build(),
+                    )
+                    .build()
+                    .unwrap(),
+            ],
+            "InvalidArgument",
+        ),
+        (
+            vec![
                 rule("noon", "")
                     .expiration(
                         LifecycleExpiration::builder()
@@ -431,5 +480,305 @@ async fn bad_lifecycle_configurations_are_refused() {
                 .await
         ),
         "NoSuchLifecycleConfiguration"
+    );
+}
+
+/// Log-like text: compressible, as the data people tier usually is.
+fn log_text(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 100);
+    let mut i = seed;
+    while out.len() < len {
+        out.extend_from_slice(
+            format!(
+                "2026-11-24T10:{:02}:{:02}Z host-{} GET /api/v1/items/{} 200 {}ms\n",
+                i / 60 % 60,
+                i % 60,
+                i % 7,
+                i * 31 % 10_007,
+                i % 97
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// Bytes of blob files on disk.
+fn blob_bytes(data_dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for shard in std::fs::read_dir(data_dir.join("blobs")).unwrap() {
+        for f in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            total += f.unwrap().metadata().unwrap().len();
+        }
+    }
+    total
+}
+
+async fn body_of(
+    c: &aws_sdk_s3::Client,
+    b: &str,
+    k: &str,
+    version: Option<&str>,
+    range: Option<&str>,
+) -> Vec<u8> {
+    c.get_object()
+        .bucket(b)
+        .key(k)
+        .set_version_id(version.map(str::to_owned))
+        .set_range(range.map(str::to_owned))
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn transition_to_cold_class_and_read_back() {
+    use aws_sdk_s3::types::{NoncurrentVersionTransition, StorageClass};
+    let r = fast_region();
+    let c = r.client();
+    let b = "tier";
+    c.create_bucket().bucket(b).send().await.unwrap();
+    c.put_bucket_versioning()
+        .bucket(b)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let a = log_text(1_500_000, 1);
+    let old_b = log_text(400_000, 2);
+    let new_b = log_text(400_000, 3);
+    let parts = vec![log_text(5 * 1024 * 1024, 4), log_text(700_000, 5)];
+    let whole: Vec<u8> = parts.concat();
+    let small = log_text(1000, 6);
+    let upload = |k: &'static str, data: Vec<u8>| {
+        let c = c.clone();
+        async move {
+            c.put_object()
+                .bucket(b)
+                .key(k)
+                .body(ByteStream::from(data))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let a_etag = upload("cold/a", a.clone()).await.e_tag.unwrap();
+    let old_b_version = upload("cold/b", old_b.clone()).await.version_id.unwrap();
+    upload("cold/b", new_b.clone()).await;
+    upload("cold/small", small.clone()).await;
+    upload("warm/x", a.clone()).await;
+    let mp_etag = common::multipart_put(&c, b, "cold/mp", &parts)
+        .await
+        .unwrap();
+    let before = blob_bytes(&r.data_dir);
+
+    set_rules(
+        &c,
+        b,
+        vec![
+            rule("to-cold", "cold/")
+                .transitions(
+                    Transition::builder()
+                        .days(1)
+                        .storage_class(TransitionStorageClass::GlacierIr)
+                        .build(),
+                )
+                .noncurrent_version_transitions(
+                    NoncurrentVersionTransition::builder()
+                        .noncurrent_days(1)
+                        .storage_class(TransitionStorageClass::GlacierIr)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        ],
+    )
+    .await;
+    let got = c
+        .get_bucket_lifecycle_configuration()
+        .bucket(b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.rules()[0].transitions()[0].storage_class(),
+        Some(&TransitionStorageClass::GlacierIr)
+    );
+
+    let class_of = |k: &'static str| {
+        let c = c.clone();
+        async move {
+            c.head_object()
+                .bucket(b)
+                .key(k)
+                .send()
+                .await
+                .unwrap()
+                .storage_class()
+                .cloned()
+        }
+    };
+    eventually("current versions move to GLACIER_IR", || async {
+        class_of("cold/a").await == Some(StorageClass::GlacierIr)
+            && class_of("cold/mp").await == Some(StorageClass::GlacierIr)
+            && class_of("cold/b").await == Some(StorageClass::GlacierIr)
+    })
+    .await;
+    eventually("the noncurrent version moves too", || async {
+        let out = c
+            .list_object_versions()
+            .bucket(b)
+            .prefix("cold/b")
+            .send()
+            .await
+            .unwrap();
+        out.versions().len() == 2
+            && out
+                .versions()
+                .iter()
+                .all(|v| v.storage_class().map(|s| s.as_str()) == Some("GLACIER_IR"))
+    })
+    .await;
+    // Under the 128 KiB default minimum, and outside the rule: untouched.
+    assert_eq!(class_of("cold/small").await, None);
+    assert_eq!(class_of("warm/x").await, None);
+
+    // Read-back: whole objects, ranges across frame edges, parts, old versions; same ETags.
+    assert_eq!(body_of(&c, b, "cold/a", None, None).await, a);
+    assert_eq!(
+        body_of(&c, b, "cold/a", None, Some("bytes=65530-200000")).await,
+        &a[65530..=200_000]
+    );
+    assert_eq!(
+        body_of(&c, b, "cold/a", None, Some("bytes=-10")).await,
+        &a[a.len() - 10..]
+    );
+    assert_eq!(body_of(&c, b, "cold/mp", None, None).await, whole);
+    let p2 = c
+        .get_object()
+        .bucket(b)
+        .key("cold/mp")
+        .part_number(2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(p2.e_tag(), Some(mp_etag.as_str()));
+    assert_eq!(
+        p2.body.collect().await.unwrap().into_bytes().to_vec(),
+        parts[1]
+    );
+    assert_eq!(
+        body_of(&c, b, "cold/b", Some(&old_b_version), None).await,
+        old_b
+    );
+    assert_eq!(body_of(&c, b, "cold/b", None, None).await, new_b);
+    let head = c
+        .head_object()
+        .bucket(b)
+        .key("cold/a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.e_tag(), Some(a_etag.as_str()));
+    let listed = c
+        .list_objects_v2()
+        .bucket(b)
+        .prefix("cold/a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.contents()[0].storage_class().map(|s| s.as_str()),
+        Some("GLACIER_IR")
+    );
+
+    // Compressed on disk: the collected originals give back more than the copies take.
+    eventually("old blobs are collected", || async {
+        blob_bytes(&r.data_dir) * 2 < before
+    })
+    .await;
+    let metrics = r.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("feiyun_lifecycle_transitioned_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn storage_class_on_upload() {
+    use aws_sdk_s3::types::StorageClass;
+    let r = Region::start();
+    let c = r.client();
+    c.create_bucket().bucket("sclass").send().await.unwrap();
+    let data = log_text(300_000, 9);
+    c.put_object()
+        .bucket("sclass")
+        .key("ia")
+        .storage_class(StorageClass::StandardIa)
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .unwrap();
+    let head = c
+        .head_object()
+        .bucket("sclass")
+        .key("ia")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.storage_class(), Some(&StorageClass::StandardIa));
+    assert_eq!(
+        body_of(&c, "sclass", "ia", None, Some("bytes=100-70000")).await,
+        &data[100..=70000]
+    );
+    assert!(blob_bytes(&r.data_dir) < data.len() as u64 / 2);
+    // Copying in place with STANDARD brings it back, uncompressed.
+    c.copy_object()
+        .bucket("sclass")
+        .key("ia")
+        .copy_source("sclass/ia")
+        .storage_class(StorageClass::Standard)
+        .send()
+        .await
+        .unwrap();
+    let head = c
+        .head_object()
+        .bucket("sclass")
+        .key("ia")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.storage_class(), None);
+    assert_eq!(body_of(&c, "sclass", "ia", None, None).await, data);
+    // Classes that need a restore before reading are refused and store nothing.
+    assert_eq!(
+        code(
+            c.put_object()
+                .bucket("sclass")
+                .key("deep")
+                .storage_class(StorageClass::DeepArchive)
+                .body(ByteStream::from_static(b"x"))
+                .send()
+                .await
+        ),
+        "InvalidStorageClass"
+    );
+    assert_eq!(
+        code(c.head_object().bucket("sclass").key("deep").send().await),
+        "NotFound"
     );
 }

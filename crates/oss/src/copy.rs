@@ -55,6 +55,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             checksum_algorithm: algorithm,
             want_payload_sha256: false,
             declared_len: Some(source.size),
+            // S3 copies into STANDARD unless the request names a class.
+            cold: settings.0.storage_class.is_some(),
         };
         let staged = self
             .stage(body, &spec, MAX_PUT_SIZE, self.config.inline_threshold)
@@ -109,6 +111,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             checksum_algorithm: None,
             want_payload_sha256: false,
             declared_len: Some(read.content_length),
+            cold: false,
         };
         let info = self
             .upload_part(bucket, key, upload_id, part_number, spec, body, |_| Ok(()))

@@ -111,6 +111,31 @@ pub(crate) fn created(
     Ok(())
 }
 
+/// Adds the event row for a change to a version that keeps its bytes (a lifecycle
+/// transition), named `name` (S3's name without `s3:`).
+pub(crate) fn updated(
+    batch: &mut WriteBatch,
+    id: u64,
+    bucket: &str,
+    key: &str,
+    name: &str,
+    rec: &ObjectRecord,
+    version_id: Option<String>,
+) -> Result<(), OssError> {
+    let e = EventRecord {
+        id,
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        name: name.to_owned(),
+        time_ms: crate::now_millis(),
+        size: Some(rec.size),
+        etag: Some(rec.etag.clone()),
+        version_id,
+    };
+    batch.put(Table::Events, event_key(id), records::encode(&e)?);
+    Ok(())
+}
+
 /// Adds the event row for a removal (`marker`: a delete marker was created).
 pub(crate) fn removed(
     batch: &mut WriteBatch,
@@ -256,7 +281,7 @@ pub struct NotificationRule {
 }
 
 /// Event names S3 can notify about that Feiyun produces (wildcards included).
-const KNOWN_EVENTS: [&str; 11] = [
+const KNOWN_EVENTS: [&str; 13] = [
     "s3:ObjectCreated:*",
     "s3:ObjectCreated:Put",
     "s3:ObjectCreated:Copy",
@@ -268,6 +293,8 @@ const KNOWN_EVENTS: [&str; 11] = [
     "s3:LifecycleExpiration:*",
     "s3:LifecycleExpiration:Delete",
     "s3:LifecycleExpiration:DeleteMarkerCreated",
+    "s3:LifecycleTransition",
+    "s3:LifecycleTransition:*",
 ];
 
 const NOTIFICATION_CONFIG: &str = "notification";

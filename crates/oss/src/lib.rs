@@ -28,6 +28,7 @@ mod lock;
 mod multipart;
 mod put;
 pub mod tagging;
+pub mod transition;
 mod versions;
 
 use std::sync::Arc;
@@ -191,6 +192,8 @@ pub struct OssStats {
     pub lifecycle_uploads_aborted: AtomicU64,
     /// Lifecycle actions refused by Object Lock.
     pub lifecycle_skipped_locked: AtomicU64,
+    /// Versions moved to the cold class by lifecycle.
+    pub lifecycle_transitioned: AtomicU64,
 }
 
 /// Settings the service needs from configuration.

@@ -16,6 +16,7 @@ use feiyun_meta::{MetaStore, Table, prefix_end};
 use serde::{Deserialize, Serialize};
 
 use crate::records::{self, ObjectRecord, VersionId, VersionRow};
+use crate::transition::class_rank;
 use crate::versions::{Change, VersionSelector};
 use crate::{ObjectService, OssError, keys, now_millis};
 
@@ -27,6 +28,9 @@ const KEYS_PER_PAGE: usize = 500;
 /// Versions of one key examined per run; a key with more is finished by later runs.
 const VERSIONS_PER_KEY: usize = 10_000;
 const DAY_MS: i64 = 86_400_000;
+/// S3's default (`all_storage_classes_128K`): smaller objects are not transitioned unless a
+/// rule's own size filter says otherwise.
+const MIN_TRANSITION_SIZE: u64 = 128 * 1024;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifecycleConfig {
@@ -41,6 +45,26 @@ pub struct Rule {
     pub expiration: Option<Expiration>,
     pub noncurrent_expiration: Option<NoncurrentExpiration>,
     pub abort_multipart_days: Option<u32>,
+    #[serde(default)]
+    pub transitions: Vec<Transition>,
+    #[serde(default)]
+    pub noncurrent_transitions: Vec<NoncurrentTransition>,
+}
+
+/// Move current versions to a storage class after `days` since creation or from `date_ms`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub days: Option<u32>,
+    pub date_ms: Option<i64>,
+    pub storage_class: String,
+}
+
+/// Move noncurrent versions to a storage class `days` after they became noncurrent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoncurrentTransition {
+    pub days: u32,
+    pub newer_noncurrent_versions: Option<u32>,
+    pub storage_class: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,10 +97,19 @@ pub struct LifecycleReport {
     pub markers_removed: u64,
     pub uploads_aborted: u64,
     pub skipped_locked: u64,
+    pub transitioned: u64,
 }
 
 fn invalid(m: impl Into<String>) -> OssError {
     OssError::InvalidArgument(m.into())
+}
+
+impl Rule {
+    fn may_transition(&self, size: u64) -> bool {
+        size >= MIN_TRANSITION_SIZE
+            || self.filter.size_greater_than.is_some()
+            || self.filter.size_less_than.is_some()
+    }
 }
 
 impl Filter {
@@ -119,6 +152,8 @@ impl LifecycleConfig {
             if r.expiration.is_none()
                 && r.noncurrent_expiration.is_none()
                 && r.abort_multipart_days.is_none()
+                && r.transitions.is_empty()
+                && r.noncurrent_transitions.is_empty()
             {
                 return Err(invalid(
                     "At least one action needs to be specified in a rule",
@@ -168,6 +203,7 @@ impl LifecycleConfig {
                     return Err(invalid("NewerNoncurrentVersions must be between 1 and 100"));
                 }
             }
+            validate_transitions(r)?;
             if let Some(d) = r.abort_multipart_days {
                 if d == 0 {
                     return Err(invalid(
@@ -183,6 +219,61 @@ impl LifecycleConfig {
         }
         Ok(())
     }
+}
+
+fn validate_transitions(r: &Rule) -> Result<(), OssError> {
+    let mut classes = std::collections::HashSet::new();
+    for t in &r.transitions {
+        if usize::from(t.days.is_some()) + usize::from(t.date_ms.is_some()) != 1 {
+            return Err(OssError::MalformedXml(
+                "Transition needs exactly one of Days or Date".into(),
+            ));
+        }
+        if t.date_ms.is_some_and(|d| d.rem_euclid(DAY_MS) != 0) {
+            return Err(invalid("'Date' must be at midnight GMT"));
+        }
+        crate::transition::validate_transition(&t.storage_class, t.days)?;
+        if !classes.insert(t.storage_class.as_str()) {
+            return Err(invalid(
+                "'StorageClass' must be different for 'Transition' actions in same 'Rule'",
+            ));
+        }
+        if let (Some(td), Some(ed)) = (t.days, r.expiration.as_ref().and_then(|e| e.days))
+            && ed <= td
+        {
+            return Err(invalid(
+                "'Days' in the Expiration action must be greater than 'Days' in the Transition action",
+            ));
+        }
+    }
+    let days_based = r.transitions.iter().filter(|t| t.days.is_some()).count();
+    if days_based != 0 && days_based != r.transitions.len() {
+        return Err(invalid(
+            "Found mixed 'Date' and 'Days' based Transition actions in lifecycle rule",
+        ));
+    }
+    let mut classes = std::collections::HashSet::new();
+    for t in &r.noncurrent_transitions {
+        crate::transition::validate_transition(&t.storage_class, Some(t.days))?;
+        if !classes.insert(t.storage_class.as_str()) {
+            return Err(invalid(
+                "'StorageClass' must be different for 'NoncurrentVersionTransition' actions in same 'Rule'",
+            ));
+        }
+        if t.newer_noncurrent_versions
+            .is_some_and(|v| v == 0 || v > 100)
+        {
+            return Err(invalid("NewerNoncurrentVersions must be between 1 and 100"));
+        }
+        if let Some(n) = &r.noncurrent_expiration
+            && n.days <= t.days
+        {
+            return Err(invalid(
+                "'NoncurrentDays' in the NoncurrentVersionExpiration action must be greater than 'NoncurrentDays' in the NoncurrentVersionTransition action",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A version as the worker sees it.
@@ -260,6 +351,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             .fetch_add(report.uploads_aborted, Ordering::Relaxed);
         s.lifecycle_skipped_locked
             .fetch_add(report.skipped_locked, Ordering::Relaxed);
+        s.lifecycle_transitioned
+            .fetch_add(report.transitioned, Ordering::Relaxed);
         Ok(report)
     }
 
@@ -380,6 +473,22 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     // The rest is judged on the next run, with the new marker in place.
                     return Ok(());
                 }
+                // The coldest class a due transition names.
+                let due = rules
+                    .iter()
+                    .filter(|r| matches(r, current) && r.may_transition(rec.size))
+                    .flat_map(|r| &r.transitions)
+                    .filter(|t| {
+                        t.days
+                            .is_some_and(|d| age_days(rec.last_modified_ms) >= i64::from(d))
+                            || t.date_ms.is_some_and(|d| now_ms >= d)
+                    })
+                    .map(|t| t.storage_class.as_str())
+                    .max_by_key(|c| class_rank(Some(c)));
+                if let Some(class) = due {
+                    self.lifecycle_transition(bucket, key, current, class, report)
+                        .await?;
+                }
             }
             None => {
                 let lone = seen.len() == 1;
@@ -402,6 +511,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             }
         }
         // Noncurrent versions: a version became noncurrent when the next newer one was written.
+        let mut expired = std::collections::HashSet::new();
         for rule in rules {
             let Some(n) = &rule.noncurrent_expiration else {
                 continue;
@@ -422,11 +532,74 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     selector: s.selector(),
                     bypass_governance: false,
                 };
+                expired.insert(s.id);
                 self.lifecycle_apply(bucket, key, change, report, |r| r.noncurrent_expired += 1)
                     .await?;
             }
         }
+        // Noncurrent transitions, for versions expiration left in place.
+        let mut target: std::collections::HashMap<VersionId, &str> = Default::default();
+        for rule in rules {
+            for t in &rule.noncurrent_transitions {
+                let mut rank = 0u32;
+                for i in 1..seen.len() {
+                    let s = &seen[i];
+                    let Some(rec) = &s.record else { continue };
+                    if !matches(rule, s) {
+                        continue;
+                    }
+                    let keep = t.newer_noncurrent_versions.is_some_and(|k| rank < k);
+                    rank += 1;
+                    if keep
+                        || !rule.may_transition(rec.size)
+                        || expired.contains(&s.id)
+                        || age_days(seen[i - 1].created_ms) < i64::from(t.days)
+                    {
+                        continue;
+                    }
+                    let slot = target.entry(s.id).or_insert(&t.storage_class);
+                    if class_rank(Some(&t.storage_class)) > class_rank(Some(slot)) {
+                        *slot = &t.storage_class;
+                    }
+                }
+            }
+        }
+        for s in &seen[1..] {
+            if let Some(class) = target.get(&s.id) {
+                self.lifecycle_transition(bucket, key, s, class, report)
+                    .await?;
+            }
+        }
         Ok(())
+    }
+
+    /// Moves `s` to `class` unless it is already there or colder.
+    async fn lifecycle_transition(
+        &self,
+        bucket: &str,
+        key: &str,
+        s: &Seen,
+        class: &str,
+        report: &mut LifecycleReport,
+    ) -> Result<(), OssError> {
+        let Some(rec) = &s.record else {
+            return Ok(());
+        };
+        if class_rank(rec.storage_class.as_deref()) >= class_rank(Some(class)) {
+            return Ok(());
+        }
+        match self
+            .transition_version(bucket, key, s.selector(), rec, class)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(bucket, key, version = %rec.version.render(), class, "lifecycle transition");
+                report.transitioned += 1;
+                Ok(())
+            }
+            Ok(false) | Err(OssError::NoSuchBucket | OssError::Busy) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn lifecycle_apply(

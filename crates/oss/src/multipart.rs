@@ -39,6 +39,8 @@ pub struct UploadInfo {
     pub initiated_ms: i64,
     pub checksum_algorithm: Option<ChecksumAlgorithm>,
     pub checksum_kind: Option<ChecksumKind>,
+    /// `None` is STANDARD.
+    pub storage_class: Option<String>,
 }
 
 /// A part named in CompleteMultipartUpload.
@@ -158,6 +160,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 _ => spec.checksum_algorithm = Some(alg),
             }
         }
+        spec.cold = upload.headers.storage_class.is_some();
         // Parts always go to blobs: completion references them without copying.
         let staged = self.stage(body, &spec, MAX_PUT_SIZE, 0).await?;
         verify(&staged.digests)?;
@@ -286,6 +289,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             initiated_ms: upload.initiated_ms,
             checksum_algorithm: upload.checksum_algorithm,
             checksum_kind: upload.checksum_kind,
+            storage_class: upload.headers.storage_class.clone(),
         };
         Ok((info, parts, truncated))
     }
@@ -515,6 +519,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 initiated_ms: r.initiated_ms,
                 checksum_algorithm: r.checksum_algorithm,
                 checksum_kind: r.checksum_kind,
+                storage_class: r.headers.storage_class.clone(),
             });
         }
         Ok(UploadPage {

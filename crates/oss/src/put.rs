@@ -77,6 +77,9 @@ pub struct WriteSpec {
     pub want_payload_sha256: bool,
     /// The declared (decoded) length; a body of any other length fails.
     pub declared_len: Option<u64>,
+    /// Write blobs in the cold (compressed) format. Set by the service from the object's
+    /// storage class, never by the protocol edge.
+    pub cold: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +122,10 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     {
         keys::validate_object_key(key)?;
         self.require_bucket(bucket).await?;
+        let spec = WriteSpec {
+            cold: headers.storage_class.is_some(),
+            ..spec
+        };
         let staged = self
             .stage(
                 body,
@@ -228,8 +235,13 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         let blobs = self.blobs.clone();
         let algorithm = spec.checksum_algorithm;
         let want_sha = spec.want_payload_sha256;
+        let cold = spec.cold;
         let worker = tokio::task::spawn_blocking(move || -> Result<Digests, OssError> {
-            let mut w = blobs.create(id)?;
+            let mut w = if cold {
+                blobs.create_cold(id)?
+            } else {
+                blobs.create(id)?
+            };
             let mut h = StreamHasher::new(algorithm, want_sha);
             while let Some(chunk) = rx.blocking_recv() {
                 h.update(&chunk);

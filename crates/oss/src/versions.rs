@@ -201,10 +201,33 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             + Sync
             + 'static,
     {
+        self.update_version_with(bucket, key, selector, f, WriteBatch::new(), None)
+            .await
+    }
+
+    /// [`Self::update_version`] committing `extra` in the same batch and, with `event`, an
+    /// event row of that S3 name.
+    pub(crate) async fn update_version_with<F>(
+        &self,
+        bucket: &str,
+        key: &str,
+        selector: Option<VersionSelector>,
+        f: F,
+        extra: WriteBatch,
+        event: Option<&'static str>,
+    ) -> Result<ObjectRecord, OssError>
+    where
+        F: Fn(&BucketRecord, &mut ObjectRecord, i64) -> Result<(), OssError>
+            + Send
+            + Sync
+            + 'static,
+    {
         keys::validate_object_key(key)?;
         let f = Arc::new(f);
+        let extra = Arc::new(extra);
         for _ in 0..MAX_COMMIT_RETRIES {
-            let (b, k, f) = (bucket.to_owned(), key.to_owned(), f.clone());
+            let (b, k, f, extra) = (bucket.to_owned(), key.to_owned(), f.clone(), extra.clone());
+            let event_id = event.map(|_| self.event_ids.next());
             let planned = self
                 .blocking(move |m, _| {
                     let (mut rec, _) = resolve(m, &b, &k, selector)?;
@@ -238,6 +261,16 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     batch
                         .check_value(table, row_key.clone(), Some(old))
                         .put(table, row_key, value);
+                    batch.checks.extend(extra.checks.iter().cloned());
+                    batch.mutations.extend(extra.mutations.iter().cloned());
+                    if let (Some(name), Some(id)) = (event, event_id) {
+                        let version_id = match brec.versioning {
+                            crate::records::Versioning::Unversioned => None,
+                            _ if rec.null_version => Some("null".to_owned()),
+                            _ => Some(rec.version.render()),
+                        };
+                        events::updated(&mut batch, id, &b, &k, name, &rec, version_id)?;
+                    }
                     Ok((batch, rec))
                 })
                 .await;

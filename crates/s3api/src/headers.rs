@@ -94,14 +94,8 @@ pub fn version_settings(
     }
     h.retention = crate::subresources::put_retention(mode, until)?;
     h.legal_hold = crate::subresources::legal_hold_on(legal_hold)?;
-    h.storage_class = match storage_class.as_ref().map(|c| c.as_str()) {
-        None | Some("STANDARD") => None,
-        Some(other) => {
-            return Err(OssError::InvalidStorageClass(format!(
-                "The storage class {other} is not available in this region"
-            )));
-        }
-    };
+    h.storage_class =
+        feiyun_oss::transition::storage_class(storage_class.as_ref().map(|c| c.as_str()))?;
     Ok(())
 }
 
@@ -237,6 +231,7 @@ impl BodyChecks {
             checksum_algorithm: self.algorithm,
             want_payload_sha256: self.payload_sha256.is_some(),
             declared_len,
+            cold: false,
         })
     }
 

@@ -1,7 +1,10 @@
 //! Put/Get/DeleteBucketLifecycleConfiguration: S3's XML model to and from the service's
 //! `LifecycleConfig`.
 
-use feiyun_oss::lifecycle::{Expiration, Filter, LifecycleConfig, NoncurrentExpiration, Rule};
+use feiyun_oss::lifecycle::{
+    Expiration, Filter, LifecycleConfig, NoncurrentExpiration, NoncurrentTransition, Rule,
+    Transition as RuleTransition,
+};
 use feiyun_oss::{BlobStore, MetaStore, OssError};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
@@ -25,16 +28,44 @@ fn size(n: Option<i64>) -> Result<Option<u64>, OssError> {
     .transpose()
 }
 
+fn class_in(c: &Option<TransitionStorageClass>, what: &str) -> Result<String, OssError> {
+    c.as_ref()
+        .map(|c| c.as_str().to_owned())
+        .ok_or_else(|| OssError::MalformedXml(format!("{what} needs a StorageClass")))
+}
+
 fn rule_in(r: &LifecycleRule, index: usize) -> Result<Rule, OssError> {
-    if r.transitions.as_ref().is_some_and(|t| !t.is_empty())
-        || r.noncurrent_version_transitions
-            .as_ref()
-            .is_some_and(|t| !t.is_empty())
-    {
-        return Err(OssError::InvalidStorageClass(
-            "lifecycle transitions are not available yet in this region".into(),
-        ));
-    }
+    let transitions = r
+        .transitions
+        .iter()
+        .flatten()
+        .map(|t| {
+            Ok(RuleTransition {
+                days: non_negative(t.days, "Days")?,
+                date_ms: t.date.as_ref().map(headers::unix_millis),
+                storage_class: class_in(&t.storage_class, "Transition")?,
+            })
+        })
+        .collect::<Result<Vec<_>, OssError>>()?;
+    let noncurrent_transitions = r
+        .noncurrent_version_transitions
+        .iter()
+        .flatten()
+        .map(|t| {
+            Ok(NoncurrentTransition {
+                days: non_negative(t.noncurrent_days, "NoncurrentDays")?.ok_or_else(|| {
+                    OssError::MalformedXml(
+                        "NoncurrentVersionTransition needs NoncurrentDays".into(),
+                    )
+                })?,
+                newer_noncurrent_versions: non_negative(
+                    t.newer_noncurrent_versions,
+                    "NewerNoncurrentVersions",
+                )?,
+                storage_class: class_in(&t.storage_class, "NoncurrentVersionTransition")?,
+            })
+        })
+        .collect::<Result<Vec<_>, OssError>>()?;
     let enabled = match r.status.as_str() {
         ExpirationStatus::ENABLED => true,
         ExpirationStatus::DISABLED => false,
@@ -130,6 +161,8 @@ fn rule_in(r: &LifecycleRule, index: usize) -> Result<Rule, OssError> {
         expiration,
         noncurrent_expiration,
         abort_multipart_days,
+        transitions,
+        noncurrent_transitions,
     })
 }
 
@@ -192,8 +225,26 @@ fn rule_out(r: Rule) -> LifecycleRule {
             }
         }),
         prefix: None,
-        transitions: None,
-        noncurrent_version_transitions: None,
+        transitions: (!r.transitions.is_empty()).then(|| {
+            r.transitions
+                .into_iter()
+                .map(|t| Transition {
+                    days: t.days.map(|d| d as i32),
+                    date: t.date_ms.map(headers::timestamp),
+                    storage_class: Some(TransitionStorageClass::from(t.storage_class)),
+                })
+                .collect()
+        }),
+        noncurrent_version_transitions: (!r.noncurrent_transitions.is_empty()).then(|| {
+            r.noncurrent_transitions
+                .into_iter()
+                .map(|t| NoncurrentVersionTransition {
+                    noncurrent_days: Some(t.days as i32),
+                    newer_noncurrent_versions: t.newer_noncurrent_versions.map(|v| v as i32),
+                    storage_class: Some(TransitionStorageClass::from(t.storage_class)),
+                })
+                .collect()
+        }),
     }
 }
 
@@ -237,7 +288,11 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             .map_err(fail(&req))?;
         Ok(S3Response::new(GetBucketLifecycleConfigurationOutput {
             rules: Some(cfg.rules.into_iter().map(rule_out).collect()),
-            ..Default::default()
+            transition_default_minimum_object_size: Some(
+                TransitionDefaultMinimumObjectSize::from_static(
+                    TransitionDefaultMinimumObjectSize::ALL_STORAGE_CLASSES_128K,
+                ),
+            ),
         }))
     }
 

@@ -53,7 +53,9 @@ fn render(page: &ListPage<ObjectRecord>, encode: bool, fetch_owner: bool) -> Ren
                 size: Some(r.size as i64),
                 e_tag: Some(headers::etag(&r.etag)),
                 last_modified: Some(headers::timestamp(r.last_modified_ms)),
-                storage_class: Some(ObjectStorageClass::from("STANDARD".to_owned())),
+                storage_class: Some(ObjectStorageClass::from(
+                    r.storage_class.clone().unwrap_or_else(|| "STANDARD".into()),
+                )),
                 checksum_algorithm: r
                     .checksum
                     .as_ref()

@@ -223,7 +223,9 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             parts: Some(parts),
             checksum_algorithm: info.checksum_algorithm.map(headers::dto_algorithm),
             owner: Some(crate::bucket::owner()),
-            storage_class: Some(StorageClass::from("STANDARD".to_owned())),
+            storage_class: Some(StorageClass::from(
+                info.storage_class.unwrap_or_else(|| "STANDARD".into()),
+            )),
             ..Default::default()
         }))
     }
@@ -264,7 +266,9 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
                 upload_id: Some(u.upload_id),
                 initiated: Some(headers::timestamp(u.initiated_ms)),
                 checksum_algorithm: u.checksum_algorithm.map(headers::dto_algorithm),
-                storage_class: Some(StorageClass::from("STANDARD".to_owned())),
+                storage_class: Some(StorageClass::from(
+                    u.storage_class.unwrap_or_else(|| "STANDARD".into()),
+                )),
                 owner: Some(crate::bucket::owner()),
                 ..Default::default()
             })

@@ -83,7 +83,7 @@ impl Metrics {
             blobs_collected.clone(),
         );
         let mut mirrored: Vec<(Counter, StatReader)> = Vec::new();
-        let lifecycle: [(&str, &str, StatReader); 4] = [
+        let lifecycle: [(&str, &str, StatReader); 5] = [
             (
                 "lifecycle_expired_versions",
                 "Versions removed by lifecycle expiration, current and noncurrent",
@@ -103,6 +103,11 @@ impl Metrics {
                 "lifecycle_skipped_locked",
                 "Lifecycle actions refused because Object Lock protects the version",
                 |s| s.lifecycle_skipped_locked.load(Ordering::Relaxed),
+            ),
+            (
+                "lifecycle_transitioned",
+                "Versions moved to the cold storage class by lifecycle",
+                |s| s.lifecycle_transitioned.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, read) in lifecycle {
