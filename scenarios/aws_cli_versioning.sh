@@ -66,4 +66,22 @@ aws s3api put-bucket-cors --bucket $b --cors-configuration "file://$d/cors.json"
 out=$(aws s3api put-bucket-lifecycle-configuration --bucket $b --lifecycle-configuration \
   '{"Rules":[{"ID":"x","Status":"Enabled","Filter":{"Prefix":""},"Expiration":{"Days":0}}]}' 2>&1 || true)
 [[ $out == *InvalidArgument* ]] || { echo "zero-day expiration accepted: $out"; exit 1; }
+
+# The local cold class: uploads name it, lifecycle rules transition to it.
+head -c 400000 /dev/urandom | base64 > "$d/cold"
+aws s3 cp "$d/cold" "s3://$b/cold/one" --storage-class STANDARD_IA >/dev/null
+[ "$(aws s3api head-object --bucket $b --key cold/one --query StorageClass --output text)" = "STANDARD_IA" ]
+aws s3 cp "s3://$b/cold/one" "$d/cold.back" >/dev/null
+cmp "$d/cold" "$d/cold.back"
+[ "$(aws s3api list-objects-v2 --bucket $b --prefix cold/ --query 'Contents[0].StorageClass' --output text)" = "STANDARD_IA" ]
+cat > "$d/tier.json" <<'JSON'
+{"Rules": [{"ID": "tier", "Status": "Enabled", "Filter": {"Prefix": "archive/"},
+            "Transitions": [{"Days": 30, "StorageClass": "STANDARD_IA"}, {"Days": 90, "StorageClass": "GLACIER_IR"}],
+            "NoncurrentVersionTransitions": [{"NoncurrentDays": 30, "StorageClass": "GLACIER_IR"}],
+            "Expiration": {"Days": 365}}]}
+JSON
+aws s3api put-bucket-lifecycle-configuration --bucket $b --lifecycle-configuration "file://$d/tier.json"
+[ "$(aws s3api get-bucket-lifecycle-configuration --bucket $b --query 'Rules[0].Transitions[1].StorageClass' --output text)" = "GLACIER_IR" ]
+out=$(aws s3 cp "$d/one" "s3://$b/deep" --storage-class DEEP_ARCHIVE 2>&1 || true)
+[[ $out == *InvalidStorageClass* ]] || { echo "DEEP_ARCHIVE accepted: $out"; exit 1; }
 echo "aws cli versioning ok"
