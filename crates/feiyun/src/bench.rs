@@ -75,6 +75,11 @@ pub struct BenchArgs {
     /// Versions written per key for the ListObjectVersions benchmark
     #[arg(long, default_value_t = 5)]
     pub(crate) list_versions: usize,
+    /// Write large objects in this storage class (e.g. GLACIER_IR, the compressed cold class).
+    /// The payload is then log-like text rather than a byte pattern, so compression sees
+    /// realistic data; pass STANDARD for the same payload uncompressed.
+    #[arg(long)]
+    pub(crate) storage_class: Option<String>,
 }
 
 /// Upper bound on connections, streams and phase length, so a typo cannot run forever.
@@ -90,6 +95,8 @@ pub(crate) struct Ctx {
     base: hyper::Uri,
     host: String,
     pub(crate) bucket: String,
+    /// `x-amz-storage-class` sent (and signed) on PUTs of objects.
+    storage_class: Option<String>,
 }
 
 #[derive(Debug)]
@@ -149,6 +156,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         base,
         host,
         bucket: args.bucket.clone(),
+        storage_class: args.storage_class.clone(),
     });
     let (status, _) = ctx.request("PUT", "", Body::default()).await?;
     if !(status == 200 || status == 409) {
@@ -208,6 +216,7 @@ impl Ctx {
             base: self.base.clone(),
             host: self.host.clone(),
             bucket: bucket.to_owned(),
+            storage_class: None,
         }
     }
 
@@ -234,14 +243,17 @@ impl Ctx {
             format!("/{}/{}", self.bucket, key)
         };
         let date = sigv4::now_amz_date();
-        let signed = self.signer.sign(
-            method,
-            &path,
-            query,
-            &[("host", self.host.clone())],
-            sigv4::UNSIGNED,
-            &date,
-        );
+        let mut headers = vec![("host", self.host.clone())];
+        if let Some(class) = self
+            .storage_class
+            .as_ref()
+            .filter(|_| method == "PUT" && !key.is_empty())
+        {
+            headers.push(("x-amz-storage-class", class.clone()));
+        }
+        let signed = self
+            .signer
+            .sign(method, &path, query, &headers, sigv4::UNSIGNED, &date);
         let scheme = self.base.scheme_str().unwrap_or("http");
         let mut req = hyper::Request::builder()
             .method(method)
@@ -251,6 +263,9 @@ impl Ctx {
                 format!("{scheme}://{}{path}?{query}", self.host)
             })
             .header("host", &self.host);
+        for (k, v) in headers.iter().skip(1) {
+            req = req.header(*k, v);
+        }
         for (k, v) in signed {
             req = req.header(k, v);
         }
@@ -397,7 +412,11 @@ async fn large_phase(
             let key = format!("large-{streams}-{i}");
             let t = Instant::now();
             let ok = if op == "PUT" {
-                let chunk = Bytes::from((0..CHUNK).map(|j| (j * 31 + i) as u8).collect::<Vec<_>>());
+                let chunk = if ctx.storage_class.is_some() {
+                    log_text(CHUNK, i as u64)
+                } else {
+                    Bytes::from((0..CHUNK).map(|j| (j * 31 + i) as u8).collect::<Vec<_>>())
+                };
                 let n_full = size / CHUNK as u64;
                 let tail = (size % CHUNK as u64) as usize;
                 let chunks = futures::stream::iter((0..n_full).map(move |_| chunk.clone()))
@@ -453,6 +472,34 @@ async fn large_phase(
         p99_ms: *lat.last().unwrap_or(&0.0),
         peak_rss_mib: rss.finish().await,
     })
+}
+
+/// Access-log-like lines: compresses about as well as the data people move to cold storage.
+fn log_text(len: usize, seed: u64) -> Bytes {
+    let mut out = Vec::with_capacity(len + 128);
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(
+            format!(
+                "10.{}.{}.{} - - [24/Nov/2026:10:{:02}:{:02} +0000] \"GET /api/v1/items/{} HTTP/1.1\" {} {} \"-\" \"client/{}\"\n",
+                x % 256,
+                (x >> 8) % 256,
+                (x >> 16) % 256,
+                (x >> 24) % 60,
+                (x >> 30) % 60,
+                (x >> 36) % 100_000,
+                [200, 200, 200, 304, 404][((x >> 50) % 5) as usize],
+                (x >> 40) % 50_000,
+                (x >> 56) % 9
+            )
+            .as_bytes(),
+        );
+    }
+    out.truncate(len);
+    Bytes::from(out)
 }
 
 /// A streaming body that announces its exact length (so it is sent with Content-Length).
