@@ -1,4 +1,5 @@
-//! Corruption test: bytes flipped on disk, in a data file and in a metadata value, are never
+//! Corruption test: bytes flipped on disk, in a data file (standard or cold) and in a metadata
+//! value, are never
 //! served as good data with a 200.
 
 mod common;
@@ -36,6 +37,15 @@ async fn fetch(c: &aws_sdk_s3::Client, key: &str, range: Option<&str>) -> Option
 
 #[tokio::test]
 async fn flipped_byte_in_a_data_file_is_never_served() {
+    flipped_byte_in(None).await;
+}
+
+#[tokio::test]
+async fn flipped_byte_in_a_cold_data_file_is_never_served() {
+    flipped_byte_in(Some(aws_sdk_s3::types::StorageClass::GlacierIr)).await;
+}
+
+async fn flipped_byte_in(class: Option<aws_sdk_s3::types::StorageClass>) {
     let dir = tempfile::tempdir().unwrap();
     let data = pattern(3 * 1024 * 1024, 1);
     {
@@ -45,6 +55,7 @@ async fn flipped_byte_in_a_data_file_is_never_served() {
         c.put_object()
             .bucket("corrupt")
             .key("big")
+            .set_storage_class(class)
             .body(ByteStream::from(data.clone()))
             .send()
             .await
