@@ -1,6 +1,5 @@
 //! Corruption test: bytes flipped on disk, in a data file (standard or cold) and in a metadata
-//! value, are never
-//! served as good data with a 200.
+//! value, are never served as good data with a 200.
 
 mod common;
 
