@@ -17,8 +17,8 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use crate::local::{frame_crc, fsync_dir};
-use crate::{BlobError, BlobId, FRAME_SIZE, HEADER_LEN, MAX_READ};
+use crate::local::{frame_crc, fsync_dir, read_end};
+use crate::{BlobError, BlobId, FRAME_SIZE, HEADER_LEN};
 
 pub const COLD_MAGIC: &[u8; 8] = b"FYBLOBZ1";
 const FOOTER_LEN: u64 = 24;
@@ -181,16 +181,9 @@ impl ColdReader {
     }
 
     pub fn read(&mut self, offset: u64, len: usize) -> Result<Vec<u8>, BlobError> {
-        if len > MAX_READ {
-            return Err(BlobError::ReadTooLarge(len));
-        }
-        let end = offset
-            .checked_add(len as u64)
-            .filter(|e| *e <= self.len)
-            .ok_or(BlobError::OutOfRange(self.id))?;
-        if len == 0 {
+        let Some(end) = read_end(self.id, self.len, offset, len)? else {
             return Ok(Vec::new());
-        }
+        };
         let frame = FRAME_SIZE as u64;
         let (first, last) = (offset / frame, (end - 1) / frame);
         let disk_start = self.starts[first as usize];

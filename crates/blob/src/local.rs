@@ -231,16 +231,9 @@ struct PlainReader {
 
 impl PlainReader {
     fn read(&mut self, offset: u64, len: usize) -> Result<Vec<u8>, BlobError> {
-        if len > MAX_READ {
-            return Err(BlobError::ReadTooLarge(len));
-        }
-        let end = offset
-            .checked_add(len as u64)
-            .filter(|e| *e <= self.len)
-            .ok_or(BlobError::OutOfRange(self.id))?;
-        if len == 0 {
+        let Some(end) = read_end(self.id, self.len, offset, len)? else {
             return Ok(Vec::new());
-        }
+        };
         let frame = FRAME_SIZE as u64;
         let first = offset / frame;
         let last = (end - 1) / frame;
@@ -282,6 +275,24 @@ impl PlainReader {
         debug_assert_eq!(out.len(), len);
         Ok(out)
     }
+}
+
+/// Where a read of `len` bytes at `offset` ends, after the checks both formats share;
+/// `None` for an empty read.
+pub(crate) fn read_end(
+    id: BlobId,
+    blob_len: u64,
+    offset: u64,
+    len: usize,
+) -> Result<Option<u64>, BlobError> {
+    if len > MAX_READ {
+        return Err(BlobError::ReadTooLarge(len));
+    }
+    let end = offset
+        .checked_add(len as u64)
+        .filter(|e| *e <= blob_len)
+        .ok_or(BlobError::OutOfRange(id))?;
+    Ok((len != 0).then_some(end))
 }
 
 fn frames(len: u64) -> u64 {

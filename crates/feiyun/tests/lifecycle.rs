@@ -516,6 +516,21 @@ fn blob_bytes(data_dir: &std::path::Path) -> u64 {
     total
 }
 
+async fn class_of(
+    c: &aws_sdk_s3::Client,
+    b: &str,
+    k: &str,
+) -> Option<aws_sdk_s3::types::StorageClass> {
+    c.head_object()
+        .bucket(b)
+        .key(k)
+        .send()
+        .await
+        .unwrap()
+        .storage_class()
+        .cloned()
+}
+
 async fn body_of(
     c: &aws_sdk_s3::Client,
     b: &str,
@@ -617,23 +632,10 @@ async fn transition_to_cold_class_and_read_back() {
         Some(&TransitionStorageClass::GlacierIr)
     );
 
-    let class_of = |k: &'static str| {
-        let c = c.clone();
-        async move {
-            c.head_object()
-                .bucket(b)
-                .key(k)
-                .send()
-                .await
-                .unwrap()
-                .storage_class()
-                .cloned()
-        }
-    };
     eventually("current versions move to GLACIER_IR", || async {
-        class_of("cold/a").await == Some(StorageClass::GlacierIr)
-            && class_of("cold/mp").await == Some(StorageClass::GlacierIr)
-            && class_of("cold/b").await == Some(StorageClass::GlacierIr)
+        class_of(&c, b, "cold/a").await == Some(StorageClass::GlacierIr)
+            && class_of(&c, b, "cold/mp").await == Some(StorageClass::GlacierIr)
+            && class_of(&c, b, "cold/b").await == Some(StorageClass::GlacierIr)
     })
     .await;
     eventually("the noncurrent version moves too", || async {
@@ -652,8 +654,8 @@ async fn transition_to_cold_class_and_read_back() {
     })
     .await;
     // Under the 128 KiB default minimum, and outside the rule: untouched.
-    assert_eq!(class_of("cold/small").await, None);
-    assert_eq!(class_of("warm/x").await, None);
+    assert_eq!(class_of(&c, b, "cold/small").await, None);
+    assert_eq!(class_of(&c, b, "warm/x").await, None);
 
     // Read-back: whole objects, ranges across frame edges, parts, old versions; same ETags.
     assert_eq!(body_of(&c, b, "cold/a", None, None).await, a);
@@ -733,14 +735,10 @@ async fn storage_class_on_upload() {
         .send()
         .await
         .unwrap();
-    let head = c
-        .head_object()
-        .bucket("sclass")
-        .key("ia")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(head.storage_class(), Some(&StorageClass::StandardIa));
+    assert_eq!(
+        class_of(&c, "sclass", "ia").await,
+        Some(StorageClass::StandardIa)
+    );
     assert_eq!(
         body_of(&c, "sclass", "ia", None, Some("bytes=100-70000")).await,
         &data[100..=70000]
@@ -755,14 +753,7 @@ async fn storage_class_on_upload() {
         .send()
         .await
         .unwrap();
-    let head = c
-        .head_object()
-        .bucket("sclass")
-        .key("ia")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(head.storage_class(), None);
+    assert_eq!(class_of(&c, "sclass", "ia").await, None);
     assert_eq!(body_of(&c, "sclass", "ia", None, None).await, data);
     // Classes that need a restore before reading are refused and store nothing.
     assert_eq!(
@@ -835,23 +826,9 @@ async fn transitions_survive_kill9() {
         r = Region::start_with(tmp.path(), &env);
     }
     let c = r.client();
-    let cold = |k: String| {
-        let c = c.clone();
-        async move {
-            c.head_object()
-                .bucket("crashy")
-                .key(k)
-                .send()
-                .await
-                .unwrap()
-                .storage_class()
-                .cloned()
-                == Some(StorageClass::GlacierIr)
-        }
-    };
     eventually("every object is cold after the restarts", || async {
         for (k, _) in &objects {
-            if !cold(k.clone()).await {
+            if class_of(&c, "crashy", k).await != Some(StorageClass::GlacierIr) {
                 return false;
             }
         }
