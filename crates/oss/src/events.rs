@@ -281,7 +281,7 @@ pub struct NotificationRule {
 }
 
 /// Event names S3 can notify about that Feiyun produces (wildcards included).
-const KNOWN_EVENTS: [&str; 13] = [
+const KNOWN_EVENTS: [&str; 12] = [
     "s3:ObjectCreated:*",
     "s3:ObjectCreated:Put",
     "s3:ObjectCreated:Copy",
@@ -294,7 +294,6 @@ const KNOWN_EVENTS: [&str; 13] = [
     "s3:LifecycleExpiration:Delete",
     "s3:LifecycleExpiration:DeleteMarkerCreated",
     "s3:LifecycleTransition",
-    "s3:LifecycleTransition:*",
 ];
 
 const NOTIFICATION_CONFIG: &str = "notification";
