@@ -1,10 +1,45 @@
 //! Identity and access: AWS policy documents and their evaluation, the identity model
-//! (accounts, users, groups, roles, keys, sessions) and the IAM/STS query API.
+//! (accounts, users, groups, roles, access keys) and the service that stores it.
 
 pub mod condition;
 pub mod eval;
+pub mod model;
 pub mod pattern;
 pub mod policy;
+pub mod sigv4;
+pub mod store;
 
 pub use eval::{DecidedBy, Decision, PolicySet, Principal, Request, RequestContext};
 pub use policy::{Policy, PolicyError, PolicyKind};
+pub use store::{Caller, EntityKind, Iam, IamState, RootKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IamError {
+    #[error("{0}")]
+    NoSuchEntity(String),
+    #[error("{0}")]
+    EntityAlreadyExists(String),
+    #[error("{0}")]
+    DeleteConflict(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    Validation(String),
+    #[error("{0}")]
+    MalformedPolicy(String),
+    #[error("stored identity record is damaged: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Meta(#[from] feiyun_meta::MetaError),
+}
+
+impl From<PolicyError> for IamError {
+    fn from(e: PolicyError) -> Self {
+        match e {
+            PolicyError::Malformed(m) => IamError::MalformedPolicy(m),
+            PolicyError::TooLarge { .. } => IamError::LimitExceeded(e.to_string()),
+        }
+    }
+}

@@ -39,10 +39,12 @@ pub enum Table {
     /// Blob ids no longer referenced; their files are deleted in the background.
     Garbage,
     System,
+    /// Identities: accounts, users, groups, roles, managed policies, access keys, sessions.
+    Iam,
 }
 
 impl Table {
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Buckets,
         Table::Objects,
         Table::Versions,
@@ -54,6 +56,7 @@ impl Table {
         Table::PendingBlobs,
         Table::Garbage,
         Table::System,
+        Table::Iam,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +72,7 @@ impl Table {
             Table::PendingBlobs => "pending_blobs",
             Table::Garbage => "garbage",
             Table::System => "system",
+            Table::Iam => "iam",
         }
     }
 }

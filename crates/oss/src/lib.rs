@@ -239,6 +239,11 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         Ok(svc)
     }
 
+    /// The metadata engine, shared with services that keep their own tables in it (IAM).
+    pub fn meta(&self) -> &Arc<M> {
+        &self.meta
+    }
+
     pub fn stats(&self) -> &Arc<OssStats> {
         &self.stats
     }

@@ -8,7 +8,7 @@
 //! Architecture invariant: no S3 error code is chosen outside `error.rs`, and this crate
 //! never touches storage directly — only through [`feiyun_oss::ObjectService`].
 
-mod auth;
+pub mod access;
 mod bucket;
 mod copy;
 mod error;
@@ -27,7 +27,7 @@ use feiyun_oss::{BlobStore, MetaStore, ObjectService, OssError};
 use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result};
 
-pub use auth::RootAuth;
+pub use access::{Authorize, ClientAddr, IamAuth, OpSlot};
 pub use error::to_s3;
 
 /// Per-request id, inserted into request extensions by the server and echoed in errors.

@@ -216,27 +216,40 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             }
             return Err(e);
         }
+        let bypass = i.bypass_governance_retention.unwrap_or(false);
+        let grant = req.extensions.get::<crate::access::Grant>().cloned();
         let mut entries = Vec::with_capacity(i.delete.objects.len());
+        let mut requested = Vec::with_capacity(i.delete.objects.len());
         let mut errors = Vec::new();
         for o in &i.delete.objects {
             match selector(&o.version_id) {
-                Ok(v) => entries.push((o.key.clone(), v)),
+                Ok(v) => {
+                    // Without a grant (never expected) nothing is deleted: deny by default.
+                    let allowed = grant.as_ref().is_some_and(|g| {
+                        g.may_delete(&i.bucket, &o.key, o.version_id.is_some(), bypass)
+                    });
+                    if allowed {
+                        entries.push((o.key.clone(), v));
+                        requested.push(o);
+                    } else {
+                        errors.push(Error {
+                            code: Some("AccessDenied".to_owned()),
+                            key: Some(o.key.clone()),
+                            message: Some("Access Denied".to_owned()),
+                            version_id: o.version_id.clone(),
+                        });
+                    }
+                }
                 Err(e) => errors.push(error_entry(o.key.clone(), o.version_id.clone(), e)),
             }
         }
-        let bypass = i.bypass_governance_retention.unwrap_or(false);
         let results = self
             .oss
             .delete_objects(&i.bucket, entries, bypass)
             .await
             .map_err(fail(&req))?;
         let mut deleted = Vec::new();
-        for ((key, r), requested) in results.into_iter().zip(
-            i.delete
-                .objects
-                .iter()
-                .filter(|o| selector(&o.version_id).is_ok()),
-        ) {
+        for ((key, r), requested) in results.into_iter().zip(requested) {
             match r {
                 Ok(out) => {
                     if !quiet {

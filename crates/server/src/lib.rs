@@ -7,20 +7,21 @@ mod metrics;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use feiyun_blob::LocalBlobStore;
 use feiyun_common::{Config, CredentialSource, RootCredentials};
+use feiyun_iam::{Iam, RootKey};
+use feiyun_iamapi::QueryApi;
 use feiyun_meta::RedbStore;
 use feiyun_oss::{ObjectService, OssConfig};
-use feiyun_s3api::{FeiyunS3, RequestId, RootAuth};
+use feiyun_s3api::{Authorize, ClientAddr, FeiyunS3, IamAuth, OpSlot, RequestId};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use s3s::access::{S3Access, S3AccessContext};
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -56,6 +57,8 @@ pub enum ServerError {
     Domain(String),
     #[error("{0}")]
     Webhook(#[from] feiyun_notify::NotifyError),
+    #[error("cannot load identities: {0}")]
+    Iam(#[from] feiyun_iam::IamError),
 }
 
 type EmbeddedOss = ObjectService<RedbStore, LocalBlobStore>;
@@ -71,6 +74,7 @@ pub struct Server {
 
 struct App {
     s3: S3Service,
+    query: QueryApi<RedbStore>,
     oss: Arc<EmbeddedOss>,
     hosts: VirtualHosts,
     metrics: Metrics,
@@ -119,13 +123,19 @@ impl Server {
         );
         let metrics = Metrics::new(oss.stats().clone());
 
+        let iam = Iam::open(
+            oss.meta().clone(),
+            RootKey {
+                access_key: credentials.0.access_key.clone(),
+                secret_key: credentials.0.secret_key.clone(),
+            },
+        )
+        .await?;
+
         let mut builder =
             S3ServiceBuilder::new(FeiyunS3::new(oss.clone()).with_webhook_targets(target_ids));
-        builder.set_auth(RootAuth::new(
-            credentials.0.access_key.clone(),
-            credentials.0.secret_key.clone(),
-        ));
-        builder.set_access(Authorize);
+        builder.set_auth(IamAuth::new(iam.clone()));
+        builder.set_access(Authorize::new(iam.clone()));
         builder.set_host(VirtualHosts::new(&config.domains)?);
         let mut s3_config = s3s::config::S3Config::default();
         s3_config.xml_max_body_size = MAX_XML_BODY;
@@ -150,6 +160,7 @@ impl Server {
             local_addr,
             app: Arc::new(App {
                 s3,
+                query: QueryApi::new(iam),
                 oss,
                 hosts: VirtualHosts::new(&config.domains)?,
                 metrics,
@@ -232,10 +243,6 @@ impl Server {
     }
 }
 
-/// Filled in by the access check with the operation s3s resolved, for metrics.
-#[derive(Clone, Default)]
-struct OpSlot(Arc<Mutex<Option<String>>>);
-
 impl App {
     async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<s3s::Body> {
         let start = Instant::now();
@@ -261,6 +268,17 @@ impl App {
             );
             return resp;
         }
+        if let Some(service) =
+            feiyun_iamapi::service_of(req.method(), req.uri().path(), req.headers())
+        {
+            let resp = self.query(service, req, peer, &id).await;
+            self.metrics.observe(
+                "IamQuery",
+                resp.status().as_u16(),
+                start.elapsed().as_secs_f64(),
+            );
+            return resp;
+        }
         let cors = cors::CorsRequest::of(&req, &self.hosts);
         if let Some(resp) = reject_oversized_xml(&req, &id) {
             self.metrics.observe(
@@ -275,6 +293,7 @@ impl App {
         let slot = OpSlot::default();
         req.extensions_mut().insert(RequestId(id.clone()));
         req.extensions_mut().insert(slot.clone());
+        req.extensions_mut().insert(ClientAddr(peer));
         drop(_entered);
         let resp = match self.s3.call(req.map(s3s::Body::from)).await {
             Ok(r) => r,
@@ -306,6 +325,38 @@ impl App {
             tracing::debug!(id = %id, op, status, elapsed_us = start.elapsed().as_micros() as u64, "request");
         }
         resp
+    }
+
+    /// An IAM or STS query request: read the (bounded) form body, answer in XML.
+    async fn query(
+        &self,
+        service: feiyun_iamapi::Service,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        id: &str,
+    ) -> Response<s3s::Body> {
+        use http_body_util::BodyExt;
+        let (parts, body) = req.into_parts();
+        let body = match http_body_util::Limited::new(body, feiyun_iamapi::MAX_BODY)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
+        };
+        let (status, xml, code) = self.query.handle(service, &parts, body, peer, id).await;
+        if !code.is_empty() {
+            tracing::debug!(id, code, "query API error");
+        }
+        let mut r = plain(status, &xml);
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/xml"),
+        );
+        if let Ok(v) = http::HeaderValue::from_str(id) {
+            r.headers_mut().insert("x-amzn-requestid", v);
+        }
+        r
     }
 
     fn builtin(&self, path: &str) -> Option<Response<s3s::Body>> {
@@ -415,27 +466,6 @@ fn plain(status: StatusCode, text: &str) -> Response<s3s::Body> {
     let mut r = Response::new(s3s::Body::from(Bytes::from(text.to_owned())));
     *r.status_mut() = status;
     r
-}
-
-/// The single authorization point every S3 operation passes. Today: signed requests by the
-/// root identity may do everything, anonymous requests nothing. IAM policy evaluation will
-/// replace the body of `check`.
-struct Authorize;
-
-#[async_trait::async_trait]
-impl S3Access for Authorize {
-    async fn check(&self, cx: &mut S3AccessContext<'_>) -> s3s::S3Result<()> {
-        let op = cx.s3_op().name().to_owned();
-        if let Some(slot) = cx.extensions_mut().get::<OpSlot>().cloned()
-            && let Ok(mut g) = slot.0.lock()
-        {
-            *g = Some(op);
-        }
-        match cx.credentials() {
-            Some(_) => Ok(()),
-            None => Err(s3s::s3_error!(AccessDenied, "Access Denied")),
-        }
-    }
 }
 
 /// Virtual-hosted-style addressing: `BUCKET.DOMAIN[:port]` for a configured `DOMAIN` names a

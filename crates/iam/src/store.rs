@@ -1,0 +1,1201 @@
+//! The identity service: owns the `iam` table, keeps an in-memory snapshot of it for the
+//! request path (rebuilt after every change, so a disabled key fails on the very next
+//! request), and performs every IAM change as one metadata commit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use feiyun_meta::{MetaStore, Table, WriteBatch};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::IamError;
+use crate::eval::{Principal, RequestContext};
+use crate::model::*;
+use crate::policy::{Policy, PolicyKind, limits as plimits};
+
+/// Key prefixes inside the `iam` table. Names are stored lowercased in keys because IAM
+/// names are unique regardless of case; records keep the case they were created with.
+const ACCOUNT: &str = "a";
+const USER: &str = "u";
+const GROUP: &str = "g";
+const ROLE: &str = "r";
+const POLICY: &str = "p";
+const KEY: &str = "k";
+const DEFAULT_ACCOUNT: &str = "default-account";
+
+fn key(parts: &[&str]) -> Vec<u8> {
+    let mut k = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p.as_bytes());
+    }
+    k
+}
+
+fn entity_key(prefix: &str, account: &str, name: &str) -> Vec<u8> {
+    key(&[prefix, account, &name.to_lowercase()])
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, IamError> {
+    let mut out = Vec::new();
+    ciborium::into_writer(v, &mut out).map_err(|e| IamError::Corrupt(e.to_string()))?;
+    Ok(out)
+}
+
+fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, IamError> {
+    ciborium::from_reader(b).map_err(|e| IamError::Corrupt(e.to_string()))
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Which kind of identity an inline or attached policy belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntityKind {
+    User,
+    Group,
+    Role,
+}
+
+impl EntityKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            EntityKind::User => USER,
+            EntityKind::Group => GROUP,
+            EntityKind::Role => ROLE,
+        }
+    }
+
+    fn inline_limit(self) -> usize {
+        match self {
+            EntityKind::User => plimits::USER_INLINE_TOTAL,
+            EntityKind::Group => plimits::GROUP_INLINE_TOTAL,
+            EntityKind::Role => plimits::ROLE_INLINE_TOTAL,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            EntityKind::User => "user",
+            EntityKind::Group => "group",
+            EntityKind::Role => "role",
+        }
+    }
+}
+
+/// Who signed a request, resolved from its access key, with everything evaluation needs.
+pub struct Caller {
+    pub access_key: String,
+    secret: String,
+    pub principal: Principal,
+    /// Identity policies (inline, attached, through groups), labelled for the audit record.
+    pub policies: Vec<(String, Arc<Policy>)>,
+    pub username: Option<String>,
+    pub userid: String,
+    pub tags: Vec<Tag>,
+}
+
+impl Caller {
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// Adds the principal's global condition keys (`aws:username`, `aws:userid`,
+    /// `aws:PrincipalArn`, `aws:PrincipalTag/…`, …).
+    pub fn fill_context(&self, cx: &mut RequestContext) {
+        if let Some(u) = &self.username {
+            cx.set("aws:username", u.clone());
+        }
+        cx.set("aws:userid", self.userid.clone());
+        cx.set("aws:PrincipalArn", self.principal.arn.clone());
+        cx.set("aws:PrincipalAccount", self.principal.account.clone());
+        let kind = if self.principal.is_root {
+            "Account"
+        } else if self.principal.role_arn.is_some() {
+            "AssumedRole"
+        } else {
+            "User"
+        };
+        cx.set("aws:PrincipalType", kind);
+        for t in &self.tags {
+            cx.set(&format!("aws:PrincipalTag/{}", t.key), t.value.clone());
+        }
+    }
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("access_key", &self.access_key)
+            .field("principal", &self.principal.arn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything in the `iam` table, decoded, plus the callers built from it.
+#[derive(Default)]
+pub struct IamState {
+    pub default_account: String,
+    pub accounts: BTreeMap<String, AccountRecord>,
+    /// By (account, lowercase name).
+    pub users: BTreeMap<(String, String), UserRecord>,
+    pub groups: BTreeMap<(String, String), GroupRecord>,
+    pub roles: BTreeMap<(String, String), RoleRecord>,
+    pub policies: BTreeMap<(String, String), ManagedPolicyRecord>,
+    pub keys: BTreeMap<String, AccessKeyRecord>,
+    callers: HashMap<String, Arc<Caller>>,
+}
+
+impl IamState {
+    pub fn user(&self, account: &str, name: &str) -> Result<&UserRecord, IamError> {
+        self.users
+            .get(&(account.to_owned(), name.to_lowercase()))
+            .ok_or_else(|| no_such("user", name))
+    }
+
+    pub fn group(&self, account: &str, name: &str) -> Result<&GroupRecord, IamError> {
+        self.groups
+            .get(&(account.to_owned(), name.to_lowercase()))
+            .ok_or_else(|| no_such("group", name))
+    }
+
+    pub fn role(&self, account: &str, name: &str) -> Result<&RoleRecord, IamError> {
+        self.roles
+            .get(&(account.to_owned(), name.to_lowercase()))
+            .ok_or_else(|| no_such("role", name))
+    }
+
+    pub fn caller(&self, access_key: &str) -> Option<Arc<Caller>> {
+        self.callers.get(access_key).cloned()
+    }
+
+    /// The document of a managed policy by ARN: the account's own or a built-in AWS one.
+    pub fn managed_policy(&self, arn: &str) -> Option<ManagedPolicyView> {
+        if let Some(name) = arn.strip_prefix("arn:aws:iam::aws:policy/") {
+            let name = name.rsplit('/').next().unwrap_or(name);
+            return AWS_MANAGED
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(n, doc)| ManagedPolicyView {
+                    arn: arn.to_owned(),
+                    name: (*n).to_owned(),
+                    id: format!("ANPAFEIYUNAWS{}", n.len()),
+                    path: "/".into(),
+                    document: (*doc).to_owned(),
+                    created: 0,
+                    updated: 0,
+                    description: None,
+                    aws_managed: true,
+                });
+        }
+        let parsed = crate::pattern::Arn::parse(arn)?;
+        let name = parsed.resource.strip_prefix("policy")?.rsplit('/').next()?;
+        let r = self
+            .policies
+            .get(&(parsed.account.to_owned(), name.to_lowercase()))?;
+        (policy_arn(parsed.account, &r.path, &r.name) == arn).then(|| ManagedPolicyView {
+            arn: arn.to_owned(),
+            name: r.name.clone(),
+            id: r.id.clone(),
+            path: r.path.clone(),
+            document: r.document.clone(),
+            created: r.created,
+            updated: r.updated,
+            description: r.description.clone(),
+            aws_managed: false,
+        })
+    }
+
+    /// How many users, groups and roles attach `arn`.
+    pub fn attachment_count(&self, arn: &str) -> usize {
+        self.users
+            .values()
+            .filter(|u| u.attached.iter().any(|a| a == arn))
+            .count()
+            + self
+                .groups
+                .values()
+                .filter(|g| g.attached.iter().any(|a| a == arn))
+                .count()
+            + self
+                .roles
+                .values()
+                .filter(|r| r.attached.iter().any(|a| a == arn))
+                .count()
+    }
+
+    pub fn group_members(&self, account: &str, group: &str) -> Vec<&UserRecord> {
+        self.users
+            .iter()
+            .filter(|((a, _), u)| {
+                a == account && u.groups.iter().any(|g| g.eq_ignore_ascii_case(group))
+            })
+            .map(|(_, u)| u)
+            .collect()
+    }
+
+    fn compile_user(&self, account: &str, u: &UserRecord) -> Vec<(String, Arc<Policy>)> {
+        let mut out = Vec::new();
+        self.compile_entity(
+            &mut out,
+            &format!("user/{}", u.name),
+            &u.inline,
+            &u.attached,
+        );
+        for g in &u.groups {
+            if let Ok(g) = self.group(account, g) {
+                self.compile_entity(
+                    &mut out,
+                    &format!("group/{}", g.name),
+                    &g.inline,
+                    &g.attached,
+                );
+            }
+        }
+        out
+    }
+
+    fn compile_entity(
+        &self,
+        out: &mut Vec<(String, Arc<Policy>)>,
+        label: &str,
+        inline: &BTreeMap<String, String>,
+        attached: &[String],
+    ) {
+        for (name, doc) in inline {
+            match Policy::parse(doc, PolicyKind::Identity) {
+                Ok(p) => out.push((format!("{label}:inline/{name}"), Arc::new(p))),
+                Err(e) => {
+                    tracing::error!(label, name, error = %e, "stored inline policy no longer parses; ignored")
+                }
+            }
+        }
+        for arn in attached {
+            match self
+                .managed_policy(arn)
+                .map(|m| Policy::parse(&m.document, PolicyKind::Identity))
+            {
+                Some(Ok(p)) => out.push((arn.clone(), Arc::new(p))),
+                Some(Err(e)) => {
+                    tracing::error!(arn, error = %e, "stored managed policy no longer parses; ignored")
+                }
+                None => tracing::warn!(arn, label, "attached policy does not exist; ignored"),
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ManagedPolicyView {
+    pub arn: String,
+    pub name: String,
+    pub id: String,
+    pub path: String,
+    pub document: String,
+    pub created: i64,
+    pub updated: i64,
+    pub description: Option<String>,
+    pub aws_managed: bool,
+}
+
+fn no_such(kind: &str, name: &str) -> IamError {
+    IamError::NoSuchEntity(format!("The {kind} with name {name} cannot be found."))
+}
+
+/// The AWS managed policies tools attach most, so tutorials and Terraform modules that name
+/// them work unchanged.
+const AWS_MANAGED: &[(&str, &str)] = &[
+    (
+        "AdministratorAccess",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+    ),
+    (
+        "AmazonS3FullAccess",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*","s3-object-lambda:*"],"Resource":"*"}]}"#,
+    ),
+    (
+        "AmazonS3ReadOnlyAccess",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:Get*","s3:List*","s3:Describe*","s3-object-lambda:Get*","s3-object-lambda:List*"],"Resource":"*"}]}"#,
+    ),
+    (
+        "IAMFullAccess",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["iam:*","organizations:DescribeAccount","organizations:DescribeOrganization","organizations:DescribeOrganizationalUnit","organizations:DescribePolicy","organizations:ListChildren","organizations:ListParents","organizations:ListPoliciesForTarget","organizations:ListRoots","organizations:ListPolicies","organizations:ListTargetsForPolicy"],"Resource":"*"}]}"#,
+    ),
+    (
+        "IAMReadOnlyAccess",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["iam:GenerateCredentialReport","iam:GenerateServiceLastAccessedDetails","iam:Get*","iam:List*","iam:SimulateCustomPolicy","iam:SimulatePrincipalPolicy"],"Resource":"*"}]}"#,
+    ),
+];
+
+/// What CreateRole is given.
+pub struct NewRole<'a> {
+    pub name: &'a str,
+    pub path: Option<&'a str>,
+    pub trust_policy: &'a str,
+    pub description: Option<String>,
+    pub max_session_secs: Option<u32>,
+    pub tags: Vec<Tag>,
+}
+
+/// The root credentials of the default account, from the credential file.
+pub struct RootKey {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+pub struct Iam<M> {
+    meta: Arc<M>,
+    root: RootKey,
+    state: RwLock<Arc<IamState>>,
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl<M: MetaStore> Iam<M> {
+    /// Loads the identities, creating the default account on first start.
+    pub async fn open(meta: Arc<M>, root: RootKey) -> Result<Arc<Self>, IamError> {
+        let iam = Arc::new(Iam {
+            meta,
+            root,
+            state: RwLock::new(Arc::new(IamState::default())),
+            writer: tokio::sync::Mutex::new(()),
+        });
+        if iam
+            .meta
+            .get(Table::Iam, DEFAULT_ACCOUNT.as_bytes())?
+            .is_none()
+        {
+            let id = new_account_id();
+            let mut b = WriteBatch::new();
+            b.check_absent(Table::Iam, DEFAULT_ACCOUNT.as_bytes());
+            b.put(
+                Table::Iam,
+                DEFAULT_ACCOUNT.as_bytes(),
+                id.as_bytes().to_vec(),
+            );
+            b.put(
+                Table::Iam,
+                key(&[ACCOUNT, &id]),
+                encode(&AccountRecord {
+                    id: id.clone(),
+                    name: "default".into(),
+                    created: now(),
+                })?,
+            );
+            iam.meta.commit(b).await?;
+        }
+        iam.reload()?;
+        Ok(iam)
+    }
+
+    pub fn snapshot(&self) -> Arc<IamState> {
+        match self.state.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn default_account(&self) -> String {
+        self.snapshot().default_account.clone()
+    }
+
+    /// The caller behind an access key, or `None` when the key is unknown or inactive.
+    pub fn caller(&self, access_key: &str) -> Option<Arc<Caller>> {
+        self.snapshot().caller(access_key)
+    }
+
+    fn reload(&self) -> Result<(), IamError> {
+        let mut st = IamState::default();
+        if let Some(id) = self.meta.get(Table::Iam, DEFAULT_ACCOUNT.as_bytes())? {
+            st.default_account = String::from_utf8_lossy(&id).into_owned();
+        }
+        let mut start: Vec<u8> = Vec::new();
+        loop {
+            let page = self.meta.scan(Table::Iam, &start, None, 1000)?;
+            let Some(last) = page.last() else { break };
+            start = last.0.clone();
+            start.push(0);
+            for (k, v) in &page {
+                let mut parts = k.split(|b| *b == 0);
+                let kind = parts.next().unwrap_or_default();
+                let account =
+                    String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                match kind {
+                    b"a" => {
+                        st.accounts.insert(account, decode(v)?);
+                    }
+                    b"u" => {
+                        st.users.insert((account, name), decode(v)?);
+                    }
+                    b"g" => {
+                        st.groups.insert((account, name), decode(v)?);
+                    }
+                    b"r" => {
+                        st.roles.insert((account, name), decode(v)?);
+                    }
+                    b"p" => {
+                        st.policies.insert((account, name), decode(v)?);
+                    }
+                    b"k" => {
+                        let r: AccessKeyRecord = decode(v)?;
+                        st.keys.insert(r.access_key.clone(), r);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut callers = HashMap::new();
+        let account = st.default_account.clone();
+        callers.insert(
+            self.root.access_key.clone(),
+            Arc::new(Caller {
+                access_key: self.root.access_key.clone(),
+                secret: self.root.secret_key.clone(),
+                principal: Principal {
+                    account: account.clone(),
+                    arn: root_arn(&account),
+                    role_arn: None,
+                    is_root: true,
+                    federated: None,
+                },
+                policies: Vec::new(),
+                username: None,
+                userid: account.clone(),
+                tags: Vec::new(),
+            }),
+        );
+        for k in st.keys.values().filter(|k| k.status == KeyStatus::Active) {
+            let Ok(u) = st.user(&k.account, &k.user) else {
+                continue;
+            };
+            callers.insert(
+                k.access_key.clone(),
+                Arc::new(Caller {
+                    access_key: k.access_key.clone(),
+                    secret: k.secret.clone(),
+                    principal: Principal {
+                        account: k.account.clone(),
+                        arn: user_arn(&k.account, &u.path, &u.name),
+                        role_arn: None,
+                        is_root: false,
+                        federated: None,
+                    },
+                    policies: st.compile_user(&k.account, u),
+                    username: Some(u.name.clone()),
+                    userid: u.id.clone(),
+                    tags: u.tags.clone(),
+                }),
+            );
+        }
+        st.callers = callers;
+        let st = Arc::new(st);
+        match self.state.write() {
+            Ok(mut g) => *g = st,
+            Err(p) => *p.into_inner() = st,
+        }
+        Ok(())
+    }
+
+    /// Runs one change: `plan` reads the current snapshot and fills a batch; the batch is
+    /// committed and the snapshot rebuilt before the next change may start.
+    async fn change<R>(
+        &self,
+        plan: impl FnOnce(&IamState, &mut WriteBatch) -> Result<R, IamError>,
+    ) -> Result<R, IamError> {
+        let _one_writer = self.writer.lock().await;
+        let st = self.snapshot();
+        let mut batch = WriteBatch::new();
+        let r = plan(&st, &mut batch)?;
+        self.meta.commit(batch).await?;
+        self.reload()?;
+        Ok(r)
+    }
+
+    // ---- users ----
+
+    pub async fn create_user(
+        &self,
+        account: &str,
+        name: &str,
+        path: Option<&str>,
+        tags: Vec<Tag>,
+    ) -> Result<UserRecord, IamError> {
+        check_name("userName", name, limits::USER_NAME_LEN)?;
+        let path = path.unwrap_or("/");
+        check_path(path)?;
+        check_tags(&tags)?;
+        self.change(|st, b| {
+            if st.user(account, name).is_ok() {
+                return Err(IamError::EntityAlreadyExists(format!(
+                    "User with name {name} already exists."
+                )));
+            }
+            let u = UserRecord {
+                name: name.to_owned(),
+                id: new_id("AIDA", 17),
+                path: path.to_owned(),
+                created: now(),
+                tags,
+                inline: BTreeMap::new(),
+                attached: Vec::new(),
+                groups: Vec::new(),
+            };
+            b.put(Table::Iam, entity_key(USER, account, name), encode(&u)?);
+            Ok(u)
+        })
+        .await
+    }
+
+    pub async fn delete_user(&self, account: &str, name: &str) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let u = st.user(account, name)?;
+            let conflict = |what: &str| {
+                Err(IamError::DeleteConflict(format!(
+                    "Cannot delete entity, must {what} first."
+                )))
+            };
+            if st
+                .keys
+                .values()
+                .any(|k| k.account == account && k.user.eq_ignore_ascii_case(name))
+            {
+                return conflict("delete access keys");
+            }
+            if !u.inline.is_empty() {
+                return conflict("delete policies");
+            }
+            if !u.attached.is_empty() {
+                return conflict("detach all policies");
+            }
+            if !u.groups.is_empty() {
+                return conflict("remove users from group");
+            }
+            b.delete(Table::Iam, entity_key(USER, account, name));
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn tag_user(
+        &self,
+        account: &str,
+        name: &str,
+        tags: Vec<Tag>,
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let mut u = st.user(account, name)?.clone();
+            u.tags = merge_tags(&u.tags, tags)?;
+            b.put(Table::Iam, entity_key(USER, account, name), encode(&u)?);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn untag_user(
+        &self,
+        account: &str,
+        name: &str,
+        keys: &[String],
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let mut u = st.user(account, name)?.clone();
+            u.tags.retain(|t| !keys.contains(&t.key));
+            b.put(Table::Iam, entity_key(USER, account, name), encode(&u)?);
+            Ok(())
+        })
+        .await
+    }
+
+    // ---- access keys ----
+
+    pub async fn create_access_key(
+        &self,
+        account: &str,
+        user: &str,
+    ) -> Result<AccessKeyRecord, IamError> {
+        self.change(|st, b| {
+            let u = st.user(account, user)?;
+            let n = st
+                .keys
+                .values()
+                .filter(|k| k.account == account && k.user == u.name)
+                .count();
+            if n >= limits::ACCESS_KEYS_PER_USER {
+                return Err(IamError::LimitExceeded(format!(
+                    "Cannot exceed quota for AccessKeysPerUser: {}",
+                    limits::ACCESS_KEYS_PER_USER
+                )));
+            }
+            let k = AccessKeyRecord {
+                access_key: new_id("AKIA", 16),
+                secret: new_secret(),
+                account: account.to_owned(),
+                user: u.name.clone(),
+                status: KeyStatus::Active,
+                created: now(),
+            };
+            b.check_absent(Table::Iam, key(&[KEY, &k.access_key]));
+            b.put(Table::Iam, key(&[KEY, &k.access_key]), encode(&k)?);
+            Ok(k)
+        })
+        .await
+    }
+
+    pub fn list_access_keys(
+        &self,
+        account: &str,
+        user: &str,
+    ) -> Result<Vec<AccessKeyRecord>, IamError> {
+        let st = self.snapshot();
+        let u = st.user(account, user)?;
+        Ok(st
+            .keys
+            .values()
+            .filter(|k| k.account == account && k.user == u.name)
+            .cloned()
+            .collect())
+    }
+
+    fn owned_key<'a>(
+        st: &'a IamState,
+        account: &str,
+        user: Option<&str>,
+        access_key: &str,
+    ) -> Result<&'a AccessKeyRecord, IamError> {
+        let k = st
+            .keys
+            .get(access_key)
+            .filter(|k| k.account == account && user.is_none_or(|u| k.user.eq_ignore_ascii_case(u)))
+            .ok_or_else(|| {
+                IamError::NoSuchEntity(format!(
+                    "The Access Key with id {access_key} cannot be found."
+                ))
+            })?;
+        Ok(k)
+    }
+
+    pub async fn update_access_key(
+        &self,
+        account: &str,
+        user: Option<&str>,
+        access_key: &str,
+        status: KeyStatus,
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let mut k = Self::owned_key(st, account, user, access_key)?.clone();
+            k.status = status;
+            b.put(Table::Iam, key(&[KEY, access_key]), encode(&k)?);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_access_key(
+        &self,
+        account: &str,
+        user: Option<&str>,
+        access_key: &str,
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            Self::owned_key(st, account, user, access_key)?;
+            b.delete(Table::Iam, key(&[KEY, access_key]));
+            Ok(())
+        })
+        .await
+    }
+
+    // ---- groups ----
+
+    pub async fn create_group(
+        &self,
+        account: &str,
+        name: &str,
+        path: Option<&str>,
+    ) -> Result<GroupRecord, IamError> {
+        check_name("groupName", name, limits::GROUP_NAME_LEN)?;
+        let path = path.unwrap_or("/");
+        check_path(path)?;
+        self.change(|st, b| {
+            if st.group(account, name).is_ok() {
+                return Err(IamError::EntityAlreadyExists(format!(
+                    "Group with name {name} already exists."
+                )));
+            }
+            let g = GroupRecord {
+                name: name.to_owned(),
+                id: new_id("AGPA", 17),
+                path: path.to_owned(),
+                created: now(),
+                inline: BTreeMap::new(),
+                attached: Vec::new(),
+            };
+            b.put(Table::Iam, entity_key(GROUP, account, name), encode(&g)?);
+            Ok(g)
+        })
+        .await
+    }
+
+    pub async fn delete_group(&self, account: &str, name: &str) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let g = st.group(account, name)?;
+            if !st.group_members(account, name).is_empty() {
+                return Err(IamError::DeleteConflict(
+                    "Cannot delete entity, must remove users from group first.".into(),
+                ));
+            }
+            if !g.inline.is_empty() || !g.attached.is_empty() {
+                return Err(IamError::DeleteConflict(
+                    "Cannot delete entity, must delete policies first.".into(),
+                ));
+            }
+            b.delete(Table::Iam, entity_key(GROUP, account, name));
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn add_user_to_group(
+        &self,
+        account: &str,
+        group: &str,
+        user: &str,
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let g = st.group(account, group)?;
+            let mut u = st.user(account, user)?.clone();
+            if u.groups.iter().any(|x| x.eq_ignore_ascii_case(&g.name)) {
+                return Ok(());
+            }
+            if u.groups.len() >= limits::GROUPS_PER_USER {
+                return Err(IamError::LimitExceeded(format!(
+                    "Cannot exceed quota for GroupsPerUser: {}",
+                    limits::GROUPS_PER_USER
+                )));
+            }
+            u.groups.push(g.name.clone());
+            b.put(Table::Iam, entity_key(USER, account, user), encode(&u)?);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn remove_user_from_group(
+        &self,
+        account: &str,
+        group: &str,
+        user: &str,
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            st.group(account, group)?;
+            let mut u = st.user(account, user)?.clone();
+            let before = u.groups.len();
+            u.groups.retain(|x| !x.eq_ignore_ascii_case(group));
+            if u.groups.len() == before {
+                return Err(IamError::NoSuchEntity(format!(
+                    "User {user} is not in group {group}."
+                )));
+            }
+            b.put(Table::Iam, entity_key(USER, account, user), encode(&u)?);
+            Ok(())
+        })
+        .await
+    }
+
+    // ---- roles ----
+
+    pub async fn create_role(
+        &self,
+        account: &str,
+        spec: NewRole<'_>,
+    ) -> Result<RoleRecord, IamError> {
+        let NewRole {
+            name,
+            path,
+            trust_policy,
+            description,
+            max_session_secs,
+            tags,
+        } = spec;
+        check_name("roleName", name, limits::ROLE_NAME_LEN)?;
+        let path = path.unwrap_or("/");
+        check_path(path)?;
+        check_tags(&tags)?;
+        Policy::parse_limited(trust_policy, PolicyKind::Trust, plimits::TRUST)?;
+        let max = max_session_secs.unwrap_or(limits::MIN_SESSION_SECS);
+        if !(limits::MIN_SESSION_SECS..=limits::MAX_SESSION_SECS).contains(&max) {
+            return Err(IamError::Validation(format!(
+                "MaxSessionDuration must be between {} and {} seconds",
+                limits::MIN_SESSION_SECS,
+                limits::MAX_SESSION_SECS
+            )));
+        }
+        self.change(|st, b| {
+            if st.role(account, name).is_ok() {
+                return Err(IamError::EntityAlreadyExists(format!(
+                    "Role with name {name} already exists."
+                )));
+            }
+            let r = RoleRecord {
+                name: name.to_owned(),
+                id: new_id("AROA", 17),
+                path: path.to_owned(),
+                created: now(),
+                trust_policy: trust_policy.to_owned(),
+                description,
+                max_session_secs: max,
+                tags,
+                inline: BTreeMap::new(),
+                attached: Vec::new(),
+            };
+            b.put(Table::Iam, entity_key(ROLE, account, name), encode(&r)?);
+            Ok(r)
+        })
+        .await
+    }
+
+    pub async fn delete_role(&self, account: &str, name: &str) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let r = st.role(account, name)?;
+            if !r.inline.is_empty() || !r.attached.is_empty() {
+                return Err(IamError::DeleteConflict(
+                    "Cannot delete entity, must detach all policies first.".into(),
+                ));
+            }
+            b.delete(Table::Iam, entity_key(ROLE, account, name));
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn update_trust_policy(
+        &self,
+        account: &str,
+        name: &str,
+        doc: &str,
+    ) -> Result<(), IamError> {
+        Policy::parse_limited(doc, PolicyKind::Trust, plimits::TRUST)?;
+        self.change(|st, b| {
+            let mut r = st.role(account, name)?.clone();
+            r.trust_policy = doc.to_owned();
+            b.put(Table::Iam, entity_key(ROLE, account, name), encode(&r)?);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn tag_role(
+        &self,
+        account: &str,
+        name: &str,
+        tags: Vec<Tag>,
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let mut r = st.role(account, name)?.clone();
+            r.tags = merge_tags(&r.tags, tags)?;
+            b.put(Table::Iam, entity_key(ROLE, account, name), encode(&r)?);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn untag_role(
+        &self,
+        account: &str,
+        name: &str,
+        keys: &[String],
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let mut r = st.role(account, name)?.clone();
+            r.tags.retain(|t| !keys.contains(&t.key));
+            b.put(Table::Iam, entity_key(ROLE, account, name), encode(&r)?);
+            Ok(())
+        })
+        .await
+    }
+
+    // ---- inline policies (users, groups, roles alike) ----
+
+    pub async fn put_inline_policy(
+        &self,
+        account: &str,
+        kind: EntityKind,
+        entity: &str,
+        policy_name: &str,
+        doc: &str,
+    ) -> Result<(), IamError> {
+        check_name("policyName", policy_name, limits::POLICY_NAME_LEN)?;
+        Policy::parse(doc, PolicyKind::Identity)?;
+        self.change(|st, b| {
+            self.edit_inline(st, b, account, kind, entity, |inline| {
+                let mut next = inline.clone();
+                next.insert(policy_name.to_owned(), doc.to_owned());
+                // The quota is on all of an entity's inline policies together.
+                let total: usize = next
+                    .values()
+                    .map(|d| crate::policy::non_whitespace_len(d))
+                    .sum();
+                if total > kind.inline_limit() {
+                    return Err(IamError::LimitExceeded(format!(
+                        "Maximum policy size of {} bytes exceeded for {} {entity}",
+                        kind.inline_limit(),
+                        kind.label()
+                    )));
+                }
+                *inline = next;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub async fn delete_inline_policy(
+        &self,
+        account: &str,
+        kind: EntityKind,
+        entity: &str,
+        policy_name: &str,
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            self.edit_inline(st, b, account, kind, entity, |inline| {
+                inline.remove(policy_name).map(|_| ()).ok_or_else(|| {
+                    IamError::NoSuchEntity(format!(
+                        "The {} policy with name {policy_name} cannot be found.",
+                        kind.label()
+                    ))
+                })
+            })
+        })
+        .await
+    }
+
+    pub fn inline_policies(
+        &self,
+        account: &str,
+        kind: EntityKind,
+        entity: &str,
+    ) -> Result<BTreeMap<String, String>, IamError> {
+        let st = self.snapshot();
+        Ok(match kind {
+            EntityKind::User => st.user(account, entity)?.inline.clone(),
+            EntityKind::Group => st.group(account, entity)?.inline.clone(),
+            EntityKind::Role => st.role(account, entity)?.inline.clone(),
+        })
+    }
+
+    fn edit_inline(
+        &self,
+        st: &IamState,
+        b: &mut WriteBatch,
+        account: &str,
+        kind: EntityKind,
+        entity: &str,
+        edit: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), IamError>,
+    ) -> Result<(), IamError> {
+        let k = entity_key(kind.prefix(), account, entity);
+        match kind {
+            EntityKind::User => {
+                let mut u = st.user(account, entity)?.clone();
+                edit(&mut u.inline)?;
+                b.put(Table::Iam, k, encode(&u)?);
+            }
+            EntityKind::Group => {
+                let mut g = st.group(account, entity)?.clone();
+                edit(&mut g.inline)?;
+                b.put(Table::Iam, k, encode(&g)?);
+            }
+            EntityKind::Role => {
+                let mut r = st.role(account, entity)?.clone();
+                edit(&mut r.inline)?;
+                b.put(Table::Iam, k, encode(&r)?);
+            }
+        }
+        Ok(())
+    }
+
+    // ---- managed policies ----
+
+    pub async fn create_policy(
+        &self,
+        account: &str,
+        name: &str,
+        path: Option<&str>,
+        doc: &str,
+        description: Option<String>,
+    ) -> Result<ManagedPolicyView, IamError> {
+        check_name("policyName", name, limits::POLICY_NAME_LEN)?;
+        let path = path.unwrap_or("/");
+        check_path(path)?;
+        Policy::parse_limited(doc, PolicyKind::Identity, plimits::MANAGED)?;
+        self.change(|st, b| {
+            if st
+                .policies
+                .contains_key(&(account.to_owned(), name.to_lowercase()))
+            {
+                return Err(IamError::EntityAlreadyExists(format!(
+                    "A policy called {name} already exists. Duplicate names are not allowed."
+                )));
+            }
+            let t = now();
+            let r = ManagedPolicyRecord {
+                name: name.to_owned(),
+                id: new_id("ANPA", 17),
+                path: path.to_owned(),
+                created: t,
+                updated: t,
+                description: description.clone(),
+                document: doc.to_owned(),
+            };
+            b.put(Table::Iam, entity_key(POLICY, account, name), encode(&r)?);
+            Ok(ManagedPolicyView {
+                arn: policy_arn(account, path, name),
+                name: r.name,
+                id: r.id,
+                path: r.path,
+                document: r.document,
+                created: t,
+                updated: t,
+                description,
+                aws_managed: false,
+            })
+        })
+        .await
+    }
+
+    pub async fn delete_policy(&self, account: &str, arn: &str) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let p = st
+                .managed_policy(arn)
+                .filter(|p| !p.aws_managed && arn.contains(&format!("::{account}:")))
+                .ok_or_else(|| {
+                    IamError::NoSuchEntity(format!(
+                        "Policy {arn} does not exist or is not attachable."
+                    ))
+                })?;
+            if st.attachment_count(arn) > 0 {
+                return Err(IamError::DeleteConflict(
+                    "Cannot delete a policy attached to entities.".into(),
+                ));
+            }
+            b.delete(Table::Iam, entity_key(POLICY, account, &p.name));
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn attach_policy(
+        &self,
+        account: &str,
+        kind: EntityKind,
+        entity: &str,
+        arn: &str,
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            if st.managed_policy(arn).is_none() {
+                return Err(IamError::NoSuchEntity(format!(
+                    "Policy {arn} does not exist or is not attachable."
+                )));
+            }
+            self.edit_attached(st, b, account, kind, entity, |list| {
+                if list.iter().any(|a| a == arn) {
+                    return Ok(());
+                }
+                if list.len() >= limits::MANAGED_POLICIES_PER_ENTITY {
+                    return Err(IamError::LimitExceeded(format!(
+                        "Cannot exceed quota for PoliciesPer{}: {}",
+                        match kind {
+                            EntityKind::User => "User",
+                            EntityKind::Group => "Group",
+                            EntityKind::Role => "Role",
+                        },
+                        limits::MANAGED_POLICIES_PER_ENTITY
+                    )));
+                }
+                list.push(arn.to_owned());
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub async fn detach_policy(
+        &self,
+        account: &str,
+        kind: EntityKind,
+        entity: &str,
+        arn: &str,
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            self.edit_attached(st, b, account, kind, entity, |list| {
+                let before = list.len();
+                list.retain(|a| a != arn);
+                if list.len() == before {
+                    return Err(IamError::NoSuchEntity(format!(
+                        "Policy {arn} was not found."
+                    )));
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub fn attached_policies(
+        &self,
+        account: &str,
+        kind: EntityKind,
+        entity: &str,
+    ) -> Result<Vec<String>, IamError> {
+        let st = self.snapshot();
+        Ok(match kind {
+            EntityKind::User => st.user(account, entity)?.attached.clone(),
+            EntityKind::Group => st.group(account, entity)?.attached.clone(),
+            EntityKind::Role => st.role(account, entity)?.attached.clone(),
+        })
+    }
+
+    fn edit_attached(
+        &self,
+        st: &IamState,
+        b: &mut WriteBatch,
+        account: &str,
+        kind: EntityKind,
+        entity: &str,
+        edit: impl FnOnce(&mut Vec<String>) -> Result<(), IamError>,
+    ) -> Result<(), IamError> {
+        let k = entity_key(kind.prefix(), account, entity);
+        match kind {
+            EntityKind::User => {
+                let mut u = st.user(account, entity)?.clone();
+                edit(&mut u.attached)?;
+                b.put(Table::Iam, k, encode(&u)?);
+            }
+            EntityKind::Group => {
+                let mut g = st.group(account, entity)?.clone();
+                edit(&mut g.attached)?;
+                b.put(Table::Iam, k, encode(&g)?);
+            }
+            EntityKind::Role => {
+                let mut r = st.role(account, entity)?.clone();
+                edit(&mut r.attached)?;
+                b.put(Table::Iam, k, encode(&r)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn merge_tags(existing: &[Tag], new: Vec<Tag>) -> Result<Vec<Tag>, IamError> {
+    check_tags(&new)?;
+    let mut out: Vec<Tag> = existing
+        .iter()
+        .filter(|t| !new.iter().any(|n| n.key == t.key))
+        .cloned()
+        .collect();
+    out.extend(new);
+    check_tags(&out)?;
+    Ok(out)
+}

@@ -1,0 +1,401 @@
+//! The AWS query-protocol edge for IAM and STS on the S3 listener: recognises their requests,
+//! verifies SigV4 with their credential scope, authorizes each action through the same
+//! policy evaluator as S3, and renders results and errors as the AWS CLI and SDKs expect.
+
+mod iam_ops;
+mod sts_ops;
+mod xml;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use feiyun_iam::sigv4::{self, CanonicalInput, SigError};
+use feiyun_iam::{Caller, Decision, Iam, IamError, PolicySet, Request, RequestContext};
+use feiyun_meta::MetaStore;
+use http::{HeaderMap, Method, StatusCode};
+use sha2::{Digest, Sha256};
+
+/// The largest form body accepted (a 10 KiB role policy URL-encoded fits many times over).
+pub const MAX_BODY: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Iam,
+    Sts,
+}
+
+impl Service {
+    fn ns(self) -> &'static str {
+        match self {
+            Service::Iam => xml::IAM_NS,
+            Service::Sts => xml::STS_NS,
+        }
+    }
+}
+
+/// Whether a request belongs to IAM or STS rather than S3: a form POST (or GET) to `/` whose
+/// signature names the `iam` or `sts` service, or an unsigned form POST to `/` (STS's
+/// AssumeRoleWithWebIdentity is unsigned). S3 has no operation on `POST /`.
+pub fn service_of(method: &Method, path: &str, headers: &HeaderMap) -> Option<Service> {
+    if path != "/" {
+        return None;
+    }
+    let scope = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').nth(3));
+    match scope {
+        Some("iam") => return Some(Service::Iam),
+        Some("sts") => return Some(Service::Sts),
+        Some(_) => return None,
+        None => {}
+    }
+    let form = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    (*method == Method::POST && form).then_some(Service::Sts)
+}
+
+pub struct QueryApi<M> {
+    iam: Arc<Iam<M>>,
+}
+
+/// An error in the query protocol's terms.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn validation(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "ValidationError", message)
+    }
+}
+
+impl From<IamError> for ApiError {
+    fn from(e: IamError) -> Self {
+        let (status, code) = match &e {
+            IamError::NoSuchEntity(_) => (StatusCode::NOT_FOUND, "NoSuchEntity"),
+            IamError::EntityAlreadyExists(_) => (StatusCode::CONFLICT, "EntityAlreadyExists"),
+            IamError::DeleteConflict(_) => (StatusCode::CONFLICT, "DeleteConflict"),
+            IamError::LimitExceeded(_) => (StatusCode::CONFLICT, "LimitExceeded"),
+            IamError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "InvalidInput"),
+            IamError::Validation(_) => (StatusCode::BAD_REQUEST, "ValidationError"),
+            IamError::MalformedPolicy(_) => (StatusCode::BAD_REQUEST, "MalformedPolicyDocument"),
+            IamError::Corrupt(_) | IamError::Meta(_) => {
+                tracing::error!(error = %e, "identity store failure");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ServiceFailure",
+                    "The request processing has failed because of an unknown error.",
+                );
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// The decoded form parameters of one request.
+pub(crate) struct Params(HashMap<String, String>);
+
+impl Params {
+    fn parse(query: &str, body: &[u8]) -> Self {
+        let mut m = HashMap::new();
+        for part in [query.as_bytes(), body] {
+            for kv in part.split(|b| *b == b'&').filter(|kv| !kv.is_empty()) {
+                let kv = String::from_utf8_lossy(kv);
+                let (k, v) = kv.split_once('=').unwrap_or((&kv, ""));
+                m.insert(form_decode(k), form_decode(v));
+            }
+        }
+        Params(m)
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub(crate) fn required(&self, name: &str) -> Result<&str, ApiError> {
+        self.get(name).ok_or_else(|| {
+            let lower = {
+                let mut c = name.chars();
+                c.next()
+                    .map(|f| f.to_lowercase().chain(c).collect::<String>())
+                    .unwrap_or_default()
+            };
+            ApiError::validation(format!(
+                "1 validation error detected: Value null at '{lower}' failed to satisfy constraint: Member must not be null"
+            ))
+        })
+    }
+
+    /// `Prefix.member.1`, `Prefix.member.2`, … in order.
+    pub(crate) fn members(&self, prefix: &str) -> Vec<&str> {
+        (1..)
+            .map_while(|i| self.get(&format!("{prefix}.member.{i}")))
+            .collect()
+    }
+
+    /// `Tags.member.N.Key` / `.Value`.
+    pub(crate) fn tags(&self) -> Vec<feiyun_iam::model::Tag> {
+        (1..)
+            .map_while(|i| {
+                let key = self.get(&format!("Tags.member.{i}.Key"))?;
+                let value = self.get(&format!("Tags.member.{i}.Value")).unwrap_or("");
+                Some(feiyun_iam::model::Tag {
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn max_items(&self) -> Result<usize, ApiError> {
+        match self.get("MaxItems") {
+            None => Ok(100),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| ApiError::validation("MaxItems must be between 1 and 1000")),
+        }
+    }
+}
+
+fn form_decode(s: &str) -> String {
+    sigv4::percent_decode(&s.replace('+', " "))
+}
+
+/// What an authenticated request carries into an action.
+pub(crate) struct Ctx<'a> {
+    pub caller: Arc<Caller>,
+    pub account: String,
+    pub params: &'a Params,
+    pub context: RequestContext,
+}
+
+impl Ctx<'_> {
+    /// Authorizes `action` on `resource` by the caller's identity policies.
+    pub(crate) fn authorize(&self, action: &str, resource: &str) -> Result<(), ApiError> {
+        let set = PolicySet {
+            identity: self
+                .caller
+                .policies
+                .iter()
+                .map(|(l, p)| (l.as_str(), p.as_ref()))
+                .collect(),
+            same_account: true,
+            ..Default::default()
+        };
+        let decision = set.decide(&Request {
+            action,
+            resource,
+            principal: Some(&self.caller.principal),
+            context: &self.context,
+        });
+        match decision {
+            Decision::Allow(_) => Ok(()),
+            Decision::Deny(by) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                format!(
+                    "User: {} is not authorized to perform: {action} on resource: {resource} with an explicit deny in {by}",
+                    self.caller.principal.arn
+                ),
+            )),
+            Decision::ImplicitDeny => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                format!(
+                    "User: {} is not authorized to perform: {action} on resource: {resource} because no identity-based policy allows the {action} action",
+                    self.caller.principal.arn
+                ),
+            )),
+        }
+    }
+}
+
+impl<M: MetaStore> QueryApi<M> {
+    pub fn new(iam: Arc<Iam<M>>) -> Self {
+        Self { iam }
+    }
+
+    /// Answers one IAM or STS request whose body has already been read (at most
+    /// [`MAX_BODY`]).
+    pub async fn handle(
+        &self,
+        service: Service,
+        parts: &http::request::Parts,
+        body: Bytes,
+        peer: SocketAddr,
+        request_id: &str,
+    ) -> (StatusCode, String, &'static str) {
+        let params = Params::parse(parts.uri.query().unwrap_or(""), &body);
+        let action = params.get("Action").unwrap_or("").to_owned();
+        let result = self
+            .dispatch(service, &action, parts, &body, &params, peer)
+            .await;
+        match result {
+            Ok(xml) => (
+                StatusCode::OK,
+                xml::response(&action, service.ns(), xml, request_id),
+                "",
+            ),
+            Err(e) => (
+                e.status,
+                xml::error(
+                    service.ns(),
+                    e.status.is_client_error(),
+                    e.code,
+                    &e.message,
+                    request_id,
+                ),
+                e.code,
+            ),
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        service: Service,
+        action: &str,
+        parts: &http::request::Parts,
+        body: &[u8],
+        params: &Params,
+        peer: SocketAddr,
+    ) -> Result<xml::Xml, ApiError> {
+        if action.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "MissingAction",
+                "Missing Action",
+            ));
+        }
+        let caller = self.authenticate(&parts.method, &parts.uri, &parts.headers, body)?;
+        let mut context = RequestContext::default();
+        context.set("aws:SourceIp", peer.ip().to_string());
+        context.set("aws:SecureTransport", "false");
+        let now = time::OffsetDateTime::now_utc();
+        context.set("aws:CurrentTime", xml::iso8601(now.unix_timestamp()));
+        context.set("aws:EpochTime", now.unix_timestamp().to_string());
+        caller.fill_context(&mut context);
+        let cx = Ctx {
+            account: caller.principal.account.clone(),
+            caller,
+            params,
+            context,
+        };
+        match service {
+            Service::Iam => iam_ops::run(&self.iam, action, &cx).await,
+            Service::Sts => sts_ops::run(&self.iam, action, &cx).await,
+        }
+    }
+
+    fn authenticate(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Arc<Caller>, ApiError> {
+        let forbidden =
+            |code: &'static str, msg: &str| ApiError::new(StatusCode::FORBIDDEN, code, msg);
+        let Some(auth) = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Err(forbidden(
+                "MissingAuthenticationToken",
+                "Request is missing Authentication Token",
+            ));
+        };
+        let signed = match sigv4::parse_authorization(auth) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "IncompleteSignature",
+                    e.to_string(),
+                ));
+            }
+            None => {
+                return Err(forbidden(
+                    "MissingAuthenticationToken",
+                    "Only AWS4-HMAC-SHA256 signatures are accepted",
+                ));
+            }
+        };
+        let Some(caller) = self.iam.caller(signed.access_key) else {
+            return Err(forbidden(
+                "InvalidClientTokenId",
+                "The security token included in the request is invalid.",
+            ));
+        };
+        let header = |name: &str| -> Option<String> {
+            let values: Vec<&str> = headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!values.is_empty()).then(|| values.join(","))
+        };
+        let payload_sha256 =
+            header("x-amz-content-sha256").unwrap_or_else(|| hex::encode(Sha256::digest(body)));
+        let input = CanonicalInput {
+            method: method.as_str(),
+            path: uri.path(),
+            query: uri.query().unwrap_or(""),
+            header: &header,
+            payload_sha256,
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        match sigv4::verify(&signed, &input, caller.secret(), now) {
+            Ok(()) => Ok(caller),
+            Err(e @ (SigError::Expired | SigError::BadDate)) => {
+                Err(forbidden("SignatureDoesNotMatch", &e.to_string()))
+            }
+            Err(e) => Err(forbidden("SignatureDoesNotMatch", &e.to_string())),
+        }
+    }
+}
+
+/// The page of `items` after `marker` (by `name`), at most `max` long, and the next marker.
+pub(crate) fn page<'a, T>(
+    items: Vec<&'a T>,
+    name: impl Fn(&T) -> String,
+    marker: Option<&str>,
+    max: usize,
+) -> (Vec<&'a T>, Option<String>) {
+    let mut rest: Vec<&T> = items
+        .into_iter()
+        .filter(|i| marker.is_none_or(|m| name(i).as_str() > m))
+        .collect();
+    let next = (rest.len() > max).then(|| name(rest[max - 1]));
+    rest.truncate(max);
+    (rest, next)
+}
+
+pub(crate) fn truncation(x: &mut xml::Xml, next: Option<String>) {
+    match next {
+        Some(m) => {
+            x.leaf("IsTruncated", "true").leaf("Marker", &m);
+        }
+        None => {
+            x.leaf("IsTruncated", "false");
+        }
+    }
+}
