@@ -27,6 +27,21 @@ impl Signer {
         payload_sha256: &str,
         amz_date: &str,
     ) -> Vec<(String, String)> {
+        self.sign_as("s3", method, path, query, headers, payload_sha256, amz_date)
+    }
+
+    /// Signs for another service sharing the endpoint (`iam`, `sts`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_as(
+        &self,
+        service: &str,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &[(&str, String)],
+        payload_sha256: &str,
+        amz_date: &str,
+    ) -> Vec<(String, String)> {
         let date = &amz_date[..8];
         let mut all: Vec<(String, String)> = headers
             .iter()
@@ -42,12 +57,12 @@ impl Signer {
         let canonical = format!(
             "{method}\n{path}\n{canonical_query}\n{canonical_headers}\n{signed}\n{payload_sha256}"
         );
-        let scope = format!("{date}/{}/s3/aws4_request", self.region);
+        let scope = format!("{date}/{}/{service}/aws4_request", self.region);
         let to_sign = format!(
             "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
             hex::encode(Sha256::digest(canonical.as_bytes()))
         );
-        let key = self.signing_key(date);
+        let key = self.signing_key(date, service);
         let signature = hex::encode(hmac(&key, to_sign.as_bytes()));
         vec![
             ("x-amz-date".into(), amz_date.to_owned()),
@@ -64,12 +79,12 @@ impl Signer {
 }
 
 impl Signer {
-    fn signing_key(&self, date: &str) -> Vec<u8> {
+    fn signing_key(&self, date: &str, service: &str) -> Vec<u8> {
         let mut key = hmac(
             format!("AWS4{}", self.secret_key).as_bytes(),
             date.as_bytes(),
         );
-        for part in [self.region.as_bytes(), b"s3", b"aws4_request"] {
+        for part in [self.region.as_bytes(), service.as_bytes(), b"aws4_request"] {
             key = hmac(&key, part);
         }
         key
@@ -87,7 +102,7 @@ impl Signer {
             hex::encode(Sha256::digest(b"")),
             hex::encode(Sha256::digest(chunk))
         );
-        hex::encode(hmac(&self.signing_key(date), to_sign.as_bytes()))
+        hex::encode(hmac(&self.signing_key(date, "s3"), to_sign.as_bytes()))
     }
 }
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use feiyun_iam::{Caller, Decision, Iam, PolicySet, Request, RequestContext};
-use feiyun_oss::MetaStore;
+use feiyun_oss::{BlobStore, MetaStore, ObjectService, VersionSelector};
 use http::HeaderMap;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
@@ -71,18 +71,20 @@ impl<M: MetaStore> S3Auth for IamAuth<M> {
     }
 }
 
-pub struct Authorize<M> {
+pub struct Authorize<M, B> {
     iam: Arc<Iam<M>>,
+    /// For `s3:ExistingObjectTag/…`, read only when a policy of the caller mentions it.
+    oss: Arc<ObjectService<M, B>>,
 }
 
-impl<M> Authorize<M> {
-    pub fn new(iam: Arc<Iam<M>>) -> Self {
-        Self { iam }
+impl<M, B> Authorize<M, B> {
+    pub fn new(iam: Arc<Iam<M>>, oss: Arc<ObjectService<M, B>>) -> Self {
+        Self { iam, oss }
     }
 }
 
 #[async_trait::async_trait]
-impl<M: MetaStore> S3Access for Authorize<M> {
+impl<M: MetaStore, B: BlobStore> S3Access for Authorize<M, B> {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> s3s::S3Result<()> {
         let op = cx.s3_op().name().to_owned();
         if let Some(slot) = cx.extensions_mut().get::<OpSlot>().cloned()
@@ -116,6 +118,21 @@ impl<M: MetaStore> S3Access for Authorize<M> {
                 context: Arc::new(context),
             });
             return Ok(());
+        }
+        if let (Some(bucket), Some(key)) = (bucket, key)
+            && caller
+                .policies
+                .iter()
+                .any(|(_, p)| p.mentions_key_prefix("s3:existingobjecttag/"))
+        {
+            let version =
+                query_value(query, "versionId").and_then(|v| VersionSelector::parse(&v).ok());
+            // A missing object simply has no tags; the operation reports NoSuchKey itself.
+            if let Ok((tags, _)) = self.oss.object_tags(bucket, key, version).await {
+                for (k, v) in tags {
+                    context.set(&format!("s3:ExistingObjectTag/{k}"), v);
+                }
+            }
         }
         for (action, resource) in required_actions(&op, bucket, key, cx.headers(), query) {
             match decide(&caller, action, &resource, &context) {

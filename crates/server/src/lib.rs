@@ -135,7 +135,7 @@ impl Server {
         let mut builder =
             S3ServiceBuilder::new(FeiyunS3::new(oss.clone()).with_webhook_targets(target_ids));
         builder.set_auth(IamAuth::new(iam.clone()));
-        builder.set_access(Authorize::new(iam.clone()));
+        builder.set_access(Authorize::new(iam.clone(), oss.clone()));
         builder.set_host(VirtualHosts::new(&config.domains)?);
         let mut s3_config = s3s::config::S3Config::default();
         s3_config.xml_max_body_size = MAX_XML_BODY;

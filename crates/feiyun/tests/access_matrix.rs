@@ -1,0 +1,1374 @@
+//! The access matrix: principals × S3 operations × resources × conditions, each row with the
+//! decision AWS would make, run against the real server through aws-sdk-s3. Users, keys,
+//! groups and policies are created through the IAM query API, as `aws iam` would.
+
+mod common;
+#[path = "../src/sigv4.rs"]
+#[allow(dead_code)]
+mod sigv4;
+
+use std::collections::HashMap;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::types::*;
+use common::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum D {
+    Allow,
+    Deny,
+}
+use D::*;
+
+/// Calls the IAM (or STS) query API as root; panics unless it answers 200.
+fn iam_call(r: &Region, service: &str, params: &[(&str, &str)]) -> String {
+    let resp = iam_raw(r, service, ACCESS_KEY, SECRET_KEY, params);
+    assert_eq!(resp.status, 200, "{params:?}: {}", resp.body_text());
+    resp.body_text()
+}
+
+fn iam_raw(r: &Region, service: &str, ak: &str, sk: &str, params: &[(&str, &str)]) -> RawResponse {
+    let mut body = String::from("Version=2010-05-08");
+    for (k, v) in params {
+        body.push('&');
+        body.push_str(&enc(k));
+        body.push('=');
+        body.push_str(&enc(v));
+    }
+    let signer = sigv4::Signer {
+        access_key: ak.into(),
+        secret_key: sk.into(),
+        region: "us-east-1".into(),
+    };
+    let host = r.addr.to_string();
+    let ct = "application/x-www-form-urlencoded; charset=utf-8".to_string();
+    let headers = signer.sign_as(
+        service,
+        "POST",
+        "/",
+        "",
+        &[("host", host.clone()), ("content-type", ct.clone())],
+        &sigv4::sha256_hex(body.as_bytes()),
+        &sigv4::now_amz_date(),
+    );
+    let mut req = format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    raw(r.addr, &req)
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn field(xml: &str, tag: &str) -> String {
+    xml.split(&format!("<{tag}>"))
+        .nth(1)
+        .and_then(|s| s.split(&format!("</{tag}>")).next())
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+        .to_owned()
+}
+
+/// A user with an access key, inline policies, managed policy ARNs and tags.
+fn user(r: &Region, name: &str, inline: &[&str], attach: &[&str], tags: &[(&str, &str)]) -> Client {
+    let mut p: Vec<(String, String)> = vec![
+        ("Action".into(), "CreateUser".into()),
+        ("UserName".into(), name.into()),
+    ];
+    for (i, (k, v)) in tags.iter().enumerate() {
+        p.push((format!("Tags.member.{}.Key", i + 1), (*k).into()));
+        p.push((format!("Tags.member.{}.Value", i + 1), (*v).into()));
+    }
+    let refs: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    iam_call(r, "iam", &refs);
+    for (i, doc) in inline.iter().enumerate() {
+        let pname = format!("p{i}");
+        iam_call(
+            r,
+            "iam",
+            &[
+                ("Action", "PutUserPolicy"),
+                ("UserName", name),
+                ("PolicyName", &pname),
+                ("PolicyDocument", doc),
+            ],
+        );
+    }
+    for arn in attach {
+        iam_call(
+            r,
+            "iam",
+            &[
+                ("Action", "AttachUserPolicy"),
+                ("UserName", name),
+                ("PolicyArn", arn),
+            ],
+        );
+    }
+    let key = iam_call(
+        r,
+        "iam",
+        &[("Action", "CreateAccessKey"), ("UserName", name)],
+    );
+    client_for(
+        &r.endpoint(),
+        &field(&key, "AccessKeyId"),
+        &field(&key, "SecretAccessKey"),
+    )
+}
+
+fn in_days(days: i64) -> DateTime {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    DateTime::from_secs(now + days * 86_400)
+}
+
+/// Ids the fixture created that some operations need.
+struct Fixture {
+    version_of_public: String,
+    upload_id: String,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    ListBuckets,
+    CreateBucket(&'static str),
+    DeleteBucket(&'static str),
+    HeadBucket(&'static str),
+    GetBucketLocation(&'static str),
+    ListObjects(&'static str),
+    ListV2 {
+        b: &'static str,
+        prefix: Option<&'static str>,
+        delimiter: Option<&'static str>,
+        max_keys: Option<i32>,
+    },
+    ListVersions(&'static str, Option<&'static str>),
+    ListUploads(&'static str),
+    GetVersioning(&'static str),
+    PutVersioning(&'static str),
+    GetBucketAcl(&'static str),
+    PutBucketAcl(&'static str),
+    GetCors(&'static str),
+    PutCors(&'static str),
+    DeleteCors(&'static str),
+    GetLifecycle(&'static str),
+    PutLifecycle(&'static str),
+    DeleteLifecycle(&'static str),
+    GetBucketTagging(&'static str),
+    PutBucketTagging(&'static str),
+    DeleteBucketTagging(&'static str),
+    GetNotification(&'static str),
+    PutNotification(&'static str),
+    GetPolicy(&'static str),
+    GetPolicyStatus(&'static str),
+    GetPublicAccessBlock(&'static str),
+    GetEncryption(&'static str),
+    GetLockConfig(&'static str),
+    PutLockConfig(&'static str),
+    Put(&'static str, &'static str),
+    PutTagged(&'static str, &'static str, &'static str),
+    PutSse(&'static str, &'static str, &'static str),
+    PutLocked(&'static str, &'static str, &'static str, i64),
+    PutLegalHoldOn(&'static str, &'static str),
+    Get(&'static str, &'static str),
+    GetVersion(&'static str, &'static str),
+    Head(&'static str, &'static str),
+    HeadVersion(&'static str, &'static str),
+    Delete(&'static str, &'static str),
+    DeleteVersion(&'static str, &'static str),
+    DeleteMany(&'static str, &'static str),
+    Copy(&'static str, &'static str, &'static str),
+    GetObjectAcl(&'static str, &'static str),
+    PutObjectAcl(&'static str, &'static str),
+    GetObjectTagging(&'static str, &'static str),
+    PutObjectTagging(&'static str, &'static str),
+    DeleteObjectTagging(&'static str, &'static str),
+    GetRetention(&'static str, &'static str),
+    PutRetention(&'static str, &'static str, bool),
+    GetLegalHold(&'static str, &'static str),
+    PutLegalHold(&'static str, &'static str),
+    CreateUpload(&'static str, &'static str),
+    UploadPart(&'static str, &'static str),
+    UploadPartCopy(&'static str, &'static str, &'static str),
+    Complete(&'static str, &'static str),
+    Abort(&'static str, &'static str),
+    ListParts(&'static str, &'static str),
+}
+
+macro_rules! outcome {
+    ($e:expr) => {
+        match $e.await {
+            Ok(_) => Allow,
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                decide(status, e.code(), e.message())
+            }
+        }
+    };
+}
+
+fn decide(status: Option<u16>, code: Option<&str>, message: Option<&str>) -> D {
+    match status {
+        Some(403) => {
+            // HEAD has no body; every other denial must be the policy's, not Object Lock's.
+            if let Some(m) = message {
+                assert!(
+                    m.contains("not authorized") || m == "Access Denied",
+                    "403 for another reason: {code:?} {m}"
+                );
+            }
+            Deny
+        }
+        Some(s) if s >= 500 => panic!("server error {s}: {code:?} {message:?}"),
+        Some(_) => Allow,
+        None => panic!("no response: {code:?} {message:?}"),
+    }
+}
+
+async fn run(c: &Client, op: &Op, fx: &Fixture) -> D {
+    use Op::*;
+    match op.clone() {
+        ListBuckets => outcome!(c.list_buckets().send()),
+        CreateBucket(b) => outcome!(c.create_bucket().bucket(b).send()),
+        DeleteBucket(b) => outcome!(c.delete_bucket().bucket(b).send()),
+        HeadBucket(b) => outcome!(c.head_bucket().bucket(b).send()),
+        GetBucketLocation(b) => outcome!(c.get_bucket_location().bucket(b).send()),
+        ListObjects(b) => outcome!(c.list_objects().bucket(b).send()),
+        ListV2 {
+            b,
+            prefix,
+            delimiter,
+            max_keys,
+        } => outcome!(
+            c.list_objects_v2()
+                .bucket(b)
+                .set_prefix(prefix.map(Into::into))
+                .set_delimiter(delimiter.map(Into::into))
+                .set_max_keys(max_keys)
+                .send()
+        ),
+        ListVersions(b, prefix) => outcome!(
+            c.list_object_versions()
+                .bucket(b)
+                .set_prefix(prefix.map(Into::into))
+                .send()
+        ),
+        ListUploads(b) => outcome!(c.list_multipart_uploads().bucket(b).send()),
+        GetVersioning(b) => outcome!(c.get_bucket_versioning().bucket(b).send()),
+        PutVersioning(b) => outcome!(
+            c.put_bucket_versioning()
+                .bucket(b)
+                .versioning_configuration(
+                    VersioningConfiguration::builder()
+                        .status(BucketVersioningStatus::Enabled)
+                        .build()
+                )
+                .send()
+        ),
+        GetBucketAcl(b) => outcome!(c.get_bucket_acl().bucket(b).send()),
+        PutBucketAcl(b) => outcome!(
+            c.put_bucket_acl()
+                .bucket(b)
+                .acl(BucketCannedAcl::Private)
+                .send()
+        ),
+        GetCors(b) => outcome!(c.get_bucket_cors().bucket(b).send()),
+        PutCors(b) => outcome!(
+            c.put_bucket_cors()
+                .bucket(b)
+                .cors_configuration(
+                    CorsConfiguration::builder()
+                        .cors_rules(
+                            CorsRule::builder()
+                                .allowed_methods("GET")
+                                .allowed_origins("*")
+                                .build()
+                                .unwrap()
+                        )
+                        .build()
+                        .unwrap()
+                )
+                .send()
+        ),
+        DeleteCors(b) => outcome!(c.delete_bucket_cors().bucket(b).send()),
+        GetLifecycle(b) => outcome!(c.get_bucket_lifecycle_configuration().bucket(b).send()),
+        PutLifecycle(b) => outcome!(
+            c.put_bucket_lifecycle_configuration()
+                .bucket(b)
+                .lifecycle_configuration(
+                    BucketLifecycleConfiguration::builder()
+                        .rules(
+                            LifecycleRule::builder()
+                                .id("r")
+                                .status(ExpirationStatus::Enabled)
+                                .filter(LifecycleRuleFilter::builder().prefix("tmp/").build())
+                                .expiration(LifecycleExpiration::builder().days(3650).build())
+                                .build()
+                                .unwrap()
+                        )
+                        .build()
+                        .unwrap()
+                )
+                .send()
+        ),
+        DeleteLifecycle(b) => outcome!(c.delete_bucket_lifecycle().bucket(b).send()),
+        GetBucketTagging(b) => outcome!(c.get_bucket_tagging().bucket(b).send()),
+        PutBucketTagging(b) => outcome!(
+            c.put_bucket_tagging()
+                .bucket(b)
+                .tagging(tagging("a", "b"))
+                .send()
+        ),
+        DeleteBucketTagging(b) => outcome!(c.delete_bucket_tagging().bucket(b).send()),
+        GetNotification(b) => outcome!(c.get_bucket_notification_configuration().bucket(b).send()),
+        PutNotification(b) => outcome!(
+            c.put_bucket_notification_configuration()
+                .bucket(b)
+                .notification_configuration(NotificationConfiguration::builder().build())
+                .send()
+        ),
+        GetPolicy(b) => outcome!(c.get_bucket_policy().bucket(b).send()),
+        GetPolicyStatus(b) => outcome!(c.get_bucket_policy_status().bucket(b).send()),
+        GetPublicAccessBlock(b) => outcome!(c.get_public_access_block().bucket(b).send()),
+        GetEncryption(b) => outcome!(c.get_bucket_encryption().bucket(b).send()),
+        GetLockConfig(b) => outcome!(c.get_object_lock_configuration().bucket(b).send()),
+        PutLockConfig(b) => outcome!(
+            c.put_object_lock_configuration()
+                .bucket(b)
+                .object_lock_configuration(
+                    ObjectLockConfiguration::builder()
+                        .object_lock_enabled(ObjectLockEnabled::Enabled)
+                        .build()
+                )
+                .send()
+        ),
+        Put(b, k) => outcome!(
+            c.put_object()
+                .bucket(b)
+                .key(k)
+                .body(ByteStream::from_static(b"x"))
+                .send()
+        ),
+        PutTagged(b, k, t) => outcome!(
+            c.put_object()
+                .bucket(b)
+                .key(k)
+                .tagging(t)
+                .body(ByteStream::from_static(b"x"))
+                .send()
+        ),
+        PutSse(b, k, sse) => outcome!(
+            c.put_object()
+                .bucket(b)
+                .key(k)
+                .server_side_encryption(ServerSideEncryption::from(sse))
+                .body(ByteStream::from_static(b"x"))
+                .send()
+        ),
+        PutLocked(b, k, mode, days) => outcome!(
+            c.put_object()
+                .bucket(b)
+                .key(k)
+                .object_lock_mode(ObjectLockMode::from(mode))
+                .object_lock_retain_until_date(in_days(days))
+                .body(ByteStream::from_static(b"x"))
+                .send()
+        ),
+        PutLegalHoldOn(b, k) => outcome!(
+            c.put_object()
+                .bucket(b)
+                .key(k)
+                .object_lock_legal_hold_status(ObjectLockLegalHoldStatus::On)
+                .body(ByteStream::from_static(b"x"))
+                .send()
+        ),
+        Get(b, k) => outcome!(c.get_object().bucket(b).key(k).send()),
+        GetVersion(b, k) => outcome!(
+            c.get_object()
+                .bucket(b)
+                .key(k)
+                .version_id(&fx.version_of_public)
+                .send()
+        ),
+        Head(b, k) => outcome!(c.head_object().bucket(b).key(k).send()),
+        HeadVersion(b, k) => outcome!(
+            c.head_object()
+                .bucket(b)
+                .key(k)
+                .version_id(&fx.version_of_public)
+                .send()
+        ),
+        Delete(b, k) => outcome!(c.delete_object().bucket(b).key(k).send()),
+        DeleteVersion(b, k) => outcome!(
+            c.delete_object()
+                .bucket(b)
+                .key(k)
+                .version_id("0000000000000000000000000000aaaa")
+                .send()
+        ),
+        DeleteMany(b, k) => {
+            let out = c
+                .delete_objects()
+                .bucket(b)
+                .delete(
+                    aws_sdk_s3::types::Delete::builder()
+                        .objects(ObjectIdentifier::builder().key(k).build().unwrap())
+                        .build()
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .expect("DeleteObjects itself needs only a signature");
+            if out
+                .errors()
+                .iter()
+                .any(|e| e.code() == Some("AccessDenied"))
+            {
+                Deny
+            } else {
+                Allow
+            }
+        }
+        Copy(b, k, src) => outcome!(c.copy_object().bucket(b).key(k).copy_source(src).send()),
+        GetObjectAcl(b, k) => outcome!(c.get_object_acl().bucket(b).key(k).send()),
+        PutObjectAcl(b, k) => outcome!(
+            c.put_object_acl()
+                .bucket(b)
+                .key(k)
+                .acl(ObjectCannedAcl::Private)
+                .send()
+        ),
+        GetObjectTagging(b, k) => outcome!(c.get_object_tagging().bucket(b).key(k).send()),
+        PutObjectTagging(b, k) => outcome!(
+            c.put_object_tagging()
+                .bucket(b)
+                .key(k)
+                .tagging(tagging("public", "yes"))
+                .send()
+        ),
+        DeleteObjectTagging(b, k) => outcome!(c.delete_object_tagging().bucket(b).key(k).send()),
+        GetRetention(b, k) => outcome!(c.get_object_retention().bucket(b).key(k).send()),
+        PutRetention(b, k, bypass) => outcome!(
+            c.put_object_retention()
+                .bucket(b)
+                .key(k)
+                .retention(
+                    ObjectLockRetention::builder()
+                        .mode(ObjectLockRetentionMode::Governance)
+                        .retain_until_date(in_days(2))
+                        .build()
+                )
+                .set_bypass_governance_retention(bypass.then_some(true))
+                .send()
+        ),
+        GetLegalHold(b, k) => outcome!(c.get_object_legal_hold().bucket(b).key(k).send()),
+        PutLegalHold(b, k) => outcome!(
+            c.put_object_legal_hold()
+                .bucket(b)
+                .key(k)
+                .legal_hold(
+                    ObjectLockLegalHold::builder()
+                        .status(ObjectLockLegalHoldStatus::Off)
+                        .build()
+                )
+                .send()
+        ),
+        CreateUpload(b, k) => outcome!(c.create_multipart_upload().bucket(b).key(k).send()),
+        UploadPart(b, k) => outcome!(
+            c.upload_part()
+                .bucket(b)
+                .key(k)
+                .upload_id(&fx.upload_id)
+                .part_number(1)
+                .body(ByteStream::from_static(b"part"))
+                .send()
+        ),
+        UploadPartCopy(b, k, src) => outcome!(
+            c.upload_part_copy()
+                .bucket(b)
+                .key(k)
+                .upload_id(&fx.upload_id)
+                .part_number(2)
+                .copy_source(src)
+                .send()
+        ),
+        Complete(b, k) => outcome!(
+            c.complete_multipart_upload()
+                .bucket(b)
+                .key(k)
+                .upload_id("no-such-upload")
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .parts(
+                            CompletedPart::builder()
+                                .part_number(1)
+                                .e_tag("\"00\"")
+                                .build()
+                        )
+                        .build()
+                )
+                .send()
+        ),
+        Abort(b, k) => outcome!(
+            c.abort_multipart_upload()
+                .bucket(b)
+                .key(k)
+                .upload_id("no-such-upload")
+                .send()
+        ),
+        ListParts(b, k) => outcome!(
+            c.list_parts()
+                .bucket(b)
+                .key(k)
+                .upload_id(&fx.upload_id)
+                .send()
+        ),
+    }
+}
+
+fn tagging(k: &str, v: &str) -> Tagging {
+    Tagging::builder()
+        .tag_set(Tag::builder().key(k).value(v).build().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// Every S3 operation the server implements, on the shared fixture, with harmless targets.
+fn every_operation() -> Vec<Op> {
+    use Op::*;
+    vec![
+        ListBuckets,
+        CreateBucket("made-by-test"),
+        DeleteBucket("no-such-bucket-here"),
+        HeadBucket("shared"),
+        GetBucketLocation("shared"),
+        ListObjects("shared"),
+        ListV2 {
+            b: "shared",
+            prefix: None,
+            delimiter: None,
+            max_keys: None,
+        },
+        ListVersions("shared", None),
+        ListUploads("shared"),
+        GetVersioning("shared"),
+        PutVersioning("shared"),
+        GetBucketAcl("shared"),
+        PutBucketAcl("shared"),
+        GetCors("shared"),
+        PutCors("shared"),
+        DeleteCors("shared"),
+        GetLifecycle("shared"),
+        PutLifecycle("shared"),
+        DeleteLifecycle("shared"),
+        GetBucketTagging("shared"),
+        PutBucketTagging("shared"),
+        DeleteBucketTagging("shared"),
+        GetNotification("shared"),
+        PutNotification("shared"),
+        GetPolicy("shared"),
+        GetPolicyStatus("shared"),
+        GetPublicAccessBlock("shared"),
+        GetEncryption("shared"),
+        GetLockConfig("locked"),
+        PutLockConfig("shared"),
+        Put("shared", "scratch/put"),
+        Get("shared", "public.txt"),
+        GetVersion("shared", "public.txt"),
+        Head("shared", "public.txt"),
+        HeadVersion("shared", "public.txt"),
+        Delete("shared", "scratch/none"),
+        DeleteVersion("shared", "scratch/none"),
+        DeleteMany("shared", "scratch/none2"),
+        Copy("shared", "scratch/copy", "shared/public.txt"),
+        GetObjectAcl("shared", "public.txt"),
+        PutObjectAcl("shared", "public.txt"),
+        GetObjectTagging("shared", "public.txt"),
+        PutObjectTagging("shared", "scratch/none3"),
+        DeleteObjectTagging("shared", "scratch/none3"),
+        GetRetention("locked", "l"),
+        PutRetention("locked", "l2", false),
+        GetLegalHold("locked", "l"),
+        PutLegalHold("locked", "l"),
+        CreateUpload("shared", "scratch/mp"),
+        UploadPart("shared", "mp"),
+        UploadPartCopy("shared", "mp", "shared/public.txt"),
+        Complete("shared", "mp"),
+        Abort("shared", "mp"),
+        ListParts("shared", "mp"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_matrix() {
+    let r = Region::start();
+    let root = r.client();
+    let account = field(
+        &iam_call(
+            &r,
+            "sts",
+            &[("Action", "GetCallerIdentity"), ("Version", "2011-06-15")],
+        ),
+        "Account",
+    );
+
+    // Fixture, made by root.
+    for b in ["shared", "eng-data", "ops-data"] {
+        root.create_bucket().bucket(b).send().await.unwrap();
+    }
+    root.create_bucket()
+        .bucket("locked")
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    root.put_bucket_versioning()
+        .bucket("shared")
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut versions = HashMap::new();
+    for (k, tags) in [
+        ("public.txt", "public=yes"),
+        ("private.txt", "public=no"),
+        ("home/alice/a.txt", ""),
+        ("home/bob/b.txt", ""),
+        ("data/x", ""),
+        ("shared/s.txt", ""),
+    ] {
+        let out = root
+            .put_object()
+            .bucket("shared")
+            .key(k)
+            .tagging(tags)
+            .body(ByteStream::from_static(b"fixture"))
+            .send()
+            .await
+            .unwrap();
+        versions.insert(k, out.version_id().unwrap().to_owned());
+    }
+    for b in ["eng-data", "ops-data"] {
+        root.put_object()
+            .bucket(b)
+            .key("k")
+            .body(ByteStream::from_static(b"k"))
+            .send()
+            .await
+            .unwrap();
+    }
+    root.put_object()
+        .bucket("locked")
+        .key("l")
+        .body(ByteStream::from_static(b"l"))
+        .send()
+        .await
+        .unwrap();
+    let upload = root
+        .create_multipart_upload()
+        .bucket("shared")
+        .key("mp")
+        .send()
+        .await
+        .unwrap();
+    let fx = Fixture {
+        version_of_public: versions["public.txt"].clone(),
+        upload_id: upload.upload_id().unwrap().to_owned(),
+    };
+
+    // Principals.
+    let admin = user(
+        &r,
+        "admin",
+        &[],
+        &["arn:aws:iam::aws:policy/AdministratorAccess"],
+        &[],
+    );
+    let nobody = user(&r, "nobody", &[], &[], &[]);
+    let reader = user(
+        &r,
+        "reader",
+        &[],
+        &["arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess"],
+        &[],
+    );
+    let alice = user(
+        &r,
+        "alice",
+        &[r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"s3:ListBucket","Resource":"arn:aws:s3:::shared",
+             "Condition":{"StringLike":{"s3:prefix":["","home/","home/${aws:username}/*"]}}},
+            {"Effect":"Allow","Action":["s3:GetObject","s3:PutObject","s3:DeleteObject"],"Resource":"arn:aws:s3:::shared/home/${aws:username}/*"}]}"#],
+        &[],
+        &[],
+    );
+    let denier = user(
+        &r,
+        "denier",
+        &[r#"{"Version":"2012-10-17","Statement":[
+            {"Sid":"NoDeletes","Effect":"Deny","Action":"s3:Delete*","Resource":"*"},
+            {"Sid":"PutOnlyData","Effect":"Deny","Action":"s3:PutObject","NotResource":"arn:aws:s3:::shared/data/*"},
+            {"Sid":"ReadOnlyElsewhere","Effect":"Deny","NotAction":["s3:Get*","s3:List*","s3:PutObject","s3:Delete*"],"Resource":"*"}]}"#],
+        &["arn:aws:iam::aws:policy/AdministratorAccess"],
+        &[],
+    );
+    let versioner = user(
+        &r,
+        "versioner",
+        &[r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":["s3:GetObject","s3:DeleteObject","s3:PutObjectTagging"],"Resource":"arn:aws:s3:::shared/*"},
+            {"Effect":"Allow","Action":"s3:ListBucket","Resource":"arn:aws:s3:::shared"}]}"#],
+        &[],
+        &[],
+    );
+    let tagger = user(
+        &r,
+        "tagger",
+        &[r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"s3:PutObject","Resource":"arn:aws:s3:::shared/*",
+             "Condition":{"StringEquals":{"s3:RequestObjectTag/team":"red"},
+                          "ForAllValues:StringEquals":{"s3:RequestObjectTagKeys":["team","env"]}}},
+            {"Effect":"Allow","Action":"s3:PutObjectTagging","Resource":"arn:aws:s3:::shared/*"},
+            {"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::shared/*",
+             "Condition":{"StringEquals":{"s3:ExistingObjectTag/public":"yes"}}},
+            {"Effect":"Allow","Action":"s3:GetObjectTagging","Resource":"arn:aws:s3:::shared/*",
+             "Condition":{"StringNotEquals":{"s3:ExistingObjectTag/public":"no"}}}]}"#],
+        &[],
+        &[],
+    );
+    let anytag = user(
+        &r,
+        "anytag",
+        &[r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":["s3:PutObject","s3:PutObjectTagging"],"Resource":"arn:aws:s3:::shared/*",
+             "Condition":{"ForAnyValue:StringLike":{"s3:RequestObjectTagKeys":"env*"}}}]}"#],
+        &[],
+        &[],
+    );
+    let lister = user(
+        &r,
+        "lister",
+        &[r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"s3:ListBucket","Resource":"arn:aws:s3:::shared",
+             "Condition":{"NumericLessThanEquals":{"s3:max-keys":"10"},"StringEqualsIfExists":{"s3:delimiter":"/"}}},
+            {"Effect":"Allow","Action":"s3:ListBucketVersions","Resource":"arn:aws:s3:::shared",
+             "Condition":{"Null":{"s3:prefix":"false"}}}]}"#],
+        &[],
+        &[],
+    );
+    let net = user(
+        &r,
+        "net",
+        &[r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"s3:GetObject","Resource":"*","Condition":{"IpAddress":{"aws:SourceIp":"127.0.0.0/8"}}},
+            {"Effect":"Allow","Action":"s3:PutObject","Resource":"*","Condition":{"IpAddress":{"aws:SourceIp":["10.0.0.0/8","2001:db8::/32"]}}},
+            {"Effect":"Allow","Action":"s3:ListBucket","Resource":"*","Condition":{"NotIpAddress":{"aws:SourceIp":"192.168.0.0/16"}}},
+            {"Effect":"Allow","Action":"s3:DeleteObject","Resource":"*","Condition":{"NotIpAddress":{"aws:SourceIp":"127.0.0.1/32"}}}]}"#],
+        &[],
+        &[],
+    );
+    let tls = user(
+        &r,
+        "tls",
+        &[r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"s3:*","Resource":"*"},
+            {"Effect":"Deny","Action":["s3:PutObject","s3:DeleteObject"],"Resource":"*","Condition":{"Bool":{"aws:SecureTransport":"false"}}},
+            {"Effect":"Deny","Action":"s3:PutBucketTagging","Resource":"*","Condition":{"BoolIfExists":{"aws:MultiFactorAuthPresent":"false"}}}]}"#],
+        &[],
+        &[],
+    );
+    let clock = user(
+        &r,
+        "clock",
+        &[r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"s3:GetObject","Resource":"*","Condition":{"DateLessThan":{"aws:CurrentTime":"2000-01-01T00:00:00Z"}}},
+            {"Effect":"Allow","Action":"s3:ListBucket","Resource":"*","Condition":{"DateGreaterThan":{"aws:CurrentTime":"2020-01-01T00:00:00Z"}}},
+            {"Effect":"Allow","Action":"s3:GetBucketLocation","Resource":"*","Condition":{"DateLessThanEquals":{"aws:EpochTime":"4102444800"}}},
+            {"Effect":"Allow","Action":"s3:GetBucketVersioning","Resource":"*","Condition":{"DateEquals":{"aws:CurrentTime":"2020-01-01"}}},
+            {"Effect":"Allow","Action":"s3:GetBucketTagging","Resource":"*","Condition":{"DateNotEquals":{"aws:CurrentTime":"2020-01-01"}}},
+            {"Effect":"Allow","Action":"s3:GetBucketAcl","Resource":"*","Condition":{"DateGreaterThanEquals":{"aws:CurrentTime":"2100-01-01"}}}]}"#],
+        &[],
+        &[],
+    );
+    let engineer = user(
+        &r,
+        "engineer",
+        &[r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"s3:*","Resource":["arn:aws:s3:::${aws:PrincipalTag/dept}-data","arn:aws:s3:::${aws:PrincipalTag/dept}-data/*"]},
+            {"Effect":"Allow","Action":"s3:ListAllMyBuckets","Resource":"*","Condition":{"StringEquals":{"aws:PrincipalTag/dept":"eng"}}},
+            {"Effect":"Allow","Action":"s3:GetBucketLocation","Resource":"*","Condition":{"StringEquals":{"aws:PrincipalTag/dept":"ops"}}}]}"#],
+        &[],
+        &[("dept", "eng")],
+    );
+    let arn_policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[
+            {{"Effect":"Allow","Action":"s3:GetObject","Resource":"*","Condition":{{"ArnLike":{{"aws:PrincipalArn":"arn:aws:iam::*:user/arn*"}}}}}},
+            {{"Effect":"Allow","Action":"s3:PutObject","Resource":"*","Condition":{{"ArnNotLike":{{"aws:PrincipalArn":"arn:aws:iam::*:user/arn*"}}}}}},
+            {{"Effect":"Allow","Action":"s3:ListBucket","Resource":"*","Condition":{{"ArnEquals":{{"aws:PrincipalArn":"arn:aws:iam::{account}:user/arnie"}}}}}},
+            {{"Effect":"Allow","Action":"s3:GetBucketLocation","Resource":"*","Condition":{{"ArnNotEquals":{{"aws:PrincipalArn":"arn:aws:iam::{account}:user/arnie"}}}}}},
+            {{"Effect":"Allow","Action":"s3:GetObjectTagging","Resource":"*","Condition":{{"StringEquals":{{"aws:PrincipalAccount":"{account}"}}}}}}]}}"#
+    );
+    let arnie = user(&r, "arnie", &[&arn_policy], &[], &[]);
+    let whoami = user(
+        &r,
+        "whoami",
+        &[r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"s3:GetObject","Resource":"*","Condition":{"StringEquals":{"aws:username":"whoami"}}},
+            {"Effect":"Allow","Action":"s3:PutObject","Resource":"*","Condition":{"StringEquals":{"aws:username":"someoneelse"}}},
+            {"Effect":"Allow","Action":"s3:ListBucket","Resource":"*","Condition":{"StringLike":{"aws:userid":"AIDA*"}}},
+            {"Effect":"Allow","Action":"s3:DeleteObject","Resource":"*","Condition":{"StringNotEqualsIgnoreCase":{"aws:username":"WHOAMI"}}},
+            {"Effect":"Allow","Action":"s3:GetObjectTagging","Resource":"*","Condition":{"StringEqualsIgnoreCase":{"aws:username":"WHOAMI"}}},
+            {"Effect":"Allow","Action":"s3:GetObjectAcl","Resource":"*","Condition":{"StringNotLike":{"aws:username":"who*"}}},
+            {"Effect":"Allow","Action":"s3:GetBucketAcl","Resource":"*","Condition":{"StringNotEquals":{"aws:username":"nobody"}}},
+            {"Effect":"Allow","Action":"s3:GetBucketCors","Resource":"*","Condition":{"NumericGreaterThan":{"s3:max-keys":"1"}}},
+            {"Effect":"Allow","Action":"s3:GetBucketLifecycleConfiguration","Resource":"*"}]}"#],
+        &[],
+        &[],
+    );
+    let locker = user(
+        &r,
+        "locker",
+        &[r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":["s3:PutObject","s3:GetObject","s3:GetObjectRetention"],"Resource":"arn:aws:s3:::locked/*"},
+            {"Effect":"Allow","Action":"s3:PutObjectRetention","Resource":"arn:aws:s3:::locked/*",
+             "Condition":{"StringEqualsIfExists":{"s3:object-lock-mode":"GOVERNANCE"},
+                          "NumericLessThanEqualsIfExists":{"s3:object-lock-remaining-retention-days":"30"}}},
+            {"Effect":"Allow","Action":"s3:PutObjectLegalHold","Resource":"arn:aws:s3:::locked/*",
+             "Condition":{"StringEqualsIfExists":{"s3:object-lock-legal-hold":"OFF"}}},
+            {"Effect":"Deny","Action":"s3:BypassGovernanceRetention","Resource":"*"}]}"#],
+        &[],
+        &[],
+    );
+    let sse = user(
+        &r,
+        "sse",
+        &[r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"s3:PutObject","Resource":"*"},
+            {"Effect":"Deny","Action":"s3:PutObject","Resource":"*",
+             "Condition":{"StringNotEqualsIfExists":{"s3:x-amz-server-side-encryption":"AES256"}}}]}"#],
+        &[],
+        &[],
+    );
+    // Group membership: an inline group policy and a customer managed policy on the group.
+    iam_call(
+        &r,
+        "iam",
+        &[("Action", "CreateGroup"), ("GroupName", "devs")],
+    );
+    iam_call(
+        &r,
+        "iam",
+        &[
+            ("Action", "PutGroupPolicy"),
+            ("GroupName", "devs"),
+            ("PolicyName", "shared-read"),
+            (
+                "PolicyDocument",
+                r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::shared/shared/*"}}"#,
+            ),
+        ],
+    );
+    let managed = iam_call(
+        &r,
+        "iam",
+        &[
+            ("Action", "CreatePolicy"),
+            ("PolicyName", "ListShared"),
+            (
+                "PolicyDocument",
+                r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:ListBucket","Resource":"arn:aws:s3:::shared"}}"#,
+            ),
+        ],
+    );
+    iam_call(
+        &r,
+        "iam",
+        &[
+            ("Action", "AttachGroupPolicy"),
+            ("GroupName", "devs"),
+            ("PolicyArn", &field(&managed, "Arn")),
+        ],
+    );
+    let grouped = user(&r, "grouped", &[], &[], &[]);
+    iam_call(
+        &r,
+        "iam",
+        &[
+            ("Action", "AddUserToGroup"),
+            ("GroupName", "devs"),
+            ("UserName", "grouped"),
+        ],
+    );
+
+    use Op::*;
+    let mut rows: Vec<(&str, &Client, Op, D)> = Vec::new();
+    for op in every_operation() {
+        rows.push(("admin", &admin, op.clone(), Allow));
+        rows.push(("nobody", &nobody, op, Deny));
+    }
+    let more: Vec<(&str, &Client, Op, D)> = vec![
+        // AWS managed read-only policy: Get*/List* only.
+        ("reader", &reader, ListBuckets, Allow),
+        ("reader", &reader, Get("shared", "private.txt"), Allow),
+        ("reader", &reader, GetVersion("shared", "public.txt"), Allow),
+        ("reader", &reader, ListVersions("shared", None), Allow),
+        (
+            "reader",
+            &reader,
+            GetObjectTagging("shared", "public.txt"),
+            Allow,
+        ),
+        ("reader", &reader, Put("shared", "scratch/r"), Deny),
+        ("reader", &reader, Delete("shared", "scratch/r"), Deny),
+        ("reader", &reader, PutBucketTagging("shared"), Deny),
+        ("reader", &reader, CreateBucket("reader-bucket"), Deny),
+        // Policy variables: a home folder per user.
+        (
+            "alice",
+            &alice,
+            ListV2 {
+                b: "shared",
+                prefix: Some("home/alice/"),
+                delimiter: Some("/"),
+                max_keys: None,
+            },
+            Allow,
+        ),
+        (
+            "alice",
+            &alice,
+            ListV2 {
+                b: "shared",
+                prefix: Some("home/"),
+                delimiter: Some("/"),
+                max_keys: None,
+            },
+            Allow,
+        ),
+        (
+            "alice",
+            &alice,
+            ListV2 {
+                b: "shared",
+                prefix: None,
+                delimiter: Some("/"),
+                max_keys: None,
+            },
+            Deny,
+        ),
+        (
+            "alice",
+            &alice,
+            ListV2 {
+                b: "shared",
+                prefix: Some("home/bob/"),
+                delimiter: None,
+                max_keys: None,
+            },
+            Deny,
+        ),
+        ("alice", &alice, Get("shared", "home/alice/a.txt"), Allow),
+        ("alice", &alice, Get("shared", "home/bob/b.txt"), Deny),
+        ("alice", &alice, Put("shared", "home/alice/new.txt"), Allow),
+        ("alice", &alice, Put("shared", "home/bob/new.txt"), Deny),
+        (
+            "alice",
+            &alice,
+            Delete("shared", "home/alice/new.txt"),
+            Allow,
+        ),
+        (
+            "alice",
+            &alice,
+            DeleteMany("shared", "home/alice/gone.txt"),
+            Allow,
+        ),
+        (
+            "alice",
+            &alice,
+            DeleteMany("shared", "home/bob/b.txt"),
+            Deny,
+        ),
+        (
+            "alice",
+            &alice,
+            GetObjectAcl("shared", "home/alice/a.txt"),
+            Deny,
+        ),
+        (
+            "alice",
+            &alice,
+            GetVersion("shared", "home/alice/a.txt"),
+            Deny,
+        ),
+        // Explicit deny wins over AdministratorAccess; NotResource and NotAction.
+        ("denier", &denier, Get("shared", "public.txt"), Allow),
+        ("denier", &denier, Delete("shared", "data/x"), Deny),
+        ("denier", &denier, DeleteMany("shared", "data/x"), Deny),
+        ("denier", &denier, DeleteBucket("shared"), Deny),
+        ("denier", &denier, Put("shared", "data/new"), Allow),
+        ("denier", &denier, Put("shared", "other/new"), Deny),
+        ("denier", &denier, PutBucketTagging("shared"), Deny),
+        ("denier", &denier, ListVersions("shared", None), Allow),
+        ("denier", &denier, PutRetention("locked", "l", false), Deny),
+        // Version-specific actions are separate from the plain ones.
+        ("versioner", &versioner, Get("shared", "public.txt"), Allow),
+        (
+            "versioner",
+            &versioner,
+            GetVersion("shared", "public.txt"),
+            Deny,
+        ),
+        ("versioner", &versioner, Head("shared", "public.txt"), Allow),
+        (
+            "versioner",
+            &versioner,
+            HeadVersion("shared", "public.txt"),
+            Deny,
+        ),
+        ("versioner", &versioner, HeadBucket("shared"), Allow),
+        ("versioner", &versioner, ListObjects("shared"), Allow),
+        ("versioner", &versioner, ListVersions("shared", None), Deny),
+        (
+            "versioner",
+            &versioner,
+            Delete("shared", "scratch/v"),
+            Allow,
+        ),
+        (
+            "versioner",
+            &versioner,
+            DeleteVersion("shared", "scratch/v"),
+            Deny,
+        ),
+        (
+            "versioner",
+            &versioner,
+            PutObjectTagging("shared", "scratch/v"),
+            Allow,
+        ),
+        ("versioner", &versioner, Put("shared", "scratch/v"), Deny),
+        (
+            "versioner",
+            &versioner,
+            GetObjectTagging("shared", "public.txt"),
+            Deny,
+        ),
+        // Request and existing object tags.
+        (
+            "tagger",
+            &tagger,
+            PutTagged("shared", "scratch/t1", "team=red"),
+            Allow,
+        ),
+        (
+            "tagger",
+            &tagger,
+            PutTagged("shared", "scratch/t2", "team=red&env=prod"),
+            Allow,
+        ),
+        (
+            "tagger",
+            &tagger,
+            PutTagged("shared", "scratch/t3", "team=blue"),
+            Deny,
+        ),
+        (
+            "tagger",
+            &tagger,
+            PutTagged("shared", "scratch/t4", "team=red&cost=1"),
+            Deny,
+        ),
+        ("tagger", &tagger, Put("shared", "scratch/t5"), Deny),
+        ("tagger", &tagger, Get("shared", "public.txt"), Allow),
+        ("tagger", &tagger, Get("shared", "private.txt"), Deny),
+        ("tagger", &tagger, Get("shared", "data/x"), Deny),
+        (
+            "tagger",
+            &tagger,
+            GetObjectTagging("shared", "public.txt"),
+            Allow,
+        ),
+        (
+            "tagger",
+            &tagger,
+            GetObjectTagging("shared", "private.txt"),
+            Deny,
+        ),
+        (
+            "tagger",
+            &tagger,
+            GetObjectTagging("shared", "data/x"),
+            Allow,
+        ),
+        (
+            "anytag",
+            &anytag,
+            PutTagged("shared", "scratch/a1", "environment=prod"),
+            Allow,
+        ),
+        (
+            "anytag",
+            &anytag,
+            PutTagged("shared", "scratch/a2", "team=x&env=dev"),
+            Allow,
+        ),
+        (
+            "anytag",
+            &anytag,
+            PutTagged("shared", "scratch/a3", "team=x"),
+            Deny,
+        ),
+        ("anytag", &anytag, Put("shared", "scratch/a4"), Deny),
+        // s3:max-keys, s3:delimiter, s3:prefix with Numeric, IfExists and Null.
+        (
+            "lister",
+            &lister,
+            ListV2 {
+                b: "shared",
+                prefix: None,
+                delimiter: None,
+                max_keys: Some(10),
+            },
+            Allow,
+        ),
+        (
+            "lister",
+            &lister,
+            ListV2 {
+                b: "shared",
+                prefix: None,
+                delimiter: None,
+                max_keys: Some(11),
+            },
+            Deny,
+        ),
+        (
+            "lister",
+            &lister,
+            ListV2 {
+                b: "shared",
+                prefix: None,
+                delimiter: Some("/"),
+                max_keys: Some(5),
+            },
+            Allow,
+        ),
+        (
+            "lister",
+            &lister,
+            ListV2 {
+                b: "shared",
+                prefix: None,
+                delimiter: Some("-"),
+                max_keys: Some(5),
+            },
+            Deny,
+        ),
+        (
+            "lister",
+            &lister,
+            ListV2 {
+                b: "shared",
+                prefix: None,
+                delimiter: None,
+                max_keys: None,
+            },
+            Deny,
+        ),
+        (
+            "lister",
+            &lister,
+            ListVersions("shared", Some("home/")),
+            Allow,
+        ),
+        ("lister", &lister, ListVersions("shared", None), Deny),
+        // aws:SourceIp (tests connect from 127.0.0.1).
+        ("net", &net, Get("shared", "public.txt"), Allow),
+        ("net", &net, Put("shared", "scratch/n"), Deny),
+        ("net", &net, ListObjects("shared"), Allow),
+        ("net", &net, Delete("shared", "scratch/n"), Deny),
+        // aws:SecureTransport (plain HTTP here) and MFA absence.
+        ("tls", &tls, Get("shared", "public.txt"), Allow),
+        ("tls", &tls, Put("shared", "scratch/tls"), Deny),
+        ("tls", &tls, Delete("shared", "scratch/tls"), Deny),
+        ("tls", &tls, PutBucketTagging("shared"), Deny),
+        ("tls", &tls, GetBucketTagging("shared"), Allow),
+        // Date operators on aws:CurrentTime and aws:EpochTime.
+        ("clock", &clock, Get("shared", "public.txt"), Deny),
+        ("clock", &clock, ListObjects("shared"), Allow),
+        ("clock", &clock, GetBucketLocation("shared"), Allow),
+        ("clock", &clock, GetVersioning("shared"), Deny),
+        ("clock", &clock, GetBucketTagging("shared"), Allow),
+        ("clock", &clock, GetBucketAcl("shared"), Deny),
+        // aws:PrincipalTag in a condition and as a policy variable in Resource.
+        ("engineer", &engineer, Get("eng-data", "k"), Allow),
+        ("engineer", &engineer, Get("ops-data", "k"), Deny),
+        ("engineer", &engineer, Put("eng-data", "k2"), Allow),
+        ("engineer", &engineer, ListObjects("ops-data"), Deny),
+        ("engineer", &engineer, ListBuckets, Allow),
+        ("engineer", &engineer, GetBucketLocation("ops-data"), Deny),
+        // ARN operators on aws:PrincipalArn; aws:PrincipalAccount.
+        ("arnie", &arnie, Get("shared", "public.txt"), Allow),
+        ("arnie", &arnie, Put("shared", "scratch/arn"), Deny),
+        ("arnie", &arnie, ListObjects("shared"), Allow),
+        ("arnie", &arnie, GetBucketLocation("shared"), Deny),
+        (
+            "arnie",
+            &arnie,
+            GetObjectTagging("shared", "public.txt"),
+            Allow,
+        ),
+        // aws:username and aws:userid with the string operators.
+        ("whoami", &whoami, Get("shared", "public.txt"), Allow),
+        ("whoami", &whoami, Put("shared", "scratch/w"), Deny),
+        ("whoami", &whoami, ListObjects("shared"), Allow),
+        ("whoami", &whoami, Delete("shared", "scratch/w"), Deny),
+        (
+            "whoami",
+            &whoami,
+            GetObjectTagging("shared", "public.txt"),
+            Allow,
+        ),
+        (
+            "whoami",
+            &whoami,
+            GetObjectAcl("shared", "public.txt"),
+            Deny,
+        ),
+        ("whoami", &whoami, GetBucketAcl("shared"), Allow),
+        ("whoami", &whoami, GetCors("shared"), Deny),
+        ("whoami", &whoami, GetLifecycle("shared"), Deny),
+        // Object Lock condition keys and BypassGovernanceRetention.
+        (
+            "locker",
+            &locker,
+            PutLocked("locked", "g10", "GOVERNANCE", 10),
+            Allow,
+        ),
+        (
+            "locker",
+            &locker,
+            PutLocked("locked", "c10", "COMPLIANCE", 10),
+            Deny,
+        ),
+        (
+            "locker",
+            &locker,
+            PutLocked("locked", "g60", "GOVERNANCE", 60),
+            Deny,
+        ),
+        ("locker", &locker, Put("locked", "plain"), Allow),
+        ("locker", &locker, PutLegalHoldOn("locked", "held"), Deny),
+        ("locker", &locker, PutRetention("locked", "l", false), Allow),
+        ("locker", &locker, PutRetention("locked", "l", true), Deny),
+        ("locker", &locker, GetRetention("locked", "l"), Allow),
+        ("locker", &locker, GetLegalHold("locked", "l"), Deny),
+        ("locker", &locker, Delete("locked", "plain"), Deny),
+        // s3:x-amz-server-side-encryption: the required-encryption policy shape.
+        ("sse", &sse, PutSse("shared", "scratch/s1", "AES256"), Allow),
+        ("sse", &sse, PutSse("shared", "scratch/s2", "aws:kms"), Deny),
+        // IfExists makes a missing key true, so the Deny applies to unencrypted PUTs too.
+        ("sse", &sse, Put("shared", "scratch/s3"), Deny),
+        // Policies reached through a group: inline and customer managed.
+        ("grouped", &grouped, Get("shared", "shared/s.txt"), Allow),
+        ("grouped", &grouped, Get("shared", "public.txt"), Deny),
+        ("grouped", &grouped, ListObjects("shared"), Allow),
+        ("grouped", &grouped, ListObjects("eng-data"), Deny),
+        ("grouped", &grouped, Put("shared", "shared/new"), Deny),
+        // Copy needs read on the source as well as write on the target.
+        (
+            "alice",
+            &alice,
+            Copy("shared", "home/alice/copy", "shared/home/alice/a.txt"),
+            Allow,
+        ),
+        (
+            "alice",
+            &alice,
+            Copy("shared", "home/alice/copy2", "shared/public.txt"),
+            Deny,
+        ),
+        (
+            "denier",
+            &denier,
+            Copy("shared", "data/copy", "shared/public.txt"),
+            Allow,
+        ),
+        (
+            "denier",
+            &denier,
+            Copy("shared", "other/copy", "shared/public.txt"),
+            Deny,
+        ),
+    ];
+    rows.extend(more);
+    assert!(rows.len() >= 150, "the matrix has {} rows", rows.len());
+
+    let mut failures = Vec::new();
+    for (who, client, op, want) in &rows {
+        let got = run(client, op, &fx).await;
+        if got != *want {
+            failures.push(format!("{who:>9} {op:?}: want {want:?}, got {got:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows wrong:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
+
+    // Denials changed nothing: the objects others could not touch are intact.
+    let body = root
+        .get_object()
+        .bucket("shared")
+        .key("home/bob/b.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        body.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"fixture"
+    );
+    assert!(
+        root.head_object()
+            .bucket("shared")
+            .key("other/new")
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        root.head_object()
+            .bucket("shared")
+            .key("data/new")
+            .send()
+            .await
+            .is_ok()
+    );
+}
