@@ -923,6 +923,114 @@ async fn access_matrix() {
         ],
     );
 
+    // Bucket policies: a public website bucket with its public access block removed, and
+    // one whose public policy RestrictPublicBuckets neutralizes.
+    for b in ["pubsite", "restricted"] {
+        root.create_bucket().bucket(b).send().await.unwrap();
+        root.put_object()
+            .bucket(b)
+            .key("index.html")
+            .body(ByteStream::from_static(b"<h1>hi</h1>"))
+            .send()
+            .await
+            .unwrap();
+        root.put_object()
+            .bucket(b)
+            .key("keep/a")
+            .body(ByteStream::from_static(b"keep"))
+            .send()
+            .await
+            .unwrap();
+    }
+    root.delete_public_access_block()
+        .bucket("pubsite")
+        .send()
+        .await
+        .unwrap();
+    root.put_public_access_block()
+        .bucket("restricted")
+        .public_access_block_configuration(
+            PublicAccessBlockConfiguration::builder()
+                .block_public_policy(false)
+                .restrict_public_buckets(true)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let partner = user(&r, "partner", &[], &[], &[]);
+    let site_policy = |b: &str| {
+        format!(
+            r#"{{"Version":"2012-10-17","Statement":[
+            {{"Sid":"PublicRead","Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::{b}/*"}},
+            {{"Sid":"KeepForever","Effect":"Deny","Principal":"*","Action":"s3:DeleteObject","Resource":"arn:aws:s3:::{b}/keep/*"}},
+            {{"Sid":"PartnerDrop","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{account}:user/partner"}},"Action":"s3:PutObject","Resource":"arn:aws:s3:::{b}/in/*"}},
+            {{"Sid":"AccountList","Effect":"Allow","Principal":{{"AWS":"{account}"}},"Action":"s3:ListBucket","Resource":"arn:aws:s3:::{b}"}}]}}"#
+        )
+    };
+    for b in ["pubsite", "restricted"] {
+        root.put_bucket_policy()
+            .bucket(b)
+            .policy(site_policy(b))
+            .send()
+            .await
+            .unwrap();
+    }
+    // BlockPublicPolicy (on by default) refuses a public policy outright.
+    let refused = root
+        .put_bucket_policy()
+        .bucket("shared")
+        .policy(site_policy("shared"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("AccessDenied"));
+    let status = root
+        .get_bucket_policy_status()
+        .bucket("pubsite")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status.policy_status().and_then(|s| s.is_public()),
+        Some(true)
+    );
+
+    // Anonymous requests, as a browser or curl sends them.
+    let anon = |method: &str, path: &str| {
+        let resp = raw(
+            r.addr,
+            &format!(
+                "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                r.addr
+            ),
+        );
+        assert!(resp.status < 500, "{method} {path}: {}", resp.status);
+        if resp.status == 403 { Deny } else { Allow }
+    };
+    let anon_rows: Vec<(&str, &str, D)> = vec![
+        ("GET", "/pubsite/index.html", Allow),
+        ("HEAD", "/pubsite/index.html", Allow),
+        ("GET", "/pubsite/keep/a", Allow),
+        ("PUT", "/pubsite/new.html", Deny),
+        ("DELETE", "/pubsite/index.html", Deny),
+        ("GET", "/pubsite?list-type=2", Deny),
+        ("GET", "/pubsite?acl", Deny),
+        ("GET", "/restricted/index.html", Deny),
+        ("GET", "/shared/public.txt", Deny),
+        ("GET", "/", Deny),
+        ("PUT", "/anon-bucket", Deny),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, want) in &anon_rows {
+        let got = anon(method, path);
+        if got != *want {
+            failures.push(format!(
+                "anonymous {method} {path}: want {want:?}, got {got:?}"
+            ));
+        }
+    }
+
     use Op::*;
     let mut rows: Vec<(&str, &Client, Op, D)> = Vec::new();
     for op in every_operation() {
@@ -1299,6 +1407,21 @@ async fn access_matrix() {
         ("grouped", &grouped, ListObjects("shared"), Allow),
         ("grouped", &grouped, ListObjects("eng-data"), Deny),
         ("grouped", &grouped, Put("shared", "shared/new"), Deny),
+        // Bucket policy grants and denies, for users and for root.
+        ("partner", &partner, Put("pubsite", "in/drop"), Allow),
+        ("partner", &partner, Put("pubsite", "out/drop"), Deny),
+        ("partner", &partner, Get("pubsite", "index.html"), Allow),
+        ("partner", &partner, Get("shared", "public.txt"), Deny),
+        ("partner", &partner, Put("restricted", "in/drop"), Allow),
+        ("partner", &partner, ListObjects("pubsite"), Deny),
+        ("nobody", &nobody, ListObjects("pubsite"), Deny),
+        ("reader", &reader, ListObjects("pubsite"), Allow),
+        ("root", &root, Delete("pubsite", "keep/a"), Deny),
+        ("root", &root, DeleteMany("pubsite", "keep/a"), Deny),
+        ("root", &root, Delete("pubsite", "in/drop"), Allow),
+        ("admin", &admin, Delete("pubsite", "keep/a"), Deny),
+        ("admin", &admin, Get("pubsite", "keep/a"), Allow),
+        ("root", &root, GetPolicy("pubsite"), Allow),
         // Copy needs read on the source as well as write on the target.
         (
             "alice",
@@ -1326,9 +1449,12 @@ async fn access_matrix() {
         ),
     ];
     rows.extend(more);
-    assert!(rows.len() >= 150, "the matrix has {} rows", rows.len());
+    assert!(
+        rows.len() + anon_rows.len() >= 150,
+        "the matrix has {} rows",
+        rows.len()
+    );
 
-    let mut failures = Vec::new();
     for (who, client, op, want) in &rows {
         let got = run(client, op, &fx).await;
         if got != *want {

@@ -914,7 +914,7 @@ async fn acl_probes() {
                 .send()
                 .await
         ),
-        "NotImplemented"
+        "AccessDenied"
     );
     assert_eq!(
         code(
@@ -922,6 +922,22 @@ async fn acl_probes() {
                 .bucket("acl")
                 .key("o")
                 .acl(aws_sdk_s3::types::ObjectCannedAcl::PublicRead)
+                .send()
+                .await
+        ),
+        "AccessDenied"
+    );
+    // Without the public access block, a public ACL is not silently accepted either.
+    c.delete_public_access_block()
+        .bucket("acl")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            c.put_bucket_acl()
+                .bucket("acl")
+                .acl(aws_sdk_s3::types::BucketCannedAcl::PublicRead)
                 .send()
                 .await
         ),
@@ -950,6 +966,28 @@ async fn unconfigured_bucket_settings_say_so() {
         code(c.get_bucket_policy_status().bucket("plain").send().await),
         "NoSuchBucketPolicy"
     );
+    // New buckets block public access, as S3's do; deleting the block leaves none.
+    let block = c
+        .get_public_access_block()
+        .bucket("plain")
+        .send()
+        .await
+        .unwrap();
+    let cfg = block.public_access_block_configuration().unwrap();
+    assert_eq!(
+        (
+            cfg.block_public_acls(),
+            cfg.ignore_public_acls(),
+            cfg.block_public_policy(),
+            cfg.restrict_public_buckets()
+        ),
+        (Some(true), Some(true), Some(true), Some(true))
+    );
+    c.delete_public_access_block()
+        .bucket("plain")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         code(c.get_public_access_block().bucket("plain").send().await),
         "NoSuchPublicAccessBlockConfiguration"

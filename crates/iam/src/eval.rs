@@ -179,6 +179,18 @@ impl PolicySet<'_> {
         if is_root && self.same_account {
             return Decision::Allow(None);
         }
+        // A statement that names only the caller's account delegates to that account: its
+        // users still need their own identity policy (AWS's account-principal rule), so by
+        // itself it grants only the account's root.
+        if let (Some((_, p)), Some((_, i))) = (self.resource, resource_allow.as_ref())
+            && !is_root
+            && self.same_account
+            && p.statements
+                .get(*i)
+                .is_some_and(|s| !names_directly(s, req.principal))
+        {
+            resource_allow = None;
+        }
         let identity_ok = identity_allow.is_some() && session_allows;
         // A resource policy that names the role (not the session) is limited by the session
         // policy; one naming the session itself is not (AWS's documented exception).
@@ -254,6 +266,18 @@ fn resource_applies(r: &Negatable<Vec<String>>, req: &Request, variables: bool) 
         }
     });
     hit != r.negated
+}
+
+/// Whether a statement's principal matches the caller other than through a whole-account
+/// entry.
+fn names_directly(s: &Statement, who: Option<&Principal>) -> bool {
+    let Some(p) = &s.principal else { return false };
+    if p.negated {
+        return true;
+    }
+    p.items
+        .iter()
+        .any(|pp| !matches!(pp, PrincipalPattern::Account(_)) && principal_matches(pp, who))
 }
 
 fn principal_matches(pattern: &PrincipalPattern, who: Option<&Principal>) -> bool {
@@ -616,6 +640,50 @@ mod tests {
             decide(&set, Some(&root), "s3:GetObject", "arn:aws:s3:::b/k", &cx),
             Decision::Deny(_)
         ));
+    }
+
+    #[test]
+    fn account_principal_delegates_to_identity_policies() {
+        let bucket = Policy::parse(
+            r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":{"AWS":"111122223333"},"Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*"}}"#,
+            PolicyKind::Resource,
+        )
+        .unwrap();
+        let cx = RequestContext::default();
+        let u = user("u");
+        let alone = PolicySet {
+            resource: Some(("b", &bucket)),
+            same_account: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&alone, Some(&u), "s3:GetObject", "arn:aws:s3:::b/k", &cx),
+            Decision::ImplicitDeny
+        );
+        // Across accounts the same statement is the resource side of a two-sided grant.
+        let own = identity(
+            r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}}"#,
+        );
+        let other = Principal {
+            account: "111122223333".into(),
+            ..u.clone()
+        };
+        let cross = PolicySet {
+            identity: vec![("own", &own)],
+            resource: Some(("b", &bucket)),
+            same_account: false,
+            ..Default::default()
+        };
+        assert!(
+            decide(
+                &cross,
+                Some(&other),
+                "s3:GetObject",
+                "arn:aws:s3:::b/k",
+                &cx
+            )
+            .allowed()
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Identity and access: AWS policy documents and their evaluation, the identity model
 //! (accounts, users, groups, roles, access keys) and the service that stores it.
 
+pub mod bucket;
 pub mod condition;
 pub mod eval;
 pub mod model;

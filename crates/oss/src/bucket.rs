@@ -20,6 +20,19 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     /// Creates a bucket; with `object_lock` it is versioned from the start and can hold
     /// locked versions (S3 allows enabling Object Lock only this way or on a versioned bucket).
     pub async fn create_bucket(&self, name: &str, object_lock: bool) -> Result<(), OssError> {
+        self.create_bucket_with(name, object_lock, None, Vec::new())
+            .await
+    }
+
+    /// Creates a bucket owned by `owner` with initial subresources (a public access block,
+    /// say) in the same commit, so no moment exists where the bucket lacks them.
+    pub async fn create_bucket_with(
+        &self,
+        name: &str,
+        object_lock: bool,
+        owner: Option<String>,
+        configs: Vec<(&str, Vec<u8>)>,
+    ) -> Result<(), OssError> {
         keys::validate_bucket_name(name)?;
         let record = BucketRecord {
             created_ms: now_millis(),
@@ -31,6 +44,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             },
             object_lock,
             default_retention: None,
+            owner: owner.clone(),
         };
         let mut batch = WriteBatch::new();
         batch.check_absent(Table::Buckets, keys::bucket(name)).put(
@@ -38,10 +52,25 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             keys::bucket(name),
             records::encode(&record)?,
         );
+        // Leftovers of an earlier bucket of the same name must not leak into this one.
+        for (config, value) in configs {
+            batch.put(
+                Table::BucketConfigs,
+                keys::bucket_config(name, config),
+                value,
+            );
+        }
         match self.meta.commit(batch).await {
             Ok(()) => Ok(()),
-            // One tenant until the identity service lands: an existing bucket is ours.
-            Err(MetaError::Conflict(_)) => Err(OssError::BucketAlreadyOwnedByYou),
+            Err(MetaError::Conflict(_)) => {
+                // Bucket names are unique in the region; only the owner hears "yours".
+                let existing = self.bucket(name).await.ok().and_then(|b| b.owner);
+                if existing == owner || existing.is_none() || owner.is_none() {
+                    Err(OssError::BucketAlreadyOwnedByYou)
+                } else {
+                    Err(OssError::BucketAlreadyExists)
+                }
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -117,6 +117,8 @@ pub enum OssError {
     BucketNotEmpty,
     #[error("bucket already exists and is yours")]
     BucketAlreadyOwnedByYou,
+    #[error("bucket name is taken by another account")]
+    BucketAlreadyExists,
     #[error("invalid bucket name: {0}")]
     InvalidBucketName(String),
     #[error("key is longer than 1024 bytes")]

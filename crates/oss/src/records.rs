@@ -21,6 +21,10 @@ pub struct BucketRecord {
     pub object_lock: bool,
     #[serde(default)]
     pub default_retention: Option<DefaultRetention>,
+    /// The account that owns the bucket; `None` for buckets made before accounts existed,
+    /// which belong to the default account.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// A bucket's versioning state. `Unversioned` is only ever the initial state.

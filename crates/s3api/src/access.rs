@@ -4,10 +4,14 @@
 //! condition keys from the request, and asks the policy evaluator. The single authorization
 //! point every S3 operation passes.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
-use feiyun_iam::{Caller, Decision, Iam, PolicySet, Request, RequestContext};
+use feiyun_iam::bucket::{
+    POLICY_CONFIG, PUBLIC_ACCESS_BLOCK_CONFIG, PublicAccessBlock, is_public, parse_bucket_policy,
+};
+use feiyun_iam::{Caller, Decision, Iam, Policy, PolicySet, Request, RequestContext};
 use feiyun_oss::{BlobStore, MetaStore, ObjectService, VersionSelector};
 use http::HeaderMap;
 use s3s::access::{S3Access, S3AccessContext};
@@ -25,13 +29,21 @@ pub struct OpSlot(pub Arc<Mutex<Option<String>>>);
 /// What an authorized request may still need: DeleteObjects checks each key on its own.
 #[derive(Clone)]
 pub struct Grant {
-    caller: Arc<Caller>,
+    /// `None` for an anonymous request.
+    caller: Option<Arc<Caller>>,
+    bucket: Option<Arc<BucketAccess>>,
     context: Arc<RequestContext>,
 }
 
 impl Grant {
     pub fn decide(&self, action: &str, resource: &str) -> Decision {
-        decide(&self.caller, action, resource, &self.context)
+        decide(
+            self.caller.as_deref(),
+            self.bucket.as_deref(),
+            action,
+            resource,
+            &self.context,
+        )
     }
 
     /// DeleteObjects authorizes each key as a DeleteObject request for it would be.
@@ -44,6 +56,98 @@ impl Grant {
         };
         self.decide(action, &arn).allowed()
             && (!bypass || self.decide("s3:BypassGovernanceRetention", &arn).allowed())
+    }
+
+    /// The account a new bucket belongs to: the caller's.
+    pub fn account(&self) -> Option<&str> {
+        self.caller.as_ref().map(|c| c.principal.account.as_str())
+    }
+}
+
+/// A bucket's owner, policy and public access block, as authorization needs them.
+#[derive(Debug)]
+pub struct BucketAccess {
+    pub owner: String,
+    pub policy: Option<Arc<Policy>>,
+    /// A stored policy that no longer parses: only the owner's root may act until it is
+    /// replaced (failing closed, since the broken policy might have denied something).
+    pub broken_policy: bool,
+    pub public_access_block: Option<PublicAccessBlock>,
+}
+
+impl BucketAccess {
+    /// The policy as evaluation sees it: a public policy is ignored for callers outside the
+    /// owning account when RestrictPublicBuckets is on.
+    fn effective_policy(&self, same_account: bool) -> Option<&Policy> {
+        let p = self.policy.as_deref()?;
+        let restricted = self
+            .public_access_block
+            .is_some_and(|b| b.restrict_public_buckets);
+        if restricted && !same_account && is_public(p) {
+            // Only the policy's grants are dropped; its denies still bind.
+            return None;
+        }
+        Some(p)
+    }
+}
+
+/// Most buckets whose access settings are cached; past it the cache starts over.
+const MAX_CACHED_BUCKETS: usize = 100_000;
+
+/// Bucket access settings by bucket name, shared by the access check (reads) and the bucket
+/// policy / public access block / bucket lifecycle operations (which invalidate). One
+/// process writes them, so invalidating here keeps the cache exact.
+#[derive(Default)]
+pub struct BucketAccessCache {
+    map: RwLock<HashMap<String, Arc<BucketAccess>>>,
+}
+
+impl BucketAccessCache {
+    pub fn invalidate(&self, bucket: &str) {
+        if let Ok(mut m) = self.map.write() {
+            m.remove(bucket);
+        }
+    }
+
+    /// `None` when the bucket does not exist (the operation then reports that itself).
+    pub async fn get<M: MetaStore, B: BlobStore>(
+        &self,
+        oss: &ObjectService<M, B>,
+        bucket: &str,
+        default_account: &str,
+    ) -> Option<Arc<BucketAccess>> {
+        if let Some(hit) = self.map.read().ok().and_then(|m| m.get(bucket).cloned()) {
+            return Some(hit);
+        }
+        let record = oss.bucket(bucket).await.ok()?;
+        let policy_text = oss.bucket_config(bucket, POLICY_CONFIG).await.ok()?;
+        let pab = oss
+            .bucket_config(bucket, PUBLIC_ACCESS_BLOCK_CONFIG)
+            .await
+            .ok()?;
+        let (policy, broken_policy) = match policy_text {
+            None => (None, false),
+            Some(bytes) => match parse_bucket_policy(bucket, &String::from_utf8_lossy(&bytes)) {
+                Ok(p) => (Some(Arc::new(p)), false),
+                Err(e) => {
+                    tracing::error!(bucket, error = %e, "stored bucket policy does not parse; only the owner's root may act");
+                    (None, true)
+                }
+            },
+        };
+        let access = Arc::new(BucketAccess {
+            owner: record.owner.unwrap_or_else(|| default_account.to_owned()),
+            policy,
+            broken_policy,
+            public_access_block: pab.as_deref().and_then(PublicAccessBlock::decode),
+        });
+        if let Ok(mut m) = self.map.write() {
+            if m.len() >= MAX_CACHED_BUCKETS {
+                m.clear();
+            }
+            m.insert(bucket.to_owned(), access.clone());
+        }
+        Some(access)
     }
 }
 
@@ -73,13 +177,18 @@ impl<M: MetaStore> S3Auth for IamAuth<M> {
 
 pub struct Authorize<M, B> {
     iam: Arc<Iam<M>>,
-    /// For `s3:ExistingObjectTag/…`, read only when a policy of the caller mentions it.
+    /// For `s3:ExistingObjectTag/…` (read only when a policy mentions it) and bucket settings.
     oss: Arc<ObjectService<M, B>>,
+    buckets: Arc<BucketAccessCache>,
 }
 
 impl<M, B> Authorize<M, B> {
-    pub fn new(iam: Arc<Iam<M>>, oss: Arc<ObjectService<M, B>>) -> Self {
-        Self { iam, oss }
+    pub fn new(
+        iam: Arc<Iam<M>>,
+        oss: Arc<ObjectService<M, B>>,
+        buckets: Arc<BucketAccessCache>,
+    ) -> Self {
+        Self { iam, oss, buckets }
     }
 }
 
@@ -93,37 +202,54 @@ impl<M: MetaStore, B: BlobStore> S3Access for Authorize<M, B> {
             *g = Some(op.clone());
         }
         let peer = cx.extensions_mut().get::<ClientAddr>().copied();
-        let Some(creds) = cx.credentials() else {
-            return Err(s3s::s3_error!(AccessDenied, "Access Denied"));
-        };
-        let Some(caller) = self.iam.caller(&creds.access_key) else {
-            return Err(s3s::s3_error!(
-                InvalidAccessKeyId,
-                "The AWS Access Key Id you provided does not exist in our records."
-            ));
+        let caller = match cx.credentials() {
+            None => None,
+            Some(creds) => Some(self.iam.caller(&creds.access_key).ok_or_else(|| {
+                s3s::s3_error!(
+                    InvalidAccessKeyId,
+                    "The AWS Access Key Id you provided does not exist in our records."
+                )
+            })?),
         };
         let (bucket, key) = match cx.s3_path() {
             S3Path::Root => (None, None),
             S3Path::Bucket { bucket } => (Some(bucket.as_ref()), None),
             S3Path::Object { bucket, key } => (Some(bucket.as_ref()), Some(key.as_ref())),
         };
+        let bucket_access = match bucket {
+            Some(b) if op != "CreateBucket" => {
+                let default = self.iam.default_account();
+                self.buckets.get(&self.oss, b, &default).await
+            }
+            _ => None,
+        };
         let query = cx.uri().query().unwrap_or("");
         let mut context = request_context(cx.headers(), query, peer);
-        caller.fill_context(&mut context);
-        if caller.principal.is_root {
-            // Root may do everything in its account; bucket policies (which can deny root)
-            // arrive with the bucket-policy work, and will be evaluated here.
-            cx.extensions_mut().insert(Grant {
-                caller,
-                context: Arc::new(context),
-            });
-            return Ok(());
+        if let Some(c) = &caller {
+            c.fill_context(&mut context);
+            // Root acting in its own account with no bucket policy: nothing can deny it.
+            if c.principal.is_root
+                && bucket_access.as_ref().is_none_or(|b| {
+                    b.owner == c.principal.account && b.policy.is_none() && !b.broken_policy
+                })
+            {
+                cx.extensions_mut().insert(Grant {
+                    caller,
+                    bucket: bucket_access,
+                    context: Arc::new(context),
+                });
+                return Ok(());
+            }
         }
+        let wants_tags = |p: &Policy| p.mentions_key_prefix("s3:existingobjecttag/");
         if let (Some(bucket), Some(key)) = (bucket, key)
-            && caller
-                .policies
-                .iter()
-                .any(|(_, p)| p.mentions_key_prefix("s3:existingobjecttag/"))
+            && (caller
+                .as_ref()
+                .is_some_and(|c| c.policies.iter().any(|(_, p)| wants_tags(p)))
+                || bucket_access
+                    .as_ref()
+                    .and_then(|b| b.policy.as_deref())
+                    .is_some_and(wants_tags))
         {
             let version =
                 query_value(query, "versionId").and_then(|v| VersionSelector::parse(&v).ok());
@@ -134,17 +260,29 @@ impl<M: MetaStore, B: BlobStore> S3Access for Authorize<M, B> {
                 }
             }
         }
+        let who = caller
+            .as_ref()
+            .map_or_else(|| "anonymous".to_owned(), |c| c.principal.arn.clone());
         for (action, resource) in required_actions(&op, bucket, key, cx.headers(), query) {
-            match decide(&caller, action, &resource, &context) {
-                Decision::Allow(_) => {}
-                d => {
-                    tracing::debug!(principal = %caller.principal.arn, action, resource, decision = ?d, "denied");
-                    return Err(access_denied(&caller.principal.arn, action, &resource, &d));
-                }
+            let d = decide(
+                caller.as_deref(),
+                bucket_access.as_deref(),
+                action,
+                &resource,
+                &context,
+            );
+            if !d.allowed() {
+                tracing::debug!(principal = %who, action, resource, decision = ?d, "denied");
+                return Err(if caller.is_none() {
+                    s3s::s3_error!(AccessDenied, "Access Denied")
+                } else {
+                    access_denied(&who, action, &resource, &d)
+                });
             }
         }
         cx.extensions_mut().insert(Grant {
             caller,
+            bucket: bucket_access,
             context: Arc::new(context),
         });
         Ok(())
@@ -162,20 +300,48 @@ pub(crate) fn access_denied(who: &str, action: &str, resource: &str, d: &Decisio
     )
 }
 
-fn decide(caller: &Caller, action: &str, resource: &str, context: &RequestContext) -> Decision {
+/// One action on one resource, by the caller's identity policies and the bucket's policy.
+fn decide(
+    caller: Option<&Caller>,
+    bucket: Option<&BucketAccess>,
+    action: &str,
+    resource: &str,
+    context: &RequestContext,
+) -> Decision {
+    let same_account = match (caller, bucket) {
+        (Some(c), Some(b)) => c.principal.account == b.owner,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if let Some(b) = bucket
+        && b.broken_policy
+    {
+        let owner_root = caller.is_some_and(|c| c.principal.is_root && same_account);
+        return if owner_root {
+            Decision::Allow(None)
+        } else {
+            Decision::ImplicitDeny
+        };
+    }
     let set = PolicySet {
         identity: caller
-            .policies
-            .iter()
-            .map(|(l, p)| (l.as_str(), p.as_ref()))
-            .collect(),
-        same_account: true,
+            .map(|c| {
+                c.policies
+                    .iter()
+                    .map(|(l, p)| (l.as_str(), p.as_ref()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        resource: bucket
+            .and_then(|b| b.effective_policy(same_account))
+            .map(|p| ("bucket-policy", p)),
+        same_account,
         ..Default::default()
     };
     set.decide(&Request {
         action,
         resource,
-        principal: Some(&caller.principal),
+        principal: caller.map(|c| &c.principal),
         context,
     })
 }

@@ -14,9 +14,17 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
     ) -> S3Result<S3Response<ListBucketsOutput>> {
         let all = self.oss.list_buckets().await.map_err(fail(&req))?;
         let prefix = req.input.prefix.clone().unwrap_or_default();
+        // Each account lists its own buckets; names stay unique across the region.
+        let account = req
+            .extensions
+            .get::<crate::access::Grant>()
+            .and_then(|g| g.account().map(str::to_owned));
         let buckets = all
             .into_iter()
-            .filter(|(name, _)| name.starts_with(&prefix))
+            .filter(|(name, r)| {
+                let owner = r.owner.as_deref().unwrap_or(&self.default_account);
+                name.starts_with(&prefix) && account.as_deref().is_none_or(|a| a == owner)
+            })
             .map(|(name, r)| Bucket {
                 name: Some(name),
                 creation_date: Some(headers::timestamp(r.created_ms)),
@@ -52,8 +60,20 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             }
             return Err(e);
         }
+        let owner = req
+            .extensions
+            .get::<crate::access::Grant>()
+            .and_then(|g| g.account().map(str::to_owned));
+        // New buckets block public access, as S3's have since April 2023.
+        let block = feiyun_iam::bucket::PublicAccessBlock::ALL_ON.encode();
+        self.buckets.invalidate(&i.bucket);
         self.oss
-            .create_bucket(&i.bucket, i.object_lock_enabled_for_bucket == Some(true))
+            .create_bucket_with(
+                &i.bucket,
+                i.object_lock_enabled_for_bucket == Some(true),
+                owner,
+                vec![(feiyun_iam::bucket::PUBLIC_ACCESS_BLOCK_CONFIG, block)],
+            )
             .await
             .map_err(fail(&req))?;
         Ok(S3Response::new(CreateBucketOutput {
@@ -84,6 +104,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             .delete_bucket(&req.input.bucket)
             .await
             .map_err(fail(&req))?;
+        self.buckets.invalidate(&req.input.bucket);
         Ok(S3Response::new(DeleteBucketOutput::default()))
     }
 

@@ -25,6 +25,11 @@ pub fn to_s3(e: OssError, request_id: Option<&str>) -> S3Error {
             "Your previous request to create the named bucket succeeded and you already own it."
                 .into(),
         ),
+        OssError::BucketAlreadyExists => (
+            C::BucketAlreadyExists,
+            "The requested bucket name is not available. The bucket namespace is shared by all users of the system. Please select a different name and try again."
+                .into(),
+        ),
         OssError::InvalidBucketName(m) => (C::InvalidBucketName, m.clone()),
         OssError::KeyTooLong => (C::KeyTooLongError, "Your key is too long".into()),
         OssError::InvalidArgument(m) => (C::InvalidArgument, m.clone()),
@@ -180,6 +185,7 @@ mod tests {
                 "BucketAlreadyOwnedByYou",
                 409,
             ),
+            (OssError::BucketAlreadyExists, "BucketAlreadyExists", 409),
             (
                 OssError::InvalidBucketName("x".into()),
                 "InvalidBucketName",

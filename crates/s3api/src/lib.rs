@@ -18,6 +18,7 @@ mod list;
 mod multipart;
 mod notification;
 mod object;
+mod policy;
 mod subresources;
 mod versioning;
 
@@ -27,7 +28,7 @@ use feiyun_oss::{BlobStore, MetaStore, ObjectService, OssError};
 use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result};
 
-pub use access::{Authorize, ClientAddr, IamAuth, OpSlot};
+pub use access::{Authorize, BucketAccessCache, ClientAddr, IamAuth, OpSlot};
 pub use error::to_s3;
 
 /// Per-request id, inserted into request extensions by the server and echoed in errors.
@@ -37,6 +38,10 @@ pub struct RequestId(pub String);
 /// The S3 implementation over an object service with engines `M` and `B`.
 pub struct FeiyunS3<M, B> {
     oss: Arc<ObjectService<M, B>>,
+    /// Shared with the access check, which reads bucket policies through it.
+    buckets: Arc<access::BucketAccessCache>,
+    /// Owner of buckets created before accounts existed.
+    default_account: String,
     /// Ids of the webhook targets configured on this server (notification destinations).
     webhook_targets: Vec<String>,
 }
@@ -45,8 +50,24 @@ impl<M, B> FeiyunS3<M, B> {
     pub fn new(oss: Arc<ObjectService<M, B>>) -> Self {
         Self {
             oss,
+            buckets: Arc::default(),
+            default_account: String::new(),
             webhook_targets: Vec::new(),
         }
+    }
+
+    #[must_use]
+    pub fn with_default_account(mut self, account: String) -> Self {
+        self.default_account = account;
+        self
+    }
+
+    /// Uses the same bucket-settings cache as the access check, so a policy change is seen
+    /// by the next request.
+    #[must_use]
+    pub fn with_bucket_access(mut self, cache: Arc<access::BucketAccessCache>) -> Self {
+        self.buckets = cache;
+        self
     }
 
     #[must_use]
@@ -312,6 +333,30 @@ where
         req: S3Request<GetBucketPolicyStatusInput>,
     ) -> Out<GetBucketPolicyStatusOutput> {
         self.op_get_bucket_policy_status(req).await
+    }
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> Out<PutBucketPolicyOutput> {
+        self.op_put_bucket_policy(req).await
+    }
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> Out<DeleteBucketPolicyOutput> {
+        self.op_delete_bucket_policy(req).await
+    }
+    async fn put_public_access_block(
+        &self,
+        req: S3Request<PutPublicAccessBlockInput>,
+    ) -> Out<PutPublicAccessBlockOutput> {
+        self.op_put_public_access_block(req).await
+    }
+    async fn delete_public_access_block(
+        &self,
+        req: S3Request<DeletePublicAccessBlockInput>,
+    ) -> Out<DeletePublicAccessBlockOutput> {
+        self.op_delete_public_access_block(req).await
     }
     async fn get_public_access_block(
         &self,

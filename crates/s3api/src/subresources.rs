@@ -81,9 +81,24 @@ fn owner_full_control() -> (Option<Grants>, Option<Owner>) {
     (Some(vec![grant]), Some(owner))
 }
 
-/// Only the default ACL exists until the identity service lands; anything that would grant
-/// access beyond the owner is refused rather than silently ignored.
-fn only_private(canned: Option<&str>, grants: bool, policy: bool) -> Result<(), OssError> {
+/// Only the owner's full control exists as an ACL; access beyond the owner is granted with
+/// bucket policies. A public ACL is refused as S3 refuses it while BlockPublicAcls is on
+/// (the default), and otherwise reported as not implemented rather than silently ignored.
+fn only_private(
+    canned: Option<&str>,
+    grants: bool,
+    policy: bool,
+    block_public_acls: bool,
+) -> Result<(), OssError> {
+    let public = matches!(
+        canned,
+        Some("public-read" | "public-read-write" | "authenticated-read")
+    );
+    if public && block_public_acls {
+        return Err(OssError::AccessDenied(
+            "public ACLs are blocked by the bucket's public access block".into(),
+        ));
+    }
     match canned {
         None | Some("private") if !grants && !policy => Ok(()),
         None if policy => Err(OssError::NotImplemented(
@@ -91,7 +106,7 @@ fn only_private(canned: Option<&str>, grants: bool, policy: bool) -> Result<(), 
                 .into(),
         )),
         _ => Err(OssError::NotImplemented(
-            "only the canned ACL 'private' is supported until bucket policies land".into(),
+            "only the canned ACL 'private' is supported; grant access with a bucket policy".into(),
         )),
     }
 }
@@ -393,10 +408,16 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             || i.grant_read_acp.is_some()
             || i.grant_write.is_some()
             || i.grant_write_acp.is_some();
+        let block = self
+            .public_access_block(&i.bucket)
+            .await
+            .map_err(fail(&req))?
+            .is_some_and(|b| b.block_public_acls);
         only_private(
             i.acl.as_ref().map(|a| a.as_str()),
             grants,
             i.access_control_policy.is_some(),
+            block,
         )
         .map_err(fail(&req))?;
         self.oss.bucket(&i.bucket).await.map_err(fail(&req))?;
@@ -413,10 +434,16 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             || i.grant_read_acp.is_some()
             || i.grant_write.is_some()
             || i.grant_write_acp.is_some();
+        let block = self
+            .public_access_block(&i.bucket)
+            .await
+            .map_err(fail(&req))?
+            .is_some_and(|b| b.block_public_acls);
         only_private(
             i.acl.as_ref().map(|a| a.as_str()),
             grants,
             i.access_control_policy.is_some(),
+            block,
         )
         .map_err(fail(&req))?;
         let v = selector(&i.version_id).map_err(fail(&req))?;
@@ -526,22 +553,4 @@ unconfigured!(
     GetBucketEncryptionInput,
     GetBucketEncryptionOutput,
     Encryption
-);
-unconfigured!(
-    op_get_bucket_policy,
-    GetBucketPolicyInput,
-    GetBucketPolicyOutput,
-    BucketPolicy
-);
-unconfigured!(
-    op_get_bucket_policy_status,
-    GetBucketPolicyStatusInput,
-    GetBucketPolicyStatusOutput,
-    BucketPolicy
-);
-unconfigured!(
-    op_get_public_access_block,
-    GetPublicAccessBlockInput,
-    GetPublicAccessBlockOutput,
-    PublicAccessBlock
 );

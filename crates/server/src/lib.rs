@@ -17,7 +17,9 @@ use feiyun_iam::{Iam, RootKey};
 use feiyun_iamapi::QueryApi;
 use feiyun_meta::RedbStore;
 use feiyun_oss::{ObjectService, OssConfig};
-use feiyun_s3api::{Authorize, ClientAddr, FeiyunS3, IamAuth, OpSlot, RequestId};
+use feiyun_s3api::{
+    Authorize, BucketAccessCache, ClientAddr, FeiyunS3, IamAuth, OpSlot, RequestId,
+};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -132,10 +134,15 @@ impl Server {
         )
         .await?;
 
-        let mut builder =
-            S3ServiceBuilder::new(FeiyunS3::new(oss.clone()).with_webhook_targets(target_ids));
+        let bucket_access = Arc::new(BucketAccessCache::default());
+        let mut builder = S3ServiceBuilder::new(
+            FeiyunS3::new(oss.clone())
+                .with_webhook_targets(target_ids)
+                .with_bucket_access(bucket_access.clone())
+                .with_default_account(iam.default_account()),
+        );
         builder.set_auth(IamAuth::new(iam.clone()));
-        builder.set_access(Authorize::new(iam.clone(), oss.clone()));
+        builder.set_access(Authorize::new(iam.clone(), oss.clone(), bucket_access));
         builder.set_host(VirtualHosts::new(&config.domains)?);
         let mut s3_config = s3s::config::S3Config::default();
         s3_config.xml_max_body_size = MAX_XML_BODY;
