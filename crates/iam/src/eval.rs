@@ -270,7 +270,7 @@ fn resource_applies(r: &Negatable<Vec<String>>, req: &Request, variables: bool) 
 
 /// Whether a statement's principal matches the caller other than through a whole-account
 /// entry.
-fn names_directly(s: &Statement, who: Option<&Principal>) -> bool {
+pub fn names_directly(s: &Statement, who: Option<&Principal>) -> bool {
     let Some(p) = &s.principal else { return false };
     if p.negated {
         return true;

@@ -9,6 +9,7 @@ pub mod pattern;
 pub mod policy;
 pub mod sigv4;
 pub mod store;
+pub mod totp;
 
 pub use eval::{DecidedBy, Decision, PolicySet, Principal, Request, RequestContext};
 pub use policy::{Policy, PolicyError, PolicyKind};
@@ -30,6 +31,12 @@ pub enum IamError {
     Validation(String),
     #[error("{0}")]
     MalformedPolicy(String),
+    #[error("{0}")]
+    InvalidAuthenticationCode(String),
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0}")]
+    PackedPolicyTooLarge(String),
     #[error("stored identity record is damaged: {0}")]
     Corrupt(String),
     #[error(transparent)]

@@ -255,3 +255,90 @@ pub fn policy_arn(account: &str, path: &str, name: &str) -> String {
 pub fn root_arn(account: &str) -> String {
     format!("arn:aws:iam::{account}:root")
 }
+
+/// A virtual MFA device: its TOTP seed and, once enabled, the user it belongs to.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct MfaDeviceRecord {
+    pub name: String,
+    pub path: String,
+    pub account: String,
+    #[serde(with = "serde_bytes")]
+    pub seed: Vec<u8>,
+    pub created: i64,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub enabled: Option<i64>,
+    /// The last time step whose code was accepted; no code is accepted twice.
+    #[serde(default)]
+    pub last_step: Option<u64>,
+}
+
+impl MfaDeviceRecord {
+    pub fn serial(&self) -> String {
+        format!(
+            "arn:aws:iam::{}:mfa{}{}",
+            self.account, self.path, self.name
+        )
+    }
+}
+
+impl std::fmt::Debug for MfaDeviceRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MfaDeviceRecord")
+            .field("serial", &self.serial())
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who a set of temporary credentials speaks for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SessionSubject {
+    /// AssumeRole / AssumeRoleWithWebIdentity.
+    Role {
+        role: String,
+        session_name: String,
+        #[serde(default)]
+        federated: Option<String>,
+    },
+    /// GetSessionToken: the user's own permissions, typically with MFA.
+    User { user: String },
+}
+
+/// Temporary credentials issued by STS.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub access_key: String,
+    pub secret: String,
+    pub token: String,
+    pub account: String,
+    pub subject: SessionSubject,
+    pub issued: i64,
+    pub expires: i64,
+    #[serde(default)]
+    pub session_policy: Option<String>,
+    /// When the caller proved MFA for this session (unix seconds).
+    #[serde(default)]
+    pub mfa_at: Option<i64>,
+    #[serde(default)]
+    pub source_identity: Option<String>,
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("access_key", &self.access_key)
+            .field("subject", &self.subject)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A long random session token, base64 like AWS's.
+pub fn new_session_token() -> String {
+    use base64::Engine;
+    let mut b = [0u8; 96];
+    rand::Rng::fill(&mut rand::rng(), &mut b[..]);
+    base64::engine::general_purpose::STANDARD.encode(b)
+}

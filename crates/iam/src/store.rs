@@ -22,6 +22,10 @@ const GROUP: &str = "g";
 const ROLE: &str = "r";
 const POLICY: &str = "p";
 const KEY: &str = "k";
+const MFA: &str = "m";
+const SESSION: &str = "s";
+/// Most live STS sessions; beyond it AssumeRole/GetSessionToken answer LimitExceeded.
+pub const MAX_SESSIONS: usize = 100_000;
 const DEFAULT_ACCOUNT: &str = "default-account";
 
 fn key(parts: &[&str]) -> Vec<u8> {
@@ -97,9 +101,36 @@ pub struct Caller {
     pub username: Option<String>,
     pub userid: String,
     pub tags: Vec<Tag>,
+    /// For temporary credentials: the token every request must carry, and what the
+    /// session adds (a session policy, MFA time, expiry, source identity).
+    pub session: Option<SessionInfo>,
+}
+
+#[derive(Debug)]
+pub struct SessionInfo {
+    token: String,
+    pub policy: Option<Arc<Policy>>,
+    pub mfa_at: Option<i64>,
+    pub issued: i64,
+    pub expires: i64,
+    pub source_identity: Option<String>,
 }
 
 impl Caller {
+    /// Checks the session token a request carries against the one issued (constant time);
+    /// long-term keys must carry none.
+    pub fn token_matches(&self, presented: Option<&str>) -> bool {
+        match (&self.session, presented) {
+            (None, None) => true,
+            (Some(s), Some(p)) => crate::sigv4::constant_time_eq(s.token.as_bytes(), p.as_bytes()),
+            _ => false,
+        }
+    }
+
+    pub fn expired(&self, now: i64) -> bool {
+        self.session.as_ref().is_some_and(|s| now >= s.expires)
+    }
+
     pub fn secret(&self) -> &str {
         &self.secret
     }
@@ -124,6 +155,28 @@ impl Caller {
         for t in &self.tags {
             cx.set(&format!("aws:PrincipalTag/{}", t.key), t.value.clone());
         }
+        // MFA keys exist only for temporary credentials, as in AWS: long-term keys leave
+        // them absent, which `BoolIfExists` policies rely on.
+        if let Some(s) = &self.session {
+            let now = now();
+            cx.set("aws:MultiFactorAuthPresent", s.mfa_at.is_some().to_string());
+            if let Some(at) = s.mfa_at {
+                cx.set("aws:MultiFactorAuthAge", (now - at).max(0).to_string());
+            }
+            cx.set(
+                "aws:TokenIssueTime",
+                time::OffsetDateTime::from_unix_timestamp(s.issued)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_default(),
+            );
+            if let Some(si) = &s.source_identity {
+                cx.set("aws:SourceIdentity", si.clone());
+            }
+        }
     }
 }
 
@@ -147,6 +200,10 @@ pub struct IamState {
     pub roles: BTreeMap<(String, String), RoleRecord>,
     pub policies: BTreeMap<(String, String), ManagedPolicyRecord>,
     pub keys: BTreeMap<String, AccessKeyRecord>,
+    /// Virtual MFA devices by (account, lowercase name).
+    pub mfa: BTreeMap<(String, String), MfaDeviceRecord>,
+    /// STS sessions by access key id, expired ones included until swept.
+    pub sessions: BTreeMap<String, SessionRecord>,
     callers: HashMap<String, Arc<Caller>>,
 }
 
@@ -169,8 +226,32 @@ impl IamState {
             .ok_or_else(|| no_such("role", name))
     }
 
+    /// The caller behind a key; an expired session has none (it is swept later).
     pub fn caller(&self, access_key: &str) -> Option<Arc<Caller>> {
-        self.callers.get(access_key).cloned()
+        self.callers
+            .get(access_key)
+            .filter(|c| !c.expired(now()))
+            .cloned()
+    }
+
+    pub fn mfa_device(&self, account: &str, serial: &str) -> Result<&MfaDeviceRecord, IamError> {
+        let name = serial.rsplit('/').next().unwrap_or(serial);
+        self.mfa
+            .get(&(account.to_owned(), name.to_lowercase()))
+            .filter(|d| d.serial() == serial || !serial.starts_with("arn:"))
+            .ok_or_else(|| IamError::NoSuchEntity(format!("MFA device {serial} cannot be found.")))
+    }
+
+    /// The identity policies of a role, labelled.
+    pub fn role_policies(&self, r: &RoleRecord) -> Vec<(String, Arc<Policy>)> {
+        let mut out = Vec::new();
+        self.compile_entity(
+            &mut out,
+            &format!("role/{}", r.name),
+            &r.inline,
+            &r.attached,
+        );
+        out
     }
 
     /// The document of a managed policy by ARN: the account's own or a built-in AWS one.
@@ -444,6 +525,13 @@ impl<M: MetaStore> Iam<M> {
                         let r: AccessKeyRecord = decode(v)?;
                         st.keys.insert(r.access_key.clone(), r);
                     }
+                    b"m" => {
+                        st.mfa.insert((account, name), decode(v)?);
+                    }
+                    b"s" => {
+                        let r: SessionRecord = decode(v)?;
+                        st.sessions.insert(r.access_key.clone(), r);
+                    }
                     _ => {}
                 }
             }
@@ -466,6 +554,7 @@ impl<M: MetaStore> Iam<M> {
                 username: None,
                 userid: account.clone(),
                 tags: Vec::new(),
+                session: None,
             }),
         );
         for k in st.keys.values().filter(|k| k.status == KeyStatus::Active) {
@@ -488,8 +577,14 @@ impl<M: MetaStore> Iam<M> {
                     username: Some(u.name.clone()),
                     userid: u.id.clone(),
                     tags: u.tags.clone(),
+                    session: None,
                 }),
             );
+        }
+        for sr in st.sessions.values() {
+            if let Some(c) = session_caller(&st, sr) {
+                callers.insert(sr.access_key.clone(), Arc::new(c));
+            }
         }
         st.callers = callers;
         let st = Arc::new(st);
@@ -510,9 +605,212 @@ impl<M: MetaStore> Iam<M> {
         let st = self.snapshot();
         let mut batch = WriteBatch::new();
         let r = plan(&st, &mut batch)?;
+        // Expired sessions leave with the next change (a bounded number each time).
+        let t = now();
+        for s in st.sessions.values().filter(|s| s.expires <= t).take(1000) {
+            batch.delete(Table::Iam, key(&[SESSION, &s.access_key]));
+        }
         self.meta.commit(batch).await?;
         self.reload()?;
         Ok(r)
+    }
+
+    // ---- MFA devices ----
+
+    /// CreateVirtualMFADevice: a new device with a random 20-byte seed (returned once).
+    pub async fn create_virtual_mfa(
+        &self,
+        account: &str,
+        name: &str,
+        path: Option<&str>,
+    ) -> Result<MfaDeviceRecord, IamError> {
+        check_name("virtualMFADeviceName", name, limits::USER_NAME_LEN)?;
+        let path = path.unwrap_or("/");
+        check_path(path)?;
+        self.change(|st, b| {
+            if st
+                .mfa
+                .contains_key(&(account.to_owned(), name.to_lowercase()))
+            {
+                return Err(IamError::EntityAlreadyExists(format!(
+                    "MFADevice entity at the same path and name already exists: {name}"
+                )));
+            }
+            let mut seed = vec![0u8; 20];
+            rand::Rng::fill(&mut rand::rng(), &mut seed[..]);
+            let d = MfaDeviceRecord {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                account: account.to_owned(),
+                seed,
+                created: now(),
+                user: None,
+                enabled: None,
+                last_step: None,
+            };
+            b.put(Table::Iam, entity_key(MFA, account, name), encode(&d)?);
+            Ok(d)
+        })
+        .await
+    }
+
+    /// EnableMFADevice: two consecutive codes prove the user holds the seed.
+    pub async fn enable_mfa(
+        &self,
+        account: &str,
+        user: &str,
+        serial: &str,
+        code1: &str,
+        code2: &str,
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let u = st.user(account, user)?;
+            let mut d = st.mfa_device(account, serial)?.clone();
+            if d.user.is_some() {
+                return Err(IamError::EntityAlreadyExists(
+                    "MFA device is already in use.".into(),
+                ));
+            }
+            let Some(step) = crate::totp::consecutive(&d.seed, code1, code2, now()) else {
+                return Err(IamError::InvalidAuthenticationCode(
+                    "Authentication code for the MFA device is not valid.".into(),
+                ));
+            };
+            let t = now();
+            d.user = Some(u.name.clone());
+            d.enabled = Some(t);
+            d.last_step = Some(step);
+            b.put(Table::Iam, entity_key(MFA, account, &d.name), encode(&d)?);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn deactivate_mfa(
+        &self,
+        account: &str,
+        user: &str,
+        serial: &str,
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let mut d = st.mfa_device(account, serial)?.clone();
+            if !d
+                .user
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(user))
+            {
+                return Err(IamError::NoSuchEntity(format!(
+                    "MFA device {serial} is not enabled for user {user}."
+                )));
+            }
+            d.user = None;
+            d.enabled = None;
+            b.put(Table::Iam, entity_key(MFA, account, &d.name), encode(&d)?);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_virtual_mfa(&self, account: &str, serial: &str) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let d = st.mfa_device(account, serial)?;
+            if d.user.is_some() {
+                return Err(IamError::DeleteConflict(
+                    "MFA device is still in use; deactivate it first.".into(),
+                ));
+            }
+            b.delete(Table::Iam, entity_key(MFA, account, &d.name));
+            Ok(())
+        })
+        .await
+    }
+
+    /// Checks a code from `user`'s enabled device and consumes it; returns when it was proved.
+    pub async fn prove_mfa(
+        &self,
+        account: &str,
+        user: &str,
+        serial: &str,
+        code: &str,
+    ) -> Result<i64, IamError> {
+        self.change(|st, b| {
+            let mut d = st.mfa_device(account, serial)?.clone();
+            if !d
+                .user
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(user))
+            {
+                return Err(IamError::AccessDenied(format!(
+                    "MFA device {serial} does not belong to {user}."
+                )));
+            }
+            let t = now();
+            let step = crate::totp::verify(&d.seed, code, t, d.last_step).ok_or_else(|| {
+                IamError::AccessDenied(
+                    "MultiFactorAuthentication failed with invalid MFA one time pass code.".into(),
+                )
+            })?;
+            d.last_step = Some(step);
+            b.put(Table::Iam, entity_key(MFA, account, &d.name), encode(&d)?);
+            Ok(t)
+        })
+        .await
+    }
+
+    // ---- STS sessions ----
+
+    /// Stores new temporary credentials for `subject`.
+    pub async fn issue_session(
+        &self,
+        account: &str,
+        subject: SessionSubject,
+        duration_secs: i64,
+        session_policy: Option<String>,
+        mfa_at: Option<i64>,
+        source_identity: Option<String>,
+    ) -> Result<SessionRecord, IamError> {
+        if let Some(p) = &session_policy {
+            Policy::parse_limited(p, PolicyKind::Identity, plimits::SESSION).map_err(
+                |e| match e {
+                    crate::PolicyError::TooLarge { .. } => IamError::PackedPolicyTooLarge(
+                        "Packed size of the session policy exceeds the limit.".into(),
+                    ),
+                    other => other.into(),
+                },
+            )?;
+        }
+        self.change(|st, b| {
+            let t = now();
+            if st.sessions.values().filter(|s| s.expires > t).count() >= MAX_SESSIONS {
+                return Err(IamError::LimitExceeded(format!(
+                    "Cannot exceed quota for live sessions: {MAX_SESSIONS}"
+                )));
+            }
+            let r = SessionRecord {
+                access_key: new_id("ASIA", 16),
+                secret: new_secret(),
+                token: new_session_token(),
+                account: account.to_owned(),
+                subject,
+                issued: t,
+                expires: t + duration_secs,
+                session_policy,
+                mfa_at,
+                source_identity,
+            };
+            b.check_absent(Table::Iam, key(&[SESSION, &r.access_key]));
+            b.put(Table::Iam, key(&[SESSION, &r.access_key]), encode(&r)?);
+            Ok(r)
+        })
+        .await
+    }
+
+    /// Whether `access_key` names a session that has expired (for the `ExpiredToken` error).
+    pub fn session_expired(&self, access_key: &str) -> bool {
+        self.snapshot()
+            .sessions
+            .get(access_key)
+            .is_some_and(|s| s.expires <= now())
     }
 
     // ---- users ----
@@ -573,6 +871,14 @@ impl<M: MetaStore> Iam<M> {
             }
             if !u.groups.is_empty() {
                 return conflict("remove users from group");
+            }
+            if st.mfa.values().any(|d| {
+                d.account == account
+                    && d.user
+                        .as_deref()
+                        .is_some_and(|x| x.eq_ignore_ascii_case(name))
+            }) {
+                return conflict("delete MFA devices");
             }
             b.delete(Table::Iam, entity_key(USER, account, name));
             Ok(())
@@ -1185,6 +1491,69 @@ impl<M: MetaStore> Iam<M> {
             }
         }
         Ok(())
+    }
+}
+
+/// The caller a live session speaks as, or `None` when its subject is gone.
+fn session_caller(st: &IamState, sr: &SessionRecord) -> Option<Caller> {
+    let policy = match &sr.session_policy {
+        Some(text) => Some(Arc::new(Policy::parse(text, PolicyKind::Identity).ok()?)),
+        None => None,
+    };
+    let session = SessionInfo {
+        token: sr.token.clone(),
+        policy,
+        mfa_at: sr.mfa_at,
+        issued: sr.issued,
+        expires: sr.expires,
+        source_identity: sr.source_identity.clone(),
+    };
+    match &sr.subject {
+        SessionSubject::Role {
+            role,
+            session_name,
+            federated,
+        } => {
+            let r = st.role(&sr.account, role).ok()?;
+            Some(Caller {
+                access_key: sr.access_key.clone(),
+                secret: sr.secret.clone(),
+                principal: Principal {
+                    account: sr.account.clone(),
+                    arn: format!(
+                        "arn:aws:sts::{}:assumed-role/{}/{session_name}",
+                        sr.account, r.name
+                    ),
+                    role_arn: Some(role_arn(&sr.account, &r.path, &r.name)),
+                    is_root: false,
+                    federated: federated.clone(),
+                },
+                policies: st.role_policies(r),
+                username: None,
+                userid: format!("{}:{session_name}", r.id),
+                tags: r.tags.clone(),
+                session: Some(session),
+            })
+        }
+        SessionSubject::User { user } => {
+            let u = st.user(&sr.account, user).ok()?;
+            Some(Caller {
+                access_key: sr.access_key.clone(),
+                secret: sr.secret.clone(),
+                principal: Principal {
+                    account: sr.account.clone(),
+                    arn: user_arn(&sr.account, &u.path, &u.name),
+                    role_arn: None,
+                    is_root: false,
+                    federated: None,
+                },
+                policies: st.compile_user(&sr.account, u),
+                username: Some(u.name.clone()),
+                userid: u.id.clone(),
+                tags: u.tags.clone(),
+                session: Some(session),
+            })
+        }
     }
 }
 

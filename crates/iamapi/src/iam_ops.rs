@@ -527,6 +527,90 @@ pub(crate) async fn run<M: MetaStore>(
             }
             x.close("AttachedPolicies").leaf("IsTruncated", "false");
         }
+        "CreateVirtualMFADevice" => {
+            let name = p.required("VirtualMFADeviceName")?;
+            let path = p.get("Path").unwrap_or("/");
+            cx.authorize(
+                "iam:CreateVirtualMFADevice",
+                &format!("arn:aws:iam::{acct}:mfa{path}{name}"),
+            )?;
+            let d = iam.create_virtual_mfa(acct, name, Some(path)).await?;
+            // The CLI base64-decodes this blob and writes the base32 text to --outfile.
+            let seed = feiyun_iam::totp::base32(&d.seed);
+            x.open("VirtualMFADevice")
+                .leaf("SerialNumber", &d.serial())
+                .leaf("Base32StringSeed", &base64_encode(seed.as_bytes()))
+                .close("VirtualMFADevice");
+        }
+        "EnableMFADevice" => {
+            let name = p.required("UserName")?;
+            cx.authorize("iam:EnableMFADevice", &user_arn(name))?;
+            iam.enable_mfa(
+                acct,
+                name,
+                p.required("SerialNumber")?,
+                p.required("AuthenticationCode1")?,
+                p.required("AuthenticationCode2")?,
+            )
+            .await?;
+        }
+        "DeactivateMFADevice" => {
+            let name = p.required("UserName")?;
+            cx.authorize("iam:DeactivateMFADevice", &user_arn(name))?;
+            iam.deactivate_mfa(acct, name, p.required("SerialNumber")?)
+                .await?;
+        }
+        "DeleteVirtualMFADevice" => {
+            let serial = p.required("SerialNumber")?;
+            cx.authorize("iam:DeleteVirtualMFADevice", serial)?;
+            iam.delete_virtual_mfa(acct, serial).await?;
+        }
+        "ListMFADevices" => {
+            let name = key_owner()?;
+            cx.authorize("iam:ListMFADevices", &user_arn(&name))?;
+            x.open("MFADevices");
+            for d in st.mfa.values().filter(|d| {
+                d.account == acct
+                    && d.user
+                        .as_deref()
+                        .is_some_and(|u| u.eq_ignore_ascii_case(&name))
+            }) {
+                x.open("member")
+                    .leaf("UserName", d.user.as_deref().unwrap_or_default())
+                    .leaf("SerialNumber", &d.serial())
+                    .date("EnableDate", d.enabled.unwrap_or(d.created))
+                    .close("member");
+            }
+            x.close("MFADevices").leaf("IsTruncated", "false");
+        }
+        "ListVirtualMFADevices" => {
+            cx.authorize(
+                "iam:ListVirtualMFADevices",
+                &format!("arn:aws:iam::{acct}:mfa/*"),
+            )?;
+            let status = p.get("AssignmentStatus").unwrap_or("Any");
+            x.open("VirtualMFADevices");
+            for d in st.mfa.values().filter(|d| {
+                d.account == acct
+                    && match status {
+                        "Assigned" => d.user.is_some(),
+                        "Unassigned" => d.user.is_none(),
+                        _ => true,
+                    }
+            }) {
+                x.open("member").leaf("SerialNumber", &d.serial());
+                if let Some(u) = d.user.as_deref().and_then(|u| st.user(acct, u).ok()) {
+                    x.open("User");
+                    user(&mut x, acct, u);
+                    x.close("User");
+                }
+                if let Some(e) = d.enabled {
+                    x.date("EnableDate", e);
+                }
+                x.close("member");
+            }
+            x.close("VirtualMFADevices").leaf("IsTruncated", "false");
+        }
         _ => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -536,6 +620,11 @@ pub(crate) async fn run<M: MetaStore>(
         }
     }
     Ok(x)
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 fn no_policy(arn: &str) -> ApiError {

@@ -96,6 +96,11 @@ impl From<IamError> for ApiError {
             IamError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "InvalidInput"),
             IamError::Validation(_) => (StatusCode::BAD_REQUEST, "ValidationError"),
             IamError::MalformedPolicy(_) => (StatusCode::BAD_REQUEST, "MalformedPolicyDocument"),
+            IamError::InvalidAuthenticationCode(_) => {
+                (StatusCode::FORBIDDEN, "InvalidAuthenticationCode")
+            }
+            IamError::AccessDenied(_) => (StatusCode::FORBIDDEN, "AccessDenied"),
+            IamError::PackedPolicyTooLarge(_) => (StatusCode::BAD_REQUEST, "PackedPolicyTooLarge"),
             IamError::Corrupt(_) | IamError::Meta(_) => {
                 tracing::error!(error = %e, "identity store failure");
                 return ApiError::new(
@@ -198,6 +203,11 @@ impl Ctx<'_> {
                 .iter()
                 .map(|(l, p)| (l.as_str(), p.as_ref()))
                 .collect(),
+            session: self
+                .caller
+                .session
+                .as_ref()
+                .and_then(|s| s.policy.as_deref()),
             same_account: true,
             ..Default::default()
         };

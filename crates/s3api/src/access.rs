@@ -167,6 +167,10 @@ impl<M: MetaStore> S3Auth for IamAuth<M> {
     async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<SecretKey> {
         match self.iam.caller(access_key) {
             Some(c) => Ok(SecretKey::from(c.secret().to_owned())),
+            None if self.iam.session_expired(access_key) => Err(s3s::s3_error!(
+                ExpiredToken,
+                "The provided token has expired."
+            )),
             None => Err(s3s::s3_error!(
                 InvalidAccessKeyId,
                 "The AWS Access Key Id you provided does not exist in our records."
@@ -204,12 +208,26 @@ impl<M: MetaStore, B: BlobStore> S3Access for Authorize<M, B> {
         let peer = cx.extensions_mut().get::<ClientAddr>().copied();
         let caller = match cx.credentials() {
             None => None,
-            Some(creds) => Some(self.iam.caller(&creds.access_key).ok_or_else(|| {
-                s3s::s3_error!(
-                    InvalidAccessKeyId,
-                    "The AWS Access Key Id you provided does not exist in our records."
-                )
-            })?),
+            Some(creds) => {
+                let c = self.iam.caller(&creds.access_key).ok_or_else(|| {
+                    s3s::s3_error!(
+                        InvalidAccessKeyId,
+                        "The AWS Access Key Id you provided does not exist in our records."
+                    )
+                })?;
+                let presented = header(cx.headers(), "x-amz-security-token")
+                    .map(str::to_owned)
+                    .or_else(|| {
+                        query_value(cx.uri().query().unwrap_or(""), "X-Amz-Security-Token")
+                    });
+                if !c.token_matches(presented.as_deref()) {
+                    return Err(s3s::s3_error!(
+                        InvalidToken,
+                        "The provided token is malformed or otherwise invalid."
+                    ));
+                }
+                Some(c)
+            }
         };
         let (bucket, key) = match cx.s3_path() {
             S3Path::Root => (None, None),
@@ -335,8 +353,10 @@ fn decide(
         resource: bucket
             .and_then(|b| b.effective_policy(same_account))
             .map(|p| ("bucket-policy", p)),
+        session: caller
+            .and_then(|c| c.session.as_ref())
+            .and_then(|s| s.policy.as_deref()),
         same_account,
-        ..Default::default()
     };
     set.decide(&Request {
         action,
