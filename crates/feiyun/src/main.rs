@@ -1,7 +1,9 @@
 //! The `feiyun` binary: parses the command line and hands over to the library crates.
 
+mod admin;
 mod bench;
 mod bench_versions;
+mod iam_cli;
 mod sigv4;
 
 use std::path::PathBuf;
@@ -23,6 +25,10 @@ enum Command {
     Server(ServerArgs),
     /// Load generator for any S3 endpoint (PUT/GET ops/s, latency, throughput).
     Bench(bench::BenchArgs),
+    /// Users, access keys and MFA on a running region (over its IAM API).
+    Iam(iam_cli::IamArgs),
+    /// Verify or read the audit log of a data directory (server running or stopped).
+    Audit(iam_cli::AuditArgs),
 }
 
 #[derive(clap::Args)]
@@ -57,6 +63,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Server(args) => run_server(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Iam(args) => iam_cli::run(args).await,
+            Command::Audit(args) => iam_cli::audit(args).await,
         }
     });
     match result {

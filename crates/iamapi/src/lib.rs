@@ -191,6 +191,8 @@ pub(crate) struct Ctx<'a> {
     pub account: String,
     pub params: &'a Params,
     pub context: RequestContext,
+    /// What authorization decided, for the audit record.
+    pub audit: std::sync::Mutex<feiyun_audit::Decided>,
 }
 
 impl Ctx<'_> {
@@ -217,6 +219,18 @@ impl Ctx<'_> {
             principal: Some(&self.caller.principal),
             context: &self.context,
         });
+        if let Ok(mut a) = self.audit.lock() {
+            a.action = action.to_owned();
+            a.resource = resource.to_owned();
+            (a.decision, a.statement) = match &decision {
+                Decision::Allow(by) => (
+                    "Allow".into(),
+                    by.as_ref().map(|b| b.to_string()).unwrap_or_default(),
+                ),
+                Decision::Deny(by) => ("Deny".into(), by.to_string()),
+                Decision::ImplicitDeny => ("ImplicitDeny".into(), String::new()),
+            };
+        }
         match decision {
             Decision::Allow(_) => Ok(()),
             Decision::Deny(by) => Err(ApiError::new(
@@ -253,11 +267,12 @@ impl<M: MetaStore> QueryApi<M> {
         body: Bytes,
         peer: SocketAddr,
         request_id: &str,
+        audit: &feiyun_audit::Slot,
     ) -> (StatusCode, String, &'static str) {
         let params = Params::parse(parts.uri.query().unwrap_or(""), &body);
         let action = params.get("Action").unwrap_or("").to_owned();
         let result = self
-            .dispatch(service, &action, parts, &body, &params, peer)
+            .dispatch(service, parts, &body, &params, peer, audit)
             .await;
         match result {
             Ok(xml) => (
@@ -282,12 +297,13 @@ impl<M: MetaStore> QueryApi<M> {
     async fn dispatch(
         &self,
         service: Service,
-        action: &str,
         parts: &http::request::Parts,
         body: &[u8],
         params: &Params,
         peer: SocketAddr,
+        audit: &feiyun_audit::Slot,
     ) -> Result<xml::Xml, ApiError> {
+        let action = params.get("Action").unwrap_or("");
         if action.is_empty() {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -295,7 +311,40 @@ impl<M: MetaStore> QueryApi<M> {
                 "Missing Action",
             ));
         }
-        let caller = self.authenticate(&parts.method, &parts.uri, &parts.headers, body)?;
+        let claimed = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(sigv4::parse_authorization)
+            .and_then(Result::ok)
+            .map(|s| s.access_key.to_owned())
+            .unwrap_or_default();
+        let prefix = match service {
+            Service::Iam => "iam",
+            Service::Sts => "sts",
+        };
+        let mut decided = feiyun_audit::Decided {
+            principal: if claimed.is_empty() {
+                "anonymous".into()
+            } else {
+                claimed.clone()
+            },
+            access_key: claimed,
+            action: format!("{prefix}:{action}"),
+            decision: "AuthFailed".into(),
+            ..Default::default()
+        };
+        let caller = match self.authenticate(&parts.method, &parts.uri, &parts.headers, body) {
+            Ok(c) => c,
+            Err(e) => {
+                audit.set(decided);
+                return Err(e);
+            }
+        };
+        decided.tenant = caller.principal.account.clone();
+        decided.principal = caller.principal.arn.clone();
+        // Actions that need no permission (GetCallerIdentity) stay "Allow".
+        decided.decision = "Allow".into();
         let mut context = RequestContext::default();
         context.set("aws:SourceIp", peer.ip().to_string());
         context.set("aws:SecureTransport", "false");
@@ -308,11 +357,20 @@ impl<M: MetaStore> QueryApi<M> {
             caller,
             params,
             context,
+            audit: std::sync::Mutex::new(decided),
         };
-        match service {
+        let r = match service {
             Service::Iam => iam_ops::run(&self.iam, action, &cx).await,
             Service::Sts => sts_ops::run(&self.iam, action, &cx).await,
+        };
+        if let Ok(mut d) = cx.audit.lock() {
+            if r.as_ref().is_err_and(|e| e.status == StatusCode::FORBIDDEN) && d.decision == "Allow"
+            {
+                d.decision = "Deny".into();
+            }
+            audit.set(std::mem::take(&mut d));
         }
+        r
     }
 
     fn authenticate(

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
+use feiyun_audit::Decided;
 use feiyun_iam::bucket::{
     POLICY_CONFIG, PUBLIC_ACCESS_BLOCK_CONFIG, PublicAccessBlock, is_public, parse_bucket_policy,
 };
@@ -199,6 +200,24 @@ impl<M, B> Authorize<M, B> {
 #[async_trait::async_trait]
 impl<M: MetaStore, B: BlobStore> S3Access for Authorize<M, B> {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> s3s::S3Result<()> {
+        let mut d = Decided::default();
+        let r = self.check_inner(cx, &mut d).await;
+        if let Some(slot) = cx.extensions_mut().get::<feiyun_audit::Slot>().cloned() {
+            if d.decision.is_empty() {
+                d.decision = if r.is_ok() { "Allow" } else { "AuthFailed" }.into();
+            }
+            slot.set(d);
+        }
+        r
+    }
+}
+
+impl<M: MetaStore, B: BlobStore> Authorize<M, B> {
+    async fn check_inner(
+        &self,
+        cx: &mut S3AccessContext<'_>,
+        audit: &mut Decided,
+    ) -> s3s::S3Result<()> {
         let op = cx.s3_op().name().to_owned();
         if let Some(slot) = cx.extensions_mut().get::<OpSlot>().cloned()
             && let Ok(mut g) = slot.0.lock()
@@ -209,6 +228,8 @@ impl<M: MetaStore, B: BlobStore> S3Access for Authorize<M, B> {
         let caller = match cx.credentials() {
             None => None,
             Some(creds) => {
+                audit.principal = creds.access_key.clone();
+                audit.access_key = creds.access_key.clone();
                 let c = self.iam.caller(&creds.access_key).ok_or_else(|| {
                     s3s::s3_error!(
                         InvalidAccessKeyId,
@@ -220,6 +241,9 @@ impl<M: MetaStore, B: BlobStore> S3Access for Authorize<M, B> {
                     .or_else(|| {
                         query_value(cx.uri().query().unwrap_or(""), "X-Amz-Security-Token")
                     });
+                audit.tenant = c.principal.account.clone();
+                audit.principal = c.principal.arn.clone();
+                audit.access_key = c.access_key.clone();
                 if !c.token_matches(presented.as_deref()) {
                     return Err(s3s::s3_error!(
                         InvalidToken,
@@ -242,6 +266,20 @@ impl<M: MetaStore, B: BlobStore> S3Access for Authorize<M, B> {
             _ => None,
         };
         let query = cx.uri().query().unwrap_or("");
+        let required = required_actions(&op, bucket, key, cx.headers(), query);
+        audit.action = required
+            .iter()
+            .map(|(a, _)| *a)
+            .collect::<Vec<_>>()
+            .join(",");
+        audit.resource = required
+            .iter()
+            .map(|(_, r)| r.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        if caller.is_none() {
+            audit.principal = "anonymous".into();
+        }
         let mut context = request_context(cx.headers(), query, peer);
         if let Some(c) = &caller {
             c.fill_context(&mut context);
@@ -281,7 +319,8 @@ impl<M: MetaStore, B: BlobStore> S3Access for Authorize<M, B> {
         let who = caller
             .as_ref()
             .map_or_else(|| "anonymous".to_owned(), |c| c.principal.arn.clone());
-        for (action, resource) in required_actions(&op, bucket, key, cx.headers(), query) {
+        let mut decided_by = Vec::new();
+        for (action, resource) in required {
             let d = decide(
                 caller.as_deref(),
                 bucket_access.as_deref(),
@@ -289,6 +328,15 @@ impl<M: MetaStore, B: BlobStore> S3Access for Authorize<M, B> {
                 &resource,
                 &context,
             );
+            match &d {
+                Decision::Allow(Some(by)) => decided_by.push(by.to_string()),
+                Decision::Deny(by) => {
+                    audit.decision = "Deny".into();
+                    audit.statement = by.to_string();
+                }
+                Decision::ImplicitDeny => audit.decision = "ImplicitDeny".into(),
+                Decision::Allow(None) => {}
+            }
             if !d.allowed() {
                 tracing::debug!(principal = %who, action, resource, decision = ?d, "denied");
                 return Err(if caller.is_none() {
@@ -298,6 +346,8 @@ impl<M: MetaStore, B: BlobStore> S3Access for Authorize<M, B> {
                 });
             }
         }
+        audit.decision = "Allow".into();
+        audit.statement = decided_by.join(",");
         cx.extensions_mut().insert(Grant {
             caller,
             bucket: bucket_access,

@@ -61,6 +61,8 @@ pub enum ServerError {
     Webhook(#[from] feiyun_notify::NotifyError),
     #[error("cannot load identities: {0}")]
     Iam(#[from] feiyun_iam::IamError),
+    #[error("cannot open the audit log: {0}")]
+    Audit(#[from] feiyun_audit::AuditError),
 }
 
 type EmbeddedOss = ObjectService<RedbStore, LocalBlobStore>;
@@ -76,6 +78,7 @@ pub struct Server {
 
 struct App {
     s3: S3Service,
+    audit: feiyun_audit::AuditLog,
     query: QueryApi<RedbStore>,
     oss: Arc<EmbeddedOss>,
     hosts: VirtualHosts,
@@ -134,6 +137,8 @@ impl Server {
         )
         .await?;
 
+        // The writer thread ends when the last sender is dropped; `serve` flushes it first.
+        let (audit, _writer) = feiyun_audit::AuditLog::open(&dir.join("audit"))?;
         let bucket_access = Arc::new(BucketAccessCache::default());
         let mut builder = S3ServiceBuilder::new(
             FeiyunS3::new(oss.clone())
@@ -167,6 +172,7 @@ impl Server {
             local_addr,
             app: Arc::new(App {
                 s3,
+                audit,
                 query: QueryApi::new(iam),
                 oss,
                 hosts: VirtualHosts::new(&config.domains)?,
@@ -247,6 +253,9 @@ impl Server {
                 "in-flight requests did not finish in time; closing them"
             );
         }
+        if self.app.audit.flush().await.is_err() {
+            tracing::error!("the audit writer stopped before shutdown");
+        }
     }
 }
 
@@ -278,7 +287,10 @@ impl App {
         if let Some(service) =
             feiyun_iamapi::service_of(req.method(), req.uri().path(), req.headers())
         {
-            let resp = self.query(service, req, peer, &id).await;
+            let audit = feiyun_audit::Slot::default();
+            let bytes_in = content_length(req.headers());
+            let resp = self.query(service, req, peer, &id, &audit).await;
+            self.audit(&id, peer, "", bytes_in, &resp, &audit).await;
             self.metrics.observe(
                 "IamQuery",
                 resp.status().as_u16(),
@@ -301,6 +313,9 @@ impl App {
         req.extensions_mut().insert(RequestId(id.clone()));
         req.extensions_mut().insert(slot.clone());
         req.extensions_mut().insert(ClientAddr(peer));
+        let audit = feiyun_audit::Slot::default();
+        req.extensions_mut().insert(audit.clone());
+        let bytes_in = content_length(req.headers());
         drop(_entered);
         let resp = match self.s3.call(req.map(s3s::Body::from)).await {
             Ok(r) => r,
@@ -324,6 +339,7 @@ impl App {
             .and_then(|g| g.clone())
             .unwrap_or_else(|| "Unresolved".to_owned());
         let status = resp.status().as_u16();
+        self.audit(&id, peer, &op, bytes_in, &resp, &audit).await;
         self.metrics
             .observe(&op, status, start.elapsed().as_secs_f64());
         if resp.status().is_server_error() {
@@ -341,6 +357,7 @@ impl App {
         req: Request<Incoming>,
         peer: SocketAddr,
         id: &str,
+        audit: &feiyun_audit::Slot,
     ) -> Response<s3s::Body> {
         use http_body_util::BodyExt;
         let (parts, body) = req.into_parts();
@@ -351,7 +368,10 @@ impl App {
             Ok(b) => b.to_bytes(),
             Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
         };
-        let (status, xml, code) = self.query.handle(service, &parts, body, peer, id).await;
+        let (status, xml, code) = self
+            .query
+            .handle(service, &parts, body, peer, id, audit)
+            .await;
         if !code.is_empty() {
             tracing::debug!(id, code, "query API error");
         }
@@ -364,6 +384,47 @@ impl App {
             r.headers_mut().insert("x-amzn-requestid", v);
         }
         r
+    }
+
+    /// Appends the request's audit record. Requests that never reached authorization (a
+    /// bad signature, an unknown key) are recorded as `AuthFailed` under the key they claimed.
+    async fn audit(
+        &self,
+        id: &str,
+        peer: SocketAddr,
+        op: &str,
+        bytes_in: u64,
+        resp: &Response<s3s::Body>,
+        slot: &feiyun_audit::Slot,
+    ) {
+        let d = slot.take().unwrap_or_else(|| feiyun_audit::Decided {
+            principal: "unknown".into(),
+            decision: "AuthFailed".into(),
+            ..Default::default()
+        });
+        let record = feiyun_audit::AuditRecord {
+            time: feiyun_audit::now_rfc3339(),
+            request_id: id.to_owned(),
+            tenant: d.tenant,
+            principal: d.principal,
+            access_key: d.access_key,
+            source_ip: peer.ip().to_string(),
+            operation: if op.is_empty() {
+                d.action.clone()
+            } else {
+                op.to_owned()
+            },
+            action: d.action,
+            resource: d.resource,
+            decision: d.decision,
+            statement: d.statement,
+            status: resp.status().as_u16(),
+            bytes_in,
+            bytes_out: content_length(resp.headers()),
+        };
+        if self.audit.append(record).await.is_err() {
+            tracing::error!(id, "audit writer stopped; record lost");
+        }
     }
 
     fn builtin(&self, path: &str) -> Option<Response<s3s::Body>> {
@@ -459,6 +520,13 @@ fn add_request_id_to_error(resp: &mut Response<s3s::Body>, id: &str) {
     if let Ok(v) = http::HeaderValue::from_str(&len.to_string()) {
         resp.headers_mut().insert(http::header::CONTENT_LENGTH, v);
     }
+}
+
+fn content_length(h: &http::HeaderMap) -> u64 {
+    h.get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn is_signed<B>(req: &Request<B>) -> bool {

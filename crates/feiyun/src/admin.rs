@@ -1,0 +1,209 @@
+//! The client side of administrative verbs: finds the region (`--endpoint`,
+//! `FEIYUN_ENDPOINT`), picks credentials from the AWS chain (`AWS_*` variables, `--profile`
+//! in `~/.aws/credentials`) falling back to `FEIYUN_ROOT_*`, and sends signed query-API
+//! requests.
+
+use anyhow::{Context, bail};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::sigv4::{self, Signer};
+
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9000";
+
+#[derive(clap::Args, Clone)]
+pub struct Connection {
+    /// The region's endpoint [env: FEIYUN_ENDPOINT] [default: http://127.0.0.1:9000]
+    #[arg(long, global = true)]
+    pub endpoint: Option<String>,
+    /// A profile in ~/.aws/credentials
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Print JSON instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+pub struct AdminClient {
+    client: Client<HttpConnector, http_body_util::Full<bytes::Bytes>>,
+    base: http::Uri,
+    signer: Signer,
+    token: Option<String>,
+}
+
+impl AdminClient {
+    pub fn new(c: &Connection) -> anyhow::Result<Self> {
+        let endpoint = c
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("FEIYUN_ENDPOINT").ok())
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
+        let base: http::Uri = endpoint.parse().context("--endpoint is not a URL")?;
+        if base.scheme_str() != Some("http") {
+            bail!("only http:// endpoints are supported until TLS lands");
+        }
+        let (access_key, secret_key, token) = credentials(c.profile.as_deref())?;
+        Ok(Self {
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            base,
+            signer: Signer {
+                access_key,
+                secret_key,
+                region: std::env::var("AWS_REGION")
+                    .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+                    .unwrap_or_else(|_| "us-east-1".into()),
+            },
+            token,
+        })
+    }
+
+    /// One IAM/STS query call; returns the XML body, or the service's error as text.
+    pub async fn call(&self, service: &str, params: &[(&str, &str)]) -> anyhow::Result<String> {
+        let version = if service == "sts" {
+            "2011-06-15"
+        } else {
+            "2010-05-08"
+        };
+        let mut body = format!("Version={version}");
+        for (k, v) in params {
+            body.push('&');
+            body.push_str(&sigv4_encode(k));
+            body.push('=');
+            body.push_str(&sigv4_encode(v));
+        }
+        let host = self
+            .base
+            .authority()
+            .context("--endpoint needs a host")?
+            .to_string();
+        let ct = "application/x-www-form-urlencoded; charset=utf-8".to_string();
+        let mut headers = vec![("host", host.clone()), ("content-type", ct.clone())];
+        if let Some(t) = &self.token {
+            headers.push(("x-amz-security-token", t.clone()));
+        }
+        let signed = self.signer.sign_as(
+            service,
+            "POST",
+            "/",
+            "",
+            &headers,
+            &sigv4::sha256_hex(body.as_bytes()),
+            &sigv4::now_amz_date(),
+        );
+        let mut req = hyper::Request::builder().method("POST").uri(format!(
+            "{}://{host}/",
+            self.base.scheme_str().unwrap_or("http")
+        ));
+        for (k, v) in headers.iter().skip(1) {
+            req = req.header(*k, v);
+        }
+        for (k, v) in signed {
+            req = req.header(k, v);
+        }
+        let resp = self
+            .client
+            .request(req.body(http_body_util::Full::new(bytes::Bytes::from(body)))?)
+            .await
+            .with_context(|| format!("cannot reach the region at {}", self.base))?;
+        let status = resp.status();
+        let text =
+            String::from_utf8_lossy(&resp.into_body().collect().await?.to_bytes()).into_owned();
+        if !status.is_success() {
+            bail!(
+                "{}: {}",
+                field(&text, "Code").unwrap_or_else(|| status.to_string()),
+                field(&text, "Message").unwrap_or_default()
+            );
+        }
+        Ok(text)
+    }
+}
+
+/// The text of the first `<tag>…</tag>`, XML entities decoded.
+pub fn field(xml: &str, tag: &str) -> Option<String> {
+    let start = xml.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = start + xml[start..].find(&format!("</{tag}>"))?;
+    Some(unescape(&xml[start..end]))
+}
+
+/// Every `<tag>…</tag>` in order.
+pub fn fields(xml: &str, tag: &str) -> Vec<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let after = &rest[i + open.len()..];
+        let Some(j) = after.find(&close) else { break };
+        out.push(unescape(&after[..j]));
+        rest = &after[j + close.len()..];
+    }
+    out
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+fn sigv4_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, then a profile, then
+/// `FEIYUN_ROOT_*`.
+fn credentials(profile: Option<&str>) -> anyhow::Result<(String, String, Option<String>)> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if profile.is_none()
+        && let (Some(a), Some(s)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
+    {
+        return Ok((a, s, env("AWS_SESSION_TOKEN")));
+    }
+    if let Some(name) = profile.map(str::to_owned).or_else(|| env("AWS_PROFILE")) {
+        let path = env("AWS_SHARED_CREDENTIALS_FILE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| env("HOME").map(|h| std::path::Path::new(&h).join(".aws/credentials")))
+            .context("no credentials file to read the profile from")?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut section = String::new();
+        let (mut a, mut s, mut t) = (None, None, None);
+        for line in text.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.trim().to_owned();
+            } else if section == name
+                && let Some((k, v)) = line.split_once('=')
+            {
+                match k.trim() {
+                    "aws_access_key_id" => a = Some(v.trim().to_owned()),
+                    "aws_secret_access_key" => s = Some(v.trim().to_owned()),
+                    "aws_session_token" => t = Some(v.trim().to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        return match (a, s) {
+            (Some(a), Some(s)) => Ok((a, s, t)),
+            _ => bail!("profile {name} has no access key in {}", path.display()),
+        };
+    }
+    match (env("FEIYUN_ROOT_ACCESS_KEY"), env("FEIYUN_ROOT_SECRET_KEY")) {
+        (Some(a), Some(s)) => Ok((a, s, None)),
+        _ => bail!(
+            "no credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, --profile, or FEIYUN_ROOT_ACCESS_KEY/FEIYUN_ROOT_SECRET_KEY"
+        ),
+    }
+}

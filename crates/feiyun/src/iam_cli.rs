@@ -1,0 +1,452 @@
+//! `feiyun iam …` and `feiyun audit …`: convenience verbs for the common identity tasks,
+//! spoken over the region's own IAM API, and the audit log read straight from disk.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use serde_json::json;
+
+use crate::admin::{AdminClient, Connection, field, fields};
+
+#[derive(clap::Subcommand)]
+pub enum IamCommand {
+    /// Create a user with an access key (printed once) and optional policies and groups
+    CreateUser {
+        name: String,
+        /// A managed policy ARN to attach (repeatable), e.g. arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess
+        #[arg(long = "policy-arn")]
+        policy_arns: Vec<String>,
+        /// A JSON policy document to put as the inline policy "default"
+        #[arg(long = "policy-file")]
+        policy_file: Option<PathBuf>,
+        /// A group to add the user to (repeatable)
+        #[arg(long)]
+        group: Vec<String>,
+    },
+    /// List users with their access keys
+    ListUsers,
+    /// Disable an access key: the next request signed with it fails
+    DisableKey { access_key_id: String },
+    /// Enable a disabled access key
+    EnableKey { access_key_id: String },
+    /// Delete a user together with its keys, inline and attached policies and memberships
+    DeleteUser { name: String },
+    /// Create a virtual MFA device and print its otpauth:// URI for an authenticator app
+    CreateMfa { user: String },
+    /// Enable a user's MFA device with two consecutive codes
+    EnableMfa {
+        user: String,
+        serial: String,
+        code1: String,
+        code2: String,
+    },
+    /// Show who the credentials in use belong to
+    Whoami,
+}
+
+#[derive(clap::Args)]
+pub struct IamArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: IamCommand,
+}
+
+pub async fn run(args: IamArgs) -> anyhow::Result<()> {
+    let c = AdminClient::new(&args.conn)?;
+    let json_out = args.conn.json;
+    match args.command {
+        IamCommand::CreateUser {
+            name,
+            policy_arns,
+            policy_file,
+            group,
+        } => {
+            let doc = match &policy_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read {}", p.display()))?,
+                ),
+                None => None,
+            };
+            c.call("iam", &[("Action", "CreateUser"), ("UserName", &name)])
+                .await?;
+            for arn in &policy_arns {
+                c.call(
+                    "iam",
+                    &[
+                        ("Action", "AttachUserPolicy"),
+                        ("UserName", &name),
+                        ("PolicyArn", arn),
+                    ],
+                )
+                .await?;
+            }
+            if let Some(doc) = &doc {
+                c.call(
+                    "iam",
+                    &[
+                        ("Action", "PutUserPolicy"),
+                        ("UserName", &name),
+                        ("PolicyName", "default"),
+                        ("PolicyDocument", doc),
+                    ],
+                )
+                .await?;
+            }
+            for g in &group {
+                c.call(
+                    "iam",
+                    &[
+                        ("Action", "AddUserToGroup"),
+                        ("UserName", &name),
+                        ("GroupName", g),
+                    ],
+                )
+                .await?;
+            }
+            let key = c
+                .call("iam", &[("Action", "CreateAccessKey"), ("UserName", &name)])
+                .await?;
+            let (id, secret) = (
+                field(&key, "AccessKeyId").unwrap_or_default(),
+                field(&key, "SecretAccessKey").unwrap_or_default(),
+            );
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"UserName": name, "AccessKeyId": id, "SecretAccessKey": secret})
+                );
+            } else {
+                println!("user {name} created");
+                println!("access key id:     {id}");
+                println!("secret access key: {secret}");
+                println!("(the secret is shown only now; store it safely)");
+            }
+        }
+        IamCommand::ListUsers => {
+            let users = c
+                .call("iam", &[("Action", "ListUsers"), ("MaxItems", "1000")])
+                .await?;
+            let mut out = Vec::new();
+            for name in fields(&users, "UserName") {
+                let keys = c
+                    .call("iam", &[("Action", "ListAccessKeys"), ("UserName", &name)])
+                    .await?;
+                let ids = fields(&keys, "AccessKeyId");
+                let status = fields(&keys, "Status");
+                out.push((name, ids.into_iter().zip(status).collect::<Vec<_>>()));
+            }
+            if json_out {
+                let v: Vec<_> = out
+                    .iter()
+                    .map(|(n, k)| json!({"UserName": n, "AccessKeys": k.iter().map(|(i, s)| json!({"AccessKeyId": i, "Status": s})).collect::<Vec<_>>()}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for (n, keys) in out {
+                    let k: Vec<String> = keys.iter().map(|(i, s)| format!("{i} ({s})")).collect();
+                    println!(
+                        "{n}\t{}",
+                        if k.is_empty() {
+                            "-".into()
+                        } else {
+                            k.join(", ")
+                        }
+                    );
+                }
+            }
+        }
+        IamCommand::DisableKey { access_key_id } => {
+            set_key_status(&c, &access_key_id, "Inactive", json_out).await?;
+        }
+        IamCommand::EnableKey { access_key_id } => {
+            set_key_status(&c, &access_key_id, "Active", json_out).await?;
+        }
+        IamCommand::DeleteUser { name } => {
+            let keys = c
+                .call("iam", &[("Action", "ListAccessKeys"), ("UserName", &name)])
+                .await?;
+            for id in fields(&keys, "AccessKeyId") {
+                c.call(
+                    "iam",
+                    &[
+                        ("Action", "DeleteAccessKey"),
+                        ("UserName", &name),
+                        ("AccessKeyId", &id),
+                    ],
+                )
+                .await?;
+            }
+            let inline = c
+                .call(
+                    "iam",
+                    &[("Action", "ListUserPolicies"), ("UserName", &name)],
+                )
+                .await?;
+            for p in fields(&inline, "member") {
+                c.call(
+                    "iam",
+                    &[
+                        ("Action", "DeleteUserPolicy"),
+                        ("UserName", &name),
+                        ("PolicyName", &p),
+                    ],
+                )
+                .await?;
+            }
+            let attached = c
+                .call(
+                    "iam",
+                    &[("Action", "ListAttachedUserPolicies"), ("UserName", &name)],
+                )
+                .await?;
+            for arn in fields(&attached, "PolicyArn") {
+                c.call(
+                    "iam",
+                    &[
+                        ("Action", "DetachUserPolicy"),
+                        ("UserName", &name),
+                        ("PolicyArn", &arn),
+                    ],
+                )
+                .await?;
+            }
+            let groups = c
+                .call(
+                    "iam",
+                    &[("Action", "ListGroupsForUser"), ("UserName", &name)],
+                )
+                .await?;
+            for g in fields(&groups, "GroupName") {
+                c.call(
+                    "iam",
+                    &[
+                        ("Action", "RemoveUserFromGroup"),
+                        ("UserName", &name),
+                        ("GroupName", &g),
+                    ],
+                )
+                .await?;
+            }
+            let mfa = c
+                .call("iam", &[("Action", "ListMFADevices"), ("UserName", &name)])
+                .await?;
+            for serial in fields(&mfa, "SerialNumber") {
+                c.call(
+                    "iam",
+                    &[
+                        ("Action", "DeactivateMFADevice"),
+                        ("UserName", &name),
+                        ("SerialNumber", &serial),
+                    ],
+                )
+                .await?;
+                c.call(
+                    "iam",
+                    &[
+                        ("Action", "DeleteVirtualMFADevice"),
+                        ("SerialNumber", &serial),
+                    ],
+                )
+                .await?;
+            }
+            c.call("iam", &[("Action", "DeleteUser"), ("UserName", &name)])
+                .await?;
+            if json_out {
+                println!("{}", json!({"UserName": name, "Deleted": true}));
+            } else {
+                println!("user {name} deleted");
+            }
+        }
+        IamCommand::CreateMfa { user } => {
+            let out = c
+                .call(
+                    "iam",
+                    &[
+                        ("Action", "CreateVirtualMFADevice"),
+                        ("VirtualMFADeviceName", &user),
+                    ],
+                )
+                .await?;
+            let serial = field(&out, "SerialNumber").context("no serial number in the answer")?;
+            let seed = base64::engine::general_purpose::STANDARD
+                .decode(field(&out, "Base32StringSeed").unwrap_or_default())
+                .context("bad seed in the answer")?;
+            let seed = String::from_utf8_lossy(&seed).into_owned();
+            let uri = format!(
+                "otpauth://totp/Feiyun:{user}?secret={seed}&issuer=Feiyun&algorithm=SHA1&digits=6&period=30"
+            );
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"SerialNumber": serial, "Base32StringSeed": seed, "ProvisioningUri": uri})
+                );
+            } else {
+                println!("serial number: {serial}");
+                println!("provisioning URI (show it as a QR code to an authenticator app):");
+                println!("{uri}");
+                println!("then: feiyun iam enable-mfa {user} {serial} CODE1 CODE2");
+            }
+        }
+        IamCommand::EnableMfa {
+            user,
+            serial,
+            code1,
+            code2,
+        } => {
+            c.call(
+                "iam",
+                &[
+                    ("Action", "EnableMFADevice"),
+                    ("UserName", &user),
+                    ("SerialNumber", &serial),
+                    ("AuthenticationCode1", &code1),
+                    ("AuthenticationCode2", &code2),
+                ],
+            )
+            .await?;
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"UserName": user, "SerialNumber": serial, "Enabled": true})
+                );
+            } else {
+                println!("MFA device {serial} enabled for {user}");
+            }
+        }
+        IamCommand::Whoami => {
+            let out = c.call("sts", &[("Action", "GetCallerIdentity")]).await?;
+            let (arn, account, id) = (
+                field(&out, "Arn").unwrap_or_default(),
+                field(&out, "Account").unwrap_or_default(),
+                field(&out, "UserId").unwrap_or_default(),
+            );
+            if json_out {
+                println!("{}", json!({"Arn": arn, "Account": account, "UserId": id}));
+            } else {
+                println!("{arn} (account {account}, id {id})");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn set_key_status(
+    c: &AdminClient,
+    id: &str,
+    status: &str,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let owner = c
+        .call(
+            "iam",
+            &[("Action", "GetAccessKeyLastUsed"), ("AccessKeyId", id)],
+        )
+        .await?;
+    let user = field(&owner, "UserName").context("the key has no user")?;
+    c.call(
+        "iam",
+        &[
+            ("Action", "UpdateAccessKey"),
+            ("UserName", &user),
+            ("AccessKeyId", id),
+            ("Status", status),
+        ],
+    )
+    .await?;
+    if json_out {
+        println!(
+            "{}",
+            json!({"AccessKeyId": id, "UserName": user, "Status": status})
+        );
+    } else {
+        println!("{id} of {user} is now {status}");
+    }
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of every record; names the first broken one (exit 1)
+    Verify,
+    /// Print the newest records
+    Tail {
+        /// How many records
+        #[arg(short = 'n', default_value_t = 20)]
+        lines: usize,
+        /// Keep printing new records as they arrive
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    /// The region's data directory (works while the server runs or is stopped)
+    #[arg(long, global = true, default_value = "./feiyun-data")]
+    data_dir: PathBuf,
+    /// Print JSON instead of text
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let dir = args.data_dir.join("audit");
+    if !dir.is_dir() {
+        bail!("no audit log at {}", dir.display());
+    }
+    match args.command {
+        AuditCommand::Verify => {
+            let s = feiyun_audit::verify(&dir)?;
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"ok": true, "records": s.records, "segments": s.segments, "head": s.head})
+                );
+            } else {
+                println!(
+                    "ok: {} records in {} segment(s), chain head {}",
+                    s.records, s.segments, s.head
+                );
+            }
+        }
+        AuditCommand::Tail { lines, follow } => {
+            let mut seen = 0usize;
+            loop {
+                let all = feiyun_audit::tail(&dir, if follow { usize::MAX / 2 } else { lines })?;
+                let start = if seen == 0 {
+                    all.len().saturating_sub(lines)
+                } else {
+                    seen
+                };
+                for r in all.iter().skip(start) {
+                    if args.json {
+                        println!("{}", serde_json::to_string(r)?);
+                    } else {
+                        println!(
+                            "{} {} {} {} {} {} {} -> {}",
+                            r.time,
+                            r.request_id,
+                            r.source_ip,
+                            r.principal,
+                            r.operation,
+                            r.resource,
+                            r.decision,
+                            r.status
+                        );
+                    }
+                }
+                seen = all.len();
+                if !follow {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+    Ok(())
+}
