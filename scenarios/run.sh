@@ -17,7 +17,7 @@ trap cleanup EXIT
 
 export FEIYUN_ROOT_ACCESS_KEY=FYSCENARIOKEY0000001
 export FEIYUN_ROOT_SECRET_KEY=scenario-secret-0123456789abcdefghijklmn
-FEIYUN_LOG="warn,s3s=off" "$bin" server --data-dir "$work/data" --listen 127.0.0.1:0 >"$work/stdout" 2>"$work/stderr" &
+FEIYUN_STS_MIN_SESSION_SECS=1 FEIYUN_LOG="warn,s3s=off" "$bin" server --data-dir "$work/data" --listen 127.0.0.1:0 >"$work/stdout" 2>"$work/stderr" &
 server_pid=$!
 for _ in $(seq 1 100); do
   grep -q '^S3 endpoint: ' "$work/stdout" 2>/dev/null && break
@@ -27,7 +27,7 @@ endpoint=$(sed -n 's/^S3 endpoint: //p' "$work/stdout" | head -n1)
 [ -n "$endpoint" ] || { echo "server did not start:"; cat "$work/stderr"; exit 1; }
 echo "server at $endpoint"
 
-export ENDPOINT=$endpoint WORK=$work
+export ENDPOINT=$endpoint WORK=$work FEIYUN_BIN=$bin
 export AWS_ACCESS_KEY_ID=$FEIYUN_ROOT_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$FEIYUN_ROOT_SECRET_KEY
 export AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 
@@ -40,6 +40,7 @@ run() {
 }
 run "aws cli" bash "$here/aws_cli.sh"
 run "aws cli versioning" bash "$here/aws_cli_versioning.sh"
+run "aws iam/sts" bash "$here/aws_cli_iam.sh"
 run "boto3" "$python" "$here/boto3_scenario.py"
 run "rclone" bash "$here/rclone.sh"
 run "s3cmd" bash "$here/s3cmd.sh"

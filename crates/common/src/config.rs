@@ -54,6 +54,9 @@ pub struct Config {
     pub webhooks: Vec<(String, String)>,
     /// Events older than this are dropped from the log even if a target has not taken them.
     pub event_retention_secs: u64,
+    /// Shortest STS session AssumeRole/GetSessionToken grant (AWS: 900). Tests lower it
+    /// to see sessions expire.
+    pub sts_min_session_secs: u64,
 }
 
 /// One layer of settings; `None` means "this layer says nothing".
@@ -73,6 +76,7 @@ pub struct ConfigOverrides {
     pub lifecycle_interval_secs: Option<u64>,
     pub webhooks: Option<std::collections::BTreeMap<String, String>>,
     pub event_retention_secs: Option<u64>,
+    pub sts_min_session_secs: Option<u64>,
 }
 
 impl ConfigOverrides {
@@ -125,6 +129,7 @@ impl ConfigOverrides {
                 Some(v) => Some(parse_webhooks(&v)?),
             },
             event_retention_secs: parse_num("FEIYUN_EVENT_RETENTION_SECS")?,
+            sts_min_session_secs: parse_num("FEIYUN_STS_MIN_SESSION_SECS")?,
         })
     }
 
@@ -147,6 +152,7 @@ impl ConfigOverrides {
                 .or(lower.lifecycle_interval_secs),
             webhooks: self.webhooks.or(lower.webhooks),
             event_retention_secs: self.event_retention_secs.or(lower.event_retention_secs),
+            sts_min_session_secs: self.sts_min_session_secs.or(lower.sts_min_session_secs),
         }
     }
 
@@ -217,6 +223,7 @@ impl ConfigOverrides {
             lifecycle_interval_secs,
             webhooks: self.webhooks.unwrap_or_default().into_iter().collect(),
             event_retention_secs: self.event_retention_secs.unwrap_or(7 * 86_400),
+            sts_min_session_secs: self.sts_min_session_secs.unwrap_or(900),
         })
     }
 }

@@ -62,6 +62,7 @@ pub fn service_of(method: &Method, path: &str, headers: &HeaderMap) -> Option<Se
 
 pub struct QueryApi<M> {
     iam: Arc<Iam<M>>,
+    min_session_secs: i64,
 }
 
 /// An error in the query protocol's terms.
@@ -193,6 +194,7 @@ pub(crate) struct Ctx<'a> {
     pub context: RequestContext,
     /// What authorization decided, for the audit record.
     pub audit: std::sync::Mutex<feiyun_audit::Decided>,
+    pub min_session_secs: i64,
 }
 
 impl Ctx<'_> {
@@ -255,7 +257,17 @@ impl Ctx<'_> {
 
 impl<M: MetaStore> QueryApi<M> {
     pub fn new(iam: Arc<Iam<M>>) -> Self {
-        Self { iam }
+        Self {
+            iam,
+            min_session_secs: 900,
+        }
+    }
+
+    /// The shortest session STS grants (AWS's 900 s unless a test shortens it).
+    #[must_use]
+    pub fn with_min_session_secs(mut self, secs: u64) -> Self {
+        self.min_session_secs = secs.clamp(1, 900) as i64;
+        self
     }
 
     /// Answers one IAM or STS request whose body has already been read (at most
@@ -358,6 +370,7 @@ impl<M: MetaStore> QueryApi<M> {
             params,
             context,
             audit: std::sync::Mutex::new(decided),
+            min_session_secs: self.min_session_secs,
         };
         let r = match service {
             Service::Iam => iam_ops::run(&self.iam, action, &cx).await,

@@ -14,7 +14,6 @@ use crate::xml::{Xml, iso8601};
 use crate::{ApiError, Ctx};
 
 const DEFAULT_ROLE_SESSION_SECS: i64 = 3600;
-const MIN_SESSION_SECS: i64 = 900;
 /// A role session assuming another role gets at most an hour (AWS's role-chaining rule).
 const CHAINED_MAX_SECS: i64 = 3600;
 const USER_SESSION_DEFAULT_SECS: i64 = 43_200;
@@ -63,9 +62,10 @@ fn duration(cx: &Ctx<'_>, default: i64, max: i64) -> Result<i64, ApiError> {
             .parse::<i64>()
             .map_err(|_| ApiError::validation("DurationSeconds must be a number"))?,
     };
-    if d < MIN_SESSION_SECS || d > max {
+    let min = cx.min_session_secs;
+    if d < min || d > max {
         return Err(ApiError::validation(format!(
-            "The requested DurationSeconds exceeds the allowed range: {MIN_SESSION_SECS} to {max} seconds."
+            "The requested DurationSeconds exceeds the allowed range: {min} to {max} seconds."
         )));
     }
     Ok(d)

@@ -3,6 +3,7 @@
 //! shutdown), connection limits, request ids, and the `/metrics` and `/health/*` endpoints.
 
 mod cors;
+mod guard;
 mod metrics;
 
 use std::convert::Infallible;
@@ -79,6 +80,7 @@ pub struct Server {
 struct App {
     s3: S3Service,
     audit: feiyun_audit::AuditLog,
+    guard: guard::AuthGuard,
     query: QueryApi<RedbStore>,
     oss: Arc<EmbeddedOss>,
     hosts: VirtualHosts,
@@ -173,7 +175,8 @@ impl Server {
             app: Arc::new(App {
                 s3,
                 audit,
-                query: QueryApi::new(iam),
+                guard: guard::AuthGuard::default(),
+                query: QueryApi::new(iam).with_min_session_secs(config.sts_min_session_secs),
                 oss,
                 hosts: VirtualHosts::new(&config.domains)?,
                 metrics,
@@ -284,13 +287,31 @@ impl App {
             );
             return resp;
         }
-        if let Some(service) =
-            feiyun_iamapi::service_of(req.method(), req.uri().path(), req.headers())
-        {
+        let claimed = guard::claimed_key(req.headers(), req.uri().query());
+        let service = feiyun_iamapi::service_of(req.method(), req.uri().path(), req.headers());
+        if let Some(wait) = self.throttled(peer, claimed.as_deref()) {
+            let resp = throttle_response(service.is_some(), wait, &id);
+            let d = feiyun_audit::Decided {
+                principal: claimed.clone().unwrap_or_else(|| "anonymous".into()),
+                access_key: claimed.clone().unwrap_or_default(),
+                decision: "Throttled".into(),
+                ..Default::default()
+            };
+            self.audit(&id, peer, "Throttled", 0, &resp, Some(d)).await;
+            self.metrics.observe(
+                "Throttled",
+                resp.status().as_u16(),
+                start.elapsed().as_secs_f64(),
+            );
+            return resp;
+        }
+        if let Some(service) = service {
             let audit = feiyun_audit::Slot::default();
             let bytes_in = content_length(req.headers());
             let resp = self.query(service, req, peer, &id, &audit).await;
-            self.audit(&id, peer, "", bytes_in, &resp, &audit).await;
+            let decided = audit.take();
+            self.judge(peer, claimed.as_deref(), resp.status(), decided.as_ref());
+            self.audit(&id, peer, "", bytes_in, &resp, decided).await;
             self.metrics.observe(
                 "IamQuery",
                 resp.status().as_u16(),
@@ -339,7 +360,9 @@ impl App {
             .and_then(|g| g.clone())
             .unwrap_or_else(|| "Unresolved".to_owned());
         let status = resp.status().as_u16();
-        self.audit(&id, peer, &op, bytes_in, &resp, &audit).await;
+        let decided = audit.take();
+        self.judge(peer, claimed.as_deref(), resp.status(), decided.as_ref());
+        self.audit(&id, peer, &op, bytes_in, &resp, decided).await;
         self.metrics
             .observe(&op, status, start.elapsed().as_secs_f64());
         if resp.status().is_server_error() {
@@ -395,9 +418,9 @@ impl App {
         op: &str,
         bytes_in: u64,
         resp: &Response<s3s::Body>,
-        slot: &feiyun_audit::Slot,
+        decided: Option<feiyun_audit::Decided>,
     ) {
-        let d = slot.take().unwrap_or_else(|| feiyun_audit::Decided {
+        let d = decided.unwrap_or_else(|| feiyun_audit::Decided {
             principal: "unknown".into(),
             decision: "AuthFailed".into(),
             ..Default::default()
@@ -424,6 +447,35 @@ impl App {
         };
         if self.audit.append(record).await.is_err() {
             tracing::error!(id, "audit writer stopped; record lost");
+        }
+    }
+
+    /// Whether the source or the claimed key is backing off after failed authentications.
+    fn throttled(&self, peer: SocketAddr, claimed: Option<&str>) -> Option<Duration> {
+        let now = Instant::now();
+        let by_source = self.guard.blocked(&guard::Subject::Source(peer.ip()), now);
+        let by_key =
+            claimed.and_then(|k| self.guard.blocked(&guard::Subject::Key(k.to_owned()), now));
+        by_source.max(by_key)
+    }
+
+    /// Counts a failed authentication against the source and the key it claimed; forgives
+    /// the key when it authenticated.
+    fn judge(
+        &self,
+        peer: SocketAddr,
+        claimed: Option<&str>,
+        status: StatusCode,
+        decided: Option<&feiyun_audit::Decided>,
+    ) {
+        let Some(key) = claimed else { return };
+        let failed = decided.is_none_or(|d| d.decision == "AuthFailed");
+        if failed && (status == StatusCode::FORBIDDEN || status == StatusCode::BAD_REQUEST) {
+            let now = Instant::now();
+            self.guard.failure(guard::Subject::Source(peer.ip()), now);
+            self.guard.failure(guard::Subject::Key(key.to_owned()), now);
+        } else if !failed {
+            self.guard.success(key);
         }
     }
 
@@ -520,6 +572,38 @@ fn add_request_id_to_error(resp: &mut Response<s3s::Body>, id: &str) {
     if let Ok(v) = http::HeaderValue::from_str(&len.to_string()) {
         resp.headers_mut().insert(http::header::CONTENT_LENGTH, v);
     }
+}
+
+/// S3 answers `503 SlowDown`, IAM and STS `400 Throttling`; both say when to come back.
+fn throttle_response(query_api: bool, wait: Duration, id: &str) -> Response<s3s::Body> {
+    let (status, body) = if query_api {
+        (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Too many failed authentications; retry later</Message></Error><RequestId>{id}</RequestId></ErrorResponse>"
+            ),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Too many failed authentications; reduce your request rate.</Message><RequestId>{id}</RequestId></Error>"
+            ),
+        )
+    };
+    let mut r = plain(status, &body);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    if let Ok(v) = http::HeaderValue::from_str(&secs.max(1).to_string()) {
+        r.headers_mut().insert(http::header::RETRY_AFTER, v);
+    }
+    if let Ok(v) = http::HeaderValue::from_str(id) {
+        r.headers_mut().insert("x-amz-request-id", v);
+    }
+    r
 }
 
 fn content_length(h: &http::HeaderMap) -> u64 {
