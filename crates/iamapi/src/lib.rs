@@ -421,11 +421,26 @@ impl<M: MetaStore> QueryApi<M> {
             }
         };
         let Some(caller) = self.iam.caller(signed.access_key) else {
+            if self.iam.session_expired(signed.access_key) {
+                return Err(forbidden(
+                    "ExpiredToken",
+                    "The security token included in the request is expired",
+                ));
+            }
             return Err(forbidden(
                 "InvalidClientTokenId",
                 "The security token included in the request is invalid.",
             ));
         };
+        let presented = headers
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok());
+        if !caller.token_matches(presented) {
+            return Err(forbidden(
+                "InvalidClientTokenId",
+                "The security token included in the request is invalid.",
+            ));
+        }
         let header = |name: &str| -> Option<String> {
             let values: Vec<&str> = headers
                 .get_all(name)

@@ -1,0 +1,240 @@
+//! Identity against the real binary: identities and sessions survive a restart, failed
+//! authentication backs off, and a tampered audit record is named by `feiyun audit verify`.
+
+mod common;
+#[path = "../src/sigv4.rs"]
+#[allow(dead_code)]
+mod sigv4;
+
+use common::*;
+
+fn iam(r: &Region, ak: &str, sk: &str, service: &str, params: &[(&str, &str)]) -> RawResponse {
+    let mut body = String::from(if service == "sts" {
+        "Version=2011-06-15"
+    } else {
+        "Version=2010-05-08"
+    });
+    for (k, v) in params {
+        body.push_str(&format!("&{}={}", enc(k), enc(v)));
+    }
+    let signer = sigv4::Signer {
+        access_key: ak.into(),
+        secret_key: sk.into(),
+        region: "us-east-1".into(),
+    };
+    let host = r.addr.to_string();
+    let ct = "application/x-www-form-urlencoded".to_string();
+    let headers = signer.sign_as(
+        service,
+        "POST",
+        "/",
+        "",
+        &[("host", host.clone()), ("content-type", ct.clone())],
+        &sigv4::sha256_hex(body.as_bytes()),
+        &sigv4::now_amz_date(),
+    );
+    let mut req = format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    raw(r.addr, &req)
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn field(xml: &str, tag: &str) -> String {
+    xml.split(&format!("<{tag}>"))
+        .nth(1)
+        .and_then(|s| s.split(&format!("</{tag}>")).next())
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+        .to_owned()
+}
+
+fn root(r: &Region, params: &[(&str, &str)]) -> String {
+    let resp = iam(r, ACCESS_KEY, SECRET_KEY, "iam", params);
+    assert_eq!(resp.status, 200, "{params:?}: {}", resp.body_text());
+    resp.body_text()
+}
+
+#[tokio::test]
+async fn identities_and_sessions_survive_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, secret, session) = {
+        let r = Region::start_in(tmp.path());
+        root(&r, &[("Action", "CreateUser"), ("UserName", "keeper")]);
+        root(
+            &r,
+            &[
+                ("Action", "PutUserPolicy"),
+                ("UserName", "keeper"),
+                ("PolicyName", "list"),
+                (
+                    "PolicyDocument",
+                    r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:ListAllMyBuckets","Resource":"*"}}"#,
+                ),
+            ],
+        );
+        let k = root(&r, &[("Action", "CreateAccessKey"), ("UserName", "keeper")]);
+        let (key, secret) = (field(&k, "AccessKeyId"), field(&k, "SecretAccessKey"));
+        let s = iam(&r, &key, &secret, "sts", &[("Action", "GetSessionToken")]);
+        assert_eq!(s.status, 200, "{}", s.body_text());
+        let s = s.body_text();
+        let session = (
+            field(&s, "AccessKeyId"),
+            field(&s, "SecretAccessKey"),
+            field(&s, "SessionToken"),
+        );
+        (key, secret, session)
+    };
+    // Killed without a chance to flush anything but what was committed.
+    let r = Region::start_in(tmp.path());
+    let c = client_for(&r.endpoint(), &key, &secret);
+    c.list_buckets()
+        .send()
+        .await
+        .expect("the user's key and policy are back");
+    assert!(
+        c.create_bucket()
+            .bucket("nope-bucket")
+            .send()
+            .await
+            .is_err(),
+        "and still only that policy"
+    );
+    let creds = aws_credential_types::Credentials::new(
+        &session.0,
+        &session.1,
+        Some(session.2.clone()),
+        None,
+        "test",
+    );
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .endpoint_url(r.endpoint())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+        .list_buckets()
+        .send()
+        .await
+        .expect("the session survives the restart too");
+    let who = iam(
+        &r,
+        &session.0,
+        &session.1,
+        "sts",
+        &[("Action", "GetCallerIdentity")],
+    );
+    // Without its token the session key is refused.
+    assert_eq!(who.status, 403, "{}", who.body_text());
+}
+
+#[tokio::test]
+async fn failed_authentication_backs_off() {
+    let r = Region::start();
+    let good = r.client();
+    good.create_bucket().bucket("guarded").send().await.unwrap();
+    let bad = client_for(
+        &r.endpoint(),
+        ACCESS_KEY,
+        "not-the-secret-at-all-000000000000000000",
+    );
+    for _ in 0..10 {
+        assert!(bad.list_buckets().send().await.is_err());
+    }
+    // Now even the right secret from this source waits.
+    let resp = raw(
+        r.addr,
+        "GET /guarded HTTP/1.1\r\nHost: x\r\nAuthorization: AWS4-HMAC-SHA256 Credential=FYTESTACCESSKEY00001/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.code(), "SlowDown");
+    let wait: u64 = resp.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=300).contains(&wait));
+    let err = good.list_buckets().send().await.unwrap_err();
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(503));
+    tokio::time::sleep(std::time::Duration::from_secs(wait + 1)).await;
+    let out = good
+        .list_buckets()
+        .send()
+        .await
+        .expect("back after the back-off");
+    assert_eq!(out.buckets().len(), 1);
+    // The throttled and failed attempts are in the audit log.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let tail = std::process::Command::new(env!("CARGO_BIN_EXE_feiyun"))
+        .args(["audit", "tail", "-n", "100", "--json", "--data-dir"])
+        .arg(&r.data_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&tail.stdout);
+    assert!(text.matches("\"AuthFailed\"").count() >= 10, "{text}");
+    assert!(text.contains("\"Throttled\""), "{text}");
+}
+
+#[tokio::test]
+async fn tampered_audit_record_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let mut r = Region::start_in(tmp.path());
+        let c = r.client();
+        c.create_bucket().bucket("audited").send().await.unwrap();
+        for i in 0..20 {
+            c.put_object()
+                .bucket("audited")
+                .key(format!("k{i}"))
+                .body(aws_sdk_s3::primitives::ByteStream::from_static(b"x"))
+                .send()
+                .await
+                .unwrap();
+        }
+        assert!(r.terminate().success());
+    }
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_feiyun"))
+            .args(["audit", "verify", "--data-dir"])
+            .arg(tmp.path())
+            .output()
+            .unwrap()
+    };
+    let ok = verify();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert!(out.starts_with("ok: 21 records"), "{out}");
+    // Change who did record 8 (a PutObject): the chain names exactly that record.
+    let seg = tmp.path().join("audit/audit-00000001.log");
+    let text = std::fs::read_to_string(&seg).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[7].contains("\"PutObject\""));
+    let forged = lines[7].replacen("\"status\":200", "\"status\":404", 1);
+    assert_ne!(forged, lines[7]);
+    let mut tampered: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    tampered[7] = forged;
+    std::fs::write(&seg, tampered.join("\n") + "\n").unwrap();
+    let bad = verify();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("record 8 "), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line on stderr: {err}");
+}
