@@ -231,6 +231,17 @@ impl Condition {
     fn matches(&self, want: &str, actual: &str, cx: &RequestContext, variables: bool) -> bool {
         use Family::*;
         match self.op.family {
+            StringEquals | StringEqualsIgnoreCase | StringLike | ArnLike
+                if !variables || !want.contains("${") =>
+            {
+                // No variables: compare in place, without building pieces.
+                match self.op.family {
+                    StringEquals => want == actual,
+                    StringEqualsIgnoreCase => pattern::glob_free_eq_ignore_case(want, actual),
+                    StringLike => pattern::glob(want, actual, false),
+                    _ => pattern::arn_like(want, actual),
+                }
+            }
             StringEquals | StringEqualsIgnoreCase | StringLike | ArnLike => {
                 let pieces = if variables {
                     match pattern::substitute(want, cx) {

@@ -257,7 +257,7 @@ fn resource_applies(r: &Negatable<Vec<String>>, req: &Request, variables: bool) 
         if pat == "*" {
             return true;
         }
-        if !variables {
+        if !variables || !pat.contains("${") {
             return pattern::arn_like(pat, req.resource);
         }
         match pattern::substitute(pat, req.context) {
