@@ -2,36 +2,56 @@
 //! identity-based and resource-based Allows combine within an account (both are needed
 //! across accounts), and a session policy intersects with the identity's own.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 use crate::pattern::{self, Substituted};
 use crate::policy::{Effect, Negatable, Policy, PrincipalPattern, Statement};
 
 /// The condition keys of one request, by lowercase name. Multi-valued keys (`aws:TagKeys`)
-/// hold several values.
+/// hold several values. A request carries a dozen or two keys, so a vector searched in
+/// order beats a hash map, and static key names cost no allocation.
 #[derive(Debug, Default, Clone)]
 pub struct RequestContext {
-    keys: HashMap<String, Vec<String>>,
+    keys: Vec<(Cow<'static, str>, Vec<String>)>,
 }
 
 impl RequestContext {
     pub fn set(&mut self, key: &str, value: impl Into<String>) {
-        self.keys
-            .insert(key.to_ascii_lowercase(), vec![value.into()]);
+        self.put(Cow::Owned(key.to_ascii_lowercase()), vec![value.into()]);
+    }
+
+    /// For a key name known at compile time; it must already be lowercase.
+    pub fn set_static(&mut self, key: &'static str, value: impl Into<String>) {
+        debug_assert_eq!(key, key.to_ascii_lowercase());
+        self.put(Cow::Borrowed(key), vec![value.into()]);
     }
 
     pub fn set_many(&mut self, key: &str, values: Vec<String>) {
-        self.keys.insert(key.to_ascii_lowercase(), values);
+        self.put(Cow::Owned(key.to_ascii_lowercase()), values);
+    }
+
+    fn put(&mut self, key: Cow<'static, str>, values: Vec<String>) {
+        match self.keys.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = values,
+            None => self.keys.push((key, values)),
+        }
     }
 
     /// `key` must be lowercase.
     pub fn values(&self, key: &str) -> Option<&[String]> {
-        self.keys.get(key).map(Vec::as_slice)
+        self.keys
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
     }
 
     /// The value of a single-valued key, for policy variables (any case).
     pub fn single_value(&self, key: &str) -> Option<&str> {
-        match self.keys.get(&key.to_ascii_lowercase())?.as_slice() {
+        let found = self
+            .keys
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))?;
+        match found.1.as_slice() {
             [one] => Some(one),
             _ => None,
         }

@@ -139,11 +139,11 @@ impl Caller {
     /// `aws:PrincipalArn`, `aws:PrincipalTag/…`, …).
     pub fn fill_context(&self, cx: &mut RequestContext) {
         if let Some(u) = &self.username {
-            cx.set("aws:username", u.clone());
+            cx.set_static("aws:username", u.clone());
         }
-        cx.set("aws:userid", self.userid.clone());
-        cx.set("aws:PrincipalArn", self.principal.arn.clone());
-        cx.set("aws:PrincipalAccount", self.principal.account.clone());
+        cx.set_static("aws:userid", self.userid.clone());
+        cx.set_static("aws:principalarn", self.principal.arn.clone());
+        cx.set_static("aws:principalaccount", self.principal.account.clone());
         let kind = if self.principal.is_root {
             "Account"
         } else if self.principal.role_arn.is_some() {
@@ -151,7 +151,7 @@ impl Caller {
         } else {
             "User"
         };
-        cx.set("aws:PrincipalType", kind);
+        cx.set_static("aws:principaltype", kind);
         for t in &self.tags {
             cx.set(&format!("aws:PrincipalTag/{}", t.key), t.value.clone());
         }
@@ -159,9 +159,9 @@ impl Caller {
         // them absent, which `BoolIfExists` policies rely on.
         if let Some(s) = &self.session {
             let now = now();
-            cx.set("aws:MultiFactorAuthPresent", s.mfa_at.is_some().to_string());
+            cx.set_static("aws:multifactorauthpresent", s.mfa_at.is_some().to_string());
             if let Some(at) = s.mfa_at {
-                cx.set("aws:MultiFactorAuthAge", (now - at).max(0).to_string());
+                cx.set_static("aws:multifactorauthage", (now - at).max(0).to_string());
             }
             cx.set(
                 "aws:TokenIssueTime",
@@ -174,7 +174,7 @@ impl Caller {
                     .unwrap_or_default(),
             );
             if let Some(si) = &s.source_identity {
-                cx.set("aws:SourceIdentity", si.clone());
+                cx.set_static("aws:sourceidentity", si.clone());
             }
         }
     }

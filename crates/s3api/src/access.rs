@@ -594,68 +594,94 @@ fn copy_source(v: &str) -> Option<(String, bool)> {
     Some((object_arn(bucket, key), query.contains("versionId=")))
 }
 
+/// `aws:CurrentTime` for a second, formatted once per second per thread rather than per
+/// request.
+fn current_time(unix: i64) -> String {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != unix {
+            let t = time::OffsetDateTime::from_unix_timestamp(unix)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            c.1 = t
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            c.0 = unix;
+        }
+        c.1.clone()
+    })
+}
+
 /// The request-derived condition keys (the principal adds its own).
 fn request_context(headers: &HeaderMap, query: &str, peer: Option<ClientAddr>) -> RequestContext {
     let mut cx = RequestContext::default();
     if let Some(p) = peer {
-        cx.set("aws:SourceIp", p.0.ip().to_string());
+        cx.set_static("aws:sourceip", p.0.ip().to_string());
     }
-    cx.set("aws:SecureTransport", "false");
+    cx.set_static("aws:securetransport", "false");
     let now = time::OffsetDateTime::now_utc();
-    cx.set(
-        "aws:CurrentTime",
-        now.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-    );
-    cx.set("aws:EpochTime", now.unix_timestamp().to_string());
+    cx.set_static("aws:currenttime", current_time(now.unix_timestamp()));
+    cx.set_static("aws:epochtime", now.unix_timestamp().to_string());
     if let Some(ua) = header(headers, "user-agent") {
-        cx.set("aws:UserAgent", ua);
+        cx.set_static("aws:useragent", ua);
     }
     if let Some(r) = header(headers, "referer") {
-        cx.set("aws:Referer", r);
+        cx.set_static("aws:referer", r);
     }
     let presigned = query.contains("X-Amz-Signature=");
-    cx.set(
-        "s3:authType",
+    cx.set_static(
+        "s3:authtype",
         if presigned {
             "REST-QUERY-STRING"
         } else {
             "REST-HEADER"
         },
     );
-    cx.set("s3:signatureversion", "AWS4-HMAC-SHA256");
-    for name in ["prefix", "delimiter", "max-keys"] {
+    cx.set_static("s3:signatureversion", "AWS4-HMAC-SHA256");
+    for (name, key) in [
+        ("prefix", "s3:prefix"),
+        ("delimiter", "s3:delimiter"),
+        ("max-keys", "s3:max-keys"),
+    ] {
         if let Some(v) = query_value(query, name) {
-            cx.set(&format!("s3:{name}"), v);
+            cx.set_static(key, v);
         }
     }
     if let Some(v) = query_value(query, "versionId") {
-        cx.set("s3:VersionId", v);
+        cx.set_static("s3:versionid", v);
     }
-    for h in [
-        "x-amz-server-side-encryption",
-        "x-amz-server-side-encryption-aws-kms-key-id",
-        "x-amz-acl",
-        "x-amz-storage-class",
-        "x-amz-copy-source",
-        "x-amz-metadata-directive",
+    for (h, key) in [
+        (
+            "x-amz-server-side-encryption",
+            "s3:x-amz-server-side-encryption",
+        ),
+        (
+            "x-amz-server-side-encryption-aws-kms-key-id",
+            "s3:x-amz-server-side-encryption-aws-kms-key-id",
+        ),
+        ("x-amz-acl", "s3:x-amz-acl"),
+        ("x-amz-storage-class", "s3:x-amz-storage-class"),
+        ("x-amz-copy-source", "s3:x-amz-copy-source"),
+        ("x-amz-metadata-directive", "s3:x-amz-metadata-directive"),
     ] {
         if let Some(v) = header(headers, h) {
-            cx.set(&format!("s3:{h}"), v);
+            cx.set_static(key, v);
         }
     }
     if let Some(v) = header(headers, "x-amz-object-lock-mode") {
-        cx.set("s3:object-lock-mode", v);
+        cx.set_static("s3:object-lock-mode", v);
     }
     if let Some(v) = header(headers, "x-amz-object-lock-retain-until-date") {
-        cx.set("s3:object-lock-retain-until-date", v);
+        cx.set_static("s3:object-lock-retain-until-date", v);
         if let Some(until) = feiyun_iam::condition::parse_date(v) {
             let days = (until - now.unix_timestamp_nanos()).max(0) / (86_400 * 1_000_000_000);
-            cx.set("s3:object-lock-remaining-retention-days", days.to_string());
+            cx.set_static("s3:object-lock-remaining-retention-days", days.to_string());
         }
     }
     if let Some(v) = header(headers, "x-amz-object-lock-legal-hold") {
-        cx.set("s3:object-lock-legal-hold", v);
+        cx.set_static("s3:object-lock-legal-hold", v);
     }
     if let Some(tagging) = header(headers, "x-amz-tagging") {
         let mut keys = Vec::new();
