@@ -57,6 +57,12 @@ pub struct Config {
     /// Shortest STS session AssumeRole/GetSessionToken grant (AWS: 900). Tests lower it
     /// to see sessions expire.
     pub sts_min_session_secs: u64,
+    /// The OpenID Connect issuer AssumeRoleWithWebIdentity trusts (its `iss`), if any.
+    pub oidc_issuer: Option<String>,
+    /// Where its signing keys are: a JWKS file or an `http://` URL.
+    pub oidc_jwks: Option<String>,
+    /// Accepted `aud` values (client ids); empty accepts any.
+    pub oidc_audiences: Vec<String>,
 }
 
 /// One layer of settings; `None` means "this layer says nothing".
@@ -77,6 +83,9 @@ pub struct ConfigOverrides {
     pub webhooks: Option<std::collections::BTreeMap<String, String>>,
     pub event_retention_secs: Option<u64>,
     pub sts_min_session_secs: Option<u64>,
+    pub oidc_issuer: Option<String>,
+    pub oidc_jwks: Option<String>,
+    pub oidc_audiences: Option<Vec<String>>,
 }
 
 impl ConfigOverrides {
@@ -130,6 +139,14 @@ impl ConfigOverrides {
             },
             event_retention_secs: parse_num("FEIYUN_EVENT_RETENTION_SECS")?,
             sts_min_session_secs: parse_num("FEIYUN_STS_MIN_SESSION_SECS")?,
+            oidc_issuer: get("FEIYUN_OIDC_ISSUER"),
+            oidc_jwks: get("FEIYUN_OIDC_JWKS"),
+            oidc_audiences: get("FEIYUN_OIDC_AUDIENCES").map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            }),
         })
     }
 
@@ -153,6 +170,9 @@ impl ConfigOverrides {
             webhooks: self.webhooks.or(lower.webhooks),
             event_retention_secs: self.event_retention_secs.or(lower.event_retention_secs),
             sts_min_session_secs: self.sts_min_session_secs.or(lower.sts_min_session_secs),
+            oidc_issuer: self.oidc_issuer.or(lower.oidc_issuer),
+            oidc_jwks: self.oidc_jwks.or(lower.oidc_jwks),
+            oidc_audiences: self.oidc_audiences.or(lower.oidc_audiences),
         }
     }
 
@@ -224,6 +244,9 @@ impl ConfigOverrides {
             webhooks: self.webhooks.unwrap_or_default().into_iter().collect(),
             event_retention_secs: self.event_retention_secs.unwrap_or(7 * 86_400),
             sts_min_session_secs: self.sts_min_session_secs.unwrap_or(900),
+            oidc_issuer: self.oidc_issuer,
+            oidc_jwks: self.oidc_jwks,
+            oidc_audiences: self.oidc_audiences.unwrap_or_default(),
         })
     }
 }

@@ -238,3 +238,155 @@ async fn tampered_audit_record_is_named() {
     assert!(err.contains("record 8 "), "{err}");
     assert_eq!(err.lines().count(), 1, "one line on stderr: {err}");
 }
+
+#[tokio::test]
+async fn web_identity_from_the_configured_issuer() {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let point = pair.public_key().as_ref().to_vec();
+    let keys = tempfile::tempdir().unwrap();
+    let jwks = keys.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        format!(
+            r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"k1","x":"{}","y":"{}"}}]}}"#,
+            b64(&point[1..33]),
+            b64(&point[33..65])
+        ),
+    )
+    .unwrap();
+    let r = Region::start_env(&[
+        ("FEIYUN_OIDC_ISSUER", "https://idp.example.com"),
+        ("FEIYUN_OIDC_JWKS", jwks.to_str().unwrap()),
+        ("FEIYUN_OIDC_AUDIENCES", "app"),
+    ]);
+    let account = field(
+        &iam(
+            &r,
+            ACCESS_KEY,
+            SECRET_KEY,
+            "sts",
+            &[("Action", "GetCallerIdentity")],
+        )
+        .body_text(),
+        "Account",
+    );
+    let trust = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"Federated":"arn:aws:iam::{account}:oidc-provider/idp.example.com"}},"Action":"sts:AssumeRoleWithWebIdentity","Condition":{{"StringEquals":{{"idp.example.com:aud":"app"}},"StringLike":{{"idp.example.com:sub":"user-*"}}}}}}]}}"#
+    );
+    root(
+        &r,
+        &[
+            ("Action", "CreateRole"),
+            ("RoleName", "web"),
+            ("AssumeRolePolicyDocument", &trust),
+        ],
+    );
+    root(
+        &r,
+        &[
+            ("Action", "AttachRolePolicy"),
+            ("RoleName", "web"),
+            (
+                "PolicyArn",
+                "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess",
+            ),
+        ],
+    );
+    r.client()
+        .create_bucket()
+        .bucket("web-data")
+        .send()
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let token = |sub: &str, exp: i64| {
+        let h = b64(br#"{"alg":"ES256","kid":"k1"}"#);
+        let p = b64(format!(
+            r#"{{"iss":"https://idp.example.com","sub":"{sub}","aud":"app","exp":{exp}}}"#
+        )
+        .as_bytes());
+        let sig = pair
+            .sign(&SystemRandom::new(), format!("{h}.{p}").as_bytes())
+            .unwrap();
+        format!("{h}.{p}.{}", b64(sig.as_ref()))
+    };
+    let assume = |tok: &str| {
+        let role = format!("arn:aws:iam::{account}:role/web");
+        let body = format!(
+            "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn={}&RoleSessionName=browser&WebIdentityToken={}",
+            enc(&role),
+            enc(tok)
+        );
+        raw(
+            r.addr,
+            &format!(
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let ok = assume(&token("user-7", now + 600));
+    assert_eq!(ok.status, 200, "{}", ok.body_text());
+    let x = ok.body_text();
+    assert_eq!(field(&x, "SubjectFromWebIdentityToken"), "user-7");
+    assert!(field(&x, "Arn").ends_with(":assumed-role/web/browser"));
+    let creds = aws_credential_types::Credentials::new(
+        field(&x, "AccessKeyId"),
+        field(&x, "SecretAccessKey"),
+        Some(field(&x, "SessionToken")),
+        None,
+        "web",
+    );
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .endpoint_url(r.endpoint())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .build();
+    let web = aws_sdk_s3::Client::from_conf(conf);
+    web.list_objects_v2()
+        .bucket("web-data")
+        .send()
+        .await
+        .expect("read-only role can list");
+    assert!(
+        web.create_bucket().bucket("web-new").send().await.is_err(),
+        "but not write"
+    );
+    // The trust policy's conditions, expiry and the signature all decide.
+    let denied = assume(&token("admin", now + 600));
+    assert_eq!(
+        (denied.status, denied.code_iam()),
+        (403, "AccessDenied".to_string()),
+        "{}",
+        denied.body_text()
+    );
+    let expired = assume(&token("user-7", now - 3600));
+    assert_eq!(expired.code_iam(), "ExpiredTokenException");
+    let mut forged = token("user-7", now + 600);
+    forged.replace_range(forged.len() - 4.., "AAAA");
+    assert_eq!(assume(&forged).code_iam(), "InvalidIdentityToken");
+}
+
+trait IamCode {
+    fn code_iam(&self) -> String;
+}
+
+impl IamCode for RawResponse {
+    fn code_iam(&self) -> String {
+        let t = self.body_text();
+        t.split("<Code>")
+            .nth(1)
+            .and_then(|s| s.split("</Code>").next())
+            .unwrap_or("")
+            .to_owned()
+    }
+}

@@ -5,6 +5,7 @@ pub mod bucket;
 pub mod condition;
 pub mod eval;
 pub mod model;
+pub mod oidc;
 pub mod pattern;
 pub mod policy;
 pub mod sigv4;

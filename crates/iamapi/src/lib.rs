@@ -63,6 +63,8 @@ pub fn service_of(method: &Method, path: &str, headers: &HeaderMap) -> Option<Se
 pub struct QueryApi<M> {
     iam: Arc<Iam<M>>,
     min_session_secs: i64,
+    /// The identity provider AssumeRoleWithWebIdentity trusts, when configured.
+    oidc: Option<Arc<feiyun_iam::oidc::Oidc>>,
 }
 
 /// An error in the query protocol's terms.
@@ -260,7 +262,14 @@ impl<M: MetaStore> QueryApi<M> {
         Self {
             iam,
             min_session_secs: 900,
+            oidc: None,
         }
+    }
+
+    #[must_use]
+    pub fn with_oidc(mut self, oidc: Option<Arc<feiyun_iam::oidc::Oidc>>) -> Self {
+        self.oidc = oidc;
+        self
     }
 
     /// The shortest session STS grants (AWS's 900 s unless a test shortens it).
@@ -322,6 +331,25 @@ impl<M: MetaStore> QueryApi<M> {
                 "MissingAction",
                 "Missing Action",
             ));
+        }
+        if service == Service::Sts && action == "AssumeRoleWithWebIdentity" {
+            // Unsigned by design: the web identity token is the credential.
+            let mut decided = feiyun_audit::Decided {
+                principal: "web-identity".into(),
+                action: "sts:AssumeRoleWithWebIdentity".into(),
+                decision: "AuthFailed".into(),
+                ..Default::default()
+            };
+            let r = sts_ops::assume_role_with_web_identity(
+                &self.iam,
+                self.oidc.as_deref(),
+                params,
+                self.min_session_secs,
+                &mut decided,
+            )
+            .await;
+            audit.set(decided);
+            return r;
         }
         let claimed = parts
             .headers

@@ -296,6 +296,166 @@ async fn get_session_token<M: MetaStore>(
     Ok(())
 }
 
+/// AssumeRoleWithWebIdentity: an OIDC token from the configured provider, which the role's
+/// trust policy must accept (`Federated` principal = the provider's ARN, conditions on
+/// `PROVIDER:sub`, `PROVIDER:aud`, `PROVIDER:amr`).
+pub(crate) async fn assume_role_with_web_identity<M: MetaStore>(
+    iam: &Iam<M>,
+    oidc: Option<&feiyun_iam::oidc::Oidc>,
+    p: &crate::Params,
+    min_session_secs: i64,
+    audit: &mut feiyun_audit::Decided,
+) -> Result<Xml, ApiError> {
+    use feiyun_iam::oidc::OidcError;
+    let oidc = oidc.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidIdentityToken",
+            "No OpenID Connect provider is configured on this region",
+        )
+    })?;
+    let arn = p.required("RoleArn")?;
+    let session_name = p.required("RoleSessionName")?;
+    check_session_name(session_name)?;
+    let token = p.required("WebIdentityToken")?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims = oidc.verify(token, now).map_err(|e| match e {
+        OidcError::Expired => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ExpiredTokenException",
+            e.to_string(),
+        ),
+        OidcError::Rejected(m) => ApiError::new(StatusCode::FORBIDDEN, "IDPRejectedClaim", m),
+        OidcError::InvalidToken(m) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "InvalidIdentityToken", m)
+        }
+        OidcError::Keys(m) => {
+            tracing::warn!(error = %m, "cannot load the OIDC provider's keys");
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "IDPCommunicationError",
+                "The identity provider could not be reached",
+            )
+        }
+    })?;
+    let parsed = Arn::parse(arn)
+        .filter(|a| a.service == "iam" && a.resource.starts_with("role/"))
+        .ok_or_else(|| ApiError::validation(format!("{arn} is not a valid role ARN")))?;
+    let role_account = parsed.account.to_owned();
+    let role_name = parsed
+        .resource
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let provider_arn = oidc.provider_arn(&role_account);
+    audit.tenant = role_account.clone();
+    audit.principal = format!("{provider_arn}:{}", claims.sub);
+    audit.resource = arn.to_owned();
+    let not_allowed = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "Not authorized to perform sts:AssumeRoleWithWebIdentity",
+        )
+    };
+    let st = iam.snapshot();
+    let role = st
+        .role(&role_account, &role_name)
+        .ok()
+        .filter(|r| role_arn(&role_account, &r.path, &r.name) == arn)
+        .ok_or_else(|| {
+            audit.decision = "ImplicitDeny".into();
+            not_allowed()
+        })?
+        .clone();
+    let principal = feiyun_iam::Principal {
+        account: role_account.clone(),
+        arn: provider_arn.clone(),
+        role_arn: None,
+        is_root: false,
+        federated: Some(provider_arn.clone()),
+    };
+    let mut context = feiyun_iam::RequestContext::default();
+    let provider = oidc.provider().to_owned();
+    context.set(&format!("{provider}:sub"), claims.sub.clone());
+    context.set_many(&format!("{provider}:aud"), claims.aud.clone());
+    context.set_many(&format!("{provider}:amr"), claims.amr.clone());
+    context.set("aws:FederatedProvider", provider_arn.clone());
+    context.set("aws:CurrentTime", iso8601(now));
+    context.set("aws:EpochTime", now.to_string());
+    let trust = Policy::parse(&role.trust_policy, PolicyKind::Trust)
+        .map_err(|e| ApiError::from(feiyun_iam::IamError::from(e)))?;
+    let verdict = trust.evaluate(&Request {
+        action: "sts:AssumeRoleWithWebIdentity",
+        resource: arn,
+        principal: Some(&principal),
+        context: &context,
+    });
+    match verdict {
+        feiyun_iam::eval::Verdict::Allow(i) => {
+            audit.decision = "Allow".into();
+            audit.statement = format!(
+                "{arn}:trust#{}",
+                trust.statements[i]
+                    .sid
+                    .clone()
+                    .unwrap_or_else(|| i.to_string())
+            );
+        }
+        feiyun_iam::eval::Verdict::Deny(_) => {
+            audit.decision = "Deny".into();
+            return Err(not_allowed());
+        }
+        feiyun_iam::eval::Verdict::NotApplicable => {
+            audit.decision = "ImplicitDeny".into();
+            return Err(not_allowed());
+        }
+    }
+    let max = role.max_session_secs as i64;
+    let secs = match p.get("DurationSeconds") {
+        None => DEFAULT_ROLE_SESSION_SECS.min(max),
+        Some(v) => v
+            .parse::<i64>()
+            .map_err(|_| ApiError::validation("DurationSeconds must be a number"))?,
+    };
+    if secs < min_session_secs || secs > max {
+        return Err(ApiError::validation(format!(
+            "The requested DurationSeconds exceeds the allowed range: {min_session_secs} to {max} seconds."
+        )));
+    }
+    let s = iam
+        .issue_session(
+            &role_account,
+            SessionSubject::Role {
+                role: role.name.clone(),
+                session_name: session_name.to_owned(),
+                federated: Some(provider_arn.clone()),
+            },
+            secs,
+            p.get("Policy").map(str::to_owned),
+            None,
+            None,
+        )
+        .await?;
+    let mut x = Xml::default();
+    credentials(&mut x, &s);
+    x.leaf("SubjectFromWebIdentityToken", &claims.sub)
+        .open("AssumedRoleUser")
+        .leaf(
+            "Arn",
+            &format!(
+                "arn:aws:sts::{role_account}:assumed-role/{}/{session_name}",
+                role.name
+            ),
+        )
+        .leaf("AssumedRoleId", &format!("{}:{session_name}", role.id))
+        .close("AssumedRoleUser")
+        .leaf("Provider", oidc.provider())
+        .opt("Audience", claims.aud.first().map(String::as_str));
+    Ok(x)
+}
+
 fn credentials(x: &mut Xml, s: &SessionRecord) {
     x.open("Credentials")
         .leaf("AccessKeyId", &s.access_key)

@@ -182,18 +182,25 @@ impl<M: MetaStore> S3Auth for IamAuth<M> {
 
 pub struct Authorize<M, B> {
     iam: Arc<Iam<M>>,
+    /// Owner of buckets made before accounts existed; fixed at first start.
+    default_account: String,
     /// For `s3:ExistingObjectTag/…` (read only when a policy mentions it) and bucket settings.
     oss: Arc<ObjectService<M, B>>,
     buckets: Arc<BucketAccessCache>,
 }
 
-impl<M, B> Authorize<M, B> {
+impl<M: MetaStore, B> Authorize<M, B> {
     pub fn new(
         iam: Arc<Iam<M>>,
         oss: Arc<ObjectService<M, B>>,
         buckets: Arc<BucketAccessCache>,
     ) -> Self {
-        Self { iam, oss, buckets }
+        Self {
+            default_account: iam.default_account(),
+            iam,
+            oss,
+            buckets,
+        }
     }
 }
 
@@ -260,8 +267,7 @@ impl<M: MetaStore, B: BlobStore> Authorize<M, B> {
         };
         let bucket_access = match bucket {
             Some(b) if op != "CreateBucket" => {
-                let default = self.iam.default_account();
-                self.buckets.get(&self.oss, b, &default).await
+                self.buckets.get(&self.oss, b, &self.default_account).await
             }
             _ => None,
         };
@@ -280,22 +286,24 @@ impl<M: MetaStore, B: BlobStore> Authorize<M, B> {
         if caller.is_none() {
             audit.principal = "anonymous".into();
         }
+        if let Some(c) = &caller
+            && c.principal.is_root
+            && bucket_access.as_ref().is_none_or(|b| {
+                b.owner == c.principal.account && b.policy.is_none() && !b.broken_policy
+            })
+        {
+            // Root acting in its own account with no bucket policy: nothing can deny it, so
+            // no condition context is built.
+            cx.extensions_mut().insert(Grant {
+                caller,
+                bucket: bucket_access,
+                context: Arc::default(),
+            });
+            return Ok(());
+        }
         let mut context = request_context(cx.headers(), query, peer);
         if let Some(c) = &caller {
             c.fill_context(&mut context);
-            // Root acting in its own account with no bucket policy: nothing can deny it.
-            if c.principal.is_root
-                && bucket_access.as_ref().is_none_or(|b| {
-                    b.owner == c.principal.account && b.policy.is_none() && !b.broken_policy
-                })
-            {
-                cx.extensions_mut().insert(Grant {
-                    caller,
-                    bucket: bucket_access,
-                    context: Arc::new(context),
-                });
-                return Ok(());
-            }
         }
         let wants_tags = |p: &Policy| p.mentions_key_prefix("s3:existingobjecttag/");
         if let (Some(bucket), Some(key)) = (bucket, key)

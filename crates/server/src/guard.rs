@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Failures allowed per source or key within [`WINDOW`] before a back-off starts.
@@ -34,11 +35,16 @@ struct Entry {
 #[derive(Default)]
 pub struct AuthGuard {
     entries: Mutex<HashMap<Subject, Entry>>,
+    /// How many entries exist, so the common case (nobody failing) takes no lock at all.
+    tracked: AtomicUsize,
 }
 
 impl AuthGuard {
     /// How long `s` must still wait, if it is backing off.
     pub fn blocked(&self, s: &Subject, now: Instant) -> Option<Duration> {
+        if self.tracked.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let m = self.entries.lock().ok()?;
         let until = m.get(s)?.blocked_until?;
         (until > now).then(|| until - now)
@@ -76,13 +82,18 @@ impl AuthGuard {
             e.failures = 0;
             e.window_start = now;
         }
+        self.tracked.store(m.len(), Ordering::Relaxed);
     }
 
     /// A key that authenticated is forgiven; a source address is not (one good key must
     /// not let its holder keep guessing others).
     pub fn success(&self, key: &str) {
+        if self.tracked.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         if let Ok(mut m) = self.entries.lock() {
             m.remove(&Subject::Key(key.to_owned()));
+            self.tracked.store(m.len(), Ordering::Relaxed);
         }
     }
 }

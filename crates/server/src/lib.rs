@@ -62,6 +62,8 @@ pub enum ServerError {
     Webhook(#[from] feiyun_notify::NotifyError),
     #[error("cannot load identities: {0}")]
     Iam(#[from] feiyun_iam::IamError),
+    #[error("OpenID Connect provider: {0}")]
+    Oidc(String),
     #[error("cannot open the audit log: {0}")]
     Audit(#[from] feiyun_audit::AuditError),
 }
@@ -142,6 +144,19 @@ impl Server {
         // The writer thread ends when the last sender is dropped; `serve` flushes it first.
         let (audit, _writer) = feiyun_audit::AuditLog::open(&dir.join("audit"))?;
         let bucket_access = Arc::new(BucketAccessCache::default());
+        let oidc = match (&config.oidc_issuer, &config.oidc_jwks) {
+            (Some(issuer), Some(jwks)) => Some(Arc::new(
+                feiyun_iam::oidc::Oidc::new(issuer, jwks, config.oidc_audiences.clone())
+                    .map_err(|e| ServerError::Oidc(e.to_string()))?,
+            )),
+            (None, None) => None,
+            _ => {
+                return Err(ServerError::Oidc(
+                    "set both oidc_issuer and oidc_jwks (FEIYUN_OIDC_ISSUER, FEIYUN_OIDC_JWKS)"
+                        .into(),
+                ));
+            }
+        };
         let mut builder = S3ServiceBuilder::new(
             FeiyunS3::new(oss.clone())
                 .with_webhook_targets(target_ids)
@@ -176,7 +191,9 @@ impl Server {
                 s3,
                 audit,
                 guard: guard::AuthGuard::default(),
-                query: QueryApi::new(iam).with_min_session_secs(config.sts_min_session_secs),
+                query: QueryApi::new(iam)
+                    .with_min_session_secs(config.sts_min_session_secs)
+                    .with_oidc(oidc),
                 oss,
                 hosts: VirtualHosts::new(&config.domains)?,
                 metrics,
