@@ -54,6 +54,7 @@ pub struct Oidc {
     audiences: Vec<String>,
     source: String,
     keys: RwLock<(Vec<Jwk>, Option<Instant>)>,
+    reload_every: Duration,
 }
 
 fn b64url(s: &str) -> Result<Vec<u8>, OidcError> {
@@ -70,6 +71,7 @@ impl Oidc {
             audiences,
             source: source.to_owned(),
             keys: RwLock::new((Vec::new(), None)),
+            reload_every: RELOAD_AT_MOST_EVERY,
         };
         o.reload()?;
         Ok(o)
@@ -130,7 +132,7 @@ impl Oidc {
                 .read()
                 .ok()
                 .and_then(|g| g.1)
-                .is_none_or(|t| t.elapsed() >= RELOAD_AT_MOST_EVERY);
+                .is_none_or(|t| t.elapsed() >= self.reload_every);
             if stale {
                 self.reload()?;
                 verified = self.check_signature(alg, kid.as_deref(), signing_input, &signature)?;
@@ -280,9 +282,15 @@ fn http_get(rest: &str) -> Result<String, OidcError> {
         format!("{authority}:80")
     };
     let err = |e: std::io::Error| OidcError::Keys(format!("http://{rest}: {e}"));
-    let mut s = std::net::TcpStream::connect(&addr).map_err(err)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(err)?;
+    // Bounded waits: a token request blocks on this fetch, so a dead issuer must fail fast.
+    let wait = Duration::from_secs(5);
+    let target = std::net::ToSocketAddrs::to_socket_addrs(&addr)
+        .map_err(err)?
+        .next()
+        .ok_or_else(|| OidcError::Keys(format!("http://{rest}: no address")))?;
+    let mut s = std::net::TcpStream::connect_timeout(&target, wait).map_err(err)?;
+    s.set_read_timeout(Some(wait)).map_err(err)?;
+    s.set_write_timeout(Some(wait)).map_err(err)?;
     write!(
         s,
         "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n\r\n"
@@ -398,6 +406,74 @@ mod tests {
             enc(good.to_string().as_bytes())
         );
         assert!(o.verify(&none_alg, now).is_err());
+    }
+
+    /// A JWKS served over HTTP is fetched at start and again when a token names a new key
+    /// (the issuer rotated), but not more often than the reload interval.
+    #[test]
+    fn jwks_over_http_is_refetched_for_an_unknown_key() {
+        use std::io::{BufRead, BufReader, Write};
+        let first = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let second = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let jwk = |pair: &EcdsaKeyPair, kid: &str| {
+            let point = pair.public_key().as_ref().to_vec();
+            serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid,
+                "x": enc(&point[1..33]), "y": enc(&point[33..65])})
+        };
+        let docs = [
+            serde_json::json!({"keys": [jwk(&first, "k1")]}).to_string(),
+            serde_json::json!({"keys": [jwk(&first, "k1"), jwk(&second, "k2")]}).to_string(),
+        ];
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let mut paths = Vec::new();
+            for doc in docs {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut line = String::new();
+                BufReader::new(&conn).read_line(&mut line).unwrap();
+                paths.push(line.split_whitespace().nth(1).unwrap_or("").to_owned());
+                write!(
+                    conn,
+                    "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{doc}"
+                )
+                .unwrap();
+            }
+            paths
+        });
+        let mut o = Oidc::new(
+            "https://idp.example.com",
+            &format!("http://127.0.0.1:{port}/.well-known/jwks.json"),
+            vec!["app".into()],
+        )
+        .unwrap();
+        o.reload_every = Duration::from_millis(300);
+        let now = 1_800_000_000;
+        let claims = serde_json::json!({"iss": "https://idp.example.com", "sub": "u", "aud": "app", "exp": now + 600});
+        assert!(o.verify(&token(&first, claims.clone()), now).is_ok());
+        let h = enc(br#"{"alg":"ES256","kid":"k2"}"#);
+        let p = enc(claims.to_string().as_bytes());
+        let sig = second
+            .sign(&SystemRandom::new(), format!("{h}.{p}").as_bytes())
+            .unwrap();
+        let rotated = format!("{h}.{p}.{}", enc(sig.as_ref()));
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(o.verify(&rotated, now).map(|c| c.sub), Ok("u".to_string()));
+        assert_eq!(
+            server.join().unwrap(),
+            vec!["/.well-known/jwks.json".to_string(); 2]
+        );
+        // No third fetch within the interval (the server is gone, so a fetch would fail with
+        // a key-source error): a key the issuer never published is just an invalid token.
+        let third = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let h = enc(br#"{"alg":"ES256","kid":"k3"}"#);
+        let sig = third
+            .sign(&SystemRandom::new(), format!("{h}.{p}").as_bytes())
+            .unwrap();
+        assert!(matches!(
+            o.verify(&format!("{h}.{p}.{}", enc(sig.as_ref())), now),
+            Err(OidcError::InvalidToken(_))
+        ));
     }
 
     /// RFC 7515 appendix A.2: an RS256 JWS and its key.

@@ -319,7 +319,16 @@ pub(crate) async fn assume_role_with_web_identity<M: MetaStore>(
     check_session_name(session_name)?;
     let token = p.required("WebIdentityToken")?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let claims = oidc.verify(token, now).map_err(|e| match e {
+    // Verification may fetch the issuer's keys over the network (bounded by timeouts): tell
+    // the runtime this worker is blocking so other requests move to other threads.
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let verified = if multi_thread {
+        tokio::task::block_in_place(|| oidc.verify(token, now))
+    } else {
+        oidc.verify(token, now)
+    };
+    let claims = verified.map_err(|e| match e {
         OidcError::Expired => ApiError::new(
             StatusCode::BAD_REQUEST,
             "ExpiredTokenException",
