@@ -10,6 +10,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+// Small requests allocate and free many short-lived buffers across worker threads; glibc's
+// allocator spent ~15 % of a 4 KiB GET profile in malloc/free and consolidation.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use feiyun_common::{ConfigOverrides, CredentialSource};
 
 #[derive(Parser)]
