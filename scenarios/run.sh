@@ -41,6 +41,7 @@ run() {
 run "aws cli" bash "$here/aws_cli.sh"
 run "aws cli versioning" bash "$here/aws_cli_versioning.sh"
 run "aws iam/sts" bash "$here/aws_cli_iam.sh"
+run "aws cli over TLS" bash "$here/aws_cli_tls.sh"
 run "boto3" "$python" "$here/boto3_scenario.py"
 run "rclone" bash "$here/rclone.sh"
 run "s3cmd" bash "$here/s3cmd.sh"

@@ -63,6 +63,19 @@ pub struct Config {
     pub oidc_jwks: Option<String>,
     /// Accepted `aud` values (client ids); empty accepts any.
     pub oidc_audiences: Vec<String>,
+    /// PEM certificate chain and private key for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Generate (once, under the data directory) a certificate for local use.
+    pub tls_self_signed: bool,
+    /// A second listener for HTTPS. Without it, `listen` itself serves HTTPS when TLS is set.
+    pub tls_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_self_signed || self.tls_cert.is_some()
+    }
 }
 
 /// One layer of settings; `None` means "this layer says nothing".
@@ -86,6 +99,10 @@ pub struct ConfigOverrides {
     pub oidc_issuer: Option<String>,
     pub oidc_jwks: Option<String>,
     pub oidc_audiences: Option<Vec<String>>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_self_signed: Option<bool>,
+    pub tls_listen: Option<String>,
 }
 
 impl ConfigOverrides {
@@ -147,6 +164,13 @@ impl ConfigOverrides {
                     .filter(|s| !s.is_empty())
                     .collect()
             }),
+            tls_cert: get("FEIYUN_TLS_CERT").map(PathBuf::from),
+            tls_key: get("FEIYUN_TLS_KEY").map(PathBuf::from),
+            tls_self_signed: match get("FEIYUN_TLS_SELF_SIGNED") {
+                None => None,
+                Some(v) => Some(parse_bool("FEIYUN_TLS_SELF_SIGNED", &v)?),
+            },
+            tls_listen: get("FEIYUN_TLS_LISTEN"),
         })
     }
 
@@ -173,6 +197,10 @@ impl ConfigOverrides {
             oidc_issuer: self.oidc_issuer.or(lower.oidc_issuer),
             oidc_jwks: self.oidc_jwks.or(lower.oidc_jwks),
             oidc_audiences: self.oidc_audiences.or(lower.oidc_audiences),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            tls_self_signed: self.tls_self_signed.or(lower.tls_self_signed),
+            tls_listen: self.tls_listen.or(lower.tls_listen),
         }
     }
 
@@ -225,6 +253,37 @@ impl ConfigOverrides {
                     .to_owned(),
             });
         }
+        let tls_self_signed = self.tls_self_signed.unwrap_or(false);
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                name: "tls_cert / tls_key",
+                message: "set both the certificate and the key, or neither".to_owned(),
+            });
+        }
+        if tls_self_signed && self.tls_cert.is_some() {
+            return Err(ConfigError::Invalid {
+                name: "tls_self_signed",
+                message: "choose either a certificate and key or a self-signed certificate"
+                    .to_owned(),
+            });
+        }
+        let tls_listen = match self.tls_listen {
+            None => None,
+            Some(text) => Some(
+                text.parse::<SocketAddr>()
+                    .map_err(|e| ConfigError::Invalid {
+                        name: "tls_listen",
+                        message: format!("{text:?}: {e}"),
+                    })?,
+            ),
+        };
+        if tls_listen.is_some() && !tls_self_signed && self.tls_cert.is_none() {
+            return Err(ConfigError::Invalid {
+                name: "tls_listen",
+                message: "an HTTPS listener needs tls_cert and tls_key, or tls_self_signed"
+                    .to_owned(),
+            });
+        }
         Ok(Config {
             data_dir: self
                 .data_dir
@@ -247,7 +306,22 @@ impl ConfigOverrides {
             oidc_issuer: self.oidc_issuer,
             oidc_jwks: self.oidc_jwks,
             oidc_audiences: self.oidc_audiences.unwrap_or_default(),
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            tls_self_signed,
+            tls_listen,
         })
+    }
+}
+
+fn parse_bool(name: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            name,
+            message: format!("{v:?} is not true or false"),
+        }),
     }
 }
 

@@ -5,9 +5,12 @@
 
 use anyhow::{Context, bail};
 use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use crate::sigv4::{self, Signer};
 
@@ -24,10 +27,14 @@ pub struct Connection {
     /// Print JSON instead of text
     #[arg(long, global = true)]
     pub json: bool,
+    /// PEM bundle of the CAs to trust for https:// endpoints, instead of the system's
+    /// [env: AWS_CA_BUNDLE]
+    #[arg(long, global = true)]
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 pub struct AdminClient {
-    client: Client<HttpConnector, http_body_util::Full<bytes::Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, http_body_util::Full<bytes::Bytes>>,
     base: http::Uri,
     signer: Signer,
     token: Option<String>,
@@ -41,12 +48,22 @@ impl AdminClient {
             .or_else(|| std::env::var("FEIYUN_ENDPOINT").ok())
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
         let base: http::Uri = endpoint.parse().context("--endpoint is not a URL")?;
-        if base.scheme_str() != Some("http") {
-            bail!("only http:// endpoints are supported until TLS lands");
+        if !matches!(base.scheme_str(), Some("http" | "https")) {
+            bail!("--endpoint must be an http:// or https:// URL");
         }
+        let bundle = c.ca_bundle.clone().or_else(|| {
+            std::env::var_os("AWS_CA_BUNDLE")
+                .filter(|v| !v.is_empty())
+                .map(Into::into)
+        });
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(bundle.as_deref())?)
+            .https_or_http()
+            .enable_http1()
+            .build();
         let (access_key, secret_key, token) = credentials(c.profile.as_deref())?;
         Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            client: Client::builder(TokioExecutor::new()).build(connector),
             base,
             signer: Signer {
                 access_key,
@@ -206,4 +223,36 @@ fn credentials(profile: Option<&str>) -> anyhow::Result<(String, String, Option<
             "no credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, --profile, or FEIYUN_ROOT_ACCESS_KEY/FEIYUN_ROOT_SECRET_KEY"
         ),
     }
+}
+
+/// Trust the given bundle only (as the aws CLI does with `--ca-bundle`), else the system's CAs.
+fn tls_config(bundle: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    match bundle {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .with_context(|| format!("cannot read the CA bundle {}", path.display()))?;
+            if certs.is_empty() {
+                bail!("the CA bundle {} holds no certificate", path.display());
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .with_context(|| format!("a certificate in {} is invalid", path.display()))?;
+            }
+        }
+        None => {
+            // Unreadable system certificates are skipped; a missing CA shows up as a failed
+            // handshake naming the endpoint.
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }

@@ -50,6 +50,18 @@ struct ServerArgs {
     /// Region name [default: us-east-1]
     #[arg(long)]
     region: Option<String>,
+    /// PEM certificate chain for HTTPS (with --tls-key)
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS (with --tls-cert)
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a certificate generated once under the data directory (tls/cert.pem)
+    #[arg(long)]
+    tls_self_signed: bool,
+    /// A second listener for HTTPS; without it, --listen itself serves HTTPS when TLS is set
+    #[arg(long)]
+    tls_listen: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -92,6 +104,10 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         listen: args.listen,
         region: args.region,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        tls_self_signed: args.tls_self_signed.then_some(true),
+        tls_listen: args.tls_listen,
         ..Default::default()
     };
     let config = flags.over(env.over(file)).resolve()?;
@@ -100,7 +116,19 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         .context("cannot start the server")?;
     let addr = server.local_addr();
     // The first stdout line is part of the command-line contract: scripts wait for it.
-    println!("S3 endpoint: http://{addr}");
+    for (i, endpoint) in server.endpoints().iter().enumerate() {
+        if i == 0 {
+            println!("S3 endpoint: {endpoint}");
+        } else {
+            println!("S3 endpoint (also): {endpoint}");
+        }
+    }
+    if let Some(ca) = server.self_signed_cert() {
+        println!(
+            "TLS certificate (self-signed; trust it with --ca-bundle): {}",
+            ca.display()
+        );
+    }
     let (creds, source) = server.credentials();
     if *source == CredentialSource::Generated {
         println!("Root access key: {}", creds.access_key);

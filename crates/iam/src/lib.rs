@@ -16,6 +16,11 @@ pub use eval::{DecidedBy, Decision, PolicySet, Principal, Request, RequestContex
 pub use policy::{Policy, PolicyError, PolicyKind};
 pub use store::{Caller, EntityKind, Iam, IamState, RootKey};
 
+/// Whether the request arrived over TLS (`aws:SecureTransport`); the server puts it in each
+/// request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecureTransport(pub bool);
+
 #[derive(Debug, thiserror::Error)]
 pub enum IamError {
     #[error("{0}")]

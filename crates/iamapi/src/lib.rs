@@ -387,7 +387,11 @@ impl<M: MetaStore> QueryApi<M> {
         decided.decision = "Allow".into();
         let mut context = RequestContext::default();
         context.set("aws:SourceIp", peer.ip().to_string());
-        context.set("aws:SecureTransport", "false");
+        let secure = parts
+            .extensions
+            .get::<feiyun_iam::SecureTransport>()
+            .is_some_and(|s| s.0);
+        context.set("aws:SecureTransport", if secure { "true" } else { "false" });
         let now = time::OffsetDateTime::now_utc();
         context.set("aws:CurrentTime", xml::iso8601(now.unix_timestamp()));
         context.set("aws:EpochTime", now.unix_timestamp().to_string());

@@ -232,6 +232,10 @@ impl<M: MetaStore, B: BlobStore> Authorize<M, B> {
             *g = Some(op.clone());
         }
         let peer = cx.extensions_mut().get::<ClientAddr>().copied();
+        let secure = cx
+            .extensions_mut()
+            .get::<feiyun_iam::SecureTransport>()
+            .is_some_and(|s| s.0);
         let caller = match cx.credentials() {
             None => None,
             Some(creds) => {
@@ -301,7 +305,7 @@ impl<M: MetaStore, B: BlobStore> Authorize<M, B> {
             });
             return Ok(());
         }
-        let mut context = request_context(cx.headers(), query, peer);
+        let mut context = request_context(cx.headers(), query, peer, secure);
         if let Some(c) = &caller {
             c.fill_context(&mut context);
         }
@@ -623,12 +627,17 @@ fn current_time(unix: i64) -> String {
 }
 
 /// The request-derived condition keys (the principal adds its own).
-fn request_context(headers: &HeaderMap, query: &str, peer: Option<ClientAddr>) -> RequestContext {
+fn request_context(
+    headers: &HeaderMap,
+    query: &str,
+    peer: Option<ClientAddr>,
+    secure: bool,
+) -> RequestContext {
     let mut cx = RequestContext::default();
     if let Some(p) = peer {
         cx.set_static("aws:sourceip", p.0.ip().to_string());
     }
-    cx.set_static("aws:securetransport", "false");
+    cx.set_static("aws:securetransport", if secure { "true" } else { "false" });
     let now = time::OffsetDateTime::now_utc();
     cx.set_static("aws:currenttime", current_time(now.unix_timestamp()));
     cx.set_static("aws:epochtime", now.unix_timestamp().to_string());
@@ -904,7 +913,12 @@ mod tests {
             "x-amz-server-side-encryption",
             http::HeaderValue::from_static("AES256"),
         );
-        let cx = request_context(&h, "list-type=2&prefix=home%2Falice%2F&max-keys=10", None);
+        let cx = request_context(
+            &h,
+            "list-type=2&prefix=home%2Falice%2F&max-keys=10",
+            None,
+            false,
+        );
         assert_eq!(cx.single_value("s3:prefix"), Some("home/alice/"));
         assert_eq!(cx.single_value("s3:max-keys"), Some("10"));
         assert_eq!(cx.single_value("s3:RequestObjectTag/team"), Some("red"));

@@ -5,6 +5,7 @@
 mod cors;
 mod guard;
 mod metrics;
+mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use feiyun_blob::LocalBlobStore;
 use feiyun_common::{Config, CredentialSource, RootCredentials};
+use feiyun_iam::SecureTransport;
 use feiyun_iam::{Iam, RootKey};
 use feiyun_iamapi::QueryApi;
 use feiyun_meta::RedbStore;
@@ -66,14 +68,16 @@ pub enum ServerError {
     Oidc(String),
     #[error("cannot open the audit log: {0}")]
     Audit(#[from] feiyun_audit::AuditError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 type EmbeddedOss = ObjectService<RedbStore, LocalBlobStore>;
 
 /// A started region: bound, recovered, ready to serve.
 pub struct Server {
-    listener: TcpListener,
-    local_addr: SocketAddr,
+    listeners: Vec<Listener>,
+    self_signed: Option<std::path::PathBuf>,
     app: Arc<App>,
     credentials: (RootCredentials, CredentialSource),
     config: Config,
@@ -173,20 +177,21 @@ impl Server {
         ))));
         let s3 = builder.build();
 
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let tls = tls::acceptor(&config)?;
+        let self_signed = tls.as_ref().and_then(|(_, path)| path.clone());
+        let acceptor = tls.map(|(a, _)| a);
+        let mut listeners = Vec::new();
+        match (config.tls_listen, acceptor) {
+            (Some(tls_addr), Some(a)) => {
+                listeners.push(Listener::bind(config.listen, None).await?);
+                listeners.push(Listener::bind(tls_addr, Some(a)).await?);
+            }
+            // Certificates without a second address: the one listener speaks HTTPS.
+            (_, a) => listeners.push(Listener::bind(config.listen, a).await?),
+        }
         Ok(Self {
-            listener,
-            local_addr,
+            listeners,
+            self_signed,
             app: Arc::new(App {
                 s3,
                 audit,
@@ -204,8 +209,25 @@ impl Server {
         })
     }
 
+    /// The address of the first listener (`listen`).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listeners[0].addr
+    }
+
+    /// `http://ADDR` or `https://ADDR` per listener, `listen` first.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.listeners
+            .iter()
+            .map(|l| {
+                let scheme = if l.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", l.addr)
+            })
+            .collect()
+    }
+
+    /// The generated certificate, when `tls_self_signed` is on: clients trust it as their CA.
+    pub fn self_signed_cert(&self) -> Option<&std::path::Path> {
+        self.self_signed.as_deref()
     }
 
     /// The credentials, and whether they were generated just now (print them once).
@@ -227,33 +249,62 @@ impl Server {
                     Err(_) => break,
                 },
             };
-            let (stream, peer) = tokio::select! {
+            let accepts = self
+                .listeners
+                .iter()
+                .map(|l| Box::pin(async move { (l.accept().await, l.tls.clone()) }));
+            let ((accepted, tls), _, _) = tokio::select! {
                 _ = &mut shutdown => break,
-                r = self.listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                r = futures::future::select_all(accepts) => r,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let app = self.app.clone();
+            let secure = tls.is_some();
             let svc = hyper::service::service_fn(move |req| {
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+                async move { Ok::<_, Infallible>(app.handle(req, peer, secure).await) }
             });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            let conn = graceful.watch(conn.into_owned());
+            let watcher = graceful.watcher();
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .keep_alive(true);
+                let result = match tls {
+                    None => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(stream)) => {
+                                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                                watcher.watch(conn.into_owned()).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                Ok(())
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                Ok(())
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = result {
                     tracing::debug!(error = %e, %peer, "connection ended with an error");
                 }
                 drop(permit);
@@ -262,7 +313,7 @@ impl Server {
         self.app
             .ready
             .store(false, std::sync::atomic::Ordering::SeqCst);
-        drop(self.listener);
+        drop(self.listeners);
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
         if tokio::time::timeout(grace, graceful.shutdown())
             .await
@@ -280,8 +331,14 @@ impl Server {
 }
 
 impl App {
-    async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<s3s::Body> {
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        secure: bool,
+    ) -> Response<s3s::Body> {
         let start = Instant::now();
+        req.extensions_mut().insert(SecureTransport(secure));
         let id = uuid::Uuid::new_v4().simple().to_string();
         let path = req.uri().path();
         // `/metrics` and `/health/*` answer unsigned GETs only, so a bucket named "metrics" or
@@ -685,6 +742,29 @@ impl s3s::host::S3Host for VirtualHosts {
             Some(bucket) => vh.with_bucket(bucket),
             None => vh,
         })
+    }
+}
+
+/// One bound socket, plain or TLS.
+struct Listener {
+    tcp: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    addr: SocketAddr,
+}
+
+impl Listener {
+    async fn bind(
+        addr: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Result<Self, ServerError> {
+        let bind_err = |source| ServerError::Bind { addr, source };
+        let tcp = TcpListener::bind(addr).await.map_err(bind_err)?;
+        let addr = tcp.local_addr().map_err(bind_err)?;
+        Ok(Self { tcp, tls, addr })
+    }
+
+    async fn accept(&self) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+        self.tcp.accept().await
     }
 }
 
