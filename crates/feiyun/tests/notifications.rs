@@ -1,5 +1,6 @@
 //! Bucket notifications to a webhook: a local HTTP receiver gets S3 event JSON in order,
-//! including events committed while it was failing and the server was killed and restarted.
+//! including events committed while it was failing and the server was killed and restarted,
+//! and over HTTPS to a receiver whose CA the server trusts through `SSL_CERT_FILE`.
 
 mod common;
 
@@ -235,4 +236,128 @@ async fn webhook_delivery_in_order_and_after_restart() {
         "in order: {keys:?}"
     );
     assert!(!keys.contains(&"out/ignored".to_owned()), "prefix filter");
+}
+
+/// An HTTPS receiver with a certificate from a throwaway CA; returns its URL, the CA's PEM and
+/// the keys it received.
+fn tls_receiver() -> (String, String, Arc<Mutex<Vec<String>>>) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let key = PrivateKeyDer::from(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/events", listener.local_addr().unwrap());
+    let keys: Arc<Mutex<Vec<String>>> = Arc::default();
+    let k = keys.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                continue;
+            };
+            let mut reader = BufReader::new(rustls::StreamOwned::new(conn, stream));
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            if let Ok(j) = serde_json::from_slice::<serde_json::Value>(&body)
+                && let Some(key) = j["Records"][0]["s3"]["object"]["key"].as_str()
+            {
+                k.lock().unwrap().push(key.to_owned());
+            }
+            let s = reader.get_mut();
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = s.flush();
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+    });
+    (url, ca.pem(), keys)
+}
+
+#[tokio::test]
+async fn webhook_over_https_checks_the_certificate() {
+    let (url, ca, keys) = tls_receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let webhooks = format!("hook={url}");
+    let r = Region::start_env(&[
+        ("FEIYUN_WEBHOOKS", webhooks.as_str()),
+        ("SSL_CERT_FILE", ca_file.to_str().unwrap()),
+    ]);
+    let c = r.client();
+    c.create_bucket().bucket("tls-events").send().await.unwrap();
+    c.put_bucket_notification_configuration()
+        .bucket("tls-events")
+        .notification_configuration(notification("in/", "arn:feiyun:sqs:us-east-1:0:hook"))
+        .send()
+        .await
+        .unwrap();
+    put_to(&c, "tls-events", "in/secure").await;
+    wait_for("delivery over https", || {
+        keys.lock().unwrap().contains(&"in/secure".to_owned())
+    });
+
+    // A region that does not trust that CA never delivers (and keeps the event pending).
+    let (url, _other_ca, untrusted) = tls_receiver();
+    let webhooks = format!("hook={url}");
+    let r2 = Region::start_env(&[("FEIYUN_WEBHOOKS", webhooks.as_str())]);
+    let c2 = r2.client();
+    c2.create_bucket()
+        .bucket("tls-events")
+        .send()
+        .await
+        .unwrap();
+    c2.put_bucket_notification_configuration()
+        .bucket("tls-events")
+        .notification_configuration(notification("in/", "arn:feiyun:sqs:us-east-1:0:hook"))
+        .send()
+        .await
+        .unwrap();
+    put_to(&c2, "tls-events", "in/never").await;
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(untrusted.lock().unwrap().is_empty());
+}
+
+async fn put_to(c: &aws_sdk_s3::Client, bucket: &str, key: &str) {
+    c.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
 }

@@ -26,8 +26,34 @@ const POST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
-    #[error("webhook {id}: {url:?} is not an http:// URL")]
+    #[error("webhook {id}: {url:?} is not an http:// or https:// URL")]
     BadUrl { id: String, url: String },
+    #[error("webhook TLS client: {0}")]
+    Tls(String),
+}
+
+/// Plain HTTP and HTTPS; servers are checked against the system's CAs (`SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` name others, as for OpenSSL).
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+fn http_client() -> Result<HttpClient, NotifyError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // One unreadable system certificate must not disable every webhook.
+        let _ = roots.add(cert);
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| NotifyError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
 /// A configured webhook target.
@@ -44,8 +70,7 @@ impl Target {
             url: url.to_owned(),
         };
         let uri: http::Uri = url.parse().map_err(|_| bad())?;
-        // TLS clients arrive with the encryption issue; until then only plain HTTP.
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(bad());
         }
         Ok(Self {
@@ -123,20 +148,20 @@ pub fn spawn<M: MetaStore, B: BlobStore>(
     oss: Arc<ObjectService<M, B>>,
     targets: Vec<Target>,
     retention: Duration,
-) {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+) -> Result<(), NotifyError> {
+    let client = http_client()?;
     for t in &targets {
         let (oss, t, client) = (oss.clone(), t.clone(), client.clone());
         tokio::spawn(async move { deliver_forever(oss, t, client).await });
     }
     tokio::spawn(async move { trim_forever(oss, targets, retention).await });
+    Ok(())
 }
 
 async fn deliver_forever<M: MetaStore, B: BlobStore>(
     oss: Arc<ObjectService<M, B>>,
     target: Target,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
 ) {
     let consumer = target.consumer();
     loop {
@@ -155,7 +180,7 @@ async fn deliver_forever<M: MetaStore, B: BlobStore>(
 async fn deliver_round<M: MetaStore, B: BlobStore>(
     oss: &ObjectService<M, B>,
     target: &Target,
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &HttpClient,
     consumer: &str,
 ) -> Result<usize, OssError> {
     let cursor = oss.event_cursor(consumer).await?;
@@ -187,11 +212,7 @@ async fn deliver_round<M: MetaStore, B: BlobStore>(
     Ok(events.len())
 }
 
-async fn post_until_delivered(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    target: &Target,
-    body: Bytes,
-) {
+async fn post_until_delivered(client: &HttpClient, target: &Target, body: Bytes) {
     let mut wait = FIRST_RETRY;
     let mut attempt = 0u32;
     loop {
@@ -290,7 +311,9 @@ mod tests {
     #[test]
     fn only_plain_http_targets() {
         assert!(Target::new("a", "http://127.0.0.1:9/hook").is_ok());
-        assert!(Target::new("a", "https://example.com/hook").is_err());
+        assert!(Target::new("a", "https://example.com/hook").is_ok());
+        assert!(Target::new("a", "ftp://example.com/hook").is_err());
+        assert!(Target::new("a", "/relative").is_err());
         assert!(Target::new("a", "not a url").is_err());
     }
 }

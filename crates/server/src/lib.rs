@@ -133,7 +133,7 @@ impl Server {
             oss.clone(),
             targets,
             std::time::Duration::from_secs(config.event_retention_secs),
-        );
+        )?;
         let metrics = Metrics::new(oss.stats().clone());
 
         let iam = Iam::open(
