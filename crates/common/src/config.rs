@@ -59,7 +59,7 @@ pub struct Config {
     pub sts_min_session_secs: u64,
     /// The OpenID Connect issuer AssumeRoleWithWebIdentity trusts (its `iss`), if any.
     pub oidc_issuer: Option<String>,
-    /// Where its signing keys are: a JWKS file or an `http://` URL.
+    /// Where its signing keys are: a JWKS file or an `http://` or `https://` URL.
     pub oidc_jwks: Option<String>,
     /// Accepted `aud` values (client ids); empty accepts any.
     pub oidc_audiences: Vec<String>,

@@ -1,9 +1,9 @@
 //! OpenID Connect web identities for AssumeRoleWithWebIdentity: the configured issuer's
-//! signing keys (a JWKS document from a file or an `http://` URL, reloaded when a token names
+//! signing keys (a JWKS document from a file or an `http(s)://` URL, reloaded when a token names
 //! a key it has not seen, at most once a minute) and the checks a JWT must pass — signature
 //! (RS256 or ES256, by aws-lc-rs), issuer, audience, expiry and not-before.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::signature::{self, UnparsedPublicKey};
@@ -55,6 +55,8 @@ pub struct Oidc {
     source: String,
     keys: RwLock<(Vec<Jwk>, Option<Instant>)>,
     reload_every: Duration,
+    /// CAs for an https JWKS URL; `None` means the system's (`SSL_CERT_FILE` honoured).
+    roots: Option<Arc<rustls::RootCertStore>>,
 }
 
 fn b64url(s: &str) -> Result<Vec<u8>, OidcError> {
@@ -64,14 +66,24 @@ fn b64url(s: &str) -> Result<Vec<u8>, OidcError> {
 }
 
 impl Oidc {
-    /// `source` is a JWKS file path or an `http://` URL.
+    /// `source` is a JWKS file path or an `http://` or `https://` URL.
     pub fn new(issuer: &str, source: &str, audiences: Vec<String>) -> Result<Self, OidcError> {
+        Self::with_roots(issuer, source, audiences, None)
+    }
+
+    fn with_roots(
+        issuer: &str,
+        source: &str,
+        audiences: Vec<String>,
+        roots: Option<Arc<rustls::RootCertStore>>,
+    ) -> Result<Self, OidcError> {
         let o = Oidc {
             issuer: issuer.trim_end_matches('/').to_owned(),
             audiences,
             source: source.to_owned(),
             keys: RwLock::new((Vec::new(), None)),
             reload_every: RELOAD_AT_MOST_EVERY,
+            roots,
         };
         o.reload()?;
         Ok(o)
@@ -91,9 +103,13 @@ impl Oidc {
 
     fn reload(&self) -> Result<(), OidcError> {
         let text = if let Some(rest) = self.source.strip_prefix("http://") {
-            http_get(rest)?
-        } else if self.source.starts_with("https://") {
-            return Err(OidcError::Keys("https JWKS URLs need the TLS client of the encryption issue; use http:// or a file".into()));
+            http_get(rest, None)?
+        } else if let Some(rest) = self.source.strip_prefix("https://") {
+            let roots = match &self.roots {
+                Some(r) => r.clone(),
+                None => Arc::new(system_roots()),
+            };
+            http_get(rest, Some(roots))?
         } else {
             std::fs::read_to_string(&self.source)
                 .map_err(|e| OidcError::Keys(format!("{}: {e}", self.source)))?
@@ -268,19 +284,36 @@ fn parse_jwks(text: &str) -> Result<Vec<Jwk>, OidcError> {
     Ok(out)
 }
 
-/// A minimal HTTP/1.0 GET for `host[:port]/path`, enough for a JWKS document on a trusted
-/// network until the TLS client arrives.
-fn http_get(rest: &str) -> Result<String, OidcError> {
+fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
+/// A minimal HTTP/1.0 GET for `host[:port]/path`, over TLS when `tls` gives the CAs to trust:
+/// enough for a JWKS document, which is small and public.
+fn http_get(rest: &str, tls: Option<Arc<rustls::RootCertStore>>) -> Result<String, OidcError> {
     use std::io::{Read, Write};
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let addr = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
+    // `host`, `host:port`, `[v6]` or `[v6]:port`.
+    let explicit_port = authority.rsplit_once(':').filter(|(h, p)| {
+        !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && (!h.contains(':') || h.ends_with(']'))
+    });
+    let (host, addr) = match explicit_port {
+        Some((h, _)) => (h, authority.to_owned()),
+        None => (
+            authority,
+            format!("{authority}:{}", if tls.is_some() { 443 } else { 80 }),
+        ),
     };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     let err = |e: std::io::Error| OidcError::Keys(format!("http://{rest}: {e}"));
     // Bounded waits: a token request blocks on this fetch, so a dead issuer must fail fast.
     let wait = Duration::from_secs(5);
@@ -291,15 +324,39 @@ fn http_get(rest: &str) -> Result<String, OidcError> {
     let mut s = std::net::TcpStream::connect_timeout(&target, wait).map_err(err)?;
     s.set_read_timeout(Some(wait)).map_err(err)?;
     s.set_write_timeout(Some(wait)).map_err(err)?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n\r\n"
-    )
-    .map_err(err)?;
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n\r\n");
     let mut buf = Vec::new();
-    s.take(MAX_JWKS_BYTES as u64)
-        .read_to_end(&mut buf)
-        .map_err(err)?;
+    match tls {
+        None => {
+            s.write_all(request.as_bytes()).map_err(err)?;
+            s.take(MAX_JWKS_BYTES as u64)
+                .read_to_end(&mut buf)
+                .map_err(err)?;
+        }
+        Some(roots) => {
+            let keys = |e: &dyn std::fmt::Display| OidcError::Keys(format!("https://{rest}: {e}"));
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| keys(&e))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name =
+                rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| keys(&e))?;
+            let conn =
+                rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| keys(&e))?;
+            let mut t = rustls::StreamOwned::new(conn, s);
+            t.write_all(request.as_bytes()).map_err(err)?;
+            match t.take(MAX_JWKS_BYTES as u64).read_to_end(&mut buf) {
+                Ok(_) => {}
+                // Servers that close without close_notify: the body is complete for HTTP/1.0
+                // once the headers and content arrived; a cut body fails JSON parsing.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+    }
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -473,6 +530,89 @@ mod tests {
         assert!(matches!(
             o.verify(&format!("{h}.{p}.{}", enc(sig.as_ref())), now),
             Err(OidcError::InvalidToken(_))
+        ));
+    }
+
+    /// An https JWKS URL: the issuer's certificate is checked against the trusted CAs; an
+    /// untrusted one is a key-source error, not a silent fallback.
+    #[test]
+    fn jwks_over_https_checks_the_issuer_certificate() {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        use std::io::{BufRead, BufReader, Write};
+        let pair = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let doc = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
+            "x": enc(&point[1..33]), "y": enc(&point[33..65])}]})
+        .to_string();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let server = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![leaf.der().clone()],
+                    PrivateKeyDer::from(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+                )
+                .unwrap(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let conn = rustls::ServerConnection::new(server.clone()).unwrap();
+                let mut tls = BufReader::new(rustls::StreamOwned::new(conn, stream));
+                let mut line = String::new();
+                while tls.read_line(&mut line).unwrap_or(0) > 2 {
+                    line.clear();
+                }
+                let s = tls.get_mut();
+                let _ = write!(s, "HTTP/1.0 200 OK\r\n\r\n{doc}");
+                s.conn.send_close_notify();
+                let _ = s.flush();
+            }
+        });
+        let url = format!("https://localhost:{port}/jwks");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let o = Oidc::with_roots(
+            "https://idp.example.com",
+            &url,
+            vec!["app".into()],
+            Some(Arc::new(roots)),
+        )
+        .unwrap();
+        let now = 1_800_000_000;
+        let claims = serde_json::json!({"iss": "https://idp.example.com", "sub": "u", "aud": "app", "exp": now + 600});
+        assert_eq!(
+            o.verify(&token(&pair, claims), now).map(|c| c.sub),
+            Ok("u".to_string())
+        );
+        // Another CA: the handshake fails and the provider cannot start.
+        let other_key = rcgen::KeyPair::generate().unwrap();
+        let mut other = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        other.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let other = other.self_signed(&other_key).unwrap();
+        let mut wrong = rustls::RootCertStore::empty();
+        wrong.add(other.der().clone()).unwrap();
+        assert!(matches!(
+            Oidc::with_roots(
+                "https://idp.example.com",
+                &url,
+                vec![],
+                Some(Arc::new(wrong))
+            ),
+            Err(OidcError::Keys(_))
         ));
     }
 
