@@ -41,10 +41,12 @@ pub enum Table {
     System,
     /// Identities: accounts, users, groups, roles, managed policies, access keys, sessions.
     Iam,
+    /// KMS keys (metadata and sealed key material) and aliases.
+    Kms,
 }
 
 impl Table {
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::Buckets,
         Table::Objects,
         Table::Versions,
@@ -57,6 +59,7 @@ impl Table {
         Table::Garbage,
         Table::System,
         Table::Iam,
+        Table::Kms,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +76,7 @@ impl Table {
             Table::Garbage => "garbage",
             Table::System => "system",
             Table::Iam => "iam",
+            Table::Kms => "kms",
         }
     }
 }
