@@ -70,6 +70,10 @@ pub struct Config {
     pub tls_self_signed: bool,
     /// A second listener for HTTPS. Without it, `listen` itself serves HTTPS when TLS is set.
     pub tls_listen: Option<SocketAddr>,
+    /// The region master key (base64 of 32 bytes); never in the config file.
+    pub master_key: Option<String>,
+    /// A file holding the master key (base64), kept outside the data directory.
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -103,6 +107,10 @@ pub struct ConfigOverrides {
     pub tls_key: Option<PathBuf>,
     pub tls_self_signed: Option<bool>,
     pub tls_listen: Option<String>,
+    /// Only from the environment: a secret does not belong in a config file.
+    #[serde(skip)]
+    pub master_key: Option<String>,
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl ConfigOverrides {
@@ -171,6 +179,8 @@ impl ConfigOverrides {
                 Some(v) => Some(parse_bool("FEIYUN_TLS_SELF_SIGNED", &v)?),
             },
             tls_listen: get("FEIYUN_TLS_LISTEN"),
+            master_key: get("FEIYUN_MASTER_KEY"),
+            master_key_file: get("FEIYUN_MASTER_KEY_FILE").map(PathBuf::from),
         })
     }
 
@@ -201,6 +211,8 @@ impl ConfigOverrides {
             tls_key: self.tls_key.or(lower.tls_key),
             tls_self_signed: self.tls_self_signed.or(lower.tls_self_signed),
             tls_listen: self.tls_listen.or(lower.tls_listen),
+            master_key: self.master_key.or(lower.master_key),
+            master_key_file: self.master_key_file.or(lower.master_key_file),
         }
     }
 
@@ -251,6 +263,12 @@ impl ConfigOverrides {
                 name: "root credentials",
                 message: "set both FEIYUN_ROOT_ACCESS_KEY and FEIYUN_ROOT_SECRET_KEY, or neither"
                     .to_owned(),
+            });
+        }
+        if self.master_key.is_some() && self.master_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                name: "master key",
+                message: "set FEIYUN_MASTER_KEY or master_key_file, not both".to_owned(),
             });
         }
         let tls_self_signed = self.tls_self_signed.unwrap_or(false);
@@ -310,6 +328,8 @@ impl ConfigOverrides {
             tls_key: self.tls_key,
             tls_self_signed,
             tls_listen,
+            master_key: self.master_key,
+            master_key_file: self.master_key_file,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! policy evaluator as S3, and renders results and errors as the AWS CLI and SDKs expect.
 
 mod iam_ops;
+mod kms_ops;
 mod sts_ops;
 mod xml;
 
@@ -24,13 +25,15 @@ pub const MAX_BODY: usize = 256 * 1024;
 pub enum Service {
     Iam,
     Sts,
+    /// The AWS KMS JSON protocol (`X-Amz-Target: TrentService.*`).
+    Kms,
 }
 
 impl Service {
     fn ns(self) -> &'static str {
         match self {
             Service::Iam => xml::IAM_NS,
-            Service::Sts => xml::STS_NS,
+            Service::Sts | Service::Kms => xml::STS_NS,
         }
     }
 }
@@ -50,6 +53,7 @@ pub fn service_of(method: &Method, path: &str, headers: &HeaderMap) -> Option<Se
     match scope {
         Some("iam") => return Some(Service::Iam),
         Some("sts") => return Some(Service::Sts),
+        Some("kms") => return Some(Service::Kms),
         Some(_) => return None,
         None => {}
     }
@@ -65,6 +69,7 @@ pub struct QueryApi<M> {
     min_session_secs: i64,
     /// The identity provider AssumeRoleWithWebIdentity trusts, when configured.
     oidc: Option<Arc<feiyun_iam::oidc::Oidc>>,
+    kms: Option<Arc<feiyun_kms::Kms<M>>>,
 }
 
 /// An error in the query protocol's terms.
@@ -263,7 +268,14 @@ impl<M: MetaStore> QueryApi<M> {
             iam,
             min_session_secs: 900,
             oidc: None,
+            kms: None,
         }
+    }
+
+    #[must_use]
+    pub fn with_kms(mut self, kms: Arc<feiyun_kms::Kms<M>>) -> Self {
+        self.kms = Some(kms);
+        self
     }
 
     #[must_use]
@@ -290,6 +302,20 @@ impl<M: MetaStore> QueryApi<M> {
         request_id: &str,
         audit: &feiyun_audit::Slot,
     ) -> (StatusCode, String, &'static str) {
+        if service == Service::Kms {
+            return match self.kms_dispatch(parts, &body, peer, audit).await {
+                Ok(v) => (StatusCode::OK, v.to_string(), ""),
+                Err(mut e) => {
+                    // KMS reports denials as a client error of its own type.
+                    if e.code == "AccessDenied" {
+                        e.code = "AccessDeniedException";
+                        e.status = StatusCode::BAD_REQUEST;
+                    }
+                    let body = serde_json::json!({ "__type": e.code, "message": e.message });
+                    (e.status, body.to_string(), e.code)
+                }
+            };
+        }
         let params = Params::parse(parts.uri.query().unwrap_or(""), &body);
         let action = params.get("Action").unwrap_or("").to_owned();
         let result = self
@@ -362,6 +388,7 @@ impl<M: MetaStore> QueryApi<M> {
         let prefix = match service {
             Service::Iam => "iam",
             Service::Sts => "sts",
+            Service::Kms => "kms",
         };
         let mut decided = feiyun_audit::Decided {
             principal: if claimed.is_empty() {
@@ -385,17 +412,7 @@ impl<M: MetaStore> QueryApi<M> {
         decided.principal = caller.principal.arn.clone();
         // Actions that need no permission (GetCallerIdentity) stay "Allow".
         decided.decision = "Allow".into();
-        let mut context = RequestContext::default();
-        context.set("aws:SourceIp", peer.ip().to_string());
-        let secure = parts
-            .extensions
-            .get::<feiyun_iam::SecureTransport>()
-            .is_some_and(|s| s.0);
-        context.set("aws:SecureTransport", if secure { "true" } else { "false" });
-        let now = time::OffsetDateTime::now_utc();
-        context.set("aws:CurrentTime", xml::iso8601(now.unix_timestamp()));
-        context.set("aws:EpochTime", now.unix_timestamp().to_string());
-        caller.fill_context(&mut context);
+        let context = self.context_for(parts, peer, &caller);
         let cx = Ctx {
             account: caller.principal.account.clone(),
             caller,
@@ -407,6 +424,7 @@ impl<M: MetaStore> QueryApi<M> {
         let r = match service {
             Service::Iam => iam_ops::run(&self.iam, action, &cx).await,
             Service::Sts => sts_ops::run(&self.iam, action, &cx).await,
+            Service::Kms => unreachable_kms(),
         };
         if let Ok(mut d) = cx.audit.lock() {
             if r.as_ref().is_err_and(|e| e.status == StatusCode::FORBIDDEN) && d.decision == "Allow"
@@ -416,6 +434,107 @@ impl<M: MetaStore> QueryApi<M> {
             audit.set(std::mem::take(&mut d));
         }
         r
+    }
+
+    async fn kms_dispatch(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        peer: SocketAddr,
+        audit: &feiyun_audit::Slot,
+    ) -> Result<serde_json::Value, ApiError> {
+        let action = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.strip_prefix("TrentService."))
+            .unwrap_or("")
+            .to_owned();
+        let mut decided = feiyun_audit::Decided {
+            action: format!("kms:{action}"),
+            decision: "AuthFailed".into(),
+            ..Default::default()
+        };
+        let caller = match self.authenticate(&parts.method, &parts.uri, &parts.headers, body) {
+            Ok(c) => c,
+            Err(e) => {
+                audit.set(decided);
+                return Err(e);
+            }
+        };
+        decided.tenant = caller.principal.account.clone();
+        decided.principal = caller.principal.arn.clone();
+        decided.access_key = caller.access_key.clone();
+        decided.decision = "Allow".into();
+        let Some(kms) = &self.kms else {
+            audit.set(decided);
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "UnsupportedOperationException",
+                "KMS is not enabled on this region",
+            ));
+        };
+        if action.is_empty() {
+            audit.set(decided);
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "UnknownOperationException",
+                "X-Amz-Target must name a TrentService operation",
+            ));
+        }
+        let json: serde_json::Value = if body.is_empty() {
+            serde_json::json!({})
+        } else {
+            match serde_json::from_slice(body) {
+                Ok(v @ serde_json::Value::Object(_)) => v,
+                _ => {
+                    audit.set(decided);
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "SerializationException",
+                        "The request body is not a JSON object",
+                    ));
+                }
+            }
+        };
+        let params = Params::parse("", b"");
+        let cx = Ctx {
+            account: caller.principal.account.clone(),
+            context: self.context_for(parts, peer, &caller),
+            caller,
+            params: &params,
+            audit: std::sync::Mutex::new(decided),
+            min_session_secs: self.min_session_secs,
+        };
+        let r = kms_ops::run(kms, &action, &cx, &json).await;
+        if let Ok(mut d) = cx.audit.lock() {
+            if r.as_ref().is_err_and(|e| e.code == "AccessDenied") && d.decision == "Allow" {
+                d.decision = "Deny".into();
+            }
+            audit.set(std::mem::take(&mut d));
+        }
+        r
+    }
+
+    /// The condition keys every authenticated IAM, STS or KMS request carries.
+    fn context_for(
+        &self,
+        parts: &http::request::Parts,
+        peer: SocketAddr,
+        caller: &Caller,
+    ) -> RequestContext {
+        let mut context = RequestContext::default();
+        context.set("aws:SourceIp", peer.ip().to_string());
+        let secure = parts
+            .extensions
+            .get::<feiyun_iam::SecureTransport>()
+            .is_some_and(|s| s.0);
+        context.set("aws:SecureTransport", if secure { "true" } else { "false" });
+        let now = time::OffsetDateTime::now_utc();
+        context.set("aws:CurrentTime", xml::iso8601(now.unix_timestamp()));
+        context.set("aws:EpochTime", now.unix_timestamp().to_string());
+        caller.fill_context(&mut context);
+        context
     }
 
     fn authenticate(
@@ -526,4 +645,13 @@ pub(crate) fn truncation(x: &mut xml::Xml, next: Option<String>) {
             x.leaf("IsTruncated", "false");
         }
     }
+}
+
+/// `dispatch` never sees KMS requests (`handle` routes them to `kms_dispatch`).
+fn unreachable_kms() -> Result<xml::Xml, ApiError> {
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "InvalidAction",
+        "KMS requests use the JSON protocol",
+    ))
 }

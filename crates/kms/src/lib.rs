@@ -117,7 +117,7 @@ pub struct DataKey {
 pub type Context = BTreeMap<String, String>;
 
 pub struct Kms<M> {
-    meta: M,
+    meta: std::sync::Arc<M>,
     master: MasterKey,
     region: String,
 }
@@ -165,12 +165,25 @@ fn material_purpose(id: &str, version: u32) -> Vec<u8> {
 }
 
 impl<M: MetaStore> Kms<M> {
-    pub fn new(meta: M, master: MasterKey, region: &str) -> Self {
+    pub fn new(meta: std::sync::Arc<M>, master: MasterKey, region: &str) -> Self {
         Self {
             meta,
             master,
             region: region.to_owned(),
         }
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The key id a ciphertext names, if it is one of ours (nothing is checked yet).
+    pub fn key_of(&self, ciphertext: &[u8]) -> Option<String> {
+        if ciphertext.len() < HEADER_LEN + TAG_LEN || &ciphertext[..4] != CIPHERTEXT_MAGIC {
+            return None;
+        }
+        let id: [u8; ID_LEN] = ciphertext[4..4 + ID_LEN].try_into().ok()?;
+        Some(uuid::Uuid::from_bytes(id).to_string())
     }
 
     fn arn(&self, account: &str, id: &str) -> String {

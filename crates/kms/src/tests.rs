@@ -5,7 +5,7 @@ const ACCOUNT: &str = "123456789012";
 const NOW: i64 = 1_800_000_000;
 
 fn kms(dir: &std::path::Path, master: &str) -> Kms<RedbStore> {
-    let meta = RedbStore::open(&dir.join("meta.redb")).unwrap();
+    let meta = std::sync::Arc::new(RedbStore::open(&dir.join("meta.redb")).unwrap());
     Kms::new(meta, MasterKey::from_base64(master).unwrap(), "us-east-1")
 }
 

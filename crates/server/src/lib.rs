@@ -70,6 +70,8 @@ pub enum ServerError {
     Audit(#[from] feiyun_audit::AuditError),
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    #[error("master key: {0}")]
+    MasterKey(String),
 }
 
 type EmbeddedOss = ObjectService<RedbStore, LocalBlobStore>;
@@ -102,6 +104,10 @@ impl Server {
             path: dir.display().to_string(),
             source,
         })?;
+        // TLS first: bad certificate settings fail before anything else is opened or made.
+        let tls = tls::acceptor(&config)?;
+        let self_signed = tls.as_ref().and_then(|(_, path)| path.clone());
+        let acceptor = tls.map(|(a, _)| a);
         let configured = config
             .root_access_key
             .clone()
@@ -135,6 +141,12 @@ impl Server {
             std::time::Duration::from_secs(config.event_retention_secs),
         )?;
         let metrics = Metrics::new(oss.stats().clone());
+        let kms = Arc::new(feiyun_kms::Kms::new(
+            oss.meta().clone(),
+            load_master_key(&config)?,
+            &config.region,
+        ));
+        spawn_kms_purge(kms.clone());
 
         let iam = Iam::open(
             oss.meta().clone(),
@@ -177,9 +189,6 @@ impl Server {
         ))));
         let s3 = builder.build();
 
-        let tls = tls::acceptor(&config)?;
-        let self_signed = tls.as_ref().and_then(|(_, path)| path.clone());
-        let acceptor = tls.map(|(a, _)| a);
         let mut listeners = Vec::new();
         match (config.tls_listen, acceptor) {
             (Some(tls_addr), Some(a)) => {
@@ -198,7 +207,8 @@ impl Server {
                 guard: guard::AuthGuard::default(),
                 query: QueryApi::new(iam)
                     .with_min_session_secs(config.sts_min_session_secs)
-                    .with_oidc(oidc),
+                    .with_oidc(oidc)
+                    .with_kms(kms),
                 oss,
                 hosts: VirtualHosts::new(&config.domains)?,
                 metrics,
@@ -475,7 +485,11 @@ impl App {
         let mut r = plain(status, &xml);
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/xml"),
+            http::HeaderValue::from_static(if service == feiyun_iamapi::Service::Kms {
+                "application/x-amz-json-1.1"
+            } else {
+                "text/xml"
+            }),
         );
         if let Ok(v) = http::HeaderValue::from_str(id) {
             r.headers_mut().insert("x-amzn-requestid", v);
@@ -743,6 +757,53 @@ impl s3s::host::S3Host for VirtualHosts {
             None => vh,
         })
     }
+}
+
+/// Where the embedded default keeps a generated master key, under the data directory.
+const MASTER_KEY_FILE: &str = "master.key";
+
+/// The master key from `FEIYUN_MASTER_KEY`, from `master_key_file`, or — so that one command
+/// starts a region — generated once into the data directory, with a warning: whoever holds
+/// that directory then holds the key too.
+fn load_master_key(config: &Config) -> Result<feiyun_kms::MasterKey, ServerError> {
+    let bad = |e: feiyun_kms::KmsError| ServerError::MasterKey(e.to_string());
+    if let Some(text) = &config.master_key {
+        return feiyun_kms::MasterKey::from_base64(text).map_err(bad);
+    }
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| ServerError::MasterKey(format!("{}: {e}", path.display())))
+    };
+    if let Some(path) = &config.master_key_file {
+        return feiyun_kms::MasterKey::from_base64(&read(path)?).map_err(bad);
+    }
+    let path = config.data_dir.join(MASTER_KEY_FILE);
+    if path.exists() {
+        tracing::warn!(path = %path.display(), "the master key is stored beside the data; set FEIYUN_MASTER_KEY or master_key_file to keep it elsewhere");
+        return feiyun_kms::MasterKey::from_base64(&read(&path)?).map_err(bad);
+    }
+    let (key, text) = feiyun_kms::MasterKey::generate().map_err(bad)?;
+    tls::write_private(&path, format!("{text}\n").as_bytes())?;
+    tracing::warn!(path = %path.display(), "generated a master key beside the data; move it elsewhere and set master_key_file (or FEIYUN_MASTER_KEY) for production");
+    Ok(key)
+}
+
+/// Deletes keys whose deletion waiting period has ended, at start and then hourly.
+fn spawn_kms_purge(kms: Arc<feiyun_kms::Kms<RedbStore>>) {
+    tokio::spawn(async move {
+        loop {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            match kms.purge_due(now).await {
+                Ok(ids) => {
+                    for id in ids {
+                        tracing::warn!(key = %id, "KMS key deleted after its waiting period");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "KMS key purge failed"),
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    });
 }
 
 /// One bound socket, plain or TLS.

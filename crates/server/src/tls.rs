@@ -140,7 +140,7 @@ fn self_signed(config: &Config) -> Result<(PathBuf, PathBuf, PathBuf), TlsError>
 }
 
 /// Writes through a temporary file and a rename, fsynced, readable by the owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     use std::io::Write;
     let err = |source| TlsError::Write {
         path: path.to_owned(),
