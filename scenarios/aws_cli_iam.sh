@@ -4,15 +4,8 @@
 # disabled key, IAM's errors for bad input, and the audit chain of all of it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-aws() { command aws --endpoint-url "$ENDPOINT" "$@"; }
+. "$(dirname "$0")/lib.sh"
 d=$WORK/awscli-iam; mkdir -p "$d"
-fail() { echo "$*"; exit 1; }
-expect_error() { # expect_error CODE command...
-  local code=$1; shift
-  local out
-  if out=$("$@" 2>&1); then fail "expected $code from: $* (got success: $out)"; fi
-  [[ $out == *"$code"* ]] || fail "expected $code from: $*; got: $out"
-}
 
 acct=$(aws sts get-caller-identity --query Account --output text)
 aws s3api create-bucket --bucket iam-own >/dev/null

@@ -3,15 +3,8 @@
 # data keys, re-encryption, rotation, disable/enable, scheduled deletion, IAM policies on
 # kms:* actions, and KMS's own errors for bad input.
 set -euo pipefail
-aws() { command aws --endpoint-url "$ENDPOINT" "$@"; }
+. "$(dirname "$0")/lib.sh"
 d=$WORK/awscli-kms; mkdir -p "$d"
-fail() { echo "$*"; exit 1; }
-expect_error() { # expect_error CODE command...
-  local code=$1; shift
-  local out
-  if out=$("$@" 2>&1); then fail "expected $code from: $* (got success: $out)"; fi
-  [[ $out == *"$code"* ]] || fail "expected $code from: $*; got: $out"
-}
 b64d() { base64 -d; }
 
 acct=$(aws sts get-caller-identity --query Account --output text)

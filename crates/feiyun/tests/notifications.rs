@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,23 +38,9 @@ impl Receiver {
             for stream in listener.incoming() {
                 let Ok(mut s) = stream else { continue };
                 let mut reader = BufReader::new(s.try_clone().unwrap());
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
-                let mut body = vec![0; len];
-                if reader.read_exact(&mut body).is_err() {
+                let Some(body) = read_body(&mut reader) else {
                     continue;
-                }
+                };
                 let status = if f.load(Ordering::SeqCst) {
                     *r.lock().unwrap() += 1;
                     "503 Service Unavailable"
@@ -93,6 +79,26 @@ impl Receiver {
             })
             .collect()
     }
+}
+
+/// Reads one HTTP request's headers and returns its body (by Content-Length).
+fn read_body(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    Some(body)
 }
 
 fn wait_for(what: &str, f: impl Fn() -> bool) {
@@ -272,23 +278,9 @@ fn tls_receiver() -> (String, String, Arc<Mutex<Vec<String>>>) {
                 continue;
             };
             let mut reader = BufReader::new(rustls::StreamOwned::new(conn, stream));
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; len];
-            if reader.read_exact(&mut body).is_err() {
+            let Some(body) = read_body(&mut reader) else {
                 continue;
-            }
+            };
             if let Ok(j) = serde_json::from_slice::<serde_json::Value>(&body)
                 && let Some(key) = j["Records"][0]["s3"]["object"]["key"].as_str()
             {

@@ -82,16 +82,11 @@ fn https_client(endpoint: &str, ca_pem: &[u8]) -> aws_sdk_s3::Client {
                 .expect("TLS context"),
         )
         .build_https();
-    let creds = aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "t");
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .credentials_provider(creds)
-        .force_path_style(true)
-        .http_client(http)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+    aws_sdk_s3::Client::from_conf(
+        common::config_for(endpoint, ACCESS_KEY, SECRET_KEY)
+            .http_client(http)
+            .build(),
+    )
 }
 
 async fn body(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>, String> {

@@ -377,41 +377,12 @@ impl<M: MetaStore> QueryApi<M> {
             audit.set(decided);
             return r;
         }
-        let claimed = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(sigv4::parse_authorization)
-            .and_then(Result::ok)
-            .map(|s| s.access_key.to_owned())
-            .unwrap_or_default();
         let prefix = match service {
             Service::Iam => "iam",
             Service::Sts => "sts",
             Service::Kms => "kms",
         };
-        let mut decided = feiyun_audit::Decided {
-            principal: if claimed.is_empty() {
-                "anonymous".into()
-            } else {
-                claimed.clone()
-            },
-            access_key: claimed,
-            action: format!("{prefix}:{action}"),
-            decision: "AuthFailed".into(),
-            ..Default::default()
-        };
-        let caller = match self.authenticate(&parts.method, &parts.uri, &parts.headers, body) {
-            Ok(c) => c,
-            Err(e) => {
-                audit.set(decided);
-                return Err(e);
-            }
-        };
-        decided.tenant = caller.principal.account.clone();
-        decided.principal = caller.principal.arn.clone();
-        // Actions that need no permission (GetCallerIdentity) stay "Allow".
-        decided.decision = "Allow".into();
+        let (caller, decided) = self.sign_in(parts, body, format!("{prefix}:{action}"), audit)?;
         let context = self.context_for(parts, peer, &caller);
         let cx = Ctx {
             account: caller.principal.account.clone(),
@@ -426,14 +397,50 @@ impl<M: MetaStore> QueryApi<M> {
             Service::Sts => sts_ops::run(&self.iam, action, &cx).await,
             Service::Kms => unreachable_kms(),
         };
-        if let Ok(mut d) = cx.audit.lock() {
-            if r.as_ref().is_err_and(|e| e.status == StatusCode::FORBIDDEN) && d.decision == "Allow"
-            {
-                d.decision = "Deny".into();
+        finish(&cx, audit, r)
+    }
+
+    /// Authenticates a signed request and starts its audit record (a failure is recorded
+    /// here); the caller is allowed until a policy says otherwise.
+    fn sign_in(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        action: String,
+        audit: &feiyun_audit::Slot,
+    ) -> Result<(Arc<Caller>, feiyun_audit::Decided), ApiError> {
+        let claimed = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(sigv4::parse_authorization)
+            .and_then(Result::ok)
+            .map(|s| s.access_key.to_owned())
+            .unwrap_or_default();
+        let mut decided = feiyun_audit::Decided {
+            principal: if claimed.is_empty() {
+                "anonymous".into()
+            } else {
+                claimed.clone()
+            },
+            access_key: claimed,
+            action,
+            decision: "AuthFailed".into(),
+            ..Default::default()
+        };
+        match self.authenticate(&parts.method, &parts.uri, &parts.headers, body) {
+            Ok(caller) => {
+                decided.tenant = caller.principal.account.clone();
+                decided.principal = caller.principal.arn.clone();
+                // Actions that need no permission (GetCallerIdentity) stay "Allow".
+                decided.decision = "Allow".into();
+                Ok((caller, decided))
             }
-            audit.set(std::mem::take(&mut d));
+            Err(e) => {
+                audit.set(decided);
+                Err(e)
+            }
         }
-        r
     }
 
     async fn kms_dispatch(
@@ -450,22 +457,7 @@ impl<M: MetaStore> QueryApi<M> {
             .and_then(|t| t.strip_prefix("TrentService."))
             .unwrap_or("")
             .to_owned();
-        let mut decided = feiyun_audit::Decided {
-            action: format!("kms:{action}"),
-            decision: "AuthFailed".into(),
-            ..Default::default()
-        };
-        let caller = match self.authenticate(&parts.method, &parts.uri, &parts.headers, body) {
-            Ok(c) => c,
-            Err(e) => {
-                audit.set(decided);
-                return Err(e);
-            }
-        };
-        decided.tenant = caller.principal.account.clone();
-        decided.principal = caller.principal.arn.clone();
-        decided.access_key = caller.access_key.clone();
-        decided.decision = "Allow".into();
+        let (caller, decided) = self.sign_in(parts, body, format!("kms:{action}"), audit)?;
         let Some(kms) = &self.kms else {
             audit.set(decided);
             return Err(ApiError::new(
@@ -507,13 +499,7 @@ impl<M: MetaStore> QueryApi<M> {
             min_session_secs: self.min_session_secs,
         };
         let r = kms_ops::run(kms, &action, &cx, &json).await;
-        if let Ok(mut d) = cx.audit.lock() {
-            if r.as_ref().is_err_and(|e| e.code == "AccessDenied") && d.decision == "Allow" {
-                d.decision = "Deny".into();
-            }
-            audit.set(std::mem::take(&mut d));
-        }
-        r
+        finish(&cx, audit, r)
     }
 
     /// The condition keys every authenticated IAM, STS or KMS request carries.
@@ -645,6 +631,21 @@ pub(crate) fn truncation(x: &mut xml::Xml, next: Option<String>) {
             x.leaf("IsTruncated", "false");
         }
     }
+}
+
+/// Hands the request's audit record over, marked Deny when a policy refused it.
+fn finish<T>(
+    cx: &Ctx<'_>,
+    audit: &feiyun_audit::Slot,
+    r: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    if let Ok(mut d) = cx.audit.lock() {
+        if r.as_ref().is_err_and(|e| e.status == StatusCode::FORBIDDEN) && d.decision == "Allow" {
+            d.decision = "Deny".into();
+        }
+        audit.set(std::mem::take(&mut d));
+    }
+    r
 }
 
 /// `dispatch` never sees KMS requests (`handle` routes them to `kms_dispatch`).

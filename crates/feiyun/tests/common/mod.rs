@@ -116,15 +116,18 @@ impl Drop for Region {
 }
 
 pub fn client_for(endpoint: &str, ak: &str, sk: &str) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(config_for(endpoint, ak, sk).build())
+}
+
+/// The SDK configuration every test client starts from (path style, us-east-1).
+pub fn config_for(endpoint: &str, ak: &str, sk: &str) -> aws_sdk_s3::config::Builder {
     let creds = aws_credential_types::Credentials::new(ak, sk, None, None, "test");
-    let conf = aws_sdk_s3::Config::builder()
+    aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
         .credentials_provider(creds)
         .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
 }
 
 pub struct RawResponse {
