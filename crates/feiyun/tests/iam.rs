@@ -76,6 +76,8 @@ async fn identities_and_sessions_survive_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let (key, secret, session) = {
         let r = Region::start_in(tmp.path());
+        // The master key came from FEIYUN_MASTER_KEY: none is written beside the data.
+        assert!(!tmp.path().join("master.key").exists());
         root(&r, &[("Action", "CreateUser"), ("UserName", "keeper")]);
         root(
             &r,

@@ -151,6 +151,9 @@ async fn self_signed_region_serves_https_and_keeps_its_ca() {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "the private key is the owner's only");
+        // No master key configured here: the embedded default generated one, owner-only.
+        let master = std::fs::metadata(tmp.path().join("master.key")).unwrap();
+        assert_eq!(master.permissions().mode() & 0o777, 0o600);
     }
 }
 

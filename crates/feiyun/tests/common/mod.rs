@@ -12,6 +12,9 @@ use std::time::Duration;
 
 pub const ACCESS_KEY: &str = "FYTESTACCESSKEY00001";
 pub const SECRET_KEY: &str = "fy-test-secret-key-0123456789abcdefghijk";
+/// A fixed master key, as an operator would pass it (base64 of 32 bytes), so restarts of one
+/// data directory keep their KMS keys and no test writes `master.key` beside its data.
+pub const MASTER_KEY: &str = "ZmVpeXVuLXRlc3QtbWFzdGVyLWtleS0zMi1ieXRlcyE=";
 
 pub struct Region {
     pub child: Child,
@@ -50,6 +53,7 @@ impl Region {
             .arg(dir)
             .env("FEIYUN_ROOT_ACCESS_KEY", ACCESS_KEY)
             .env("FEIYUN_ROOT_SECRET_KEY", SECRET_KEY)
+            .env("FEIYUN_MASTER_KEY", MASTER_KEY)
             .env(
                 "FEIYUN_LOG",
                 std::env::var("FEIYUN_TEST_LOG").unwrap_or_else(|_| "warn,s3s=off".into()),
