@@ -118,21 +118,7 @@ async fn identities_and_sessions_survive_restart() {
             .is_err(),
         "and still only that policy"
     );
-    let creds = aws_credential_types::Credentials::new(
-        &session.0,
-        &session.1,
-        Some(session.2.clone()),
-        None,
-        "test",
-    );
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .endpoint_url(r.endpoint())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .credentials_provider(creds)
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+    common::session_client(&r.endpoint(), &session.0, &session.1, &session.2)
         .list_buckets()
         .send()
         .await
@@ -339,21 +325,12 @@ async fn web_identity_from_the_configured_issuer() {
     let x = ok.body_text();
     assert_eq!(field(&x, "SubjectFromWebIdentityToken"), "user-7");
     assert!(field(&x, "Arn").ends_with(":assumed-role/web/browser"));
-    let creds = aws_credential_types::Credentials::new(
-        field(&x, "AccessKeyId"),
-        field(&x, "SecretAccessKey"),
-        Some(field(&x, "SessionToken")),
-        None,
-        "web",
+    let web = common::session_client(
+        &r.endpoint(),
+        &field(&x, "AccessKeyId"),
+        &field(&x, "SecretAccessKey"),
+        &field(&x, "SessionToken"),
     );
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .endpoint_url(r.endpoint())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .credentials_provider(creds)
-        .force_path_style(true)
-        .build();
-    let web = aws_sdk_s3::Client::from_conf(conf);
     web.list_objects_v2()
         .bucket("web-data")
         .send()

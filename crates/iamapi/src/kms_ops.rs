@@ -115,6 +115,21 @@ fn key_arn<M: MetaStore>(kms: &Kms<M>, cx: &Ctx<'_>, key_ref: &str) -> Result<St
     Ok(kms.describe(&cx.account, key_ref)?.arn)
 }
 
+/// The ARN of the key a ciphertext names, to authorize against before decrypting. A blob
+/// that names no key of this account is an invalid ciphertext, as a deleted key's are.
+fn ciphertext_key_arn<M: MetaStore>(
+    kms: &Kms<M>,
+    account: &str,
+    ciphertext: &[u8],
+) -> Result<String, ApiError> {
+    let id = kms.key_of(ciphertext).ok_or(KmsError::InvalidCiphertext)?;
+    match kms.describe(account, &id) {
+        Ok(m) => Ok(m.arn),
+        Err(KmsError::NotFound(_)) => Err(KmsError::InvalidCiphertext.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub(crate) async fn run<M: MetaStore>(
     kms: &Kms<M>,
     action: &str,
@@ -244,14 +259,7 @@ pub(crate) async fn run<M: MetaStore>(
             let ct = blob(body, "CiphertextBlob")?;
             // Authorized on the key the ciphertext names; decrypting checks it is usable.
             let expected = string(body, "KeyId")?;
-            let owner = kms
-                .key_of(&ct)
-                .ok_or_else(|| ApiError::from(KmsError::InvalidCiphertext))?;
-            let arn = match kms.describe(account, &owner) {
-                Ok(m) => m.arn,
-                Err(KmsError::NotFound(_)) => return Err(KmsError::InvalidCiphertext.into()),
-                Err(e) => return Err(e.into()),
-            };
+            let arn = ciphertext_key_arn(kms, account, &ct)?;
             cx.authorize("kms:Decrypt", &arn)?;
             let (m, plain) =
                 kms.decrypt(account, &ct, &context(body, "EncryptionContext")?, expected)?;
@@ -295,14 +303,7 @@ pub(crate) async fn run<M: MetaStore>(
         "ReEncrypt" => {
             let ct = blob(body, "CiphertextBlob")?;
             let dest = required(body, "DestinationKeyId")?;
-            let source = kms
-                .key_of(&ct)
-                .ok_or_else(|| ApiError::from(KmsError::InvalidCiphertext))?;
-            let source_arn = match kms.describe(account, &source) {
-                Ok(m) => m.arn,
-                Err(KmsError::NotFound(_)) => return Err(KmsError::InvalidCiphertext.into()),
-                Err(e) => return Err(e.into()),
-            };
+            let source_arn = ciphertext_key_arn(kms, account, &ct)?;
             cx.authorize("kms:ReEncryptFrom", &source_arn)?;
             cx.authorize("kms:ReEncryptTo", &key_arn(kms, cx, dest)?)?;
             let (m, out) = kms.re_encrypt(

@@ -122,16 +122,7 @@ async fn assume_role<M: MetaStore>(
             "Roles may not be assumed by root accounts.",
         ));
     }
-    let parsed = Arn::parse(arn)
-        .filter(|a| a.service == "iam" && a.resource.starts_with("role/"))
-        .ok_or_else(|| ApiError::validation(format!("{arn} is not a valid role ARN")))?;
-    let role_account = parsed.account.to_owned();
-    let role_name = parsed
-        .resource
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let (role_account, role_name) = role_of(arn)?;
     let st = iam.snapshot();
     let role = st
         .role(&role_account, &role_name)
@@ -347,16 +338,7 @@ pub(crate) async fn assume_role_with_web_identity<M: MetaStore>(
             )
         }
     })?;
-    let parsed = Arn::parse(arn)
-        .filter(|a| a.service == "iam" && a.resource.starts_with("role/"))
-        .ok_or_else(|| ApiError::validation(format!("{arn} is not a valid role ARN")))?;
-    let role_account = parsed.account.to_owned();
-    let role_name = parsed
-        .resource
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let (role_account, role_name) = role_of(arn)?;
     let provider_arn = oidc.provider_arn(&role_account);
     audit.tenant = role_account.clone();
     audit.principal = format!("{provider_arn}:{}", claims.sub);
@@ -472,4 +454,13 @@ fn credentials(x: &mut Xml, s: &SessionRecord) {
         .leaf("SessionToken", &s.token)
         .leaf("Expiration", &iso8601(s.expires))
         .close("Credentials");
+}
+
+/// The account and name a role ARN names (`arn:aws:iam::ACCOUNT:role/PATH/NAME`).
+fn role_of(arn: &str) -> Result<(String, String), ApiError> {
+    let parsed = Arn::parse(arn)
+        .filter(|a| a.service == "iam" && a.resource.starts_with("role/"))
+        .ok_or_else(|| ApiError::validation(format!("{arn} is not a valid role ARN")))?;
+    let name = parsed.resource.rsplit('/').next().unwrap_or_default();
+    Ok((parsed.account.to_owned(), name.to_owned()))
 }

@@ -559,13 +559,7 @@ impl<M: MetaStore> Kms<M> {
         ctx: &Context,
         expected: Option<&str>,
     ) -> Result<(KeyMetadata, Vec<u8>), KmsError> {
-        if ciphertext.len() < HEADER_LEN + TAG_LEN || &ciphertext[..4] != CIPHERTEXT_MAGIC {
-            return Err(KmsError::InvalidCiphertext);
-        }
-        let id_bytes: [u8; ID_LEN] = ciphertext[4..4 + ID_LEN]
-            .try_into()
-            .map_err(|_| KmsError::InvalidCiphertext)?;
-        let id = uuid::Uuid::from_bytes(id_bytes).to_string();
+        let id = self.key_of(ciphertext).ok_or(KmsError::InvalidCiphertext)?;
         let mut v = [0u8; 4];
         v.copy_from_slice(&ciphertext[4 + ID_LEN..8 + ID_LEN]);
         let version = u32::from_be_bytes(v);

@@ -123,6 +123,16 @@ pub fn client_for(endpoint: &str, ak: &str, sk: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config_for(endpoint, ak, sk).build())
 }
 
+/// A client signing with temporary credentials (an STS session).
+pub fn session_client(endpoint: &str, ak: &str, sk: &str, token: &str) -> aws_sdk_s3::Client {
+    let creds = aws_credential_types::Credentials::new(ak, sk, Some(token.to_owned()), None, "sts");
+    aws_sdk_s3::Client::from_conf(
+        config_for(endpoint, ak, sk)
+            .credentials_provider(creds)
+            .build(),
+    )
+}
+
 /// The SDK configuration every test client starts from (path style, us-east-1).
 pub fn config_for(endpoint: &str, ak: &str, sk: &str) -> aws_sdk_s3::config::Builder {
     let creds = aws_credential_types::Credentials::new(ak, sk, None, None, "test");
