@@ -8,6 +8,10 @@
 //! footer  : crc32c(index): u32 LE | reserved: u32 | frame count: u64 LE | payload length: u64 LE
 //! ```
 //!
+//! Encrypted cold blobs (`FYBLOBZS`) compress first, then seal each frame's stored bytes
+//! with AES-256-GCM (see `seal.rs`): a 16-byte tag replaces the crc32c; the index keeps the
+//! stored lengths and its crc.
+//!
 //! Checksums cover the bytes as stored, so a flipped bit is caught before zstd ever sees it,
 //! and the decompressed length of every frame is checked against the frame size. The footer
 //! repeats the payload length, which must match the metadata record's.
@@ -18,9 +22,11 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use crate::local::{frame_crc, fsync_dir, read_end};
+use crate::seal::Guard;
 use crate::{BlobError, BlobId, FRAME_SIZE, HEADER_LEN};
 
 pub const COLD_MAGIC: &[u8; 8] = b"FYBLOBZ1";
+pub const COLD_SEALED_MAGIC: &[u8; 8] = b"FYBLOBZS";
 const FOOTER_LEN: u64 = 24;
 const RAW_BIT: u32 = 1 << 31;
 /// zstd level 3: the library's default, ~3× on text at several hundred MB/s per core.
@@ -33,14 +39,19 @@ pub struct ColdWriter {
     scratch: Vec<u8>,
     index: Vec<u32>,
     len: u64,
+    guard: Guard,
     compressor: zstd::bulk::Compressor<'static>,
 }
 
 impl ColdWriter {
-    pub(crate) fn new(file: File, path: PathBuf) -> Result<Self, BlobError> {
+    pub(crate) fn new(file: File, path: PathBuf, guard: Guard) -> Result<Self, BlobError> {
         let mut out = BufWriter::with_capacity(1024 * 1024, file);
         let mut header = [0u8; HEADER_LEN as usize];
-        header[..8].copy_from_slice(COLD_MAGIC);
+        header[..8].copy_from_slice(if guard.sealed() {
+            COLD_SEALED_MAGIC
+        } else {
+            COLD_MAGIC
+        });
         header[8..12].copy_from_slice(&(FRAME_SIZE as u32).to_le_bytes());
         out.write_all(&header)?;
         Ok(Self {
@@ -50,23 +61,28 @@ impl ColdWriter {
             scratch: Vec::with_capacity(zstd::zstd_safe::compress_bound(FRAME_SIZE)),
             index: Vec::new(),
             len: 0,
+            guard,
             compressor: zstd::bulk::Compressor::new(LEVEL)?,
         })
     }
 
-    fn seal_frame(&mut self) -> Result<(), BlobError> {
+    /// Seals the buffered frame; a full frame waits for more data (or `finish`) because the
+    /// last frame is sealed as last.
+    fn seal_frame(&mut self, last: bool) -> Result<(), BlobError> {
         self.scratch.clear();
         self.compressor
             .compress_to_buffer(&self.frame, &mut self.scratch)?;
         // Incompressible frames stay raw: no gain on disk and no decompression on read.
-        let (stored, entry) = if self.scratch.len() < self.frame.len() {
-            (&self.scratch, self.scratch.len() as u32)
+        let entry = if self.scratch.len() < self.frame.len() {
+            self.scratch.len() as u32
         } else {
-            (&self.frame, self.frame.len() as u32 | RAW_BIT)
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&self.frame);
+            self.frame.len() as u32 | RAW_BIT
         };
         let i = self.index.len() as u64;
-        self.out.write_all(stored)?;
-        self.out.write_all(&frame_crc(i, stored).to_le_bytes())?;
+        self.guard.seal(i, last, &mut self.scratch);
+        self.out.write_all(&self.scratch)?;
         self.index.push(entry);
         self.frame.clear();
         Ok(())
@@ -75,12 +91,12 @@ impl ColdWriter {
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), BlobError> {
         self.len += data.len() as u64;
         while !data.is_empty() {
+            if self.frame.len() == FRAME_SIZE {
+                self.seal_frame(false)?;
+            }
             let n = (FRAME_SIZE - self.frame.len()).min(data.len());
             self.frame.extend_from_slice(&data[..n]);
             data = &data[n..];
-            if self.frame.len() == FRAME_SIZE {
-                self.seal_frame()?;
-            }
         }
         Ok(())
     }
@@ -91,7 +107,7 @@ impl ColdWriter {
 
     pub fn finish(mut self) -> Result<u64, BlobError> {
         if !self.frame.is_empty() {
-            self.seal_frame()?;
+            self.seal_frame(true)?;
         }
         let index: Vec<u8> = self.index.iter().flat_map(|e| e.to_le_bytes()).collect();
         self.out.write_all(&index)?;
@@ -116,13 +132,14 @@ pub struct ColdReader {
     /// Where frame i starts on disk (`frames + 1` entries; the last is where the index starts).
     starts: Vec<u64>,
     raw: Vec<bool>,
+    guard: Guard,
     buf: Vec<u8>,
     decompressor: zstd::bulk::Decompressor<'static>,
 }
 
 impl ColdReader {
     /// Validates footer and index against the file size and the expected payload length.
-    pub(crate) fn open(id: BlobId, file: File, len: u64) -> Result<Self, BlobError> {
+    pub(crate) fn open(id: BlobId, file: File, len: u64, guard: Guard) -> Result<Self, BlobError> {
         let corrupt = |reason: String| BlobError::Corrupt { id, reason };
         let on_disk = file.metadata()?.len();
         if on_disk < HEADER_LEN + FOOTER_LEN {
@@ -136,6 +153,9 @@ impl ColdReader {
             u64::from_le_bytes(b)
         };
         let (index_crc, frames, stored_len) = (word(0..4) as u32, word(8..16), word(16..24));
+        if word(4..8) != 0 {
+            return Err(corrupt("bad footer".into()));
+        }
         if stored_len != len || frames != len.div_ceil(FRAME_SIZE as u64) {
             return Err(corrupt(format!(
                 "footer says {stored_len} bytes in {frames} frames, expected {len}"
@@ -153,7 +173,15 @@ impl ColdReader {
         }
         let mut header = [0u8; HEADER_LEN as usize];
         file.read_exact_at(&mut header, 0)?;
-        if &header[..8] != COLD_MAGIC || header[8..12] != (FRAME_SIZE as u32).to_le_bytes() {
+        let magic = if guard.sealed() {
+            COLD_SEALED_MAGIC
+        } else {
+            COLD_MAGIC
+        };
+        if &header[..8] != magic
+            || header[12..] != [0; 4]
+            || header[8..12] != (FRAME_SIZE as u32).to_le_bytes()
+        {
             return Err(corrupt("bad header".into()));
         }
         let mut starts = Vec::with_capacity(frames as usize + 1);
@@ -163,7 +191,7 @@ impl ColdReader {
             let e = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
             starts.push(at);
             raw.push(e & RAW_BIT != 0);
-            at += u64::from(e & !RAW_BIT) + 4;
+            at += u64::from(e & !RAW_BIT) + guard.trailer_len() as u64;
         }
         starts.push(at);
         if at != index_at {
@@ -175,6 +203,7 @@ impl ColdReader {
             len,
             starts,
             raw,
+            guard,
             buf: Vec::new(),
             decompressor: zstd::bulk::Decompressor::new()?,
         })
@@ -192,23 +221,16 @@ impl ColdReader {
         self.file.read_exact_at(&mut self.buf, disk_start)?;
         let mut out = Vec::with_capacity(len);
         let mut plain = Vec::with_capacity(FRAME_SIZE);
+        let final_frame = (self.len - 1) / frame;
         for i in first..=last {
             let at = (self.starts[i as usize] - disk_start) as usize;
-            let stop = (self.starts[i as usize + 1] - disk_start) as usize - 4;
-            let stored = &self.buf[at..stop];
-            let crc = u32::from_le_bytes([
-                self.buf[stop],
-                self.buf[stop + 1],
-                self.buf[stop + 2],
-                self.buf[stop + 3],
-            ]);
-            let corrupt = |reason: String| BlobError::Corrupt {
-                id: self.id,
-                reason,
-            };
-            if frame_crc(i, stored) != crc {
-                return Err(corrupt(format!("frame {i} failed its checksum")));
-            }
+            let stop = (self.starts[i as usize + 1] - disk_start) as usize;
+            let id = self.id;
+            let corrupt = |reason: String| BlobError::Corrupt { id, reason };
+            let stored = self
+                .guard
+                .open(i, i == final_frame, &mut self.buf[at..stop])
+                .map_err(corrupt)?;
             let want = frame.min(self.len - i * frame) as usize;
             let payload: &[u8] = if self.raw[i as usize] {
                 stored

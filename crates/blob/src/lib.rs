@@ -12,14 +12,21 @@
 //!
 //! Cold blobs (`FYBLOBZ1`) compress each frame on its own; see `cold.rs`.
 //!
+//! Encrypted blobs (`FYBLOBS1`, and `FYBLOBZS` for cold ones) have the same layout with a
+//! 16-byte AES-256-GCM tag in place of each crc32c; see `seal.rs`. Whether a blob is
+//! encrypted is decided by its metadata record (the caller passes the key), never by the
+//! magic, so a plaintext file swapped in for an encrypted one is refused.
+//!
 //! The frame index is inside each checksum, so swapped or repeated frames fail; the expected
 //! length comes from the metadata record, so a truncated or extended file fails on open.
 //! All calls here are blocking; callers run them off the async runtime.
 
 mod cold;
 mod local;
+mod seal;
 
 pub use local::{LocalBlobReader, LocalBlobStore, LocalBlobWriter};
+pub use seal::FrameKey;
 
 use std::fmt;
 
@@ -28,6 +35,7 @@ use std::fmt;
 pub const FRAME_SIZE: usize = 64 * 1024;
 pub const HEADER_LEN: u64 = 16;
 pub const MAGIC: &[u8; 8] = b"FYBLOB01";
+pub const SEALED_MAGIC: &[u8; 8] = b"FYBLOBS1";
 /// Largest single `read` a reader serves, so one call never allocates without bound.
 pub const MAX_READ: usize = 16 * 1024 * 1024;
 
@@ -89,13 +97,16 @@ pub trait BlobStore: Send + Sync + 'static {
     type Writer: BlobWriter;
     type Reader: BlobReader;
 
-    /// Starts a new blob. Nothing is durable until [`BlobWriter::finish`] returns.
-    fn create(&self, id: BlobId) -> Result<Self::Writer, BlobError>;
+    /// Starts a new blob, encrypted under `key` when given (a key must never be used for
+    /// a second blob). Nothing is durable until [`BlobWriter::finish`] returns.
+    fn create(&self, id: BlobId, key: Option<&FrameKey>) -> Result<Self::Writer, BlobError>;
     /// Starts a blob of the local cold class: stored compressed frame by frame, read back
     /// through the same [`BlobStore::open`].
-    fn create_cold(&self, id: BlobId) -> Result<Self::Writer, BlobError>;
-    /// Opens a blob whose payload is `len` bytes long (from the metadata record).
-    fn open(&self, id: BlobId, len: u64) -> Result<Self::Reader, BlobError>;
+    fn create_cold(&self, id: BlobId, key: Option<&FrameKey>) -> Result<Self::Writer, BlobError>;
+    /// Opens a blob whose payload is `len` bytes long (from the metadata record), with the
+    /// key it was written under, if any.
+    fn open(&self, id: BlobId, len: u64, key: Option<&FrameKey>)
+    -> Result<Self::Reader, BlobError>;
     /// Removes a blob; a missing one is not an error (deletion is retried after crashes).
     fn delete(&self, id: BlobId) -> Result<(), BlobError>;
     fn exists(&self, id: BlobId) -> Result<bool, BlobError>;

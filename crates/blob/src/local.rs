@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 
 use crc_fast::{CrcAlgorithm, Digest};
 
-use crate::cold::{COLD_MAGIC, ColdReader, ColdWriter};
+use crate::cold::{COLD_MAGIC, COLD_SEALED_MAGIC, ColdReader, ColdWriter};
+use crate::seal::{FrameKey, Guard};
 use crate::{
     BlobError, BlobId, BlobReader, BlobStore, BlobWriter, FRAME_SIZE, HEADER_LEN, MAGIC, MAX_READ,
+    SEALED_MAGIC,
 };
-
-const CRC_LEN: u64 = 4;
 
 pub struct LocalBlobStore {
     root: PathBuf,
@@ -39,9 +39,14 @@ impl LocalBlobStore {
         self.root.join(&hex[..2]).join(hex)
     }
 
-    /// Size on disk of a blob whose payload is `len` bytes.
-    pub fn file_len(len: u64) -> u64 {
-        HEADER_LEN + len + frames(len) * CRC_LEN
+    /// Size on disk of a blob whose payload is `len` bytes (`sealed`: encrypted).
+    pub fn file_len(len: u64, sealed: bool) -> u64 {
+        let trailer = if sealed {
+            crate::seal::TAG_LEN
+        } else {
+            crate::seal::CRC_LEN
+        };
+        HEADER_LEN + len + frames(len) * trailer as u64
     }
 }
 
@@ -49,32 +54,46 @@ impl BlobStore for LocalBlobStore {
     type Writer = LocalBlobWriter;
     type Reader = LocalBlobReader;
 
-    fn create(&self, id: BlobId) -> Result<LocalBlobWriter, BlobError> {
+    fn create(&self, id: BlobId, key: Option<&FrameKey>) -> Result<LocalBlobWriter, BlobError> {
         let path = self.path(id);
         let file = create_new(&path)?;
         let mut out = BufWriter::with_capacity(1024 * 1024, file);
+        let guard = Guard::new(id, key);
         let mut header = [0u8; HEADER_LEN as usize];
-        header[..8].copy_from_slice(MAGIC);
+        header[..8].copy_from_slice(if guard.sealed() { SEALED_MAGIC } else { MAGIC });
         header[8..12].copy_from_slice(&(FRAME_SIZE as u32).to_le_bytes());
         out.write_all(&header)?;
         Ok(LocalBlobWriter(Writer::Plain(PlainWriter {
             out,
             path,
-            frame: Vec::with_capacity(FRAME_SIZE),
+            frame: Vec::with_capacity(FRAME_SIZE + guard.trailer_len()),
+            guard,
             frame_index: 0,
             len: 0,
         })))
     }
 
-    fn create_cold(&self, id: BlobId) -> Result<LocalBlobWriter, BlobError> {
+    fn create_cold(
+        &self,
+        id: BlobId,
+        key: Option<&FrameKey>,
+    ) -> Result<LocalBlobWriter, BlobError> {
         let path = self.path(id);
         let file = create_new(&path)?;
         Ok(LocalBlobWriter(Writer::Cold(Box::new(ColdWriter::new(
-            file, path,
+            file,
+            path,
+            Guard::new(id, key),
         )?))))
     }
 
-    fn open(&self, id: BlobId, len: u64) -> Result<LocalBlobReader, BlobError> {
+    fn open(
+        &self,
+        id: BlobId,
+        len: u64,
+        key: Option<&FrameKey>,
+    ) -> Result<LocalBlobReader, BlobError> {
+        let guard = Guard::new(id, key);
         let file = match File::open(self.path(id)) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -83,24 +102,31 @@ impl BlobStore for LocalBlobStore {
             Err(e) => return Err(e.into()),
         };
         let mut magic = [0u8; 8];
-        if file.read_exact_at(&mut magic, 0).is_ok() && &magic == COLD_MAGIC {
+        let cold = if guard.sealed() {
+            COLD_SEALED_MAGIC
+        } else {
+            COLD_MAGIC
+        };
+        if file.read_exact_at(&mut magic, 0).is_ok() && &magic == cold {
             return Ok(LocalBlobReader(Reader::Cold(Box::new(ColdReader::open(
-                id, file, len,
+                id, file, len, guard,
             )?))));
         }
         let on_disk = file.metadata()?.len();
-        if on_disk != LocalBlobStore::file_len(len) {
+        let want = LocalBlobStore::file_len(len, guard.sealed());
+        if on_disk != want {
             return Err(BlobError::Corrupt {
                 id,
-                reason: format!(
-                    "file is {on_disk} bytes, expected {}",
-                    LocalBlobStore::file_len(len)
-                ),
+                reason: format!("file is {on_disk} bytes, expected {want}"),
             });
         }
         let mut header = [0u8; HEADER_LEN as usize];
         file.read_exact_at(&mut header, 0)?;
-        if &header[..8] != MAGIC || header[8..12] != (FRAME_SIZE as u32).to_le_bytes() {
+        let magic = if guard.sealed() { SEALED_MAGIC } else { MAGIC };
+        if &header[..8] != magic
+            || header[8..12] != (FRAME_SIZE as u32).to_le_bytes()
+            || header[12..] != [0; 4]
+        {
             return Err(BlobError::Corrupt {
                 id,
                 reason: "bad header".into(),
@@ -110,6 +136,7 @@ impl BlobStore for LocalBlobStore {
             id,
             file,
             len,
+            guard,
             buf: Vec::new(),
         })))
     }
@@ -138,16 +165,18 @@ enum Writer {
 struct PlainWriter {
     out: BufWriter<File>,
     path: PathBuf,
+    /// The frame being filled. A full frame is sealed only once more data arrives (or at
+    /// `finish`), because the last frame is sealed as last.
     frame: Vec<u8>,
+    guard: Guard,
     frame_index: u64,
     len: u64,
 }
 
 impl PlainWriter {
-    fn seal_frame(&mut self) -> Result<(), BlobError> {
-        let crc = frame_crc(self.frame_index, &self.frame);
+    fn seal_frame(&mut self, last: bool) -> Result<(), BlobError> {
+        self.guard.seal(self.frame_index, last, &mut self.frame);
         self.out.write_all(&self.frame)?;
-        self.out.write_all(&crc.to_le_bytes())?;
         self.frame.clear();
         self.frame_index += 1;
         Ok(())
@@ -181,20 +210,20 @@ impl PlainWriter {
     fn write(&mut self, mut data: &[u8]) -> Result<(), BlobError> {
         self.len += data.len() as u64;
         while !data.is_empty() {
+            if self.frame.len() == FRAME_SIZE {
+                self.seal_frame(false)?;
+            }
             let room = FRAME_SIZE - self.frame.len();
             let n = room.min(data.len());
             self.frame.extend_from_slice(&data[..n]);
             data = &data[n..];
-            if self.frame.len() == FRAME_SIZE {
-                self.seal_frame()?;
-            }
         }
         Ok(())
     }
 
     fn finish(mut self) -> Result<u64, BlobError> {
         if !self.frame.is_empty() {
-            self.seal_frame()?;
+            self.seal_frame(true)?;
         }
         let file = self.out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
@@ -226,6 +255,7 @@ struct PlainReader {
     id: BlobId,
     file: File,
     len: u64,
+    guard: Guard,
     buf: Vec<u8>,
 }
 
@@ -235,30 +265,28 @@ impl PlainReader {
             return Ok(Vec::new());
         };
         let frame = FRAME_SIZE as u64;
+        let trailer = self.guard.trailer_len();
         let first = offset / frame;
         let last = (end - 1) / frame;
+        let final_frame = (self.len - 1) / frame;
         let payload_start = first * frame;
         let payload_end = ((last + 1) * frame).min(self.len);
-        let disk_start = HEADER_LEN + first * (frame + CRC_LEN);
-        let disk_len = (payload_end - payload_start) + (last - first + 1) * CRC_LEN;
+        let disk_start = HEADER_LEN + first * (frame + trailer as u64);
+        let disk_len = (payload_end - payload_start) + (last - first + 1) * trailer as u64;
         self.buf.resize(disk_len as usize, 0);
         self.file.read_exact_at(&mut self.buf, disk_start)?;
         let mut out = Vec::with_capacity(len);
         let mut pos = 0usize;
         for i in first..=last {
             let plen = (frame.min(self.len - i * frame)) as usize;
-            let payload = &self.buf[pos..pos + plen];
-            let stored = u32::from_le_bytes(
-                self.buf[pos + plen..pos + plen + 4]
-                    .try_into()
-                    .map_err(|_| BlobError::OutOfRange(self.id))?,
-            );
-            if frame_crc(i, payload) != stored {
-                return Err(BlobError::Corrupt {
+            let stored = &mut self.buf[pos..pos + plen + trailer];
+            let payload = self
+                .guard
+                .open(i, i == final_frame, stored)
+                .map_err(|reason| BlobError::Corrupt {
                     id: self.id,
-                    reason: format!("frame {i} failed its checksum"),
-                });
-            }
+                    reason,
+                })?;
             let from = if i == first {
                 (offset - i * frame) as usize
             } else {
@@ -270,7 +298,7 @@ impl PlainReader {
                 plen
             };
             out.extend_from_slice(&payload[from..to]);
-            pos += plen + CRC_LEN as usize;
+            pos += plen + trailer;
         }
         debug_assert_eq!(out.len(), len);
         Ok(out)
@@ -328,11 +356,21 @@ mod tests {
     }
 
     fn write_as(store: &LocalBlobStore, data: &[u8], chunk: usize, cold: bool) -> BlobId {
+        write_with(store, data, chunk, cold, None)
+    }
+
+    fn write_with(
+        store: &LocalBlobStore,
+        data: &[u8],
+        chunk: usize,
+        cold: bool,
+        key: Option<&FrameKey>,
+    ) -> BlobId {
         let id = BlobId::random();
         let mut w = if cold {
-            store.create_cold(id).unwrap()
+            store.create_cold(id, key).unwrap()
         } else {
-            store.create(id).unwrap()
+            store.create(id, key).unwrap()
         };
         for c in data.chunks(chunk.max(1)) {
             w.write(c).unwrap();
@@ -344,7 +382,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
-        fn any_range_reads_back(len in 0usize..300_000, chunk in 1usize..100_000, a in any::<prop::sample::Index>(), b in any::<prop::sample::Index>(), cold in any::<bool>(), noisy in 0usize..300_000) {
+        fn any_range_reads_back(len in 0usize..300_000, chunk in 1usize..100_000, a in any::<prop::sample::Index>(), b in any::<prop::sample::Index>(), cold in any::<bool>(), sealed in any::<bool>(), noisy in 0usize..300_000) {
             let dir = tempfile::tempdir().unwrap();
             let store = LocalBlobStore::open(dir.path()).unwrap();
             // A compressible pattern with an incompressible stretch, so cold blobs hold both
@@ -357,8 +395,9 @@ mod tests {
                 x ^= x << 17;
                 *d = x as u8;
             }
-            let id = write_as(&store, &data, chunk, cold);
-            let mut r = store.open(id, len as u64).unwrap();
+            let key = sealed.then(|| FrameKey::generate().unwrap());
+            let id = write_with(&store, &data, chunk, cold, key.as_ref());
+            let mut r = store.open(id, len as u64, key.as_ref()).unwrap();
             let (x, y) = if len == 0 { (0, 0) } else {
                 let x = a.index(len); let y = b.index(len);
                 (x.min(y), x.max(y) + 1)
@@ -378,7 +417,7 @@ mod tests {
 
         // Wrong expected length.
         assert!(matches!(
-            store.open(id, data.len() as u64 + 1),
+            store.open(id, data.len() as u64 + 1, None),
             Err(BlobError::Corrupt { .. })
         ));
 
@@ -387,7 +426,7 @@ mod tests {
         let at = (HEADER_LEN as usize) + 2 * (FRAME_SIZE + 4) + 17;
         bytes[at] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
-        let mut r = store.open(id, data.len() as u64).unwrap();
+        let mut r = store.open(id, data.len() as u64, None).unwrap();
         assert_eq!(r.read(0, 100).unwrap(), &data[..100]);
         assert!(matches!(
             r.read(0, data.len()),
@@ -402,13 +441,13 @@ mod tests {
         let (a, b) = bytes[h..h + 2 * f].split_at_mut(f);
         a.swap_with_slice(b);
         std::fs::write(&path, &bytes).unwrap();
-        let mut r = store.open(id, data.len() as u64).unwrap();
+        let mut r = store.open(id, data.len() as u64, None).unwrap();
         assert!(r.read(0, 10).is_err());
 
         // Truncated file.
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
         assert!(matches!(
-            store.open(id, data.len() as u64),
+            store.open(id, data.len() as u64, None),
             Err(BlobError::Corrupt { .. })
         ));
     }
@@ -426,14 +465,14 @@ mod tests {
             "{} bytes on disk",
             bytes.len()
         );
-        let mut r = store.open(id, data.len() as u64).unwrap();
+        let mut r = store.open(id, data.len() as u64, None).unwrap();
         assert_eq!(r.read(0, data.len()).unwrap(), data);
         assert_eq!(
             r.read(3 * FRAME_SIZE as u64 - 5, 10).unwrap(),
             &data[3 * FRAME_SIZE - 5..3 * FRAME_SIZE + 5]
         );
         assert!(matches!(
-            store.open(id, data.len() as u64 - 1),
+            store.open(id, data.len() as u64 - 1, None),
             Err(BlobError::Corrupt { .. })
         ));
         // Every single-byte flip is either refused on open or caught by the frames it hits;
@@ -442,7 +481,7 @@ mod tests {
             let mut bad = bytes.clone();
             bad[at] ^= 0x10;
             std::fs::write(&path, &bad).unwrap();
-            if let Ok(mut r) = store.open(id, data.len() as u64) {
+            if let Ok(mut r) = store.open(id, data.len() as u64, None) {
                 match r.read(0, data.len()) {
                     Ok(got) => assert_eq!(got, data, "flip at {at} returned wrong bytes"),
                     Err(e) => assert!(matches!(e, BlobError::Corrupt { .. }), "{e}"),
@@ -450,7 +489,74 @@ mod tests {
             }
         }
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
-        assert!(store.open(id, data.len() as u64).is_err());
+        assert!(store.open(id, data.len() as u64, None).is_err());
+    }
+
+    /// Encrypted blobs: no plaintext on disk; a flipped byte, two swapped frames, a cut at a
+    /// frame boundary, a wrong key or a missing key are all refused, never served.
+    #[test]
+    fn sealed_blobs_hide_data_and_refuse_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::open(dir.path()).unwrap();
+        let marker = b"FEIYUN-PLAINTEXT-MARKER";
+        let data: Vec<u8> = marker
+            .iter()
+            .copied()
+            .cycle()
+            .take(4 * FRAME_SIZE)
+            .collect();
+        for cold in [false, true] {
+            let key = FrameKey::generate().unwrap();
+            let id = write_with(&store, &data, 50_000, cold, Some(&key));
+            let path = store.path(id);
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(marker.len()).any(|w| w == marker),
+                "cold={cold}"
+            );
+            let len = data.len() as u64;
+            let read_all = |k: Option<&FrameKey>| store.open(id, len, k)?.read(0, data.len());
+            assert_eq!(read_all(Some(&key)).unwrap(), data);
+            assert!(read_all(None).is_err(), "opened without its key");
+            assert!(read_all(Some(&FrameKey::generate().unwrap())).is_err());
+            let step = if cold { 3 } else { 4093 };
+            for at in (0..bytes.len()).step_by(step) {
+                let mut bad = bytes.clone();
+                bad[at] ^= 0x01;
+                std::fs::write(&path, &bad).unwrap();
+                assert!(read_all(Some(&key)).is_err(), "cold={cold} flip at {at}");
+            }
+            if !cold {
+                let f = FRAME_SIZE + crate::seal::TAG_LEN;
+                let h = HEADER_LEN as usize;
+                let mut swapped = bytes.clone();
+                let (a, b) = swapped[h..h + 2 * f].split_at_mut(f);
+                a.swap_with_slice(b);
+                std::fs::write(&path, &swapped).unwrap();
+                assert!(
+                    store
+                        .open(id, len, Some(&key))
+                        .unwrap()
+                        .read(0, 10)
+                        .is_err()
+                );
+                // Cut after frame 2, and told (by a forged record) that this is the length.
+                std::fs::write(&path, &bytes[..h + 3 * f]).unwrap();
+                let mut r = store.open(id, 3 * FRAME_SIZE as u64, Some(&key)).unwrap();
+                assert_eq!(
+                    r.read(0, 10).unwrap(),
+                    &data[..10],
+                    "earlier frames still read"
+                );
+                assert!(r.read(2 * FRAME_SIZE as u64, 10).is_err(), "new last frame");
+                // A plaintext blob put where the encrypted one was is refused.
+                let plain = write_blob(&store, &data, 70_000);
+                std::fs::copy(store.path(plain), &path).unwrap();
+                assert!(store.open(id, len, Some(&key)).is_err());
+            }
+            std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+            assert!(read_all(Some(&key)).is_err());
+        }
     }
 
     #[test]
@@ -460,6 +566,9 @@ mod tests {
         let id = write_blob(&store, b"hello", 5);
         store.delete(id).unwrap();
         store.delete(id).unwrap();
-        assert!(matches!(store.open(id, 5), Err(BlobError::NotFound(_))));
+        assert!(matches!(
+            store.open(id, 5, None),
+            Err(BlobError::NotFound(_))
+        ));
     }
 }
