@@ -46,7 +46,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest object stored inline in the metadata store instead of a data file.
     pub inline_threshold: usize,
-    /// Length of a lifecycle "day" in seconds: 86400, or a few seconds to test rules quickly.
+    /// Length of a "day" in seconds for lifecycle rules and KMS key-deletion waiting periods:
+    /// 86400, or a few seconds to test them quickly.
     pub lifecycle_day_secs: u64,
     /// Seconds between lifecycle worker runs.
     pub lifecycle_interval_secs: u64,
@@ -74,6 +75,11 @@ pub struct Config {
     pub master_key: Option<String>,
     /// A file holding the master key (base64), kept outside the data directory.
     pub master_key_file: Option<PathBuf>,
+    /// Encrypt objects with SSE-S3 when neither request nor bucket names a mode (default
+    /// on, as S3). Off only for disks that already encrypt, or to measure the cost.
+    pub encrypt_at_rest: bool,
+    /// Accept SSE-C keys over plain HTTP (tests only; S3 refuses them).
+    pub sse_c_over_http: bool,
 }
 
 impl Config {
@@ -111,6 +117,8 @@ pub struct ConfigOverrides {
     #[serde(skip)]
     pub master_key: Option<String>,
     pub master_key_file: Option<PathBuf>,
+    pub encrypt_at_rest: Option<bool>,
+    pub sse_c_over_http: Option<bool>,
 }
 
 impl ConfigOverrides {
@@ -180,6 +188,14 @@ impl ConfigOverrides {
             },
             tls_listen: get("FEIYUN_TLS_LISTEN"),
             master_key: get("FEIYUN_MASTER_KEY"),
+            encrypt_at_rest: match get("FEIYUN_ENCRYPT_AT_REST") {
+                None => None,
+                Some(v) => Some(parse_bool("FEIYUN_ENCRYPT_AT_REST", &v)?),
+            },
+            sse_c_over_http: match get("FEIYUN_SSE_C_OVER_HTTP") {
+                None => None,
+                Some(v) => Some(parse_bool("FEIYUN_SSE_C_OVER_HTTP", &v)?),
+            },
             master_key_file: get("FEIYUN_MASTER_KEY_FILE").map(PathBuf::from),
         })
     }
@@ -213,6 +229,8 @@ impl ConfigOverrides {
             tls_listen: self.tls_listen.or(lower.tls_listen),
             master_key: self.master_key.or(lower.master_key),
             master_key_file: self.master_key_file.or(lower.master_key_file),
+            encrypt_at_rest: self.encrypt_at_rest.or(lower.encrypt_at_rest),
+            sse_c_over_http: self.sse_c_over_http.or(lower.sse_c_over_http),
         }
     }
 
@@ -330,6 +348,8 @@ impl ConfigOverrides {
             tls_listen,
             master_key: self.master_key,
             master_key_file: self.master_key_file,
+            encrypt_at_rest: self.encrypt_at_rest.unwrap_or(true),
+            sse_c_over_http: self.sse_c_over_http.unwrap_or(false),
         })
     }
 }

@@ -129,8 +129,11 @@ async fn flipped_byte_in_a_metadata_value_is_never_served() {
         .take(2000)
         .copied()
         .collect();
+    // Plaintext at rest, so the test can find the record by its content: the metadata
+    // envelope is what is under test here (encrypted inline data has its own tag too).
+    let plain = [("FEIYUN_ENCRYPT_AT_REST", "false")];
     {
-        let mut r = Region::start_in(dir.path());
+        let mut r = Region::start_with(dir.path(), &plain);
         let c = r.client();
         c.create_bucket().bucket("corrupt").send().await.unwrap();
         c.put_object()
@@ -158,7 +161,7 @@ async fn flipped_byte_in_a_metadata_value_is_never_served() {
     assert!(flipped >= 1, "canary not found in the metadata file");
     std::fs::write(&path, &db).unwrap();
 
-    let r = Region::start_in(dir.path());
+    let r = Region::start_with(dir.path(), &plain);
     let c = r.client();
     let got = c.get_object().bucket("corrupt").key("inline").send().await;
     let err = got.expect_err("corrupted metadata was served");

@@ -955,10 +955,6 @@ async fn unconfigured_bucket_settings_say_so() {
     let c = r.client();
     c.create_bucket().bucket("plain").send().await.unwrap();
     assert_eq!(
-        code(c.get_bucket_encryption().bucket("plain").send().await),
-        "ServerSideEncryptionConfigurationNotFoundError"
-    );
-    assert_eq!(
         code(c.get_bucket_policy().bucket("plain").send().await),
         "NoSuchBucketPolicy"
     );

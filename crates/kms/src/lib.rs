@@ -120,6 +120,8 @@ pub struct Kms<M> {
     meta: std::sync::Arc<M>,
     master: MasterKey,
     region: String,
+    /// Seconds in a day of the deletion waiting period (tests shorten it).
+    day_secs: i64,
 }
 
 fn record_key(account: &str, id: &str) -> Vec<u8> {
@@ -170,11 +172,65 @@ impl<M: MetaStore> Kms<M> {
             meta,
             master,
             region: region.to_owned(),
+            day_secs: 86_400,
         }
+    }
+
+    /// Shortens (or lengthens) the day the deletion waiting period counts in; for tests.
+    #[must_use]
+    pub fn with_day_secs(mut self, secs: i64) -> Self {
+        self.day_secs = secs.max(1);
+        self
     }
 
     pub fn region(&self) -> &str {
         &self.region
+    }
+
+    /// The region master key, for secrets that belong to no customer key (SSE-S3 data keys,
+    /// SSE-C key checks).
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// The account's AWS managed key for a service (`alias/aws/s3`), created on first use,
+    /// as AWS does when SSE-KMS names no key.
+    pub async fn managed_key(
+        &self,
+        account: &str,
+        service: &str,
+        now: i64,
+    ) -> Result<KeyMetadata, KmsError> {
+        let alias = format!("aws/{service}");
+        for _ in 0..3 {
+            match self.describe(account, &format!("alias/{alias}")) {
+                Err(KmsError::NotFound(_)) => {}
+                found => return found,
+            }
+            let key = self
+                .create_key(
+                    account,
+                    &format!(
+                        "Default key that protects my {service} data when no other key is defined"
+                    ),
+                    now,
+                )
+                .await?;
+            let mut b = WriteBatch::new();
+            b.check_absent(Table::Kms, alias_key(account, &alias));
+            b.put(
+                Table::Kms,
+                alias_key(account, &alias),
+                key.key_id.clone().into_bytes(),
+            );
+            match self.meta.commit(b).await {
+                Ok(()) => return Ok(key),
+                // Another request made it first: use theirs (ours stays, unused).
+                Err(MetaError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.describe(account, &format!("alias/{alias}"))
     }
 
     /// The key id a ciphertext names, if it is one of ours (nothing is checked yet).
@@ -349,7 +405,7 @@ impl<M: MetaStore> Kms<M> {
                 )));
             }
             r.state = KeyState::PendingDeletion;
-            r.deletion_date = Some(now + i64::from(days) * 86_400);
+            r.deletion_date = Some(now + i64::from(days) * self.day_secs);
             Ok(())
         })
         .await

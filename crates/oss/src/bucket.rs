@@ -45,6 +45,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             object_lock,
             default_retention: None,
             owner: owner.clone(),
+            encryption: None,
         };
         let mut batch = WriteBatch::new();
         batch.check_absent(Table::Buckets, keys::bucket(name)).put(

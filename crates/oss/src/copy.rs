@@ -6,7 +6,6 @@ use std::sync::Arc;
 use feiyun_blob::BlobStore;
 use feiyun_meta::MetaStore;
 
-use crate::checksum::ChecksumAlgorithm;
 use crate::conditions::Conditions;
 use crate::get::{ByteRange, GetRequest};
 use crate::multipart::PartInfo;
@@ -21,13 +20,16 @@ pub struct CopySource {
     pub key: String,
     pub version: Option<crate::VersionSelector>,
     pub conditions: Conditions,
+    /// `x-amz-copy-source-server-side-encryption-customer-*`: the source's SSE-C key.
+    pub customer: Option<crate::sse::CustomerKey>,
 }
 
 impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     /// Copies the source's bytes to `dst`; `headers` replaces the metadata (REPLACE) or, when
     /// `None`, the source's metadata is kept (COPY). `settings` carries the new version's lock
-    /// settings and storage class, and its tags when the flag says REPLACE. Returns the new
-    /// object, and the source with whether its bucket is versioned.
+    /// settings and storage class, and its tags when the flag says REPLACE. `spec` names the
+    /// checksum and the destination's encryption (S3 never carries the source's over).
+    /// Returns the new object, and the source with whether its bucket is versioned.
     pub async fn copy_object(
         self: &Arc<Self>,
         src: &CopySource,
@@ -35,13 +37,14 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         dst_key: &str,
         headers: Option<ObjectHeaders>,
         settings: (ObjectHeaders, bool),
-        checksum_algorithm: Option<ChecksumAlgorithm>,
+        spec: WriteSpec,
     ) -> Result<(PutOutcome, (ObjectRecord, bool)), OssError> {
         keys::validate_object_key(dst_key)?;
-        self.require_bucket(dst_bucket).await?;
+        let sealing = self.sealing_for_new(dst_bucket, dst_key, &spec).await?;
         let (source, versioned) = self
             .load_version(&src.bucket, &src.key, src.version)
             .await?;
+        self.check_customer_key(source.sse(), src.customer.as_ref(), &src.bucket, &src.key)?;
         src.conditions
             .check_copy_source(&source.etag, source.last_modified_ms)?;
         if source.size > MAX_PUT_SIZE {
@@ -49,17 +52,32 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 "a source larger than 5 GiB must be copied with UploadPartCopy".into(),
             ));
         }
-        let algorithm = checksum_algorithm.or(source.checksum.as_ref().map(|c| c.algorithm));
-        let body = self.open_body(&source, 0, source.size).await?;
+        let algorithm = spec
+            .checksum_algorithm
+            .or(source.checksum.as_ref().map(|c| c.algorithm));
+        let at = (src.bucket.as_str(), src.key.as_str(), src.customer.as_ref());
+        let body = self.open_body(&source, 0, source.size, at).await?;
         let spec = WriteSpec {
             checksum_algorithm: algorithm,
             want_payload_sha256: false,
             declared_len: Some(source.size),
             // S3 copies into STANDARD unless the request names a class.
             cold: settings.0.storage_class.is_some(),
+            ..spec
         };
+        let seal = sealing.as_deref().map(|sealing| crate::put::SealAt {
+            sealing,
+            bucket: dst_bucket,
+            key: dst_key,
+        });
         let staged = self
-            .stage(body, &spec, MAX_PUT_SIZE, self.config.inline_threshold)
+            .stage(
+                body,
+                &spec,
+                MAX_PUT_SIZE,
+                self.config.inline_threshold,
+                seal,
+            )
             .await?;
         let mut headers = headers.unwrap_or_else(|| ObjectHeaders::of(&source));
         let (settings, replace_tags) = settings;
@@ -77,6 +95,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 dst_key,
                 headers,
                 staged,
+                sealing.as_deref(),
                 crate::events::EventCause::Copy,
             )
             .await?;
@@ -93,12 +112,14 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         key: &str,
         upload_id: &str,
         part_number: u32,
+        customer: Option<crate::sse::CustomerKey>,
     ) -> Result<(PartInfo, ObjectRecord), OssError> {
         let req = GetRequest {
             range,
             part_number: None,
             conditions: Conditions::default(),
             version: src.version,
+            customer: src.customer.clone(),
         };
         let read = self.get_object(&src.bucket, &src.key, &req).await?;
         src.conditions
@@ -112,6 +133,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             want_payload_sha256: false,
             declared_len: Some(read.content_length),
             cold: false,
+            sse: customer.map(crate::sse::SseRequest::Customer),
+            account: String::new(),
         };
         let info = self
             .upload_part(bucket, key, upload_id, part_number, spec, body, |_| Ok(()))

@@ -15,6 +15,7 @@ use futures::Stream;
 
 use crate::conditions::Conditions;
 use crate::records::{BlobRef, ObjectData, ObjectRecord};
+use crate::sse::{CustomerKey, KeyPlace};
 use crate::{ObjectService, OssError};
 
 /// Bytes per read call while streaming a blob.
@@ -62,6 +63,8 @@ pub struct GetRequest {
     pub conditions: Conditions,
     /// `versionId`; the current version when `None`.
     pub version: Option<crate::VersionSelector>,
+    /// The SSE-C key the request carries (required for SSE-C objects, refused for others).
+    pub customer: Option<CustomerKey>,
 }
 
 pub type ObjectBody = Pin<Box<dyn Stream<Item = Result<Bytes, OssError>> + Send>>;
@@ -86,6 +89,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         req: &GetRequest,
     ) -> Result<ObjectRead, OssError> {
         let (record, versioned) = self.load_version(bucket, key, req.version).await?;
+        self.check_customer_key(record.sse(), req.customer.as_ref(), bucket, key)?;
         let (span, parts_count) = select(&record, req)?;
         let (start, end) = span.unwrap_or((0, record.size));
         Ok(ObjectRead {
@@ -110,7 +114,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         loop {
             let mut read = self.head_object(bucket, key, req).await?;
             let (start, end) = read.span.unwrap_or((0, read.record.size));
-            match self.open_body(&read.record, start, end).await {
+            let at = (bucket, key, req.customer.as_ref());
+            match self.open_body(&read.record, start, end, at).await {
                 Ok(body) => {
                     read.body = Some(body);
                     return Ok(read);
@@ -123,23 +128,48 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         }
     }
 
-    /// A stream of bytes `[start, end)` of the object, first chunk already verified.
+    /// A stream of bytes `[start, end)` of the object at `(bucket, key)`, first chunk
+    /// already verified; encrypted objects are decrypted with keys opened for the blobs the
+    /// span touches only.
     pub(crate) async fn open_body(
         self: &Arc<Self>,
         record: &ObjectRecord,
         start: u64,
         end: u64,
+        (bucket, key, customer): (&str, &str, Option<&CustomerKey>),
     ) -> Result<ObjectBody, OssError> {
         self.stats
             .bytes_read
             .fetch_add(end - start, std::sync::atomic::Ordering::Relaxed);
+        let data_key = |i: usize, blob| -> Result<Option<feiyun_blob::FrameKey>, OssError> {
+            let Some(enc) = &record.encryption else {
+                return Ok(None);
+            };
+            let sealed = enc
+                .keys
+                .get(i)
+                .ok_or_else(|| OssError::Corrupt("a blob has no data key".into()))?;
+            let place = KeyPlace { bucket, key, blob };
+            self.open_data_key(&enc.mode, sealed, customer, place)
+                .map(Some)
+        };
         match &record.data {
             ObjectData::Inline(data) => {
-                let bytes = Bytes::copy_from_slice(&data[start as usize..end as usize]);
+                let plain = match data_key(0, None)? {
+                    Some(k) => std::borrow::Cow::Owned(crate::sse::open_inline(&k, data)?),
+                    None => std::borrow::Cow::Borrowed(&data[..]),
+                };
+                let bytes = plain
+                    .get(start as usize..end as usize)
+                    .map(Bytes::copy_from_slice)
+                    .ok_or_else(|| OssError::Corrupt("inline object is short".into()))?;
                 Ok(Box::pin(futures::stream::once(async move { Ok(bytes) })))
             }
             ObjectData::Blobs(blobs) => {
-                let segs = segments(blobs, start, end);
+                let mut segs = segments(blobs, start, end);
+                for s in &mut segs {
+                    s.key = data_key(s.index, Some(s.blob.id))?.map(Arc::new);
+                }
                 let ids: Vec<_> = segs.iter().map(|s| s.blob.id).collect();
                 let leases = self.leases.clone();
                 let lease = self.blocking(move |_, b| leases.acquire(b, ids)).await?;
@@ -175,7 +205,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         &self,
         cursor: &mut BlobCursor<B::Reader>,
     ) -> Result<Option<Bytes>, OssError> {
-        let Some(seg) = cursor.segments.first().copied() else {
+        let Some(seg) = cursor.segments.first().cloned() else {
             return Ok(None);
         };
         let n = READ_CHUNK.min(seg.len as usize);
@@ -184,7 +214,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         let joined = tokio::task::spawn_blocking(move || -> Result<_, BlobError> {
             let mut r = match reader {
                 Some(r) => r,
-                None => blobs.open(seg.blob.id, seg.blob.len)?,
+                None => blobs.open(seg.blob.id, seg.blob.len, seg.key.as_deref())?,
             };
             let data = r.read(seg.offset, n)?;
             Ok((r, data))
@@ -218,26 +248,31 @@ struct BlobCursor<R> {
     _lease: crate::lease::Lease,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Segment {
     blob: BlobRef,
+    /// The blob's position in the record (which data key is its).
+    index: usize,
     offset: u64,
     len: u64,
+    key: Option<Arc<feiyun_blob::FrameKey>>,
 }
 
 /// The pieces of each blob that make up object bytes `[start, end)`.
 fn segments(blobs: &[BlobRef], start: u64, end: u64) -> Vec<Segment> {
     let mut out = Vec::new();
     let mut base = 0u64;
-    for b in blobs {
+    for (index, b) in blobs.iter().enumerate() {
         let (lo, hi) = (base, base + b.len);
         let s = start.max(lo);
         let e = end.min(hi);
         if s < e {
             out.push(Segment {
                 blob: *b,
+                index,
                 offset: s - lo,
                 len: e - s,
+                key: None,
             });
         }
         base = hi;

@@ -30,6 +30,8 @@ pub struct PartInfo {
     pub size: u64,
     pub last_modified_ms: i64,
     pub checksum: Option<StoredChecksum>,
+    /// The upload's encryption (UploadPart's response repeats it); not set by ListParts.
+    pub sse: Option<crate::sse::SseMode>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,9 +74,10 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         headers: ObjectHeaders,
         checksum_algorithm: Option<ChecksumAlgorithm>,
         checksum_kind: Option<ChecksumKind>,
-    ) -> Result<String, OssError> {
+        sse: &WriteSpec,
+    ) -> Result<(String, Option<crate::sse::SseMode>), OssError> {
         keys::validate_object_key(key)?;
-        self.require_bucket(bucket).await?;
+        let sealing = self.sealing_for_new(bucket, key, sse).await?;
         if let (Some(alg), Some(ChecksumKind::FullObject)) = (checksum_algorithm, checksum_kind)
             && !alg.supports_full_object()
         {
@@ -91,6 +94,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             checksum_algorithm,
             checksum_kind: checksum_algorithm
                 .map(|_| checksum_kind.unwrap_or(ChecksumKind::Composite)),
+            sse: sealing.map(|s| s.mode.clone()),
         };
         let mut batch = WriteBatch::new();
         batch
@@ -104,7 +108,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             MetaError::Conflict(_) => OssError::NoSuchBucket,
             e => e.into(),
         })?;
-        Ok(upload_id)
+        Ok((upload_id, record.sse))
     }
 
     async fn load_upload(
@@ -161,15 +165,34 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             }
         }
         spec.cold = upload.headers.storage_class.is_some();
+        let customer = match spec.sse.take() {
+            Some(crate::sse::SseRequest::Customer(c)) => Some(c),
+            Some(_) => {
+                return Err(OssError::InvalidArgument(
+                    "UploadPart takes the encryption of its CreateMultipartUpload; only SSE-C keys may be sent".into(),
+                ));
+            }
+            None => None,
+        };
+        self.check_customer_key(upload.sse.as_ref(), customer.as_ref(), bucket, key)?;
+        let sealing = upload
+            .sse
+            .clone()
+            .map(|mode| crate::sse::Sealing::of(mode, customer));
+        let seal = sealing.as_ref().map(|sealing| crate::put::SealAt {
+            sealing,
+            bucket,
+            key,
+        });
         // Parts always go to blobs: completion references them without copying.
-        let staged = self.stage(body, &spec, MAX_PUT_SIZE, 0).await?;
+        let staged = self.stage(body, &spec, MAX_PUT_SIZE, 0, seal).await?;
         verify(&staged.digests)?;
         self.record_part(
             bucket,
             key,
             upload_id,
             part_number,
-            upload.checksum_algorithm,
+            (upload.checksum_algorithm, upload.sse.as_ref()),
             staged,
         )
         .await
@@ -181,18 +204,24 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         key: &str,
         upload_id: &str,
         part_number: u32,
-        upload_algorithm: Option<ChecksumAlgorithm>,
+        (upload_algorithm, sse): (Option<ChecksumAlgorithm>, Option<&crate::sse::SseMode>),
         mut staged: crate::put::Staged,
     ) -> Result<PartInfo, OssError> {
         let StagedData::Blob(blob) = staged.data else {
             return Err(OssError::Internal("part staged inline".into()));
         };
+        let key_pair = staged.key.take();
         let record = PartRecord {
             blob: blob.id,
             size: blob.len,
-            etag: staged.digests.md5_hex(),
+            etag: crate::sse::etag_for(
+                sse,
+                staged.digests.md5_hex(),
+                key_pair.as_ref().map(|k| &k.0),
+            ),
             last_modified_ms: now_millis(),
             checksum: upload_algorithm.map(|_| staged.digests.checksum.clone()),
+            sealed_key: key_pair.map(|k| serde_bytes::ByteBuf::from(k.1)),
         };
         let pkey = keys::part(upload_id, part_number);
         for _ in 0..crate::MAX_COMMIT_RETRIES {
@@ -224,6 +253,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                         size: record.size,
                         last_modified_ms: record.last_modified_ms,
                         checksum: record.checksum,
+                        sse: sse.cloned(),
                     });
                 }
                 Err(MetaError::Conflict(_)) => {
@@ -281,6 +311,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 size: r.size,
                 last_modified_ms: r.last_modified_ms,
                 checksum: r.checksum,
+                sse: None,
             });
         }
         let info = UploadInfo {
@@ -412,7 +443,21 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 alg.as_str()
             )));
         }
-        let record = ObjectRecord::new(
+        let encryption = match &upload.sse {
+            None => None,
+            Some(mode) => Some(crate::sse::Encryption {
+                mode: mode.clone(),
+                keys: chosen
+                    .iter()
+                    .map(|(_, p)| {
+                        p.sealed_key
+                            .clone()
+                            .ok_or_else(|| OssError::Corrupt("a part has no data key".into()))
+                    })
+                    .collect::<Result<_, _>>()?,
+            }),
+        };
+        let mut record = ObjectRecord::new(
             upload.headers.clone(),
             size,
             etag.clone(),
@@ -434,6 +479,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     .collect(),
             ),
         );
+        record.encryption = encryption;
         let used: Vec<BlobId> = chosen.iter().map(|(_, p)| p.blob).collect();
         let mut extra = WriteBatch::new();
         let ukey = keys::upload(bucket, key, upload_id);

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::checksum::{ChecksumAlgorithm, Digests, StreamHasher};
 use crate::records::{BlobRef, ObjectData, ObjectRecord};
+use crate::sse::{Encryption, KeyPlace, Sealing, SseMode, SseRequest};
 use crate::versions::Change;
 use crate::{ObjectService, OssError, keys};
 
@@ -80,6 +81,10 @@ pub struct WriteSpec {
     /// Write blobs in the cold (compressed) format. Set by the service from the object's
     /// storage class, never by the protocol edge.
     pub cold: bool,
+    /// The request's encryption headers; `None` takes the bucket's default.
+    pub sse: Option<SseRequest>,
+    /// The caller's account, whose KMS keys SSE-KMS names (when the bucket records none).
+    pub account: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +95,8 @@ pub struct PutOutcome {
     pub checksum: Option<crate::checksum::StoredChecksum>,
     /// `x-amz-version-id`; `None` in a bucket that was never versioned.
     pub version_id: Option<String>,
+    /// How the new object is encrypted, for the response's SSE headers.
+    pub sse: Option<SseMode>,
 }
 
 /// Data received and durable on disk (or in memory, if inline), not yet visible.
@@ -97,6 +104,16 @@ pub(crate) struct Staged {
     pub data: StagedData,
     pub digests: Digests,
     pub guard: Option<PendingBlobGuard>,
+    /// The data key (for the ETag) and its sealed form, when encrypted.
+    pub key: Option<(feiyun_blob::FrameKey, Vec<u8>)>,
+}
+
+/// Where staged data goes and how it is sealed.
+#[derive(Clone, Copy)]
+pub(crate) struct SealAt<'a> {
+    pub sealing: &'a Sealing,
+    pub bucket: &'a str,
+    pub key: &'a str,
 }
 
 pub(crate) enum StagedData {
@@ -121,22 +138,53 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         E: Into<OssError>,
     {
         keys::validate_object_key(key)?;
-        self.require_bucket(bucket).await?;
+        let sealing = self.sealing_for_new(bucket, key, &spec).await?;
         let spec = WriteSpec {
             cold: headers.storage_class.is_some(),
             ..spec
         };
+        let at = sealing.as_deref().map(|sealing| SealAt {
+            sealing,
+            bucket,
+            key,
+        });
         let staged = self
             .stage(
                 body,
                 &spec,
                 crate::MAX_PUT_SIZE,
                 self.config.inline_threshold,
+                at,
             )
             .await?;
         verify(&staged.digests)?;
-        self.commit_object(bucket, key, headers, staged, crate::events::EventCause::Put)
-            .await
+        self.commit_object(
+            bucket,
+            key,
+            headers,
+            staged,
+            sealing.as_deref(),
+            crate::events::EventCause::Put,
+        )
+        .await
+    }
+
+    /// How a new object at `bucket/key` is sealed: the request's headers, else the
+    /// bucket's default, else the region's. Fails for a missing bucket.
+    pub(crate) async fn sealing_for_new(
+        &self,
+        bucket: &str,
+        key: &str,
+        spec: &WriteSpec,
+    ) -> Result<Option<Arc<Sealing>>, OssError> {
+        let record = self.bucket(bucket).await?;
+        match &spec.sse {
+            Some(SseRequest::Customer(c)) => Ok(Some(self.sealing_for_customer(bucket, key, c)?)),
+            other => {
+                self.sealing_for(&record, other.as_ref(), &spec.account)
+                    .await
+            }
+        }
     }
 
     /// Writes a staged body as the object's new current content.
@@ -146,20 +194,33 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         key: &str,
         headers: ObjectHeaders,
         mut staged: Staged,
+        sealing: Option<&Sealing>,
         cause: crate::events::EventCause,
     ) -> Result<PutOutcome, OssError> {
         let data = match &staged.data {
             StagedData::Inline(b) => ObjectData::Inline(b.clone()),
             StagedData::Blob(r) => ObjectData::Blobs(vec![*r]),
         };
-        let record = ObjectRecord::new(
+        let mode = sealing.map(|s| &s.mode);
+        let etag = crate::sse::etag_for(
+            mode,
+            staged.digests.md5_hex(),
+            staged.key.as_ref().map(|k| &k.0),
+        );
+        let mut record = ObjectRecord::new(
             headers,
             staged.digests.size,
-            staged.digests.md5_hex(),
+            etag,
             Some(staged.digests.checksum.clone()),
             Vec::new(),
             data,
         );
+        if let (Some(mode), Some((_, sealed))) = (mode, staged.key.take()) {
+            record.encryption = Some(Encryption {
+                mode: mode.clone(),
+                keys: vec![serde_bytes::ByteBuf::from(sealed)],
+            });
+        }
         let pending: Vec<BlobId> = record.blobs().iter().map(|b| b.id).collect();
         let change = Change::Put {
             record: Box::new(record),
@@ -181,6 +242,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         spec: &WriteSpec,
         max_len: u64,
         inline_max: usize,
+        seal: Option<SealAt<'_>>,
     ) -> Result<Staged, OssError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
@@ -208,10 +270,25 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     let mut h =
                         StreamHasher::new(spec.checksum_algorithm, spec.want_payload_sha256);
                     h.update(&data);
+                    let key = match seal {
+                        None => None,
+                        Some(at) => Some(self.new_data_key(
+                            at.sealing,
+                            KeyPlace {
+                                bucket: at.bucket,
+                                key: at.key,
+                                blob: None,
+                            },
+                        )?),
+                    };
+                    if let Some((k, _)) = &key {
+                        data = crate::sse::seal_inline(k, data);
+                    }
                     return Ok(Staged {
                         data: StagedData::Inline(data),
                         digests: h.finish(),
                         guard: None,
+                        key,
                     });
                 }
                 Some(Err(e)) => return Err(e.into()),
@@ -230,6 +307,21 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         reg.put(Table::PendingBlobs, id.to_bytes().to_vec(), Vec::new());
         self.meta.commit(reg).await?;
         let guard = PendingBlobGuard::new(self.meta.clone(), self.blobs.clone(), id);
+        let key = match seal {
+            None => None,
+            Some(at) => Some(self.new_data_key(
+                at.sealing,
+                KeyPlace {
+                    bucket: at.bucket,
+                    key: at.key,
+                    blob: Some(id),
+                },
+            )?),
+        };
+        let frame_key = match &key {
+            Some((k, _)) => feiyun_blob::FrameKey::from_bytes(k.as_bytes()),
+            None => None,
+        };
 
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_CHUNKS);
         let blobs = self.blobs.clone();
@@ -238,9 +330,9 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         let cold = spec.cold;
         let worker = tokio::task::spawn_blocking(move || -> Result<Digests, OssError> {
             let mut w = if cold {
-                blobs.create_cold(id)?
+                blobs.create_cold(id, frame_key.as_ref())?
             } else {
-                blobs.create(id)?
+                blobs.create(id, frame_key.as_ref())?
             };
             let mut h = StreamHasher::new(algorithm, want_sha);
             while let Some(chunk) = rx.blocking_recv() {
@@ -279,6 +371,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             data: StagedData::Blob(BlobRef { id, len: total }),
             digests,
             guard: Some(guard),
+            key,
         })
     }
 
@@ -306,6 +399,7 @@ impl PutOutcome {
             last_modified_ms: r.last_modified_ms,
             checksum: r.checksum,
             version_id: applied.version_id,
+            sse: r.encryption.map(|e| e.mode),
         })
     }
 }

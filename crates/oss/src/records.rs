@@ -25,6 +25,9 @@ pub struct BucketRecord {
     /// which belong to the default account.
     #[serde(default)]
     pub owner: Option<String>,
+    /// Default encryption (PutBucketEncryption); `None` is the region default (SSE-S3).
+    #[serde(default)]
+    pub encryption: Option<crate::sse::BucketEncryption>,
 }
 
 /// A bucket's versioning state. `Unversioned` is only ever the initial state.
@@ -121,6 +124,9 @@ pub struct ObjectRecord {
     /// `None` is STANDARD.
     #[serde(default)]
     pub storage_class: Option<String>,
+    /// `None`: stored in plaintext (written before encryption at rest, or with it off).
+    #[serde(default)]
+    pub encryption: Option<crate::sse::Encryption>,
 }
 
 /// A version id: the high 64 bits are microseconds since the epoch (made strictly increasing
@@ -224,7 +230,12 @@ impl ObjectRecord {
             retention: headers.retention,
             legal_hold: headers.legal_hold,
             storage_class: headers.storage_class,
+            encryption: None,
         }
+    }
+
+    pub fn sse(&self) -> Option<&crate::sse::SseMode> {
+        self.encryption.as_ref().map(|e| &e.mode)
     }
 
     /// The version id as S3 shows it.
@@ -251,6 +262,9 @@ pub struct UploadRecord {
     pub headers: crate::put::ObjectHeaders,
     pub checksum_algorithm: Option<crate::checksum::ChecksumAlgorithm>,
     pub checksum_kind: Option<crate::checksum::ChecksumKind>,
+    /// How every part's data key is sealed (chosen at creation).
+    #[serde(default)]
+    pub sse: Option<crate::sse::SseMode>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -262,6 +276,8 @@ pub struct PartRecord {
     pub etag: String,
     pub last_modified_ms: i64,
     pub checksum: Option<StoredChecksum>,
+    #[serde(default)]
+    pub sealed_key: Option<serde_bytes::ByteBuf>,
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, OssError> {
@@ -320,6 +336,7 @@ pub(crate) mod tests {
             }),
             legal_hold: false,
             storage_class: None,
+            encryption: None,
         }
     }
 

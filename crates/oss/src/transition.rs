@@ -16,7 +16,7 @@
 //! version's bytes, ETag, checksums and retention are unchanged, as in S3.
 
 use crc_fast::{CrcAlgorithm, Digest};
-use feiyun_blob::{BlobId, BlobReader, BlobStore, BlobWriter};
+use feiyun_blob::{BlobId, BlobReader, BlobStore, BlobWriter, FrameKey};
 use feiyun_meta::{MetaStore, Table, WriteBatch};
 
 use crate::put::PendingBlobGuard;
@@ -84,11 +84,18 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     ) -> Result<bool, OssError> {
         let mut guards = Vec::new();
         let mut fresh = Vec::new();
+        let mut sealed_keys = Vec::new();
+        // The server cannot read SSE-C data without the customer's key, so it cannot
+        // recompress it: such versions stay where they are.
+        if matches!(seen.sse(), Some(crate::sse::SseMode::Customer { .. })) {
+            tracing::debug!(bucket, key, "SSE-C version not transitioned");
+            return Ok(false);
+        }
         // Already cold or inline: only the label changes.
         if seen.storage_class.is_none()
             && let ObjectData::Blobs(old) = &seen.data
         {
-            for b in old {
+            for (i, b) in old.iter().enumerate() {
                 let id = BlobId::random();
                 let mut reg = WriteBatch::new();
                 reg.put(Table::PendingBlobs, id.to_bytes().to_vec(), Vec::new());
@@ -98,10 +105,28 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     self.blobs.clone(),
                     id,
                 ));
+                // A fresh data key for the new blob: a key never encrypts two blobs.
+                let keys = match &seen.encryption {
+                    None => None,
+                    Some(enc) => {
+                        let sealed = enc
+                            .keys
+                            .get(i)
+                            .ok_or_else(|| OssError::Corrupt("a blob has no data key".into()))?;
+                        let place = |blob| crate::sse::KeyPlace { bucket, key, blob };
+                        let old_key =
+                            self.open_data_key(&enc.mode, sealed, None, place(Some(b.id)))?;
+                        let sealing = crate::sse::Sealing::of(enc.mode.clone(), None);
+                        let (new_key, new_sealed) = self.new_data_key(&sealing, place(Some(id)))?;
+                        sealed_keys.push(serde_bytes::ByteBuf::from(new_sealed));
+                        Some((old_key, new_key))
+                    }
+                };
                 let (blobs, from) = (self.blobs.clone(), *b);
-                let copied = tokio::task::spawn_blocking(move || copy_cold(&*blobs, from, id))
-                    .await
-                    .map_err(|e| OssError::Internal(format!("transition worker: {e}")))?;
+                let copied =
+                    tokio::task::spawn_blocking(move || copy_cold(&*blobs, from, id, keys))
+                        .await
+                        .map_err(|e| OssError::Internal(format!("transition worker: {e}")))?;
                 match copied {
                     Ok(()) => fresh.push(BlobRef { id, len: b.len }),
                     // Deleted meanwhile (its version went away): nothing to move.
@@ -123,6 +148,13 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         }
         let (expect, class) = (seen.data.clone(), class.to_owned());
         let new_data = (!fresh.is_empty()).then_some(ObjectData::Blobs(fresh));
+        let new_encryption = match (&seen.encryption, new_data.is_some()) {
+            (Some(enc), true) => Some(crate::sse::Encryption {
+                mode: enc.mode.clone(),
+                keys: sealed_keys,
+            }),
+            (other, _) => other.clone(),
+        };
         let updated = self
             .update_version_with(
                 bucket,
@@ -134,6 +166,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     }
                     if let Some(d) = &new_data {
                         rec.data = d.clone();
+                        rec.encryption = new_encryption.clone();
                     }
                     rec.storage_class = Some(class.clone());
                     Ok(())
@@ -167,9 +200,14 @@ fn copy_cold<B: BlobStore>(
     blobs: &B,
     from: BlobRef,
     to: BlobId,
+    keys: Option<(FrameKey, FrameKey)>,
 ) -> Result<(), feiyun_blob::BlobError> {
-    let mut src = blobs.open(from.id, from.len)?;
-    let mut w = blobs.create_cold(to)?;
+    let (from_key, to_key) = match &keys {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    };
+    let mut src = blobs.open(from.id, from.len, from_key)?;
+    let mut w = blobs.create_cold(to, to_key)?;
     let mut sent = Digest::new(CrcAlgorithm::Crc64Nvme);
     let mut at = 0u64;
     while at < from.len {
@@ -180,7 +218,7 @@ fn copy_cold<B: BlobStore>(
         at += n as u64;
     }
     w.finish()?;
-    let mut back = blobs.open(to, from.len)?;
+    let mut back = blobs.open(to, from.len, to_key)?;
     let mut got = Digest::new(CrcAlgorithm::Crc64Nvme);
     let mut at = 0u64;
     while at < from.len {

@@ -5,6 +5,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
 use crate::headers;
+use crate::sse::{CustomerHeaders, SseHeaders, sse_out};
 use crate::{FeiyunS3, fail};
 
 fn source(
@@ -28,6 +29,7 @@ fn source(
                 bucket: bucket.to_string(),
                 key: key.to_string(),
                 version,
+                customer: None,
                 conditions: Conditions {
                     if_match: headers::etag_conditions(if_match),
                     if_none_match: headers::etag_conditions(if_none_match),
@@ -65,7 +67,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let i = &req.input;
-        let src = source(
+        let mut src = source(
             &i.copy_source,
             &i.copy_source_if_match,
             &i.copy_source_if_none_match,
@@ -73,6 +75,32 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             i.copy_source_if_unmodified_since.as_ref(),
         )
         .map_err(fail(&req))?;
+        src.customer = self
+            .customer_key(
+                &req,
+                CustomerHeaders {
+                    algorithm: &i.copy_source_sse_customer_algorithm,
+                    key: &i.copy_source_sse_customer_key,
+                    md5: &i.copy_source_sse_customer_key_md5,
+                },
+            )
+            .map_err(fail(&req))?;
+        let sse = self
+            .sse_request(
+                &req,
+                SseHeaders {
+                    sse: &i.server_side_encryption,
+                    kms_key: &i.ssekms_key_id,
+                    context: &i.ssekms_encryption_context,
+                    bucket_key: i.bucket_key_enabled,
+                    customer: CustomerHeaders {
+                        algorithm: &i.sse_customer_algorithm,
+                        key: &i.sse_customer_key,
+                        md5: &i.sse_customer_key_md5,
+                    },
+                },
+            )
+            .map_err(fail(&req))?;
         let replace = match i.metadata_directive.as_ref().map(|d| d.as_str()) {
             None | Some("COPY") => false,
             Some("REPLACE") => true,
@@ -89,6 +117,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             && src.version.is_none()
             && i.checksum_algorithm.is_none()
             && i.storage_class.is_none()
+            && sse.is_none()
         {
             return Err(fail(&req)(OssError::InvalidArgument(
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.".into(),
@@ -131,7 +160,12 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
                 ))));
             }
         };
-        let algorithm = headers::algorithm(&i.checksum_algorithm).map_err(fail(&req))?;
+        let spec = feiyun_oss::WriteSpec {
+            checksum_algorithm: headers::algorithm(&i.checksum_algorithm).map_err(fail(&req))?,
+            sse,
+            account: self.caller_account(&req),
+            ..Default::default()
+        };
         let (out, source) = self
             .oss
             .copy_object(
@@ -140,12 +174,18 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
                 &i.key,
                 new_headers,
                 (settings, replace_tags),
-                algorithm,
+                spec,
             )
             .await
             .map_err(fail(&req))?;
         let c = headers::checksum_fields(out.checksum.as_ref());
+        let sse = sse_out(out.sse.as_ref());
         Ok(S3Response::new(CopyObjectOutput {
+            server_side_encryption: sse.sse,
+            ssekms_key_id: sse.kms_key,
+            bucket_key_enabled: sse.bucket_key,
+            sse_customer_algorithm: sse.customer_algorithm,
+            sse_customer_key_md5: sse.customer_md5,
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(headers::etag(&out.etag)),
                 last_modified: Some(headers::timestamp(out.last_modified_ms)),
@@ -167,7 +207,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let i = &req.input;
-        let src = source(
+        let mut src = source(
             &i.copy_source,
             &i.copy_source_if_match,
             &i.copy_source_if_none_match,
@@ -175,6 +215,26 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             i.copy_source_if_unmodified_since.as_ref(),
         )
         .map_err(fail(&req))?;
+        src.customer = self
+            .customer_key(
+                &req,
+                CustomerHeaders {
+                    algorithm: &i.copy_source_sse_customer_algorithm,
+                    key: &i.copy_source_sse_customer_key,
+                    md5: &i.copy_source_sse_customer_key_md5,
+                },
+            )
+            .map_err(fail(&req))?;
+        let customer = self
+            .customer_key(
+                &req,
+                CustomerHeaders {
+                    algorithm: &i.sse_customer_algorithm,
+                    key: &i.sse_customer_key,
+                    md5: &i.sse_customer_key_md5,
+                },
+            )
+            .map_err(fail(&req))?;
         let range = copy_range(&i.copy_source_range).map_err(fail(&req))?;
         if i.part_number < 1 {
             return Err(fail(&req)(OssError::InvalidArgument(
@@ -190,6 +250,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
                 &i.key,
                 &i.upload_id,
                 i.part_number as u32,
+                customer,
             )
             .await
             .map_err(fail(&req))?;

@@ -109,6 +109,8 @@ pub fn to_s3(e: OssError, request_id: Option<&str>) -> S3Error {
         ),
         OssError::NoSuchTagSet => (C::NoSuchTagSet, "The TagSet does not exist".into()),
         OssError::InvalidRequest(m) => (C::InvalidRequest, m.clone()),
+        OssError::InvalidEncryptionAlgorithm(m) => (C::InvalidEncryptionAlgorithmError, m.clone()),
+        OssError::Kms { code, message } => (C::Custom((*code).into()), message.clone()),
         OssError::MalformedXml(m) => (
             C::MalformedXML,
             format!(
@@ -136,6 +138,7 @@ pub fn to_s3(e: OssError, request_id: Option<&str>) -> S3Error {
     let mut err = S3Error::with_message(code, msg);
     match &e {
         OssError::ContentSha256Mismatch => err.set_status_code(http::StatusCode::BAD_REQUEST),
+        OssError::Kms { .. } => err.set_status_code(http::StatusCode::BAD_REQUEST),
         OssError::NotModified { .. } => err.set_status_code(http::StatusCode::NOT_MODIFIED),
         OssError::NotConfigured(_) => err.set_status_code(http::StatusCode::NOT_FOUND),
         OssError::DeleteMarker {

@@ -232,6 +232,8 @@ impl BodyChecks {
             want_payload_sha256: self.payload_sha256.is_some(),
             declared_len,
             cold: false,
+            sse: None,
+            account: String::new(),
         })
     }
 

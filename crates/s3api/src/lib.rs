@@ -19,6 +19,7 @@ mod multipart;
 mod notification;
 mod object;
 mod policy;
+mod sse;
 mod subresources;
 mod versioning;
 
@@ -44,6 +45,8 @@ pub struct FeiyunS3<M, B> {
     default_account: String,
     /// Ids of the webhook targets configured on this server (notification destinations).
     webhook_targets: Vec<String>,
+    /// Accept SSE-C keys over plain HTTP (tests only; S3 refuses them).
+    sse_c_over_http: bool,
 }
 
 impl<M, B> FeiyunS3<M, B> {
@@ -53,7 +56,15 @@ impl<M, B> FeiyunS3<M, B> {
             buckets: Arc::default(),
             default_account: String::new(),
             webhook_targets: Vec::new(),
+            sse_c_over_http: false,
         }
+    }
+
+    /// Accepts SSE-C keys on plain HTTP connections, which S3 refuses: for tests only.
+    #[must_use]
+    pub fn with_sse_c_over_http(mut self, allow: bool) -> Self {
+        self.sse_c_over_http = allow;
+        self
     }
 
     #[must_use]
@@ -321,6 +332,18 @@ where
         req: S3Request<GetBucketEncryptionInput>,
     ) -> Out<GetBucketEncryptionOutput> {
         self.op_get_bucket_encryption(req).await
+    }
+    async fn put_bucket_encryption(
+        &self,
+        req: S3Request<PutBucketEncryptionInput>,
+    ) -> Out<PutBucketEncryptionOutput> {
+        self.op_put_bucket_encryption(req).await
+    }
+    async fn delete_bucket_encryption(
+        &self,
+        req: S3Request<DeleteBucketEncryptionInput>,
+    ) -> Out<DeleteBucketEncryptionOutput> {
+        self.op_delete_bucket_encryption(req).await
     }
     async fn get_bucket_policy(
         &self,

@@ -6,6 +6,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
 use crate::headers::{self, BodyChecks};
+use crate::sse::{CustomerHeaders, SseHeaders, sse_out};
 use crate::{FeiyunS3, fail};
 
 impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
@@ -35,12 +36,38 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         .map_err(fail(&req))?;
         let algorithm = headers::algorithm(&i.checksum_algorithm).map_err(fail(&req))?;
         let kind = headers::checksum_kind(&i.checksum_type).map_err(fail(&req))?;
-        let upload_id = self
+        let spec = feiyun_oss::WriteSpec {
+            sse: self
+                .sse_request(
+                    &req,
+                    SseHeaders {
+                        sse: &i.server_side_encryption,
+                        kms_key: &i.ssekms_key_id,
+                        context: &i.ssekms_encryption_context,
+                        bucket_key: i.bucket_key_enabled,
+                        customer: CustomerHeaders {
+                            algorithm: &i.sse_customer_algorithm,
+                            key: &i.sse_customer_key,
+                            md5: &i.sse_customer_key_md5,
+                        },
+                    },
+                )
+                .map_err(fail(&req))?,
+            account: self.caller_account(&req),
+            ..Default::default()
+        };
+        let (upload_id, mode) = self
             .oss
-            .create_multipart_upload(&i.bucket, &i.key, h, algorithm, kind)
+            .create_multipart_upload(&i.bucket, &i.key, h, algorithm, kind, &spec)
             .await
             .map_err(fail(&req))?;
+        let sse = sse_out(mode.as_ref());
         Ok(S3Response::new(CreateMultipartUploadOutput {
+            server_side_encryption: sse.sse,
+            ssekms_key_id: sse.kms_key,
+            bucket_key_enabled: sse.bucket_key,
+            sse_customer_algorithm: sse.customer_algorithm,
+            sse_customer_key_md5: sse.customer_md5,
             bucket: Some(i.bucket.clone()),
             key: Some(i.key.clone()),
             upload_id: Some(upload_id),
@@ -72,7 +99,18 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         let checks =
             BodyChecks::from_request(&req, &i.checksum_algorithm, sent, i.content_md5.clone())
                 .map_err(fail(&req))?;
-        let spec = checks.spec(i.content_length).map_err(fail(&req))?;
+        let mut spec = checks.spec(i.content_length).map_err(fail(&req))?;
+        spec.sse = self
+            .customer_key(
+                &req,
+                CustomerHeaders {
+                    algorithm: &i.sse_customer_algorithm,
+                    key: &i.sse_customer_key,
+                    md5: &i.sse_customer_key_md5,
+                },
+            )
+            .map_err(fail(&req))?
+            .map(feiyun_oss::SseRequest::Customer);
         if i.part_number < 1 {
             return Err(fail(&req)(OssError::InvalidArgument(
                 "Part number must be an integer between 1 and 10000, inclusive".into(),
@@ -93,8 +131,14 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             .await
             .map_err(fail(&req))?;
         let c = headers::checksum_fields(part.checksum.as_ref());
+        let sse = sse_out(part.sse.as_ref());
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(headers::etag(&part.etag)),
+            server_side_encryption: sse.sse,
+            ssekms_key_id: sse.kms_key,
+            bucket_key_enabled: sse.bucket_key,
+            sse_customer_algorithm: sse.customer_algorithm,
+            sse_customer_key_md5: sse.customer_md5,
             checksum_crc32: c.0,
             checksum_crc32c: c.1,
             checksum_crc64nvme: c.2,
@@ -146,7 +190,11 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             .await
             .map_err(fail(&req))?;
         let c = headers::checksum_fields(out.checksum.as_ref());
+        let sse = sse_out(out.sse.as_ref());
         Ok(S3Response::new(CompleteMultipartUploadOutput {
+            server_side_encryption: sse.sse,
+            ssekms_key_id: sse.kms_key,
+            bucket_key_enabled: sse.bucket_key,
             bucket: Some(i.bucket.clone()),
             key: Some(i.key.clone()),
             e_tag: Some(headers::etag(&out.etag)),

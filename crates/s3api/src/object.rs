@@ -5,6 +5,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
 use crate::headers::{self, BodyChecks};
+use crate::sse::{CustomerHeaders, SseHeaders, sse_out};
 use crate::versioning::selector;
 use crate::{FeiyunS3, fail, request_id};
 
@@ -13,7 +14,13 @@ macro_rules! object_output {
     ($ty:ident, $read:expr, $m:expr) => {{
         let read = &$read;
         let m = $m;
+        let sse = sse_out(read.record.sse());
         $ty {
+            server_side_encryption: sse.sse,
+            ssekms_key_id: sse.kms_key,
+            bucket_key_enabled: sse.bucket_key,
+            sse_customer_algorithm: sse.customer_algorithm,
+            sse_customer_key_md5: sse.customer_md5,
             accept_ranges: Some("bytes".into()),
             content_length: Some(read.content_length as i64),
             content_range: m.content_range,
@@ -93,7 +100,24 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             &i.storage_class,
         )
         .map_err(fail(&req))?;
-        let spec = checks.spec(i.content_length).map_err(fail(&req))?;
+        let mut spec = checks.spec(i.content_length).map_err(fail(&req))?;
+        spec.sse = self
+            .sse_request(
+                &req,
+                SseHeaders {
+                    sse: &i.server_side_encryption,
+                    kms_key: &i.ssekms_key_id,
+                    context: &i.ssekms_encryption_context,
+                    bucket_key: i.bucket_key_enabled,
+                    customer: CustomerHeaders {
+                        algorithm: &i.sse_customer_algorithm,
+                        key: &i.sse_customer_key,
+                        md5: &i.sse_customer_key_md5,
+                    },
+                },
+            )
+            .map_err(fail(&req))?;
+        spec.account = self.caller_account(&req);
         let body = headers::request_body(body);
         let out = self
             .oss
@@ -103,8 +127,14 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             .await
             .map_err(fail(&req))?;
         let c = headers::checksum_fields(out.checksum.as_ref());
+        let sse = sse_out(out.sse.as_ref());
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(headers::etag(&out.etag)),
+            server_side_encryption: sse.sse,
+            ssekms_key_id: sse.kms_key,
+            bucket_key_enabled: sse.bucket_key,
+            sse_customer_algorithm: sse.customer_algorithm,
+            sse_customer_key_md5: sse.customer_md5,
             checksum_crc32: c.0,
             checksum_crc32c: c.1,
             checksum_crc64nvme: c.2,
@@ -132,6 +162,16 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         )
         .map_err(fail(&req))?;
         get.version = selector(&i.version_id).map_err(fail(&req))?;
+        get.customer = self
+            .customer_key(
+                &req,
+                CustomerHeaders {
+                    algorithm: &i.sse_customer_algorithm,
+                    key: &i.sse_customer_key,
+                    md5: &i.sse_customer_key_md5,
+                },
+            )
+            .map_err(fail(&req))?;
         let mut read = self
             .oss
             .get_object(&i.bucket, &i.key, &get)
@@ -167,6 +207,16 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         )
         .map_err(fail(&req))?;
         get.version = selector(&i.version_id).map_err(fail(&req))?;
+        get.customer = self
+            .customer_key(
+                &req,
+                CustomerHeaders {
+                    algorithm: &i.sse_customer_algorithm,
+                    key: &i.sse_customer_key,
+                    md5: &i.sse_customer_key_md5,
+                },
+            )
+            .map_err(fail(&req))?;
         let read = self
             .oss
             .head_object(&i.bucket, &i.key, &get)
@@ -326,6 +376,7 @@ pub(crate) fn read_request(
             if_unmodified_since: if_unmodified_since.map(headers::unix_seconds),
         },
         version: None,
+        customer: None,
     })
 }
 

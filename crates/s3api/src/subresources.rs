@@ -526,31 +526,3 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         Ok(S3Response::new(DeleteBucketCorsOutput::default()))
     }
 }
-
-/// Settings the identity and encryption services will own. Until they land, each bucket
-/// truthfully has none, which is S3's "not found" answer for each, never a made-up success.
-macro_rules! unconfigured {
-    ($op:ident, $input:ident, $output:ident, $what:ident) => {
-        impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
-            pub(crate) async fn $op(
-                &self,
-                req: S3Request<$input>,
-            ) -> S3Result<S3Response<$output>> {
-                self.oss
-                    .bucket(&req.input.bucket)
-                    .await
-                    .map_err(fail(&req))?;
-                Err(fail(&req)(OssError::NotConfigured(
-                    feiyun_oss::Unconfigured::$what,
-                )))
-            }
-        }
-    };
-}
-
-unconfigured!(
-    op_get_bucket_encryption,
-    GetBucketEncryptionInput,
-    GetBucketEncryptionOutput,
-    Encryption
-);

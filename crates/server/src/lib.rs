@@ -122,9 +122,16 @@ impl Server {
                 region: config.region.clone(),
                 inline_threshold: config.inline_threshold,
                 lifecycle_day_ms: (config.lifecycle_day_secs as i64).saturating_mul(1000),
+                encrypt_at_rest: config.encrypt_at_rest,
             },
+            load_master_key(&config)?,
         )
         .await?;
+        if !config.encrypt_at_rest {
+            tracing::warn!(
+                "encrypt_at_rest is off: objects written without SSE headers or a bucket default are stored in plaintext"
+            );
+        }
         oss.spawn_janitor();
         oss.spawn_lifecycle(std::time::Duration::from_secs(
             config.lifecycle_interval_secs,
@@ -141,12 +148,11 @@ impl Server {
             std::time::Duration::from_secs(config.event_retention_secs),
         )?;
         let metrics = Metrics::new(oss.stats().clone());
-        let kms = Arc::new(feiyun_kms::Kms::new(
-            oss.meta().clone(),
-            load_master_key(&config)?,
-            &config.region,
-        ));
-        spawn_kms_purge(kms.clone());
+        let kms = oss.kms().clone();
+        spawn_kms_purge(
+            kms.clone(),
+            Duration::from_secs(config.lifecycle_day_secs.clamp(1, 3600)),
+        );
 
         let iam = Iam::open(
             oss.meta().clone(),
@@ -177,7 +183,8 @@ impl Server {
             FeiyunS3::new(oss.clone())
                 .with_webhook_targets(target_ids)
                 .with_bucket_access(bucket_access.clone())
-                .with_default_account(iam.default_account()),
+                .with_default_account(iam.default_account())
+                .with_sse_c_over_http(config.sse_c_over_http),
         );
         builder.set_auth(IamAuth::new(iam.clone()));
         builder.set_access(Authorize::new(iam.clone(), oss.clone(), bucket_access));
@@ -789,7 +796,7 @@ fn load_master_key(config: &Config) -> Result<feiyun_kms::MasterKey, ServerError
 }
 
 /// Deletes keys whose deletion waiting period has ended, at start and then hourly.
-fn spawn_kms_purge(kms: Arc<feiyun_kms::Kms<RedbStore>>) {
+fn spawn_kms_purge(kms: Arc<feiyun_kms::Kms<RedbStore>>, every: Duration) {
     tokio::spawn(async move {
         loop {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -801,7 +808,7 @@ fn spawn_kms_purge(kms: Arc<feiyun_kms::Kms<RedbStore>>) {
                 }
                 Err(e) => tracing::error!(error = %e, "KMS key purge failed"),
             }
-            tokio::time::sleep(Duration::from_secs(3600)).await;
+            tokio::time::sleep(every).await;
         }
     });
 }

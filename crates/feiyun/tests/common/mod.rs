@@ -49,7 +49,6 @@ impl Region {
     pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_feiyun"))
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-            .envs(env.iter().copied())
             .arg(dir)
             .env("FEIYUN_ROOT_ACCESS_KEY", ACCESS_KEY)
             .env("FEIYUN_ROOT_SECRET_KEY", SECRET_KEY)
@@ -58,6 +57,8 @@ impl Region {
                 "FEIYUN_LOG",
                 std::env::var("FEIYUN_TEST_LOG").unwrap_or_else(|_| "warn,s3s=off".into()),
             )
+            // The caller's settings win over the defaults above.
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
