@@ -65,6 +65,26 @@ fn field(xml: &str, tag: &str) -> String {
         .to_owned()
 }
 
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                hits.push(p);
+            }
+        }
+    }
+    hits
+}
+
 fn root(r: &Region, params: &[(&str, &str)]) -> String {
     let resp = iam(r, ACCESS_KEY, SECRET_KEY, "iam", params);
     assert_eq!(resp.status, 200, "{params:?}: {}", resp.body_text());
@@ -103,6 +123,16 @@ async fn identities_and_sessions_survive_restart() {
         );
         (key, secret, session)
     };
+    // Secrets are stored sealed by the master key: no file in the data directory (the
+    // metadata store, the audit log) holds the user's secret, the session's or its token.
+    for (what, secret) in [
+        ("secret", &secret),
+        ("session secret", &session.1),
+        ("token", &session.2),
+    ] {
+        let hits = files_containing(tmp.path(), secret.as_bytes());
+        assert!(hits.is_empty(), "{what} readable in {hits:?}");
+    }
     // Killed without a chance to flush anything but what was committed.
     let r = Region::start_in(tmp.path());
     let c = client_for(&r.endpoint(), &key, &secret);

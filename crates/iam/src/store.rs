@@ -28,6 +28,9 @@ const SESSION: &str = "s";
 pub const MAX_SESSIONS: usize = 100_000;
 const DEFAULT_ACCOUNT: &str = "default-account";
 
+/// A metadata row as stored: key and value bytes.
+type RawRow = (Vec<u8>, Vec<u8>);
+
 fn key(parts: &[&str]) -> Vec<u8> {
     let mut k = Vec::new();
     for (i, p) in parts.iter().enumerate() {
@@ -430,6 +433,8 @@ pub struct RootKey {
 
 pub struct Iam<M> {
     meta: Arc<M>,
+    /// Its master key seals the records that hold secrets.
+    kms: Arc<feiyun_kms::Kms<M>>,
     root: RootKey,
     state: RwLock<Arc<IamState>>,
     writer: tokio::sync::Mutex<()>,
@@ -437,9 +442,14 @@ pub struct Iam<M> {
 
 impl<M: MetaStore> Iam<M> {
     /// Loads the identities, creating the default account on first start.
-    pub async fn open(meta: Arc<M>, root: RootKey) -> Result<Arc<Self>, IamError> {
+    pub async fn open(
+        meta: Arc<M>,
+        root: RootKey,
+        kms: Arc<feiyun_kms::Kms<M>>,
+    ) -> Result<Arc<Self>, IamError> {
         let iam = Arc::new(Iam {
             meta,
+            kms,
             root,
             state: RwLock::new(Arc::new(IamState::default())),
             writer: tokio::sync::Mutex::new(()),
@@ -468,8 +478,62 @@ impl<M: MetaStore> Iam<M> {
             );
             iam.meta.commit(b).await?;
         }
-        iam.reload()?;
+        let plain = iam.reload()?;
+        iam.seal_plain_rows(plain).await?;
         Ok(iam)
+    }
+
+    /// Records that hold secrets (access keys, STS sessions, MFA seeds) are stored sealed by
+    /// the region master key and bound to their row, so a copy of the metadata file without
+    /// the master key yields no credential, and a sealed value moved to another row fails.
+    fn sealed<T: Serialize>(&self, row: &[u8], v: &T) -> Result<Vec<u8>, IamError> {
+        self.kms
+            .master()
+            .seal(row, &encode(v)?)
+            .map_err(|e| IamError::Corrupt(e.to_string()))
+    }
+
+    /// Opens a secret-holding record; `plain` collects rows written before sealing existed.
+    fn unsealed<T: DeserializeOwned>(
+        &self,
+        row: &[u8],
+        v: &[u8],
+        plain: &mut Vec<RawRow>,
+    ) -> Result<T, IamError> {
+        if feiyun_kms::MasterKey::is_sealed(v) {
+            let bytes = self
+                .kms
+                .master()
+                .unseal(row, v)
+                .map_err(|e| IamError::Corrupt(e.to_string()))?;
+            decode(&bytes)
+        } else {
+            plain.push((row.to_vec(), v.to_vec()));
+            decode(v)
+        }
+    }
+
+    /// Seals, once, the secret-holding rows an older version stored in plaintext.
+    async fn seal_plain_rows(&self, rows: Vec<RawRow>) -> Result<(), IamError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut b = WriteBatch::new();
+        for (row, v) in &rows {
+            let sealed = self
+                .kms
+                .master()
+                .seal(row, v)
+                .map_err(|e| IamError::Corrupt(e.to_string()))?;
+            b.check_value(Table::Iam, row.clone(), Some(v.clone()));
+            b.put(Table::Iam, row.clone(), sealed);
+        }
+        self.meta.commit(b).await?;
+        tracing::info!(
+            rows = rows.len(),
+            "sealed IAM secrets stored by an older version"
+        );
+        Ok(())
     }
 
     pub fn snapshot(&self) -> Arc<IamState> {
@@ -488,7 +552,9 @@ impl<M: MetaStore> Iam<M> {
         self.snapshot().caller(access_key)
     }
 
-    fn reload(&self) -> Result<(), IamError> {
+    /// Rebuilds the snapshot; returns the secret-holding rows still stored in plaintext.
+    fn reload(&self) -> Result<Vec<RawRow>, IamError> {
+        let mut plain = Vec::new();
         let mut st = IamState::default();
         if let Some(id) = self.meta.get(Table::Iam, DEFAULT_ACCOUNT.as_bytes())? {
             st.default_account = String::from_utf8_lossy(&id).into_owned();
@@ -522,14 +588,15 @@ impl<M: MetaStore> Iam<M> {
                         st.policies.insert((account, name), decode(v)?);
                     }
                     b"k" => {
-                        let r: AccessKeyRecord = decode(v)?;
+                        let r: AccessKeyRecord = self.unsealed(k, v, &mut plain)?;
                         st.keys.insert(r.access_key.clone(), r);
                     }
                     b"m" => {
-                        st.mfa.insert((account, name), decode(v)?);
+                        let r: MfaDeviceRecord = self.unsealed(k, v, &mut plain)?;
+                        st.mfa.insert((account, name), r);
                     }
                     b"s" => {
-                        let r: SessionRecord = decode(v)?;
+                        let r: SessionRecord = self.unsealed(k, v, &mut plain)?;
                         st.sessions.insert(r.access_key.clone(), r);
                     }
                     _ => {}
@@ -592,7 +659,7 @@ impl<M: MetaStore> Iam<M> {
             Ok(mut g) => *g = st,
             Err(p) => *p.into_inner() = st,
         }
-        Ok(())
+        Ok(plain)
     }
 
     /// Runs one change: `plan` reads the current snapshot and fills a batch; the batch is
@@ -648,7 +715,8 @@ impl<M: MetaStore> Iam<M> {
                 enabled: None,
                 last_step: None,
             };
-            b.put(Table::Iam, entity_key(MFA, account, name), encode(&d)?);
+            let row = entity_key(MFA, account, name);
+            b.put(Table::Iam, row.clone(), self.sealed(&row, &d)?);
             Ok(d)
         })
         .await
@@ -680,7 +748,8 @@ impl<M: MetaStore> Iam<M> {
             d.user = Some(u.name.clone());
             d.enabled = Some(t);
             d.last_step = Some(step);
-            b.put(Table::Iam, entity_key(MFA, account, &d.name), encode(&d)?);
+            let row = entity_key(MFA, account, &d.name);
+            b.put(Table::Iam, row.clone(), self.sealed(&row, &d)?);
             Ok(())
         })
         .await
@@ -705,7 +774,8 @@ impl<M: MetaStore> Iam<M> {
             }
             d.user = None;
             d.enabled = None;
-            b.put(Table::Iam, entity_key(MFA, account, &d.name), encode(&d)?);
+            let row = entity_key(MFA, account, &d.name);
+            b.put(Table::Iam, row.clone(), self.sealed(&row, &d)?);
             Ok(())
         })
         .await
@@ -751,7 +821,8 @@ impl<M: MetaStore> Iam<M> {
                 )
             })?;
             d.last_step = Some(step);
-            b.put(Table::Iam, entity_key(MFA, account, &d.name), encode(&d)?);
+            let row = entity_key(MFA, account, &d.name);
+            b.put(Table::Iam, row.clone(), self.sealed(&row, &d)?);
             Ok(t)
         })
         .await
@@ -799,7 +870,8 @@ impl<M: MetaStore> Iam<M> {
                 source_identity,
             };
             b.check_absent(Table::Iam, key(&[SESSION, &r.access_key]));
-            b.put(Table::Iam, key(&[SESSION, &r.access_key]), encode(&r)?);
+            let row = key(&[SESSION, &r.access_key]);
+            b.put(Table::Iam, row.clone(), self.sealed(&row, &r)?);
             Ok(r)
         })
         .await
@@ -945,7 +1017,8 @@ impl<M: MetaStore> Iam<M> {
                 created: now(),
             };
             b.check_absent(Table::Iam, key(&[KEY, &k.access_key]));
-            b.put(Table::Iam, key(&[KEY, &k.access_key]), encode(&k)?);
+            let row = key(&[KEY, &k.access_key]);
+            b.put(Table::Iam, row.clone(), self.sealed(&row, &k)?);
             Ok(k)
         })
         .await
@@ -994,7 +1067,8 @@ impl<M: MetaStore> Iam<M> {
         self.change(|st, b| {
             let mut k = Self::owned_key(st, account, user, access_key)?.clone();
             k.status = status;
-            b.put(Table::Iam, key(&[KEY, access_key]), encode(&k)?);
+            let row = key(&[KEY, access_key]);
+            b.put(Table::Iam, row.clone(), self.sealed(&row, &k)?);
             Ok(())
         })
         .await

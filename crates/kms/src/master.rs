@@ -57,6 +57,11 @@ impl MasterKey {
 
     /// Seals `plaintext`; `purpose` binds the result to what it is for (a key id and
     /// version), so sealed values cannot be swapped between records.
+    /// Whether `bytes` look like a value [`MasterKey::seal`] made (nothing is checked yet).
+    pub fn is_sealed(bytes: &[u8]) -> bool {
+        bytes.starts_with(MAGIC)
+    }
+
     pub fn seal(&self, purpose: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, KmsError> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()

@@ -160,6 +160,7 @@ impl Server {
                 access_key: credentials.0.access_key.clone(),
                 secret_key: credentials.0.secret_key.clone(),
             },
+            kms.clone(),
         )
         .await?;
 
