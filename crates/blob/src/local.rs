@@ -279,14 +279,6 @@ impl PlainReader {
         let mut pos = 0usize;
         for i in first..=last {
             let plen = (frame.min(self.len - i * frame)) as usize;
-            let stored = &mut self.buf[pos..pos + plen + trailer];
-            let payload = self
-                .guard
-                .open(i, i == final_frame, stored)
-                .map_err(|reason| BlobError::Corrupt {
-                    id: self.id,
-                    reason,
-                })?;
             let from = if i == first {
                 (offset - i * frame) as usize
             } else {
@@ -297,7 +289,13 @@ impl PlainReader {
             } else {
                 plen
             };
-            out.extend_from_slice(&payload[from..to]);
+            let stored = &mut self.buf[pos..pos + plen + trailer];
+            self.guard
+                .open_to(i, i == final_frame, stored, (from, to), &mut out)
+                .map_err(|reason| BlobError::Corrupt {
+                    id: self.id,
+                    reason,
+                })?;
             pos += plen + trailer;
         }
         debug_assert_eq!(out.len(), len);

@@ -29,42 +29,97 @@ fn secret(len: usize) -> Vec<u8> {
     MARKER.iter().copied().cycle().take(len).collect()
 }
 
-/// One KMS JSON call (`TrentService.ACTION`), signed as root; returns status and body.
-fn kms(r: &Region, action: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let body = body.to_string();
+/// A signed POST to the region's query/JSON APIs (`iam`, `kms`) as `(ak, sk)`.
+fn signed_post(
+    r: &Region,
+    (ak, sk): (&str, &str),
+    service: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> common::RawResponse {
     let signer = sigv4::Signer {
-        access_key: ACCESS_KEY.into(),
-        secret_key: SECRET_KEY.into(),
+        access_key: ak.into(),
+        secret_key: sk.into(),
         region: "us-east-1".into(),
     };
     let host = r.addr.to_string();
-    let target = format!("TrentService.{action}");
-    let ct = "application/x-amz-json-1.1".to_string();
-    let headers = signer.sign_as(
-        "kms",
+    let mut signed = vec![("host", host.clone())];
+    signed.extend(headers.iter().cloned());
+    let auth = signer.sign_as(
+        service,
         "POST",
         "/",
         "",
-        &[
-            ("host", host.clone()),
-            ("content-type", ct.clone()),
-            ("x-amz-target", target.clone()),
-        ],
+        &signed,
         &sigv4::sha256_hex(body.as_bytes()),
         &sigv4::now_amz_date(),
     );
     let mut req = format!(
-        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ct}\r\nX-Amz-Target: {target}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
-    for (k, v) in headers {
+    for (k, v) in headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .chain(auth)
+    {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    req.push_str(&body);
-    let resp = raw(r.addr, &req);
+    req.push_str(body);
+    raw(r.addr, &req)
+}
+
+/// One KMS JSON call (`TrentService.ACTION`), signed as root; returns status and body.
+fn kms(r: &Region, action: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let resp = signed_post(
+        r,
+        (ACCESS_KEY, SECRET_KEY),
+        "kms",
+        &[
+            ("content-type", "application/x-amz-json-1.1".into()),
+            ("x-amz-target", format!("TrentService.{action}")),
+        ],
+        &body.to_string(),
+    );
     let json = serde_json::from_str(&resp.body_text()).unwrap_or(serde_json::Value::Null);
     (resp.status, json)
+}
+
+/// One IAM query call as root; returns the XML body (asserting success).
+fn iam(r: &Region, params: &[(&str, &str)]) -> String {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let mut body = String::from("Version=2010-05-08");
+    for (k, v) in params {
+        body.push_str(&format!("&{}={}", enc(k), enc(v)));
+    }
+    let resp = signed_post(
+        r,
+        (ACCESS_KEY, SECRET_KEY),
+        "iam",
+        &[("content-type", "application/x-www-form-urlencoded".into())],
+        &body,
+    );
+    assert_eq!(resp.status, 200, "{params:?}: {}", resp.body_text());
+    resp.body_text()
+}
+
+fn xml_field(xml: &str, tag: &str) -> String {
+    xml.split(&format!("<{tag}>"))
+        .nth(1)
+        .and_then(|s| s.split(&format!("</{tag}>")).next())
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+        .to_owned()
 }
 
 /// Creates a customer key; returns its ARN.
@@ -895,6 +950,73 @@ async fn a_plaintext_region_encrypts_only_on_request() {
     let hits = files_with_marker(&r.data_dir);
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert!(hits[0].starts_with(r.data_dir.join("blobs")));
+}
+
+/// S3 uses a KMS key as the caller: writing under it takes kms:GenerateDataKey and reading
+/// kms:Decrypt on the key, besides the S3 permission; SSE-S3 needs neither.
+#[tokio::test]
+async fn sse_kms_needs_the_callers_kms_permissions() {
+    let r = Region::start();
+    let c = r.client();
+    c.create_bucket().bucket("perm").send().await.unwrap();
+    let arn = create_key(&r);
+    let data = secret(200_000);
+    put(&c, "perm", "by-root", &data, &Mode::Kms(arn.clone())).await;
+    iam(&r, &[("Action", "CreateUser"), ("UserName", "writer")]);
+    let s3_only =
+        r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"*"}}"#;
+    iam(
+        &r,
+        &[
+            ("Action", "PutUserPolicy"),
+            ("UserName", "writer"),
+            ("PolicyName", "s3"),
+            ("PolicyDocument", s3_only),
+        ],
+    );
+    let k = iam(&r, &[("Action", "CreateAccessKey"), ("UserName", "writer")]);
+    let user = common::client_for(
+        &r.endpoint(),
+        &xml_field(&k, "AccessKeyId"),
+        &xml_field(&k, "SecretAccessKey"),
+    );
+    put(&user, "perm", "sse-s3", &data, &Mode::S3).await;
+    same(get(&user, "perm", "sse-s3", None, None).await, &data);
+    let e = user
+        .put_object()
+        .bucket("perm")
+        .key("kms")
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .ssekms_key_id(&arn)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some("AccessDenied"),
+        "write without kms:GenerateDataKey"
+    );
+    assert_eq!(
+        outcome(get(&user, "perm", "by-root", None, None).await),
+        "AccessDenied",
+        "read without kms:Decrypt"
+    );
+    let with_kms = format!(
+        r#"{{"Version":"2012-10-17","Statement":{{"Effect":"Allow","Action":["kms:GenerateDataKey","kms:Decrypt"],"Resource":"{arn}"}}}}"#
+    );
+    iam(
+        &r,
+        &[
+            ("Action", "PutUserPolicy"),
+            ("UserName", "writer"),
+            ("PolicyName", "kms"),
+            ("PolicyDocument", &with_kms),
+        ],
+    );
+    put(&user, "perm", "kms", &data, &Mode::Kms(arn.clone())).await;
+    same(get(&user, "perm", "by-root", None, None).await, &data);
+    same(get(&user, "perm", "kms", None, None).await, &data);
 }
 
 #[test]

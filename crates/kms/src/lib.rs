@@ -122,7 +122,22 @@ pub struct Kms<M> {
     region: String,
     /// Seconds in a day of the deletion waiting period (tests shorten it).
     day_secs: i64,
+    /// Unsealed key material by (key id, version): a version's material never changes, and
+    /// every use still reads the key's record first, so a disabled or deleted key refuses
+    /// before the cache is consulted. Saves a master-key unseal and a key schedule per
+    /// object read under SSE-KMS.
+    ciphers: std::sync::Mutex<CipherCache>,
+    /// Key records by (account, key id) for Encrypt and Decrypt, which every SSE-KMS object
+    /// read and write calls. Exact because this `Kms` is the only writer of the `kms` table:
+    /// every change drops its entry after committing.
+    records: std::sync::Mutex<RecordCache>,
 }
+
+type CipherCache = std::collections::HashMap<(String, u32), std::sync::Arc<LessSafeKey>>;
+type RecordCache = std::collections::HashMap<(String, String), std::sync::Arc<KeyRecord>>;
+
+/// Most cached key versions (and key records); past it a cache starts over.
+const CIPHER_CACHE: usize = 4096;
 
 fn record_key(account: &str, id: &str) -> Vec<u8> {
     format!("k/{account}/{id}").into_bytes()
@@ -173,6 +188,8 @@ impl<M: MetaStore> Kms<M> {
             master,
             region: region.to_owned(),
             day_secs: 86_400,
+            ciphers: Default::default(),
+            records: Default::default(),
         }
     }
 
@@ -321,6 +338,38 @@ impl<M: MetaStore> Kms<M> {
         Ok((decode(&raw)?, raw))
     }
 
+    /// A key's record through the cache when `key_ref` names the key itself (id or ARN);
+    /// aliases go to the store, since they can be repointed.
+    fn record(&self, account: &str, key_ref: &str) -> Result<std::sync::Arc<KeyRecord>, KmsError> {
+        let tail = key_ref.rsplit_once(':').map_or(key_ref, |(_, t)| t);
+        let id = tail.strip_prefix("key/").unwrap_or(tail);
+        let slot = (account.to_owned(), id.to_owned());
+        if let Some(r) = self.records_do(|m| m.get(&slot).cloned()) {
+            return Ok(r);
+        }
+        let r = std::sync::Arc::new(self.resolve(account, key_ref)?.0);
+        if !tail.starts_with("alias/") {
+            self.records_do(|m| {
+                if m.len() >= CIPHER_CACHE {
+                    m.clear();
+                }
+                m.insert(slot, r.clone());
+            });
+        }
+        Ok(r)
+    }
+
+    fn records_do<T>(&self, f: impl FnOnce(&mut RecordCache) -> T) -> T {
+        match self.records.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    fn forget(&self, account: &str, id: &str) {
+        self.records_do(|m| m.remove(&(account.to_owned(), id.to_owned())));
+    }
+
     pub fn describe(&self, account: &str, key_ref: &str) -> Result<KeyMetadata, KmsError> {
         Ok(self.metadata(&self.resolve(account, key_ref)?.0))
     }
@@ -354,7 +403,10 @@ impl<M: MetaStore> Kms<M> {
             b.check_value(Table::Kms, key.clone(), Some(raw));
             b.put(Table::Kms, key, encode(&record)?);
             match self.meta.commit(b).await {
-                Ok(()) => return Ok(self.metadata(&record)),
+                Ok(()) => {
+                    self.forget(account, &record.id);
+                    return Ok(self.metadata(&record));
+                }
                 Err(MetaError::Conflict(_)) if attempts < 5 => attempts += 1,
                 Err(e) => return Err(e.into()),
             }
@@ -476,6 +528,8 @@ impl<M: MetaStore> Kms<M> {
                 b.delete(Table::Kms, alias_key(&r.account, &alias));
             }
             self.meta.commit(b).await?;
+            self.cached(|m| m.retain(|(id, _), _| *id != r.id));
+            self.forget(&r.account, &r.id);
             purged.push(r.id);
         }
         Ok(purged)
@@ -544,7 +598,15 @@ impl<M: MetaStore> Kms<M> {
         }
     }
 
-    fn cipher(&self, record: &KeyRecord, version: u32) -> Result<LessSafeKey, KmsError> {
+    fn cipher(
+        &self,
+        record: &KeyRecord,
+        version: u32,
+    ) -> Result<std::sync::Arc<LessSafeKey>, KmsError> {
+        let slot = (record.id.clone(), version);
+        if let Some(c) = self.cached(|m| m.get(&slot).cloned()) {
+            return Ok(c);
+        }
         let m = record
             .materials
             .iter()
@@ -555,7 +617,21 @@ impl<M: MetaStore> Kms<M> {
             .unseal(&material_purpose(&record.id, version), &m.sealed)?;
         let key = UnboundKey::new(&AES_256_GCM, &material)
             .map_err(|_| KmsError::Corrupt(format!("key material of {}", record.id)))?;
-        Ok(LessSafeKey::new(key))
+        let c = std::sync::Arc::new(LessSafeKey::new(key));
+        self.cached(|m| {
+            if m.len() >= CIPHER_CACHE {
+                m.clear();
+            }
+            m.insert(slot, c.clone());
+        });
+        Ok(c)
+    }
+
+    fn cached<T>(&self, f: impl FnOnce(&mut CipherCache) -> T) -> T {
+        match self.ciphers.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(p) => f(&mut p.into_inner()),
+        }
     }
 
     fn seal_with(
@@ -602,7 +678,7 @@ impl<M: MetaStore> Kms<M> {
                 "Plaintext must be 1 to {MAX_PLAINTEXT} bytes"
             )));
         }
-        let (record, _) = self.resolve(account, key_ref)?;
+        let record = self.record(account, key_ref)?;
         self.seal_with(&record, plaintext, ctx)
     }
 
@@ -619,8 +695,8 @@ impl<M: MetaStore> Kms<M> {
         let mut v = [0u8; 4];
         v.copy_from_slice(&ciphertext[4 + ID_LEN..8 + ID_LEN]);
         let version = u32::from_be_bytes(v);
-        let record = match self.resolve(account, &id) {
-            Ok((r, _)) => r,
+        let record = match self.record(account, &id) {
+            Ok(r) => r,
             // A deleted key's ciphertexts are as unreadable as garbage.
             Err(KmsError::NotFound(_)) => return Err(KmsError::InvalidCiphertext),
             Err(e) => return Err(e),

@@ -22,6 +22,8 @@ pub struct CopySource {
     pub conditions: Conditions,
     /// `x-amz-copy-source-server-side-encryption-customer-*`: the source's SSE-C key.
     pub customer: Option<crate::sse::CustomerKey>,
+    /// May the caller decrypt the source with its KMS key.
+    pub key_check: Option<crate::sse::KeyCheck>,
 }
 
 impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
@@ -55,7 +57,12 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         let algorithm = spec
             .checksum_algorithm
             .or(source.checksum.as_ref().map(|c| c.algorithm));
-        let at = (src.bucket.as_str(), src.key.as_str(), src.customer.as_ref());
+        let at = (
+            src.bucket.as_str(),
+            src.key.as_str(),
+            src.customer.as_ref(),
+            src.key_check.as_ref(),
+        );
         let body = self.open_body(&source, 0, source.size, at).await?;
         let spec = WriteSpec {
             checksum_algorithm: algorithm,
@@ -120,6 +127,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             conditions: Conditions::default(),
             version: src.version,
             customer: src.customer.clone(),
+            key_check: src.key_check.clone(),
         };
         let read = self.get_object(&src.bucket, &src.key, &req).await?;
         src.conditions
@@ -135,6 +143,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             cold: false,
             sse: customer.map(crate::sse::SseRequest::Customer),
             account: String::new(),
+            key_check: None,
         };
         let info = self
             .upload_part(bucket, key, upload_id, part_number, spec, body, |_| Ok(()))

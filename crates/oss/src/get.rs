@@ -65,7 +65,18 @@ pub struct GetRequest {
     pub version: Option<crate::VersionSelector>,
     /// The SSE-C key the request carries (required for SSE-C objects, refused for others).
     pub customer: Option<CustomerKey>,
+    /// May the caller decrypt with the object's KMS key (SSE-KMS objects only).
+    pub key_check: Option<crate::sse::KeyCheck>,
 }
+
+/// Whose object a body is read from, and with which keys: bucket, key, the SSE-C key, and
+/// the caller's KMS permission check.
+pub(crate) type ReadAs<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a CustomerKey>,
+    Option<&'a crate::sse::KeyCheck>,
+);
 
 pub type ObjectBody = Pin<Box<dyn Stream<Item = Result<Bytes, OssError>> + Send>>;
 
@@ -114,7 +125,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         loop {
             let mut read = self.head_object(bucket, key, req).await?;
             let (start, end) = read.span.unwrap_or((0, read.record.size));
-            let at = (bucket, key, req.customer.as_ref());
+            let at = (bucket, key, req.customer.as_ref(), req.key_check.as_ref());
             match self.open_body(&read.record, start, end, at).await {
                 Ok(body) => {
                     read.body = Some(body);
@@ -136,8 +147,11 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         record: &ObjectRecord,
         start: u64,
         end: u64,
-        (bucket, key, customer): (&str, &str, Option<&CustomerKey>),
+        (bucket, key, customer, check): ReadAs<'_>,
     ) -> Result<ObjectBody, OssError> {
+        if let (Some(crate::sse::SseMode::Kms { key_arn, .. }), Some(c)) = (record.sse(), check) {
+            c.require("kms:Decrypt", key_arn)?;
+        }
         self.stats
             .bytes_read
             .fetch_add(end - start, std::sync::atomic::Ordering::Relaxed);
@@ -176,6 +190,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 let mut cursor = BlobCursor {
                     segments: segs,
                     current: None,
+                    ahead: None,
                     _lease: lease,
                 };
                 let first = self.next_chunk(&mut cursor).await?;
@@ -201,27 +216,21 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         }
     }
 
+    /// The next chunk of the body. Each call also starts reading the chunk after it, so
+    /// reading and decrypting one megabyte overlaps with sending the previous one.
     async fn next_chunk(
         &self,
         cursor: &mut BlobCursor<B::Reader>,
     ) -> Result<Option<Bytes>, OssError> {
-        let Some(seg) = cursor.segments.first().cloned() else {
-            return Ok(None);
+        let job = match cursor.ahead.take() {
+            Some(j) => j,
+            None => match self.start_read(cursor) {
+                Some(j) => j,
+                None => return Ok(None),
+            },
         };
-        let n = READ_CHUNK.min(seg.len as usize);
-        let reader = cursor.current.take();
-        let blobs = self.blobs.clone();
-        let joined = tokio::task::spawn_blocking(move || -> Result<_, BlobError> {
-            let mut r = match reader {
-                Some(r) => r,
-                None => blobs.open(seg.blob.id, seg.blob.len, seg.key.as_deref())?,
-            };
-            let data = r.read(seg.offset, n)?;
-            Ok((r, data))
-        })
-        .await
-        .map_err(|e| OssError::Internal(e.to_string()))?;
-        let (reader, data) = match joined {
+        let joined = job.await.map_err(|e| OssError::Internal(e.to_string()))?;
+        let (reader, data, more) = match joined {
             Ok(x) => x,
             Err(e @ BlobError::Corrupt { .. }) => {
                 self.note_corruption(&e.to_string());
@@ -229,21 +238,46 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             }
             Err(e) => return Err(e.into()),
         };
-        let seg = &mut cursor.segments[0];
-        seg.offset += n as u64;
-        seg.len -= n as u64;
-        if seg.len == 0 {
-            cursor.segments.remove(0);
-        } else {
+        if more {
             cursor.current = Some(reader);
         }
+        cursor.ahead = self.start_read(cursor);
         Ok(Some(Bytes::from(data)))
     }
+
+    /// Starts reading the next chunk on the blocking pool and moves the cursor past it.
+    fn start_read(&self, cursor: &mut BlobCursor<B::Reader>) -> Option<ReadJob<B::Reader>> {
+        let seg = cursor.segments.first_mut()?;
+        let n = READ_CHUNK.min(seg.len as usize);
+        let (offset, blob, key) = (seg.offset, seg.blob, seg.key.clone());
+        seg.offset += n as u64;
+        seg.len -= n as u64;
+        let more = seg.len > 0;
+        if !more {
+            cursor.segments.remove(0);
+        }
+        // Only a reader of this same segment is ever kept in `current`.
+        let reader = cursor.current.take();
+        let blobs = self.blobs.clone();
+        Some(tokio::task::spawn_blocking(move || {
+            let mut r = match reader {
+                Some(r) => r,
+                None => blobs.open(blob.id, blob.len, key.as_deref())?,
+            };
+            let data = r.read(offset, n)?;
+            Ok((r, data, more))
+        }))
+    }
 }
+
+/// A chunk being read: the reader (to continue its segment), the bytes, and whether the
+/// segment continues.
+type ReadJob<R> = tokio::task::JoinHandle<Result<(R, Vec<u8>, bool), BlobError>>;
 
 struct BlobCursor<R> {
     segments: Vec<Segment>,
     current: Option<R>,
+    ahead: Option<ReadJob<R>>,
     /// Keeps the blobs on disk until the stream is dropped.
     _lease: crate::lease::Lease,
 }

@@ -51,7 +51,7 @@ pub use records::{
     BucketRecord, DefaultRetention, LockMode, MarkerRecord, ObjectRecord, Retention, VersionId,
     Versioning,
 };
-pub use sse::{BucketEncryption, CustomerKey, DefaultSse, SseMode, SseRequest};
+pub use sse::{BucketEncryption, CustomerKey, DefaultSse, KeyCheck, SseMode, SseRequest};
 pub use versions::{Applied, VersionSelector};
 
 /// Longest object key S3 accepts, in bytes.

@@ -85,6 +85,8 @@ pub struct WriteSpec {
     pub sse: Option<SseRequest>,
     /// The caller's account, whose KMS keys SSE-KMS names (when the bucket records none).
     pub account: String,
+    /// May the caller use the KMS key the object will be sealed under.
+    pub key_check: Option<crate::sse::KeyCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,8 +183,13 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         match &spec.sse {
             Some(SseRequest::Customer(c)) => Ok(Some(self.sealing_for_customer(bucket, key, c)?)),
             other => {
-                self.sealing_for(&record, other.as_ref(), &spec.account)
-                    .await
+                self.sealing_for(
+                    &record,
+                    other.as_ref(),
+                    &spec.account,
+                    spec.key_check.as_ref(),
+                )
+                .await
             }
         }
     }

@@ -29,6 +29,33 @@ use crate::{ObjectService, OssError};
 
 pub type Context = BTreeMap<String, String>;
 
+/// Whether the caller may use a KMS key (by ARN) for an action (`kms:GenerateDataKey` to
+/// write, `kms:Decrypt` to read): the edge's IAM decision, asked once the service knows
+/// which key an object uses. Requests the service makes itself (lifecycle) carry none.
+#[derive(Clone)]
+pub struct KeyCheck(pub Arc<KeyCheckFn>);
+
+/// `(action, key ARN) -> allowed`.
+pub type KeyCheckFn = dyn Fn(&str, &str) -> bool + Send + Sync;
+
+impl std::fmt::Debug for KeyCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyCheck(..)")
+    }
+}
+
+impl KeyCheck {
+    pub(crate) fn require(&self, action: &str, key_arn: &str) -> Result<(), OssError> {
+        if (self.0)(action, key_arn) {
+            Ok(())
+        } else {
+            Err(OssError::AccessDenied(format!(
+                "not authorized to perform {action} on the KMS key {key_arn}"
+            )))
+        }
+    }
+}
+
 /// What a request's headers ask for.
 #[derive(Clone, Debug)]
 pub enum SseRequest {
@@ -361,6 +388,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         bucket: &BucketRecord,
         request: Option<&SseRequest>,
         account: &str,
+        check: Option<&KeyCheck>,
     ) -> Result<Option<Arc<Sealing>>, OssError> {
         let account = bucket.owner.as_deref().unwrap_or(account);
         let default;
@@ -407,6 +435,9 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     } else {
                         KmsError::InvalidState(format!("{} is pending deletion.", meta.arn))
                     }));
+                }
+                if let Some(c) = check {
+                    c.require("kms:GenerateDataKey", &meta.arn)?;
                 }
                 SseMode::Kms {
                     key_arn: meta.arn,

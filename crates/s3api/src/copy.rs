@@ -5,7 +5,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
 use crate::headers;
-use crate::sse::{CustomerHeaders, SseHeaders, sse_out};
+use crate::sse::{CustomerHeaders, SseHeaders, key_check, sse_out};
 use crate::{FeiyunS3, fail};
 
 fn source(
@@ -30,6 +30,7 @@ fn source(
                 key: key.to_string(),
                 version,
                 customer: None,
+                key_check: None,
                 conditions: Conditions {
                     if_match: headers::etag_conditions(if_match),
                     if_none_match: headers::etag_conditions(if_none_match),
@@ -85,6 +86,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
                 },
             )
             .map_err(fail(&req))?;
+        src.key_check = key_check(&req);
         let sse = self
             .sse_request(
                 &req,
@@ -164,6 +166,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             checksum_algorithm: headers::algorithm(&i.checksum_algorithm).map_err(fail(&req))?,
             sse,
             account: self.caller_account(&req),
+            key_check: key_check(&req),
             ..Default::default()
         };
         let (out, source) = self
@@ -225,6 +228,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
                 },
             )
             .map_err(fail(&req))?;
+        src.key_check = key_check(&req);
         let customer = self
             .customer_key(
                 &req,

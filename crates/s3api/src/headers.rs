@@ -234,6 +234,7 @@ impl BodyChecks {
             cold: false,
             sse: None,
             account: String::new(),
+            key_check: None,
         })
     }
 

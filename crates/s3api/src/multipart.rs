@@ -6,7 +6,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
 use crate::headers::{self, BodyChecks};
-use crate::sse::{CustomerHeaders, SseHeaders, sse_out};
+use crate::sse::{CustomerHeaders, SseHeaders, key_check, sse_out};
 use crate::{FeiyunS3, fail};
 
 impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
@@ -54,6 +54,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
                 )
                 .map_err(fail(&req))?,
             account: self.caller_account(&req),
+            key_check: key_check(&req),
             ..Default::default()
         };
         let (upload_id, mode) = self

@@ -5,7 +5,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
 use crate::headers::{self, BodyChecks};
-use crate::sse::{CustomerHeaders, SseHeaders, sse_out};
+use crate::sse::{CustomerHeaders, SseHeaders, key_check, sse_out};
 use crate::versioning::selector;
 use crate::{FeiyunS3, fail, request_id};
 
@@ -118,6 +118,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             )
             .map_err(fail(&req))?;
         spec.account = self.caller_account(&req);
+        spec.key_check = key_check(&req);
         let body = headers::request_body(body);
         let out = self
             .oss
@@ -172,6 +173,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
                 },
             )
             .map_err(fail(&req))?;
+        get.key_check = key_check(&req);
         let mut read = self
             .oss
             .get_object(&i.bucket, &i.key, &get)
@@ -377,6 +379,7 @@ pub(crate) fn read_request(
         },
         version: None,
         customer: None,
+        key_check: None,
     })
 }
 

@@ -5,7 +5,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use feiyun_oss::sse::Context;
 use feiyun_oss::{
-    BlobStore, BucketEncryption, CustomerKey, DefaultSse, MetaStore, OssError, SseMode, SseRequest,
+    BlobStore, BucketEncryption, CustomerKey, DefaultSse, KeyCheck, MetaStore, OssError, SseMode,
+    SseRequest,
 };
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
@@ -50,6 +51,18 @@ pub(crate) fn sse_out(mode: Option<&SseMode>) -> SseOut {
         customer_algorithm: mode.customer_md5().map(|_| "AES256".to_owned()),
         customer_md5: mode.customer_md5().map(str::to_owned),
     }
+}
+
+/// The caller's permission to use a KMS key, decided by the same policies as the request
+/// (S3 asks KMS as the caller: `kms:GenerateDataKey` to write, `kms:Decrypt` to read).
+/// Without a grant nothing is allowed.
+pub(crate) fn key_check<T>(req: &S3Request<T>) -> Option<KeyCheck> {
+    let grant = req.extensions.get::<crate::access::Grant>().cloned();
+    Some(KeyCheck(std::sync::Arc::new(move |action, arn| {
+        grant
+            .as_ref()
+            .is_some_and(|g| g.decide(action, arn).allowed())
+    })))
 }
 
 impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
