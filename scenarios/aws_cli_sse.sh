@@ -83,6 +83,16 @@ s3 kms enable-key --key-id "$kms_key"
 s3 s3 cp s3://sse/by-default "$dir/small.back" >/dev/null
 cmp "$dir/small" "$dir/small.back"
 
+# feiyun kms: the key with its alias, the buckets depending on it, and deletion refused while
+# anything does (nothing changes).
+fk() { "$FEIYUN_BIN" kms --endpoint "$endpoint" --ca-bundle "$ca" "$@"; }
+fk list-keys | grep "${kms_key##*/}" | grep -q "alias/sse-scenario" || fail "feiyun kms list-keys misses the key or its alias"
+fk dependents "$kms_key" | grep -q "^sse	no	" || fail "feiyun kms dependents does not name the bucket: $(fk dependents "$kms_key")"
+expect_error "depend on this key" fk schedule-deletion "$kms_key" --days 7
+[ "$(s3 kms describe-key --key-id "$kms_key" --query KeyMetadata.KeyState --output text)" = Enabled ] || fail "a refused deletion changed the key"
+spare=$(s3 kms create-key --query KeyMetadata.KeyId --output text)
+fk schedule-deletion "$spare" --days 7 | grep -q "pending deletion" || fail "an unused key was not scheduled"
+
 # Bad SSE input: an unknown key id, an unsupported algorithm.
 expect_error KMS.NotFoundException s3 s3 cp "$dir/small" s3://sse/bad --sse aws:kms --sse-kms-key-id alias/nope
 expect_error InvalidArgument s3 s3api put-object --bucket sse --key bad --body "$dir/small" --server-side-encryption aws:kms:dsse

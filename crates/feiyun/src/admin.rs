@@ -90,13 +90,55 @@ impl AdminClient {
             body.push('=');
             body.push_str(&sigv4_encode(v));
         }
+        let ct = "application/x-www-form-urlencoded; charset=utf-8".to_string();
+        let (status, text) = self.post(service, vec![("content-type", ct)], body).await?;
+        if !status.is_success() {
+            bail!(
+                "{}: {}",
+                field(&text, "Code").unwrap_or_else(|| status.to_string()),
+                field(&text, "Message").unwrap_or_default()
+            );
+        }
+        Ok(text)
+    }
+
+    /// One KMS JSON call (`TrentService.ACTION`); returns the JSON answer, or KMS's error.
+    pub async fn kms(
+        &self,
+        action: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let headers = vec![
+            ("content-type", "application/x-amz-json-1.1".to_string()),
+            ("x-amz-target", format!("TrentService.{action}")),
+        ];
+        let (status, text) = self.post("kms", headers, body.to_string()).await?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            bail!(
+                "{}: {}",
+                json["__type"].as_str().unwrap_or(status.as_str()),
+                json["message"].as_str().unwrap_or_default()
+            );
+        }
+        Ok(json)
+    }
+
+    /// A signed `POST /` to the region for `service`.
+    async fn post(
+        &self,
+        service: &str,
+        extra: Vec<(&str, String)>,
+        body: String,
+    ) -> anyhow::Result<(hyper::StatusCode, String)> {
         let host = self
             .base
             .authority()
             .context("--endpoint needs a host")?
             .to_string();
-        let ct = "application/x-www-form-urlencoded; charset=utf-8".to_string();
-        let mut headers = vec![("host", host.clone()), ("content-type", ct.clone())];
+        let mut headers = vec![("host", host.clone())];
+        headers.extend(extra);
         if let Some(t) = &self.token {
             headers.push(("x-amz-security-token", t.clone()));
         }
@@ -127,14 +169,7 @@ impl AdminClient {
         let status = resp.status();
         let text =
             String::from_utf8_lossy(&resp.into_body().collect().await?.to_bytes()).into_owned();
-        if !status.is_success() {
-            bail!(
-                "{}: {}",
-                field(&text, "Code").unwrap_or_else(|| status.to_string()),
-                field(&text, "Message").unwrap_or_default()
-            );
-        }
-        Ok(text)
+        Ok((status, text))
     }
 }
 

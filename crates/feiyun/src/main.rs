@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod bench_versions;
 mod iam_cli;
+mod kms_cli;
 mod sigv4;
 
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ enum Command {
     Iam(iam_cli::IamArgs),
     /// Verify or read the audit log of a data directory (server running or stopped).
     Audit(iam_cli::AuditArgs),
+    /// KMS keys on a running region: list, what depends on a key, deletion.
+    Kms(kms_cli::KmsArgs),
 }
 
 #[derive(clap::Args)]
@@ -82,6 +85,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Iam(args) => iam_cli::run(args).await,
             Command::Audit(args) => iam_cli::audit(args).await,
+            Command::Kms(args) => kms_cli::run(args).await,
         }
     });
     match result {

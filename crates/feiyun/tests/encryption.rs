@@ -703,6 +703,144 @@ async fn kms_key_states_govern_the_objects_under_them() {
     );
 }
 
+/// Rotation re-wraps every data key under the key's new version in the background, without
+/// rewriting object data; the dependents report names the buckets and counts the versions
+/// (current and noncurrent, blob and inline) a key protects, and how many are still stale.
+#[tokio::test]
+async fn rotation_rewraps_data_keys_and_dependents_are_reported() {
+    let r = Region::start_env(&[("FEIYUN_LIFECYCLE_INTERVAL_SECS", "1")]);
+    let c = r.client();
+    let arn = create_key(&r);
+    for b in ["deps", "other"] {
+        c.create_bucket().bucket(b).send().await.unwrap();
+    }
+    c.put_bucket_versioning()
+        .bucket("deps")
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    c.put_bucket_encryption()
+        .bucket("deps")
+        .server_side_encryption_configuration(
+            ServerSideEncryptionConfiguration::builder()
+                .rules(
+                    ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(
+                            ServerSideEncryptionByDefault::builder()
+                                .sse_algorithm(ServerSideEncryption::AwsKms)
+                                .kms_master_key_id(&arn)
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let big = secret(3 * FRAME + 5);
+    let small = secret(300);
+    // Two versions of "big" (one noncurrent), one inline object, and an SSE-S3 object that
+    // does not count.
+    let kms_mode = Mode::Kms(arn.clone());
+    put(&c, "deps", "big", &secret(2 * FRAME), &kms_mode).await;
+    put(&c, "deps", "big", &big, &kms_mode).await;
+    put(&c, "deps", "small", &small, &kms_mode).await;
+    put(&c, "deps", "s3", &small, &Mode::S3).await;
+    put(&c, "other", "x", &small, &Mode::S3).await;
+    let deps = |r: &Region| {
+        let (s, out) = kms(
+            r,
+            "FeiyunListKeyDependents",
+            serde_json::json!({"KeyId": arn}),
+        );
+        assert_eq!(s, 200, "{out}");
+        out["Buckets"].as_array().unwrap().clone()
+    };
+    let found = deps(&r);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["Bucket"], "deps");
+    assert_eq!(found[0]["BucketDefault"], true);
+    assert_eq!(found[0]["Versions"], 3);
+    assert_eq!(
+        found[0]["Bytes"],
+        (2 * FRAME + big.len() + small.len()) as u64
+    );
+    assert_eq!(found[0]["StaleVersions"], 0);
+
+    let files = |dir: &std::path::Path| {
+        let mut v: Vec<_> = blob_files(dir)
+            .into_iter()
+            .map(|p| {
+                let m = std::fs::metadata(&p).unwrap();
+                (p, m.len(), m.modified().unwrap())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files(&r.data_dir);
+    let (s, out) = kms(&r, "RotateKeyOnDemand", serde_json::json!({"KeyId": arn}));
+    assert_eq!(s, 200, "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let found = deps(&r);
+        if found[0]["StaleVersions"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never re-wrapped: {found:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        files(&r.data_dir),
+        before,
+        "re-wrapping rewrote object data"
+    );
+    same(get(&c, "deps", "big", None, None).await, &big);
+    same(get(&c, "deps", "small", None, None).await, &small);
+    let versions = c
+        .list_object_versions()
+        .bucket("deps")
+        .prefix("big")
+        .send()
+        .await
+        .unwrap();
+    let old = versions
+        .versions()
+        .iter()
+        .find(|v| v.is_latest() == Some(false))
+        .and_then(|v| v.version_id())
+        .unwrap()
+        .to_owned();
+    let old_body = c
+        .get_object()
+        .bucket("deps")
+        .key("big")
+        .version_id(old)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert!(
+        old_body.as_ref() == secret(2 * FRAME).as_slice(),
+        "noncurrent version"
+    );
+}
+
 fn blob_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for shard in std::fs::read_dir(dir.join("blobs")).unwrap() {

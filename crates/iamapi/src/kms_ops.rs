@@ -132,6 +132,7 @@ fn ciphertext_key_arn<M: MetaStore>(
 
 pub(crate) async fn run<M: MetaStore>(
     kms: &Kms<M>,
+    users: Option<&dyn feiyun_kms::KeyUsers>,
     action: &str,
     cx: &Ctx<'_>,
     body: &Value,
@@ -165,6 +166,32 @@ pub(crate) async fn run<M: MetaStore>(
             let key = required(body, "KeyId")?;
             cx.authorize("kms:DescribeKey", &key_arn(kms, cx, key)?)?;
             Ok(json!({ "KeyMetadata": metadata(&kms.describe(account, key)?) }))
+        }
+        // Ours, not AWS's: what deleting the key would make unreadable. Asked as DescribeKey.
+        "FeiyunListKeyDependents" => {
+            let key = required(body, "KeyId")?;
+            let arn = key_arn(kms, cx, key)?;
+            cx.authorize("kms:DescribeKey", &arn)?;
+            let users = users.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "UnsupportedOperationException",
+                    "no service reports key usage on this region",
+                )
+            })?;
+            let found = users.key_users(arn.clone()).await.map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "KMSInternalException", e)
+            })?;
+            Ok(json!({
+                "KeyArn": arn,
+                "Buckets": found.iter().map(|u| json!({
+                    "Bucket": u.bucket,
+                    "BucketDefault": u.bucket_default,
+                    "Versions": u.versions,
+                    "Bytes": u.bytes,
+                    "StaleVersions": u.stale,
+                })).collect::<Vec<_>>(),
+            }))
         }
         "ListKeys" => {
             cx.authorize("kms:ListKeys", "*")?;

@@ -70,6 +70,8 @@ pub struct QueryApi<M> {
     /// The identity provider AssumeRoleWithWebIdentity trusts, when configured.
     oidc: Option<Arc<feiyun_iam::oidc::Oidc>>,
     kms: Option<Arc<feiyun_kms::Kms<M>>>,
+    /// Who can say which buckets depend on a key (the object service).
+    key_users: Option<Arc<dyn feiyun_kms::KeyUsers>>,
 }
 
 /// An error in the query protocol's terms.
@@ -269,7 +271,14 @@ impl<M: MetaStore> QueryApi<M> {
             min_session_secs: 900,
             oidc: None,
             kms: None,
+            key_users: None,
         }
+    }
+
+    #[must_use]
+    pub fn with_key_users(mut self, users: Arc<dyn feiyun_kms::KeyUsers>) -> Self {
+        self.key_users = Some(users);
+        self
     }
 
     #[must_use]
@@ -498,7 +507,7 @@ impl<M: MetaStore> QueryApi<M> {
             audit: std::sync::Mutex::new(decided),
             min_session_secs: self.min_session_secs,
         };
-        let r = kms_ops::run(kms, &action, &cx, &json).await;
+        let r = kms_ops::run(kms, self.key_users.as_deref(), &action, &cx, &json).await;
         finish(&cx, audit, r)
     }
 

@@ -9,6 +9,7 @@
 //! period removes its material: every ciphertext under it becomes unreadable.
 
 pub mod master;
+pub mod usage;
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,7 @@ use feiyun_meta::{MetaError, MetaStore, Table, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 pub use master::MasterKey;
+pub use usage::{KeyUse, KeyUsers};
 
 /// Largest plaintext Encrypt takes (AWS's limit).
 pub const MAX_PLAINTEXT: usize = 4096;
@@ -163,6 +165,14 @@ fn random(len: usize) -> Result<Vec<u8>, KmsError> {
         .fill(&mut b)
         .map_err(|_| KmsError::MasterKey("no randomness".into()))?;
     Ok(b)
+}
+
+/// The key version a ciphertext was sealed under, if it is one of ours.
+pub fn ciphertext_version(ciphertext: &[u8]) -> Option<u32> {
+    let v = ciphertext.get(4 + ID_LEN..8 + ID_LEN)?;
+    ciphertext
+        .starts_with(CIPHERTEXT_MAGIC)
+        .then(|| u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
 }
 
 /// Length-prefixed pairs, so `{"a":"bc"}` and `{"ab":"c"}` differ.

@@ -22,6 +22,7 @@ pub mod cors;
 pub mod events;
 mod get;
 mod janitor;
+mod keyuse;
 mod lease;
 pub mod lifecycle;
 mod lock;

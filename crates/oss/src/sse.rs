@@ -230,7 +230,7 @@ pub(crate) struct KeyPlace<'a> {
 }
 
 impl KeyPlace<'_> {
-    fn context(&self, extra: &Context) -> Context {
+    pub(crate) fn context(&self, extra: &Context) -> Context {
         let mut ctx = extra.clone();
         ctx.insert(
             "aws:s3:arn".into(),

@@ -133,6 +133,11 @@ impl Server {
             );
         }
         oss.spawn_janitor();
+        // Data keys sealed under a rotated KMS key move to its newest version in the
+        // background, on the lifecycle worker's schedule.
+        oss.spawn_rewrap(std::time::Duration::from_secs(
+            config.lifecycle_interval_secs,
+        ));
         oss.spawn_lifecycle(std::time::Duration::from_secs(
             config.lifecycle_interval_secs,
         ));
@@ -216,7 +221,8 @@ impl Server {
                 query: QueryApi::new(iam)
                     .with_min_session_secs(config.sts_min_session_secs)
                     .with_oidc(oidc)
-                    .with_kms(kms),
+                    .with_kms(kms)
+                    .with_key_users(oss.clone()),
                 oss,
                 hosts: VirtualHosts::new(&config.domains)?,
                 metrics,
