@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # BENCHMARKS.md "encryption at rest": 4 KiB PUT/GET at 16 connections and 1 GiB PUT/GET on one
 # stream, with encryption off (FEIYUN_ENCRYPT_AT_REST=false), SSE-S3 (the default) and
-# SSE-KMS (a bucket default under a customer key). A fresh region per run; runs alternate
-# between the modes so they share the machine's noise.
+# SSE-KMS (a bucket default under a customer key). Each phase family runs on a fresh region
+# (the large objects never follow 50k small ones in the page cache); runs alternate between
+# the modes so they share the machine's noise. Each line ends with the server's CPU seconds
+# (user+system) for that run.
 # Usage: scripts/bench_sse.sh RELEASE_BINARY [ROUNDS]
 set -euo pipefail
 bin=${1:?release feiyun binary}
@@ -22,7 +24,8 @@ start() { # start ENCRYPT_AT_REST
   echo "server did not start" >&2; cat "$work/err" >&2; exit 1
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
-run() { # run LABEL ENCRYPT_AT_REST KMS?
+cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/t}' "/proc/$pid/stat"; }
+run() { # run LABEL ENCRYPT_AT_REST KMS? (--skip-large | --skip-small)
   start "$2"
   aws --endpoint-url "$ep" s3api create-bucket --bucket feiyun-bench >/dev/null
   if [ "$3" = kms ]; then
@@ -30,12 +33,16 @@ run() { # run LABEL ENCRYPT_AT_REST KMS?
     aws --endpoint-url "$ep" s3api put-bucket-encryption --bucket feiyun-bench \
       --server-side-encryption-configuration "{\"Rules\":[{\"ApplyServerSideEncryptionByDefault\":{\"SSEAlgorithm\":\"aws:kms\",\"KMSMasterKeyID\":\"$key\"}}]}"
   fi
+  c0=$(cpu)
   "$bin" bench --endpoint "$ep" --bucket feiyun-bench --concurrency 16 --duration-secs 8 \
-    --large-streams 1 --server-pid "$pid" | sed "s/^/$1 /"
+    --large-streams 1 --server-pid "$pid" "$4" | sed "s/^/$1 /"
+  echo "$1 server-cpu-secs $(cpu) (from $c0)"
   stop
 }
 for i in $(seq 1 "$rounds"); do
-  run "off#$i" false none
-  run "sse-s3#$i" true none
-  run "sse-kms#$i" true kms
+  for phase in --skip-large --skip-small; do
+    run "off#$i" false none "$phase"
+    run "sse-s3#$i" true none "$phase"
+    run "sse-kms#$i" true kms "$phase"
+  done
 done
