@@ -199,6 +199,26 @@ async fn put(c: &aws_sdk_s3::Client, bucket: &str, key: &str, data: &[u8], mode:
     out.e_tag().unwrap().to_owned()
 }
 
+/// The error code of a one-byte SSE-KMS PUT under `key_id`, which must be refused.
+async fn kms_put_refusal(
+    c: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    key_id: &str,
+) -> Option<String> {
+    let e = c
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .ssekms_key_id(key_id)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("an SSE-KMS PUT that must be refused");
+    e.code().map(str::to_owned)
+}
+
 /// GETs `[range]` of an object; `Err` is the S3 error code (or status).
 async fn get(
     c: &aws_sdk_s3::Client,
@@ -640,33 +660,23 @@ async fn kms_key_states_govern_the_objects_under_them() {
         outcome(get(&c, "keys", "before", None, None).await),
         "KMS.DisabledException"
     );
-    let e = c
-        .put_object()
-        .bucket("keys")
-        .key("refused")
-        .server_side_encryption(ServerSideEncryption::AwsKms)
-        .ssekms_key_id(&arn)
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Some("KMS.DisabledException"));
+    assert_eq!(
+        kms_put_refusal(&c, "keys", "refused", &arn)
+            .await
+            .as_deref(),
+        Some("KMS.DisabledException")
+    );
     let (s, _) = kms(&r, "EnableKey", serde_json::json!({"KeyId": arn}));
     assert_eq!(s, 200);
     same(get(&c, "keys", "small", None, None).await, &small);
 
     // Unknown keys are refused before any data is stored.
-    let e = c
-        .put_object()
-        .bucket("keys")
-        .key("refused")
-        .server_side_encryption(ServerSideEncryption::AwsKms)
-        .ssekms_key_id("alias/no-such-key")
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Some("KMS.NotFoundException"));
+    assert_eq!(
+        kms_put_refusal(&c, "keys", "refused", "alias/no-such-key")
+            .await
+            .as_deref(),
+        Some("KMS.NotFoundException")
+    );
 
     // Deletion: pending → unreadable with KMSInvalidStateException; after the waiting
     // period the key material is gone and so is every object under it.
@@ -1120,18 +1130,8 @@ async fn sse_kms_needs_the_callers_kms_permissions() {
     );
     put(&user, "perm", "sse-s3", &data, &Mode::S3).await;
     same(get(&user, "perm", "sse-s3", None, None).await, &data);
-    let e = user
-        .put_object()
-        .bucket("perm")
-        .key("kms")
-        .server_side_encryption(ServerSideEncryption::AwsKms)
-        .ssekms_key_id(&arn)
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .unwrap_err();
     assert_eq!(
-        e.code(),
+        kms_put_refusal(&user, "perm", "kms", &arn).await.as_deref(),
         Some("AccessDenied"),
         "write without kms:GenerateDataKey"
     );

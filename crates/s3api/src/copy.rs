@@ -5,7 +5,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
 use crate::headers;
-use crate::sse::{CustomerHeaders, SseHeaders, key_check, sse_out};
+use crate::sse::{copy_source_customer_headers, customer_headers, key_check, sse_headers, sse_out};
 use crate::{FeiyunS3, fail};
 
 fn source(
@@ -77,32 +77,9 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         )
         .map_err(fail(&req))?;
         src.customer = self
-            .customer_key(
-                &req,
-                CustomerHeaders {
-                    algorithm: &i.copy_source_sse_customer_algorithm,
-                    key: &i.copy_source_sse_customer_key,
-                    md5: &i.copy_source_sse_customer_key_md5,
-                },
-            )
+            .customer_key(&req, copy_source_customer_headers!(i))
             .map_err(fail(&req))?;
         src.key_check = key_check(&req);
-        let sse = self
-            .sse_request(
-                &req,
-                SseHeaders {
-                    sse: &i.server_side_encryption,
-                    kms_key: &i.ssekms_key_id,
-                    context: &i.ssekms_encryption_context,
-                    bucket_key: i.bucket_key_enabled,
-                    customer: CustomerHeaders {
-                        algorithm: &i.sse_customer_algorithm,
-                        key: &i.sse_customer_key,
-                        md5: &i.sse_customer_key_md5,
-                    },
-                },
-            )
-            .map_err(fail(&req))?;
         let replace = match i.metadata_directive.as_ref().map(|d| d.as_str()) {
             None | Some("COPY") => false,
             Some("REPLACE") => true,
@@ -119,7 +96,8 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             && src.version.is_none()
             && i.checksum_algorithm.is_none()
             && i.storage_class.is_none()
-            && sse.is_none()
+            && i.server_side_encryption.is_none()
+            && i.sse_customer_algorithm.is_none()
         {
             return Err(fail(&req)(OssError::InvalidArgument(
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.".into(),
@@ -162,13 +140,12 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
                 ))));
             }
         };
-        let spec = feiyun_oss::WriteSpec {
+        let mut spec = feiyun_oss::WriteSpec {
             checksum_algorithm: headers::algorithm(&i.checksum_algorithm).map_err(fail(&req))?,
-            sse,
-            account: self.caller_account(&req),
-            key_check: key_check(&req),
             ..Default::default()
         };
+        self.fill_sse(&req, sse_headers!(i), &mut spec)
+            .map_err(fail(&req))?;
         let (out, source) = self
             .oss
             .copy_object(
@@ -219,25 +196,11 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         )
         .map_err(fail(&req))?;
         src.customer = self
-            .customer_key(
-                &req,
-                CustomerHeaders {
-                    algorithm: &i.copy_source_sse_customer_algorithm,
-                    key: &i.copy_source_sse_customer_key,
-                    md5: &i.copy_source_sse_customer_key_md5,
-                },
-            )
+            .customer_key(&req, copy_source_customer_headers!(i))
             .map_err(fail(&req))?;
         src.key_check = key_check(&req);
         let customer = self
-            .customer_key(
-                &req,
-                CustomerHeaders {
-                    algorithm: &i.sse_customer_algorithm,
-                    key: &i.sse_customer_key,
-                    md5: &i.sse_customer_key_md5,
-                },
-            )
+            .customer_key(&req, customer_headers!(i))
             .map_err(fail(&req))?;
         let range = copy_range(&i.copy_source_range).map_err(fail(&req))?;
         if i.part_number < 1 {

@@ -6,7 +6,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
 use crate::headers::{self, BodyChecks};
-use crate::sse::{CustomerHeaders, SseHeaders, key_check, sse_out};
+use crate::sse::{customer_headers, sse_headers, sse_out};
 use crate::{FeiyunS3, fail};
 
 impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
@@ -36,27 +36,9 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         .map_err(fail(&req))?;
         let algorithm = headers::algorithm(&i.checksum_algorithm).map_err(fail(&req))?;
         let kind = headers::checksum_kind(&i.checksum_type).map_err(fail(&req))?;
-        let spec = feiyun_oss::WriteSpec {
-            sse: self
-                .sse_request(
-                    &req,
-                    SseHeaders {
-                        sse: &i.server_side_encryption,
-                        kms_key: &i.ssekms_key_id,
-                        context: &i.ssekms_encryption_context,
-                        bucket_key: i.bucket_key_enabled,
-                        customer: CustomerHeaders {
-                            algorithm: &i.sse_customer_algorithm,
-                            key: &i.sse_customer_key,
-                            md5: &i.sse_customer_key_md5,
-                        },
-                    },
-                )
-                .map_err(fail(&req))?,
-            account: self.caller_account(&req),
-            key_check: key_check(&req),
-            ..Default::default()
-        };
+        let mut spec = feiyun_oss::WriteSpec::default();
+        self.fill_sse(&req, sse_headers!(i), &mut spec)
+            .map_err(fail(&req))?;
         let (upload_id, mode) = self
             .oss
             .create_multipart_upload(&i.bucket, &i.key, h, algorithm, kind, &spec)
@@ -102,14 +84,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
                 .map_err(fail(&req))?;
         let mut spec = checks.spec(i.content_length).map_err(fail(&req))?;
         spec.sse = self
-            .customer_key(
-                &req,
-                CustomerHeaders {
-                    algorithm: &i.sse_customer_algorithm,
-                    key: &i.sse_customer_key,
-                    md5: &i.sse_customer_key_md5,
-                },
-            )
+            .customer_key(&req, customer_headers!(i))
             .map_err(fail(&req))?
             .map(feiyun_oss::SseRequest::Customer);
         if i.part_number < 1 {

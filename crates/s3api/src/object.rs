@@ -5,7 +5,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
 use crate::headers::{self, BodyChecks};
-use crate::sse::{CustomerHeaders, SseHeaders, key_check, sse_out};
+use crate::sse::{customer_headers, key_check, sse_headers, sse_out};
 use crate::versioning::selector;
 use crate::{FeiyunS3, fail, request_id};
 
@@ -101,24 +101,8 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         )
         .map_err(fail(&req))?;
         let mut spec = checks.spec(i.content_length).map_err(fail(&req))?;
-        spec.sse = self
-            .sse_request(
-                &req,
-                SseHeaders {
-                    sse: &i.server_side_encryption,
-                    kms_key: &i.ssekms_key_id,
-                    context: &i.ssekms_encryption_context,
-                    bucket_key: i.bucket_key_enabled,
-                    customer: CustomerHeaders {
-                        algorithm: &i.sse_customer_algorithm,
-                        key: &i.sse_customer_key,
-                        md5: &i.sse_customer_key_md5,
-                    },
-                },
-            )
+        self.fill_sse(&req, sse_headers!(i), &mut spec)
             .map_err(fail(&req))?;
-        spec.account = self.caller_account(&req);
-        spec.key_check = key_check(&req);
         let body = headers::request_body(body);
         let out = self
             .oss
@@ -164,14 +148,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         .map_err(fail(&req))?;
         get.version = selector(&i.version_id).map_err(fail(&req))?;
         get.customer = self
-            .customer_key(
-                &req,
-                CustomerHeaders {
-                    algorithm: &i.sse_customer_algorithm,
-                    key: &i.sse_customer_key,
-                    md5: &i.sse_customer_key_md5,
-                },
-            )
+            .customer_key(&req, customer_headers!(i))
             .map_err(fail(&req))?;
         get.key_check = key_check(&req);
         let mut read = self
@@ -210,14 +187,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         .map_err(fail(&req))?;
         get.version = selector(&i.version_id).map_err(fail(&req))?;
         get.customer = self
-            .customer_key(
-                &req,
-                CustomerHeaders {
-                    algorithm: &i.sse_customer_algorithm,
-                    key: &i.sse_customer_key,
-                    md5: &i.sse_customer_key_md5,
-                },
-            )
+            .customer_key(&req, customer_headers!(i))
             .map_err(fail(&req))?;
         let read = self
             .oss

@@ -30,6 +30,44 @@ pub(crate) struct CustomerHeaders<'a> {
     pub md5: &'a Option<String>,
 }
 
+/// The `…-customer-*` headers of any s3s input that has them.
+macro_rules! customer_headers {
+    ($i:expr) => {
+        $crate::sse::CustomerHeaders {
+            algorithm: &$i.sse_customer_algorithm,
+            key: &$i.sse_customer_key,
+            md5: &$i.sse_customer_key_md5,
+        }
+    };
+}
+
+/// The `x-amz-copy-source-…-customer-*` headers of a copy.
+macro_rules! copy_source_customer_headers {
+    ($i:expr) => {
+        $crate::sse::CustomerHeaders {
+            algorithm: &$i.copy_source_sse_customer_algorithm,
+            key: &$i.copy_source_sse_customer_key,
+            md5: &$i.copy_source_sse_customer_key_md5,
+        }
+    };
+}
+
+/// Every SSE header of an object-writing input (PutObject, CopyObject,
+/// CreateMultipartUpload name them alike).
+macro_rules! sse_headers {
+    ($i:expr) => {
+        $crate::sse::SseHeaders {
+            sse: &$i.server_side_encryption,
+            kms_key: &$i.ssekms_key_id,
+            context: &$i.ssekms_encryption_context,
+            bucket_key: $i.bucket_key_enabled,
+            customer: $crate::sse::customer_headers!($i),
+        }
+    };
+}
+
+pub(crate) use {copy_source_customer_headers, customer_headers, sse_headers};
+
 /// The SSE headers of a response, for any output type.
 #[derive(Default)]
 pub(crate) struct SseOut {
@@ -100,6 +138,20 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             ));
         }
         CustomerKey::parse(alg, key, md5).map(Some)
+    }
+
+    /// Fills a write's encryption request, the caller's account (for KMS key names) and the
+    /// caller's KMS permission check.
+    pub(crate) fn fill_sse<T>(
+        &self,
+        req: &S3Request<T>,
+        h: SseHeaders<'_>,
+        spec: &mut feiyun_oss::WriteSpec,
+    ) -> Result<(), OssError> {
+        spec.sse = self.sse_request(req, h)?;
+        spec.account = self.caller_account(req);
+        spec.key_check = key_check(req);
+        Ok(())
     }
 
     /// What a writing request asks for, checked as S3 checks the combinations.
