@@ -176,7 +176,7 @@ pub fn ciphertext_version(ciphertext: &[u8]) -> Option<u32> {
 }
 
 /// Length-prefixed pairs, so `{"a":"bc"}` and `{"ab":"c"}` differ.
-fn canonical_context(ctx: &Context) -> Vec<u8> {
+pub fn canonical_context(ctx: &Context) -> Vec<u8> {
     let mut out = Vec::new();
     for (k, v) in ctx {
         out.extend_from_slice(&(k.len() as u32).to_be_bytes());

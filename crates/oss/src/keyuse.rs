@@ -266,12 +266,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             .await;
         match updated {
             Ok(_) => Ok(true),
-            Err(
-                OssError::PreconditionFailed
-                | OssError::NoSuchVersion
-                | OssError::NoSuchKey
-                | OssError::DeleteMarker { .. },
-            ) => Ok(false),
+            Err(e) if crate::versions::changed_meanwhile(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }

@@ -277,17 +277,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     let mut h =
                         StreamHasher::new(spec.checksum_algorithm, spec.want_payload_sha256);
                     h.update(&data);
-                    let key = match seal {
-                        None => None,
-                        Some(at) => Some(self.new_data_key(
-                            at.sealing,
-                            KeyPlace {
-                                bucket: at.bucket,
-                                key: at.key,
-                                blob: None,
-                            },
-                        )?),
-                    };
+                    let key = self.staged_key(seal, None)?;
                     if let Some((k, _)) = &key {
                         data = crate::sse::seal_inline(k, data);
                     }
@@ -314,17 +304,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         reg.put(Table::PendingBlobs, id.to_bytes().to_vec(), Vec::new());
         self.meta.commit(reg).await?;
         let guard = PendingBlobGuard::new(self.meta.clone(), self.blobs.clone(), id);
-        let key = match seal {
-            None => None,
-            Some(at) => Some(self.new_data_key(
-                at.sealing,
-                KeyPlace {
-                    bucket: at.bucket,
-                    key: at.key,
-                    blob: Some(id),
-                },
-            )?),
-        };
+        let key = self.staged_key(seal, Some(id))?;
         let frame_key = match &key {
             Some((k, _)) => feiyun_blob::FrameKey::from_bytes(k.as_bytes()),
             None => None,
@@ -380,6 +360,25 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             guard: Some(guard),
             key,
         })
+    }
+
+    /// A fresh data key (and its sealed form) for a staged body, when it is to be sealed.
+    fn staged_key(
+        &self,
+        seal: Option<SealAt<'_>>,
+        blob: Option<BlobId>,
+    ) -> Result<Option<(feiyun_blob::FrameKey, Vec<u8>)>, OssError> {
+        seal.map(|at| {
+            self.new_data_key(
+                at.sealing,
+                KeyPlace {
+                    bucket: at.bucket,
+                    key: at.key,
+                    blob,
+                },
+            )
+        })
+        .transpose()
     }
 
     pub(crate) async fn require_bucket(&self, bucket: &str) -> Result<(), OssError> {

@@ -244,15 +244,10 @@ impl KeyPlace<'_> {
     }
 }
 
-/// Length-prefixed pairs, so `{"a":"bc"}` and `{"ab":"c"}` differ.
+/// `tag` then the KMS's canonical encoding of the context (length-prefixed sorted pairs).
 fn canonical(tag: &[u8], ctx: &Context) -> Vec<u8> {
     let mut out = tag.to_vec();
-    for (k, v) in ctx {
-        out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-        out.extend_from_slice(v.as_bytes());
-    }
+    out.extend_from_slice(&feiyun_kms::canonical_context(ctx));
     out
 }
 

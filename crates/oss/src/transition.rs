@@ -183,12 +183,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 self.janitor.notify_one();
                 Ok(true)
             }
-            Err(
-                OssError::PreconditionFailed
-                | OssError::NoSuchVersion
-                | OssError::NoSuchKey
-                | OssError::DeleteMarker { .. },
-            ) => Ok(false),
+            Err(e) if crate::versions::changed_meanwhile(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }

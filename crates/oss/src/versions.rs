@@ -288,6 +288,18 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     }
 }
 
+/// Whether an `update_version_with` failed only because the version changed or went away
+/// after the caller read it (background workers then skip it).
+pub(crate) fn changed_meanwhile(e: &OssError) -> bool {
+    matches!(
+        e,
+        OssError::PreconditionFailed
+            | OssError::NoSuchVersion
+            | OssError::NoSuchKey
+            | OssError::DeleteMarker { .. }
+    )
+}
+
 /// Reads the bucket, and the version `selector` names (the current one when `None`).
 fn resolve<M: MetaStore>(
     m: &M,
