@@ -80,6 +80,11 @@ pub struct Config {
     pub encrypt_at_rest: bool,
     /// Accept SSE-C keys over plain HTTP (tests only; S3 refuses them).
     pub sse_c_over_http: bool,
+    /// The function autoscaler's stable window (Knative's 60 s; the panic window is a
+    /// tenth of it). Tests shorten it to watch scaling.
+    pub fc_scale_window_secs: u64,
+    /// Seconds without a request before a function scales to zero.
+    pub fc_idle_secs: u64,
 }
 
 impl Config {
@@ -119,6 +124,8 @@ pub struct ConfigOverrides {
     pub master_key_file: Option<PathBuf>,
     pub encrypt_at_rest: Option<bool>,
     pub sse_c_over_http: Option<bool>,
+    pub fc_scale_window_secs: Option<u64>,
+    pub fc_idle_secs: Option<u64>,
 }
 
 impl ConfigOverrides {
@@ -197,6 +204,8 @@ impl ConfigOverrides {
                 Some(v) => Some(parse_bool("FEIYUN_SSE_C_OVER_HTTP", &v)?),
             },
             master_key_file: get("FEIYUN_MASTER_KEY_FILE").map(PathBuf::from),
+            fc_scale_window_secs: parse_num("FEIYUN_FC_SCALE_WINDOW_SECS")?,
+            fc_idle_secs: parse_num("FEIYUN_FC_IDLE_SECS")?,
         })
     }
 
@@ -231,6 +240,8 @@ impl ConfigOverrides {
             master_key_file: self.master_key_file.or(lower.master_key_file),
             encrypt_at_rest: self.encrypt_at_rest.or(lower.encrypt_at_rest),
             sse_c_over_http: self.sse_c_over_http.or(lower.sse_c_over_http),
+            fc_scale_window_secs: self.fc_scale_window_secs.or(lower.fc_scale_window_secs),
+            fc_idle_secs: self.fc_idle_secs.or(lower.fc_idle_secs),
         }
     }
 
@@ -273,6 +284,13 @@ impl ConfigOverrides {
         if lifecycle_day_secs == 0 || lifecycle_interval_secs == 0 {
             return Err(ConfigError::Invalid {
                 name: "lifecycle_day_secs / lifecycle_interval_secs",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        let fc_scale_window_secs = self.fc_scale_window_secs.unwrap_or(60);
+        if fc_scale_window_secs == 0 {
+            return Err(ConfigError::Invalid {
+                name: "fc_scale_window_secs",
                 message: "must be at least 1".to_owned(),
             });
         }
@@ -350,6 +368,8 @@ impl ConfigOverrides {
             master_key_file: self.master_key_file,
             encrypt_at_rest: self.encrypt_at_rest.unwrap_or(true),
             sse_c_over_http: self.sse_c_over_http.unwrap_or(false),
+            fc_scale_window_secs,
+            fc_idle_secs: self.fc_idle_secs.unwrap_or(30),
         })
     }
 }

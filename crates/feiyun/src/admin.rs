@@ -132,11 +132,33 @@ impl AdminClient {
         extra: Vec<(&str, String)>,
         body: String,
     ) -> anyhow::Result<(hyper::StatusCode, String)> {
+        let (status, _, body) = self
+            .send(service, "POST", "/", &[], extra, bytes::Bytes::from(body))
+            .await?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// A signed request to the region for `service`; `query` is encoded here.
+    pub async fn send(
+        &self,
+        service: &str,
+        method: &str,
+        path: &str,
+        query: &[(&str, String)],
+        extra: Vec<(&str, String)>,
+        body: bytes::Bytes,
+    ) -> anyhow::Result<(hyper::StatusCode, http::HeaderMap, bytes::Bytes)> {
         let host = self
             .base
             .authority()
             .context("--endpoint needs a host")?
             .to_string();
+        let query = query
+            .iter()
+            .map(|(k, v)| format!("{}={}", sigv4_encode(k), sigv4_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let payload = sigv4::sha256_hex(&body);
         let mut headers = vec![("host", host.clone())];
         headers.extend(extra);
         if let Some(t) = &self.token {
@@ -144,17 +166,19 @@ impl AdminClient {
         }
         let signed = self.signer.sign_as(
             service,
-            "POST",
-            "/",
-            "",
+            method,
+            path,
+            &query,
             &headers,
-            &sigv4::sha256_hex(body.as_bytes()),
+            &payload,
             &sigv4::now_amz_date(),
         );
-        let mut req = hyper::Request::builder().method("POST").uri(format!(
-            "{}://{host}/",
-            self.base.scheme_str().unwrap_or("http")
-        ));
+        let uri = format!(
+            "{}://{host}{path}{}{query}",
+            self.base.scheme_str().unwrap_or("http"),
+            if query.is_empty() { "" } else { "?" }
+        );
+        let mut req = hyper::Request::builder().method(method).uri(uri);
         for (k, v) in headers.iter().skip(1) {
             req = req.header(*k, v);
         }
@@ -163,13 +187,13 @@ impl AdminClient {
         }
         let resp = self
             .client
-            .request(req.body(http_body_util::Full::new(bytes::Bytes::from(body)))?)
+            .request(req.body(http_body_util::Full::new(body))?)
             .await
             .with_context(|| format!("cannot reach the region at {}", self.base))?;
         let status = resp.status();
-        let text =
-            String::from_utf8_lossy(&resp.into_body().collect().await?.to_bytes()).into_owned();
-        Ok((status, text))
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, headers, body))
     }
 }
 

@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod bench_versions;
+mod fc_cli;
 mod iam_cli;
 mod kms_cli;
 mod sigv4;
@@ -37,6 +38,8 @@ enum Command {
     Audit(iam_cli::AuditArgs),
     /// KMS keys on a running region: list, what depends on a key, deletion.
     Kms(kms_cli::KmsArgs),
+    /// Functions on a running region: deploy, invoke, logs, versions and aliases.
+    Fc(fc_cli::FcArgs),
 }
 
 #[derive(clap::Args)]
@@ -86,6 +89,7 @@ fn main() -> std::process::ExitCode {
             Command::Iam(args) => iam_cli::run(args).await,
             Command::Audit(args) => iam_cli::audit(args).await,
             Command::Kms(args) => kms_cli::run(args).await,
+            Command::Fc(args) => fc_cli::run(args).await,
         }
     });
     match result {

@@ -209,28 +209,63 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     /// Authorizes `action` on `resource` by the caller's identity policies.
     pub(crate) fn authorize(&self, action: &str, resource: &str) -> Result<(), ApiError> {
+        authorize(&self.caller, &self.context, &self.audit, action, resource)
+    }
+}
+
+/// A signed-in caller of a JSON API served outside this crate (Function Compute): whose
+/// account it is, and authorization by its policies, each decision kept for the audit.
+pub struct Authenticated {
+    caller: Arc<Caller>,
+    context: RequestContext,
+    audit: std::sync::Mutex<feiyun_audit::Decided>,
+}
+
+impl Authenticated {
+    pub fn account(&self) -> &str {
+        &self.caller.principal.account
+    }
+
+    pub fn authorize(&self, action: &str, resource: &str) -> Result<(), ApiError> {
+        authorize(&self.caller, &self.context, &self.audit, action, resource)
+    }
+
+    /// Hands over the audit record; `status` is what the request was answered with.
+    pub fn finish(self, audit: &feiyun_audit::Slot, status: StatusCode) {
+        let mut d = self.audit.into_inner().unwrap_or_else(|p| p.into_inner());
+        if status == StatusCode::FORBIDDEN && d.decision == "Allow" {
+            d.decision = "Deny".into();
+        }
+        audit.set(d);
+    }
+}
+
+/// Authorizes `action` on `resource` by the caller's identity and session policies.
+fn authorize(
+    caller: &Caller,
+    context: &RequestContext,
+    audit: &std::sync::Mutex<feiyun_audit::Decided>,
+    action: &str,
+    resource: &str,
+) -> Result<(), ApiError> {
+    {
         let set = PolicySet {
-            identity: self
-                .caller
+            identity: caller
                 .policies
                 .iter()
                 .map(|(l, p)| (l.as_str(), p.as_ref()))
                 .collect(),
-            session: self
-                .caller
-                .session
-                .as_ref()
-                .and_then(|s| s.policy.as_deref()),
+            session: caller.session.as_ref().and_then(|s| s.policy.as_deref()),
             same_account: true,
             ..Default::default()
         };
         let decision = set.decide(&Request {
             action,
             resource,
-            principal: Some(&self.caller.principal),
-            context: &self.context,
+            principal: Some(&caller.principal),
+            context,
         });
-        if let Ok(mut a) = self.audit.lock() {
+        if let Ok(mut a) = audit.lock() {
             a.action = action.to_owned();
             a.resource = resource.to_owned();
             (a.decision, a.statement) = match &decision {
@@ -249,7 +284,7 @@ impl Ctx<'_> {
                 "AccessDenied",
                 format!(
                     "User: {} is not authorized to perform: {action} on resource: {resource} with an explicit deny in {by}",
-                    self.caller.principal.arn
+                    caller.principal.arn
                 ),
             )),
             Decision::ImplicitDeny => Err(ApiError::new(
@@ -257,7 +292,7 @@ impl Ctx<'_> {
                 "AccessDenied",
                 format!(
                     "User: {} is not authorized to perform: {action} on resource: {resource} because no identity-based policy allows the {action} action",
-                    self.caller.principal.arn
+                    caller.principal.arn
                 ),
             )),
         }
@@ -407,6 +442,24 @@ impl<M: MetaStore> QueryApi<M> {
             Service::Kms => unreachable_kms(),
         };
         finish(&cx, audit, r)
+    }
+
+    /// Authenticates a request to a JSON API served elsewhere (Function Compute), for
+    /// actions that API authorizes itself. A failure is recorded in `audit` here.
+    pub fn sign_in_caller(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        peer: SocketAddr,
+        action: String,
+        audit: &feiyun_audit::Slot,
+    ) -> Result<Authenticated, ApiError> {
+        let (caller, decided) = self.sign_in(parts, body, action, audit)?;
+        Ok(Authenticated {
+            context: self.context_for(parts, peer, &caller),
+            caller,
+            audit: std::sync::Mutex::new(decided),
+        })
     }
 
     /// Authenticates a signed request and starts its audit record (a failure is recorded
@@ -595,8 +648,19 @@ impl<M: MetaStore> QueryApi<M> {
                 .collect();
             (!values.is_empty()).then(|| values.join(","))
         };
-        let payload_sha256 =
-            header("x-amz-content-sha256").unwrap_or_else(|| hex::encode(Sha256::digest(body)));
+        let actual = hex::encode(Sha256::digest(body));
+        let payload_sha256 = match header("x-amz-content-sha256") {
+            // The body is here whole: a claimed hash must be its hash.
+            Some(claimed) if claimed != "UNSIGNED-PAYLOAD" && claimed != actual => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "XAmzContentSHA256Mismatch",
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                ));
+            }
+            Some(claimed) => claimed,
+            None => actual,
+        };
         let input = CanonicalInput {
             method: method.as_str(),
             path: uri.path(),

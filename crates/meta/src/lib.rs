@@ -43,10 +43,12 @@ pub enum Table {
     Iam,
     /// KMS keys (metadata and sealed key material) and aliases.
     Kms,
+    /// Functions (configuration, versions, aliases) and their invocation records.
+    Functions,
 }
 
 impl Table {
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::Buckets,
         Table::Objects,
         Table::Versions,
@@ -60,6 +62,7 @@ impl Table {
         Table::System,
         Table::Iam,
         Table::Kms,
+        Table::Functions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +80,7 @@ impl Table {
             Table::System => "system",
             Table::Iam => "iam",
             Table::Kms => "kms",
+            Table::Functions => "functions",
         }
     }
 }

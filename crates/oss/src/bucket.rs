@@ -76,6 +76,37 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         }
     }
 
+    /// Creates, unless it exists, a bucket the region keeps for itself (function code, say).
+    /// Its name starts with a dot, which S3 refuses in any request, so no account can
+    /// create, list or address it; its objects are stored, checksummed and encrypted like
+    /// any other.
+    pub async fn ensure_system_bucket(&self, name: &str) -> Result<(), OssError> {
+        if !name.starts_with('.') || keys::validate_bucket_name(&name[1..]).is_err() {
+            return Err(OssError::InvalidBucketName(format!(
+                "{name:?} is not a system bucket name"
+            )));
+        }
+        let record = BucketRecord {
+            created_ms: now_millis(),
+            region: self.config.region.clone(),
+            versioning: Versioning::Unversioned,
+            object_lock: false,
+            default_retention: None,
+            owner: None,
+            encryption: None,
+        };
+        let mut batch = WriteBatch::new();
+        batch.check_absent(Table::Buckets, keys::bucket(name)).put(
+            Table::Buckets,
+            keys::bucket(name),
+            records::encode(&record)?,
+        );
+        match self.meta.commit(batch).await {
+            Ok(()) | Err(MetaError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes a bucket that holds no version, no delete marker and no upload.
     pub async fn delete_bucket(&self, name: &str) -> Result<(), OssError> {
         self.require_bucket(name).await?;

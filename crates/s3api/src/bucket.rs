@@ -23,7 +23,10 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
             .into_iter()
             .filter(|(name, r)| {
                 let owner = r.owner.as_deref().unwrap_or(&self.default_account);
-                name.starts_with(&prefix) && account.as_deref().is_none_or(|a| a == owner)
+                // System buckets (a leading dot) belong to the region, not to an account.
+                !name.starts_with('.')
+                    && name.starts_with(&prefix)
+                    && account.as_deref().is_none_or(|a| a == owner)
             })
             .map(|(name, r)| Bucket {
                 name: Some(name),

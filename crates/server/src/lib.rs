@@ -72,6 +72,8 @@ pub enum ServerError {
     Tls(#[from] tls::TlsError),
     #[error("master key: {0}")]
     MasterKey(String),
+    #[error("function service: {0}")]
+    Functions(String),
 }
 
 type EmbeddedOss = ObjectService<RedbStore, LocalBlobStore>;
@@ -91,6 +93,7 @@ struct App {
     guard: guard::AuthGuard,
     query: QueryApi<RedbStore>,
     oss: Arc<EmbeddedOss>,
+    fc: Arc<feiyun_fc::Functions<RedbStore>>,
     hosts: VirtualHosts,
     metrics: Metrics,
     ready: std::sync::atomic::AtomicBool,
@@ -152,7 +155,7 @@ impl Server {
             targets,
             std::time::Duration::from_secs(config.event_retention_secs),
         )?;
-        let metrics = Metrics::new(oss.stats().clone());
+        let mut metrics = Metrics::new(oss.stats().clone());
         let kms = oss.kms().clone();
         spawn_kms_purge(
             kms.clone(),
@@ -168,6 +171,16 @@ impl Server {
             kms.clone(),
         )
         .await?;
+
+        let code = feiyun_fc::code::ObjectCode::open(oss.clone())
+            .await
+            .map_err(|e| ServerError::Functions(e.to_string()))?;
+        let mut fc_settings = feiyun_fc::Settings::new(&config.region, dir);
+        fc_settings.stable_window = Duration::from_secs(config.fc_scale_window_secs);
+        fc_settings.idle = Duration::from_secs(config.fc_idle_secs);
+        let fc = feiyun_fc::Functions::open(oss.meta().clone(), Arc::new(code), fc_settings)
+            .map_err(|e| ServerError::Functions(e.to_string()))?;
+        fc.meter().register(metrics.registry_mut());
 
         // The writer thread ends when the last sender is dropped; `serve` flushes it first.
         let (audit, _writer) = feiyun_audit::AuditLog::open(&dir.join("audit"))?;
@@ -224,6 +237,7 @@ impl Server {
                     .with_kms(kms)
                     .with_key_users(oss.clone()),
                 oss,
+                fc,
                 hosts: VirtualHosts::new(&config.domains)?,
                 metrics,
                 ready: std::sync::atomic::AtomicBool::new(true),
@@ -403,6 +417,20 @@ impl App {
             );
             return resp;
         }
+        if feiyun_fc::api::is_fc_path(req.uri().path()) {
+            let audit = feiyun_audit::Slot::default();
+            let bytes_in = content_length(req.headers());
+            let (mut resp, op) = self.functions(req, peer, &audit).await;
+            if let Ok(v) = http::HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-amzn-requestid", v);
+            }
+            let decided = audit.take();
+            self.judge(peer, claimed.as_deref(), resp.status(), decided.as_ref());
+            self.audit(&id, peer, op, bytes_in, &resp, decided).await;
+            self.metrics
+                .observe(op, resp.status().as_u16(), start.elapsed().as_secs_f64());
+            return resp;
+        }
         if let Some(service) = service {
             let audit = feiyun_audit::Slot::default();
             let bytes_in = content_length(req.headers());
@@ -509,6 +537,97 @@ impl App {
             r.headers_mut().insert("x-amzn-requestid", v);
         }
         r
+    }
+
+    /// A Function Compute request: signed callers are authenticated here and authorized by
+    /// the API per action; unsigned requests reach only public functions' invocation URLs.
+    async fn functions(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        audit: &feiyun_audit::Slot,
+    ) -> (Response<s3s::Body>, &'static str) {
+        use feiyun_fc::api::{self, ApiError, ApiResponse, Call};
+        use http_body_util::BodyExt;
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_owned();
+        let body = match http_body_util::Limited::new(body, api::body_limit(&path))
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                let e = ApiError::new(
+                    413,
+                    "RequestEntityTooLargeException",
+                    format!(
+                        "the request body is larger than {} bytes",
+                        api::body_limit(&path)
+                    ),
+                );
+                return (
+                    fc_response(api::error_response(e, "Rejected")),
+                    "FcRejected",
+                );
+            }
+        };
+        let call = Call {
+            method: &parts.method,
+            path: &path,
+            query: parts.uri.query().unwrap_or(""),
+            headers: &parts.headers,
+            body: body.clone(),
+        };
+        let meta = self.oss.meta();
+        let r: ApiResponse = if parts.headers.contains_key(http::header::AUTHORIZATION) {
+            match self
+                .query
+                .sign_in_caller(&parts, &body, peer, "fc:".into(), audit)
+            {
+                Ok(caller) => {
+                    let r = api::handle(&self.fc, meta, &SignedGate(&caller), call).await;
+                    caller.finish(
+                        audit,
+                        StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+                    );
+                    r
+                }
+                Err(e) => api::error_response(
+                    ApiError::new(e.status.as_u16(), e.code, e.message),
+                    "AuthFailed",
+                ),
+            }
+        } else if api::invoked_function(&path).is_some() {
+            let r = api::handle(&self.fc, meta, &AnonymousGate, call).await;
+            audit.set(feiyun_audit::Decided {
+                principal: "anonymous".into(),
+                action: "fc:InvokeFunction".into(),
+                resource: path.clone(),
+                // Only a public function answers an unsigned request.
+                decision: if r.status == 404 || r.status == 403 {
+                    "ImplicitDeny"
+                } else {
+                    "Allow"
+                }
+                .into(),
+                ..Default::default()
+            });
+            r
+        } else {
+            api::error_response(
+                ApiError::new(
+                    403,
+                    "MissingAuthenticationToken",
+                    "Function Compute requests must be signed (SigV4)",
+                ),
+                "AuthFailed",
+            )
+        };
+        let op = match r.action {
+            "" => "Fc",
+            a => a,
+        };
+        (fc_response(r), op)
     }
 
     /// Appends the request's audit record. Requests that never reached authorization (a
@@ -721,6 +840,52 @@ fn is_signed<B>(req: &Request<B>) -> bool {
             .uri()
             .query()
             .is_some_and(|q| q.contains("X-Amz-Signature=") || q.contains("Signature="))
+}
+
+/// A Function Compute caller who signed the request.
+struct SignedGate<'a>(&'a feiyun_iamapi::Authenticated);
+
+impl feiyun_fc::api::Gate for SignedGate<'_> {
+    fn account(&self) -> Option<&str> {
+        Some(self.0.account())
+    }
+
+    fn authorize(&self, action: &str, resource: &str) -> Result<(), feiyun_fc::api::ApiError> {
+        self.0.authorize(action, resource).map_err(|e| {
+            feiyun_fc::api::ApiError::new(e.status.as_u16(), "AccessDeniedException", e.message)
+        })
+    }
+}
+
+/// An unsigned request: it may invoke public functions and nothing else.
+struct AnonymousGate;
+
+impl feiyun_fc::api::Gate for AnonymousGate {
+    fn account(&self) -> Option<&str> {
+        None
+    }
+
+    fn authorize(&self, action: &str, _resource: &str) -> Result<(), feiyun_fc::api::ApiError> {
+        Err(feiyun_fc::api::ApiError::new(
+            403,
+            "AccessDeniedException",
+            format!("{action} needs a signed request"),
+        ))
+    }
+}
+
+fn fc_response(r: feiyun_fc::api::ApiResponse) -> Response<s3s::Body> {
+    let mut resp = Response::new(s3s::Body::from(r.body));
+    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (k, v) in r.headers {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(&v),
+        ) {
+            resp.headers_mut().append(k, v);
+        }
+    }
+    resp
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<s3s::Body> {

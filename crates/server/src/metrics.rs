@@ -141,6 +141,11 @@ impl Metrics {
     }
 
     /// The text exposition.
+    /// Where another service registers its own series (Function Compute's).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     pub fn render(&self) -> String {
         {
             // Counters mirror the service's atomics; bring them up to date.

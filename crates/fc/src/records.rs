@@ -1,0 +1,227 @@
+//! The function service's records in the metadata store (table `functions`):
+//!
+//! - `f/NAME` → [`FunctionRecord`]: `$LATEST` (code and configuration), published versions,
+//!   aliases;
+//! - `i/NAME/TIME+SEQ` → [`InvocationRecord`]: one per invocation, with the guest's log;
+//! - `t/NAME` → [`Totals`]: the function's metered totals.
+//!
+//! Records are CBOR; the store's envelope checksums them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Largest number of published versions a function keeps.
+pub const MAX_VERSIONS: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionConfig {
+    /// Bytes of linear memory an invocation may use.
+    pub memory: u64,
+    pub timeout_ms: u64,
+    /// CPU fuel per invocation (instructions, roughly); none runs on the deadline alone.
+    pub fuel: Option<u64>,
+    pub env: BTreeMap<String, String>,
+    /// Concurrent requests one instance takes.
+    pub max_concurrency: u32,
+    /// Instances kept warm when idle (provisioned capacity).
+    pub min_instances: u32,
+    pub max_instances: u32,
+    /// Whether `/fc/invoke/NAME` answers unsigned requests (a public function URL). Off by
+    /// default: invoking needs `fc:InvokeFunction`.
+    pub public: bool,
+    pub description: String,
+}
+
+impl Default for FunctionConfig {
+    fn default() -> Self {
+        Self {
+            memory: 128 << 20,
+            timeout_ms: 30_000,
+            fuel: None,
+            env: BTreeMap::new(),
+            max_concurrency: 100,
+            min_instances: 0,
+            max_instances: 10,
+            public: false,
+            description: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Code {
+    /// Hex SHA-256 of the WebAssembly bytes; names the code object and the compiled cache.
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl Code {
+    /// The key of the code object in the system bucket.
+    pub fn key(&self, function: &str) -> String {
+        format!("{function}/{}.wasm", self.sha256)
+    }
+}
+
+/// Code and configuration: `$LATEST`, or a published version (immutable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    pub code: Code,
+    pub config: FunctionConfig,
+    pub modified_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    pub name: String,
+    /// The owning account.
+    pub owner: String,
+    pub created_ms: i64,
+    pub latest: Version,
+    pub versions: BTreeMap<u32, Version>,
+    pub aliases: BTreeMap<String, u32>,
+    /// Version numbers are never reused, even after the newest is deleted.
+    pub next_version: u32,
+}
+
+impl FunctionRecord {
+    /// Every code object a version of this function still uses.
+    pub fn code_keys(&self) -> std::collections::BTreeSet<String> {
+        std::iter::once(&self.latest)
+            .chain(self.versions.values())
+            .map(|v| v.code.key(&self.name))
+            .collect()
+    }
+}
+
+/// What started an invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    Http,
+    Api,
+    Object { bucket: String, key: String },
+    Timer { schedule: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvocationRecord {
+    pub id: String,
+    pub function: String,
+    /// The version that ran (`$LATEST` or a number) and the qualifier that chose it.
+    pub version: String,
+    pub qualifier: String,
+    pub trigger: Trigger,
+    pub started_ms: i64,
+    pub duration_us: u64,
+    /// Time spent loading the function before it ran (zero when warm).
+    pub init_us: u64,
+    pub cold: bool,
+    /// Configured memory (what is billed) and the most the instance used.
+    pub memory: u64,
+    pub memory_peak: u64,
+    pub gb_seconds: f64,
+    /// The HTTP status answered, and `ok` or the kind of failure.
+    pub status: u16,
+    pub result: String,
+    pub error: Option<String>,
+    /// The guest's stderr, cut at the service's log limit.
+    pub log: String,
+    pub log_truncated: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub invocations: u64,
+    pub errors: u64,
+    pub throttles: u64,
+    pub cold_starts: u64,
+    pub duration_us: u64,
+    pub gb_seconds: f64,
+}
+
+pub fn function_key(name: &str) -> Vec<u8> {
+    format!("f/{name}").into_bytes()
+}
+
+pub fn invocations_prefix(name: &str) -> Vec<u8> {
+    format!("i/{name}/").into_bytes()
+}
+
+/// Invocation ids sort by time: 16 hex digits of milliseconds, 8 of a sequence.
+pub fn invocation_key(name: &str, id: &str) -> Vec<u8> {
+    format!("i/{name}/{id}").into_bytes()
+}
+
+pub fn totals_key(name: &str) -> Vec<u8> {
+    format!("t/{name}").into_bytes()
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing CBOR into a Vec fails only on a serializer bug.
+    if let Err(e) = ciborium::into_writer(v, &mut out) {
+        tracing::error!(error = %e, "cannot encode a function record");
+    }
+    out
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
+    ciborium::from_reader(bytes).ok()
+}
+
+/// Function names as Lambda takes them: 1–64 letters, digits, hyphens, underscores.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Alias names: 1–128 of the same characters, not all digits (those name versions).
+pub fn valid_alias(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !name.bytes().all(|b| b.is_ascii_digit())
+        && name != "$LATEST"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_aliases() {
+        assert!(valid_name("thumbnail_v2-a"));
+        assert!(!valid_name(""));
+        assert!(!valid_name(&"a".repeat(65)));
+        assert!(!valid_name("a/b"));
+        assert!(!valid_name("a:b"));
+        assert!(valid_alias("live"));
+        assert!(!valid_alias("42"));
+        assert!(!valid_alias("$LATEST"));
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let r = FunctionRecord {
+            name: "f".into(),
+            owner: "000000000000".into(),
+            created_ms: 1,
+            latest: Version {
+                code: Code {
+                    sha256: "ab".into(),
+                    size: 3,
+                },
+                config: FunctionConfig::default(),
+                modified_ms: 2,
+            },
+            versions: BTreeMap::new(),
+            aliases: BTreeMap::from([("live".into(), 1)]),
+            next_version: 1,
+        };
+        assert_eq!(decode::<FunctionRecord>(&encode(&r)), Some(r));
+    }
+}

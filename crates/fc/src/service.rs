@@ -1,0 +1,1039 @@
+//! The function service: deploys functions (code into the system bucket, the compiled
+//! artifact into an on-disk cache, the record into the metadata store), publishes versions
+//! and aliases, and runs invocations through admission control and the autoscaler, metering
+//! each one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use feiyun_meta::{MetaError, MetaStore, Table, WriteBatch};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::code::{CodeError, CodeStore};
+use crate::meter::{Meter, Outcome};
+use crate::records::{
+    self, Code, FunctionConfig, FunctionRecord, InvocationRecord, Totals, Trigger, Version,
+};
+use crate::runtime::{self, Compiled, FcError, Limits, Request, Response, Runtime};
+use crate::scale::{Policy, Reason, Scaler};
+
+/// What `$LATEST` is called in qualifiers and records.
+pub const LATEST: &str = "$LATEST";
+/// Largest request body an invocation takes (Lambda's synchronous payload limit).
+pub const MAX_REQUEST: usize = 6 << 20;
+/// Largest response body a function may write.
+pub const MAX_RESPONSE: usize = 6 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("invalid function code: {0}")]
+    InvalidCode(FcError),
+    #[error("the function is at its concurrency limit")]
+    Throttled { retry_after: Duration },
+    #[error("the region is at its limit of running instances")]
+    Unavailable { retry_after: Duration },
+    /// The function ran and failed (timeout, memory, trap, exit status).
+    #[error("{0}")]
+    Function(FcError),
+    #[error("metadata: {0}")]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Code(#[from] CodeError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub region: String,
+    /// Where compiled artifacts are cached.
+    pub cache_dir: PathBuf,
+    /// The autoscaler's stable window (the panic window is a tenth of it).
+    pub stable_window: Duration,
+    /// No request for this long (and nothing provisioned) scales a function to zero.
+    pub idle: Duration,
+    /// How long a request waits for room before 429/503.
+    pub queue_wait: Duration,
+    /// Invocation records older than this are trimmed.
+    pub log_retention: Duration,
+    /// Largest log kept per invocation.
+    pub max_log: usize,
+}
+
+impl Settings {
+    pub fn new(region: &str, data_dir: &Path) -> Self {
+        Self {
+            region: region.to_owned(),
+            cache_dir: data_dir.join("fc-cache"),
+            stable_window: Duration::from_secs(60),
+            idle: Duration::from_secs(30),
+            queue_wait: Duration::from_secs(1),
+            log_retention: Duration::from_secs(7 * 86_400),
+            max_log: 64 << 10,
+        }
+    }
+}
+
+/// How a deploy sets the configuration: given fields replace, the rest keep their value
+/// (or the default for a new function).
+#[derive(Debug, Clone, Default)]
+pub struct ConfigUpdate {
+    pub memory: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub fuel: Option<Option<u64>>,
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+    pub max_concurrency: Option<u32>,
+    pub min_instances: Option<u32>,
+    pub max_instances: Option<u32>,
+    pub public: Option<bool>,
+    pub description: Option<String>,
+}
+
+impl ConfigUpdate {
+    fn apply(self, mut c: FunctionConfig) -> Result<FunctionConfig, ServiceError> {
+        let bad = |m: String| Err(ServiceError::InvalidParameter(m));
+        if let Some(m) = self.memory {
+            if !(1 << 20..=runtime::MAX_MEMORY as u64).contains(&m) {
+                return bad(format!(
+                    "memory must be between 1 MiB and {} MiB",
+                    runtime::MAX_MEMORY >> 20
+                ));
+            }
+            c.memory = m;
+        }
+        if let Some(t) = self.timeout_ms {
+            if !(1..=900_000).contains(&t) {
+                return bad("timeout must be between 1 ms and 15 minutes".into());
+            }
+            c.timeout_ms = t;
+        }
+        if let Some(f) = self.fuel {
+            c.fuel = f;
+        }
+        if let Some(env) = self.env {
+            for k in env.keys() {
+                let ok = !k.is_empty()
+                    && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && !k.as_bytes()[0].is_ascii_digit();
+                if !ok {
+                    return bad(format!("{k:?} is not an environment variable name"));
+                }
+            }
+            let size: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if size > 4096 {
+                return bad("environment variables exceed 4 KiB (Lambda's limit)".into());
+            }
+            c.env = env;
+        }
+        if let Some(n) = self.max_concurrency {
+            c.max_concurrency = n;
+        }
+        if let Some(n) = self.min_instances {
+            c.min_instances = n;
+        }
+        if let Some(n) = self.max_instances {
+            c.max_instances = n;
+        }
+        if let Some(p) = self.public {
+            c.public = p;
+        }
+        if let Some(d) = self.description {
+            if d.len() > 256 {
+                return bad("description is longer than 256 characters".into());
+            }
+            c.description = d;
+        }
+        if !(1..=1000).contains(&c.max_concurrency) {
+            return bad("max-concurrency must be between 1 and 1000".into());
+        }
+        if !(1..=1000).contains(&c.max_instances) {
+            return bad("max-instances must be between 1 and 1000".into());
+        }
+        if c.min_instances > c.max_instances {
+            return bad("min-instances must not exceed max-instances".into());
+        }
+        Ok(c)
+    }
+}
+
+/// A function as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionInfo {
+    pub name: String,
+    pub arn: String,
+    pub owner: String,
+    pub created: String,
+    pub modified: String,
+    pub code_sha256: String,
+    pub code_size: u64,
+    pub config: FunctionConfig,
+    pub versions: Vec<VersionInfo>,
+    pub aliases: std::collections::BTreeMap<String, u32>,
+    pub instances: u32,
+    pub in_flight: u32,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionInfo {
+    pub version: u32,
+    pub code_sha256: String,
+    pub published: String,
+    pub description: String,
+}
+
+/// The result of one invocation.
+pub struct Invoked {
+    pub response: Response,
+    pub id: String,
+    pub version: String,
+    pub duration: Duration,
+    pub cold: bool,
+}
+
+/// One function version's warm state: the autoscaler and the compiled code.
+struct Pool {
+    name: String,
+    label: String,
+    version: Version,
+    scaler: Mutex<Scaler>,
+    room: Notify,
+    compiled: tokio::sync::Mutex<Option<Compiled>>,
+}
+
+pub struct Functions<M: MetaStore> {
+    meta: Arc<M>,
+    code: Arc<dyn CodeStore>,
+    runtime: Arc<Runtime>,
+    settings: Settings,
+    records: Mutex<HashMap<String, Arc<FunctionRecord>>>,
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
+    /// Region-wide instance slots (the pooling allocator's), beyond which requests get 503.
+    slots: Arc<Semaphore>,
+    meter: Arc<Meter>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+impl<M: MetaStore> Functions<M> {
+    /// Opens the service; spawns the autoscaler and the meter's writer on the current
+    /// runtime.
+    pub fn open(
+        meta: Arc<M>,
+        code: Arc<dyn CodeStore>,
+        settings: Settings,
+    ) -> Result<Arc<Self>, ServiceError> {
+        let runtime = Arc::new(Runtime::new().map_err(|e| ServiceError::Internal(e.to_string()))?);
+        std::fs::create_dir_all(&settings.cache_dir).map_err(|e| {
+            ServiceError::Internal(format!(
+                "cannot create {}: {e}",
+                settings.cache_dir.display()
+            ))
+        })?;
+        let meter = Meter::start(meta.clone(), settings.log_retention)?;
+        let svc = Arc::new(Self {
+            meta,
+            code,
+            runtime,
+            slots: Arc::new(Semaphore::new(runtime::POOL_INSTANCES as usize)),
+            settings,
+            records: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
+            meter,
+        });
+        svc.clone().spawn_autoscaler();
+        Ok(svc)
+    }
+
+    pub fn meter(&self) -> &Arc<Meter> {
+        &self.meter
+    }
+
+    pub fn arn(&self, f: &FunctionRecord) -> String {
+        format!(
+            "arn:aws:fc:{}:{}:function:{}",
+            self.settings.region, f.owner, f.name
+        )
+    }
+
+    /// The ARN a policy names for `name` in `account`, whether or not it exists.
+    pub fn arn_of(&self, account: &str, name: &str) -> String {
+        format!(
+            "arn:aws:fc:{}:{account}:function:{name}",
+            self.settings.region
+        )
+    }
+
+    /// The function's record, from memory when this process has read or written it.
+    pub fn function(&self, name: &str) -> Result<Arc<FunctionRecord>, ServiceError> {
+        if let Some(r) = lock(&self.records).get(name) {
+            return Ok(r.clone());
+        }
+        let raw = self
+            .meta
+            .get(Table::Functions, &records::function_key(name))?
+            .ok_or_else(|| ServiceError::NotFound(format!("Function not found: {name}")))?;
+        let r = Arc::new(
+            records::decode::<FunctionRecord>(&raw)
+                .ok_or_else(|| ServiceError::Internal(format!("corrupt record of {name}")))?,
+        );
+        lock(&self.records).insert(name.to_owned(), r.clone());
+        Ok(r)
+    }
+
+    pub fn list(&self) -> Result<Vec<Arc<FunctionRecord>>, ServiceError> {
+        let mut out = Vec::new();
+        let mut start = b"f/".to_vec();
+        loop {
+            let page = self
+                .meta
+                .scan(Table::Functions, &start, Some(b"f0"), 1000)?;
+            let Some((last, _)) = page.last() else { break };
+            start = last.clone();
+            start.push(0);
+            for (_, v) in &page {
+                if let Some(r) = records::decode::<FunctionRecord>(v) {
+                    out.push(Arc::new(r));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn info(&self, f: &FunctionRecord) -> FunctionInfo {
+        let (instances, in_flight) = lock(&self.pools)
+            .values()
+            .filter(|p| p.name == f.name)
+            .map(|p| {
+                let s = lock(&p.scaler);
+                (s.instances, s.in_flight)
+            })
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        FunctionInfo {
+            name: f.name.clone(),
+            arn: self.arn(f),
+            owner: f.owner.clone(),
+            created: rfc3339(f.created_ms),
+            modified: rfc3339(f.latest.modified_ms),
+            code_sha256: f.latest.code.sha256.clone(),
+            code_size: f.latest.code.size,
+            config: f.latest.config.clone(),
+            versions: f
+                .versions
+                .iter()
+                .map(|(n, v)| VersionInfo {
+                    version: *n,
+                    code_sha256: v.code.sha256.clone(),
+                    published: rfc3339(v.modified_ms),
+                    description: v.config.description.clone(),
+                })
+                .collect(),
+            aliases: f.aliases.clone(),
+            instances,
+            in_flight,
+            totals: self.meter.totals(&f.name),
+        }
+    }
+
+    /// Creates a function or replaces its `$LATEST` code and configuration. The code is
+    /// compiled before anything is stored: invalid code changes nothing.
+    pub async fn deploy(
+        &self,
+        owner: &str,
+        name: &str,
+        wasm: Bytes,
+        update: ConfigUpdate,
+    ) -> Result<Arc<FunctionRecord>, ServiceError> {
+        if !records::valid_name(name) {
+            return Err(ServiceError::InvalidParameter(format!(
+                "{name:?} is not a function name (1-64 letters, digits, '-' or '_')"
+            )));
+        }
+        let existing = match self.function(name) {
+            Ok(f) => Some(f),
+            Err(ServiceError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(f) = &existing
+            && f.owner != owner
+        {
+            return Err(ServiceError::Conflict(format!(
+                "a function named {name} already exists in another account"
+            )));
+        }
+        let base = existing
+            .as_ref()
+            .map(|f| f.latest.config.clone())
+            .unwrap_or_default();
+        let config = update.apply(base)?;
+        let sha256 = hex::encode(Sha256::digest(&wasm));
+        let code = Code {
+            sha256,
+            size: wasm.len() as u64,
+        };
+        let rt = self.runtime.clone();
+        let w = wasm.clone();
+        let (compiled, serialized) = tokio::task::spawn_blocking(move || rt.precompile(&w))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .map_err(|e| match e {
+                FcError::Internal(m) => ServiceError::Internal(m),
+                e => ServiceError::InvalidCode(e),
+            })?;
+        self.code.put(&code.key(name), wasm).await?;
+        self.cache_store(&code, serialized).await;
+        let now = now_ms();
+        let record = FunctionRecord {
+            name: name.to_owned(),
+            owner: owner.to_owned(),
+            created_ms: existing.as_ref().map_or(now, |f| f.created_ms),
+            latest: Version {
+                code: code.clone(),
+                config,
+                modified_ms: now,
+            },
+            versions: existing
+                .as_ref()
+                .map(|f| f.versions.clone())
+                .unwrap_or_default(),
+            aliases: existing
+                .as_ref()
+                .map(|f| f.aliases.clone())
+                .unwrap_or_default(),
+            next_version: existing.as_ref().map_or(1, |f| f.next_version),
+        };
+        let record = self.save(existing.as_deref(), record).await?;
+        if let Some(old) = existing {
+            self.drop_unused_code(&old, &record).await;
+        }
+        // The new `$LATEST` starts warm: it was just compiled.
+        self.retire(name, Some(LATEST));
+        let pool = self.pool(&record, LATEST, &record.latest);
+        *pool.compiled.lock().await = Some(compiled);
+        Ok(record)
+    }
+
+    /// Commits `record`, provided the stored one is still `expected` (or absent).
+    async fn save(
+        &self,
+        expected: Option<&FunctionRecord>,
+        record: FunctionRecord,
+    ) -> Result<Arc<FunctionRecord>, ServiceError> {
+        let key = records::function_key(&record.name);
+        let mut batch = WriteBatch::new();
+        match expected {
+            Some(old) => {
+                batch.check_value(Table::Functions, key.clone(), Some(records::encode(old)))
+            }
+            None => batch.check_absent(Table::Functions, key.clone()),
+        };
+        batch.put(Table::Functions, key, records::encode(&record));
+        match self.meta.commit(batch).await {
+            Ok(()) => {}
+            Err(MetaError::Conflict(_)) => {
+                lock(&self.records).remove(&record.name);
+                return Err(ServiceError::Conflict(format!(
+                    "{} was changed by another request; retry",
+                    record.name
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let record = Arc::new(record);
+        lock(&self.records).insert(record.name.clone(), record.clone());
+        Ok(record)
+    }
+
+    async fn drop_unused_code(&self, old: &FunctionRecord, new: &FunctionRecord) {
+        let keep = new.code_keys();
+        for key in old.code_keys().difference(&keep) {
+            if let Err(e) = self.code.delete(key).await {
+                tracing::warn!(key, error = %e, "cannot delete unused function code");
+            }
+        }
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), ServiceError> {
+        let f = self.function(name)?;
+        let mut batch = WriteBatch::new();
+        batch
+            .check_value(
+                Table::Functions,
+                records::function_key(name),
+                Some(records::encode(f.as_ref())),
+            )
+            .delete(Table::Functions, records::function_key(name))
+            .delete(Table::Functions, records::totals_key(name));
+        match self.meta.commit(batch).await {
+            Ok(()) => {}
+            Err(MetaError::Conflict(_)) => {
+                lock(&self.records).remove(name);
+                return Err(ServiceError::Conflict(format!(
+                    "{name} was changed by another request; retry"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        lock(&self.records).remove(name);
+        self.retire(name, None);
+        self.meter.forget(name);
+        for key in f.code_keys() {
+            if let Err(e) = self.code.delete(&key).await {
+                tracing::warn!(key, error = %e, "cannot delete function code");
+            }
+        }
+        // The invocation records go in the background; a new function of the same name
+        // starts with none of them only once this finishes, so do it now.
+        self.meter.purge(name).await;
+        Ok(())
+    }
+
+    /// Publishes `$LATEST` as the next version, unless the newest version already has the
+    /// same code and configuration (then that one is returned, as Lambda does).
+    pub async fn publish(
+        &self,
+        name: &str,
+        description: Option<String>,
+    ) -> Result<(Arc<FunctionRecord>, u32), ServiceError> {
+        let f = self.function(name)?;
+        if let Some((n, v)) = f.versions.iter().next_back()
+            && v.code == f.latest.code
+            && v.config == f.latest.config
+            && description.is_none()
+        {
+            return Ok((f.clone(), *n));
+        }
+        if f.versions.len() >= records::MAX_VERSIONS {
+            return Err(ServiceError::InvalidParameter(format!(
+                "{name} has {} versions; delete some first",
+                records::MAX_VERSIONS
+            )));
+        }
+        let mut next = (*f).clone();
+        let n = next.next_version;
+        let mut v = next.latest.clone();
+        v.modified_ms = now_ms();
+        if let Some(d) = description {
+            v.config.description = d;
+        }
+        next.versions.insert(n, v);
+        next.next_version += 1;
+        let saved = self.save(Some(&f), next).await?;
+        Ok((saved, n))
+    }
+
+    pub async fn delete_version(&self, name: &str, version: u32) -> Result<(), ServiceError> {
+        let f = self.function(name)?;
+        if !f.versions.contains_key(&version) {
+            return Err(ServiceError::NotFound(format!(
+                "{name} has no version {version}"
+            )));
+        }
+        if let Some((alias, _)) = f.aliases.iter().find(|(_, v)| **v == version) {
+            return Err(ServiceError::Conflict(format!(
+                "alias {alias} points to version {version}; move it first"
+            )));
+        }
+        let mut next = (*f).clone();
+        next.versions.remove(&version);
+        let saved = self.save(Some(&f), next).await?;
+        self.drop_unused_code(&f, &saved).await;
+        self.retire(name, Some(&version.to_string()));
+        Ok(())
+    }
+
+    /// Points `alias` at a published version (creating or moving it).
+    pub async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: u32,
+    ) -> Result<Arc<FunctionRecord>, ServiceError> {
+        if !records::valid_alias(alias) {
+            return Err(ServiceError::InvalidParameter(format!(
+                "{alias:?} is not an alias name (letters, digits, '-', '_', not all digits)"
+            )));
+        }
+        let f = self.function(name)?;
+        if !f.versions.contains_key(&version) {
+            return Err(ServiceError::NotFound(format!(
+                "{name} has no version {version}; publish one first"
+            )));
+        }
+        let mut next = (*f).clone();
+        next.aliases.insert(alias.to_owned(), version);
+        self.save(Some(&f), next).await
+    }
+
+    pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<(), ServiceError> {
+        let f = self.function(name)?;
+        if !f.aliases.contains_key(alias) {
+            return Err(ServiceError::NotFound(format!(
+                "{name} has no alias {alias}"
+            )));
+        }
+        let mut next = (*f).clone();
+        next.aliases.remove(alias);
+        self.save(Some(&f), next).await?;
+        Ok(())
+    }
+
+    /// The version a qualifier selects: none or `$LATEST`, a version number, or an alias.
+    pub fn resolve<'a>(
+        f: &'a FunctionRecord,
+        qualifier: Option<&str>,
+    ) -> Result<(String, &'a Version), ServiceError> {
+        match qualifier {
+            None | Some(LATEST) => Ok((LATEST.to_owned(), &f.latest)),
+            Some(q) => {
+                let n = match q.parse::<u32>() {
+                    Ok(n) => n,
+                    Err(_) => *f.aliases.get(q).ok_or_else(|| {
+                        ServiceError::NotFound(format!("{} has no alias {q}", f.name))
+                    })?,
+                };
+                let v = f.versions.get(&n).ok_or_else(|| {
+                    ServiceError::NotFound(format!("{} has no version {n}", f.name))
+                })?;
+                Ok((n.to_string(), v))
+            }
+        }
+    }
+
+    /// The warm state of one version, created on first use.
+    fn pool(&self, f: &FunctionRecord, label: &str, version: &Version) -> Arc<Pool> {
+        let key = format!("{}@{label}", f.name);
+        let mut pools = lock(&self.pools);
+        if let Some(p) = pools.get(&key)
+            && p.version == *version
+        {
+            return p.clone();
+        }
+        let c = &version.config;
+        let policy = Policy {
+            per_instance: c.max_concurrency.max(1),
+            min: c.min_instances,
+            max: c.max_instances.max(1),
+            stable_window: self.settings.stable_window,
+            idle: self.settings.idle,
+        };
+        let pool = Arc::new(Pool {
+            name: f.name.clone(),
+            label: label.to_owned(),
+            version: version.clone(),
+            scaler: Mutex::new(Scaler::new(policy, Instant::now())),
+            room: Notify::new(),
+            compiled: tokio::sync::Mutex::new(None),
+        });
+        self.meter.instances(&f.name, label, i64::from(policy.min));
+        pools.insert(key, pool.clone());
+        pool
+    }
+
+    /// Forgets the warm state of one version of `name`, or of all its versions.
+    fn retire(&self, name: &str, label: Option<&str>) {
+        lock(&self.pools).retain(|_, p| {
+            let keep = p.name != name || label.is_some_and(|l| l != p.label);
+            if !keep {
+                self.meter.instances(&p.name, &p.label, 0);
+            }
+            keep
+        });
+    }
+
+    /// Runs one request. `qualifier` picks the version; the caller has authorized it.
+    pub async fn invoke(
+        &self,
+        f: &FunctionRecord,
+        qualifier: Option<&str>,
+        req: Request,
+        trigger: Trigger,
+    ) -> Result<Invoked, ServiceError> {
+        let (label, version) = Self::resolve(f, qualifier)?;
+        if req.body.len() > MAX_REQUEST {
+            return Err(ServiceError::InvalidParameter(format!(
+                "the request body is larger than {MAX_REQUEST} bytes"
+            )));
+        }
+        let pool = self.pool(f, &label, version);
+        let qualifier = qualifier.unwrap_or(LATEST).to_owned();
+        let started_ms = now_ms();
+        let start = Instant::now();
+        let admitted = match self.admit(&pool).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.meter.throttled(&f.name);
+                return Err(e);
+            }
+        };
+        let outcome = self.run(&pool, req, admitted.cold).await;
+        drop(admitted);
+        let duration = start.elapsed();
+        let (cold, init) = outcome.1;
+        let id = self.meter.next_id(started_ms);
+        let config = &version.config;
+        let gb_seconds = config.memory as f64 / f64::from(1u32 << 30) * duration.as_secs_f64();
+        let (status, result, error, log, peak) = match &outcome.0 {
+            Ok(r) => (
+                r.status,
+                "ok".to_owned(),
+                None,
+                r.log.clone(),
+                r.memory_peak,
+            ),
+            Err(e) => (
+                error_status(e),
+                error_kind(e).to_owned(),
+                Some(e.to_string()),
+                Vec::new(),
+                0,
+            ),
+        };
+        let log_truncated = log.len() > self.settings.max_log;
+        let log =
+            String::from_utf8_lossy(&log[..log.len().min(self.settings.max_log)]).into_owned();
+        self.meter.record(
+            InvocationRecord {
+                id: id.clone(),
+                function: f.name.clone(),
+                version: label.clone(),
+                qualifier,
+                trigger,
+                started_ms,
+                duration_us: duration.as_micros() as u64,
+                init_us: init.as_micros() as u64,
+                cold,
+                memory: config.memory,
+                memory_peak: peak as u64,
+                gb_seconds,
+                status,
+                result: result.clone(),
+                error,
+                log,
+                log_truncated,
+            },
+            Outcome {
+                ok: outcome.0.is_ok(),
+                duration,
+            },
+        );
+        match outcome.0 {
+            Ok(response) => Ok(Invoked {
+                response,
+                id,
+                version: label,
+                duration,
+                cold,
+            }),
+            Err(e) => Err(ServiceError::Function(e)),
+        }
+    }
+
+    /// Waits for room in the function's instances (adding one when allowed) and for a
+    /// region-wide slot, each at most the queue wait.
+    async fn admit(&self, pool: &Arc<Pool>) -> Result<Admitted, ServiceError> {
+        let deadline = tokio::time::Instant::now() + self.settings.queue_wait;
+        let retry_after = Duration::from_secs(1);
+        let cold;
+        loop {
+            let notified = pool.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let admitted = {
+                let mut s = lock(&pool.scaler);
+                s.try_admit(Instant::now()).map(|c| (c, s.instances))
+            };
+            match admitted {
+                Ok((changed, n)) => {
+                    if let Some(reason) = changed {
+                        self.scaled(pool, n - 1, n, reason);
+                    }
+                    // Scaling up from no instance is what a cold start is.
+                    cold = changed.is_some() && n == 1;
+                    break;
+                }
+                Err(crate::scale::AtCapacity) => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return Err(ServiceError::Throttled { retry_after });
+                    }
+                }
+            }
+        }
+        let mut admitted = Admitted {
+            pool: pool.clone(),
+            slot: None,
+            cold,
+        };
+        match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => {
+                admitted.slot = Some(permit);
+                Ok(admitted)
+            }
+            _ => Err(ServiceError::Unavailable { retry_after }),
+        }
+    }
+
+    fn scaled(&self, pool: &Pool, from: u32, to: u32, reason: Reason) {
+        tracing::info!(
+            function = %pool.name,
+            version = %pool.label,
+            from,
+            to,
+            reason = reason.as_str(),
+            "function scaled"
+        );
+        self.meter
+            .scaled(&pool.name, &pool.label, i64::from(to), from < to, reason);
+    }
+
+    /// Loads the code if the pool has none in memory, then runs the request off the async
+    /// runtime. Returns whether this was a cold start and how long loading took.
+    async fn run(
+        &self,
+        pool: &Arc<Pool>,
+        req: Request,
+        scaled_from_zero: bool,
+    ) -> (Result<Response, FcError>, (bool, Duration)) {
+        let t = Instant::now();
+        let (compiled, loaded) = {
+            let mut slot = pool.compiled.lock().await;
+            match slot.as_ref() {
+                Some(c) => (c.clone(), false),
+                None => match self.load(&pool.name, &pool.version.code).await {
+                    Ok(c) => {
+                        *slot = Some(c.clone());
+                        (c, true)
+                    }
+                    Err(e) => {
+                        tracing::error!(function = %pool.name, error = %e, "cannot load function");
+                        return (Err(FcError::Internal(e.to_string())), (true, t.elapsed()));
+                    }
+                },
+            }
+        };
+        let init = t.elapsed();
+        // A request that found no instance warm is a cold start, whether or not the code
+        // was still in memory.
+        let cold = loaded || scaled_from_zero;
+        let c = &pool.version.config;
+        let limits = Limits {
+            memory: c.memory as usize,
+            timeout: Duration::from_millis(c.timeout_ms),
+            fuel: c.fuel,
+            max_output: MAX_RESPONSE,
+            env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        let rt = self.runtime.clone();
+        let r = tokio::task::spawn_blocking(move || rt.invoke(&compiled, &req, &limits))
+            .await
+            .unwrap_or_else(|e| Err(FcError::Internal(e.to_string())));
+        (r, (cold, init))
+    }
+
+    /// The function's code, compiled: from the on-disk cache when it holds a good artifact
+    /// for this engine, else compiled again from the code object (and cached).
+    async fn load(&self, name: &str, code: &Code) -> Result<Compiled, ServiceError> {
+        let path = self.cache_path(code);
+        let rt = self.runtime.clone();
+        let cached = tokio::task::spawn_blocking(move || {
+            let bytes = read_artifact(&path)?;
+            rt.load(&bytes).ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let wasm = self
+            .code
+            .get(&code.key(name), runtime::MAX_MODULE_SIZE)
+            .await?;
+        if hex::encode(Sha256::digest(&wasm)) != code.sha256 {
+            return Err(ServiceError::Internal(format!(
+                "the code object of {name} does not match its SHA-256"
+            )));
+        }
+        let rt = self.runtime.clone();
+        let (compiled, serialized) = tokio::task::spawn_blocking(move || rt.precompile(&wasm))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .map_err(ServiceError::InvalidCode)?;
+        self.cache_store(code, serialized).await;
+        Ok(compiled)
+    }
+
+    fn cache_path(&self, code: &Code) -> PathBuf {
+        self.settings.cache_dir.join(format!(
+            "{}-{:016x}.cwasm",
+            code.sha256,
+            self.runtime.compatibility()
+        ))
+    }
+
+    /// Writes a compiled artifact with its checksum; a failure only costs a recompile.
+    async fn cache_store(&self, code: &Code, serialized: Vec<u8>) {
+        let path = self.cache_path(code);
+        let r = tokio::task::spawn_blocking(move || write_artifact(&path, &serialized)).await;
+        if let Ok(Err(e)) | Err(e) = r.map_err(std::io::Error::other) {
+            tracing::warn!(error = %e, "cannot cache a compiled function");
+        }
+    }
+
+    fn spawn_autoscaler(self: Arc<Self>) {
+        let period = (self.settings.stable_window / 30)
+            .clamp(Duration::from_millis(50), Duration::from_secs(2));
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(svc) = weak.upgrade() else { break };
+                svc.autoscale().await;
+            }
+        });
+    }
+
+    async fn autoscale(&self) {
+        let pools: Vec<Arc<Pool>> = lock(&self.pools).values().cloned().collect();
+        for pool in pools {
+            let (changed, instances) = {
+                let mut s = lock(&pool.scaler);
+                let c = s.tick(Instant::now());
+                (c, s.instances)
+            };
+            if let Some((from, reason)) = changed {
+                self.scaled(&pool, from, instances, reason);
+                // More room: wake the queue.
+                pool.room.notify_waiters();
+            }
+            // Provisioned capacity is warm: its code is loaded before a request needs it.
+            if instances > 0 && pool.compiled.lock().await.is_none() {
+                match self.load(&pool.name, &pool.version.code).await {
+                    Ok(c) => *pool.compiled.lock().await = Some(c),
+                    Err(e) => tracing::warn!(function = %pool.name, error = %e, "cannot pre-load"),
+                }
+            }
+        }
+    }
+}
+
+/// Holds a request's place in its pool and its region-wide slot.
+struct Admitted {
+    pool: Arc<Pool>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The request scaled its function up from zero instances.
+    cold: bool,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.slot.take();
+        lock(&self.pool.scaler).release(Instant::now());
+        self.pool.room.notify_one();
+    }
+}
+
+const ARTIFACT_MAGIC: &[u8; 8] = b"FYCWASM1";
+
+fn write_artifact(path: &Path, serialized: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(ARTIFACT_MAGIC)?;
+    f.write_all(&Sha256::digest(serialized))?;
+    f.write_all(serialized)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The artifact's payload if its checksum holds; `None` for a missing or damaged file.
+fn read_artifact(path: &Path) -> Option<Vec<u8>> {
+    let mut bytes = std::fs::read(path).ok()?;
+    if bytes.len() < 40 || &bytes[..8] != ARTIFACT_MAGIC {
+        return None;
+    }
+    if Sha256::digest(&bytes[40..])[..] != bytes[8..40] {
+        tracing::warn!(path = %path.display(), "compiled artifact fails its checksum; recompiling");
+        return None;
+    }
+    bytes.drain(..40);
+    Some(bytes)
+}
+
+/// The HTTP status an invocation failure is answered with.
+pub fn error_status(e: &FcError) -> u16 {
+    match e {
+        FcError::Timeout(_) => 504,
+        FcError::Internal(_) => 500,
+        _ => 502,
+    }
+}
+
+/// A short name of the failure, for records, metrics and the `x-fc-function-error` header.
+pub fn error_kind(e: &FcError) -> &'static str {
+    match e {
+        FcError::Timeout(_) => "Timeout",
+        FcError::MemoryLimit(_) => "MemoryLimit",
+        FcError::OutOfFuel => "OutOfFuel",
+        FcError::OutputTooLarge(_) => "OutputTooLarge",
+        FcError::Exit(_) => "Exit",
+        FcError::Trap(_) => "Trap",
+        FcError::Internal(_) => "Internal",
+        FcError::InvalidModule(_)
+        | FcError::ModuleTooLarge(_)
+        | FcError::NotACommand(_)
+        | FcError::ComponentUnsupported => "InvalidCode",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_with_a_flipped_byte_are_not_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.cwasm");
+        write_artifact(&path, b"compiled code").expect("write");
+        assert_eq!(read_artifact(&path).as_deref(), Some(&b"compiled code"[..]));
+        let mut bytes = std::fs::read(&path).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).expect("write");
+        assert_eq!(read_artifact(&path), None);
+        assert_eq!(read_artifact(&dir.path().join("missing")), None);
+    }
+}

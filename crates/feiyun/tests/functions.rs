@@ -1,0 +1,737 @@
+//! Function Compute against the real binary: `feiyun fc` deploys, invokes, publishes,
+//! aliases, reads logs and deletes; `/fc/invoke/NAME` answers signed callers with
+//! `fc:InvokeFunction` and unsigned ones only for public functions; limits stop guests with a
+//! clear error while the host and other functions go on; concurrency beyond the maximum is
+//! refused with 429 and Retry-After; scaling to zero and back is seen in the metrics; code
+//! and versions survive a restart without the compiled cache; bad input changes nothing.
+
+mod common;
+
+#[path = "../src/sigv4.rs"]
+#[allow(dead_code)]
+mod sigv4;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{ACCESS_KEY, RawResponse, Region, SECRET_KEY, raw_bytes};
+
+fn guest(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../fc/tests/guests/{name}.wat",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    wat::parse_file(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Writes a module to a file the CLI can deploy.
+fn wasm_file(dir: &std::path::Path, name: &str, wasm: &[u8]) -> PathBuf {
+    let p = dir.join(format!("{name}.wasm"));
+    std::fs::write(&p, wasm).expect("write wasm");
+    p
+}
+
+/// `hello` with another greeting of the same length, to tell versions apart.
+fn hello_v2() -> Vec<u8> {
+    let path = format!(
+        "{}/../fc/tests/guests/hello.wat",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("hello.wat");
+    assert!(text.contains("hello from wasm"));
+    wat::parse_str(text.replace("hello from wasm", "HELLO FROM WASM")).expect("v2")
+}
+
+/// Runs `feiyun fc ARGS` against the region as `(ak, sk)`.
+fn fc_as(r: &Region, (ak, sk): (&str, &str), args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_feiyun"))
+        .arg("fc")
+        .args(args)
+        .env("FEIYUN_ENDPOINT", r.endpoint())
+        .env("AWS_ACCESS_KEY_ID", ak)
+        .env("AWS_SECRET_ACCESS_KEY", sk)
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("run feiyun fc")
+}
+
+fn fc(r: &Region, args: &[&str]) -> Output {
+    fc_as(r, (ACCESS_KEY, SECRET_KEY), args)
+}
+
+/// `feiyun fc ARGS`, which must succeed; its stdout.
+fn fc_ok(r: &Region, args: &[&str]) -> String {
+    let out = fc(r, args);
+    assert!(
+        out.status.success(),
+        "feiyun fc {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `feiyun fc ARGS`, which must fail with one line on stderr; that line.
+fn fc_err(r: &Region, args: &[&str]) -> String {
+    let out = fc(r, args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "feiyun fc {args:?} succeeded");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    err
+}
+
+/// A request to the region, signed as `(ak, sk)` for service `fc` when given.
+fn request(
+    r: &Region,
+    creds: Option<(&str, &str)>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> RawResponse {
+    let host = r.addr.to_string();
+    let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if let Some((ak, sk)) = creds {
+        let signer = sigv4::Signer {
+            access_key: ak.into(),
+            secret_key: sk.into(),
+            region: "us-east-1".into(),
+        };
+        let auth = signer.sign_as(
+            "fc",
+            method,
+            path_only,
+            query,
+            &[("host", host.clone())],
+            &sigv4::sha256_hex(body),
+            &sigv4::now_amz_date(),
+        );
+        for (k, v) in auth {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    head.push_str("\r\n");
+    let mut req = head.into_bytes();
+    req.extend_from_slice(body);
+    raw_bytes(r.addr, &req)
+}
+
+fn root() -> Option<(&'static str, &'static str)> {
+    Some((ACCESS_KEY, SECRET_KEY))
+}
+
+/// One IAM query call signed as root; the XML answer (asserting success).
+fn iam(r: &Region, params: &[(&str, &str)]) -> String {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let mut body = String::from("Version=2010-05-08");
+    for (k, v) in params {
+        body.push_str(&format!("&{}={}", enc(k), enc(v)));
+    }
+    let host = r.addr.to_string();
+    let signer = sigv4::Signer {
+        access_key: ACCESS_KEY.into(),
+        secret_key: SECRET_KEY.into(),
+        region: "us-east-1".into(),
+    };
+    let ct = "application/x-www-form-urlencoded; charset=utf-8".to_string();
+    let auth = signer.sign_as(
+        "iam",
+        "POST",
+        "/",
+        "",
+        &[("host", host.clone()), ("content-type", ct.clone())],
+        &sigv4::sha256_hex(body.as_bytes()),
+        &sigv4::now_amz_date(),
+    );
+    let mut req = format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in auth {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    let resp = raw_bytes(r.addr, req.as_bytes());
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    resp.body_text()
+}
+
+fn xml_field(xml: &str, tag: &str) -> String {
+    xml.split(&format!("<{tag}>"))
+        .nth(1)
+        .and_then(|r| r.split(&format!("</{tag}>")).next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn json(resp: &RawResponse) -> serde_json::Value {
+    serde_json::from_slice(&resp.body).unwrap_or(serde_json::Value::Null)
+}
+
+/// The value of one Prometheus sample whose line starts with `series`.
+fn metric(r: &Region, series: &str) -> Option<f64> {
+    r.metrics()
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn deploy_invoke_publish_alias_roll_back_logs_restart_and_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut r = Region::start_with(&data, &[]);
+    let hello = wasm_file(dir.path(), "hello", &guest("hello"));
+    let v2 = wasm_file(dir.path(), "hello2", &hello_v2());
+
+    let out = fc_ok(
+        &r,
+        &[
+            "deploy",
+            "hello",
+            "--wasm",
+            hello.to_str().unwrap(),
+            "--memory",
+            "16M",
+            "--timeout",
+            "5s",
+            "--env",
+            "GREETING=hi",
+        ],
+    );
+    assert!(out.contains("arn:aws:fc:us-east-1:"), "{out}");
+    assert_eq!(fc_ok(&r, &["invoke", "hello"]), "hello from wasm\n");
+
+    // Signed with fc:InvokeFunction (root): the function's own HTTP response.
+    let resp = request(&r, root(), "GET", "/fc/invoke/hello/some/path?x=1", b"");
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    assert_eq!(resp.body_text(), "hello from wasm\n");
+    assert_eq!(resp.header("content-type"), Some("text/plain"));
+    assert_eq!(resp.header("x-fc-version"), Some("$LATEST"));
+    assert!(resp.header("x-fc-invocation-id").is_some());
+    // Unsigned: not public, so it does not exist for an anonymous caller.
+    let resp = request(&r, None, "GET", "/fc/invoke/hello", b"");
+    assert_eq!(resp.status, 404, "{}", resp.body_text());
+
+    // Versions and an alias: roll out v2, roll back to v1.
+    assert!(fc_ok(&r, &["publish", "hello"]).contains("version 1"));
+    fc_ok(&r, &["deploy", "hello", "--wasm", v2.to_str().unwrap()]);
+    assert_eq!(fc_ok(&r, &["invoke", "hello"]), "HELLO FROM WASM\n");
+    assert!(fc_ok(&r, &["publish", "hello"]).contains("version 2"));
+    // Publishing an unchanged $LATEST returns the same version, as Lambda does.
+    assert!(fc_ok(&r, &["publish", "hello"]).contains("version 2"));
+    fc_ok(&r, &["alias", "hello", "live", "2"]);
+    assert_eq!(
+        fc_ok(&r, &["invoke", "hello", "--qualifier", "live"]),
+        "HELLO FROM WASM\n"
+    );
+    fc_ok(&r, &["alias", "hello", "live", "1"]);
+    assert_eq!(
+        fc_ok(&r, &["invoke", "hello", "--qualifier", "live"]),
+        "hello from wasm\n"
+    );
+    let resp = request(&r, root(), "POST", "/fc/invoke/hello:live", b"");
+    assert_eq!(resp.body_text(), "hello from wasm\n");
+    assert_eq!(resp.header("x-fc-version"), Some("1"));
+    assert_eq!(
+        fc_ok(&r, &["invoke", "hello", "--qualifier", "2"]),
+        "HELLO FROM WASM\n"
+    );
+    let err = fc_err(&r, &["invoke", "hello", "--qualifier", "canary"]);
+    assert!(err.contains("ResourceNotFoundException"), "{err}");
+    // A version an alias points to cannot be deleted.
+    let resp = request(&r, root(), "DELETE", "/fc/functions/hello/versions/1", b"");
+    assert_eq!(resp.status, 409, "{}", resp.body_text());
+
+    // Describe: configuration kept across the code-only deploy, versions, aliases, totals.
+    let d: serde_json::Value =
+        serde_json::from_str(&fc_ok(&r, &["describe", "hello", "--json"])).expect("json");
+    assert_eq!(d["config"]["memory"], 16 << 20);
+    assert_eq!(d["config"]["timeout_ms"], 5000);
+    assert_eq!(d["config"]["env"]["GREETING"], "hi");
+    assert_eq!(d["versions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(d["aliases"]["live"], 1);
+    assert!(d["totals"]["invocations"].as_u64() >= Some(7), "{d}");
+    assert!(fc_ok(&r, &["list"]).starts_with("hello\t16M\t5000ms"));
+
+    // Logs: one record per invocation with its version and result, oldest first.
+    let logs = fc_ok(&r, &["logs", "hello", "--json"]);
+    let records: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect();
+    assert_eq!(records.len(), 7, "{logs}");
+    assert!(
+        records
+            .iter()
+            .all(|i| i["result"] == "ok" && i["status"] == 200)
+    );
+    assert_eq!(records[0]["version"], "$LATEST");
+    assert!(
+        records
+            .iter()
+            .any(|i| i["version"] == "1" && i["qualifier"] == "live")
+    );
+    assert!(records.iter().all(|i| i["gb_seconds"].as_f64() > Some(0.0)));
+    let ids: Vec<&str> = records.iter().filter_map(|i| i["id"].as_str()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted);
+    assert!(
+        metric(
+            &r,
+            "feiyun_fc_invocations_total{function=\"hello\",result=\"ok\"}"
+        ) == Some(7.0)
+    );
+
+    // A restart without the compiled cache: code comes back from the system bucket.
+    r.terminate();
+    std::fs::remove_dir_all(data.join("fc-cache")).expect("cache was written");
+    let r = Region::start_with(&data, &[]);
+    assert_eq!(
+        fc_ok(&r, &["invoke", "hello", "--qualifier", "live"]),
+        "hello from wasm\n"
+    );
+    assert_eq!(fc_ok(&r, &["invoke", "hello"]), "HELLO FROM WASM\n");
+    assert!(data.join("fc-cache").read_dir().expect("cache").count() >= 2);
+    // Function code is not reachable as a bucket: the system bucket is nobody's.
+    let resp = request(&r, None, "GET", "/.feiyun-functions/", b"");
+    assert_ne!(resp.status, 200);
+
+    fc_ok(&r, &["alias", "hello", "live", "--delete"]);
+    fc_ok(&r, &["delete", "hello"]);
+    let err = fc_err(&r, &["invoke", "hello"]);
+    assert!(err.contains("ResourceNotFoundException"), "{err}");
+    assert_eq!(fc_ok(&r, &["list"]), "");
+    // A new function of the same name starts with no logs of the old one.
+    fc_ok(&r, &["deploy", "hello", "--wasm", hello.to_str().unwrap()]);
+    assert_eq!(fc_ok(&r, &["logs", "hello"]), "");
+}
+
+#[test]
+fn limits_stop_guests_with_a_clear_error_and_others_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = Region::start();
+    let looping =
+        wat::parse_str(r#"(module (func (export "_start") (loop $l (br $l))))"#).expect("loop");
+    let hog = wat::parse_str(
+        r#"(module (memory 1) (func (export "_start") (drop (memory.grow (i32.const 100)))
+             (i32.store (i32.const 3000000) (i32.const 1))))"#,
+    )
+    .expect("hog");
+    let trap = wat::parse_str(r#"(module (func (export "_start") unreachable))"#).expect("trap");
+    for (name, wasm) in [
+        ("hello", guest("hello")),
+        ("loop", looping),
+        ("hog", hog),
+        ("trap", trap),
+        ("escape", guest("escape")),
+        ("echo", guest("echo")),
+    ] {
+        let f = wasm_file(dir.path(), name, &wasm);
+        fc_ok(
+            &r,
+            &[
+                "deploy",
+                name,
+                "--wasm",
+                f.to_str().unwrap(),
+                "--timeout",
+                "300ms",
+                "--memory",
+                "2M",
+            ],
+        );
+    }
+    let loop_call = std::thread::spawn({
+        let addr = r.addr;
+        move || {
+            let signer = sigv4::Signer {
+                access_key: ACCESS_KEY.into(),
+                secret_key: SECRET_KEY.into(),
+                region: "us-east-1".into(),
+            };
+            let auth = signer.sign_as(
+                "fc",
+                "POST",
+                "/fc/invoke/loop",
+                "",
+                &[("host", addr.to_string())],
+                &sigv4::sha256_hex(b""),
+                &sigv4::now_amz_date(),
+            );
+            let mut req = format!(
+                "POST /fc/invoke/loop HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n"
+            );
+            for (k, v) in auth {
+                req.push_str(&format!("{k}: {v}\r\n"));
+            }
+            req.push_str("\r\n");
+            raw_bytes(addr, req.as_bytes())
+        }
+    });
+    // While the loop runs, others answer.
+    assert_eq!(fc_ok(&r, &["invoke", "hello"]), "hello from wasm\n");
+    let resp = loop_call.join().expect("loop call");
+    assert_eq!(resp.status, 504, "{}", resp.body_text());
+    assert_eq!(resp.header("x-fc-function-error"), Some("Timeout"));
+    assert!(
+        json(&resp)["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("time limit")
+    );
+
+    let err = fc_err(&r, &["invoke", "hog"]);
+    assert!(
+        err.contains("MemoryLimit") && err.contains("memory"),
+        "{err}"
+    );
+    let err = fc_err(&r, &["invoke", "trap"]);
+    assert!(err.contains("Trap"), "{err}");
+    // No file, no socket unless granted.
+    assert_eq!(
+        fc_ok(&r, &["invoke", "escape"]),
+        "file denied\nsocket denied\n"
+    );
+    // The body reaches the guest; its stderr is the invocation's log.
+    let body = common::pattern(200_000, 7);
+    let resp = request(&r, root(), "PUT", "/fc/invoke/echo", &body);
+    assert_eq!(resp.status, 200);
+    assert!(resp.body == body, "echo differs");
+    let logs = fc_ok(&r, &["logs", "echo"]);
+    assert!(logs.contains("  | echoing"), "{logs}");
+    let logs = fc_ok(&r, &["logs", "loop", "--json"]);
+    assert!(logs.contains("\"result\":\"Timeout\""), "{logs}");
+    // The host is fine and counted each failure.
+    assert_eq!(fc_ok(&r, &["invoke", "hello"]), "hello from wasm\n");
+    assert_eq!(
+        metric(
+            &r,
+            "feiyun_fc_invocations_total{function=\"hog\",result=\"MemoryLimit\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn beyond_the_maximum_requests_get_429_and_idle_functions_scale_to_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = Region::start_env(&[
+        ("FEIYUN_FC_SCALE_WINDOW_SECS", "2"),
+        ("FEIYUN_FC_IDLE_SECS", "1"),
+    ]);
+    let sleep = wasm_file(dir.path(), "sleep", &guest("sleep"));
+    fc_ok(
+        &r,
+        &[
+            "deploy",
+            "sleep",
+            "--wasm",
+            sleep.to_str().unwrap(),
+            "--max-concurrency",
+            "1",
+            "--max-instances",
+            "2",
+        ],
+    );
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let addr = r.addr;
+            std::thread::spawn(move || {
+                let signer = sigv4::Signer {
+                    access_key: ACCESS_KEY.into(),
+                    secret_key: SECRET_KEY.into(),
+                    region: "us-east-1".into(),
+                };
+                let auth = signer.sign_as(
+                    "fc",
+                    "GET",
+                    "/fc/invoke/sleep",
+                    "",
+                    &[("host", addr.to_string())],
+                    &sigv4::sha256_hex(b""),
+                    &sigv4::now_amz_date(),
+                );
+                let mut req = format!(
+                    "GET /fc/invoke/sleep HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n"
+                );
+                for (k, v) in auth {
+                    req.push_str(&format!("{k}: {v}\r\n"));
+                }
+                req.push_str("\r\n");
+                raw_bytes(addr, req.as_bytes())
+            })
+        })
+        .collect();
+    let answers: Vec<RawResponse> = calls.into_iter().map(|t| t.join().expect("call")).collect();
+    let ok = answers.iter().filter(|a| a.status == 200).count();
+    let refused: Vec<&RawResponse> = answers.iter().filter(|a| a.status == 429).collect();
+    // Two instances of one request each, 400 ms per request, at most 1 s in the queue: of
+    // twelve arriving at once, six can be served (at 0, 0.4 and 0.8 s) and the rest wait
+    // past the bound and are refused.
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(ok + refused.len(), 12, "{statuses:?}");
+    assert!((2..=8).contains(&ok), "{statuses:?}");
+    assert!(refused.len() >= 4, "{statuses:?}");
+    for a in &refused {
+        assert_eq!(a.header("retry-after"), Some("1"));
+        assert_eq!(json(a)["__type"], "TooManyRequestsException");
+    }
+    assert_eq!(fc_ok(&r, &["invoke", "sleep"]), "awake\n");
+    assert!(
+        metric(
+            &r,
+            "feiyun_fc_instances{function=\"sleep\",version=\"$LATEST\"}"
+        ) >= Some(1.0)
+    );
+
+    // Idle past the grace period (and a calm window): scaled to zero, seen in the metrics.
+    let mut zero = false;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        if metric(
+            &r,
+            "feiyun_fc_instances{function=\"sleep\",version=\"$LATEST\"}",
+        ) == Some(0.0)
+        {
+            zero = true;
+            break;
+        }
+    }
+    assert!(zero, "{}", r.metrics());
+    assert!(
+        metric(
+            &r,
+            "feiyun_fc_scale_events_total{function=\"sleep\",direction=\"down\",reason=\"scale-to-zero\"}"
+        ) >= Some(1.0)
+    );
+    let cold_before = metric(&r, "feiyun_fc_cold_starts_total{function=\"sleep\"}").unwrap_or(0.0);
+    let resp = request(&r, root(), "GET", "/fc/invoke/sleep", b"");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-fc-cold-start"), Some("true"));
+    assert_eq!(
+        metric(&r, "feiyun_fc_cold_starts_total{function=\"sleep\"}"),
+        Some(cold_before + 1.0)
+    );
+    // Provisioned instances stay warm.
+    fc_ok(
+        &r,
+        &[
+            "deploy",
+            "sleep",
+            "--wasm",
+            sleep.to_str().unwrap(),
+            "--min-instances",
+            "1",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        metric(
+            &r,
+            "feiyun_fc_instances{function=\"sleep\",version=\"$LATEST\"}"
+        ),
+        Some(1.0)
+    );
+    let resp = request(&r, root(), "GET", "/fc/invoke/sleep", b"");
+    assert_eq!(resp.header("x-fc-cold-start"), None);
+}
+
+#[test]
+fn access_is_denied_by_default_and_bad_input_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = Region::start();
+    let hello = wasm_file(dir.path(), "hello", &guest("hello"));
+    fc_ok(&r, &["deploy", "hello", "--wasm", hello.to_str().unwrap()]);
+
+    // Invalid wasm, a component, a module that is not a command, a bad name: refused, and
+    // the deployed function is untouched.
+    let junk = wasm_file(dir.path(), "junk", b"\0asm\x01\0\0\0garbage");
+    let err = fc_err(&r, &["deploy", "hello", "--wasm", junk.to_str().unwrap()]);
+    assert!(err.contains("InvalidCodeException"), "{err}");
+    let component = wasm_file(dir.path(), "component", b"\0asm\x0d\0\x01\0");
+    let err = fc_err(
+        &r,
+        &["deploy", "hello", "--wasm", component.to_str().unwrap()],
+    );
+    assert!(
+        err.contains("InvalidCodeException") && err.contains("component"),
+        "{err}"
+    );
+    let reactor = wasm_file(
+        dir.path(),
+        "reactor",
+        &wat::parse_str(r#"(module (func (export "run")))"#).expect("reactor"),
+    );
+    let err = fc_err(
+        &r,
+        &["deploy", "hello", "--wasm", reactor.to_str().unwrap()],
+    );
+    assert!(err.contains("_start"), "{err}");
+    let err = fc_err(
+        &r,
+        &["deploy", "bad.name", "--wasm", hello.to_str().unwrap()],
+    );
+    assert!(err.contains("InvalidParameterValueException"), "{err}");
+    let err = fc_err(
+        &r,
+        &[
+            "deploy",
+            "hello",
+            "--wasm",
+            hello.to_str().unwrap(),
+            "--memory",
+            "1K",
+        ],
+    );
+    assert!(err.contains("memory"), "{err}");
+    let err = fc_err(
+        &r,
+        &[
+            "deploy",
+            "hello",
+            "--wasm",
+            hello.to_str().unwrap(),
+            "--min-instances",
+            "5",
+            "--max-instances",
+            "2",
+        ],
+    );
+    assert!(err.contains("min-instances"), "{err}");
+    let resp = request(
+        &r,
+        root(),
+        "PUT",
+        "/fc/functions/hello?colour=red",
+        &guest("hello"),
+    );
+    assert_eq!(resp.status, 400, "{}", resp.body_text());
+    let resp = request(&r, root(), "PUT", "/fc/functions/hello", b"");
+    assert_eq!(resp.status, 400);
+    let resp = request(&r, root(), "GET", "/fc/functions/hello/logs?after=zzz", b"");
+    assert_eq!(resp.status, 400);
+    let resp = request(
+        &r,
+        root(),
+        "PUT",
+        "/fc/functions/hello/aliases/7?version=1",
+        b"",
+    );
+    assert_eq!(resp.status, 400, "{}", resp.body_text());
+    let resp = request(&r, root(), "PATCH", "/fc/functions/hello", b"");
+    assert_eq!(resp.status, 404);
+    assert_eq!(fc_ok(&r, &["invoke", "hello"]), "hello from wasm\n");
+    let d: serde_json::Value =
+        serde_json::from_str(&fc_ok(&r, &["describe", "hello", "--json"])).expect("json");
+    assert_eq!(d["config"]["memory"], 128 << 20);
+
+    // Oversized bodies are refused before they are read whole.
+    let big = vec![0u8; feiyun_fc_limits::MAX_REQUEST + 1];
+    let resp = request(&r, root(), "POST", "/fc/invoke/hello", &big);
+    assert_eq!(resp.status, 413, "{}", resp.body_text());
+
+    // Unsigned: only invocation of a public function; the API itself needs a signature.
+    let resp = request(&r, None, "GET", "/fc/functions", b"");
+    assert_eq!(resp.status, 403);
+    let resp = request(&r, None, "GET", "/fc/invoke/hello", b"");
+    assert_eq!(resp.status, 404);
+    fc_ok(
+        &r,
+        &[
+            "deploy",
+            "hello",
+            "--wasm",
+            hello.to_str().unwrap(),
+            "--public",
+            "true",
+        ],
+    );
+    let resp = request(&r, None, "GET", "/fc/invoke/hello", b"");
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    assert_eq!(resp.body_text(), "hello from wasm\n");
+    fc_ok(
+        &r,
+        &[
+            "deploy",
+            "hello",
+            "--wasm",
+            hello.to_str().unwrap(),
+            "--public",
+            "false",
+        ],
+    );
+
+    // An IAM user: nothing until a policy allows it; then exactly what it allows.
+    iam(&r, &[("Action", "CreateUser"), ("UserName", "dev")]);
+    let k = iam(&r, &[("Action", "CreateAccessKey"), ("UserName", "dev")]);
+    let (ak, sk) = (
+        xml_field(&k, "AccessKeyId"),
+        xml_field(&k, "SecretAccessKey"),
+    );
+    let dev = (ak.as_str(), sk.as_str());
+    let err = String::from_utf8_lossy(&fc_as(&r, dev, &["invoke", "hello"]).stderr).into_owned();
+    assert!(err.contains("AccessDenied"), "{err}");
+    let out = fc_as(&r, dev, &["list"]);
+    assert!(!out.status.success());
+    iam(
+        &r,
+        &[
+            ("Action", "PutUserPolicy"),
+            ("UserName", "dev"),
+            ("PolicyName", "invoke-hello"),
+            (
+                "PolicyDocument",
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"fc:InvokeFunction","Resource":"arn:aws:fc:*:*:function:hello*"}]}"#,
+            ),
+        ],
+    );
+    let out = fc_as(&r, dev, &["invoke", "hello"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from wasm\n");
+    let out = fc_as(
+        &r,
+        dev,
+        &["deploy", "hello", "--wasm", hello.to_str().unwrap()],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AccessDenied"));
+    let out = fc_as(&r, dev, &["delete", "hello"]);
+    assert!(!out.status.success());
+    assert_eq!(fc_ok(&r, &["invoke", "hello"]), "hello from wasm\n");
+    // A wrong signature is refused.
+    let resp = request(
+        &r,
+        Some((ACCESS_KEY, "not-the-secret-key-0123456789abcdefgh")),
+        "GET",
+        "/fc/functions",
+        b"",
+    );
+    assert_eq!(resp.status, 403);
+}
+
+/// The service's limits as the tests need them.
+mod feiyun_fc_limits {
+    /// Largest invocation body (Lambda's synchronous payload limit).
+    pub const MAX_REQUEST: usize = 6 << 20;
+}
