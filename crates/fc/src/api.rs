@@ -16,6 +16,9 @@
 //! | `DELETE /fc/functions/NAME/aliases/ALIAS` | `fc:DeleteAlias` |
 //! | `GET /fc/functions/NAME/logs?after=ID&limit=N` | `fc:GetLogs` |
 //! | `POST /fc/functions/NAME/invocations?qualifier=Q` | `fc:InvokeFunction` |
+//! | `PUT /fc/functions/NAME/triggers/ID` (JSON) | `fc:CreateTrigger` (+ `s3:GetObject`, `s3:PutObject`) |
+//! | `DELETE /fc/functions/NAME/triggers/ID` | `fc:DeleteTrigger` |
+//! | `GET /fc/functions/NAME/dead-letters` | `fc:GetLogs` |
 //! | any `/fc/invoke/NAME[:Q][/PATH]` | `fc:InvokeFunction`, none for a public function |
 
 use std::collections::BTreeMap;
@@ -117,7 +120,7 @@ impl From<ServiceError> for ApiError {
                 service::error_kind(inner),
                 e.to_string(),
             ),
-            ServiceError::Meta(_) | ServiceError::Code(_) | ServiceError::Internal(_) => {
+            ServiceError::Meta(_) | ServiceError::Host(_) | ServiceError::Internal(_) => {
                 tracing::error!(error = %e, "function service failure");
                 ApiError::new(500, "ServiceException", "the function service failed")
             }
@@ -358,6 +361,32 @@ async fn route<M: MetaStore>(
                 action,
             ))
         }
+        (Method::PUT, [name, "triggers", id]) => {
+            *action = "CreateTrigger";
+            let f = owned(svc, gate, name, false)?;
+            gate.authorize("fc:CreateTrigger", &svc.arn(&f))?;
+            let spec = trigger_spec(svc, gate, &account, id, &call.body).await?;
+            let f = svc.set_trigger(name, spec).await?;
+            Ok(ApiResponse::json(200, &describe(svc, &f), action))
+        }
+        (Method::DELETE, [name, "triggers", id]) => {
+            *action = "DeleteTrigger";
+            let f = owned(svc, gate, name, false)?;
+            gate.authorize("fc:DeleteTrigger", &svc.arn(&f))?;
+            svc.delete_trigger(name, id).await?;
+            Ok(ApiResponse::json(200, &json!({}), action))
+        }
+        (Method::GET, [name, "dead-letters"]) => {
+            *action = "GetLogs";
+            let f = owned(svc, gate, name, false)?;
+            gate.authorize("fc:GetLogs", &svc.arn(&f))?;
+            let letters = svc.dead_letters(name, 1000)?;
+            Ok(ApiResponse::json(
+                200,
+                &json!({ "DeadLetters": letters }),
+                action,
+            ))
+        }
         (Method::POST, [name, "invocations"]) => {
             *action = "InvokeFunction";
             let f = owned(svc, gate, name, false)?;
@@ -422,6 +451,119 @@ fn summary<M: MetaStore>(svc: &Functions<M>, f: &FunctionRecord) -> Value {
 
 fn describe<M: MetaStore>(svc: &Functions<M>, f: &FunctionRecord) -> Value {
     serde_json::to_value(svc.info(f)).unwrap_or(Value::Null)
+}
+
+/// A trigger as `PUT …/triggers/ID` sends it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    bucket: Option<String>,
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    suffix: String,
+    events: Option<Vec<String>>,
+    /// `object` (the default) or `event`.
+    input: Option<String>,
+    output_bucket: Option<String>,
+    #[serde(default)]
+    output_prefix: String,
+    schedule: Option<String>,
+    qualifier: Option<String>,
+    max_attempts: Option<u32>,
+}
+
+/// Parses a trigger and checks the caller may read (and write) the buckets it names: they
+/// must be the caller's, and its policies must allow `s3:GetObject` on what the trigger
+/// reads and `s3:PutObject` on where it writes.
+async fn trigger_spec<M: MetaStore>(
+    svc: &Functions<M>,
+    gate: &dyn Gate,
+    account: &str,
+    id: &str,
+    body: &[u8],
+) -> Result<crate::records::TriggerSpec, ApiError> {
+    use crate::records::{ObjectSource, Output, Source, TriggerSpec};
+    let b: TriggerBody = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("the trigger is not valid JSON: {e}")))?;
+    let max_attempts = b.max_attempts.unwrap_or(3);
+    if !(1..=10).contains(&max_attempts) {
+        return Err(bad("max_attempts must be between 1 and 10"));
+    }
+    let source = match (b.bucket, b.schedule) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(bad(
+                "a trigger has either a bucket (object events) or a schedule (cron)",
+            ));
+        }
+        (None, Some(schedule)) => Source::Timer { schedule },
+        (Some(bucket), None) => {
+            let mine = |bucket: String| async move {
+                match svc.host().bucket_owner(&bucket).await {
+                    Ok(Some(owner)) if owner == account => Ok(()),
+                    Ok(_) => Err(ApiError::new(
+                        404,
+                        "ResourceNotFoundException",
+                        format!("no bucket {bucket} in this account"),
+                    )),
+                    Err(e) => Err(ApiError::from(ServiceError::Host(e))),
+                }
+            };
+            mine(bucket.clone()).await?;
+            gate.authorize(
+                "s3:GetObject",
+                &format!("arn:aws:s3:::{bucket}/{}*", b.prefix),
+            )?;
+            let output = match b.output_bucket {
+                None => None,
+                Some(out) => {
+                    mine(out.clone()).await?;
+                    gate.authorize(
+                        "s3:PutObject",
+                        &format!("arn:aws:s3:::{out}/{}*", b.output_prefix),
+                    )?;
+                    Some(Output {
+                        bucket: out,
+                        prefix: b.output_prefix,
+                    })
+                }
+            };
+            let events = b
+                .events
+                .unwrap_or_else(|| vec!["ObjectCreated:*".to_owned()]);
+            for e in &events {
+                let stem = e.strip_suffix('*').unwrap_or(e);
+                if !(stem.is_empty()
+                    || stem.starts_with("ObjectCreated")
+                    || stem.starts_with("ObjectRemoved")
+                    || stem.starts_with("LifecycleTransition"))
+                {
+                    return Err(bad(format!("{e:?} is not an S3 event name")));
+                }
+            }
+            Source::Object(ObjectSource {
+                bucket,
+                prefix: b.prefix,
+                suffix: b.suffix,
+                events,
+                object_body: match b.input.as_deref() {
+                    None | Some("object") => true,
+                    Some("event") => false,
+                    Some(other) => {
+                        return Err(bad(format!("input must be object or event, not {other:?}")));
+                    }
+                },
+                output,
+            })
+        }
+    };
+    Ok(TriggerSpec {
+        id: id.to_owned(),
+        qualifier: b.qualifier,
+        max_attempts,
+        source,
+        after_event: 0,
+    })
 }
 
 /// Parses a deploy's configuration parameters.

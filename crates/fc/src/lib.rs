@@ -5,16 +5,21 @@
 //!   and invocation;
 //! - [`scale`]: the autoscaler's arithmetic (Knative's stable and panic windows);
 //! - [`meter`]: invocation records, logs, totals and Prometheus series;
-//! - [`code`]: function code as objects of the region's system bucket;
+//! - [`host`]: what functions use of the region: code in its system bucket, objects,
+//!   the event log;
+//! - [`triggers`]: object-event and timer triggers, retries and dead letters;
+//! - [`cron`]: cron expressions;
 //! - [`api`]: the `/fc/` HTTP edge.
 
 pub mod api;
-pub mod code;
+pub mod cron;
+pub mod host;
 pub mod meter;
 pub mod records;
 pub mod runtime;
 pub mod scale;
 pub mod service;
+pub mod triggers;
 
 pub use runtime::{
     Compiled, FcError, Limits, MAX_MEMORY, MAX_MODULE_SIZE, Request, Response, Runtime,

@@ -82,6 +82,83 @@ pub struct FunctionRecord {
     pub aliases: BTreeMap<String, u32>,
     /// Version numbers are never reused, even after the newest is deleted.
     pub next_version: u32,
+    /// What invokes the function besides requests: object events and timers.
+    #[serde(default)]
+    pub triggers: Vec<TriggerSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerSpec {
+    pub id: String,
+    /// The version or alias invoked (`$LATEST` when none).
+    pub qualifier: Option<String>,
+    /// Attempts per event or firing before a dead-letter record.
+    pub max_attempts: u32,
+    pub source: Source,
+    /// Events up to this id (microseconds at creation) came before the trigger.
+    #[serde(default)]
+    pub after_event: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    Object(ObjectSource),
+    Timer { schedule: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectSource {
+    pub bucket: String,
+    pub prefix: String,
+    pub suffix: String,
+    /// S3 event names without `s3:`, `*` allowed at the end (`ObjectCreated:*`).
+    pub events: Vec<String>,
+    /// Hand the function the object's bytes (`true`) or the S3 event JSON.
+    pub object_body: bool,
+    /// Where a 2xx response body is written, under the same key.
+    pub output: Option<Output>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl ObjectSource {
+    pub fn matches(&self, bucket: &str, key: &str, event: &str) -> bool {
+        bucket == self.bucket
+            && key.starts_with(&self.prefix)
+            && key.ends_with(&self.suffix)
+            && self.events.iter().any(|p| match p.strip_suffix('*') {
+                Some(stem) => event.starts_with(stem),
+                None => event == p,
+            })
+    }
+}
+
+/// An event or firing that failed every attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: String,
+    pub trigger: String,
+    pub time_ms: i64,
+    pub attempts: u32,
+    pub error: String,
+    /// The object event (bucket, key, event name, version) or the timer's firing time.
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+    pub event: Option<String>,
+    pub version_id: Option<String>,
+}
+
+pub fn dead_letters_prefix(name: &str) -> Vec<u8> {
+    format!("d/{name}/").into_bytes()
+}
+
+pub fn dead_letter_key(name: &str, id: &str) -> Vec<u8> {
+    format!("d/{name}/{id}").into_bytes()
 }
 
 impl FunctionRecord {
@@ -221,6 +298,15 @@ mod tests {
             versions: BTreeMap::new(),
             aliases: BTreeMap::from([("live".into(), 1)]),
             next_version: 1,
+            triggers: vec![TriggerSpec {
+                id: "t".into(),
+                qualifier: None,
+                max_attempts: 3,
+                source: Source::Timer {
+                    schedule: "* * * * *".into(),
+                },
+                after_event: 0,
+            }],
         };
         assert_eq!(decode::<FunctionRecord>(&encode(&r)), Some(r));
     }

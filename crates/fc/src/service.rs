@@ -14,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::code::{CodeError, CodeStore};
+use crate::host::{Host, HostError};
 use crate::meter::{Meter, Outcome};
 use crate::records::{
     self, Code, FunctionConfig, FunctionRecord, InvocationRecord, Totals, Trigger, Version,
@@ -49,7 +49,7 @@ pub enum ServiceError {
     #[error("metadata: {0}")]
     Meta(#[from] MetaError),
     #[error(transparent)]
-    Code(#[from] CodeError),
+    Host(#[from] HostError),
     #[error("{0}")]
     Internal(String),
 }
@@ -180,6 +180,7 @@ pub struct FunctionInfo {
     pub config: FunctionConfig,
     pub versions: Vec<VersionInfo>,
     pub aliases: std::collections::BTreeMap<String, u32>,
+    pub triggers: Vec<crate::records::TriggerSpec>,
     pub instances: u32,
     pub in_flight: u32,
     pub totals: Totals,
@@ -214,7 +215,7 @@ struct Pool {
 
 pub struct Functions<M: MetaStore> {
     meta: Arc<M>,
-    code: Arc<dyn CodeStore>,
+    host: Arc<dyn Host>,
     runtime: Arc<Runtime>,
     settings: Settings,
     records: Mutex<HashMap<String, Arc<FunctionRecord>>>,
@@ -222,6 +223,8 @@ pub struct Functions<M: MetaStore> {
     /// Region-wide instance slots (the pooling allocator's), beyond which requests get 503.
     slots: Arc<Semaphore>,
     meter: Arc<Meter>,
+    /// Bumped by every change of a function, so trigger workers know to reload.
+    pub(crate) generation: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -250,7 +253,7 @@ impl<M: MetaStore> Functions<M> {
     /// runtime.
     pub fn open(
         meta: Arc<M>,
-        code: Arc<dyn CodeStore>,
+        host: Arc<dyn Host>,
         settings: Settings,
     ) -> Result<Arc<Self>, ServiceError> {
         let runtime = Arc::new(Runtime::new().map_err(|e| ServiceError::Internal(e.to_string()))?);
@@ -263,15 +266,17 @@ impl<M: MetaStore> Functions<M> {
         let meter = Meter::start(meta.clone(), settings.log_retention)?;
         let svc = Arc::new(Self {
             meta,
-            code,
+            host,
             runtime,
             slots: Arc::new(Semaphore::new(runtime::POOL_INSTANCES as usize)),
             settings,
             records: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
             meter,
+            generation: std::sync::atomic::AtomicU64::new(1),
         });
         svc.clone().spawn_autoscaler();
+        crate::triggers::spawn(&svc);
         Ok(svc)
     }
 
@@ -359,6 +364,7 @@ impl<M: MetaStore> Functions<M> {
                 })
                 .collect(),
             aliases: f.aliases.clone(),
+            triggers: f.triggers.clone(),
             instances,
             in_flight,
             totals: self.meter.totals(&f.name),
@@ -410,7 +416,7 @@ impl<M: MetaStore> Functions<M> {
                 FcError::Internal(m) => ServiceError::Internal(m),
                 e => ServiceError::InvalidCode(e),
             })?;
-        self.code.put(&code.key(name), wasm).await?;
+        self.host.put_code(&code.key(name), wasm).await?;
         self.cache_store(&code, serialized).await;
         let now = now_ms();
         let record = FunctionRecord {
@@ -431,6 +437,10 @@ impl<M: MetaStore> Functions<M> {
                 .map(|f| f.aliases.clone())
                 .unwrap_or_default(),
             next_version: existing.as_ref().map_or(1, |f| f.next_version),
+            triggers: existing
+                .as_ref()
+                .map(|f| f.triggers.clone())
+                .unwrap_or_default(),
         };
         let record = self.save(existing.as_deref(), record).await?;
         if let Some(old) = existing {
@@ -471,13 +481,40 @@ impl<M: MetaStore> Functions<M> {
         }
         let record = Arc::new(record);
         lock(&self.records).insert(record.name.clone(), record.clone());
+        self.changed();
         Ok(record)
+    }
+
+    fn changed(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn region(&self) -> &str {
+        &self.settings.region
+    }
+
+    pub(crate) fn host(&self) -> &Arc<dyn Host> {
+        &self.host
+    }
+
+    pub(crate) fn meta(&self) -> &Arc<M> {
+        &self.meta
+    }
+
+    /// Stores a changed record (triggers, say) over the one read.
+    pub(crate) async fn replace(
+        &self,
+        old: &FunctionRecord,
+        new: FunctionRecord,
+    ) -> Result<Arc<FunctionRecord>, ServiceError> {
+        self.save(Some(old), new).await
     }
 
     async fn drop_unused_code(&self, old: &FunctionRecord, new: &FunctionRecord) {
         let keep = new.code_keys();
         for key in old.code_keys().difference(&keep) {
-            if let Err(e) = self.code.delete(key).await {
+            if let Err(e) = self.host.delete_code(key).await {
                 tracing::warn!(key, error = %e, "cannot delete unused function code");
             }
         }
@@ -505,16 +542,18 @@ impl<M: MetaStore> Functions<M> {
             Err(e) => return Err(e.into()),
         }
         lock(&self.records).remove(name);
+        self.changed();
         self.retire(name, None);
         self.meter.forget(name);
         for key in f.code_keys() {
-            if let Err(e) = self.code.delete(&key).await {
+            if let Err(e) = self.host.delete_code(&key).await {
                 tracing::warn!(key, error = %e, "cannot delete function code");
             }
         }
         // The invocation records go in the background; a new function of the same name
         // starts with none of them only once this finishes, so do it now.
         self.meter.purge(name).await;
+        crate::triggers::purge_dead_letters(self.meta.as_ref(), name).await;
         Ok(())
     }
 
@@ -876,8 +915,8 @@ impl<M: MetaStore> Functions<M> {
             return Ok(c);
         }
         let wasm = self
-            .code
-            .get(&code.key(name), runtime::MAX_MODULE_SIZE)
+            .host
+            .get_code(&code.key(name), runtime::MAX_MODULE_SIZE)
             .await?;
         if hex::encode(Sha256::digest(&wasm)) != code.sha256 {
             return Err(ServiceError::Internal(format!(

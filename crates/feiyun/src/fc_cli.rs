@@ -75,6 +75,41 @@ pub enum FcCommand {
         #[arg(long)]
         description: Option<String>,
     },
+    /// Add or replace a trigger: object events of a bucket (--bucket) or a cron schedule
+    /// (--cron, UTC, 5 fields or 6 with seconds first)
+    Trigger {
+        name: String,
+        id: String,
+        #[arg(long, conflicts_with = "cron")]
+        bucket: Option<String>,
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long, default_value = "")]
+        suffix: String,
+        /// S3 event names (repeatable) [default: ObjectCreated:*]
+        #[arg(long = "event")]
+        events: Vec<String>,
+        /// What the function receives: the object's bytes, or the S3 event JSON
+        #[arg(long, value_parser = ["object", "event"])]
+        input: Option<String>,
+        /// Write each 2xx response body to this bucket, under --output-prefix + the key
+        #[arg(long)]
+        output_bucket: Option<String>,
+        #[arg(long, default_value = "")]
+        output_prefix: String,
+        #[arg(long)]
+        cron: Option<String>,
+        /// The version or alias to invoke
+        #[arg(long)]
+        qualifier: Option<String>,
+        /// Attempts before a dead-letter record
+        #[arg(long)]
+        max_attempts: Option<u32>,
+    },
+    /// Remove a trigger
+    Untrigger { name: String, id: String },
+    /// Events and firings that failed every attempt
+    DeadLetters { name: String },
     /// Point an alias at a version (roll out or roll back), or delete it
     Alias {
         name: String,
@@ -322,6 +357,104 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        FcCommand::Trigger {
+            name,
+            id,
+            bucket,
+            prefix,
+            suffix,
+            events,
+            input,
+            output_bucket,
+            output_prefix,
+            cron,
+            qualifier,
+            max_attempts,
+        } => {
+            let mut body = serde_json::Map::new();
+            let mut set = |k: &str, v: Value| {
+                if !v.is_null() {
+                    body.insert(k.to_owned(), v);
+                }
+            };
+            match (&bucket, &cron) {
+                (Some(_), None) => {
+                    set("prefix", Value::from(prefix));
+                    set("suffix", Value::from(suffix));
+                    if !events.is_empty() {
+                        set("events", Value::from(events));
+                    }
+                    set("input", input.map(Value::from).unwrap_or(Value::Null));
+                    set(
+                        "output_bucket",
+                        output_bucket.map(Value::from).unwrap_or(Value::Null),
+                    );
+                    set("output_prefix", Value::from(output_prefix));
+                }
+                (None, Some(_)) => {}
+                _ => bail!("give --bucket (object events) or --cron (a schedule)"),
+            }
+            set("bucket", bucket.map(Value::from).unwrap_or(Value::Null));
+            set("schedule", cron.map(Value::from).unwrap_or(Value::Null));
+            set(
+                "qualifier",
+                qualifier.map(Value::from).unwrap_or(Value::Null),
+            );
+            set(
+                "max_attempts",
+                max_attempts.map(Value::from).unwrap_or(Value::Null),
+            );
+            call(
+                &c,
+                "PUT",
+                &format!("/fc/functions/{name}/triggers/{id}"),
+                &[],
+                Bytes::from(Value::Object(body).to_string()),
+            )
+            .await?;
+            if !json_out {
+                println!("trigger {id} of {name} set");
+            }
+        }
+        FcCommand::Untrigger { name, id } => {
+            call(
+                &c,
+                "DELETE",
+                &format!("/fc/functions/{name}/triggers/{id}"),
+                &[],
+                Bytes::new(),
+            )
+            .await?;
+            if !json_out {
+                println!("trigger {id} of {name} removed");
+            }
+        }
+        FcCommand::DeadLetters { name } => {
+            let r = call(
+                &c,
+                "GET",
+                &format!("/fc/functions/{name}/dead-letters"),
+                &[],
+                Bytes::new(),
+            )
+            .await?;
+            for d in r["DeadLetters"].as_array().into_iter().flatten() {
+                if json_out {
+                    println!("{d}");
+                } else {
+                    println!(
+                        "{} trigger={} attempts={} {}/{} {}: {}",
+                        d["id"].as_str().unwrap_or_default(),
+                        d["trigger"].as_str().unwrap_or_default(),
+                        d["attempts"],
+                        d["bucket"].as_str().unwrap_or("-"),
+                        d["key"].as_str().unwrap_or("-"),
+                        d["event"].as_str().unwrap_or("timer"),
+                        d["error"].as_str().unwrap_or_default()
+                    );
+                }
             }
         }
         FcCommand::Delete { name } => {

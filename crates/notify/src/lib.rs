@@ -143,10 +143,13 @@ fn url_encode(s: &str) -> String {
     out
 }
 
-/// Starts one delivery worker per target and the log trimmer.
+/// Starts one delivery worker per target and the log trimmer, which keeps events until every
+/// target and every other `followers` consumer is past them (or they are older than
+/// `retention`).
 pub fn spawn<M: MetaStore, B: BlobStore>(
     oss: Arc<ObjectService<M, B>>,
     targets: Vec<Target>,
+    followers: Vec<String>,
     retention: Duration,
 ) -> Result<(), NotifyError> {
     let client = http_client()?;
@@ -154,7 +157,9 @@ pub fn spawn<M: MetaStore, B: BlobStore>(
         let (oss, t, client) = (oss.clone(), t.clone(), client.clone());
         tokio::spawn(async move { deliver_forever(oss, t, client).await });
     }
-    tokio::spawn(async move { trim_forever(oss, targets, retention).await });
+    let mut consumers: Vec<String> = targets.iter().map(Target::consumer).collect();
+    consumers.extend(followers);
+    tokio::spawn(async move { trim_forever(oss, consumers, retention).await });
     Ok(())
 }
 
@@ -254,7 +259,7 @@ async fn post_until_delivered(client: &HttpClient, target: &Target, body: Bytes)
 
 async fn trim_forever<M: MetaStore, B: BlobStore>(
     oss: Arc<ObjectService<M, B>>,
-    targets: Vec<Target>,
+    consumers: Vec<String>,
     retention: Duration,
 ) {
     loop {
@@ -263,10 +268,10 @@ async fn trim_forever<M: MetaStore, B: BlobStore>(
         let now_us = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as u64;
         let expired = now_us.saturating_sub(retention.as_micros() as u64);
         let mut upto = expired;
-        if !targets.is_empty() {
+        if !consumers.is_empty() {
             let mut slowest = u64::MAX;
-            for t in &targets {
-                match oss.event_cursor(&t.consumer()).await {
+            for c in &consumers {
+                match oss.event_cursor(c).await {
                     Ok(c) => slowest = slowest.min(c),
                     Err(_) => slowest = 0,
                 }

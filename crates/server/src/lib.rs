@@ -153,6 +153,8 @@ impl Server {
         feiyun_notify::spawn(
             oss.clone(),
             targets,
+            // Function triggers follow the log too; it is not trimmed past them.
+            vec![feiyun_fc::triggers::CONSUMER.to_owned()],
             std::time::Duration::from_secs(config.event_retention_secs),
         )?;
         let mut metrics = Metrics::new(oss.stats().clone());
@@ -172,13 +174,13 @@ impl Server {
         )
         .await?;
 
-        let code = feiyun_fc::code::ObjectCode::open(oss.clone())
+        let host = feiyun_fc::host::ObjectHost::open(oss.clone(), iam.default_account())
             .await
             .map_err(|e| ServerError::Functions(e.to_string()))?;
         let mut fc_settings = feiyun_fc::Settings::new(&config.region, dir);
         fc_settings.stable_window = Duration::from_secs(config.fc_scale_window_secs);
         fc_settings.idle = Duration::from_secs(config.fc_idle_secs);
-        let fc = feiyun_fc::Functions::open(oss.meta().clone(), Arc::new(code), fc_settings)
+        let fc = feiyun_fc::Functions::open(oss.meta().clone(), Arc::new(host), fc_settings)
             .map_err(|e| ServerError::Functions(e.to_string()))?;
         fc.meter().register(metrics.registry_mut());
 
