@@ -262,7 +262,7 @@ mod tests {
         ] {
             let s = Schedule::parse(expr).expect("valid");
             let start = at("2026-11-28T00:00:00Z");
-            let end = start + 3 * 86_400;
+            let end = start + 4 * 86_400;
             let expected: Vec<i64> = (start + 1..end).filter(|&t| matches(&s, t)).collect();
             let mut got = Vec::new();
             let mut t = start;
