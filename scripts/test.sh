@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs the test clients it needs (Debian's
-# rclone, s3cmd and Chromium, a Python venv with the aws CLI and boto3), runs the unit, property and
-# integration tests (cargo), then the scenario suite with real CLI clients.
+# rclone, s3cmd, curl and Chromium, a Python venv with the aws CLI, boto3 and componentize-py),
+# runs the unit, property and integration tests (cargo), then the scenario suite with real CLI
+# clients.
 # Fails loudly when a client cannot be installed; never skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ need_apt=()
 command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
 command -v s3cmd >/dev/null 2>&1 || need_apt+=(s3cmd)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing ${need_apt[*]} and not root: install them with apt-get" >&2
@@ -23,11 +25,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 venv=${FEIYUN_TEST_VENV:-$root/.venv}
-if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3' 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check awscli boto3
+if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3' 2>/dev/null \
+  || [ ! -x "$venv/bin/componentize-py" ]; then
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  # componentize-py builds the Python example function (a wasi:http component).
+  "$venv/bin/pip" install -q --disable-pip-version-check awscli boto3 componentize-py
 fi
-for tool in rclone s3cmd chromium "$venv/bin/aws"; do
+for tool in rclone s3cmd chromium curl "$venv/bin/aws" "$venv/bin/componentize-py"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "test client $tool is missing" >&2; exit 1; }
 done
 "$venv/bin/python" -c 'import boto3' || { echo "boto3 is missing" >&2; exit 1; }

@@ -577,6 +577,7 @@ fn config_update(q: &[(String, String)]) -> Result<ConfigUpdate, ApiError> {
         u32::try_from(num(k, v)?).map_err(|_| bad(format!("{k} is too large")))
     };
     let mut env: Option<BTreeMap<String, String>> = None;
+    let mut allow: Option<Vec<String>> = None;
     for (k, v) in q {
         match k.as_str() {
             "memory" => u.memory = Some(num(k, v)?),
@@ -602,10 +603,17 @@ fn config_update(q: &[(String, String)]) -> Result<ConfigUpdate, ApiError> {
                 })
             }
             "description" => u.description = Some(v.clone()),
+            "allow-host" => {
+                let hosts = allow.get_or_insert_with(Vec::new);
+                if !v.is_empty() {
+                    hosts.push(v.clone());
+                }
+            }
             _ => return Err(bad(format!("unknown parameter {k:?}"))),
         }
     }
     u.env = env;
+    u.allow_hosts = allow;
     Ok(u)
 }
 

@@ -31,6 +31,9 @@ pub struct FunctionConfig {
     /// default: invoking needs `fc:InvokeFunction`.
     pub public: bool,
     pub description: String,
+    /// Hosts (`name` or `name:port`) a component may call over `wasi:http`; none by default.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
 }
 
 impl Default for FunctionConfig {
@@ -45,6 +48,7 @@ impl Default for FunctionConfig {
             max_instances: 10,
             public: false,
             description: String::new(),
+            allow_hosts: Vec::new(),
         }
     }
 }

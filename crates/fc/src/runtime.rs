@@ -2,31 +2,46 @@
 //! invocation with its own memory limit, wall-clock deadline and optional fuel, and no
 //! capability the function was not granted (no files, no sockets, no host environment).
 //!
-//! WASI preview-1 command modules speak CGI (RFC 3875, as WAGI does): the request arrives as
-//! environment variables (`REQUEST_METHOD`, `PATH_INFO`, `QUERY_STRING`, `CONTENT_TYPE`,
-//! `CONTENT_LENGTH`, `HTTP_*`) and the body on stdin; the response is what the module writes
-//! to stdout: header lines (`Status: 404 Not Found`, `Content-Type: …`), a blank line, then
-//! the body. Stderr is kept as the invocation's log.
+//! Two kinds of function share the engine:
 //!
-//! Modules are compiled once ([`Runtime::precompile`], whose bytes the service caches on
-//! disk and [`Runtime::load`] reads back) and pre-linked ([`InstancePre`]), so an invocation
-//! only instantiates — in a slot of the pooling allocator — and runs.
+//! - WASI 0.2 components exporting `wasi:http/incoming-handler` — the contract of
+//!   `wasmtime serve`, Spin and wasmCloud. They get `wasi:cli` (their stdout and stderr are
+//!   the invocation's log), clocks and random, and `wasi:http/outgoing-handler` for hosts
+//!   their configuration allows — every other outbound request is refused
+//!   (`HttpRequestDenied`); no filesystem and no sockets are granted.
+//! - WASI preview-1 command modules speaking CGI (RFC 3875, as WAGI does): the request
+//!   arrives as environment variables (`REQUEST_METHOD`, `PATH_INFO`, `QUERY_STRING`,
+//!   `CONTENT_TYPE`, `CONTENT_LENGTH`, `HTTP_*`) and the body on stdin; the response is what
+//!   the module writes to stdout: header lines (`Status: 404 Not Found`, `Content-Type: …`),
+//!   a blank line, then the body. Stderr is the log.
+//!
+//! Functions are compiled once ([`Runtime::precompile`], whose bytes the service caches on
+//! disk and [`Runtime::load`] reads back) and pre-linked (`InstancePre`, `ProxyPre`), so an
+//! invocation only instantiates — in a slot of the pooling allocator — and runs. Guests run
+//! on the async runtime and yield every epoch tick (10 ms), so a busy guest never holds a
+//! worker thread for long and the deadline is a plain timer around the invocation.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
     PoolingAllocationConfig, ResourceLimiter, Store, Trap,
 };
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// Largest module accepted (bytes of WebAssembly).
 pub const MAX_MODULE_SIZE: usize = 64 << 20;
-/// How often the deadline clock ticks; a timeout is rounded up to whole ticks.
+/// How often the epoch ticks; guests yield to the scheduler at each tick.
 const TICK: Duration = Duration::from_millis(10);
 /// Largest memory any function may be given.
 pub const MAX_MEMORY: usize = 4 << 30;
@@ -35,14 +50,14 @@ pub const POOL_INSTANCES: u32 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FcError {
-    #[error("not a WebAssembly module: {0}")]
+    #[error("not a WebAssembly module or component: {0}")]
     InvalidModule(String),
     #[error("the module is {0} bytes; the limit is {MAX_MODULE_SIZE}")]
     ModuleTooLarge(usize),
     #[error("the module is not a WASI command: {0}")]
     NotACommand(String),
-    #[error("WebAssembly components are not supported yet")]
-    ComponentUnsupported,
+    #[error("the component is not a wasi:http handler: {0}")]
+    NotAHandler(String),
     #[error("the function ran past its {0:?} time limit and was stopped")]
     Timeout(Duration),
     #[error("the function tried to use more than {0} bytes of memory and was stopped")]
@@ -55,6 +70,8 @@ pub enum FcError {
     Exit(i32),
     #[error("the function trapped: {0}")]
     Trap(String),
+    #[error("the function answered with an error: {0}")]
+    Handler(String),
     #[error("runtime error: {0}")]
     Internal(String),
 }
@@ -66,10 +83,12 @@ pub struct Limits {
     pub timeout: Duration,
     /// Instructions' worth of fuel; `None` runs on the deadline alone.
     pub fuel: Option<u64>,
-    /// Largest response (stdout) and log (stderr), each.
+    /// Largest response body and log, each.
     pub max_output: usize,
     /// The function's own environment variables (the host's are never passed).
     pub env: Vec<(String, String)>,
+    /// Hosts (`name` or `name:port`) a component may send HTTP requests to; none by default.
+    pub outbound: Vec<String>,
 }
 
 impl Default for Limits {
@@ -80,6 +99,7 @@ impl Default for Limits {
             fuel: None,
             max_output: 16 << 20,
             env: Vec::new(),
+            outbound: Vec::new(),
         }
     }
 }
@@ -101,16 +121,17 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
-    /// What the function wrote to stderr.
+    /// What the function wrote to stderr (and, for a component, stdout).
     pub log: Vec<u8>,
     /// The most linear memory the instance held, in bytes.
     pub memory_peak: usize,
 }
 
-/// One engine for every function, with a clock thread driving deadlines.
+/// One engine for every function, with a clock thread driving epochs.
 pub struct Runtime {
     engine: Engine,
-    linker: Linker<Guest>,
+    modules: Linker<ModuleGuest>,
+    components: wasmtime::component::Linker<HttpGuest>,
     stop: Arc<AtomicBool>,
 }
 
@@ -122,20 +143,30 @@ impl Drop for Runtime {
 
 /// A compiled, pre-linked function, ready to instantiate.
 #[derive(Clone)]
-pub struct Compiled {
-    pre: InstancePre<Guest>,
+pub enum Compiled {
+    Module(InstancePre<ModuleGuest>),
+    Component(ProxyPre<HttpGuest>),
 }
 
-/// Per-instance state: WASI (stdio and nothing else) and the memory limiter.
-struct Guest {
-    wasi: WasiP1Ctx,
-    limiter: Limiter,
+impl Compiled {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Compiled::Module(_) => "wasi-p1-cgi",
+            Compiled::Component(_) => "wasi-http",
+        }
+    }
+}
+
+/// What the limiter saw, readable after the store is gone.
+#[derive(Default)]
+struct Usage {
+    hit: AtomicBool,
+    peak: AtomicUsize,
 }
 
 struct Limiter {
     memory: usize,
-    hit: bool,
-    peak: usize,
+    usage: Arc<Usage>,
 }
 
 impl ResourceLimiter for Limiter {
@@ -146,10 +177,10 @@ impl ResourceLimiter for Limiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.memory {
-            self.hit = true;
+            self.usage.hit.store(true, Ordering::Relaxed);
             return Err(wasmtime::format_err!("memory limit"));
         }
-        self.peak = self.peak.max(desired);
+        self.usage.peak.fetch_max(desired, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -159,26 +190,126 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// A preview-1 module's instance state: WASI (stdio only) and the limiter.
+pub struct ModuleGuest {
+    wasi: WasiP1Ctx,
+    limiter: Limiter,
+}
+
+/// A component's instance state.
+pub struct HttpGuest {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: Outbound,
+    limiter: Limiter,
+}
+
+impl WasiView for HttpGuest {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HttpGuest {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Outbound HTTP: only to the hosts the function's configuration names.
+struct Outbound {
+    allowed: Vec<String>,
+}
+
+impl Outbound {
+    fn allows(&self, authority: &str) -> bool {
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        self.allowed
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(authority) || a.eq_ignore_ascii_case(host))
+    }
+}
+
+type Sent = Box<
+    dyn std::future::Future<
+            Output = Result<
+                (
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<
+                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                            + Send,
+                    >,
+                ),
+                wasmtime_wasi_http::Error,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Sent {
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
+        if !self.allows(&authority) {
+            tracing::debug!(authority, "outbound request denied");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        let _ = fut;
+        Box::new(async move {
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+            ))
+        })
     }
 }
 
 impl Runtime {
     pub fn new() -> Result<Self, FcError> {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_core_instances(POOL_INSTANCES)
-            .total_memories(POOL_INSTANCES)
-            .total_tables(POOL_INSTANCES)
+        pool.total_core_instances(POOL_INSTANCES * 4)
+            .total_component_instances(POOL_INSTANCES)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 4)
+            .max_memories_per_component(8)
+            .max_tables_per_component(16)
+            .max_core_instances_per_component(32)
+            .table_elements(100_000)
+            .max_core_instance_size(4 << 20)
             .max_memory_size(MAX_MEMORY);
         let mut config = Config::new();
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .wasm_component_model(true)
             .epoch_interruption(true)
             .consume_fuel(true);
         let engine = Engine::new(&config).map_err(internal)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |g: &mut Guest| &mut g.wasi)
+        let mut modules = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut modules, |g: &mut ModuleGuest| &mut g.wasi)
             .map_err(internal)?;
+        let mut components = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut components).map_err(internal)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut components).map_err(internal)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (e, s) = (engine.weak(), stop.clone());
         std::thread::Builder::new()
@@ -195,18 +326,20 @@ impl Runtime {
             .map_err(|e| FcError::Internal(e.to_string()))?;
         Ok(Self {
             engine,
-            linker,
+            modules,
+            components,
             stop,
         })
     }
 
-    /// Compiles a module and links it against what functions may import (WASI preview 1).
+    /// Compiles a module or component and links it against what functions may import.
     pub fn compile(&self, wasm: &[u8]) -> Result<Compiled, FcError> {
         self.precompile(wasm).map(|(c, _)| c)
     }
 
-    /// Compiles a module, links it, and returns with it the engine's serialized form, which
-    /// [`Runtime::load`] turns back into the same function without compiling.
+    /// Compiles, links, and returns with the function its serialized form (a kind byte,
+    /// `M` or `C`, then the engine's bytes), which [`Runtime::load`] turns back into the same
+    /// function without compiling.
     pub fn precompile(&self, wasm: &[u8]) -> Result<(Compiled, Vec<u8>), FcError> {
         if wasm.len() > MAX_MODULE_SIZE {
             return Err(FcError::ModuleTooLarge(wasm.len()));
@@ -216,26 +349,39 @@ impl Runtime {
                 "it does not start with the WebAssembly magic".into(),
             ));
         }
+        let invalid = |e: wasmtime::Error| FcError::InvalidModule(format!("{e:#}"));
         // A component's header says layer 1 where a core module's says 0.
         if wasm.get(6..8) == Some(&[1, 0]) {
-            return Err(FcError::ComponentUnsupported);
+            let component = Component::new(&self.engine, wasm).map_err(invalid)?;
+            let mut serialized = vec![b'C'];
+            serialized.extend(component.serialize().map_err(internal)?);
+            return Ok((self.link_component(&component)?, serialized));
         }
-        let module = Module::new(&self.engine, wasm)
-            .map_err(|e| FcError::InvalidModule(format!("{e:#}")))?;
-        let serialized = module.serialize().map_err(internal)?;
-        Ok((self.link(&module)?, serialized))
+        let module = Module::new(&self.engine, wasm).map_err(invalid)?;
+        let mut serialized = vec![b'M'];
+        serialized.extend(module.serialize().map_err(internal)?);
+        Ok((self.link_module(&module)?, serialized))
     }
 
-    /// A module serialized by [`Runtime::precompile`] of an engine with the same
+    /// A function serialized by [`Runtime::precompile`] of an engine with the same
     /// [`Runtime::compatibility`]. The caller vouches for the bytes (the service checks
     /// their checksum): deserializing trusts them as machine code.
     pub fn load(&self, serialized: &[u8]) -> Result<Compiled, FcError> {
-        // SAFETY: the bytes are what `Module::serialize` produced on an engine with the same
-        // settings, checked against the checksum stored with them; wasmtime refuses bytes of
-        // another version or configuration with an error.
-        let module = unsafe { Module::deserialize(&self.engine, serialized) }
-            .map_err(|e| FcError::InvalidModule(format!("{e:#}")))?;
-        self.link(&module)
+        let invalid = |e: wasmtime::Error| FcError::InvalidModule(format!("{e:#}"));
+        match serialized.split_first() {
+            // SAFETY (both arms): the bytes are what `serialize` produced on an engine with
+            // the same settings, checked against the checksum stored with them; wasmtime
+            // refuses bytes of another version or configuration with an error.
+            Some((b'C', bytes)) => {
+                let c = unsafe { Component::deserialize(&self.engine, bytes) }.map_err(invalid)?;
+                self.link_component(&c)
+            }
+            Some((b'M', bytes)) => {
+                let m = unsafe { Module::deserialize(&self.engine, bytes) }.map_err(invalid)?;
+                self.link_module(&m)
+            }
+            _ => Err(FcError::InvalidModule("unknown artifact kind".into())),
+        }
     }
 
     /// What a compiled artifact must match to be loaded by this engine.
@@ -246,7 +392,7 @@ impl Runtime {
         h.finish()
     }
 
-    fn link(&self, module: &Module) -> Result<Compiled, FcError> {
+    fn link_module(&self, module: &Module) -> Result<Compiled, FcError> {
         match module.get_export("_start") {
             Some(wasmtime::ExternType::Func(f))
                 if f.params().len() == 0 && f.results().len() == 0 => {}
@@ -257,75 +403,264 @@ impl Runtime {
             }
         }
         let pre = self
-            .linker
+            .modules
             .instantiate_pre(module)
             .map_err(|e| FcError::NotACommand(format!("{e:#}")))?;
-        Ok(Compiled { pre })
+        Ok(Compiled::Module(pre))
     }
 
-    /// Runs one request through a compiled function (blocking: call it off the async
-    /// runtime).
-    pub fn invoke(
+    fn link_component(&self, component: &Component) -> Result<Compiled, FcError> {
+        let pre = self
+            .components
+            .instantiate_pre(component)
+            .map_err(|e| FcError::NotAHandler(format!("{e:#}")))?;
+        let pre = ProxyPre::new(pre).map_err(|e| {
+            FcError::NotAHandler(format!(
+                "it must export wasi:http/incoming-handler@0.2 ({e:#})"
+            ))
+        })?;
+        Ok(Compiled::Component(pre))
+    }
+
+    /// Runs one request through a compiled function, in a fresh instance, stopped at its
+    /// deadline.
+    pub async fn invoke(
         &self,
         f: &Compiled,
         req: &Request,
         limits: &Limits,
     ) -> Result<Response, FcError> {
+        let usage = Arc::new(Usage::default());
+        let limiter = Limiter {
+            memory: limits.memory.min(MAX_MEMORY),
+            usage: usage.clone(),
+        };
         // One byte of room past the limit: a pipe filled beyond the limit means the function
         // tried to write more (the pipe takes partial writes up to its capacity).
-        let stdout = MemoryOutputPipe::new(limits.max_output + 1);
-        let stderr = MemoryOutputPipe::new(limits.max_output + 1);
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdin(MemoryInputPipe::new(req.body.clone()))
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .envs(&limits.env)
-            .envs(&cgi_env(req))
-            .arg("function");
-        let guest = Guest {
-            wasi: wasi.build_p1(),
-            limiter: Limiter {
-                memory: limits.memory.min(MAX_MEMORY),
-                hit: false,
-                peak: 0,
-            },
+        let log = MemoryOutputPipe::new(limits.max_output + 1);
+        let run = async {
+            match f {
+                Compiled::Module(pre) => self.run_module(pre, req, limits, limiter, &log).await,
+                Compiled::Component(pre) => {
+                    self.run_component(pre, req, limits, limiter, &log).await
+                }
+            }
         };
-        let mut store = Store::new(&self.engine, guest);
-        store.limiter(|g| &mut g.limiter);
+        let result = match tokio::time::timeout(limits.timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(FcError::Timeout(limits.timeout)),
+        };
+        let result = match result {
+            Err(FcError::Trap(_) | FcError::Internal(_)) if usage.hit.load(Ordering::Relaxed) => {
+                Err(FcError::MemoryLimit(limits.memory))
+            }
+            r => r,
+        };
+        let mut resp = result?;
+        let l = log.contents();
+        resp.log = l[..l.len().min(limits.max_output)].to_vec();
+        resp.memory_peak = usage.peak.load(Ordering::Relaxed);
+        Ok(resp)
+    }
+
+    fn store<T: 'static>(
+        &self,
+        data: T,
+        limits: &Limits,
+        limiter: impl (FnMut(&mut T) -> &mut dyn ResourceLimiter) + Send + Sync + 'static,
+    ) -> Result<Store<T>, FcError> {
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(limiter);
         store
             .set_fuel(limits.fuel.unwrap_or(u64::MAX))
             .map_err(internal)?;
-        let ticks = limits.timeout.as_millis().div_ceil(TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        let run = f.pre.instantiate(&mut store).and_then(|instance| {
+        // Yield at every tick: the deadline is the timer around the invocation.
+        store.epoch_deadline_async_yield_and_update(1);
+        Ok(store)
+    }
+
+    async fn run_module(
+        &self,
+        pre: &InstancePre<ModuleGuest>,
+        req: &Request,
+        limits: &Limits,
+        limiter: Limiter,
+        log: &MemoryOutputPipe,
+    ) -> Result<Response, FcError> {
+        let stdout = MemoryOutputPipe::new(limits.max_output + 1);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdin(MemoryInputPipe::new(req.body.clone()))
+            .stdout(stdout.clone())
+            .stderr(log.clone())
+            .envs(&limits.env)
+            .envs(&cgi_env(req))
+            .arg("function");
+        let guest = ModuleGuest {
+            wasi: wasi.build_p1(),
+            limiter,
+        };
+        let mut store = self.store(guest, limits, |g: &mut ModuleGuest| {
+            &mut g.limiter as &mut dyn ResourceLimiter
+        })?;
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
             instance
                 .get_typed_func::<(), ()>(&mut store, "_start")?
-                .call(&mut store, ())
-        });
+                .call_async(&mut store, ())
+                .await
+        }
+        .await;
         if stdout.contents().len() > limits.max_output {
             return Err(FcError::OutputTooLarge(limits.max_output));
         }
-        if let Err(e) = run {
-            if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                if exit.0 != 0 {
-                    return Err(FcError::Exit(exit.0));
-                }
-            } else if store.data().limiter.hit {
-                return Err(FcError::MemoryLimit(limits.memory));
-            } else {
-                return Err(match e.downcast_ref::<Trap>() {
-                    Some(Trap::Interrupt) => FcError::Timeout(limits.timeout),
-                    Some(Trap::OutOfFuel) => FcError::OutOfFuel,
-                    Some(t) => FcError::Trap(t.to_string()),
-                    None => FcError::Trap(format!("{e:#}")),
+        // `exit(0)` is a normal end of a command.
+        let clean_exit = |e: &wasmtime::Error| {
+            e.downcast_ref::<wasmtime_wasi::I32Exit>()
+                .is_some_and(|x| x.0 == 0)
+        };
+        match run {
+            Err(e) if !clean_exit(&e) => return Err(trap(e)),
+            _ => {}
+        }
+        Ok(parse_cgi(&stdout.contents()))
+    }
+
+    async fn run_component(
+        &self,
+        pre: &ProxyPre<HttpGuest>,
+        req: &Request,
+        limits: &Limits,
+        limiter: Limiter,
+        log: &MemoryOutputPipe,
+    ) -> Result<Response, FcError> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(log.clone())
+            .stderr(log.clone())
+            .envs(&limits.env);
+        let guest = HttpGuest {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: Outbound {
+                allowed: limits.outbound.clone(),
+            },
+            limiter,
+        };
+        let mut store = self.store(guest, limits, |g: &mut HttpGuest| {
+            &mut g.limiter as &mut dyn ResourceLimiter
+        })?;
+        let uri = if req.query.is_empty() {
+            format!("http://function{}", req.path)
+        } else {
+            format!("http://function{}?{}", req.path, req.query)
+        };
+        let mut builder = hyper::Request::builder()
+            .method(req.method.as_str())
+            .uri(uri);
+        for (k, v) in &req.headers {
+            let lower = k.to_ascii_lowercase();
+            // Never hand a function the caller's credentials.
+            if lower == "authorization" || lower == "cookie" || lower == "host" {
+                continue;
+            }
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let http_req = builder
+            .body(http_body_util::Full::new(Bytes::from(req.body.clone())))
+            .map_err(|e| FcError::Internal(format!("request: {e}")))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, http_req)
+            .map_err(internal)?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(tx)
+            .map_err(internal)?;
+        let pre = pre.clone();
+        // The guest runs on its own task: it may keep writing the body after it has set the
+        // response. Dropping the handle at the deadline aborts it.
+        let task = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, out)
+                .await
+        });
+        let mut guard = AbortOnDrop(task);
+        let response = match rx.await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(code)) => return Err(FcError::Handler(format!("{code:?}"))),
+            Err(_) => {
+                // The guest dropped the response without setting it: its task says why.
+                return Err(match guard.join().await {
+                    Ok(()) => FcError::Handler("the function never set a response".into()),
+                    Err(e) => e,
                 });
             }
+        };
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::Limited::new(body, limits.max_output)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    FcError::OutputTooLarge(limits.max_output)
+                } else {
+                    FcError::Handler(format!("the response body failed: {e}"))
+                }
+            })?
+            .to_bytes();
+        // The handler finishes after its body; its failure after a complete body is logged.
+        if let Err(e) = guard.join().await {
+            tracing::debug!(error = %e, "function failed after answering");
         }
-        let mut resp = parse_cgi(&stdout.contents());
-        let log = stderr.contents();
-        resp.log = log[..log.len().min(limits.max_output)].to_vec();
-        resp.memory_peak = store.data().limiter.peak;
-        Ok(resp)
+        Ok(Response {
+            status: parts.status.as_u16(),
+            headers: parts
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect(),
+            body: body.to_vec(),
+            log: Vec::new(),
+            memory_peak: 0,
+        })
+    }
+}
+
+/// Aborts the guest's task if the invocation is dropped (its deadline passed).
+struct AbortOnDrop(tokio::task::JoinHandle<wasmtime::Result<()>>);
+
+impl AbortOnDrop {
+    async fn join(&mut self) -> Result<(), FcError> {
+        match (&mut self.0).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(trap(e)),
+            Err(e) => Err(FcError::Internal(e.to_string())),
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a guest's failure means.
+fn trap(e: wasmtime::Error) -> FcError {
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return FcError::Exit(exit.0);
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => FcError::OutOfFuel,
+        Some(t) => FcError::Trap(t.to_string()),
+        None => FcError::Trap(format!("{e:#}")),
     }
 }
 

@@ -98,6 +98,7 @@ pub struct ConfigUpdate {
     pub max_instances: Option<u32>,
     pub public: Option<bool>,
     pub description: Option<String>,
+    pub allow_hosts: Option<Vec<String>>,
 }
 
 impl ConfigUpdate {
@@ -147,6 +148,18 @@ impl ConfigUpdate {
         }
         if let Some(p) = self.public {
             c.public = p;
+        }
+        if let Some(hosts) = self.allow_hosts {
+            for h in &hosts {
+                let ok = !h.is_empty()
+                    && h.len() <= 255
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+                if !ok {
+                    return bad(format!("{h:?} is not a host name (or host:port)"));
+                }
+            }
+            c.allow_hosts = hosts;
         }
         if let Some(d) = self.description {
             if d.len() > 256 {
@@ -407,17 +420,25 @@ impl<M: MetaStore> Functions<M> {
             sha256,
             size: wasm.len() as u64,
         };
-        let rt = self.runtime.clone();
-        let w = wasm.clone();
-        let (compiled, serialized) = tokio::task::spawn_blocking(move || rt.precompile(&w))
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
-            .map_err(|e| match e {
-                FcError::Internal(m) => ServiceError::Internal(m),
-                e => ServiceError::InvalidCode(e),
-            })?;
+        // Code this region compiled before (a configuration change, the same code under
+        // another name) loads from the cache: same SHA-256, same artifact.
+        let compiled = match self.load_cached(&code).await {
+            Some(c) => c,
+            None => {
+                let rt = self.runtime.clone();
+                let w = wasm.clone();
+                let (compiled, serialized) = tokio::task::spawn_blocking(move || rt.precompile(&w))
+                    .await
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?
+                    .map_err(|e| match e {
+                        FcError::Internal(m) => ServiceError::Internal(m),
+                        e => ServiceError::InvalidCode(e),
+                    })?;
+                self.cache_store(&code, serialized).await;
+                compiled
+            }
+        };
         self.host.put_code(&code.key(name), wasm).await?;
-        self.cache_store(&code, serialized).await;
         let now = now_ms();
         let record = FunctionRecord {
             name: name.to_owned(),
@@ -891,27 +912,16 @@ impl<M: MetaStore> Functions<M> {
             fuel: c.fuel,
             max_output: MAX_RESPONSE,
             env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            outbound: c.allow_hosts.clone(),
         };
-        let rt = self.runtime.clone();
-        let r = tokio::task::spawn_blocking(move || rt.invoke(&compiled, &req, &limits))
-            .await
-            .unwrap_or_else(|e| Err(FcError::Internal(e.to_string())));
+        let r = self.runtime.invoke(&compiled, &req, &limits).await;
         (r, (cold, init))
     }
 
     /// The function's code, compiled: from the on-disk cache when it holds a good artifact
     /// for this engine, else compiled again from the code object (and cached).
     async fn load(&self, name: &str, code: &Code) -> Result<Compiled, ServiceError> {
-        let path = self.cache_path(code);
-        let rt = self.runtime.clone();
-        let cached = tokio::task::spawn_blocking(move || {
-            let bytes = read_artifact(&path)?;
-            rt.load(&bytes).ok()
-        })
-        .await
-        .ok()
-        .flatten();
-        if let Some(c) = cached {
+        if let Some(c) = self.load_cached(code).await {
             return Ok(c);
         }
         let wasm = self
@@ -930,6 +940,19 @@ impl<M: MetaStore> Functions<M> {
             .map_err(ServiceError::InvalidCode)?;
         self.cache_store(code, serialized).await;
         Ok(compiled)
+    }
+
+    /// The compiled artifact of `code` from the on-disk cache, if it holds a good one.
+    async fn load_cached(&self, code: &Code) -> Option<Compiled> {
+        let path = self.cache_path(code);
+        let rt = self.runtime.clone();
+        tokio::task::spawn_blocking(move || {
+            let bytes = read_artifact(&path)?;
+            rt.load(&bytes).ok()
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     fn cache_path(&self, code: &Code) -> PathBuf {
@@ -1050,11 +1073,12 @@ pub fn error_kind(e: &FcError) -> &'static str {
         FcError::OutputTooLarge(_) => "OutputTooLarge",
         FcError::Exit(_) => "Exit",
         FcError::Trap(_) => "Trap",
+        FcError::Handler(_) => "HandlerError",
         FcError::Internal(_) => "Internal",
         FcError::InvalidModule(_)
         | FcError::ModuleTooLarge(_)
         | FcError::NotACommand(_)
-        | FcError::ComponentUnsupported => "InvalidCode",
+        | FcError::NotAHandler(_) => "InvalidCode",
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use feiyun_fc::{FcError, Limits, Request, Runtime};
+use feiyun_fc::{Compiled, FcError, Limits, Request, Response, Runtime};
 
 fn guest(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/guests/{name}.wat", env!("CARGO_MANIFEST_DIR"));
@@ -13,6 +13,15 @@ fn guest(name: &str) -> Vec<u8> {
 
 fn module(text: &str) -> Vec<u8> {
     wat::parse_str(text).expect("test module")
+}
+
+/// One invocation on a runtime of its own (the runtime is async; these tests are not).
+fn invoke(rt: &Runtime, f: &Compiled, req: &Request, limits: &Limits) -> Result<Response, FcError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio")
+        .block_on(rt.invoke(f, req, limits))
 }
 
 fn get() -> Request {
@@ -27,7 +36,7 @@ fn get() -> Request {
 fn hello_answers_over_cgi() {
     let rt = Runtime::new().unwrap();
     let f = rt.compile(&guest("hello")).unwrap();
-    let r = rt.invoke(&f, &get(), &Limits::default()).unwrap();
+    let r = invoke(&rt, &f, &get(), &Limits::default()).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(
         r.headers,
@@ -36,7 +45,7 @@ fn hello_answers_over_cgi() {
     assert_eq!(r.body, b"hello from wasm\n");
     // The same compiled function serves again from a fresh instance.
     assert_eq!(
-        rt.invoke(&f, &get(), &Limits::default()).unwrap().body,
+        invoke(&rt, &f, &get(), &Limits::default()).unwrap().body,
         b"hello from wasm\n"
     );
 }
@@ -51,7 +60,7 @@ fn echo_returns_the_body_and_keeps_the_log() {
         body: body.clone(),
         ..get()
     };
-    let r = rt.invoke(&f, &req, &Limits::default()).unwrap();
+    let r = invoke(&rt, &f, &req, &Limits::default()).unwrap();
     assert_eq!(r.body, body);
     assert_eq!(r.log, b"echoing\n");
     // Output beyond the limit stops the function instead of growing without bound.
@@ -60,7 +69,7 @@ fn echo_returns_the_body_and_keeps_the_log() {
         ..Limits::default()
     };
     assert!(matches!(
-        rt.invoke(&f, &req, &small),
+        invoke(&rt, &f, &req, &small),
         Err(FcError::OutputTooLarge(1000))
     ));
 }
@@ -79,7 +88,7 @@ fn a_loop_forever_is_stopped_at_its_deadline_and_others_go_on() {
         ..Limits::default()
     };
     let t = Instant::now();
-    let e = rt.invoke(&spin, &get(), &limits).unwrap_err();
+    let e = invoke(&rt, &spin, &get(), &limits).unwrap_err();
     assert!(matches!(e, FcError::Timeout(_)), "{e}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     // Fuel stops it too, without waiting for the clock.
@@ -88,10 +97,10 @@ fn a_loop_forever_is_stopped_at_its_deadline_and_others_go_on() {
         ..Limits::default()
     };
     assert!(matches!(
-        rt.invoke(&spin, &get(), &fueled),
+        invoke(&rt, &spin, &get(), &fueled),
         Err(FcError::OutOfFuel)
     ));
-    assert_eq!(rt.invoke(&hello, &get(), &limits).unwrap().status, 200);
+    assert_eq!(invoke(&rt, &hello, &get(), &limits).unwrap().status, 200);
 }
 
 #[test]
@@ -107,14 +116,14 @@ fn memory_beyond_the_limit_stops_the_function() {
         memory: 16 << 20,
         ..Limits::default()
     };
-    let e = rt.invoke(&hog, &get(), &limits).unwrap_err();
+    let e = invoke(&rt, &hog, &get(), &limits).unwrap_err();
     assert!(matches!(e, FcError::MemoryLimit(_)), "{e}");
     // Within a larger limit the same growth is fine.
     let big = Limits {
         memory: 128 << 20,
         ..Limits::default()
     };
-    rt.invoke(&hog, &get(), &big).unwrap();
+    invoke(&rt, &hog, &get(), &big).unwrap();
 }
 
 #[test]
@@ -126,7 +135,7 @@ fn traps_and_exit_codes_are_errors_not_crashes() {
         ))
         .unwrap();
     assert!(matches!(
-        rt.invoke(&trap, &get(), &Limits::default()),
+        invoke(&rt, &trap, &get(), &Limits::default()),
         Err(FcError::Trap(_))
     ));
     let exit = rt
@@ -137,7 +146,7 @@ fn traps_and_exit_codes_are_errors_not_crashes() {
         ))
         .unwrap();
     assert!(matches!(
-        rt.invoke(&exit, &get(), &Limits::default()),
+        invoke(&rt, &exit, &get(), &Limits::default()),
         Err(FcError::Exit(3))
     ));
 }
@@ -146,7 +155,7 @@ fn traps_and_exit_codes_are_errors_not_crashes() {
 fn files_and_sockets_are_denied_by_default() {
     let rt = Runtime::new().unwrap();
     let f = rt.compile(&guest("escape")).unwrap();
-    let r = rt.invoke(&f, &get(), &Limits::default()).unwrap();
+    let r = invoke(&rt, &f, &get(), &Limits::default()).unwrap();
     assert_eq!(
         String::from_utf8_lossy(&r.body),
         "file denied\nsocket denied\n"
@@ -174,10 +183,83 @@ fn bad_modules_are_refused_with_a_reason() {
         )),
         Err(FcError::NotACommand(_))
     ));
+    // A component that is not a wasi:http handler (here: one that exports nothing).
     assert!(matches!(
         rt.compile(b"\0asm\x0d\0\x01\0"),
-        Err(FcError::ComponentUnsupported)
+        Err(FcError::NotAHandler(_))
     ));
     let huge = vec![0u8; feiyun_fc::MAX_MODULE_SIZE + 1];
     assert!(matches!(rt.compile(&huge), Err(FcError::ModuleTooLarge(_))));
+}
+
+/// An example function built by `examples/functions/build.sh` (committed).
+fn example(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../../examples/functions/{name}/hello.wasm",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn a_wasi_http_component_written_in_c_answers() {
+    let rt = Runtime::new().unwrap();
+    let f = rt.compile(&example("hello-c")).unwrap();
+    assert_eq!(f.kind(), "wasi-http");
+    let req = Request {
+        headers: vec![
+            ("Authorization".into(), "AWS4-HMAC-SHA256 secret".into()),
+            ("X-Trace".into(), "1".into()),
+        ],
+        query: "a=1".into(),
+        ..get()
+    };
+    for _ in 0..3 {
+        let r = invoke(&rt, &f, &req, &Limits::default()).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"hello from c\n");
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| k == "content-type" && v == "text/plain"),
+            "{:?}",
+            r.headers
+        );
+        assert!(r.memory_peak > 0);
+    }
+    // Too little memory to instantiate is the memory limit, not a crash.
+    let tiny = Limits {
+        memory: 64 << 10,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        invoke(&rt, &f, &get(), &tiny),
+        Err(FcError::MemoryLimit(_))
+    ));
+    // So little fuel that it cannot finish.
+    let starved = Limits {
+        fuel: Some(10),
+        ..Limits::default()
+    };
+    assert!(matches!(
+        invoke(&rt, &f, &get(), &starved),
+        Err(FcError::OutOfFuel)
+    ));
+}
+
+#[test]
+fn compiled_artifacts_load_back_for_modules_and_components() {
+    let rt = Runtime::new().unwrap();
+    for wasm in [guest("hello"), example("hello-c")] {
+        let (_, artifact) = rt.precompile(&wasm).unwrap();
+        let loaded = rt.load(&artifact).unwrap();
+        let r = invoke(&rt, &loaded, &get(), &Limits::default()).unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.body.starts_with(b"hello from"));
+        // The kind byte is checked, and a cut artifact is refused rather than run.
+        let mut wrong = artifact.clone();
+        wrong[0] = b'X';
+        assert!(rt.load(&wrong).is_err());
+        assert!(rt.load(&artifact[..artifact.len() / 2]).is_err());
+    }
 }

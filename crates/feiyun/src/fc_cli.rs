@@ -11,7 +11,8 @@ pub enum FcCommand {
     /// Create a function, or replace its $LATEST code and the settings given
     Deploy {
         name: String,
-        /// The WebAssembly module (a WASI command speaking CGI)
+        /// The WebAssembly: a WASI 0.2 component exporting wasi:http/incoming-handler, or a
+        /// WASI command module speaking CGI
         #[arg(long)]
         wasm: std::path::PathBuf,
         /// Memory limit per invocation: 128M, 1G, or bytes
@@ -39,6 +40,10 @@ pub enum FcCommand {
         public: Option<bool>,
         #[arg(long)]
         description: Option<String>,
+        /// A host (or host:port) a component may send HTTP requests to (repeatable);
+        /// replaces the list; none by default
+        #[arg(long = "allow-host", value_name = "HOST")]
+        allow_hosts: Vec<String>,
     },
     /// Functions of this account
     List,
@@ -197,6 +202,7 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
             max_instances,
             public,
             description,
+            allow_hosts,
         } => {
             let code =
                 std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
@@ -214,6 +220,9 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
             opt("max-instances", max_instances.map(|v| v.to_string()));
             opt("public", public.map(|v| v.to_string()));
             opt("description", description);
+            for h in allow_hosts {
+                q.push(("allow-host", h));
+            }
             for e in env {
                 if !e.contains('=') {
                     bail!("--env takes NAME=VALUE, not {e:?}");
