@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// Print results as JSON
     #[arg(long)]
     pub(crate) json: bool,
+    /// Load one URL with unsigned GETs instead (a function's URL, or `wasmtime serve`
+    /// beside it): requests/s and latency at each `--concurrency`
+    #[arg(long, value_name = "URL")]
+    pub(crate) http_get: Option<String>,
     /// Run the versioning benchmarks instead: PUT on a versioned vs an unversioned bucket,
     /// and ListObjectVersions over `--list-keys` × `--list-versions`
     #[arg(long)]
@@ -124,6 +128,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.duration_secs == 0 || args.duration_secs > MAX_DURATION_SECS {
         bail!("--duration-secs must be between 1 and {MAX_DURATION_SECS}");
+    }
+    if let Some(url) = &args.http_get {
+        let rows = crate::bench_http::run(url, &args).await?;
+        print(&rows, &args);
+        return Ok(());
     }
     let env = |a: &str, b: &str| std::env::var(a).or_else(|_| std::env::var(b)).ok();
     let access_key = args
@@ -290,6 +299,15 @@ pub(crate) async fn drain(mut body: hyper::body::Incoming) -> Option<u64> {
     Some(n)
 }
 
+/// The `p` quantile of sorted microsecond latencies, in milliseconds (0 when empty).
+pub(crate) fn percentile_ms(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
 pub(crate) async fn small_phase(
     ctx: &Arc<Ctx>,
     op: &'static str,
@@ -371,13 +389,7 @@ pub(crate) async fn small_phase(
     }
     let seconds = start.elapsed().as_secs_f64();
     lat.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if lat.is_empty() {
-            return 0.0;
-        }
-        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
-        f64::from(lat[i]) / 1000.0
-    };
+    let pct = |p| percentile_ms(&lat, p);
     let ops = lat.len() as u64;
     Ok((
         Row {
@@ -528,12 +540,12 @@ where
 }
 
 /// Samples a process's VmRSS every 50 ms and keeps the peak.
-struct RssSampler {
+pub(crate) struct RssSampler {
     task: Option<(Arc<AtomicBool>, tokio::task::JoinHandle<u64>)>,
 }
 
 impl RssSampler {
-    fn start(pid: Option<u32>) -> Self {
+    pub(crate) fn start(pid: Option<u32>) -> Self {
         let Some(pid) = pid else {
             return Self { task: None };
         };
@@ -560,14 +572,14 @@ impl RssSampler {
         }
     }
 
-    async fn finish(self) -> Option<f64> {
+    pub(crate) async fn finish(self) -> Option<f64> {
         let (stop, handle) = self.task?;
         stop.store(true, Ordering::Relaxed);
         handle.await.ok().map(|kb| kb as f64 / 1024.0)
     }
 }
 
-fn print(rows: &[Row], args: &BenchArgs) {
+pub(crate) fn print(rows: &[Row], args: &BenchArgs) {
     if args.json {
         let items: Vec<serde_json::Value> = rows
             .iter()

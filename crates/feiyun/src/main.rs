@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod bench_http;
 mod bench_versions;
 mod fc_cli;
 mod iam_cli;
