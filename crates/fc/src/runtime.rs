@@ -127,12 +127,21 @@ pub struct Response {
     pub memory_peak: usize,
 }
 
-/// One engine for every function, with a clock thread driving epochs.
+/// The engines every function runs on, with a clock thread driving their epochs.
 pub struct Runtime {
+    /// Functions without a fuel limit: no fuel accounting in their code (it costs an
+    /// interpreter-heavy guest about a fifth of its speed), pooled instances.
+    plain: Side,
+    /// Functions with a fuel limit: code that counts fuel, instances allocated on demand.
+    fueled: Side,
+    stop: Arc<AtomicBool>,
+}
+
+/// One engine and what functions may import on it.
+struct Side {
     engine: Engine,
     modules: Linker<ModuleGuest>,
     components: wasmtime::component::Linker<HttpGuest>,
-    stop: Arc<AtomicBool>,
 }
 
 impl Drop for Runtime {
@@ -143,16 +152,23 @@ impl Drop for Runtime {
 
 /// A compiled, pre-linked function, ready to instantiate.
 #[derive(Clone)]
-pub enum Compiled {
+pub struct Compiled {
+    pre: Pre,
+    /// Compiled on the fuel-counting engine.
+    fuel: bool,
+}
+
+#[derive(Clone)]
+enum Pre {
     Module(InstancePre<ModuleGuest>),
     Component(ProxyPre<HttpGuest>),
 }
 
 impl Compiled {
     pub fn kind(&self) -> &'static str {
-        match self {
-            Compiled::Module(_) => "wasi-p1-cgi",
-            Compiled::Component(_) => "wasi-http",
+        match self.pre {
+            Pre::Module(_) => "wasi-p1-cgi",
+            Pre::Component(_) => "wasi-http",
         }
     }
 }
@@ -284,25 +300,26 @@ impl WasiHttpHooks for Outbound {
     }
 }
 
-impl Runtime {
-    pub fn new() -> Result<Self, FcError> {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_core_instances(POOL_INSTANCES * 4)
-            .total_component_instances(POOL_INSTANCES)
-            .total_memories(POOL_INSTANCES * 2)
-            .total_tables(POOL_INSTANCES * 4)
-            .max_memories_per_component(8)
-            .max_tables_per_component(16)
-            .max_core_instances_per_component(32)
-            .table_elements(100_000)
-            .max_core_instance_size(4 << 20)
-            .max_memory_size(MAX_MEMORY);
+impl Side {
+    fn new(fuel: bool) -> Result<Self, FcError> {
         let mut config = Config::new();
-        config
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .consume_fuel(true);
+        if fuel {
+            config.consume_fuel(true);
+        } else {
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_core_instances(POOL_INSTANCES * 4)
+                .total_component_instances(POOL_INSTANCES)
+                .total_memories(POOL_INSTANCES * 2)
+                .total_tables(POOL_INSTANCES * 4)
+                .max_memories_per_component(8)
+                .max_tables_per_component(16)
+                .max_core_instances_per_component(32)
+                .table_elements(100_000)
+                .max_core_instance_size(4 << 20)
+                .max_memory_size(MAX_MEMORY);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        config.wasm_component_model(true).epoch_interruption(true);
         let engine = Engine::new(&config).map_err(internal)?;
         let mut modules = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut modules, |g: &mut ModuleGuest| &mut g.wasi)
@@ -310,89 +327,14 @@ impl Runtime {
         let mut components = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut components).map_err(internal)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut components).map_err(internal)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (e, s) = (engine.weak(), stop.clone());
-        std::thread::Builder::new()
-            .name("fc-clock".into())
-            .spawn(move || {
-                while !s.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    match e.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })
-            .map_err(|e| FcError::Internal(e.to_string()))?;
         Ok(Self {
             engine,
             modules,
             components,
-            stop,
         })
     }
 
-    /// Compiles a module or component and links it against what functions may import.
-    pub fn compile(&self, wasm: &[u8]) -> Result<Compiled, FcError> {
-        self.precompile(wasm).map(|(c, _)| c)
-    }
-
-    /// Compiles, links, and returns with the function its serialized form (a kind byte,
-    /// `M` or `C`, then the engine's bytes), which [`Runtime::load`] turns back into the same
-    /// function without compiling.
-    pub fn precompile(&self, wasm: &[u8]) -> Result<(Compiled, Vec<u8>), FcError> {
-        if wasm.len() > MAX_MODULE_SIZE {
-            return Err(FcError::ModuleTooLarge(wasm.len()));
-        }
-        if wasm.get(..4) != Some(b"\0asm") {
-            return Err(FcError::InvalidModule(
-                "it does not start with the WebAssembly magic".into(),
-            ));
-        }
-        let invalid = |e: wasmtime::Error| FcError::InvalidModule(format!("{e:#}"));
-        // A component's header says layer 1 where a core module's says 0.
-        if wasm.get(6..8) == Some(&[1, 0]) {
-            let component = Component::new(&self.engine, wasm).map_err(invalid)?;
-            let mut serialized = vec![b'C'];
-            serialized.extend(component.serialize().map_err(internal)?);
-            return Ok((self.link_component(&component)?, serialized));
-        }
-        let module = Module::new(&self.engine, wasm).map_err(invalid)?;
-        let mut serialized = vec![b'M'];
-        serialized.extend(module.serialize().map_err(internal)?);
-        Ok((self.link_module(&module)?, serialized))
-    }
-
-    /// A function serialized by [`Runtime::precompile`] of an engine with the same
-    /// [`Runtime::compatibility`]. The caller vouches for the bytes (the service checks
-    /// their checksum): deserializing trusts them as machine code.
-    pub fn load(&self, serialized: &[u8]) -> Result<Compiled, FcError> {
-        let invalid = |e: wasmtime::Error| FcError::InvalidModule(format!("{e:#}"));
-        match serialized.split_first() {
-            // SAFETY (both arms): the bytes are what `serialize` produced on an engine with
-            // the same settings, checked against the checksum stored with them; wasmtime
-            // refuses bytes of another version or configuration with an error.
-            Some((b'C', bytes)) => {
-                let c = unsafe { Component::deserialize(&self.engine, bytes) }.map_err(invalid)?;
-                self.link_component(&c)
-            }
-            Some((b'M', bytes)) => {
-                let m = unsafe { Module::deserialize(&self.engine, bytes) }.map_err(invalid)?;
-                self.link_module(&m)
-            }
-            _ => Err(FcError::InvalidModule("unknown artifact kind".into())),
-        }
-    }
-
-    /// What a compiled artifact must match to be loaded by this engine.
-    pub fn compatibility(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
-        h.finish()
-    }
-
-    fn link_module(&self, module: &Module) -> Result<Compiled, FcError> {
+    fn link_module(&self, module: &Module, fuel: bool) -> Result<Compiled, FcError> {
         match module.get_export("_start") {
             Some(wasmtime::ExternType::Func(f))
                 if f.params().len() == 0 && f.results().len() == 0 => {}
@@ -406,10 +348,13 @@ impl Runtime {
             .modules
             .instantiate_pre(module)
             .map_err(|e| FcError::NotACommand(format!("{e:#}")))?;
-        Ok(Compiled::Module(pre))
+        Ok(Compiled {
+            pre: Pre::Module(pre),
+            fuel,
+        })
     }
 
-    fn link_component(&self, component: &Component) -> Result<Compiled, FcError> {
+    fn link_component(&self, component: &Component, fuel: bool) -> Result<Compiled, FcError> {
         let pre = self
             .components
             .instantiate_pre(component)
@@ -419,7 +364,114 @@ impl Runtime {
                 "it must export wasi:http/incoming-handler@0.2 ({e:#})"
             ))
         })?;
-        Ok(Compiled::Component(pre))
+        Ok(Compiled {
+            pre: Pre::Component(pre),
+            fuel,
+        })
+    }
+}
+
+impl Runtime {
+    pub fn new() -> Result<Self, FcError> {
+        let plain = Side::new(false)?;
+        let fueled = Side::new(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let engines = [plain.engine.weak(), fueled.engine.weak()];
+        let s = stop.clone();
+        std::thread::Builder::new()
+            .name("fc-clock".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    for e in &engines {
+                        match e.upgrade() {
+                            Some(engine) => engine.increment_epoch(),
+                            None => return,
+                        }
+                    }
+                }
+            })
+            .map_err(|e| FcError::Internal(e.to_string()))?;
+        Ok(Self {
+            plain,
+            fueled,
+            stop,
+        })
+    }
+
+    fn side(&self, fuel: bool) -> &Side {
+        if fuel { &self.fueled } else { &self.plain }
+    }
+
+    /// Compiles a module or component and links it against what functions may import.
+    pub fn compile(&self, wasm: &[u8]) -> Result<Compiled, FcError> {
+        self.precompile(wasm, false).map(|(c, _)| c)
+    }
+
+    /// [`Runtime::compile`] for functions that run with a fuel limit.
+    pub fn compile_with_fuel(&self, wasm: &[u8]) -> Result<Compiled, FcError> {
+        self.precompile(wasm, true).map(|(c, _)| c)
+    }
+
+    /// Compiles, links, and returns with the function its serialized form (a kind byte,
+    /// `M` or `C`, then the engine's bytes), which [`Runtime::load`] turns back into the same
+    /// function without compiling.
+    pub fn precompile(&self, wasm: &[u8], fuel: bool) -> Result<(Compiled, Vec<u8>), FcError> {
+        let side = self.side(fuel);
+        if wasm.len() > MAX_MODULE_SIZE {
+            return Err(FcError::ModuleTooLarge(wasm.len()));
+        }
+        if wasm.get(..4) != Some(b"\0asm") {
+            return Err(FcError::InvalidModule(
+                "it does not start with the WebAssembly magic".into(),
+            ));
+        }
+        let invalid = |e: wasmtime::Error| FcError::InvalidModule(format!("{e:#}"));
+        // A component's header says layer 1 where a core module's says 0.
+        if wasm.get(6..8) == Some(&[1, 0]) {
+            let component = Component::new(&side.engine, wasm).map_err(invalid)?;
+            let mut serialized = vec![b'C'];
+            serialized.extend(component.serialize().map_err(internal)?);
+            return Ok((side.link_component(&component, fuel)?, serialized));
+        }
+        let module = Module::new(&side.engine, wasm).map_err(invalid)?;
+        let mut serialized = vec![b'M'];
+        serialized.extend(module.serialize().map_err(internal)?);
+        Ok((side.link_module(&module, fuel)?, serialized))
+    }
+
+    /// A function serialized by [`Runtime::precompile`] of an engine with the same
+    /// [`Runtime::compatibility`]. The caller vouches for the bytes (the service checks
+    /// their checksum): deserializing trusts them as machine code.
+    pub fn load(&self, serialized: &[u8], fuel: bool) -> Result<Compiled, FcError> {
+        let side = self.side(fuel);
+        let invalid = |e: wasmtime::Error| FcError::InvalidModule(format!("{e:#}"));
+        match serialized.split_first() {
+            // SAFETY (both arms): the bytes are what `serialize` produced on an engine with
+            // the same settings, checked against the checksum stored with them; wasmtime
+            // refuses bytes of another version or configuration with an error.
+            Some((b'C', bytes)) => {
+                let c = unsafe { Component::deserialize(&side.engine, bytes) }.map_err(invalid)?;
+                side.link_component(&c, fuel)
+            }
+            Some((b'M', bytes)) => {
+                let m = unsafe { Module::deserialize(&side.engine, bytes) }.map_err(invalid)?;
+                side.link_module(&m, fuel)
+            }
+            _ => Err(FcError::InvalidModule("unknown artifact kind".into())),
+        }
+    }
+
+    /// What a compiled artifact must match to be loaded by the engine (with or without
+    /// fuel).
+    pub fn compatibility(&self, fuel: bool) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.side(fuel)
+            .engine
+            .precompile_compatibility_hash()
+            .hash(&mut h);
+        h.finish()
     }
 
     /// Runs one request through a compiled function, in a fresh instance, stopped at its
@@ -439,10 +491,14 @@ impl Runtime {
         // tried to write more (the pipe takes partial writes up to its capacity).
         let log = MemoryOutputPipe::new(limits.max_output + 1);
         let run = async {
-            match f {
-                Compiled::Module(pre) => self.run_module(pre, req, limits, limiter, &log).await,
-                Compiled::Component(pre) => {
-                    self.run_component(pre, req, limits, limiter, &log).await
+            match &f.pre {
+                Pre::Module(pre) => {
+                    self.run_module(pre, f.fuel, req, limits, limiter, &log)
+                        .await
+                }
+                Pre::Component(pre) => {
+                    self.run_component(pre, f.fuel, req, limits, limiter, &log)
+                        .await
                 }
             }
         };
@@ -465,15 +521,22 @@ impl Runtime {
 
     fn store<T: 'static>(
         &self,
+        fuel: bool,
         data: T,
         limits: &Limits,
         limiter: impl (FnMut(&mut T) -> &mut dyn ResourceLimiter) + Send + Sync + 'static,
     ) -> Result<Store<T>, FcError> {
-        let mut store = Store::new(&self.engine, data);
+        let mut store = Store::new(&self.side(fuel).engine, data);
         store.limiter(limiter);
-        store
-            .set_fuel(limits.fuel.unwrap_or(u64::MAX))
-            .map_err(internal)?;
+        match (fuel, limits.fuel) {
+            (true, f) => store.set_fuel(f.unwrap_or(u64::MAX)).map_err(internal)?,
+            (false, None) => {}
+            (false, Some(_)) => {
+                return Err(FcError::Internal(
+                    "a fuel limit needs the function compiled with fuel".into(),
+                ));
+            }
+        }
         // Yield at every tick: the deadline is the timer around the invocation.
         store.epoch_deadline_async_yield_and_update(1);
         Ok(store)
@@ -482,6 +545,7 @@ impl Runtime {
     async fn run_module(
         &self,
         pre: &InstancePre<ModuleGuest>,
+        fuel: bool,
         req: &Request,
         limits: &Limits,
         limiter: Limiter,
@@ -499,7 +563,7 @@ impl Runtime {
             wasi: wasi.build_p1(),
             limiter,
         };
-        let mut store = self.store(guest, limits, |g: &mut ModuleGuest| {
+        let mut store = self.store(fuel, guest, limits, |g: &mut ModuleGuest| {
             &mut g.limiter as &mut dyn ResourceLimiter
         })?;
         let run = async {
@@ -528,6 +592,7 @@ impl Runtime {
     async fn run_component(
         &self,
         pre: &ProxyPre<HttpGuest>,
+        fuel: bool,
         req: &Request,
         limits: &Limits,
         limiter: Limiter,
@@ -546,7 +611,7 @@ impl Runtime {
             },
             limiter,
         };
-        let mut store = self.store(guest, limits, |g: &mut HttpGuest| {
+        let mut store = self.store(fuel, guest, limits, |g: &mut HttpGuest| {
             &mut g.limiter as &mut dyn ResourceLimiter
         })?;
         let uri = if req.query.is_empty() {

@@ -422,19 +422,21 @@ impl<M: MetaStore> Functions<M> {
         };
         // Code this region compiled before (a configuration change, the same code under
         // another name) loads from the cache: same SHA-256, same artifact.
-        let compiled = match self.load_cached(&code).await {
+        let fuel = config.fuel.is_some();
+        let compiled = match self.load_cached(&code, fuel).await {
             Some(c) => c,
             None => {
                 let rt = self.runtime.clone();
                 let w = wasm.clone();
-                let (compiled, serialized) = tokio::task::spawn_blocking(move || rt.precompile(&w))
-                    .await
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?
-                    .map_err(|e| match e {
-                        FcError::Internal(m) => ServiceError::Internal(m),
-                        e => ServiceError::InvalidCode(e),
-                    })?;
-                self.cache_store(&code, serialized).await;
+                let (compiled, serialized) =
+                    tokio::task::spawn_blocking(move || rt.precompile(&w, fuel))
+                        .await
+                        .map_err(|e| ServiceError::Internal(e.to_string()))?
+                        .map_err(|e| match e {
+                            FcError::Internal(m) => ServiceError::Internal(m),
+                            e => ServiceError::InvalidCode(e),
+                        })?;
+                self.cache_store(&code, fuel, serialized).await;
                 compiled
             }
         };
@@ -889,7 +891,7 @@ impl<M: MetaStore> Functions<M> {
             let mut slot = pool.compiled.lock().await;
             match slot.as_ref() {
                 Some(c) => (c.clone(), false),
-                None => match self.load(&pool.name, &pool.version.code).await {
+                None => match self.load(&pool.name, &pool.version).await {
                     Ok(c) => {
                         *slot = Some(c.clone());
                         (c, true)
@@ -920,8 +922,9 @@ impl<M: MetaStore> Functions<M> {
 
     /// The function's code, compiled: from the on-disk cache when it holds a good artifact
     /// for this engine, else compiled again from the code object (and cached).
-    async fn load(&self, name: &str, code: &Code) -> Result<Compiled, ServiceError> {
-        if let Some(c) = self.load_cached(code).await {
+    async fn load(&self, name: &str, version: &Version) -> Result<Compiled, ServiceError> {
+        let (code, fuel) = (&version.code, version.config.fuel.is_some());
+        if let Some(c) = self.load_cached(code, fuel).await {
             return Ok(c);
         }
         let wasm = self
@@ -934,38 +937,39 @@ impl<M: MetaStore> Functions<M> {
             )));
         }
         let rt = self.runtime.clone();
-        let (compiled, serialized) = tokio::task::spawn_blocking(move || rt.precompile(&wasm))
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
-            .map_err(ServiceError::InvalidCode)?;
-        self.cache_store(code, serialized).await;
+        let (compiled, serialized) =
+            tokio::task::spawn_blocking(move || rt.precompile(&wasm, fuel))
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))?
+                .map_err(ServiceError::InvalidCode)?;
+        self.cache_store(code, fuel, serialized).await;
         Ok(compiled)
     }
 
     /// The compiled artifact of `code` from the on-disk cache, if it holds a good one.
-    async fn load_cached(&self, code: &Code) -> Option<Compiled> {
-        let path = self.cache_path(code);
+    async fn load_cached(&self, code: &Code, fuel: bool) -> Option<Compiled> {
+        let path = self.cache_path(code, fuel);
         let rt = self.runtime.clone();
         tokio::task::spawn_blocking(move || {
             let bytes = read_artifact(&path)?;
-            rt.load(&bytes).ok()
+            rt.load(&bytes, fuel).ok()
         })
         .await
         .ok()
         .flatten()
     }
 
-    fn cache_path(&self, code: &Code) -> PathBuf {
+    fn cache_path(&self, code: &Code, fuel: bool) -> PathBuf {
         self.settings.cache_dir.join(format!(
             "{}-{:016x}.cwasm",
             code.sha256,
-            self.runtime.compatibility()
+            self.runtime.compatibility(fuel)
         ))
     }
 
     /// Writes a compiled artifact with its checksum; a failure only costs a recompile.
-    async fn cache_store(&self, code: &Code, serialized: Vec<u8>) {
-        let path = self.cache_path(code);
+    async fn cache_store(&self, code: &Code, fuel: bool, serialized: Vec<u8>) {
+        let path = self.cache_path(code, fuel);
         let r = tokio::task::spawn_blocking(move || write_artifact(&path, &serialized)).await;
         if let Ok(Err(e)) | Err(e) = r.map_err(std::io::Error::other) {
             tracing::warn!(error = %e, "cannot cache a compiled function");
@@ -1003,7 +1007,7 @@ impl<M: MetaStore> Functions<M> {
             }
             // Provisioned capacity is warm: its code is loaded before a request needs it.
             if instances > 0 && pool.compiled.lock().await.is_none() {
-                match self.load(&pool.name, &pool.version.code).await {
+                match self.load(&pool.name, &pool.version).await {
                     Ok(c) => *pool.compiled.lock().await = Some(c),
                     Err(e) => tracing::warn!(function = %pool.name, error = %e, "cannot pre-load"),
                 }

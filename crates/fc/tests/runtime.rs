@@ -91,15 +91,22 @@ fn a_loop_forever_is_stopped_at_its_deadline_and_others_go_on() {
     let e = invoke(&rt, &spin, &get(), &limits).unwrap_err();
     assert!(matches!(e, FcError::Timeout(_)), "{e}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-    // Fuel stops it too, without waiting for the clock.
+    // Fuel stops it too, without waiting for the clock (compiled to count fuel).
+    let spin_fueled = rt
+        .compile_with_fuel(&module(
+            r#"(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))"#,
+        ))
+        .unwrap();
     let fueled = Limits {
         fuel: Some(1_000_000),
         ..Limits::default()
     };
     assert!(matches!(
-        invoke(&rt, &spin, &get(), &fueled),
+        invoke(&rt, &spin_fueled, &get(), &fueled),
         Err(FcError::OutOfFuel)
     ));
+    // A fuel limit on code compiled without fuel is refused rather than ignored.
+    assert!(invoke(&rt, &spin, &get(), &fueled).is_err());
     assert_eq!(invoke(&rt, &hello, &get(), &limits).unwrap().status, 200);
 }
 
@@ -241,25 +248,34 @@ fn a_wasi_http_component_written_in_c_answers() {
         fuel: Some(10),
         ..Limits::default()
     };
+    let metered = rt.compile_with_fuel(&example("hello-c")).unwrap();
     assert!(matches!(
-        invoke(&rt, &f, &get(), &starved),
+        invoke(&rt, &metered, &get(), &starved),
         Err(FcError::OutOfFuel)
     ));
+    assert_eq!(
+        invoke(&rt, &metered, &get(), &Limits::default())
+            .unwrap()
+            .body,
+        b"hello from c\n"
+    );
 }
 
 #[test]
 fn compiled_artifacts_load_back_for_modules_and_components() {
     let rt = Runtime::new().unwrap();
     for wasm in [guest("hello"), example("hello-c")] {
-        let (_, artifact) = rt.precompile(&wasm).unwrap();
-        let loaded = rt.load(&artifact).unwrap();
+        let (_, artifact) = rt.precompile(&wasm, false).unwrap();
+        let loaded = rt.load(&artifact, false).unwrap();
+        // An artifact of the other engine is refused, not run.
+        assert!(rt.load(&artifact, true).is_err());
         let r = invoke(&rt, &loaded, &get(), &Limits::default()).unwrap();
         assert_eq!(r.status, 200);
         assert!(r.body.starts_with(b"hello from"));
         // The kind byte is checked, and a cut artifact is refused rather than run.
         let mut wrong = artifact.clone();
         wrong[0] = b'X';
-        assert!(rt.load(&wrong).is_err());
-        assert!(rt.load(&artifact[..artifact.len() / 2]).is_err());
+        assert!(rt.load(&wrong, false).is_err());
+        assert!(rt.load(&artifact[..artifact.len() / 2], false).is_err());
     }
 }

@@ -113,16 +113,7 @@ impl AdminClient {
             ("x-amz-target", format!("TrentService.{action}")),
         ];
         let (status, text) = self.post("kms", headers, body.to_string()).await?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-        if !status.is_success() {
-            bail!(
-                "{}: {}",
-                json["__type"].as_str().unwrap_or(status.as_str()),
-                json["message"].as_str().unwrap_or_default()
-            );
-        }
-        Ok(json)
+        json_answer(status, text.as_bytes())
     }
 
     /// A signed `POST /` to the region for `service`.
@@ -195,6 +186,20 @@ impl AdminClient {
         let body = resp.into_body().collect().await?.to_bytes();
         Ok((status, headers, body))
     }
+}
+
+/// A JSON API's answer, or its error (`{"__type", "message"}`, as KMS, Lambda and our `/fc/`
+/// API send them) as one line.
+pub fn json_answer(status: hyper::StatusCode, body: &[u8]) -> anyhow::Result<serde_json::Value> {
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        bail!(
+            "{}: {}",
+            json["__type"].as_str().unwrap_or(status.as_str()),
+            json["message"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(json)
 }
 
 /// The text of the first `<tag>…</tag>`, XML entities decoded.

@@ -175,15 +175,7 @@ async fn call(
     body: Bytes,
 ) -> anyhow::Result<Value> {
     let (status, _, body) = c.send("fc", method, path, query, Vec::new(), body).await?;
-    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!(
-            "{}: {}",
-            json["__type"].as_str().unwrap_or(status.as_str()),
-            json["message"].as_str().unwrap_or_default()
-        );
-    }
-    Ok(json)
+    crate::admin::json_answer(status, &body)
 }
 
 pub async fn run(args: FcArgs) -> anyhow::Result<()> {
@@ -320,12 +312,13 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
             let failed = headers.get("x-fc-function-error").is_some()
                 || headers.get("x-amzn-errortype").is_some();
             if failed {
-                let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                bail!(
-                    "{}: {}",
-                    json["__type"].as_str().unwrap_or(status.as_str()),
-                    json["message"].as_str().unwrap_or_default()
-                );
+                // Function errors and API errors share the JSON error shape.
+                let status = if status.is_success() {
+                    hyper::StatusCode::BAD_GATEWAY
+                } else {
+                    status
+                };
+                crate::admin::json_answer(status, &body)?;
             }
             use std::io::Write;
             std::io::stdout().write_all(&body)?;

@@ -89,7 +89,18 @@ fn request(
     path: &str,
     body: &[u8],
 ) -> RawResponse {
-    let host = r.addr.to_string();
+    request_at(r.addr, creds, method, path, body)
+}
+
+/// [`request`] by address, for threads.
+fn request_at(
+    addr: std::net::SocketAddr,
+    creds: Option<(&str, &str)>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> RawResponse {
+    let host = addr.to_string();
     let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -117,7 +128,7 @@ fn request(
     head.push_str("\r\n");
     let mut req = head.into_bytes();
     req.extend_from_slice(body);
-    raw_bytes(r.addr, &req)
+    raw_bytes(addr, &req)
 }
 
 fn root() -> Option<(&'static str, &'static str)> {
@@ -359,33 +370,9 @@ fn limits_stop_guests_with_a_clear_error_and_others_go_on() {
             ],
         );
     }
-    let loop_call = std::thread::spawn({
-        let addr = r.addr;
-        move || {
-            let signer = sigv4::Signer {
-                access_key: ACCESS_KEY.into(),
-                secret_key: SECRET_KEY.into(),
-                region: "us-east-1".into(),
-            };
-            let auth = signer.sign_as(
-                "fc",
-                "POST",
-                "/fc/invoke/loop",
-                "",
-                &[("host", addr.to_string())],
-                &sigv4::sha256_hex(b""),
-                &sigv4::now_amz_date(),
-            );
-            let mut req = format!(
-                "POST /fc/invoke/loop HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n"
-            );
-            for (k, v) in auth {
-                req.push_str(&format!("{k}: {v}\r\n"));
-            }
-            req.push_str("\r\n");
-            raw_bytes(addr, req.as_bytes())
-        }
-    });
+    let addr = r.addr;
+    let loop_call =
+        std::thread::spawn(move || request_at(addr, root(), "POST", "/fc/invoke/loop", b""));
     // While the loop runs, others answer.
     assert_eq!(fc_ok(&r, &["invoke", "hello"]), "hello from wasm\n");
     let resp = loop_call.join().expect("loop call");
@@ -451,33 +438,10 @@ fn beyond_the_maximum_requests_get_429_and_idle_functions_scale_to_zero() {
             "2",
         ],
     );
+    let addr = r.addr;
     let calls: Vec<_> = (0..16)
         .map(|_| {
-            let addr = r.addr;
-            std::thread::spawn(move || {
-                let signer = sigv4::Signer {
-                    access_key: ACCESS_KEY.into(),
-                    secret_key: SECRET_KEY.into(),
-                    region: "us-east-1".into(),
-                };
-                let auth = signer.sign_as(
-                    "fc",
-                    "GET",
-                    "/fc/invoke/sleep",
-                    "",
-                    &[("host", addr.to_string())],
-                    &sigv4::sha256_hex(b""),
-                    &sigv4::now_amz_date(),
-                );
-                let mut req = format!(
-                    "GET /fc/invoke/sleep HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n"
-                );
-                for (k, v) in auth {
-                    req.push_str(&format!("{k}: {v}\r\n"));
-                }
-                req.push_str("\r\n");
-                raw_bytes(addr, req.as_bytes())
-            })
+            std::thread::spawn(move || request_at(addr, root(), "GET", "/fc/invoke/sleep", b""))
         })
         .collect();
     let answers: Vec<RawResponse> = calls.into_iter().map(|t| t.join().expect("call")).collect();

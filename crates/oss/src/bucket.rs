@@ -34,6 +34,17 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         configs: Vec<(&str, Vec<u8>)>,
     ) -> Result<(), OssError> {
         keys::validate_bucket_name(name)?;
+        self.insert_bucket(name, object_lock, owner, configs).await
+    }
+
+    /// Commits a new bucket's record (and initial subresources) if the name is free.
+    async fn insert_bucket(
+        &self,
+        name: &str,
+        object_lock: bool,
+        owner: Option<String>,
+        configs: Vec<(&str, Vec<u8>)>,
+    ) -> Result<(), OssError> {
         let record = BucketRecord {
             created_ms: now_millis(),
             region: self.config.region.clone(),
@@ -86,24 +97,9 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 "{name:?} is not a system bucket name"
             )));
         }
-        let record = BucketRecord {
-            created_ms: now_millis(),
-            region: self.config.region.clone(),
-            versioning: Versioning::Unversioned,
-            object_lock: false,
-            default_retention: None,
-            owner: None,
-            encryption: None,
-        };
-        let mut batch = WriteBatch::new();
-        batch.check_absent(Table::Buckets, keys::bucket(name)).put(
-            Table::Buckets,
-            keys::bucket(name),
-            records::encode(&record)?,
-        );
-        match self.meta.commit(batch).await {
-            Ok(()) | Err(MetaError::Conflict(_)) => Ok(()),
-            Err(e) => Err(e.into()),
+        match self.insert_bucket(name, false, None, Vec::new()).await {
+            Ok(()) | Err(OssError::BucketAlreadyOwnedByYou) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
