@@ -3,9 +3,7 @@
 //! groups and policies are created through the IAM query API, as `aws iam` would.
 
 mod common;
-#[path = "../src/sigv4.rs"]
-#[allow(dead_code)]
-mod sigv4;
+use common::sigv4;
 
 use std::collections::HashMap;
 

@@ -2,9 +2,7 @@
 //! server stays up, and what was stored before is intact afterwards.
 
 mod common;
-#[path = "../src/sigv4.rs"]
-#[allow(dead_code)]
-mod sigv4;
+use common::sigv4;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -7,9 +7,7 @@
 
 mod common;
 
-#[path = "../src/sigv4.rs"]
-#[allow(dead_code)]
-mod sigv4;
+use common::sigv4;
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;

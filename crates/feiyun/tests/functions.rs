@@ -7,9 +7,7 @@
 
 mod common;
 
-#[path = "../src/sigv4.rs"]
-#[allow(dead_code)]
-mod sigv4;
+use common::sigv4;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -137,47 +135,13 @@ fn root() -> Option<(&'static str, &'static str)> {
 
 /// One IAM query call signed as root; the XML answer (asserting success).
 fn iam(r: &Region, params: &[(&str, &str)]) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
-    let mut body = String::from("Version=2010-05-08");
-    for (k, v) in params {
-        body.push_str(&format!("&{}={}", enc(k), enc(v)));
-    }
-    let host = r.addr.to_string();
-    let signer = sigv4::Signer {
-        access_key: ACCESS_KEY.into(),
-        secret_key: SECRET_KEY.into(),
-        region: "us-east-1".into(),
-    };
-    let ct = "application/x-www-form-urlencoded; charset=utf-8".to_string();
-    let auth = signer.sign_as(
+    let resp = common::query_call(
+        r.addr,
+        (ACCESS_KEY, SECRET_KEY),
         "iam",
-        "POST",
-        "/",
-        "",
-        &[("host", host.clone()), ("content-type", ct.clone())],
-        &sigv4::sha256_hex(body.as_bytes()),
-        &sigv4::now_amz_date(),
+        "2010-05-08",
+        params,
     );
-    let mut req = format!(
-        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in auth {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    let resp = raw_bytes(r.addr, req.as_bytes());
     assert_eq!(resp.status, 200, "{}", resp.body_text());
     resp.body_text()
 }

@@ -2,9 +2,7 @@
 //! authentication backs off, and a tampered audit record is named by `feiyun audit verify`.
 
 mod common;
-#[path = "../src/sigv4.rs"]
-#[allow(dead_code)]
-mod sigv4;
+use common::sigv4;
 
 use common::*;
 

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../../src/sigv4.rs"]
+pub mod sigv4;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -335,4 +338,58 @@ pub async fn complete_code(
         Ok(_) => "OK".into(),
         Err(e) => e.code().unwrap_or("<none>").to_owned(),
     }
+}
+
+/// Percent-encodes a form value as SigV4 and the query protocol want it.
+pub fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A query-protocol call (`Action=…&…`) to the region's `service` (iam, sts), signed as
+/// `(ak, sk)`.
+pub fn query_call(
+    addr: SocketAddr,
+    (ak, sk): (&str, &str),
+    service: &str,
+    version: &str,
+    params: &[(&str, &str)],
+) -> RawResponse {
+    let mut body = format!("Version={version}");
+    for (k, v) in params {
+        body.push_str(&format!("&{}={}", form_encode(k), form_encode(v)));
+    }
+    let host = addr.to_string();
+    let signer = sigv4::Signer {
+        access_key: ak.into(),
+        secret_key: sk.into(),
+        region: "us-east-1".into(),
+    };
+    let ct = "application/x-www-form-urlencoded; charset=utf-8".to_string();
+    let auth = signer.sign_as(
+        service,
+        "POST",
+        "/",
+        "",
+        &[("host", host.clone()), ("content-type", ct.clone())],
+        &sigv4::sha256_hex(body.as_bytes()),
+        &sigv4::now_amz_date(),
+    );
+    let mut req = format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in auth {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    raw(addr, &req)
 }
