@@ -38,6 +38,29 @@ out=$(curl -sf "$ENDPOINT/fc/invoke/hello-py/fetch?host=$hostport")
 out=$(curl -sf "$ENDPOINT/fc/invoke/hello-py/fetch?host=localhost:${hostport##*:}")
 [[ $out == *HttpRequestDenied* ]] || fail "another host was reached: $out"
 
+# A function identity: a role trusting fc.amazonaws.com. The Python component signs S3
+# requests with the role's temporary credentials from inside the sandbox and reads what
+# the role's policy allows, nothing more.
+aws s3 mb s3://fc-identity >/dev/null
+echo "read by a function" | aws s3 cp - s3://fc-identity/in/note.txt >/dev/null
+echo "not for functions" | aws s3 cp - s3://fc-identity/private.txt >/dev/null
+aws iam create-role --role-name fc-py-reader --assume-role-policy-document \
+    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"fc.amazonaws.com"},"Action":"sts:AssumeRole"}]}' >/dev/null
+aws iam put-role-policy --role-name fc-py-reader --policy-name read-in --policy-document \
+    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::fc-identity/in/*"}]}'
+out=$(curl -s "$ENDPOINT/fc/invoke/hello-py/s3/fc-identity/in/note.txt")
+[ "$out" = "the function has no role" ] || fail "a function without a role had credentials: $out"
+fc deploy hello-py --wasm "$d/hello.wasm" --role fc-py-reader --public true >/dev/null
+fc describe hello-py | grep -q 'role/fc-py-reader' || fail "describe does not show the role"
+out=$(curl -sf "$ENDPOINT/fc/invoke/hello-py/s3/fc-identity/in/note.txt")
+[ "$out" = "read by a function" ] || fail "the role could not read its object: $out"
+code=$(curl -s -o "$d/denied.xml" -w '%{http_code}' "$ENDPOINT/fc/invoke/hello-py/s3/fc-identity/private.txt")
+[ "$code" = 403 ] && grep -q 'assumed-role/fc-py-reader/hello-py' "$d/denied.xml" || fail "the role read beyond its policy: $code $(cat "$d/denied.xml")"
+aws iam create-role --role-name not-for-functions --assume-role-policy-document \
+    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole","Condition":{"Bool":{"aws:MultiFactorAuthPresent":"true"}}}]}' >/dev/null
+expect_error InvalidParameterValueException fc deploy hello-py --wasm "$d/hello.wasm" --role not-for-functions
+[ "$(curl -sf "$ENDPOINT/fc/invoke/hello-py/s3/fc-identity/in/note.txt")" = "read by a function" ] || fail "a refused role changed the function"
+
 # Versions of a component, an alias, roll-back.
 fc publish hello-c >/dev/null
 fc deploy hello-c --wasm "$d/hello.wasm" >/dev/null

@@ -278,7 +278,14 @@ async fn route<M: MetaStore>(
             if call.body.is_empty() {
                 return Err(bad("the request body must be the function's WebAssembly"));
             }
-            let update = config_update(&q)?;
+            let mut update = config_update(&q)?;
+            if let Some(Some(role)) = &update.role {
+                // As Lambda: giving a function a role is passing it, which the deployer
+                // must be allowed on that role.
+                let arn = svc.resolve_role(&account, role)?;
+                gate.authorize("iam:PassRole", &arn)?;
+                update.role = Some(Some(arn));
+            }
             let f = svc.deploy(&account, name, call.body, update).await?;
             Ok(ApiResponse::json(200, &describe(svc, &f), action))
         }
@@ -603,6 +610,7 @@ fn config_update(q: &[(String, String)]) -> Result<ConfigUpdate, ApiError> {
                 })
             }
             "description" => u.description = Some(v.clone()),
+            "role" => u.role = Some(Some(v.clone()).filter(|r| !r.is_empty())),
             "allow-host" => {
                 let hosts = allow.get_or_insert_with(Vec::new);
                 if !v.is_empty() {

@@ -63,6 +63,40 @@ pub trait Host: Send + Sync + 'static {
     async fn set_cursor(&self, consumer: &str, id: u64) -> Result<(), HostError>;
 }
 
+/// Temporary credentials a function runs with: a session of its execution role.
+#[derive(Clone)]
+pub struct RoleCredentials {
+    pub access_key: String,
+    pub secret_key: String,
+    pub session_token: String,
+    /// Unix seconds.
+    pub expires: i64,
+}
+
+impl std::fmt::Debug for RoleCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleCredentials")
+            .field("access_key", &self.access_key)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Function identities: the region's IAM, as the function service needs it.
+#[async_trait::async_trait]
+pub trait Identities: Send + Sync + 'static {
+    /// The ARN of `role` (a name or an ARN) in `account`, when the role exists there and its
+    /// trust policy lets the function service (`fc.amazonaws.com`) assume it; else why not.
+    fn resolve_role(&self, account: &str, role: &str) -> Result<String, String>;
+    /// A new session of `role_arn` named `session` (the function's name), valid `secs`.
+    async fn assume(
+        &self,
+        role_arn: &str,
+        session: &str,
+        secs: i64,
+    ) -> Result<RoleCredentials, String>;
+}
+
 /// The embedded host: the region's object service.
 pub struct ObjectHost<M: MetaStore, B: BlobStore> {
     oss: Arc<ObjectService<M, B>>,

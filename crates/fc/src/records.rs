@@ -34,6 +34,10 @@ pub struct FunctionConfig {
     /// Hosts (`name` or `name:port`) a component may call over `wasi:http`; none by default.
     #[serde(default)]
     pub allow_hosts: Vec<String>,
+    /// The execution role (an ARN): each invocation gets temporary credentials of it in
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`.
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 impl Default for FunctionConfig {
@@ -49,6 +53,7 @@ impl Default for FunctionConfig {
             public: false,
             description: String::new(),
             allow_hosts: Vec::new(),
+            role: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::host::{Host, HostError};
+use crate::host::{Host, HostError, Identities, RoleCredentials};
 use crate::meter::{Meter, Outcome};
 use crate::records::{
     self, Code, FunctionConfig, FunctionRecord, InvocationRecord, Totals, Trigger, Version,
@@ -99,7 +99,22 @@ pub struct ConfigUpdate {
     pub public: Option<bool>,
     pub description: Option<String>,
     pub allow_hosts: Option<Vec<String>>,
+    /// `Some(None)` removes the role; a role is given as its ARN (see
+    /// [`Functions::resolve_role`]).
+    pub role: Option<Option<String>>,
 }
+
+/// Environment variables the region sets for every function, which its own may not name.
+const RESERVED_ENV: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "FC_FUNCTION_NAME",
+    "FC_FUNCTION_VERSION",
+];
 
 impl ConfigUpdate {
     fn apply(self, mut c: FunctionConfig) -> Result<FunctionConfig, ServiceError> {
@@ -129,6 +144,9 @@ impl ConfigUpdate {
                     && !k.as_bytes()[0].is_ascii_digit();
                 if !ok {
                     return bad(format!("{k:?} is not an environment variable name"));
+                }
+                if RESERVED_ENV.contains(&k.as_str()) {
+                    return bad(format!("{k} is reserved: the region sets it"));
                 }
             }
             let size: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -160,6 +178,9 @@ impl ConfigUpdate {
                 }
             }
             c.allow_hosts = hosts;
+        }
+        if let Some(r) = self.role {
+            c.role = r;
         }
         if let Some(d) = self.description {
             if d.len() > 256 {
@@ -224,6 +245,8 @@ struct Pool {
     scaler: Mutex<Scaler>,
     room: Notify,
     compiled: tokio::sync::Mutex<Option<Compiled>>,
+    /// What every invocation of this version may use (built once, not per request).
+    limits: Limits,
 }
 
 pub struct Functions<M: MetaStore> {
@@ -238,7 +261,18 @@ pub struct Functions<M: MetaStore> {
     meter: Arc<Meter>,
     /// Bumped by every change of a function, so trigger workers know to reload.
     pub(crate) generation: std::sync::atomic::AtomicU64,
+    identities: std::sync::OnceLock<Arc<dyn Identities>>,
+    /// The URL functions reach this region's S3 API at (`AWS_ENDPOINT_URL`); a function with
+    /// a role may always call it. Known once the listener is bound.
+    endpoint: std::sync::OnceLock<String>,
+    /// Live sessions of execution roles, per function and role.
+    sessions: Mutex<HashMap<(String, String), RoleCredentials>>,
 }
+
+/// How long an execution role's session lasts, and how much of it must remain for an
+/// invocation to be handed it (a function may run up to 15 minutes).
+const ROLE_SESSION_SECS: i64 = 3600;
+const ROLE_SESSION_MARGIN_SECS: i64 = 1200;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -287,10 +321,54 @@ impl<M: MetaStore> Functions<M> {
             pools: Mutex::new(HashMap::new()),
             meter,
             generation: std::sync::atomic::AtomicU64::new(1),
+            identities: std::sync::OnceLock::new(),
+            endpoint: std::sync::OnceLock::new(),
+            sessions: Mutex::new(HashMap::new()),
         });
         svc.clone().spawn_autoscaler();
         crate::triggers::spawn(&svc);
         Ok(svc)
+    }
+
+    /// Connects the region's IAM, which execution roles need (set once, at start).
+    pub fn set_identities(&self, ids: Arc<dyn Identities>) {
+        let _ = self.identities.set(ids);
+    }
+
+    /// Where functions with a role reach the region's S3 API (set once, at start).
+    pub fn set_endpoint(&self, url: String) {
+        let _ = self.endpoint.set(url);
+    }
+
+    /// The ARN of the role `role` names in `account`, if functions may run as it.
+    pub fn resolve_role(&self, account: &str, role: &str) -> Result<String, ServiceError> {
+        let ids = self.identities.get().ok_or_else(|| {
+            ServiceError::InvalidParameter("this region has no identities for functions".into())
+        })?;
+        ids.resolve_role(account, role)
+            .map_err(ServiceError::InvalidParameter)
+    }
+
+    /// Credentials of the function's role, from a live session when one has enough time
+    /// left.
+    async fn role_credentials(&self, name: &str, role: &str) -> Result<RoleCredentials, String> {
+        let key = (name.to_owned(), role.to_owned());
+        let now = now_ms() / 1000;
+        if let Some(c) = lock(&self.sessions).get(&key)
+            && c.expires - now > ROLE_SESSION_MARGIN_SECS
+        {
+            return Ok(c.clone());
+        }
+        let ids = self
+            .identities
+            .get()
+            .ok_or("this region has no identities for functions")?;
+        let c = ids
+            .assume(role, name, ROLE_SESSION_SECS)
+            .await
+            .map_err(|e| format!("cannot assume the function's role {role}: {e}"))?;
+        lock(&self.sessions).insert(key, c.clone());
+        Ok(c)
     }
 
     pub fn meter(&self) -> &Arc<Meter> {
@@ -414,6 +492,10 @@ impl<M: MetaStore> Functions<M> {
             .as_ref()
             .map(|f| f.latest.config.clone())
             .unwrap_or_default();
+        let mut update = update;
+        if let Some(Some(role)) = &update.role {
+            update.role = Some(Some(self.resolve_role(owner, role)?));
+        }
         let config = update.apply(base)?;
         let sha256 = hex::encode(Sha256::digest(&wasm));
         let code = Code {
@@ -692,6 +774,42 @@ impl<M: MetaStore> Functions<M> {
         }
     }
 
+    /// What an invocation of a version may use, and the environment the region gives it:
+    /// the function's own variables, its name, version and region, and — for a function
+    /// with a role — the region's endpoint, which it may then call.
+    fn limits(&self, name: &str, label: &str, c: &FunctionConfig) -> Limits {
+        let mut env: Vec<(String, String)> =
+            c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let region = &self.settings.region;
+        env.extend([
+            ("AWS_REGION".to_owned(), region.clone()),
+            ("AWS_DEFAULT_REGION".to_owned(), region.clone()),
+            ("FC_FUNCTION_NAME".to_owned(), name.to_owned()),
+            ("FC_FUNCTION_VERSION".to_owned(), label.to_owned()),
+        ]);
+        let mut outbound = c.allow_hosts.clone();
+        if c.role.is_some()
+            && let Some(url) = self.endpoint.get()
+        {
+            env.push(("AWS_ENDPOINT_URL".to_owned(), url.clone()));
+            if let Some(authority) = url
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|u| u.authority().map(|a| a.to_string()))
+            {
+                outbound.push(authority);
+            }
+        }
+        Limits {
+            memory: c.memory as usize,
+            timeout: Duration::from_millis(c.timeout_ms),
+            fuel: c.fuel,
+            max_output: MAX_RESPONSE,
+            env,
+            outbound,
+        }
+    }
+
     /// The warm state of one version, created on first use.
     fn pool(&self, f: &FunctionRecord, label: &str, version: &Version) -> Arc<Pool> {
         let key = format!("{}@{label}", f.name);
@@ -716,6 +834,7 @@ impl<M: MetaStore> Functions<M> {
             scaler: Mutex::new(Scaler::new(policy, Instant::now())),
             room: Notify::new(),
             compiled: tokio::sync::Mutex::new(None),
+            limits: self.limits(&f.name, label, c),
         });
         self.meter.instances(&f.name, label, i64::from(policy.min));
         pools.insert(key, pool.clone());
@@ -907,16 +1026,21 @@ impl<M: MetaStore> Functions<M> {
         // A request that found no instance warm is a cold start, whether or not the code
         // was still in memory.
         let cold = loaded || scaled_from_zero;
-        let c = &pool.version.config;
-        let limits = Limits {
-            memory: c.memory as usize,
-            timeout: Duration::from_millis(c.timeout_ms),
-            fuel: c.fuel,
-            max_output: MAX_RESPONSE,
-            env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            outbound: c.allow_hosts.clone(),
+        let r = match &pool.version.config.role {
+            None => self.runtime.invoke(&compiled, &req, &pool.limits).await,
+            Some(role) => match self.role_credentials(&pool.name, role).await {
+                Ok(c) => {
+                    let mut limits = pool.limits.clone();
+                    limits.env.extend([
+                        ("AWS_ACCESS_KEY_ID".to_owned(), c.access_key),
+                        ("AWS_SECRET_ACCESS_KEY".to_owned(), c.secret_key),
+                        ("AWS_SESSION_TOKEN".to_owned(), c.session_token),
+                    ]);
+                    self.runtime.invoke(&compiled, &req, &limits).await
+                }
+                Err(e) => Err(FcError::Internal(e)),
+            },
         };
-        let r = self.runtime.invoke(&compiled, &req, &limits).await;
         (r, (cold, init))
     }
 

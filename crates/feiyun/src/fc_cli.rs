@@ -44,6 +44,11 @@ pub enum FcCommand {
         /// replaces the list; none by default
         #[arg(long = "allow-host", value_name = "HOST")]
         allow_hosts: Vec<String>,
+        /// The execution role (a name or ARN; its trust policy must allow the service
+        /// principal fc.amazonaws.com): invocations get temporary credentials of it and the
+        /// region's endpoint in AWS_* variables; "" removes it
+        #[arg(long)]
+        role: Option<String>,
     },
     /// Functions of this account
     List,
@@ -195,6 +200,7 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
             public,
             description,
             allow_hosts,
+            role,
         } => {
             let code =
                 std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
@@ -212,6 +218,7 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
             opt("max-instances", max_instances.map(|v| v.to_string()));
             opt("public", public.map(|v| v.to_string()));
             opt("description", description);
+            opt("role", role);
             for h in allow_hosts {
                 q.push(("allow-host", h));
             }

@@ -917,3 +917,252 @@ fn a_timer_fires_on_its_schedule() {
         .count();
     assert_eq!(n, m);
 }
+
+/// `NAME=VALUE` lines as a function printed them.
+fn env_of(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn functions_run_as_their_role_with_temporary_credentials() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = Region::start();
+    let c = r.client();
+    for b in ["fc-data", "fc-other"] {
+        c.create_bucket().bucket(b).send().await.expect("bucket");
+        c.put_object()
+            .bucket(b)
+            .key("in/data.txt")
+            .body(format!("data of {b}").into_bytes().into())
+            .send()
+            .await
+            .expect("put");
+    }
+    let trust_fc = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"fc.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let role = iam(
+        &r,
+        &[
+            ("Action", "CreateRole"),
+            ("RoleName", "fc-reader"),
+            ("AssumeRolePolicyDocument", trust_fc),
+        ],
+    );
+    let role_arn = xml_field(&role, "Arn");
+    iam(
+        &r,
+        &[
+            ("Action", "PutRolePolicy"),
+            ("RoleName", "fc-reader"),
+            ("PolicyName", "read-in-write-out"),
+            (
+                "PolicyDocument",
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::fc-data/in/*"},{"Effect":"Allow","Action":"s3:PutObject","Resource":"arn:aws:s3:::fc-data/out/*"}]}"#,
+            ),
+        ],
+    );
+    let account = role_arn.split(':').nth(4).unwrap_or_default().to_owned();
+    iam(
+        &r,
+        &[
+            ("Action", "CreateRole"),
+            ("RoleName", "people-only"),
+            (
+                "AssumeRolePolicyDocument",
+                &format!(
+                    r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"{account}"}},"Action":"sts:AssumeRole"}}]}}"#
+                ),
+            ),
+        ],
+    );
+
+    let env = wasm_file(dir.path(), "env", &guest("env"));
+    let env = env.to_str().unwrap();
+    // Without a role a function gets its name, version and region, and no credentials.
+    fc_ok(
+        &r,
+        &["deploy", "whoami", "--wasm", env, "--env", "GREETING=hi"],
+    );
+    let plain = env_of(&fc_ok(&r, &["invoke", "whoami"]));
+    assert_eq!(plain.get("GREETING").map(String::as_str), Some("hi"));
+    assert_eq!(
+        plain.get("FC_FUNCTION_NAME").map(String::as_str),
+        Some("whoami")
+    );
+    assert_eq!(
+        plain.get("FC_FUNCTION_VERSION").map(String::as_str),
+        Some("$LATEST")
+    );
+    assert_eq!(
+        plain.get("AWS_REGION").map(String::as_str),
+        Some("us-east-1")
+    );
+    assert!(!plain.contains_key("AWS_ACCESS_KEY_ID"), "{plain:?}");
+    assert!(!plain.contains_key("AWS_ENDPOINT_URL"), "{plain:?}");
+
+    // Roles the function service may not assume, or that do not exist, are refused and the
+    // function keeps running as before; so are the variables the region sets.
+    let err = fc_err(
+        &r,
+        &["deploy", "whoami", "--wasm", env, "--role", "people-only"],
+    );
+    assert!(
+        err.contains("InvalidParameterValueException") && err.contains("fc.amazonaws.com"),
+        "{err}"
+    );
+    let err = fc_err(
+        &r,
+        &["deploy", "whoami", "--wasm", env, "--role", "no-such-role"],
+    );
+    assert!(err.contains("does not exist"), "{err}");
+    let other_account = "arn:aws:iam::999999999999:role/fc-reader";
+    let err = fc_err(
+        &r,
+        &["deploy", "whoami", "--wasm", env, "--role", other_account],
+    );
+    assert!(err.contains("another account"), "{err}");
+    let err = fc_err(
+        &r,
+        &[
+            "deploy",
+            "whoami",
+            "--wasm",
+            env,
+            "--env",
+            "AWS_SECRET_ACCESS_KEY=x",
+        ],
+    );
+    assert!(err.contains("reserved"), "{err}");
+    let still = env_of(&fc_ok(&r, &["invoke", "whoami"]));
+    assert!(!still.contains_key("AWS_ACCESS_KEY_ID"));
+
+    // Passing a role needs iam:PassRole on it, besides fc:CreateFunction.
+    iam(&r, &[("Action", "CreateUser"), ("UserName", "deployer")]);
+    let k = iam(
+        &r,
+        &[("Action", "CreateAccessKey"), ("UserName", "deployer")],
+    );
+    let (ak, sk) = (
+        xml_field(&k, "AccessKeyId"),
+        xml_field(&k, "SecretAccessKey"),
+    );
+    let deployer = (ak.as_str(), sk.as_str());
+    let put_policy = |doc: &str| {
+        iam(
+            &r,
+            &[
+                ("Action", "PutUserPolicy"),
+                ("UserName", "deployer"),
+                ("PolicyName", "deploy"),
+                ("PolicyDocument", doc),
+            ],
+        );
+    };
+    put_policy(
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"fc:*","Resource":"*"}]}"#,
+    );
+    let out = fc_as(
+        &r,
+        deployer,
+        &["deploy", "whoami", "--wasm", env, "--role", "fc-reader"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success() && err.contains("iam:PassRole"),
+        "{err}"
+    );
+    put_policy(&format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"fc:*","Resource":"*"}},{{"Effect":"Allow","Action":"iam:PassRole","Resource":"{role_arn}"}}]}}"#
+    ));
+    let out = fc_as(
+        &r,
+        deployer,
+        &["deploy", "whoami", "--wasm", env, "--role", "fc-reader"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let described = fc_ok(&r, &["describe", "whoami"]);
+    assert!(described.contains(&role_arn), "{described}");
+
+    // The function now runs with a session of its role, and the region's own endpoint.
+    let vars = env_of(&fc_ok(&r, &["invoke", "whoami"]));
+    let (fak, fsk, token) = (
+        vars.get("AWS_ACCESS_KEY_ID").cloned().unwrap_or_default(),
+        vars.get("AWS_SECRET_ACCESS_KEY")
+            .cloned()
+            .unwrap_or_default(),
+        vars.get("AWS_SESSION_TOKEN").cloned().unwrap_or_default(),
+    );
+    assert!(
+        fak.starts_with("ASIA") && !fsk.is_empty() && !token.is_empty(),
+        "{vars:?}"
+    );
+    assert_eq!(vars.get("AWS_ENDPOINT_URL"), Some(&r.endpoint()));
+    assert_eq!(vars.get("GREETING").map(String::as_str), Some("hi"));
+    // One session serves invocations while it has time left.
+    let again = env_of(&fc_ok(&r, &["invoke", "whoami"]));
+    assert_eq!(again.get("AWS_ACCESS_KEY_ID"), Some(&fak));
+
+    // The credentials are the role's: exactly what its policy allows.
+    let s3 = common::session_client(&r.endpoint(), &fak, &fsk, &token);
+    let got = s3
+        .get_object()
+        .bucket("fc-data")
+        .key("in/data.txt")
+        .send()
+        .await
+        .expect("the role may read fc-data/in/");
+    let body = got.body.collect().await.expect("body").into_bytes();
+    assert_eq!(&body[..], b"data of fc-data");
+    s3.put_object()
+        .bucket("fc-data")
+        .key("out/result.txt")
+        .body(b"derived".to_vec().into())
+        .send()
+        .await
+        .expect("the role may write fc-data/out/");
+    assert_eq!(
+        object_text(&c, "fc-data", "out/result.txt")
+            .await
+            .as_deref(),
+        Some("derived")
+    );
+    let denied = s3
+        .get_object()
+        .bucket("fc-other")
+        .key("in/data.txt")
+        .send()
+        .await
+        .expect_err("another bucket");
+    assert_eq!(
+        denied.into_service_error().meta().code(),
+        Some("AccessDenied")
+    );
+    let denied = s3
+        .put_object()
+        .bucket("fc-data")
+        .key("in/data.txt")
+        .body(b"overwritten".to_vec().into())
+        .send()
+        .await
+        .expect_err("outside out/");
+    assert_eq!(
+        denied.into_service_error().meta().code(),
+        Some("AccessDenied")
+    );
+    assert_eq!(
+        object_text(&c, "fc-data", "in/data.txt").await.as_deref(),
+        Some("data of fc-data")
+    );
+
+    // Removing the role removes the credentials.
+    fc_ok(&r, &["deploy", "whoami", "--wasm", env, "--role", ""]);
+    let after = env_of(&fc_ok(&r, &["invoke", "whoami"]));
+    assert!(!after.contains_key("AWS_ACCESS_KEY_ID"), "{after:?}");
+    assert!(!after.contains_key("AWS_ENDPOINT_URL"), "{after:?}");
+}

@@ -73,6 +73,20 @@ pub struct Principal {
     pub federated: Option<String>,
 }
 
+impl Principal {
+    /// A service of the region acting on its own (`fc.amazonaws.com` assuming a function's
+    /// role): no account, its name in place of an ARN, matched only by `Service` principals.
+    pub fn service(name: &str) -> Self {
+        Self {
+            account: String::new(),
+            arn: name.to_owned(),
+            role_arn: None,
+            is_root: false,
+            federated: None,
+        }
+    }
+}
+
 pub struct Request<'a> {
     /// `service:Action`, e.g. `s3:GetObject`.
     pub action: &'a str,
@@ -309,7 +323,7 @@ fn principal_matches(pattern: &PrincipalPattern, who: Option<&Principal>) -> boo
             *a == p.arn || p.role_arn.as_deref() == Some(a.as_str())
         }
         (PrincipalPattern::Federated(f), Some(p)) => p.federated.as_deref() == Some(f.as_str()),
-        (PrincipalPattern::Service(_), Some(_)) => false,
+        (PrincipalPattern::Service(s), Some(p)) => p.account.is_empty() && p.arn == *s,
     }
 }
 
@@ -408,6 +422,50 @@ mod tests {
             Decision::Deny(by) => assert_eq!(by.to_string(), "d#NoDelete"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn service_principals_match_only_their_service() {
+        let trust = Policy::parse(
+            r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":{"Service":"fc.amazonaws.com"},"Action":"sts:AssumeRole"}}"#,
+            PolicyKind::Trust,
+        )
+        .unwrap();
+        let cx = RequestContext::default();
+        let ask = |who: &Principal| {
+            trust.evaluate(&Request {
+                action: "sts:AssumeRole",
+                resource: "arn:aws:iam::111122223333:role/r",
+                principal: Some(who),
+                context: &cx,
+            })
+        };
+        assert!(matches!(
+            ask(&Principal::service("fc.amazonaws.com")),
+            Verdict::Allow(0)
+        ));
+        assert!(matches!(
+            ask(&Principal::service("lambda.amazonaws.com")),
+            Verdict::NotApplicable
+        ));
+        // A user whose ARN happened to spell the service name is still not the service.
+        let mut impostor = user("x");
+        impostor.arn = "fc.amazonaws.com".into();
+        assert!(matches!(ask(&impostor), Verdict::NotApplicable));
+        let by_account = Policy::parse(
+            r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":{"AWS":"111122223333"},"Action":"sts:AssumeRole"}}"#,
+            PolicyKind::Trust,
+        )
+        .unwrap();
+        assert!(matches!(
+            by_account.evaluate(&Request {
+                action: "sts:AssumeRole",
+                resource: "arn:aws:iam::111122223333:role/r",
+                principal: Some(&Principal::service("fc.amazonaws.com")),
+                context: &cx,
+            }),
+            Verdict::NotApplicable
+        ));
     }
 
     /// The IAM User Guide's per-user home folder example with `${aws:username}`.

@@ -3,6 +3,7 @@
 //! shutdown), connection limits, request ids, and the `/metrics` and `/health/*` endpoints.
 
 mod cors;
+mod fc_identity;
 mod guard;
 mod metrics;
 mod tls;
@@ -183,6 +184,7 @@ impl Server {
         let fc = feiyun_fc::Functions::open(oss.meta().clone(), Arc::new(host), fc_settings)
             .map_err(|e| ServerError::Functions(e.to_string()))?;
         fc.meter().register(metrics.registry_mut());
+        fc.set_identities(Arc::new(fc_identity::FcIdentities { iam: iam.clone() }));
 
         // The writer thread ends when the last sender is dropped; `serve` flushes it first.
         let (audit, _writer) = feiyun_audit::AuditLog::open(&dir.join("audit"))?;
@@ -225,6 +227,25 @@ impl Server {
             }
             // Certificates without a second address: the one listener speaks HTTPS.
             (_, a) => listeners.push(Listener::bind(config.listen, a).await?),
+        }
+        // Functions call the region back over plain HTTP when it has such a listener (a
+        // guest cannot trust a self-signed certificate), on loopback when bound to any
+        // address.
+        if let Some(l) = listeners
+            .iter()
+            .find(|l| l.tls.is_none())
+            .or(listeners.first())
+        {
+            let scheme = if l.tls.is_some() { "https" } else { "http" };
+            let mut addr = l.addr;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(if addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            fc.set_endpoint(format!("{scheme}://{addr}"));
         }
         Ok(Self {
             listeners,

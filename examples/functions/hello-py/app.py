@@ -3,10 +3,18 @@
 - GET /            answers "hello from python";
 - POST /           echoes the JSON body back under "echo" (400 for a body that is not JSON);
 - GET /fetch?host=HOST:PORT  sends GET http://HOST:PORT/ and reports the status, or the
-                   error — outbound requests go only to hosts the function is allowed.
+                   error — outbound requests go only to hosts the function is allowed;
+- GET /s3/BUCKET/KEY  reads an object from the region's S3 API, signed (SigV4) with the
+                   temporary credentials of the function's role (AWS_* variables the region
+                   sets when the function has one), and answers with its bytes.
 """
 
+import datetime
+import hashlib
+import hmac
 import json
+import os
+import urllib.parse
 
 from componentize_py_types import Err, Ok
 from wit_world import exports
@@ -55,10 +63,81 @@ def fetch(authority: str) -> str:
         return "error " + repr(e.value)
 
 
+def _hmac(key: bytes, msg: str) -> bytes:
+    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+
+
+def s3_get(bucket: str, key: str) -> tuple[int, bytes]:
+    """GET /BUCKET/KEY from AWS_ENDPOINT_URL, signed as the function's role."""
+    env = os.environ
+    endpoint = env.get("AWS_ENDPOINT_URL")
+    if not endpoint or "AWS_ACCESS_KEY_ID" not in env:
+        return 500, b"the function has no role\n"
+    url = urllib.parse.urlsplit(endpoint)
+    region = env.get("AWS_REGION", "us-east-1")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    path = "/" + urllib.parse.quote(bucket, safe="") + "/" + urllib.parse.quote(key, safe="/-_.~")
+    payload = hashlib.sha256(b"").hexdigest()
+    headers = {
+        "host": url.netloc,
+        "x-amz-content-sha256": payload,
+        "x-amz-date": amz_date,
+        "x-amz-security-token": env["AWS_SESSION_TOKEN"],
+    }
+    names = sorted(headers)
+    canonical = "\n".join(
+        ["GET", path, ""]
+        + [n + ":" + headers[n] for n in names]
+        + ["", ";".join(names), payload]
+    )
+    scope = f"{day}/{region}/s3/aws4_request"
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    )
+    k = _hmac(("AWS4" + env["AWS_SECRET_ACCESS_KEY"]).encode(), day)
+    for part in (region, "s3", "aws4_request"):
+        k = _hmac(k, part)
+    signature = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={env['AWS_ACCESS_KEY_ID']}/{scope}, "
+        f"SignedHeaders={';'.join(names)}, Signature={signature}"
+    )
+    fields = Fields.from_list([(n, v.encode()) for n, v in headers.items() if n != "host"])
+    req = OutgoingRequest(fields)
+    req.set_scheme(Scheme_Http())
+    req.set_authority(url.netloc)
+    req.set_path_with_query(path)
+    try:
+        future = outgoing_handler.handle(req, None)
+        future.subscribe().block()
+        got = future.get()
+        while isinstance(got, Ok):
+            got = got.value
+        if isinstance(got, Err):
+            return 502, ("error " + repr(got.value)).encode()
+        body = got.consume()
+        stream = body.stream()
+        data = b""
+        try:
+            while True:
+                stream.subscribe().block()
+                data += stream.read(65536)
+        except Exception:
+            pass
+        return got.status(), data
+    except Err as e:
+        return 502, ("error " + repr(e.value)).encode()
+
+
 class IncomingHandler(exports.IncomingHandler):
     def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
         path = request.path_with_query() or "/"
-        if path.startswith("/fetch?host="):
+        if path.startswith("/s3/") and path.count("/") >= 3:
+            bucket, key = path[len("/s3/"):].split("/", 1)
+            status, out = s3_get(bucket, urllib.parse.unquote(key))
+            content_type = b"application/octet-stream"
+        elif path.startswith("/fetch?host="):
             status, out, content_type = 200, fetch(path[len("/fetch?host="):]).encode(), b"text/plain"
         elif isinstance(request.method(), Method_Post):
             raw = read_body(request)
