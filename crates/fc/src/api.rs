@@ -20,6 +20,7 @@
 //! | `DELETE /fc/functions/NAME/triggers/ID` | `fc:DeleteTrigger` |
 //! | `GET /fc/functions/NAME/dead-letters` | `fc:GetLogs` |
 //! | any `/fc/invoke/NAME[:Q][/PATH]` | `fc:InvokeFunction`, none for a public function |
+//! | any request to a function's route (`Host: its host`, under its path) | the same |
 
 use std::collections::BTreeMap;
 
@@ -173,6 +174,27 @@ pub async fn handle<M: MetaStore>(
         Ok(r) => r,
         Err(e) => ApiResponse::error(e, action),
     }
+}
+
+/// A request that reached a function through one of its HTTP routes (`route` gave its name
+/// and qualifier): authorized and invoked as `/fc/invoke/NAME[:QUALIFIER]` is, the path
+/// handed to the function unchanged.
+pub async fn handle_route<M: MetaStore>(
+    svc: &Functions<M>,
+    gate: &dyn Gate,
+    name: &str,
+    qualifier: Option<&str>,
+    call: Call<'_>,
+) -> ApiResponse {
+    let r = async {
+        let f = owned(svc, gate, name, true)?;
+        if !f.latest.config.public {
+            gate.authorize("fc:InvokeFunction", &qualified(svc, &f, qualifier))?;
+        }
+        invoke(svc, &f, qualifier, &call, call.path, Trigger::Http).await
+    }
+    .await;
+    r.unwrap_or_else(|e| ApiResponse::error(e, "InvokeFunction"))
 }
 
 fn query_pairs(query: &str) -> Vec<(String, String)> {
@@ -476,6 +498,9 @@ struct TriggerBody {
     #[serde(default)]
     output_prefix: String,
     schedule: Option<String>,
+    /// An HTTP route: the function's own host name, and a path prefix under it.
+    host: Option<String>,
+    path: Option<String>,
     qualifier: Option<String>,
     max_attempts: Option<u32>,
 }
@@ -497,14 +522,27 @@ async fn trigger_spec<M: MetaStore>(
     if !(1..=10).contains(&max_attempts) {
         return Err(bad("max_attempts must be between 1 and 10"));
     }
-    let source = match (b.bucket, b.schedule) {
-        (Some(_), Some(_)) | (None, None) => {
-            return Err(bad(
-                "a trigger has either a bucket (object events) or a schedule (cron)",
-            ));
-        }
-        (None, Some(schedule)) => Source::Timer { schedule },
-        (Some(bucket), None) => {
+    if b.path.is_some() && b.host.is_none() {
+        return Err(bad("a route's path goes with a host name"));
+    }
+    let source = match (b.bucket, b.schedule, b.host) {
+        (None, None, Some(host)) => Source::Http {
+            host: crate::records::route_host(&host).ok_or_else(|| {
+                bad(format!(
+                    "{host:?} is not a host name for a route (a DNS name with a dot, no port)"
+                ))
+            })?,
+            path: crate::records::route_path(b.path.as_deref().unwrap_or("/")).ok_or_else(
+                || {
+                    bad(format!(
+                        "{:?} is not a route path (/ then segments, no . or .., no query)",
+                        b.path.unwrap_or_default()
+                    ))
+                },
+            )?,
+        },
+        (None, Some(schedule), None) => Source::Timer { schedule },
+        (Some(bucket), None, None) => {
             let mine = |bucket: String| async move {
                 match svc.host().bucket_owner(&bucket).await {
                     Ok(Some(owner)) if owner == account => Ok(()),
@@ -562,6 +600,11 @@ async fn trigger_spec<M: MetaStore>(
                 },
                 output,
             })
+        }
+        _ => {
+            return Err(bad(
+                "a trigger has one of: a bucket (object events), a schedule (cron), a host (an HTTP route)",
+            ));
         }
     };
     Ok(TriggerSpec {

@@ -113,7 +113,57 @@ pub struct TriggerSpec {
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     Object(ObjectSource),
-    Timer { schedule: String },
+    Timer {
+        schedule: String,
+    },
+    /// Requests to a host name of the function's own (and, when not `/`, under a path
+    /// prefix) reach the function, with their path unchanged.
+    Http {
+        host: String,
+        path: String,
+    },
+}
+
+/// A route's host name: a DNS name, lower-cased, without a port.
+pub fn route_host(host: &str) -> Option<String> {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    let ok = !h.is_empty()
+        && h.len() <= 253
+        && h.contains('.')
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        // Not an IP address: routes name hosts.
+        && !h.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    ok.then_some(h)
+}
+
+/// A route's path prefix: starts with `/`, no trailing `/` (but `/` itself), no `.`/`..`
+/// segments, no query.
+pub fn route_path(path: &str) -> Option<String> {
+    if !path.starts_with('/') || path.len() > 1024 || path.contains(['?', '#', '%']) {
+        return None;
+    }
+    let p = path.trim_end_matches('/');
+    if p.split('/')
+        .skip(1)
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return None;
+    }
+    Some(if p.is_empty() { "/".into() } else { p.into() })
+}
+
+/// Whether a request path falls under a route's prefix (at a segment boundary).
+pub fn under(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,6 +338,36 @@ mod tests {
         assert!(valid_alias("live"));
         assert!(!valid_alias("42"));
         assert!(!valid_alias("$LATEST"));
+    }
+
+    #[test]
+    fn route_hosts_and_paths() {
+        assert_eq!(
+            route_host("API.Example.com.").as_deref(),
+            Some("api.example.com")
+        );
+        for bad in [
+            "",
+            "localhost",
+            "10.0.0.1",
+            "a..b",
+            "-a.b",
+            "a_b.c",
+            "a.b:80",
+            "a b.c",
+        ] {
+            assert_eq!(route_host(bad), None, "{bad}");
+        }
+        assert_eq!(route_path("/").as_deref(), Some("/"));
+        assert_eq!(route_path("/v1/users/").as_deref(), Some("/v1/users"));
+        for bad in ["", "v1", "/a//b", "/a/../b", "/a?x=1", "/a/./b", "/%2e%2e"] {
+            assert_eq!(route_path(bad), None, "{bad}");
+        }
+        assert!(under("/", "/anything"));
+        assert!(under("/v1", "/v1"));
+        assert!(under("/v1", "/v1/users"));
+        assert!(!under("/v1", "/v10"));
+        assert!(!under("/v1", "/"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::host::{Host, HostError, Identities, RoleCredentials};
 use crate::meter::{Meter, Outcome};
 use crate::records::{
-    self, Code, FunctionConfig, FunctionRecord, InvocationRecord, Totals, Trigger, Version,
+    self, Code, FunctionConfig, FunctionRecord, InvocationRecord, Source, Totals, Trigger, Version,
 };
 use crate::runtime::{self, Compiled, FcError, Limits, Request, Response, Runtime};
 use crate::scale::{Policy, Reason, Scaler};
@@ -267,6 +267,19 @@ pub struct Functions<M: MetaStore> {
     endpoint: std::sync::OnceLock<String>,
     /// Live sessions of execution roles, per function and role.
     sessions: Mutex<HashMap<(String, String), RoleCredentials>>,
+    /// HTTP routes of every function, rebuilt when `generation` moves.
+    routes: std::sync::RwLock<Arc<Routes>>,
+    /// Host names that are the region's own (its S3 domains): no route may take them or
+    /// their subdomains (virtual-hosted buckets).
+    own_hosts: std::sync::OnceLock<Vec<String>>,
+}
+
+/// The HTTP routes of all functions: per host, (path prefix, function, qualifier), longest
+/// prefix first.
+#[derive(Default)]
+struct Routes {
+    generation: u64,
+    by_host: HashMap<String, Vec<(String, String, Option<String>)>>,
 }
 
 /// How long an execution role's session lasts, and how much of it must remain for an
@@ -324,6 +337,8 @@ impl<M: MetaStore> Functions<M> {
             identities: std::sync::OnceLock::new(),
             endpoint: std::sync::OnceLock::new(),
             sessions: Mutex::new(HashMap::new()),
+            routes: std::sync::RwLock::new(Arc::new(Routes::default())),
+            own_hosts: std::sync::OnceLock::new(),
         });
         svc.clone().spawn_autoscaler();
         crate::triggers::spawn(&svc);
@@ -333,6 +348,84 @@ impl<M: MetaStore> Functions<M> {
     /// Connects the region's IAM, which execution roles need (set once, at start).
     pub fn set_identities(&self, ids: Arc<dyn Identities>) {
         let _ = self.identities.set(ids);
+    }
+
+    /// The region's own host names (its S3 domains), which routes may not take (set once).
+    pub fn set_own_hosts(&self, hosts: Vec<String>) {
+        let _ = self
+            .own_hosts
+            .set(hosts.iter().map(|h| h.to_ascii_lowercase()).collect());
+    }
+
+    /// Whether a route may not take `host`: it is one of the region's own names or under one.
+    pub(crate) fn is_own_host(&self, host: &str) -> bool {
+        self.own_hosts.get().is_some_and(|own| {
+            own.iter().any(|d| {
+                host == d
+                    || host
+                        .strip_suffix(d.as_str())
+                        .is_some_and(|sub| sub.ends_with('.'))
+            })
+        })
+    }
+
+    /// The function (and qualifier) an HTTP route gives a request for `host` (a `Host`
+    /// header, port allowed) and `path`, if any.
+    pub fn route(&self, host: &str, path: &str) -> Option<(String, Option<String>)> {
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let mut table = self
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if table.generation != generation
+            && let Some(fresh) = self.build_routes(generation)
+        {
+            table = Arc::new(fresh);
+            *self.routes.write().unwrap_or_else(|p| p.into_inner()) = table.clone();
+        }
+        if table.by_host.is_empty() {
+            return None;
+        }
+        let name = match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        table
+            .by_host
+            .get(&name)?
+            .iter()
+            .find(|(prefix, _, _)| records::under(prefix, path))
+            .map(|(_, f, q)| (f.clone(), q.clone()))
+    }
+
+    /// The route table from the stored records; `None` (keep the old one, try again on the
+    /// next request) when they cannot be read.
+    fn build_routes(&self, generation: u64) -> Option<Routes> {
+        let mut by_host: HashMap<String, Vec<(String, String, Option<String>)>> = HashMap::new();
+        let all = self
+            .list()
+            .inspect_err(|e| tracing::error!(error = %e, "cannot read the functions' routes"))
+            .ok()?;
+        for f in all {
+            for t in &f.triggers {
+                if let Source::Http { host, path } = &t.source {
+                    by_host.entry(host.clone()).or_default().push((
+                        path.clone(),
+                        f.name.clone(),
+                        t.qualifier.clone(),
+                    ));
+                }
+            }
+        }
+        for routes in by_host.values_mut() {
+            routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        }
+        Some(Routes {
+            generation,
+            by_host,
+        })
     }
 
     /// Where functions with a role reach the region's S3 API (set once, at start).

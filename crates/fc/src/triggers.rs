@@ -283,7 +283,7 @@ async fn fire<M: MetaStore>(
                 },
             )
         }
-        (Source::Object(_), None) => return Ok(()),
+        (Source::Object(_), None) | (Source::Http { .. }, _) => return Ok(()),
     };
     let req = Request {
         method: "POST".into(),
@@ -342,6 +342,36 @@ pub fn check_loop(spec: &TriggerSpec) -> Result<(), ServiceError> {
 }
 
 impl<M: MetaStore> Functions<M> {
+    /// Refuses a route on one of the region's own names or on a host and path another
+    /// trigger already routes.
+    fn check_route(&self, name: &str, spec: &TriggerSpec) -> Result<(), ServiceError> {
+        let Source::Http { host, path } = &spec.source else {
+            return Ok(());
+        };
+        if self.is_own_host(host) {
+            return Err(ServiceError::InvalidParameter(format!(
+                "{host} is one of the region's S3 domains (or a bucket under one); a route needs a host name of its own"
+            )));
+        }
+        for f in self.list()? {
+            for t in &f.triggers {
+                if let Source::Http { host: h, path: p } = &t.source
+                    && h == host
+                    && p == path
+                    && !(f.name == name && t.id == spec.id)
+                {
+                    return Err(ServiceError::Conflict(format!(
+                        "{host}{path} is already routed to {} (trigger {})",
+                        f.name, t.id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<M: MetaStore> Functions<M> {
     /// Adds or replaces a trigger of `name`.
     pub async fn set_trigger(
         &self,
@@ -355,6 +385,7 @@ impl<M: MetaStore> Functions<M> {
             )));
         }
         check_loop(&spec)?;
+        self.check_route(name, &spec)?;
         let f = self.function(name)?;
         if let Some(q) = &spec.qualifier {
             Self::resolve(&f, Some(q))?;

@@ -85,8 +85,9 @@ pub enum FcCommand {
         #[arg(long)]
         description: Option<String>,
     },
-    /// Add or replace a trigger: object events of a bucket (--bucket) or a cron schedule
-    /// (--cron, UTC, 5 fields or 6 with seconds first)
+    /// Add or replace a trigger: object events of a bucket (--bucket), a cron schedule
+    /// (--cron, UTC, 5 fields or 6 with seconds first), or an HTTP route on a host name of
+    /// its own (--host, --path)
     Trigger {
         name: String,
         id: String,
@@ -109,6 +110,13 @@ pub enum FcCommand {
         output_prefix: String,
         #[arg(long)]
         cron: Option<String>,
+        /// An HTTP route: requests with this Host reach the function (point its DNS name at
+        /// the region)
+        #[arg(long, conflicts_with_all = ["bucket", "cron"])]
+        host: Option<String>,
+        /// With --host: only requests under this path prefix [default: /]
+        #[arg(long, requires = "host")]
+        path: Option<String>,
         /// The version or alias to invoke
         #[arg(long)]
         qualifier: Option<String>,
@@ -379,6 +387,8 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
             output_bucket,
             output_prefix,
             cron,
+            host,
+            path,
             qualifier,
             max_attempts,
         } => {
@@ -388,8 +398,8 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
                     body.insert(k.to_owned(), v);
                 }
             };
-            match (&bucket, &cron) {
-                (Some(_), None) => {
+            match (&bucket, &cron, &host) {
+                (Some(_), None, None) => {
                     set("prefix", Value::from(prefix));
                     set("suffix", Value::from(suffix));
                     if !events.is_empty() {
@@ -402,9 +412,13 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
                     );
                     set("output_prefix", Value::from(output_prefix));
                 }
-                (None, Some(_)) => {}
-                _ => bail!("give --bucket (object events) or --cron (a schedule)"),
+                (None, Some(_), None) | (None, None, Some(_)) => {}
+                _ => bail!(
+                    "give --bucket (object events), --cron (a schedule) or --host (an HTTP route)"
+                ),
             }
+            set("host", host.map(Value::from).unwrap_or(Value::Null));
+            set("path", path.map(Value::from).unwrap_or(Value::Null));
             set("bucket", bucket.map(Value::from).unwrap_or(Value::Null));
             set("schedule", cron.map(Value::from).unwrap_or(Value::Null));
             set(

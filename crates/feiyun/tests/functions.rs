@@ -129,6 +129,41 @@ fn request_at(
     raw_bytes(addr, &req)
 }
 
+/// [`request`] with another `Host` header (an HTTP route's host name).
+fn request_host(
+    r: &Region,
+    host: &str,
+    creds: Option<(&str, &str)>,
+    method: &str,
+    path: &str,
+) -> RawResponse {
+    let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n"
+    );
+    if let Some((ak, sk)) = creds {
+        let signer = sigv4::Signer {
+            access_key: ak.into(),
+            secret_key: sk.into(),
+            region: "us-east-1".into(),
+        };
+        let auth = signer.sign_as(
+            "fc",
+            method,
+            path_only,
+            query,
+            &[("host", host.to_owned())],
+            &sigv4::sha256_hex(b""),
+            &sigv4::now_amz_date(),
+        );
+        for (k, v) in auth {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    head.push_str("\r\n");
+    raw_bytes(r.addr, head.as_bytes())
+}
+
 fn root() -> Option<(&'static str, &'static str)> {
     Some((ACCESS_KEY, SECRET_KEY))
 }
@@ -1165,4 +1200,126 @@ async fn functions_run_as_their_role_with_temporary_credentials() {
     let after = env_of(&fc_ok(&r, &["invoke", "whoami"]));
     assert!(!after.contains_key("AWS_ACCESS_KEY_ID"), "{after:?}");
     assert!(!after.contains_key("AWS_ENDPOINT_URL"), "{after:?}");
+}
+
+#[test]
+fn functions_answer_on_their_own_host_names_and_paths() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = tempfile::tempdir().expect("data");
+    let mut r = Region::start_with(data.path(), &[("FEIYUN_DOMAINS", "s3.example.test")]);
+    let hello = wasm_file(dir.path(), "hello", &guest("hello"));
+    let env = wasm_file(dir.path(), "env", &guest("env"));
+    let (hello, env) = (hello.to_str().unwrap(), env.to_str().unwrap());
+    fc_ok(&r, &["deploy", "site", "--wasm", hello, "--public", "true"]);
+    fc_ok(&r, &["deploy", "api", "--wasm", env]);
+    fc_ok(&r, &["publish", "api"]);
+    fc_ok(&r, &["alias", "api", "live", "1"]);
+    fc_ok(
+        &r,
+        &["trigger", "site", "www", "--host", "WWW.Example.TEST"],
+    );
+    fc_ok(
+        &r,
+        &[
+            "trigger",
+            "api",
+            "v1",
+            "--host",
+            "www.example.test",
+            "--path",
+            "/api/v1/",
+            "--qualifier",
+            "live",
+        ],
+    );
+
+    // The whole host answers from `site`, any path, port or case; unsigned, as it is public.
+    for (host, path) in [
+        ("www.example.test", "/"),
+        ("www.example.test:8080", "/index.html?x=1"),
+        ("WWW.EXAMPLE.TEST", "/api/v10"),
+        ("www.example.test", "/api"),
+    ] {
+        let resp = request_host(&r, host, None, "GET", path);
+        assert_eq!(resp.status, 200, "{host}{path}: {}", resp.body_text());
+        assert_eq!(resp.body_text(), "hello from wasm\n", "{host}{path}");
+    }
+    // Under /api/v1, `api` (not public: signed callers with fc:InvokeFunction only) gets
+    // the path as it was sent, through its alias.
+    let resp = request_host(&r, "www.example.test", None, "GET", "/api/v1/users");
+    assert_eq!(resp.status, 404, "{}", resp.body_text());
+    let resp = request_host(&r, "www.example.test", root(), "GET", "/api/v1/users?id=7");
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    assert_eq!(resp.header("x-fc-version"), Some("1"));
+    let vars = env_of(&resp.body_text());
+    assert_eq!(
+        vars.get("PATH_INFO").map(String::as_str),
+        Some("/api/v1/users")
+    );
+    assert_eq!(vars.get("QUERY_STRING").map(String::as_str), Some("id=7"));
+    assert_eq!(
+        vars.get("FC_FUNCTION_NAME").map(String::as_str),
+        Some("api")
+    );
+
+    // Routes that cannot be: the region's own names, taken routes, bad hosts and paths.
+    for (host, path, code) in [
+        ("s3.example.test", "/", "InvalidParameterValueException"),
+        (
+            "photos.s3.example.test",
+            "/",
+            "InvalidParameterValueException",
+        ),
+        ("www.example.test", "/api/v1", "ResourceConflictException"),
+        ("localhost", "/", "InvalidParameterValueException"),
+        ("10.0.0.1", "/", "InvalidParameterValueException"),
+        (
+            "www.example.test",
+            "/a/../b",
+            "InvalidParameterValueException",
+        ),
+    ] {
+        let err = fc_err(
+            &r,
+            &["trigger", "site", "bad", "--host", host, "--path", path],
+        );
+        assert!(err.contains(code), "{host}{path}: {err}");
+    }
+    let described = fc_ok(&r, &["describe", "site"]);
+    assert!(!described.contains("\"bad\""), "{described}");
+
+    // Everything else is S3 as before: a bucket on the region's domain, path-style on the
+    // address.
+    let c = common::client_for(&r.endpoint(), ACCESS_KEY, SECRET_KEY);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        c.create_bucket()
+            .bucket("photos")
+            .send()
+            .await
+            .expect("bucket");
+    });
+    let resp = request_host(&r, "photos.s3.example.test", None, "GET", "/");
+    assert_eq!(resp.code(), "AccessDenied", "{}", resp.body_text());
+
+    // Routes survive a restart.
+    r.terminate();
+    let r = Region::start_with(data.path(), &[("FEIYUN_DOMAINS", "s3.example.test")]);
+    let resp = request_host(&r, "www.example.test", None, "GET", "/");
+    assert_eq!(resp.body_text(), "hello from wasm\n");
+    let resp = request_host(&r, "www.example.test", root(), "GET", "/api/v1");
+    assert_eq!(
+        env_of(&resp.body_text())
+            .get("PATH_INFO")
+            .map(String::as_str),
+        Some("/api/v1")
+    );
+
+    // Removing a route gives its requests back to the next one, then to S3.
+    fc_ok(&r, &["untrigger", "api", "v1"]);
+    let resp = request_host(&r, "www.example.test", root(), "GET", "/api/v1/users");
+    assert_eq!(resp.body_text(), "hello from wasm\n");
+    fc_ok(&r, &["untrigger", "site", "www"]);
+    let resp = request_host(&r, "www.example.test", None, "GET", "/");
+    assert!(resp.body_text().contains("<Error>"), "{}", resp.body_text());
 }

@@ -185,6 +185,7 @@ impl Server {
             .map_err(|e| ServerError::Functions(e.to_string()))?;
         fc.meter().register(metrics.registry_mut());
         fc.set_identities(Arc::new(fc_identity::FcIdentities { iam: iam.clone() }));
+        fc.set_own_hosts(config.domains.clone());
 
         // The writer thread ends when the last sender is dropped; `serve` flushes it first.
         let (audit, _writer) = feiyun_audit::AuditLog::open(&dir.join("audit"))?;
@@ -402,15 +403,23 @@ impl App {
         req.extensions_mut().insert(SecureTransport(secure));
         let id = uuid::Uuid::new_v4().simple().to_string();
         let path = req.uri().path();
+        // A host name a function routes belongs to that function, whatever the path.
+        let routed = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or(req.uri().authority().map(|a| a.as_str()))
+            .and_then(|host| self.fc.route(host, path));
         // `/metrics` and `/health/*` answer unsigned GETs only, so a bucket named "metrics" or
         // "health" stays reachable by signed S3 requests.
-        if req.method() == http::Method::GET
+        if routed.is_none()
+            && req.method() == http::Method::GET
             && !is_signed(&req)
             && let Some(r) = self.builtin(path)
         {
             return r;
         }
-        if req.method() == http::Method::OPTIONS {
+        if routed.is_none() && req.method() == http::Method::OPTIONS {
             let mut resp = cors::preflight(&self.oss, &self.hosts, &req, &id).await;
             if let Ok(v) = http::HeaderValue::from_str(&id) {
                 resp.headers_mut().insert("x-amz-request-id", v);
@@ -440,10 +449,10 @@ impl App {
             );
             return resp;
         }
-        if feiyun_fc::api::is_fc_path(req.uri().path()) {
+        if routed.is_some() || feiyun_fc::api::is_fc_path(req.uri().path()) {
             let audit = feiyun_audit::Slot::default();
             let bytes_in = content_length(req.headers());
-            let (mut resp, op) = self.functions(req, peer, &audit).await;
+            let (mut resp, op) = self.functions(req, peer, &audit, routed).await;
             if let Ok(v) = http::HeaderValue::from_str(&id) {
                 resp.headers_mut().insert("x-amzn-requestid", v);
             }
@@ -563,30 +572,30 @@ impl App {
     }
 
     /// A Function Compute request: signed callers are authenticated here and authorized by
-    /// the API per action; unsigned requests reach only public functions' invocation URLs.
+    /// the API per action; unsigned requests reach only public functions' invocation URLs
+    /// and routes. `routed` is the function (and qualifier) a route gave the request.
     async fn functions(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
         audit: &feiyun_audit::Slot,
+        routed: Option<(String, Option<String>)>,
     ) -> (Response<s3s::Body>, &'static str) {
         use feiyun_fc::api::{self, ApiError, ApiResponse, Call};
         use http_body_util::BodyExt;
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_owned();
-        let body = match http_body_util::Limited::new(body, api::body_limit(&path))
-            .collect()
-            .await
-        {
+        let limit = match routed {
+            Some(_) => feiyun_fc::service::MAX_REQUEST,
+            None => api::body_limit(&path),
+        };
+        let body = match http_body_util::Limited::new(body, limit).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => {
                 let e = ApiError::new(
                     413,
                     "RequestEntityTooLargeException",
-                    format!(
-                        "the request body is larger than {} bytes",
-                        api::body_limit(&path)
-                    ),
+                    format!("the request body is larger than {limit} bytes"),
                 );
                 return (
                     fc_response(api::error_response(e, "Rejected")),
@@ -602,13 +611,18 @@ impl App {
             body: body.clone(),
         };
         let meta = self.oss.meta();
+        let target = routed.as_ref().map(|(f, q)| (f.as_str(), q.as_deref()));
         let r: ApiResponse = if parts.headers.contains_key(http::header::AUTHORIZATION) {
             match self
                 .query
                 .sign_in_caller(&parts, &body, peer, "fc:".into(), audit)
             {
                 Ok(caller) => {
-                    let r = api::handle(&self.fc, meta, &SignedGate(&caller), call).await;
+                    let gate = SignedGate(&caller);
+                    let r = match target {
+                        Some((f, q)) => api::handle_route(&self.fc, &gate, f, q, call).await,
+                        None => api::handle(&self.fc, meta, &gate, call).await,
+                    };
                     caller.finish(
                         audit,
                         StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
@@ -620,8 +634,11 @@ impl App {
                     "AuthFailed",
                 ),
             }
-        } else if api::invoked_function(&path).is_some() {
-            let r = api::handle(&self.fc, meta, &AnonymousGate, call).await;
+        } else if target.is_some() || api::invoked_function(&path).is_some() {
+            let r = match target {
+                Some((f, q)) => api::handle_route(&self.fc, &AnonymousGate, f, q, call).await,
+                None => api::handle(&self.fc, meta, &AnonymousGate, call).await,
+            };
             audit.set(feiyun_audit::Decided {
                 principal: "anonymous".into(),
                 action: "fc:InvokeFunction".into(),
