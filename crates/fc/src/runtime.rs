@@ -316,7 +316,12 @@ impl Side {
                 .max_core_instances_per_component(32)
                 .table_elements(100_000)
                 .max_core_instance_size(4 << 20)
-                .max_memory_size(MAX_MEMORY);
+                .max_memory_size(MAX_MEMORY)
+                // Reset the first MiB of a memory (and 64 KiB of tables) by zeroing, not by
+                // madvise: a small guest's whole memory, and no TLB shootdown across cores
+                // per request (8 % of a warm C function's CPU went to it).
+                .linear_memory_keep_resident(1 << 20)
+                .table_keep_resident(64 << 10);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         config.wasm_component_model(true).epoch_interruption(true);
