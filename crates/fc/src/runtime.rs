@@ -76,6 +76,26 @@ pub enum FcError {
     Internal(String),
 }
 
+static RECLAIMER: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what hands memory freed by a compilation back to the system (the binary's allocator
+/// knows how): compiling a large component allocates hundreds of MiB that the allocator
+/// would otherwise keep for the thread that compiled.
+pub fn set_reclaimer(f: fn()) {
+    let _ = RECLAIMER.set(f);
+}
+
+/// Runs the reclaimer when a compilation or load ends, on its thread, whatever the outcome.
+struct Reclaim;
+
+impl Drop for Reclaim {
+    fn drop(&mut self) {
+        if let Some(f) = RECLAIMER.get() {
+            f();
+        }
+    }
+}
+
 /// What one invocation may use.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -316,12 +336,10 @@ impl Side {
                 .max_core_instances_per_component(32)
                 .table_elements(100_000)
                 .max_core_instance_size(4 << 20)
-                .max_memory_size(MAX_MEMORY)
-                // Reset the first MiB of a memory (and 64 KiB of tables) by zeroing, not by
-                // madvise: a small guest's whole memory, and no TLB shootdown across cores
-                // per request (8 % of a warm C function's CPU went to it).
-                .linear_memory_keep_resident(1 << 20)
-                .table_keep_resident(64 << 10);
+                // Slots are reset with madvise, not kept resident: keeping 256 KiB resident
+                // per slot spared a profile's 8 % of TLB shootdowns but moved req/s medians
+                // less than the noise, and cost 0.2 MiB per idle slot (BENCHMARKS.md).
+                .max_memory_size(MAX_MEMORY);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         config.wasm_component_model(true).epoch_interruption(true);
@@ -428,6 +446,7 @@ impl Runtime {
     /// `M` or `C`, then the engine's bytes), which [`Runtime::load`] turns back into the same
     /// function without compiling.
     pub fn precompile(&self, wasm: &[u8], fuel: bool) -> Result<(Compiled, Vec<u8>), FcError> {
+        let _reclaim = Reclaim;
         let side = self.side(fuel);
         if wasm.len() > MAX_MODULE_SIZE {
             return Err(FcError::ModuleTooLarge(wasm.len()));
@@ -455,6 +474,7 @@ impl Runtime {
     /// [`Runtime::compatibility`]. The caller vouches for the bytes (the service checks
     /// their checksum): deserializing trusts them as machine code.
     pub fn load(&self, serialized: &[u8], fuel: bool) -> Result<Compiled, FcError> {
+        let _reclaim = Reclaim;
         let side = self.side(fuel);
         let invalid = |e: wasmtime::Error| FcError::InvalidModule(format!("{e:#}"));
         match serialized.split_first() {

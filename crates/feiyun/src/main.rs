@@ -79,6 +79,14 @@ fn main() -> std::process::ExitCode {
         // SAFETY: no other thread exists yet (the runtime is built below).
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     }
+    // Compiling a function allocates on this thread and on rayon's (wasmtime compiles in
+    // parallel there); each thread's mimalloc heap keeps what it freed until it runs again.
+    feiyun_fc::runtime::set_reclaimer(|| {
+        // SAFETY: mi_collect only hands mimalloc's free pages back to the system.
+        let collect = || unsafe { libmimalloc_sys::mi_collect(true) };
+        collect();
+        rayon::broadcast(|_| collect());
+    });
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
