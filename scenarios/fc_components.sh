@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Function Compute with WASI 0.2 wasi:http components, as developers build them: the C
-# example (committed, built by examples/functions/build.sh) and the Python one, built here
-# with componentize-py. Deploy with `feiyun fc`, invoke through the CLI and the function URL,
+# example (committed, built by examples/functions/build.sh), the Python one built here with
+# componentize-py and the JavaScript one with componentize-js. Deploy with `feiyun fc`, invoke through the CLI and the function URL,
 # JSON echo, outbound HTTP denied by default and allowed per host, versions and logs.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -13,6 +13,9 @@ hostport=${ENDPOINT#http://}
 # The Python example, built from source against the WIT of the runtime's wasi:http.
 "$root/examples/functions/build.sh" py "$d" >/dev/null 2>"$d/build.err" || { cat "$d/build.err"; fail "building the Python component failed"; }
 [ -s "$d/hello.wasm" ] || fail "no Python component built"
+mkdir -p "$d/js"
+"$root/examples/functions/build.sh" js "$d/js" >/dev/null 2>"$d/build-js.err" || { cat "$d/build-js.err"; fail "building the JavaScript component failed"; }
+[ -s "$d/js/hello.wasm" ] || fail "no JavaScript component built"
 
 fc deploy hello-c --wasm "$root/examples/functions/hello-c/hello.wasm" --public true >/dev/null
 [ "$(fc invoke hello-c)" = "hello from c" ] || fail "C component: wrong answer"
@@ -28,6 +31,14 @@ code=$(curl -s -o "$d/bad.json" -w '%{http_code}' -X POST -d 'not json' "$ENDPOI
 grep -q '"error"' "$d/bad.json" || fail "invalid JSON: no error body"
 # The CLI invokes with POST: an empty body echoes null.
 [ "$(fc invoke hello-py --data '{"a":1}')" = '{"echo": {"a": 1}}' ] || fail "fc invoke --data"
+
+fc deploy hello-js --wasm "$d/js/hello.wasm" --public true >/dev/null
+[ "$(curl -sf "$ENDPOINT/fc/invoke/hello-js")" = "hello from javascript" ] || fail "JavaScript component: wrong greeting"
+out=$(curl -sf -X POST -d '{"k":[true,null,"é"]}' "$ENDPOINT/fc/invoke/hello-js")
+[ "$out" = '{"echo":{"k":[true,null,"é"]}}' ] || fail "JavaScript JSON echo: $out"
+code=$(curl -s -o "$d/bad-js.json" -w '%{http_code}' -X POST -d '{oops' "$ENDPOINT/fc/invoke/hello-js")
+[ "$code" = 400 ] && grep -q SyntaxError "$d/bad-js.json" || fail "JavaScript invalid JSON: $code $(cat "$d/bad-js.json")"
+fc delete hello-js >/dev/null
 
 # Outbound HTTP: denied unless the host is allowed.
 out=$(curl -sf "$ENDPOINT/fc/invoke/hello-py/fetch?host=$hostport")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs the test clients it needs (Debian's
-# rclone, s3cmd, curl and Chromium, a Python venv with the aws CLI, boto3 and componentize-py),
+# rclone, s3cmd, curl, Chromium and Node.js, a Python venv with the aws CLI, boto3 and
+# componentize-py; componentize-js from npm, by examples/functions/build.sh),
 # runs the unit, property and integration tests (cargo), then the scenario suite with real CLI
 # clients.
 # Fails loudly when a client cannot be installed; never skips.
@@ -16,6 +17,8 @@ command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
 command -v s3cmd >/dev/null 2>&1 || need_apt+=(s3cmd)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing ${need_apt[*]} and not root: install them with apt-get" >&2
@@ -31,7 +34,7 @@ if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3' 2>/dev/nul
   # componentize-py builds the Python example function (a wasi:http component).
   "$venv/bin/pip" install -q --disable-pip-version-check awscli boto3 componentize-py
 fi
-for tool in rclone s3cmd chromium curl "$venv/bin/aws" "$venv/bin/componentize-py"; do
+for tool in rclone s3cmd chromium curl node npm "$venv/bin/aws" "$venv/bin/componentize-py"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "test client $tool is missing" >&2; exit 1; }
 done
 "$venv/bin/python" -c 'import boto3' || { echo "boto3 is missing" >&2; exit 1; }

