@@ -62,7 +62,7 @@ aws iam put-role-policy --role-name fc-py-reader --policy-name read-in --policy-
 out=$(curl -s "$ENDPOINT/fc/invoke/hello-py/s3/fc-identity/in/note.txt")
 [ "$out" = "the function has no role" ] || fail "a function without a role had credentials: $out"
 fc deploy hello-py --wasm "$d/hello.wasm" --role fc-py-reader --public true >/dev/null
-fc describe hello-py | grep -q 'role/fc-py-reader' || fail "describe does not show the role"
+[[ $(fc describe hello-py) == *role/fc-py-reader* ]] || fail "describe does not show the role"
 out=$(curl -sf "$ENDPOINT/fc/invoke/hello-py/s3/fc-identity/in/note.txt")
 [ "$out" = "read by a function" ] || fail "the role could not read its object: $out"
 code=$(curl -s -o "$d/denied.xml" -w '%{http_code}' "$ENDPOINT/fc/invoke/hello-py/s3/fc-identity/private.txt")

@@ -98,7 +98,30 @@ fn request_at(
     path: &str,
     body: &[u8],
 ) -> RawResponse {
-    let host = addr.to_string();
+    send(addr, &addr.to_string(), creds, method, path, body)
+}
+
+/// [`request`] with another `Host` header (an HTTP route's host name).
+fn request_host(
+    r: &Region,
+    host: &str,
+    creds: Option<(&str, &str)>,
+    method: &str,
+    path: &str,
+) -> RawResponse {
+    send(r.addr, host, creds, method, path, b"")
+}
+
+/// One HTTP/1.1 request to `addr` naming `host`, signed for service `fc` when `creds` are
+/// given.
+fn send(
+    addr: std::net::SocketAddr,
+    host: &str,
+    creds: Option<(&str, &str)>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> RawResponse {
     let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -115,7 +138,7 @@ fn request_at(
             method,
             path_only,
             query,
-            &[("host", host.clone())],
+            &[("host", host.to_owned())],
             &sigv4::sha256_hex(body),
             &sigv4::now_amz_date(),
         );
@@ -127,41 +150,6 @@ fn request_at(
     let mut req = head.into_bytes();
     req.extend_from_slice(body);
     raw_bytes(addr, &req)
-}
-
-/// [`request`] with another `Host` header (an HTTP route's host name).
-fn request_host(
-    r: &Region,
-    host: &str,
-    creds: Option<(&str, &str)>,
-    method: &str,
-    path: &str,
-) -> RawResponse {
-    let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n"
-    );
-    if let Some((ak, sk)) = creds {
-        let signer = sigv4::Signer {
-            access_key: ak.into(),
-            secret_key: sk.into(),
-            region: "us-east-1".into(),
-        };
-        let auth = signer.sign_as(
-            "fc",
-            method,
-            path_only,
-            query,
-            &[("host", host.to_owned())],
-            &sigv4::sha256_hex(b""),
-            &sigv4::now_amz_date(),
-        );
-        for (k, v) in auth {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-    }
-    head.push_str("\r\n");
-    raw_bytes(r.addr, head.as_bytes())
 }
 
 fn root() -> Option<(&'static str, &'static str)> {

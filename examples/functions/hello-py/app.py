@@ -45,22 +45,29 @@ def read_body(request: IncomingRequest) -> bytes:
     return data
 
 
-def fetch(authority: str) -> str:
+def send(fields: Fields, authority: str, path: str):
+    """Sends GET http://AUTHORITY/PATH. Returns the pending response, which must outlive
+    the response it gave (a resource's parent), and the response or the error as text."""
+    req = OutgoingRequest(fields)
+    req.set_scheme(Scheme_Http())
+    req.set_authority(authority)
+    req.set_path_with_query(path)
     try:
-        req = OutgoingRequest(Fields())
-        req.set_scheme(Scheme_Http())
-        req.set_authority(authority)
-        req.set_path_with_query("/")
         future = outgoing_handler.handle(req, None)
         future.subscribe().block()
         got = future.get()
         while isinstance(got, Ok):
             got = got.value
         if isinstance(got, Err):
-            return "error " + repr(got.value)
-        return "status %d" % got.status()
+            return future, "error " + repr(got.value)
+        return future, got
     except Err as e:
-        return "error " + repr(e.value)
+        return None, "error " + repr(e.value)
+
+
+def fetch(authority: str) -> str:
+    _pending, got = send(Fields(), authority, "/")
+    return got if isinstance(got, str) else "status %d" % got.status()
 
 
 def _hmac(key: bytes, msg: str) -> bytes:
@@ -104,30 +111,19 @@ def s3_get(bucket: str, key: str) -> tuple[int, bytes]:
         f"SignedHeaders={';'.join(names)}, Signature={signature}"
     )
     fields = Fields.from_list([(n, v.encode()) for n, v in headers.items() if n != "host"])
-    req = OutgoingRequest(fields)
-    req.set_scheme(Scheme_Http())
-    req.set_authority(url.netloc)
-    req.set_path_with_query(path)
+    _pending, got = send(fields, url.netloc, path)
+    if isinstance(got, str):
+        return 502, got.encode()
+    body = got.consume()  # the stream's parent: kept until the stream is done
+    stream = body.stream()
+    data = b""
     try:
-        future = outgoing_handler.handle(req, None)
-        future.subscribe().block()
-        got = future.get()
-        while isinstance(got, Ok):
-            got = got.value
-        if isinstance(got, Err):
-            return 502, ("error " + repr(got.value)).encode()
-        body = got.consume()
-        stream = body.stream()
-        data = b""
-        try:
-            while True:
-                stream.subscribe().block()
-                data += stream.read(65536)
-        except Exception:
-            pass
-        return got.status(), data
-    except Err as e:
-        return 502, ("error " + repr(e.value)).encode()
+        while True:
+            stream.subscribe().block()
+            data += stream.read(65536)
+    except Exception:
+        pass
+    return got.status(), data
 
 
 class IncomingHandler(exports.IncomingHandler):
