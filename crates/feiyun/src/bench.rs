@@ -592,16 +592,24 @@ pub(crate) fn print(rows: &[Row], args: &BenchArgs) {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(items));
+        outln!("{}", serde_json::Value::Array(items));
         return;
     }
-    println!("endpoint {}", args.endpoint);
-    println!(
+    outln!("endpoint {}", args.endpoint);
+    outln!(
         "{:<16} {:>5} {:>9} {:>6} {:>10} {:>10} {:>9} {:>9} {:>9}",
-        "phase", "conc", "ops", "errors", "ops/s", "MiB/s", "p50 ms", "p99 ms", "rss MiB"
+        "phase",
+        "conc",
+        "ops",
+        "errors",
+        "ops/s",
+        "MiB/s",
+        "p50 ms",
+        "p99 ms",
+        "rss MiB"
     );
     for r in rows {
-        println!(
+        outln!(
             "{:<16} {:>5} {:>9} {:>6} {:>10.0} {:>10.1} {:>9.2} {:>9.2} {:>9}",
             r.phase,
             r.concurrency,

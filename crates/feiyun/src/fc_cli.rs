@@ -245,9 +245,9 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
             )
             .await?;
             if json_out {
-                println!("{f}");
+                outln!("{f}");
             } else {
-                println!(
+                outln!(
                     "deployed {} ({} bytes, sha256 {})",
                     f["arn"].as_str().unwrap_or(&name),
                     f["code_size"],
@@ -258,10 +258,10 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
         FcCommand::List => {
             let r = call(&c, "GET", "/fc/functions", &[], Bytes::new()).await?;
             if json_out {
-                println!("{r}");
+                outln!("{r}");
             } else {
                 for f in r["Functions"].as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "{}\t{}M\t{}ms\t{}\t{}",
                         f["FunctionName"].as_str().unwrap_or_default(),
                         f["MemorySize"],
@@ -282,9 +282,9 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
             )
             .await?;
             if json_out {
-                println!("{f}");
+                outln!("{f}");
             } else {
-                println!("{}", serde_json::to_string_pretty(&f)?);
+                outln!("{}", serde_json::to_string_pretty(&f)?);
             }
         }
         FcCommand::Invoke {
@@ -438,7 +438,7 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
             )
             .await?;
             if !json_out {
-                println!("trigger {id} of {name} set");
+                outln!("trigger {id} of {name} set");
             }
         }
         FcCommand::Untrigger { name, id } => {
@@ -451,7 +451,7 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
             )
             .await?;
             if !json_out {
-                println!("trigger {id} of {name} removed");
+                outln!("trigger {id} of {name} removed");
             }
         }
         FcCommand::DeadLetters { name } => {
@@ -465,9 +465,9 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
             .await?;
             for d in r["DeadLetters"].as_array().into_iter().flatten() {
                 if json_out {
-                    println!("{d}");
+                    outln!("{d}");
                 } else {
-                    println!(
+                    outln!(
                         "{} trigger={} attempts={} {}/{} {}: {}",
                         d["id"].as_str().unwrap_or_default(),
                         d["trigger"].as_str().unwrap_or_default(),
@@ -490,7 +490,7 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
             )
             .await?;
             if !json_out {
-                println!("deleted {name}");
+                outln!("deleted {name}");
             }
         }
         FcCommand::Publish { name, description } => {
@@ -507,9 +507,9 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
             )
             .await?;
             if json_out {
-                println!("{r}");
+                outln!("{r}");
             } else {
-                println!("{name} version {}", r["Version"]);
+                outln!("{name} version {}", r["Version"]);
             }
         }
         FcCommand::Alias {
@@ -522,7 +522,7 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
             if delete {
                 call(&c, "DELETE", &path, &[], Bytes::new()).await?;
                 if !json_out {
-                    println!("deleted alias {alias} of {name}");
+                    outln!("deleted alias {alias} of {name}");
                 }
             } else {
                 let Some(v) = version else {
@@ -537,7 +537,7 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
                 )
                 .await?;
                 if !json_out {
-                    println!("{name}:{alias} -> version {v}");
+                    outln!("{name}:{alias} -> version {v}");
                 }
             }
         }
@@ -547,7 +547,7 @@ pub async fn run(args: FcArgs) -> anyhow::Result<()> {
 
 fn print_invocation(i: &Value, json_out: bool) {
     if json_out {
-        println!("{i}");
+        outln!("{i}");
         return;
     }
     let started = i["started_ms"].as_i64().unwrap_or(0);
@@ -558,7 +558,7 @@ fn print_invocation(i: &Value, json_out: bool) {
                 .ok()
         })
         .unwrap_or_default();
-    println!(
+    outln!(
         "{when} {} v{} {} {} {}us{}{}",
         i["id"].as_str().unwrap_or_default(),
         i["version"].as_str().unwrap_or_default(),
@@ -576,7 +576,7 @@ fn print_invocation(i: &Value, json_out: bool) {
             .unwrap_or_default()
     );
     for line in i["log"].as_str().unwrap_or_default().lines() {
-        println!("  | {line}");
+        outln!("  | {line}");
     }
 }
 

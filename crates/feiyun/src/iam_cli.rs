@@ -114,15 +114,15 @@ pub async fn run(args: IamArgs) -> anyhow::Result<()> {
                 field(&key, "SecretAccessKey").unwrap_or_default(),
             );
             if json_out {
-                println!(
+                outln!(
                     "{}",
                     json!({"UserName": name, "AccessKeyId": id, "SecretAccessKey": secret})
                 );
             } else {
-                println!("user {name} created");
-                println!("access key id:     {id}");
-                println!("secret access key: {secret}");
-                println!("(the secret is shown only now; store it safely)");
+                outln!("user {name} created");
+                outln!("access key id:     {id}");
+                outln!("secret access key: {secret}");
+                outln!("(the secret is shown only now; store it safely)");
             }
         }
         IamCommand::ListUsers => {
@@ -143,11 +143,11 @@ pub async fn run(args: IamArgs) -> anyhow::Result<()> {
                     .iter()
                     .map(|(n, k)| json!({"UserName": n, "AccessKeys": k.iter().map(|(i, s)| json!({"AccessKeyId": i, "Status": s})).collect::<Vec<_>>()}))
                     .collect();
-                println!("{}", serde_json::Value::Array(v));
+                outln!("{}", serde_json::Value::Array(v));
             } else {
                 for (n, keys) in out {
                     let k: Vec<String> = keys.iter().map(|(i, s)| format!("{i} ({s})")).collect();
-                    println!(
+                    outln!(
                         "{n}\t{}",
                         if k.is_empty() {
                             "-".into()
@@ -255,9 +255,9 @@ pub async fn run(args: IamArgs) -> anyhow::Result<()> {
             c.call("iam", &[("Action", "DeleteUser"), ("UserName", &name)])
                 .await?;
             if json_out {
-                println!("{}", json!({"UserName": name, "Deleted": true}));
+                outln!("{}", json!({"UserName": name, "Deleted": true}));
             } else {
-                println!("user {name} deleted");
+                outln!("user {name} deleted");
             }
         }
         IamCommand::CreateMfa { user } => {
@@ -279,15 +279,15 @@ pub async fn run(args: IamArgs) -> anyhow::Result<()> {
                 "otpauth://totp/Feiyun:{user}?secret={seed}&issuer=Feiyun&algorithm=SHA1&digits=6&period=30"
             );
             if json_out {
-                println!(
+                outln!(
                     "{}",
                     json!({"SerialNumber": serial, "Base32StringSeed": seed, "ProvisioningUri": uri})
                 );
             } else {
-                println!("serial number: {serial}");
-                println!("provisioning URI (show it as a QR code to an authenticator app):");
-                println!("{uri}");
-                println!("then: feiyun iam enable-mfa {user} {serial} CODE1 CODE2");
+                outln!("serial number: {serial}");
+                outln!("provisioning URI (show it as a QR code to an authenticator app):");
+                outln!("{uri}");
+                outln!("then: feiyun iam enable-mfa {user} {serial} CODE1 CODE2");
             }
         }
         IamCommand::EnableMfa {
@@ -308,12 +308,12 @@ pub async fn run(args: IamArgs) -> anyhow::Result<()> {
             )
             .await?;
             if json_out {
-                println!(
+                outln!(
                     "{}",
                     json!({"UserName": user, "SerialNumber": serial, "Enabled": true})
                 );
             } else {
-                println!("MFA device {serial} enabled for {user}");
+                outln!("MFA device {serial} enabled for {user}");
             }
         }
         IamCommand::Whoami => {
@@ -324,9 +324,9 @@ pub async fn run(args: IamArgs) -> anyhow::Result<()> {
                 field(&out, "UserId").unwrap_or_default(),
             );
             if json_out {
-                println!("{}", json!({"Arn": arn, "Account": account, "UserId": id}));
+                outln!("{}", json!({"Arn": arn, "Account": account, "UserId": id}));
             } else {
-                println!("{arn} (account {account}, id {id})");
+                outln!("{arn} (account {account}, id {id})");
             }
         }
     }
@@ -357,12 +357,12 @@ async fn set_key_status(
     )
     .await?;
     if json_out {
-        println!(
+        outln!(
             "{}",
             json!({"AccessKeyId": id, "UserName": user, "Status": status})
         );
     } else {
-        println!("{id} of {user} is now {status}");
+        outln!("{id} of {user} is now {status}");
     }
     Ok(())
 }
@@ -403,14 +403,16 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
         AuditCommand::Verify => {
             let s = feiyun_audit::verify(&dir)?;
             if args.json {
-                println!(
+                outln!(
                     "{}",
                     json!({"ok": true, "records": s.records, "segments": s.segments, "head": s.head})
                 );
             } else {
-                println!(
+                outln!(
                     "ok: {} records in {} segment(s), chain head {}",
-                    s.records, s.segments, s.head
+                    s.records,
+                    s.segments,
+                    s.head
                 );
             }
         }
@@ -425,9 +427,9 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
                 };
                 for r in all.iter().skip(start) {
                     if args.json {
-                        println!("{}", serde_json::to_string(r)?);
+                        outln!("{}", serde_json::to_string(r)?);
                     } else {
-                        println!(
+                        outln!(
                             "{} {} {} {} {} {} {} -> {}",
                             r.time,
                             r.request_id,

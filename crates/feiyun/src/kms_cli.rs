@@ -58,10 +58,10 @@ pub async fn run(args: KmsArgs) -> anyhow::Result<()> {
                 }));
             }
             if json_out {
-                println!("{}", Value::Array(out));
+                outln!("{}", Value::Array(out));
             } else {
                 for k in &out {
-                    println!(
+                    outln!(
                         "{}\t{}\t{}\t{}",
                         k["KeyId"].as_str().unwrap_or_default(),
                         k["State"].as_str().unwrap_or_default(),
@@ -103,7 +103,7 @@ pub async fn run(args: KmsArgs) -> anyhow::Result<()> {
                     json!({"KeyId": key, "PendingWindowInDays": days}),
                 )
                 .await?;
-            println!(
+            outln!(
                 "{} is pending deletion; it will be deleted at {} unless cancelled (aws kms cancel-key-deletion)",
                 out["KeyId"].as_str().unwrap_or_default(),
                 out["DeletionDate"]
@@ -115,20 +115,20 @@ pub async fn run(args: KmsArgs) -> anyhow::Result<()> {
 
 fn print_dependents(d: &Value, json_out: bool) {
     if json_out {
-        println!("{d}");
+        outln!("{d}");
         return;
     }
     let buckets = d["Buckets"].as_array().cloned().unwrap_or_default();
     if buckets.is_empty() {
-        println!(
+        outln!(
             "nothing depends on {}",
             d["KeyArn"].as_str().unwrap_or_default()
         );
         return;
     }
-    println!("bucket\tdefault\tversions\tbytes\tstale");
+    outln!("bucket\tdefault\tversions\tbytes\tstale");
     for b in buckets {
-        println!(
+        outln!(
             "{}\t{}\t{}\t{}\t{}",
             b["Bucket"].as_str().unwrap_or_default(),
             if b["BucketDefault"].as_bool() == Some(true) {

@@ -1,5 +1,16 @@
 //! The `feiyun` binary: parses the command line and hands over to the library crates.
 
+/// `println!` for the command's output: when the reader has gone (`feiyun … | head`), the
+/// command ends quietly instead of panicking on the broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            crate::output_failed(e)
+        }
+    }};
+}
+
 mod admin;
 mod bench;
 mod bench_http;
@@ -71,6 +82,16 @@ struct ServerArgs {
     tls_listen: Option<String>,
 }
 
+/// Ends the process when its output cannot be written: quietly with success when the reader
+/// closed the pipe (it has read what it wanted), else with one line on stderr.
+fn output_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("feiyun: cannot write the output: {e}");
+    std::process::exit(1);
+}
+
 fn main() -> std::process::ExitCode {
     // With RUST_BACKTRACE set, every library error value would capture a backtrace —
     // wasmtime makes one each time a component's store is dropped, 3 % of a warm function's
@@ -139,25 +160,31 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .context("cannot start the server")?;
     let addr = server.local_addr();
-    // The first stdout line is part of the command-line contract: scripts wait for it.
+    // The first stdout line is part of the command-line contract: scripts wait for it. A
+    // script that read it and closed the pipe must not take the server down: write errors
+    // here are ignored.
+    use std::io::Write as _;
+    let mut out = std::io::stdout();
     for (i, endpoint) in server.endpoints().iter().enumerate() {
         if i == 0 {
-            println!("S3 endpoint: {endpoint}");
+            let _ = writeln!(out, "S3 endpoint: {endpoint}");
         } else {
-            println!("S3 endpoint (also): {endpoint}");
+            let _ = writeln!(out, "S3 endpoint (also): {endpoint}");
         }
     }
     if let Some(ca) = server.self_signed_cert() {
-        println!(
+        let _ = writeln!(
+            out,
             "TLS certificate (self-signed; trust it with --ca-bundle): {}",
             ca.display()
         );
     }
     let (creds, source) = server.credentials();
     if *source == CredentialSource::Generated {
-        println!("Root access key: {}", creds.access_key);
-        println!("Root secret key: {}", creds.secret_key);
-        println!(
+        let _ = writeln!(out, "Root access key: {}", creds.access_key);
+        let _ = writeln!(out, "Root secret key: {}", creds.secret_key);
+        let _ = writeln!(
+            out,
             "(generated once and stored in {}; set FEIYUN_ROOT_ACCESS_KEY/FEIYUN_ROOT_SECRET_KEY to choose your own)",
             config
                 .data_dir

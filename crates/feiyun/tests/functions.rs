@@ -1310,4 +1310,23 @@ fn functions_answer_on_their_own_host_names_and_paths() {
     fc_ok(&r, &["untrigger", "site", "www"]);
     let resp = request_host(&r, "www.example.test", None, "GET", "/");
     assert!(resp.body_text().contains("<Error>"), "{}", resp.body_text());
+
+    // A reader that goes away (`feiyun fc describe site | head -1`) ends the command quietly.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_feiyun"))
+        .args(["fc", "describe", "site"])
+        .env("FEIYUN_ENDPOINT", r.endpoint())
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains("panicked"),
+        "{:?} {err}",
+        out.status
+    );
 }
