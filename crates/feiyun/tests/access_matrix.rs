@@ -3,7 +3,6 @@
 //! groups and policies are created through the IAM query API, as `aws iam` would.
 
 mod common;
-use common::sigv4;
 
 use std::collections::HashMap;
 
@@ -28,51 +27,7 @@ fn iam_call(r: &Region, service: &str, params: &[(&str, &str)]) -> String {
 }
 
 fn iam_raw(r: &Region, service: &str, ak: &str, sk: &str, params: &[(&str, &str)]) -> RawResponse {
-    let mut body = String::from("Version=2010-05-08");
-    for (k, v) in params {
-        body.push('&');
-        body.push_str(&enc(k));
-        body.push('=');
-        body.push_str(&enc(v));
-    }
-    let signer = sigv4::Signer {
-        access_key: ak.into(),
-        secret_key: sk.into(),
-        region: "us-east-1".into(),
-    };
-    let host = r.addr.to_string();
-    let ct = "application/x-www-form-urlencoded; charset=utf-8".to_string();
-    let headers = signer.sign_as(
-        service,
-        "POST",
-        "/",
-        "",
-        &[("host", host.clone()), ("content-type", ct.clone())],
-        &sigv4::sha256_hex(body.as_bytes()),
-        &sigv4::now_amz_date(),
-    );
-    let mut req = format!(
-        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    raw(r.addr, &req)
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    query_call(r.addr, (ak, sk), service, "2010-05-08", params)
 }
 
 fn field(xml: &str, tag: &str) -> String {

@@ -86,27 +86,12 @@ fn kms(r: &Region, action: &str, body: serde_json::Value) -> (u16, serde_json::V
 
 /// One IAM query call as root; returns the XML body (asserting success).
 fn iam(r: &Region, params: &[(&str, &str)]) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
-    let mut body = String::from("Version=2010-05-08");
-    for (k, v) in params {
-        body.push_str(&format!("&{}={}", enc(k), enc(v)));
-    }
-    let resp = signed_post(
-        r,
+    let resp = common::query_call(
+        r.addr,
         (ACCESS_KEY, SECRET_KEY),
         "iam",
-        &[("content-type", "application/x-www-form-urlencoded".into())],
-        &body,
+        "2010-05-08",
+        params,
     );
     assert_eq!(resp.status, 200, "{params:?}: {}", resp.body_text());
     resp.body_text()

@@ -2,57 +2,16 @@
 //! authentication backs off, and a tampered audit record is named by `feiyun audit verify`.
 
 mod common;
-use common::sigv4;
 
 use common::*;
 
 fn iam(r: &Region, ak: &str, sk: &str, service: &str, params: &[(&str, &str)]) -> RawResponse {
-    let mut body = String::from(if service == "sts" {
-        "Version=2011-06-15"
+    let version = if service == "sts" {
+        "2011-06-15"
     } else {
-        "Version=2010-05-08"
-    });
-    for (k, v) in params {
-        body.push_str(&format!("&{}={}", enc(k), enc(v)));
-    }
-    let signer = sigv4::Signer {
-        access_key: ak.into(),
-        secret_key: sk.into(),
-        region: "us-east-1".into(),
+        "2010-05-08"
     };
-    let host = r.addr.to_string();
-    let ct = "application/x-www-form-urlencoded".to_string();
-    let headers = signer.sign_as(
-        service,
-        "POST",
-        "/",
-        "",
-        &[("host", host.clone()), ("content-type", ct.clone())],
-        &sigv4::sha256_hex(body.as_bytes()),
-        &sigv4::now_amz_date(),
-    );
-    let mut req = format!(
-        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    raw(r.addr, &req)
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    query_call(r.addr, (ak, sk), service, version, params)
 }
 
 fn field(xml: &str, tag: &str) -> String {
@@ -337,8 +296,8 @@ async fn web_identity_from_the_configured_issuer() {
         let role = format!("arn:aws:iam::{account}:role/web");
         let body = format!(
             "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn={}&RoleSessionName=browser&WebIdentityToken={}",
-            enc(&role),
-            enc(tok)
+            form_encode(&role),
+            form_encode(tok)
         );
         raw(
             r.addr,
