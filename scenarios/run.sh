@@ -49,6 +49,7 @@ run "rclone" bash "$here/rclone.sh"
 run "s3cmd" bash "$here/s3cmd.sh"
 run "browser CORS" "$python" "$here/browser_cors.py"
 run "fc components" bash "$here/fc_components.sh"
+run "replication" bash "$here/replication.sh"
 if ! kill -0 "$server_pid" 2>/dev/null; then
   echo "server died during the scenarios:"; cat "$work/stderr"; failed=$((failed + 1))
 fi

@@ -55,6 +55,9 @@ pub struct Config {
     pub webhooks: Vec<(String, String)>,
     /// Events older than this are dropped from the log even if a target has not taken them.
     pub event_retention_secs: u64,
+    /// Replication lag (age of the oldest unreplicated change) above which the log carries
+    /// an alert line; `None`: no alert.
+    pub replication_rpo_secs: Option<u64>,
     /// Shortest STS session AssumeRole/GetSessionToken grant (AWS: 900). Tests lower it
     /// to see sessions expire.
     pub sts_min_session_secs: u64,
@@ -110,6 +113,7 @@ pub struct ConfigOverrides {
     pub lifecycle_interval_secs: Option<u64>,
     pub webhooks: Option<std::collections::BTreeMap<String, String>>,
     pub event_retention_secs: Option<u64>,
+    pub replication_rpo_secs: Option<u64>,
     pub sts_min_session_secs: Option<u64>,
     pub oidc_issuer: Option<String>,
     pub oidc_jwks: Option<String>,
@@ -178,6 +182,7 @@ impl ConfigOverrides {
                 Some(v) => Some(parse_webhooks(&v)?),
             },
             event_retention_secs: parse_num("FEIYUN_EVENT_RETENTION_SECS")?,
+            replication_rpo_secs: parse_num("FEIYUN_REPLICATION_RPO_SECS")?,
             sts_min_session_secs: parse_num("FEIYUN_STS_MIN_SESSION_SECS")?,
             oidc_issuer: get("FEIYUN_OIDC_ISSUER"),
             oidc_jwks: get("FEIYUN_OIDC_JWKS"),
@@ -228,6 +233,7 @@ impl ConfigOverrides {
                 .or(lower.lifecycle_interval_secs),
             webhooks: self.webhooks.or(lower.webhooks),
             event_retention_secs: self.event_retention_secs.or(lower.event_retention_secs),
+            replication_rpo_secs: self.replication_rpo_secs.or(lower.replication_rpo_secs),
             sts_min_session_secs: self.sts_min_session_secs.or(lower.sts_min_session_secs),
             oidc_issuer: self.oidc_issuer.or(lower.oidc_issuer),
             oidc_jwks: self.oidc_jwks.or(lower.oidc_jwks),
@@ -356,6 +362,7 @@ impl ConfigOverrides {
             lifecycle_interval_secs,
             webhooks: self.webhooks.unwrap_or_default().into_iter().collect(),
             event_retention_secs: self.event_retention_secs.unwrap_or(7 * 86_400),
+            replication_rpo_secs: self.replication_rpo_secs,
             sts_min_session_secs: self.sts_min_session_secs.unwrap_or(900),
             oidc_issuer: self.oidc_issuer,
             oidc_jwks: self.oidc_jwks,

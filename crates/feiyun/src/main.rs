@@ -18,6 +18,7 @@ mod bench_versions;
 mod fc_cli;
 mod iam_cli;
 mod kms_cli;
+mod region_cli;
 mod sigv4;
 
 use std::path::PathBuf;
@@ -52,6 +53,10 @@ enum Command {
     Kms(kms_cli::KmsArgs),
     /// Functions on a running region: deploy, invoke, logs, versions and aliases.
     Fc(fc_cli::FcArgs),
+    /// Peer regions this region replicates to: add, list, remove.
+    Region(region_cli::RegionArgs),
+    /// Cross-region replication: status (lag, failures, throughput).
+    Replication(region_cli::ReplicationArgs),
 }
 
 #[derive(clap::Args)]
@@ -127,6 +132,8 @@ fn main() -> std::process::ExitCode {
             Command::Audit(args) => iam_cli::audit(args).await,
             Command::Kms(args) => kms_cli::run(args).await,
             Command::Fc(args) => fc_cli::run(args).await,
+            Command::Region(args) => region_cli::run_region(args).await,
+            Command::Replication(args) => region_cli::run_replication(args).await,
         }
     });
     match result {

@@ -45,10 +45,12 @@ pub enum Table {
     Kms,
     /// Functions (configuration, versions, aliases) and their invocation records.
     Functions,
+    /// Replication: peer regions (credentials sealed) and per-rule progress.
+    Replication,
 }
 
 impl Table {
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 15] = [
         Table::Buckets,
         Table::Objects,
         Table::Versions,
@@ -63,6 +65,7 @@ impl Table {
         Table::Iam,
         Table::Kms,
         Table::Functions,
+        Table::Replication,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +84,7 @@ impl Table {
             Table::Iam => "iam",
             Table::Kms => "kms",
             Table::Functions => "functions",
+            Table::Replication => "replication",
         }
     }
 }

@@ -57,6 +57,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             default_retention: None,
             owner: owner.clone(),
             encryption: None,
+            replication: None,
         };
         let mut batch = WriteBatch::new();
         batch.check_absent(Table::Buckets, keys::bucket(name)).put(
@@ -180,6 +181,31 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             .await
     }
 
+    /// A delete marker replicated from another region (the edge has checked
+    /// `s3:ReplicateDelete`), with the source marker's version id and time.
+    pub async fn put_replica_marker(
+        &self,
+        bucket: &str,
+        key: &str,
+        of: crate::replication::ReplicaOf,
+    ) -> Result<Applied, OssError> {
+        keys::validate_object_key(key)?;
+        let marker = crate::records::MarkerRecord {
+            version: of.version,
+            null_version: false,
+            last_modified_ms: of.last_modified_ms,
+            replica: true,
+        };
+        self.apply_change(
+            bucket,
+            key,
+            Change::ReplicaMarker(marker),
+            EventCause::Delete,
+            WriteBatch::new(),
+        )
+        .await
+    }
+
     /// Deletes many keys (or versions); returns one result per entry, in request order.
     pub async fn delete_objects(
         self: &Arc<Self>,
@@ -241,6 +267,11 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             if !enabled && r.object_lock {
                 return Err(OssError::InvalidBucketState(
                     "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.".into(),
+                ));
+            }
+            if !enabled && r.replication.is_some() {
+                return Err(OssError::InvalidBucketState(
+                    "A replication configuration is present on this bucket, so the versioning state cannot be changed.".into(),
                 ));
             }
             // Suspending a never-versioned bucket is accepted and records Suspended, as in S3.

@@ -104,6 +104,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 staged,
                 sealing.as_deref(),
                 crate::events::EventCause::Copy,
+                None,
             )
             .await?;
         Ok((out, (source, versioned)))
@@ -144,6 +145,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             sse: customer.map(crate::sse::SseRequest::Customer),
             account: String::new(),
             key_check: None,
+            replica: None,
         };
         let info = self
             .upload_part(bucket, key, upload_id, part_number, spec, body, |_| Ok(()))

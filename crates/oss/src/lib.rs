@@ -28,6 +28,7 @@ pub mod lifecycle;
 mod lock;
 mod multipart;
 mod put;
+pub mod replication;
 pub mod sse;
 pub mod tagging;
 pub mod transition;
@@ -187,6 +188,7 @@ pub enum Unconfigured {
     Encryption,
     BucketPolicy,
     PublicAccessBlock,
+    Replication,
 }
 
 /// Counters the server exports as metrics.

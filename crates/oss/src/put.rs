@@ -87,6 +87,9 @@ pub struct WriteSpec {
     pub account: String,
     /// May the caller use the KMS key the object will be sealed under.
     pub key_check: Option<crate::sse::KeyCheck>,
+    /// A replica from another region: keep its version id and time (the edge has checked
+    /// `s3:ReplicateObject`).
+    pub replica: Option<crate::replication::ReplicaOf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +170,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             staged,
             sealing.as_deref(),
             crate::events::EventCause::Put,
+            spec.replica,
         )
         .await
     }
@@ -195,6 +199,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     }
 
     /// Writes a staged body as the object's new current content.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn commit_object(
         self: &Arc<Self>,
         bucket: &str,
@@ -203,6 +208,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         mut staged: Staged,
         sealing: Option<&Sealing>,
         cause: crate::events::EventCause,
+        replica: Option<crate::replication::ReplicaOf>,
     ) -> Result<PutOutcome, OssError> {
         let data = match &staged.data {
             StagedData::Inline(b) => ObjectData::Inline(b.clone()),
@@ -228,6 +234,11 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 keys: vec![serde_bytes::ByteBuf::from(sealed)],
             });
         }
+        if let Some(r) = replica {
+            record.version = r.version;
+            record.last_modified_ms = r.last_modified_ms;
+            record.replication = Some(crate::replication::ReplicationState::Replica);
+        }
         let pending: Vec<BlobId> = record.blobs().iter().map(|b| b.id).collect();
         let change = Change::Put {
             record: Box::new(record),
@@ -236,7 +247,10 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         let applied = self
             .apply_change(bucket, key, change, cause, WriteBatch::new())
             .await?;
-        if let Some(g) = staged.guard.as_mut() {
+        // A replica delivered twice keeps the first copy; the guard drops this one's blob.
+        if !applied.duplicate
+            && let Some(g) = staged.guard.as_mut()
+        {
             g.disarm();
         }
         PutOutcome::of(applied)

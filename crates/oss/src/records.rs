@@ -28,6 +28,9 @@ pub struct BucketRecord {
     /// Default encryption (PutBucketEncryption); `None` is the region default (SSE-S3).
     #[serde(default)]
     pub encryption: Option<crate::sse::BucketEncryption>,
+    /// Cross-region replication rules (PutBucketReplication); read by the write path.
+    #[serde(default)]
+    pub replication: Option<crate::replication::ReplicationConfig>,
 }
 
 /// A bucket's versioning state. `Unversioned` is only ever the initial state.
@@ -127,6 +130,9 @@ pub struct ObjectRecord {
     /// `None`: stored in plaintext (written before encryption at rest, or with it off).
     #[serde(default)]
     pub encryption: Option<crate::sse::Encryption>,
+    /// `x-amz-replication-status`: pending/done per destination, or a replica.
+    #[serde(default)]
+    pub replication: Option<crate::replication::ReplicationState>,
 }
 
 /// A version id: the high 64 bits are microseconds since the epoch (made strictly increasing
@@ -191,6 +197,9 @@ pub struct MarkerRecord {
     pub version: VersionId,
     pub null_version: bool,
     pub last_modified_ms: i64,
+    /// Written by replication from another region (never replicated onward).
+    #[serde(default)]
+    pub replica: bool,
 }
 
 /// The `heads` row of a key that has at least one version.
@@ -231,6 +240,7 @@ impl ObjectRecord {
             legal_hold: headers.legal_hold,
             storage_class: headers.storage_class,
             encryption: None,
+            replication: None,
         }
     }
 
@@ -337,6 +347,7 @@ pub(crate) mod tests {
             legal_hold: false,
             storage_class: None,
             encryption: None,
+            replication: None,
         }
     }
 

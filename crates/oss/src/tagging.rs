@@ -111,11 +111,24 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         tags: Tags,
     ) -> Result<String, OssError> {
         validate_tags(&tags, MAX_OBJECT_TAGS)?;
+        // The event carries the change to followers (replication re-sends the tags).
+        let event = if tags.is_empty() {
+            "ObjectTagging:Delete"
+        } else {
+            "ObjectTagging:Put"
+        };
         let rec = self
-            .update_version(bucket, key, version, move |_, r, _| {
-                r.tags = tags.clone();
-                Ok(())
-            })
+            .update_version_with(
+                bucket,
+                key,
+                version,
+                move |_, r, _| {
+                    r.tags = tags.clone();
+                    Ok(())
+                },
+                feiyun_meta::WriteBatch::new(),
+                Some(event),
+            )
             .await?;
         Ok(rec.version_label())
     }

@@ -27,6 +27,7 @@ use crate::lock;
 use crate::records::{
     self, BucketRecord, KeyHead, MarkerRecord, ObjectRecord, VersionId, VersionRow, Versioning,
 };
+use crate::replication::ReplicationState;
 use crate::{MAX_COMMIT_RETRIES, ObjectService, OssError, keys, now_millis};
 
 /// A `versionId` request parameter.
@@ -64,6 +65,8 @@ pub(crate) enum Change {
     },
     /// DELETE without a version id: a delete marker, or removal in an unversioned bucket.
     DeleteCurrent,
+    /// A delete marker replicated from another region, keeping its version id and time.
+    ReplicaMarker(MarkerRecord),
     /// DELETE of one version, permanently.
     DeleteVersion {
         selector: VersionSelector,
@@ -80,6 +83,9 @@ pub struct Applied {
     pub delete_marker: bool,
     /// The committed record of a `Put`.
     pub record: Option<ObjectRecord>,
+    /// A replica whose version was already here: nothing was written (its staged blobs are
+    /// the caller's to drop).
+    pub duplicate: bool,
 }
 
 struct Plan {
@@ -141,7 +147,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     bucket,
                     key,
                     cause,
-                    applied.delete_marker && matches!(*change, Change::DeleteCurrent),
+                    applied.delete_marker
+                        && matches!(*change, Change::DeleteCurrent | Change::ReplicaMarker(_)),
                     applied.version_id.clone(),
                 )?,
             }
@@ -400,10 +407,94 @@ fn plan<M: MetaStore>(
     let versioned = brec.versioning != Versioning::Unversioned;
     let newest = head.map(|h| h.newest);
     match change {
+        Change::Put { record, pending }
+            if record.replication == Some(ReplicationState::Replica) =>
+        {
+            let mut rec = (**record).clone();
+            lock::check_new_version(&brec, &rec, now_ms)?;
+            rec.null_version = false;
+            let v = rec.version;
+            let Some(mut p) = plan_replica(m, p, &brec, bucket, key, v)? else {
+                return Ok((None, duplicate(v, false, Some(rec))));
+            };
+            if newest.is_none_or(|n| v > n) {
+                if let Some(c) = &cur {
+                    demote(&mut p, bucket, key, c)?;
+                }
+                p.batch
+                    .put(Table::Objects, okey.clone(), records::encode(&rec)?)
+                    .put(
+                        Table::Versions,
+                        keys::version(bucket, key, v),
+                        records::encode(&VersionRow::Current)?,
+                    )
+                    .put(
+                        Table::Heads,
+                        okey,
+                        records::encode(&KeyHead {
+                            newest: v,
+                            null: head.and_then(|h| h.null),
+                        })?,
+                    );
+            } else {
+                // An older version than the key's newest: it lands among the noncurrent ones.
+                p.batch.put(
+                    Table::Versions,
+                    keys::version(bucket, key, v),
+                    records::encode(&VersionRow::Object(Box::new(rec.clone())))?,
+                );
+            }
+            for id in pending {
+                p.batch.delete(Table::PendingBlobs, id.to_bytes().to_vec());
+            }
+            let applied = Applied {
+                version_id: Some(v.render()),
+                delete_marker: false,
+                record: Some(rec),
+                duplicate: false,
+            };
+            Ok((Some(p), applied))
+        }
+        Change::ReplicaMarker(marker) => {
+            let v = marker.version;
+            let Some(mut p) = plan_replica(m, p, &brec, bucket, key, v)? else {
+                return Ok((None, duplicate(v, true, None)));
+            };
+            let mut marker = marker.clone();
+            marker.null_version = false;
+            marker.replica = true;
+            if newest.is_none_or(|n| v > n) {
+                if let Some(c) = &cur {
+                    demote(&mut p, bucket, key, c)?;
+                    p.batch.delete(Table::Objects, okey.clone());
+                }
+                p.batch.put(
+                    Table::Heads,
+                    okey,
+                    records::encode(&KeyHead {
+                        newest: v,
+                        null: head.and_then(|h| h.null),
+                    })?,
+                );
+            }
+            p.batch.put(
+                Table::Versions,
+                keys::version(bucket, key, v),
+                records::encode(&VersionRow::Marker(marker))?,
+            );
+            let mut applied = duplicate(v, true, None);
+            applied.duplicate = false;
+            Ok((Some(p), applied))
+        }
         Change::Put { record, pending } => {
             let v = VersionId::next_after(newest);
             let mut rec = (**record).clone();
             lock::check_new_version(&brec, &rec, now_ms)?;
+            // A client's write: pending for every destination a rule sends it to.
+            rec.replication = brec
+                .replication
+                .as_ref()
+                .and_then(|c| c.initial_state(key, &rec.tags));
             rec.version = v;
             rec.null_version = brec.versioning != Versioning::Enabled;
             if brec.object_lock
@@ -444,6 +535,7 @@ fn plan<M: MetaStore>(
                 version_id: versioned.then(|| rec.version_label()),
                 delete_marker: false,
                 record: Some(rec),
+                duplicate: false,
             };
             Ok((Some(p), applied))
         }
@@ -477,6 +569,7 @@ fn plan<M: MetaStore>(
                     version: v,
                     null_version: null,
                     last_modified_ms: now_ms,
+                    replica: false,
                 };
                 p.batch.put(
                     Table::Versions,
@@ -496,6 +589,7 @@ fn plan<M: MetaStore>(
                     version_id: Some(if null { "null".into() } else { v.render() }),
                     delete_marker: true,
                     record: None,
+                    duplicate: false,
                 };
                 Ok((Some(p), applied))
             }
@@ -509,6 +603,7 @@ fn plan<M: MetaStore>(
                 version_id: Some(selector.render()),
                 delete_marker: false,
                 record: None,
+                duplicate: false,
             };
             let target = match selector {
                 VersionSelector::Null => head.and_then(|h| h.null),
@@ -584,9 +679,42 @@ fn plan<M: MetaStore>(
                 version_id: Some(selector.render()),
                 delete_marker,
                 record: None,
+                duplicate: false,
             };
             Ok((Some(p), applied))
         }
+    }
+}
+
+/// Checks that `bucket` may take a replica with version `v`: versioning enabled, and the
+/// version not already present (`None`: a replica delivered twice, nothing to do).
+fn plan_replica<M: MetaStore>(
+    m: &M,
+    mut p: Plan,
+    brec: &BucketRecord,
+    bucket: &str,
+    key: &str,
+    v: VersionId,
+) -> Result<Option<Plan>, OssError> {
+    if brec.versioning != Versioning::Enabled {
+        return Err(OssError::InvalidRequest(
+            "Versioning must be 'Enabled' on the destination bucket to receive replicas".into(),
+        ));
+    }
+    let vkey = keys::version(bucket, key, v);
+    if m.get(Table::Versions, &vkey)?.is_some() {
+        return Ok(None);
+    }
+    p.batch.check_value(Table::Versions, vkey, None);
+    Ok(Some(p))
+}
+
+fn duplicate(v: VersionId, delete_marker: bool, record: Option<ObjectRecord>) -> Applied {
+    Applied {
+        version_id: Some(v.render()),
+        delete_marker,
+        record,
+        duplicate: true,
     }
 }
 

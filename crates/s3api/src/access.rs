@@ -451,6 +451,10 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+fn is_replica(h: &HeaderMap) -> bool {
+    h.contains_key(feiyun_oss::replication::REPLICA_VERSION_HEADER)
+}
+
 /// The IAM actions (with their resources) an S3 operation needs; all must be allowed.
 pub fn required_actions(
     op: &str,
@@ -493,6 +497,10 @@ pub fn required_actions(
         "PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle" => {
             out.push(("s3:PutLifecycleConfiguration", b))
         }
+        "GetBucketReplication" => out.push(("s3:GetReplicationConfiguration", b)),
+        "PutBucketReplication" | "DeleteBucketReplication" => {
+            out.push(("s3:PutReplicationConfiguration", b))
+        }
         "GetBucketTagging" => out.push(("s3:GetBucketTagging", b)),
         "PutBucketTagging" | "DeleteBucketTagging" => out.push(("s3:PutBucketTagging", b)),
         "GetBucketNotificationConfiguration" => out.push(("s3:GetBucketNotification", b)),
@@ -533,6 +541,15 @@ pub fn required_actions(
         }
         "GetObjectLegalHold" => out.push(("s3:GetObjectLegalHold", o)),
         "PutObjectLegalHold" => out.push(("s3:PutObjectLegalHold", o)),
+        // A peer region's replica keeps its source's version id: only replication may.
+        "DeleteObject" if is_replica(headers) => out.push(("s3:ReplicateDelete", o)),
+        "PutObject" if is_replica(headers) => {
+            out.push(("s3:ReplicateObject", o.clone()));
+            if header(headers, "x-amz-tagging").is_some() {
+                out.push(("s3:ReplicateTags", o.clone()));
+            }
+            put_extras(&mut out, headers, &o);
+        }
         "DeleteObject" => {
             out.push((v("s3:DeleteObject", "s3:DeleteObjectVersion"), o.clone()));
             if bypass(headers) {

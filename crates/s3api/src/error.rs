@@ -94,6 +94,10 @@ pub fn to_s3(e: OssError, request_id: Option<&str>) -> S3Error {
                 C::NoSuchBucketPolicy,
                 "The bucket policy does not exist".into(),
             ),
+            feiyun_oss::Unconfigured::Replication => (
+                C::ReplicationConfigurationNotFoundError,
+                "The replication configuration was not found".into(),
+            ),
             feiyun_oss::Unconfigured::PublicAccessBlock => (
                 C::Custom("NoSuchPublicAccessBlockConfiguration".into()),
                 "The public access block configuration was not found".into(),

@@ -67,6 +67,15 @@ pub fn object_headers(
             "Your metadata headers exceed the maximum allowed metadata size ({MAX_USER_METADATA} bytes)"
         )));
     }
+    // `aws-chunked` describes this request's framing, not the object: S3 drops it.
+    let content_encoding = content_encoding.and_then(|v| {
+        let kept: Vec<&str> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("aws-chunked"))
+            .collect();
+        (!kept.is_empty()).then(|| kept.join(","))
+    });
     Ok(feiyun_oss::ObjectHeaders {
         content_type,
         content_encoding,
@@ -235,6 +244,7 @@ impl BodyChecks {
             sse: None,
             account: String::new(),
             key_check: None,
+            replica: None,
         })
     }
 
@@ -354,6 +364,38 @@ pub fn url_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// The source version a replica write names (`x-feiyun-replica-version-id` and
+/// `-last-modified`), or `None` for an ordinary write.
+pub(crate) fn replica_of(
+    h: &http::HeaderMap,
+) -> Result<Option<feiyun_oss::replication::ReplicaOf>, OssError> {
+    use feiyun_oss::replication::{REPLICA_MTIME_HEADER, REPLICA_VERSION_HEADER, ReplicaOf};
+    let Some(v) = h.get(REPLICA_VERSION_HEADER) else {
+        return Ok(None);
+    };
+    let version = v
+        .to_str()
+        .ok()
+        .and_then(feiyun_oss::VersionId::parse)
+        .ok_or_else(|| {
+            OssError::InvalidArgument(format!("{REPLICA_VERSION_HEADER} is not a version id"))
+        })?;
+    let last_modified_ms = h
+        .get(REPLICA_MTIME_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|ms| *ms >= 0)
+        .ok_or_else(|| {
+            OssError::InvalidArgument(format!(
+                "{REPLICA_MTIME_HEADER} must accompany {REPLICA_VERSION_HEADER} (milliseconds since the epoch)"
+            ))
+        })?;
+    Ok(Some(ReplicaOf {
+        version,
+        last_modified_ms,
+    }))
 }
 
 #[cfg(test)]

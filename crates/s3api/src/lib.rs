@@ -19,6 +19,7 @@ mod multipart;
 mod notification;
 mod object;
 mod policy;
+mod replication;
 mod sse;
 mod subresources;
 mod versioning;
@@ -47,6 +48,17 @@ pub struct FeiyunS3<M, B> {
     webhook_targets: Vec<String>,
     /// Accept SSE-C keys over plain HTTP (tests only; S3 refuses them).
     sse_c_over_http: bool,
+    /// The regions a replication rule may name.
+    peers: Arc<dyn feiyun_oss::replication::PeerDirectory>,
+}
+
+/// Knows no region: every replication destination is refused.
+struct NoPeers;
+
+impl feiyun_oss::replication::PeerDirectory for NoPeers {
+    fn has_peer(&self, _: &str) -> bool {
+        false
+    }
 }
 
 impl<M, B> FeiyunS3<M, B> {
@@ -57,6 +69,7 @@ impl<M, B> FeiyunS3<M, B> {
             default_account: String::new(),
             webhook_targets: Vec::new(),
             sse_c_over_http: false,
+            peers: Arc::new(NoPeers),
         }
     }
 
@@ -78,6 +91,13 @@ impl<M, B> FeiyunS3<M, B> {
     #[must_use]
     pub fn with_bucket_access(mut self, cache: Arc<access::BucketAccessCache>) -> Self {
         self.buckets = cache;
+        self
+    }
+
+    /// The registered peer regions replication destinations are checked against.
+    #[must_use]
+    pub fn with_peers(mut self, peers: Arc<dyn feiyun_oss::replication::PeerDirectory>) -> Self {
+        self.peers = peers;
         self
     }
 
@@ -302,6 +322,24 @@ where
         req: S3Request<GetBucketLifecycleConfigurationInput>,
     ) -> Out<GetBucketLifecycleConfigurationOutput> {
         self.op_get_bucket_lifecycle_configuration(req).await
+    }
+    async fn put_bucket_replication(
+        &self,
+        req: S3Request<PutBucketReplicationInput>,
+    ) -> Out<PutBucketReplicationOutput> {
+        self.op_put_bucket_replication(req).await
+    }
+    async fn get_bucket_replication(
+        &self,
+        req: S3Request<GetBucketReplicationInput>,
+    ) -> Out<GetBucketReplicationOutput> {
+        self.op_get_bucket_replication(req).await
+    }
+    async fn delete_bucket_replication(
+        &self,
+        req: S3Request<DeleteBucketReplicationInput>,
+    ) -> Out<DeleteBucketReplicationOutput> {
+        self.op_delete_bucket_replication(req).await
     }
     async fn delete_bucket_lifecycle(
         &self,

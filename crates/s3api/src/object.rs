@@ -54,6 +54,11 @@ macro_rules! object_output {
                 .legal_hold
                 .then(|| ObjectLockLegalHoldStatus::from_static(ObjectLockLegalHoldStatus::ON)),
             storage_class: read.record.storage_class.clone().map(StorageClass::from),
+            replication_status: read
+                .record
+                .replication
+                .as_ref()
+                .map(|r| ReplicationStatus::from(r.header().to_owned())),
             ..Default::default()
         }
     }};
@@ -103,6 +108,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         let mut spec = checks.spec(i.content_length).map_err(fail(&req))?;
         self.fill_sse(&req, sse_headers!(i), &mut spec)
             .map_err(fail(&req))?;
+        spec.replica = headers::replica_of(&req.headers).map_err(fail(&req))?;
         let body = headers::request_body(body);
         let out = self
             .oss
@@ -205,11 +211,15 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         let i = &req.input;
         let v = selector(&i.version_id).map_err(fail(&req))?;
         let bypass = i.bypass_governance_retention.unwrap_or(false);
-        let out = self
-            .oss
-            .delete_object(&i.bucket, &i.key, v, bypass)
-            .await
-            .map_err(fail(&req))?;
+        let out = match headers::replica_of(&req.headers).map_err(fail(&req))? {
+            // A delete marker replicated from a peer region.
+            Some(of) if v.is_none() => self.oss.put_replica_marker(&i.bucket, &i.key, of).await,
+            Some(_) => Err(OssError::InvalidRequest(
+                "a replicated delete marker names no versionId".into(),
+            )),
+            None => self.oss.delete_object(&i.bucket, &i.key, v, bypass).await,
+        }
+        .map_err(fail(&req))?;
         Ok(S3Response::new(DeleteObjectOutput {
             delete_marker: out.delete_marker.then_some(true),
             version_id: out.version_id,

@@ -75,6 +75,8 @@ pub enum ServerError {
     MasterKey(String),
     #[error("function service: {0}")]
     Functions(String),
+    #[error("replication: {0}")]
+    Replication(String),
 }
 
 type EmbeddedOss = ObjectService<RedbStore, LocalBlobStore>;
@@ -95,6 +97,7 @@ struct App {
     query: QueryApi<RedbStore>,
     oss: Arc<EmbeddedOss>,
     fc: Arc<feiyun_fc::Functions<RedbStore>>,
+    replication: Arc<feiyun_replication::Replication<RedbStore, LocalBlobStore>>,
     hosts: VirtualHosts,
     metrics: Metrics,
     ready: std::sync::atomic::AtomicBool,
@@ -154,11 +157,19 @@ impl Server {
         feiyun_notify::spawn(
             oss.clone(),
             targets,
-            // Function triggers follow the log too; it is not trimmed past them.
-            vec![feiyun_fc::triggers::CONSUMER.to_owned()],
+            // Function triggers and replication follow the log too; it is not trimmed past them.
+            vec![
+                feiyun_fc::triggers::CONSUMER.to_owned(),
+                feiyun_replication::worker::CONSUMER.to_owned(),
+            ],
             std::time::Duration::from_secs(config.event_retention_secs),
         )?;
         let mut metrics = Metrics::new(oss.stats().clone());
+        let replication = feiyun_replication::Replication::open(oss.clone())
+            .await
+            .map_err(|e| ServerError::Replication(e.to_string()))?;
+        replication.register(metrics.registry_mut());
+        replication.spawn(config.replication_rpo_secs.map(Duration::from_secs));
         let kms = oss.kms().clone();
         spawn_kms_purge(
             kms.clone(),
@@ -208,7 +219,8 @@ impl Server {
                 .with_webhook_targets(target_ids)
                 .with_bucket_access(bucket_access.clone())
                 .with_default_account(iam.default_account())
-                .with_sse_c_over_http(config.sse_c_over_http),
+                .with_sse_c_over_http(config.sse_c_over_http)
+                .with_peers(replication.clone()),
         );
         builder.set_auth(IamAuth::new(iam.clone()));
         builder.set_access(Authorize::new(iam.clone(), oss.clone(), bucket_access));
@@ -262,6 +274,7 @@ impl Server {
                     .with_key_users(oss.clone()),
                 oss,
                 fc,
+                replication,
                 hosts: VirtualHosts::new(&config.domains)?,
                 metrics,
                 ready: std::sync::atomic::AtomicBool::new(true),
@@ -459,6 +472,19 @@ impl App {
             let decided = audit.take();
             self.judge(peer, claimed.as_deref(), resp.status(), decided.as_ref());
             self.audit(&id, peer, op, bytes_in, &resp, decided).await;
+            self.metrics
+                .observe(op, resp.status().as_u16(), start.elapsed().as_secs_f64());
+            return resp;
+        }
+        if feiyun_replication::api::is_path(req.uri().path()) {
+            let audit = feiyun_audit::Slot::default();
+            let (mut resp, op) = self.replication(req, peer, &audit).await;
+            if let Ok(v) = http::HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-amzn-requestid", v);
+            }
+            let decided = audit.take();
+            self.judge(peer, claimed.as_deref(), resp.status(), decided.as_ref());
+            self.audit(&id, peer, op, 0, &resp, decided).await;
             self.metrics
                 .observe(op, resp.status().as_u16(), start.elapsed().as_secs_f64());
             return resp;
@@ -668,6 +694,69 @@ impl App {
             a => a,
         };
         (fc_response(r), op)
+    }
+
+    /// The `/replication/` admin API (peer regions, status): signed requests only.
+    async fn replication(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        audit: &feiyun_audit::Slot,
+    ) -> (Response<s3s::Body>, &'static str) {
+        use feiyun_replication::api::{self, ApiError};
+        use http_body_util::BodyExt;
+        let (parts, body) = req.into_parts();
+        let body = match http_body_util::Limited::new(body, 64 * 1024)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                let e = ApiError::new(413, "RequestEntityTooLarge", "the body is over 64 KiB");
+                return (
+                    json_response(api::error_response(e, "Rejected")),
+                    "ReplicationRejected",
+                );
+            }
+        };
+        let r = if parts.headers.contains_key(http::header::AUTHORIZATION) {
+            match self
+                .query
+                .sign_in_caller(&parts, &body, peer, "replication:".into(), audit)
+            {
+                Ok(caller) => {
+                    let gate = ReplicationGate(&caller);
+                    let r = api::handle(
+                        &self.replication,
+                        &gate,
+                        &parts.method,
+                        parts.uri.path(),
+                        body,
+                    )
+                    .await;
+                    caller.finish(
+                        audit,
+                        StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+                    );
+                    r
+                }
+                Err(e) => api::error_response(
+                    ApiError::new(e.status.as_u16(), e.code, e.message),
+                    "AuthFailed",
+                ),
+            }
+        } else {
+            api::error_response(
+                ApiError::new(
+                    403,
+                    "MissingAuthenticationToken",
+                    "replication requests must be signed (SigV4)",
+                ),
+                "AuthFailed",
+            )
+        };
+        let op = r.action;
+        (json_response(r), op)
     }
 
     /// Appends the request's audit record. Requests that never reached authorization (a
@@ -895,6 +984,34 @@ impl feiyun_fc::api::Gate for SignedGate<'_> {
             feiyun_fc::api::ApiError::new(e.status.as_u16(), "AccessDeniedException", e.message)
         })
     }
+}
+
+struct ReplicationGate<'a>(&'a feiyun_iamapi::Authenticated);
+
+impl feiyun_replication::api::Gate for ReplicationGate<'_> {
+    fn authorize(
+        &self,
+        action: &str,
+        resource: &str,
+    ) -> Result<(), feiyun_replication::api::ApiError> {
+        self.0.authorize(action, resource).map_err(|e| {
+            feiyun_replication::api::ApiError::new(
+                e.status.as_u16(),
+                "AccessDeniedException",
+                e.message,
+            )
+        })
+    }
+}
+
+fn json_response(r: feiyun_replication::api::ApiResponse) -> Response<s3s::Body> {
+    let mut resp = Response::new(s3s::Body::from(r.body));
+    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// An unsigned request: it may invoke public functions and nothing else.

@@ -50,8 +50,13 @@ impl Region {
     }
 
     pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_at(dir, "127.0.0.1:0", env)
+    }
+
+    /// Starts on `listen` (a restart that peers must find at the same address).
+    pub fn start_at(dir: &Path, listen: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_feiyun"))
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["server", "--listen", listen, "--data-dir"])
             .arg(dir)
             .env("FEIYUN_ROOT_ACCESS_KEY", ACCESS_KEY)
             .env("FEIYUN_ROOT_SECRET_KEY", SECRET_KEY)
@@ -392,4 +397,10 @@ pub fn query_call(
     req.push_str("\r\n");
     req.push_str(&body);
     raw(addr, &req)
+}
+
+/// A loopback address no one listens on right now.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
 }

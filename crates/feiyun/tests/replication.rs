@@ -1,0 +1,751 @@
+//! Cross-region replication between real `feiyun` processes on loopback: peers, the
+//! replication configuration API and its refusals, what replicates (versions with their ids
+//! and times, metadata, tags, delete markers) and what does not (version deletes), status
+//! PENDING → COMPLETED / FAILED / REPLICA, a peer that is down or killed, and two regions
+//! replicating one bucket to each other.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, Destination, ReplicationConfiguration, ReplicationRule,
+    ReplicationRuleFilter, ReplicationRuleStatus, Tag, Tagging, VersioningConfiguration,
+};
+use common::{ACCESS_KEY, Region, SECRET_KEY};
+
+/// `feiyun ARGS` against `r` as root; must succeed. Its stdout.
+fn cli_ok(r: &Region, args: &[&str]) -> String {
+    let out = cli(r, args);
+    assert!(
+        out.status.success(),
+        "feiyun {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn cli(r: &Region, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_feiyun"))
+        .args(args)
+        .env("FEIYUN_ENDPOINT", r.endpoint())
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("run feiyun")
+}
+
+/// Registers `peer` in `r` under `name`.
+fn add_region(r: &Region, name: &str, peer: &str) {
+    cli_ok(
+        r,
+        &[
+            "region",
+            "add",
+            name,
+            "--url",
+            peer,
+            "--access-key",
+            ACCESS_KEY,
+            "--secret-key",
+            SECRET_KEY,
+        ],
+    );
+}
+
+async fn versioned_bucket(c: &aws_sdk_s3::Client, bucket: &str) {
+    c.create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("create");
+    c.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("versioning");
+}
+
+fn rule(id: &str, priority: i32, prefix: &str, dest_arn: &str, markers: bool) -> ReplicationRule {
+    ReplicationRule::builder()
+        .id(id)
+        .priority(priority)
+        .status(ReplicationRuleStatus::Enabled)
+        .filter(ReplicationRuleFilter::builder().prefix(prefix).build())
+        .delete_marker_replication(
+            aws_sdk_s3::types::DeleteMarkerReplication::builder()
+                .status(if markers {
+                    aws_sdk_s3::types::DeleteMarkerReplicationStatus::Enabled
+                } else {
+                    aws_sdk_s3::types::DeleteMarkerReplicationStatus::Disabled
+                })
+                .build(),
+        )
+        .destination(
+            Destination::builder()
+                .bucket(dest_arn)
+                .build()
+                .expect("dest"),
+        )
+        .build()
+        .expect("rule")
+}
+
+async fn put_replication(
+    c: &aws_sdk_s3::Client,
+    bucket: &str,
+    rules: Vec<ReplicationRule>,
+) -> Result<(), String> {
+    c.put_bucket_replication()
+        .bucket(bucket)
+        .replication_configuration(
+            ReplicationConfiguration::builder()
+                .role("arn:aws:iam::000000000000:role/replication")
+                .set_rules(Some(rules))
+                .build()
+                .expect("config"),
+        )
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            use aws_sdk_s3::error::ProvideErrorMetadata;
+            e.code().unwrap_or("?").to_owned()
+        })
+}
+
+/// A key's versions as (version id, is delete marker, is latest), newest first.
+type Versions = BTreeMap<String, Vec<(String, bool, bool)>>;
+
+async fn versions(c: &aws_sdk_s3::Client, bucket: &str) -> Versions {
+    let out = c
+        .list_object_versions()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("list versions");
+    let mut all: Versions = BTreeMap::new();
+    for v in out.versions() {
+        all.entry(v.key().unwrap_or_default().to_owned())
+            .or_default()
+            .push((
+                v.version_id().unwrap_or_default().to_owned(),
+                false,
+                v.is_latest().unwrap_or(false),
+            ));
+    }
+    for m in out.delete_markers() {
+        all.entry(m.key().unwrap_or_default().to_owned())
+            .or_default()
+            .push((
+                m.version_id().unwrap_or_default().to_owned(),
+                true,
+                m.is_latest().unwrap_or(false),
+            ));
+    }
+    for list in all.values_mut() {
+        list.sort_by(|a, b| b.0.cmp(&a.0));
+    }
+    all
+}
+
+/// Waits (up to `secs`) until `f` holds.
+async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+async fn status(c: &aws_sdk_s3::Client, bucket: &str, key: &str, version: &str) -> String {
+    c.head_object()
+        .bucket(bucket)
+        .key(key)
+        .version_id(version)
+        .send()
+        .await
+        .expect("head")
+        .replication_status()
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+async fn body(c: &aws_sdk_s3::Client, bucket: &str, key: &str, version: &str) -> Vec<u8> {
+    c.get_object()
+        .bucket(bucket)
+        .key(key)
+        .version_id(version)
+        .send()
+        .await
+        .expect("get")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_markers_and_tags_replicate_with_their_ids() {
+    let a = Region::start();
+    let b = Region::start();
+    let (ca, cb) = (a.client(), b.client());
+    versioned_bucket(&ca, "src").await;
+    versioned_bucket(&cb, "dst").await;
+    ca.create_bucket()
+        .bucket("plain")
+        .send()
+        .await
+        .expect("plain");
+
+    // Refused before the peer exists, and for what S3 refuses.
+    let to_dr = || vec![rule("all", 1, "", "arn:aws:s3:dr::dst", true)];
+    assert_eq!(
+        put_replication(&ca, "src", to_dr()).await,
+        Err("InvalidRequest".into())
+    );
+    add_region(&a, "dr", &b.endpoint());
+    assert!(cli_ok(&a, &["region", "list"]).contains(&b.endpoint()));
+    assert_eq!(
+        put_replication(&ca, "plain", to_dr()).await,
+        Err("InvalidRequest".into())
+    );
+    let no_region = vec![rule("all", 1, "", "arn:aws:s3:::dst", true)];
+    assert_eq!(
+        put_replication(&ca, "src", no_region).await,
+        Err("InvalidArgument".into())
+    );
+    let same_priority = vec![
+        rule("one", 1, "a/", "arn:aws:s3:dr::dst", true),
+        rule("two", 1, "b/", "arn:aws:s3:dr::dst", true),
+    ];
+    assert_eq!(
+        put_replication(&ca, "src", same_priority).await,
+        Err("InvalidRequest".into())
+    );
+    let missing = ca.get_bucket_replication().bucket("src").send().await;
+    assert!(format!("{missing:?}").contains("ReplicationConfigurationNotFoundError"));
+    let bad_xml = common::raw(
+        a.addr,
+        "PUT /src?replication HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nConnection: close\r\n\r\n<oops/>",
+    );
+    assert!(
+        bad_xml.status == 400 || bad_xml.status == 403,
+        "{}",
+        bad_xml.status
+    );
+
+    put_replication(&ca, "src", to_dr())
+        .await
+        .expect("replication on");
+    let got = ca
+        .get_bucket_replication()
+        .bucket("src")
+        .send()
+        .await
+        .expect("get");
+    let rules = got.replication_configuration().expect("config").rules();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0].destination().expect("d").bucket(),
+        "arn:aws:s3:dr::dst"
+    );
+    // The region cannot go while a rule names it, nor the bucket's versioning be suspended.
+    let busy = cli(&a, &["region", "remove", "dr"]);
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("RegionInUse"));
+    let suspend = ca
+        .put_bucket_versioning()
+        .bucket("src")
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Suspended)
+                .build(),
+        )
+        .send()
+        .await;
+    assert!(format!("{suspend:?}").contains("InvalidBucketState"));
+
+    // Writes: an overwrite, a blob-sized object with headers and tags, a multipart object.
+    let v1 = ca
+        .put_object()
+        .bucket("src")
+        .key("k")
+        .body(ByteStream::from_static(b"one"))
+        .send()
+        .await
+        .expect("v1")
+        .version_id()
+        .expect("id")
+        .to_owned();
+    let v2 = ca
+        .put_object()
+        .bucket("src")
+        .key("k")
+        .body(ByteStream::from_static(b"two"))
+        .send()
+        .await
+        .expect("v2")
+        .version_id()
+        .expect("id")
+        .to_owned();
+    let big = common::pattern(300 * 1024, 7);
+    let vb = ca
+        .put_object()
+        .bucket("src")
+        .key("docs/big.bin")
+        .content_type("application/x-test")
+        .cache_control("max-age=60")
+        .metadata("owner", "ops")
+        .tagging("class=gold&team=a%20b")
+        .body(ByteStream::from(big.clone()))
+        .send()
+        .await
+        .expect("big")
+        .version_id()
+        .expect("id")
+        .to_owned();
+    let parts = vec![
+        common::pattern(5 * 1024 * 1024, 1),
+        common::pattern(1024, 2),
+    ];
+    common::multipart_put(&ca, "src", "mp.bin", &parts)
+        .await
+        .expect("multipart");
+    // PENDING right after the write (the worker never holds the PUT).
+    let s = status(&ca, "src", "k", &v2).await;
+    assert!(s == "PENDING" || s == "COMPLETED", "{s}");
+
+    eventually(30, "every version COMPLETED", || {
+        let ca = ca.clone();
+        async move {
+            let all = versions(&ca, "src").await;
+            for (key, vs) in &all {
+                for (v, marker, _) in vs {
+                    if !marker && status(&ca, "src", key, v).await != "COMPLETED" {
+                        return false;
+                    }
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert_eq!(versions(&cb, "dst").await, versions(&ca, "src").await);
+    assert_eq!(body(&cb, "dst", "k", &v1).await, b"one");
+    assert_eq!(body(&cb, "dst", "k", &v2).await, b"two");
+    assert_eq!(body(&cb, "dst", "docs/big.bin", &vb).await, big);
+    let mp = cb
+        .get_object()
+        .bucket("dst")
+        .key("mp.bin")
+        .send()
+        .await
+        .expect("mp");
+    assert_eq!(mp.replication_status().map(|s| s.as_str()), Some("REPLICA"));
+    let whole: Vec<u8> = parts.concat();
+    assert_eq!(
+        mp.body.collect().await.expect("b").into_bytes().to_vec(),
+        whole
+    );
+    let head_a = ca
+        .head_object()
+        .bucket("src")
+        .key("docs/big.bin")
+        .send()
+        .await
+        .expect("h");
+    let head_b = cb
+        .head_object()
+        .bucket("dst")
+        .key("docs/big.bin")
+        .send()
+        .await
+        .expect("h");
+    assert_eq!(
+        head_b.replication_status().map(|s| s.as_str()),
+        Some("REPLICA")
+    );
+    assert_eq!(head_b.last_modified(), head_a.last_modified());
+    assert_eq!(head_b.e_tag(), head_a.e_tag());
+    assert_eq!(head_b.content_type(), Some("application/x-test"));
+    assert_eq!(head_b.content_encoding(), None);
+    assert_eq!(head_b.cache_control(), Some("max-age=60"));
+    assert_eq!(
+        head_b
+            .metadata()
+            .and_then(|m| m.get("owner"))
+            .map(String::as_str),
+        Some("ops")
+    );
+    let tags = cb
+        .get_object_tagging()
+        .bucket("dst")
+        .key("docs/big.bin")
+        .send()
+        .await
+        .expect("t");
+    let tags: Vec<(&str, &str)> = tags
+        .tag_set()
+        .iter()
+        .map(|t| (t.key(), t.value()))
+        .collect();
+    assert_eq!(tags, vec![("class", "gold"), ("team", "a b")]);
+
+    // A delete marker replicates with its id; deleting a version does not replicate; a tag
+    // change does.
+    let marker = ca
+        .delete_object()
+        .bucket("src")
+        .key("k")
+        .send()
+        .await
+        .expect("marker");
+    let marker_id = marker.version_id().expect("marker id").to_owned();
+    ca.delete_object()
+        .bucket("src")
+        .key("k")
+        .version_id(&v1)
+        .send()
+        .await
+        .expect("del v1");
+    ca.put_object_tagging()
+        .bucket("src")
+        .key("docs/big.bin")
+        .tagging(
+            Tagging::builder()
+                .tag_set(
+                    Tag::builder()
+                        .key("class")
+                        .value("silver")
+                        .build()
+                        .expect("tag"),
+                )
+                .build()
+                .expect("tagging"),
+        )
+        .send()
+        .await
+        .expect("retag");
+    eventually(30, "the marker and the new tags at the destination", || {
+        let cb = cb.clone();
+        let marker_id = marker_id.clone();
+        async move {
+            let vs = versions(&cb, "dst").await;
+            let marker_there = vs
+                .get("k")
+                .is_some_and(|k| k.first() == Some(&(marker_id.clone(), true, true)));
+            let tags = cb
+                .get_object_tagging()
+                .bucket("dst")
+                .key("docs/big.bin")
+                .send()
+                .await;
+            let silver = tags.is_ok_and(|t| {
+                t.tag_set().first().map(|t| t.value().to_owned()) == Some("silver".into())
+            });
+            marker_there && silver
+        }
+    })
+    .await;
+    let at_b = versions(&cb, "dst").await;
+    let k_at_b: Vec<&str> = at_b["k"].iter().map(|v| v.0.as_str()).collect();
+    assert_eq!(k_at_b, vec![marker_id.as_str(), v2.as_str(), v1.as_str()]);
+    let k_at_a: Vec<String> = versions(&ca, "src").await["k"]
+        .iter()
+        .map(|v| v.0.clone())
+        .collect();
+    assert_eq!(k_at_a, vec![marker_id.clone(), v2.clone()]);
+
+    // Status and metrics report the work.
+    let st = cli_ok(&a, &["replication", "status", "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&st).expect("status json");
+    assert_eq!(st["pending_events"], 0);
+    assert!(
+        st["destinations"]["dr/dst"]["completed"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 6,
+        "{st}"
+    );
+    let m = a.metrics();
+    assert!(
+        m.contains("feiyun_replication_peer_up{region=\"dr\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("feiyun_replication_lag_seconds_count"));
+
+    // Turning replication off stops it; the region can then be removed.
+    ca.delete_bucket_replication()
+        .bucket("src")
+        .send()
+        .await
+        .expect("off");
+    let after = ca
+        .put_object()
+        .bucket("src")
+        .key("late")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect("late")
+        .version_id()
+        .expect("id")
+        .to_owned();
+    assert_eq!(status(&ca, "src", "late", &after).await, "");
+    cli_ok(&a, &["region", "remove", "dr"]);
+    assert!(!cli_ok(&a, &["region", "list"]).contains("dr"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_destination_fails_and_a_dead_one_catches_up() {
+    let a = Region::start();
+    let b_dir = tempfile::tempdir().expect("tmp");
+    let b_addr = common::free_addr();
+    let mut b = Region::start_at(b_dir.path(), &b_addr, &[]);
+    let (ca, cb) = (a.client(), b.client());
+    versioned_bucket(&ca, "src").await;
+    versioned_bucket(&cb, "dst").await;
+    cb.create_bucket()
+        .bucket("unversioned")
+        .send()
+        .await
+        .expect("unversioned");
+    add_region(&a, "dr", &b.endpoint());
+    put_replication(
+        &ca,
+        "src",
+        vec![
+            rule("ok", 1, "ok/", "arn:aws:s3:dr::dst", false),
+            rule("refused", 2, "no/", "arn:aws:s3:dr::unversioned", false),
+        ],
+    )
+    .await
+    .expect("rules");
+    let refused = ca
+        .put_object()
+        .bucket("src")
+        .key("no/x")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect("put")
+        .version_id()
+        .expect("id")
+        .to_owned();
+    eventually(30, "FAILED for a destination that refuses replicas", || {
+        let ca = ca.clone();
+        let v = refused.clone();
+        async move { status(&ca, "src", "no/x", &v).await == "FAILED" }
+    })
+    .await;
+    let st = cli_ok(&a, &["replication", "status", "--json"]);
+    assert!(st.contains("InvalidRequest"), "{st}");
+
+    // The destination dies (kill -9); writes go on and stay PENDING.
+    b.kill9();
+    let mut written = Vec::new();
+    for i in 0..40 {
+        let key = format!("ok/{i:02}");
+        let v = ca
+            .put_object()
+            .bucket("src")
+            .key(&key)
+            .body(ByteStream::from(key.clone().into_bytes()))
+            .send()
+            .await
+            .expect("put while down")
+            .version_id()
+            .expect("id")
+            .to_owned();
+        written.push((key, v));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        status(&ca, "src", &written[0].0, &written[0].1).await,
+        "PENDING"
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&cli_ok(&a, &["replication", "status", "--json"])).expect("json");
+    assert!(st["pending_events"].as_u64().unwrap_or(0) > 0, "{st}");
+
+    // It comes back at the same address: everything arrives, once.
+    let b = Region::start_at(b_dir.path(), &b_addr, &[]);
+    let cb = b.client();
+    eventually(60, "the backlog replicated after the peer returned", || {
+        let ca = ca.clone();
+        let w = written.clone();
+        async move {
+            for (k, v) in &w {
+                if status(&ca, "src", k, v).await != "COMPLETED" {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    let at_b = versions(&cb, "dst").await;
+    assert_eq!(at_b.len(), 40);
+    for (k, v) in &written {
+        assert_eq!(at_b[k], vec![(v.clone(), false, true)], "{k}");
+        assert_eq!(body(&cb, "dst", k, v).await, k.as_bytes());
+    }
+
+    // The source is killed mid-stream; after its restart the rest arrives, nothing twice.
+    let a_dir = a.data_dir.clone();
+    let mut a = a;
+    let mut more = Vec::new();
+    for i in 0..60 {
+        let key = format!("ok/m{i:02}");
+        let v = ca
+            .put_object()
+            .bucket("src")
+            .key(&key)
+            .body(ByteStream::from(common::pattern(70_000, i)))
+            .send()
+            .await
+            .expect("put")
+            .version_id()
+            .expect("id")
+            .to_owned();
+        more.push((key, v));
+    }
+    a.kill9();
+    let a2 = Region::start_in(&a_dir);
+    let ca2 = a2.client();
+    eventually(60, "convergence after the source's kill -9", || {
+        let ca2 = ca2.clone();
+        let m = more.clone();
+        async move {
+            for (k, v) in &m {
+                if status(&ca2, "src", k, v).await != "COMPLETED" {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    let at_b = versions(&cb, "dst").await;
+    assert_eq!(at_b.len(), 100);
+    for (i, (k, v)) in more.iter().enumerate() {
+        assert_eq!(at_b[k], vec![(v.clone(), false, true)], "{k}");
+        assert_eq!(
+            body(&cb, "dst", k, v).await,
+            common::pattern(70_000, i as u64)
+        );
+    }
+    drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_regions_replicating_to_each_other_converge() {
+    let a = Region::start();
+    let b = Region::start();
+    let (ca, cb) = (a.client(), b.client());
+    versioned_bucket(&ca, "shared").await;
+    versioned_bucket(&cb, "shared").await;
+    add_region(&a, "b", &b.endpoint());
+    add_region(&b, "a", &a.endpoint());
+    put_replication(
+        &ca,
+        "shared",
+        vec![rule("to-b", 1, "", "arn:aws:s3:b::shared", true)],
+    )
+    .await
+    .expect("a→b");
+    put_replication(
+        &cb,
+        "shared",
+        vec![rule("to-a", 1, "", "arn:aws:s3:a::shared", true)],
+    )
+    .await
+    .expect("b→a");
+
+    // Both regions write the same keys at once.
+    let mut writers = Vec::new();
+    for (c, who) in [(ca.clone(), "a"), (cb.clone(), "b")] {
+        writers.push(tokio::spawn(async move {
+            for round in 0..10 {
+                for k in 0..5 {
+                    let key = format!("key{k}");
+                    c.put_object()
+                        .bucket("shared")
+                        .key(&key)
+                        .body(ByteStream::from(format!("{who}-{round}").into_bytes()))
+                        .send()
+                        .await
+                        .expect("concurrent put");
+                }
+            }
+            c.delete_object()
+                .bucket("shared")
+                .key("key4")
+                .send()
+                .await
+                .expect("marker");
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    // Each key: 10 versions from each region (key4: plus one marker from each).
+    eventually(60, "both regions hold every version", || {
+        let (ca, cb) = (ca.clone(), cb.clone());
+        async move {
+            let (va, vb) = (versions(&ca, "shared").await, versions(&cb, "shared").await);
+            let full = |v: &Versions| {
+                (0..5).all(|k| {
+                    v.get(&format!("key{k}")).map(Vec::len) == Some(if k == 4 { 22 } else { 20 })
+                })
+            };
+            full(&va) && full(&vb)
+        }
+    })
+    .await;
+    let (va, vb) = (versions(&ca, "shared").await, versions(&cb, "shared").await);
+    assert_eq!(va, vb, "same versions, same current version on both sides");
+    for k in 0..4 {
+        let key = format!("key{k}");
+        let current_a = ca
+            .get_object()
+            .bucket("shared")
+            .key(&key)
+            .send()
+            .await
+            .expect("get a");
+        let current_b = cb
+            .get_object()
+            .bucket("shared")
+            .key(&key)
+            .send()
+            .await
+            .expect("get b");
+        assert_eq!(current_a.version_id(), current_b.version_id());
+        assert_eq!(current_a.version_id(), Some(va[&key][0].0.as_str()));
+    }
+    // No loop: the counts stay put.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(versions(&ca, "shared").await, va);
+    assert_eq!(versions(&cb, "shared").await, vb);
+}

@@ -1,0 +1,150 @@
+//! The `/replication/` JSON edge behind `feiyun region …` and `feiyun replication …`:
+//! register, list and remove peer regions, and read the worker's status. Every call is
+//! signed and authorized as `replication:ACTION` on `arn:aws:replication:::region/NAME`.
+
+use bytes::Bytes;
+use feiyun_oss::{BlobStore, MetaStore};
+use serde_json::{Value, json};
+
+use crate::{NewPeer, Replication, ReplicationError};
+
+pub fn is_path(path: &str) -> bool {
+    path == "/replication" || path.starts_with("/replication/")
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ReplicationError> for ApiError {
+    fn from(e: ReplicationError) -> Self {
+        match e {
+            ReplicationError::Invalid(m) => ApiError::new(400, "InvalidParameterValue", m),
+            ReplicationError::NoSuchRegion(n) => {
+                ApiError::new(404, "NoSuchRegion", format!("no region named {n}"))
+            }
+            ReplicationError::InUse(m) => ApiError::new(409, "RegionInUse", m),
+            other => ApiError::new(500, "InternalError", other.to_string()),
+        }
+    }
+}
+
+/// Who is calling, and what they may do.
+pub trait Gate: Sync {
+    fn authorize(&self, action: &str, resource: &str) -> Result<(), ApiError>;
+}
+
+pub struct ApiResponse {
+    pub status: u16,
+    pub body: Bytes,
+    /// The action the request mapped to (metrics and the audit's operation).
+    pub action: &'static str,
+}
+
+fn ok(v: Value, action: &'static str) -> ApiResponse {
+    ApiResponse {
+        status: 200,
+        body: Bytes::from(v.to_string()),
+        action,
+    }
+}
+
+pub fn error_response(e: ApiError, action: &'static str) -> ApiResponse {
+    ApiResponse {
+        status: e.status,
+        body: Bytes::from(json!({"__type": e.code, "message": e.message}).to_string()),
+        action,
+    }
+}
+
+fn arn(name: &str) -> String {
+    format!("arn:aws:replication:::region/{name}")
+}
+
+pub async fn handle<M: MetaStore, B: BlobStore>(
+    r: &Replication<M, B>,
+    gate: &dyn Gate,
+    method: &http::Method,
+    path: &str,
+    body: Bytes,
+) -> ApiResponse {
+    let segs: Vec<&str> = path
+        .trim_start_matches("/replication")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let (action, result) = match (method.as_str(), segs.as_slice()) {
+        ("GET", ["regions"]) => ("ListRegions", list(r, gate)),
+        ("PUT", ["regions", name]) => ("AddRegion", add(r, gate, name, &body).await),
+        ("DELETE", ["regions", name]) => ("RemoveRegion", remove(r, gate, name).await),
+        ("GET", ["status"]) => (
+            "GetReplicationStatus",
+            gate.authorize("replication:GetReplicationStatus", &arn("*"))
+                .map(|_| crate::worker::status_json(r)),
+        ),
+        _ => (
+            "Unknown",
+            Err(ApiError::new(
+                404,
+                "UnknownOperationException",
+                format!("no replication operation {method} {path}"),
+            )),
+        ),
+    };
+    match result {
+        Ok(v) => ok(v, action),
+        Err(e) => error_response(e, action),
+    }
+}
+
+fn list<M: MetaStore, B: BlobStore>(
+    r: &Replication<M, B>,
+    gate: &dyn Gate,
+) -> Result<Value, ApiError> {
+    gate.authorize("replication:ListRegions", &arn("*"))?;
+    Ok(json!({
+        "regions": r.peers().iter().map(|p| crate::peer_json(p)).collect::<Vec<_>>()
+    }))
+}
+
+async fn add<M: MetaStore, B: BlobStore>(
+    r: &Replication<M, B>,
+    gate: &dyn Gate,
+    name: &str,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    gate.authorize("replication:AddRegion", &arn(name))?;
+    let mut v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, "InvalidRequestContent", format!("body: {e}")))?;
+    v["name"] = Value::String(name.to_owned());
+    let new: NewPeer = serde_json::from_value(v)
+        .map_err(|e| ApiError::new(400, "InvalidRequestContent", format!("body: {e}")))?;
+    let rec = r.add_peer(new).await?;
+    let peer = r
+        .peer(&rec.name)
+        .ok_or_else(|| ApiError::new(500, "InternalError", "the region vanished"))?;
+    Ok(crate::peer_json(&peer))
+}
+
+async fn remove<M: MetaStore, B: BlobStore>(
+    r: &Replication<M, B>,
+    gate: &dyn Gate,
+    name: &str,
+) -> Result<Value, ApiError> {
+    gate.authorize("replication:RemoveRegion", &arn(name))?;
+    r.remove_peer(name).await?;
+    Ok(json!({"removed": name}))
+}

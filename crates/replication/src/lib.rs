@@ -1,0 +1,366 @@
+//! Cross-region replication: the peer regions this region replicates to, their health, and
+//! the worker that copies new versions, delete markers and tag changes to them.
+//!
+//! Owns the `replication` table: `p/NAME` → [`PeerRecord`] (the secret key sealed by the
+//! region's master key, bound to its row). The replication rules themselves are a bucket
+//! setting and live with the bucket in `oss`, which also marks each new version PENDING for
+//! the destinations its rules name; this crate follows the event log (consumer
+//! [`worker::CONSUMER`]) and turns PENDING into COMPLETED or FAILED. Writes to a peer go
+//! through the AWS SDK for Rust, so a peer is any S3 endpoint; between Feiyun regions the
+//! replica keeps its source's version id and time (`oss::replication::REPLICA_*_HEADER`).
+
+pub mod api;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use feiyun_meta::{MetaStore, Table, WriteBatch};
+use feiyun_oss::{BlobStore, ObjectService, OssError};
+use serde::{Deserialize, Serialize};
+
+/// How often each peer is probed.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no region named {0}")]
+    NoSuchRegion(String),
+    #[error("{0}")]
+    InUse(String),
+    #[error(transparent)]
+    Oss(#[from] OssError),
+    #[error("metadata: {0}")]
+    Meta(#[from] feiyun_meta::MetaError),
+    #[error("corrupt replication record: {0}")]
+    Corrupt(String),
+}
+
+/// A registered peer region as stored (`p/NAME`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerRecord {
+    pub name: String,
+    /// `http(s)://host:port` of the peer's S3 endpoint.
+    pub endpoint: String,
+    /// The region name requests to it are signed for.
+    pub signing_region: String,
+    pub access_key: String,
+    /// The secret key, sealed by the master key with the row key as AAD.
+    #[serde(with = "serde_bytes")]
+    pub sealed_secret: Vec<u8>,
+    pub created_ms: i64,
+}
+
+/// A peer in memory: its record, a client holding the unsealed secret, and its health.
+pub struct Peer {
+    pub record: PeerRecord,
+    pub(crate) client: aws_sdk_s3::Client,
+    pub(crate) up: AtomicBool,
+    pub(crate) last_error: Mutex<Option<String>>,
+    /// Writes to this peer in flight at once.
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Peer {
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+}
+
+/// What `feiyun region add` asks for.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NewPeer {
+    pub name: String,
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    #[serde(default)]
+    pub signing_region: Option<String>,
+}
+
+/// The replication service of one region.
+pub struct Replication<M, B> {
+    oss: Arc<ObjectService<M, B>>,
+    peers: RwLock<BTreeMap<String, Arc<Peer>>>,
+    pub(crate) metrics: worker::Metrics,
+    pub(crate) state: worker::SharedState,
+}
+
+fn row(name: &str) -> Vec<u8> {
+    format!("p/{name}").into_bytes()
+}
+
+/// Peer names: what an ARN's region field and a metric label can carry.
+fn validate_name(name: &str) -> Result<(), ReplicationError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ReplicationError::Invalid(format!(
+            "region name {name:?}: 1-63 characters of a-z, 0-9 and '-'"
+        )))
+    }
+}
+
+fn validate_endpoint(url: &str) -> Result<(), ReplicationError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.contains(['/', '?', '#', ' ']) => Ok(()),
+        Some(r) if r.ends_with('/') && !r[..r.len() - 1].contains(['/', '?', '#', ' ']) => Ok(()),
+        _ => Err(ReplicationError::Invalid(format!(
+            "endpoint {url:?}: expected http://HOST[:PORT] or https://HOST[:PORT]"
+        ))),
+    }
+}
+
+fn client_for(rec: &PeerRecord, secret: &str) -> aws_sdk_s3::Client {
+    let creds = aws_credential_types::Credentials::new(
+        rec.access_key.clone(),
+        secret.to_owned(),
+        None,
+        None,
+        "feiyun-region",
+    );
+    let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(60))
+        .build();
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .endpoint_url(rec.endpoint.trim_end_matches('/'))
+        .region(aws_sdk_s3::config::Region::new(rec.signing_region.clone()))
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .timeout_config(timeouts)
+        // The worker retries with its own back-off; a streamed body cannot be replayed.
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+impl<M: MetaStore, B: BlobStore> Replication<M, B> {
+    /// Loads the registered peers. Call [`Replication::spawn`] to start the worker.
+    pub async fn open(oss: Arc<ObjectService<M, B>>) -> Result<Arc<Self>, ReplicationError> {
+        let r = Arc::new(Self {
+            oss,
+            peers: RwLock::default(),
+            metrics: worker::Metrics::default(),
+            state: worker::SharedState::default(),
+        });
+        let rows = r
+            .oss
+            .meta()
+            .scan(Table::Replication, b"p/", Some(b"p0"), 10_000)?;
+        for (k, v) in rows {
+            let rec: PeerRecord = ciborium::from_reader(v.as_slice())
+                .map_err(|e| ReplicationError::Corrupt(e.to_string()))?;
+            let secret = r.unseal(&k, &rec.sealed_secret)?;
+            r.install(rec, &secret);
+        }
+        Ok(r)
+    }
+
+    pub fn oss(&self) -> &Arc<ObjectService<M, B>> {
+        &self.oss
+    }
+
+    fn unseal(&self, row: &[u8], sealed: &[u8]) -> Result<String, ReplicationError> {
+        let plain = self
+            .oss
+            .kms()
+            .master()
+            .unseal(row, sealed)
+            .map_err(|e| ReplicationError::Corrupt(format!("peer secret: {e}")))?;
+        String::from_utf8(plain).map_err(|_| ReplicationError::Corrupt("peer secret".into()))
+    }
+
+    fn install(&self, rec: PeerRecord, secret: &str) {
+        let peer = Arc::new(Peer {
+            client: client_for(&rec, secret),
+            up: AtomicBool::new(true),
+            last_error: Mutex::new(None),
+            slots: Arc::new(tokio::sync::Semaphore::new(worker::PEER_CONCURRENCY)),
+            record: rec,
+        });
+        self.metrics.peer_up(&peer.record.name, true);
+        if let Ok(mut p) = self.peers.write() {
+            p.insert(peer.record.name.clone(), peer);
+        }
+    }
+
+    /// Registers (or re-registers, replacing endpoint and credentials) a peer region.
+    pub async fn add_peer(&self, new: NewPeer) -> Result<PeerRecord, ReplicationError> {
+        validate_name(&new.name)?;
+        validate_endpoint(&new.endpoint)?;
+        if new.access_key.is_empty() || new.secret_key.is_empty() {
+            return Err(ReplicationError::Invalid(
+                "both an access key and a secret key are required".into(),
+            ));
+        }
+        let k = row(&new.name);
+        let sealed = self
+            .oss
+            .kms()
+            .master()
+            .seal(&k, new.secret_key.as_bytes())
+            .map_err(|e| ReplicationError::Corrupt(e.to_string()))?;
+        let rec = PeerRecord {
+            name: new.name.clone(),
+            endpoint: new.endpoint.trim_end_matches('/').to_owned(),
+            signing_region: new.signing_region.unwrap_or_else(|| "us-east-1".into()),
+            access_key: new.access_key,
+            sealed_secret: sealed,
+            created_ms: feiyun_oss::now_millis(),
+        };
+        let mut value = Vec::new();
+        ciborium::into_writer(&rec, &mut value)
+            .map_err(|e| ReplicationError::Corrupt(e.to_string()))?;
+        let mut batch = WriteBatch::new();
+        batch.put(Table::Replication, k, value);
+        self.oss.meta().commit(batch).await?;
+        self.install(rec.clone(), &new.secret_key);
+        Ok(rec)
+    }
+
+    /// Removes a peer no replication rule names.
+    pub async fn remove_peer(&self, name: &str) -> Result<(), ReplicationError> {
+        if self.peer(name).is_none() {
+            return Err(ReplicationError::NoSuchRegion(name.to_owned()));
+        }
+        for (bucket, rec) in self.oss.list_buckets().await? {
+            if let Some(c) = rec.replication
+                && c.rules.iter().any(|r| r.destination.region == name)
+            {
+                return Err(ReplicationError::InUse(format!(
+                    "region {name} is a destination of bucket {bucket}'s replication rules; \
+                     remove them first"
+                )));
+            }
+        }
+        let mut batch = WriteBatch::new();
+        batch.delete(Table::Replication, row(name));
+        self.oss.meta().commit(batch).await?;
+        if let Ok(mut p) = self.peers.write() {
+            p.remove(name);
+        }
+        self.metrics.forget_peer(name);
+        Ok(())
+    }
+
+    pub fn peer(&self, name: &str) -> Option<Arc<Peer>> {
+        self.peers.read().ok().and_then(|p| p.get(name).cloned())
+    }
+
+    pub fn peers(&self) -> Vec<Arc<Peer>> {
+        self.peers
+            .read()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Probes every peer (ListBuckets) and records up/down, logging each change.
+    async fn check_health(&self) {
+        for peer in self.peers() {
+            let probe = tokio::time::timeout(HEALTH_TIMEOUT, peer.client.list_buckets().send());
+            let err = match probe.await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(worker::describe(&e)),
+                Err(_) => Some("no answer within 5 s".to_owned()),
+            };
+            let up = err.is_none();
+            let was = peer.up.swap(up, Ordering::Relaxed);
+            if was != up {
+                match &err {
+                    None => tracing::info!(region = %peer.record.name, "peer region is up"),
+                    Some(e) => {
+                        tracing::warn!(region = %peer.record.name, error = %e, "peer region is down")
+                    }
+                }
+            }
+            if let Ok(mut l) = peer.last_error.lock() {
+                *l = err;
+            }
+            self.metrics.peer_up(&peer.record.name, up);
+        }
+    }
+
+    /// Starts the health checker and the replication worker.
+    pub fn spawn(self: &Arc<Self>, rpo: Option<Duration>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                me.check_health().await;
+                tokio::time::sleep(HEALTH_INTERVAL).await;
+            }
+        });
+        worker::spawn(self.clone(), rpo);
+    }
+
+    /// Registers the `feiyun_replication_*` series.
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(r);
+    }
+}
+
+impl<M: MetaStore, B: BlobStore> feiyun_oss::replication::PeerDirectory for Replication<M, B> {
+    fn has_peer(&self, name: &str) -> bool {
+        self.peer(name).is_some()
+    }
+}
+
+/// One line per peer for `feiyun region list`.
+pub fn peer_json(p: &Peer) -> serde_json::Value {
+    let err = p.last_error.lock().ok().and_then(|e| e.clone());
+    serde_json::json!({
+        "name": p.record.name,
+        "endpoint": p.record.endpoint,
+        "signing_region": p.record.signing_region,
+        "access_key": p.record.access_key,
+        "up": p.is_up(),
+        "last_error": err,
+        "created": p.record.created_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_endpoints_are_checked() {
+        for ok in ["eu-west", "dr2", "a"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["", "EU", "eu_west", "-x", "a/b", &"x".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+        for ok in [
+            "http://10.0.0.2:9000",
+            "https://s3.example.com",
+            "http://h:1/",
+        ] {
+            validate_endpoint(ok).unwrap();
+        }
+        for bad in [
+            "ftp://h",
+            "h:9000",
+            "http://",
+            "http://h/path",
+            "http://h?x",
+        ] {
+            assert!(validate_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+}
