@@ -73,6 +73,10 @@ pub struct BenchArgs {
     /// and ListObjectVersions over `--list-keys` × `--list-versions`
     #[arg(long)]
     pub(crate) versioning: bool,
+    /// Only PUT small objects, at this fixed rate (requests started per second, whatever
+    /// their latency), for `--duration-secs`: a steady load, e.g. to measure replication lag
+    #[arg(long, value_name = "OPS")]
+    pub(crate) rate: Option<u32>,
     /// Keys written for the ListObjectVersions benchmark
     #[arg(long, default_value_t = 100_000)]
     pub(crate) list_keys: usize,
@@ -173,6 +177,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     let mut rows = Vec::new();
+    if let Some(rate) = args.rate {
+        if rate == 0 || rate > 100_000 {
+            bail!("--rate must be between 1 and 100000");
+        }
+        let payload = Bytes::from(vec![b'r'; args.small_size]);
+        let duration = Duration::from_secs(args.duration_secs);
+        rows.push(rate_phase(&ctx, rate, duration, &payload, args.server_pid).await?);
+        print(&rows, &args);
+        return Ok(());
+    }
     if args.versioning {
         rows.extend(crate::bench_versions::run(&ctx, &args).await?);
         print(&rows, &args);
@@ -406,6 +420,69 @@ pub(crate) async fn small_phase(
         },
         written,
     ))
+}
+
+/// PUTs started at a fixed rate (open loop: a slow answer does not slow the schedule, up
+/// to `MAX_CONCURRENCY` in flight).
+async fn rate_phase(
+    ctx: &Arc<Ctx>,
+    rate: u32,
+    duration: Duration,
+    payload: &Bytes,
+    pid: Option<u32>,
+) -> anyhow::Result<Row> {
+    let rss = RssSampler::start(pid);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENCY));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let mut i = 0u64;
+    while start.elapsed() < duration {
+        tick.tick().await;
+        let permit = slots.clone().acquire_owned().await?;
+        let (ctx, errors, payload) = (ctx.clone(), errors.clone(), payload.clone());
+        let key = format!("rate-{rate}-{i}");
+        i += 1;
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let t = Instant::now();
+            let ok = match ctx.request("PUT", &key, Full::new(payload).boxed()).await {
+                Ok((200, b)) => drain(b).await.is_some(),
+                Ok((_, b)) => {
+                    drain(b).await;
+                    false
+                }
+                Err(_) => false,
+            };
+            if !ok {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+            ok.then(|| t.elapsed().as_micros() as u32)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        if let Some(l) = t.await? {
+            lat.push(l);
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let ops = lat.len() as u64;
+    Ok(Row {
+        phase: format!("PUT {} B at {rate}/s", payload.len()),
+        concurrency: 0,
+        ops,
+        errors: errors.load(Ordering::Relaxed),
+        seconds,
+        ops_per_sec: ops as f64 / seconds,
+        mib_per_sec: ops as f64 * payload.len() as f64 / seconds / 1048576.0,
+        p50_ms: percentile_ms(&lat, 0.50),
+        p99_ms: percentile_ms(&lat, 0.99),
+        peak_rss_mib: rss.finish().await,
+    })
 }
 
 async fn large_phase(

@@ -175,6 +175,14 @@ where
     panic!("timed out after {secs} s waiting for {what}");
 }
 
+/// A gauge's value from the region's /metrics.
+fn metric(r: &Region, name: &str) -> f64 {
+    r.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 async fn status(c: &aws_sdk_s3::Client, bucket: &str, key: &str, version: &str) -> String {
     c.head_object()
         .bucket(bucket)
@@ -587,6 +595,10 @@ async fn a_refusing_destination_fails_and_a_dead_one_catches_up() {
     let st: serde_json::Value =
         serde_json::from_str(&cli_ok(&a, &["replication", "status", "--json"])).expect("json");
     assert!(st["pending_events"].as_u64().unwrap_or(0) > 0, "{st}");
+    eventually(10, "the lag metric to show the backlog", || async {
+        metric(&a, "feiyun_replication_oldest_pending_seconds") >= 1.0
+    })
+    .await;
 
     // It comes back at the same address: everything arrives, once.
     let b = Region::start_at(b_dir.path(), &b_addr, &[]);
@@ -602,6 +614,11 @@ async fn a_refusing_destination_fails_and_a_dead_one_catches_up() {
             }
             true
         }
+    })
+    .await;
+    eventually(10, "the lag metric back at zero", || async {
+        metric(&a, "feiyun_replication_oldest_pending_seconds") == 0.0
+            && metric(&a, "feiyun_replication_pending_events") == 0.0
     })
     .await;
     let at_b = versions(&cb, "dst").await;

@@ -131,6 +131,10 @@ pub enum Mutation {
 pub struct WriteBatch {
     pub checks: Vec<Check>,
     pub mutations: Vec<Mutation>,
+    /// Visible at once, but durable only with the next durable commit instead of paying an
+    /// fsync of its own: a crash may lose it. Only for what can be recomputed (replication
+    /// status, which the worker rewrites when it replays the events past its durable cursor).
+    pub deferred: bool,
 }
 
 impl WriteBatch {

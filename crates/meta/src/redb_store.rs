@@ -196,7 +196,13 @@ fn apply_group(
     group: &[(WriteBatch, Reply)],
 ) -> Result<Vec<Result<(), MetaError>>, MetaError> {
     let mut txn = db.begin_write().map_err(storage)?;
-    txn.set_durability(Durability::Immediate).map_err(storage)?;
+    // One fsync for the group unless every batch in it may wait for the next one.
+    let durability = if group.iter().all(|(b, _)| b.deferred) {
+        Durability::None
+    } else {
+        Durability::Immediate
+    };
+    txn.set_durability(durability).map_err(storage)?;
     txn.set_quick_repair(true);
     let mut results = Vec::with_capacity(group.len());
     {
@@ -293,6 +299,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = RedbStore::open(&dir.path().join("meta.redb")).unwrap();
         (dir, s)
+    }
+
+    /// A deferred batch is visible at once and made durable by the next durable commit.
+    #[tokio::test]
+    async fn deferred_batches_ride_on_the_next_durable_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            let s = RedbStore::open(&path).unwrap();
+            let mut lazy = WriteBatch::new();
+            lazy.deferred = true;
+            lazy.put(Table::System, "status", "done");
+            s.commit(lazy).await.unwrap();
+            assert_eq!(
+                s.get(Table::System, b"status").unwrap(),
+                Some(b"done".to_vec())
+            );
+            let mut cursor = WriteBatch::new();
+            cursor.put(Table::System, "cursor", "7");
+            s.commit(cursor).await.unwrap();
+        }
+        let s = RedbStore::open(&path).unwrap();
+        assert_eq!(
+            s.get(Table::System, b"status").unwrap(),
+            Some(b"done".to_vec())
+        );
+        assert_eq!(
+            s.get(Table::System, b"cursor").unwrap(),
+            Some(b"7".to_vec())
+        );
     }
 
     #[tokio::test]

@@ -134,6 +134,16 @@ impl ReplicationState {
     }
 }
 
+/// One destination's outcome for one version, for [`ObjectService::set_replication_statuses`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusUpdate {
+    pub bucket: String,
+    pub key: String,
+    pub version: VersionId,
+    pub label: String,
+    pub status: TargetStatus,
+}
+
 /// What a replica write carries over from its source version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicaOf {
@@ -308,19 +318,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 key,
                 Some(VersionSelector::Id(version)),
                 move |_, r: &mut ObjectRecord, _| {
-                    match &mut r.replication {
-                        Some(ReplicationState::Source(targets)) => {
-                            match targets.iter_mut().find(|(l, _)| *l == label) {
-                                Some(t) => t.1 = status,
-                                None => targets.push((label.clone(), status)),
-                            }
-                        }
-                        Some(ReplicationState::Replica) => {}
-                        None => {
-                            r.replication =
-                                Some(ReplicationState::Source(vec![(label.clone(), status)]))
-                        }
-                    }
+                    apply_status(r, &label, status);
                     Ok(())
                 },
             )
@@ -328,6 +326,102 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         match done {
             Err(e) if crate::versions::changed_meanwhile(&e) => Ok(()),
             other => other.map(|_| ()),
+        }
+    }
+}
+
+fn apply_status(r: &mut ObjectRecord, label: &str, status: TargetStatus) {
+    match &mut r.replication {
+        Some(ReplicationState::Source(targets)) => {
+            match targets.iter_mut().find(|(l, _)| l == label) {
+                Some(t) => t.1 = status,
+                None => targets.push((label.to_owned(), status)),
+            }
+        }
+        Some(ReplicationState::Replica) => {}
+        None => r.replication = Some(ReplicationState::Source(vec![(label.to_owned(), status)])),
+    }
+}
+
+type StatusRow = (feiyun_meta::Table, Vec<u8>, Vec<u8>, ObjectRecord);
+
+/// Where version `u.version`'s record lives now: its table, row key, stored bytes, record.
+fn status_row<M: MetaStore>(m: &M, u: &StatusUpdate) -> Result<Option<StatusRow>, OssError> {
+    use crate::records::{VersionRow, decode};
+    use feiyun_meta::Table;
+    let okey = crate::keys::object(&u.bucket, &u.key);
+    if let Some(b) = m.get(Table::Objects, &okey)? {
+        let r: ObjectRecord = decode(&b)?;
+        if r.version == u.version {
+            return Ok(Some((Table::Objects, okey, b, r)));
+        }
+    }
+    let vkey = crate::keys::version(&u.bucket, &u.key, u.version);
+    Ok(match m.get(Table::Versions, &vkey)? {
+        Some(b) => match decode::<VersionRow>(&b)? {
+            VersionRow::Object(r) => Some((Table::Versions, vkey, b, *r)),
+            _ => None,
+        },
+        None => None,
+    })
+}
+
+impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
+    /// Records many outcomes in one commit (the worker's completions, batched). Versions gone
+    /// meanwhile are skipped; if another write touched one of the rows, each update is
+    /// retried on its own.
+    pub async fn set_replication_statuses(
+        &self,
+        updates: Vec<StatusUpdate>,
+    ) -> Result<(), OssError> {
+        use feiyun_meta::{MetaError, Table, WriteBatch};
+        let updates = std::sync::Arc::new(updates);
+        let planned = updates.clone();
+        let batch = self
+            .blocking(move |m, _| {
+                // One row per version, whatever number of destinations it reports.
+                let mut rows: Vec<(&StatusUpdate, StatusRow)> = Vec::new();
+                for u in planned.iter() {
+                    let same = |(o, _): &&mut (&StatusUpdate, StatusRow)| {
+                        o.version == u.version && o.key == u.key && o.bucket == u.bucket
+                    };
+                    if let Some((_, row)) = rows.iter_mut().find(same) {
+                        apply_status(&mut row.3, &u.label, u.status);
+                    } else if let Some(mut row) = status_row(m, u)? {
+                        apply_status(&mut row.3, &u.label, u.status);
+                        rows.push((u, row));
+                    }
+                }
+                let mut batch = WriteBatch::new();
+                // The worker's cursor, stored durably afterwards, makes these durable too; a
+                // crash before that replays the events and writes them again.
+                batch.deferred = true;
+                for (_, (table, key, old, rec)) in rows {
+                    let value = if table == Table::Objects {
+                        crate::records::encode(&rec)?
+                    } else {
+                        crate::records::encode(&crate::records::VersionRow::Object(Box::new(rec)))?
+                    };
+                    batch
+                        .check_value(table, key.clone(), Some(old))
+                        .put(table, key, value);
+                }
+                Ok(batch)
+            })
+            .await?;
+        if batch.mutations.is_empty() {
+            return Ok(());
+        }
+        match self.meta.commit(batch).await {
+            Ok(()) => Ok(()),
+            Err(MetaError::Conflict(_)) => {
+                for u in updates.iter() {
+                    self.set_replication_status(&u.bucket, &u.key, u.version, &u.label, u.status)
+                        .await?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
         }
     }
 }

@@ -92,8 +92,10 @@ pub async fn handle<M: MetaStore, B: BlobStore>(
         ("DELETE", ["regions", name]) => ("RemoveRegion", remove(r, gate, name).await),
         ("GET", ["status"]) => (
             "GetReplicationStatus",
-            gate.authorize("replication:GetReplicationStatus", &arn("*"))
-                .map(|_| crate::worker::status_json(r)),
+            match gate.authorize("replication:GetReplicationStatus", &arn("*")) {
+                Ok(()) => Ok(crate::worker::status_json(r).await),
+                Err(e) => Err(e),
+            },
         ),
         _ => (
             "Unknown",

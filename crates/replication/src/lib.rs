@@ -5,11 +5,12 @@
 //! region's master key, bound to its row). The replication rules themselves are a bucket
 //! setting and live with the bucket in `oss`, which also marks each new version PENDING for
 //! the destinations its rules name; this crate follows the event log (consumer
-//! [`worker::CONSUMER`]) and turns PENDING into COMPLETED or FAILED. Writes to a peer go
-//! through the AWS SDK for Rust, so a peer is any S3 endpoint; between Feiyun regions the
-//! replica keeps its source's version id and time (`oss::replication::REPLICA_*_HEADER`).
+//! [`worker::CONSUMER`]) and turns PENDING into COMPLETED or FAILED. Writes to a peer are
+//! plain signed S3 requests (`client`), so a peer is any S3 endpoint; between Feiyun regions
+//! the replica keeps its source's version id and time (`oss::replication::REPLICA_*_HEADER`).
 
 pub mod api;
+mod client;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -59,11 +60,13 @@ pub struct PeerRecord {
 /// A peer in memory: its record, a client holding the unsealed secret, and its health.
 pub struct Peer {
     pub record: PeerRecord,
-    pub(crate) client: aws_sdk_s3::Client,
+    pub(crate) client: client::S3Client,
     pub(crate) up: AtomicBool,
     pub(crate) last_error: Mutex<Option<String>>,
     /// Writes to this peer in flight at once.
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    /// Woken when the peer answers again, so waiting retries go at once.
+    pub(crate) back: tokio::sync::Notify,
 }
 
 impl Peer {
@@ -125,31 +128,6 @@ fn validate_endpoint(url: &str) -> Result<(), ReplicationError> {
     }
 }
 
-fn client_for(rec: &PeerRecord, secret: &str) -> aws_sdk_s3::Client {
-    let creds = aws_credential_types::Credentials::new(
-        rec.access_key.clone(),
-        secret.to_owned(),
-        None,
-        None,
-        "feiyun-region",
-    );
-    let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .read_timeout(Duration::from_secs(60))
-        .build();
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .endpoint_url(rec.endpoint.trim_end_matches('/'))
-        .region(aws_sdk_s3::config::Region::new(rec.signing_region.clone()))
-        .credentials_provider(creds)
-        .force_path_style(true)
-        .timeout_config(timeouts)
-        // The worker retries with its own back-off; a streamed body cannot be replayed.
-        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-}
-
 impl<M: MetaStore, B: BlobStore> Replication<M, B> {
     /// Loads the registered peers. Call [`Replication::spawn`] to start the worker.
     pub async fn open(oss: Arc<ObjectService<M, B>>) -> Result<Arc<Self>, ReplicationError> {
@@ -167,7 +145,7 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             let rec: PeerRecord = ciborium::from_reader(v.as_slice())
                 .map_err(|e| ReplicationError::Corrupt(e.to_string()))?;
             let secret = r.unseal(&k, &rec.sealed_secret)?;
-            r.install(rec, &secret);
+            r.install(rec, &secret)?;
         }
         Ok(r)
     }
@@ -186,18 +164,23 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
         String::from_utf8(plain).map_err(|_| ReplicationError::Corrupt("peer secret".into()))
     }
 
-    fn install(&self, rec: PeerRecord, secret: &str) {
+    fn install(&self, rec: PeerRecord, secret: &str) -> Result<(), ReplicationError> {
+        let client =
+            client::S3Client::new(&rec.endpoint, &rec.access_key, secret, &rec.signing_region)
+                .map_err(ReplicationError::Invalid)?;
         let peer = Arc::new(Peer {
-            client: client_for(&rec, secret),
+            client,
             up: AtomicBool::new(true),
             last_error: Mutex::new(None),
             slots: Arc::new(tokio::sync::Semaphore::new(worker::PEER_CONCURRENCY)),
+            back: tokio::sync::Notify::new(),
             record: rec,
         });
         self.metrics.peer_up(&peer.record.name, true);
         if let Ok(mut p) = self.peers.write() {
             p.insert(peer.record.name.clone(), peer);
         }
+        Ok(())
     }
 
     /// Registers (or re-registers, replacing endpoint and credentials) a peer region.
@@ -209,6 +192,9 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
                 "both an access key and a secret key are required".into(),
             ));
         }
+        // The URL must make a client before anything is stored.
+        client::S3Client::new(&new.endpoint, &new.access_key, "", "us-east-1")
+            .map_err(ReplicationError::Invalid)?;
         let k = row(&new.name);
         let sealed = self
             .oss
@@ -230,7 +216,7 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
         let mut batch = WriteBatch::new();
         batch.put(Table::Replication, k, value);
         self.oss.meta().commit(batch).await?;
-        self.install(rec.clone(), &new.secret_key);
+        self.install(rec.clone(), &new.secret_key)?;
         Ok(rec)
     }
 
@@ -273,17 +259,28 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
     /// Probes every peer (ListBuckets) and records up/down, logging each change.
     async fn check_health(&self) {
         for peer in self.peers() {
-            let probe = tokio::time::timeout(HEALTH_TIMEOUT, peer.client.list_buckets().send());
-            let err = match probe.await {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(worker::describe(&e)),
-                Err(_) => Some("no answer within 5 s".to_owned()),
-            };
+            let probe = peer
+                .client
+                .send(
+                    http::Method::GET,
+                    None,
+                    None,
+                    &[],
+                    Vec::new(),
+                    client::empty(),
+                    worker::EMPTY_SHA256,
+                    HEALTH_TIMEOUT,
+                )
+                .await;
+            let err = probe.err().map(|e| e.to_string());
             let up = err.is_none();
             let was = peer.up.swap(up, Ordering::Relaxed);
             if was != up {
                 match &err {
-                    None => tracing::info!(region = %peer.record.name, "peer region is up"),
+                    None => {
+                        tracing::info!(region = %peer.record.name, "peer region is up");
+                        peer.back.notify_waiters();
+                    }
                     Some(e) => {
                         tracing::warn!(region = %peer.record.name, error = %e, "peer region is down")
                     }

@@ -15,21 +15,32 @@ use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use base64::Engine;
+use bytes::Bytes;
 use feiyun_oss::events::EventRecord;
 use feiyun_oss::replication::{
-    REPLICA_MTIME_HEADER, REPLICA_VERSION_HEADER, ReplicationRule, ReplicationState, TargetStatus,
+    REPLICA_MTIME_HEADER, REPLICA_VERSION_HEADER, ReplicationRule, ReplicationState, StatusUpdate,
+    TargetStatus,
 };
 use feiyun_oss::{BlobStore, GetRequest, MetaStore, OssError, VersionId, VersionSelector};
 use futures::StreamExt;
+use http::Method;
+use http_body_util::BodyExt;
+use md5::Digest;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
+use crate::client::{self, ClientError};
 use crate::{Peer, Replication};
+
+/// SHA-256 of an empty payload.
+pub(crate) const EMPTY_SHA256: &str =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+const SMALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The worker's event-log cursor.
 pub const CONSUMER: &str = "replication";
@@ -77,7 +88,8 @@ impl Default for Metrics {
             pending: Gauge::default(),
             oldest_pending: Gauge::default(),
             lag: Histogram::new([
-                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5,
+                2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0,
             ]),
         }
     }
@@ -180,10 +192,14 @@ struct State {
     targets: HashMap<String, RuleStats>,
 }
 
+type StatusItem = (StatusUpdate, tokio::sync::oneshot::Sender<()>);
+
 /// The worker's progress, shared with the status API.
 #[derive(Default)]
 pub(crate) struct SharedState {
     inner: Mutex<State>,
+    /// Completions go to one writer, which commits them in batches.
+    statuses: std::sync::OnceLock<tokio::sync::mpsc::Sender<StatusItem>>,
     /// When the last RPO alert was logged (ms), to log at most one a minute.
     last_alert_ms: AtomicI64,
 }
@@ -231,31 +247,12 @@ enum Failure {
     Never(String),
 }
 
-/// What an SDK error means for the task, and a one-line description.
-fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
-    e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> Failure {
-    let msg = describe(e);
-    match e {
-        SdkError::ServiceError(se) => {
-            let status = se.raw().status().as_u16();
-            if status >= 500 || status == 429 || status == 408 {
-                Failure::Retry(msg)
-            } else {
-                Failure::Refused(msg)
-            }
-        }
-        _ => Failure::Retry(msg),
-    }
-}
-
-pub(crate) fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(
-    e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> String {
-    match (e.code(), e.message()) {
-        (Some(c), Some(m)) => format!("{c}: {m}"),
-        (Some(c), None) => c.to_owned(),
-        _ => format!("{}", aws_sdk_s3::error::DisplayErrorContext(e)),
+/// What a peer's error means for the task.
+fn classify(e: ClientError) -> Failure {
+    if e.transient() {
+        Failure::Retry(e.to_string())
+    } else {
+        Failure::Refused(e.to_string())
     }
 }
 
@@ -271,6 +268,11 @@ fn oss_failure(e: OssError) -> Failure {
 
 /// Starts the follower, the cursor writer and the lag watcher.
 pub(crate) fn spawn<M: MetaStore, B: BlobStore>(r: Arc<Replication<M, B>>, rpo: Option<Duration>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
+    if r.state.statuses.set(tx).is_ok() {
+        let writer = r.clone();
+        tokio::spawn(async move { write_statuses(writer, rx).await });
+    }
     let follower = r.clone();
     tokio::spawn(async move { follow(follower).await });
     let cursor = r.clone();
@@ -283,7 +285,7 @@ pub(crate) fn spawn<M: MetaStore, B: BlobStore>(r: Arc<Replication<M, B>>, rpo: 
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            watch_lag(&r, rpo);
+            watch_lag(&r, rpo).await;
         }
     });
 }
@@ -440,19 +442,8 @@ async fn run<M: MetaStore, B: BlobStore>(r: Arc<Replication<M, B>>, t: Task) {
         };
         let (error, last_try) = match outcome {
             Ok(bytes) => {
-                if t.kind == Kind::Object
-                    && let Err(e) = r
-                        .oss
-                        .set_replication_status(
-                            &t.bucket,
-                            &t.key,
-                            t.version,
-                            &label,
-                            TargetStatus::Completed,
-                        )
-                        .await
-                {
-                    tracing::warn!(error = %e, "replication status not recorded");
+                if t.kind == Kind::Object {
+                    record_status(&r, &t, &label, TargetStatus::Completed).await;
                 }
                 done(&r, &t, bytes);
                 break;
@@ -471,19 +462,8 @@ async fn run<M: MetaStore, B: BlobStore>(r: Arc<Replication<M, B>>, t: Task) {
         if last_try {
             tracing::warn!(bucket = %t.bucket, key = %t.key, version = %t.version.render(),
                 destination = %label, error = %error, "replication failed");
-            if t.kind == Kind::Object
-                && let Err(e) = r
-                    .oss
-                    .set_replication_status(
-                        &t.bucket,
-                        &t.key,
-                        t.version,
-                        &label,
-                        TargetStatus::Failed,
-                    )
-                    .await
-            {
-                tracing::warn!(error = %e, "replication status not recorded");
+            if t.kind == Kind::Object {
+                record_status(&r, &t, &label, TargetStatus::Failed).await;
             }
             r.metrics
                 .failed
@@ -496,7 +476,10 @@ async fn run<M: MetaStore, B: BlobStore>(r: Arc<Replication<M, B>>, t: Task) {
             break;
         }
         tracing::debug!(destination = %label, error = %error, "replication retry");
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = peer.back.notified() => {}
+        }
         wait = (wait * 2).min(MAX_RETRY);
         // A rule removed (or pointed elsewhere) meanwhile ends the task.
         match r.oss.replication(&t.bucket).await {
@@ -516,6 +499,59 @@ async fn run<M: MetaStore, B: BlobStore>(r: Arc<Replication<M, B>>, t: Task) {
             }
         }
     });
+}
+
+/// Commits completions in batches: whatever has queued up while the last commit ran.
+async fn write_statuses<M: MetaStore, B: BlobStore>(
+    r: Arc<Replication<M, B>>,
+    mut rx: tokio::sync::mpsc::Receiver<StatusItem>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut items = vec![first];
+        while items.len() < 512 {
+            match rx.try_recv() {
+                Ok(i) => items.push(i),
+                Err(_) => break,
+            }
+        }
+        let (updates, acks): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+        if let Err(e) = r.oss.set_replication_statuses(updates).await {
+            tracing::warn!(error = %e, "replication status not recorded");
+        }
+        for a in acks {
+            let _ = a.send(());
+        }
+    }
+}
+
+/// Records a version's outcome for one destination; returns once it is committed.
+async fn record_status<M: MetaStore, B: BlobStore>(
+    r: &Replication<M, B>,
+    t: &Task,
+    label: &str,
+    status: TargetStatus,
+) {
+    let u = StatusUpdate {
+        bucket: t.bucket.clone(),
+        key: t.key.clone(),
+        version: t.version,
+        label: label.to_owned(),
+        status,
+    };
+    if let Some(tx) = r.state.statuses.get() {
+        let (ack, committed) = tokio::sync::oneshot::channel();
+        if tx.send((u, ack)).await.is_ok() {
+            let _ = committed.await;
+            return;
+        }
+    }
+    if let Err(e) = r
+        .oss
+        .set_replication_status(&t.bucket, &t.key, t.version, label, status)
+        .await
+    {
+        tracing::warn!(error = %e, "replication status not recorded");
+    }
 }
 
 fn done<M: MetaStore, B: BlobStore>(r: &Replication<M, B>, t: &Task, bytes: u64) {
@@ -559,21 +595,26 @@ async fn attempt<M: MetaStore, B: BlobStore>(
             else {
                 return Err(Failure::Skip);
             };
-            let mtime = m.last_modified_ms.to_string();
+            let headers = vec![
+                (REPLICA_VERSION_HEADER.to_owned(), version),
+                (
+                    REPLICA_MTIME_HEADER.to_owned(),
+                    m.last_modified_ms.to_string(),
+                ),
+            ];
             peer.client
-                .delete_object()
-                .bucket(&dest.bucket)
-                .key(&t.key)
-                .customize()
-                .mutate_request(move |req| {
-                    req.headers_mut()
-                        .insert(REPLICA_VERSION_HEADER, version.clone());
-                    req.headers_mut()
-                        .insert(REPLICA_MTIME_HEADER, mtime.clone());
-                })
-                .send()
+                .send(
+                    Method::DELETE,
+                    Some(&dest.bucket),
+                    Some(&t.key),
+                    &[],
+                    headers,
+                    client::empty(),
+                    EMPTY_SHA256,
+                    SMALL_TIMEOUT,
+                )
                 .await
-                .map_err(|e| classify(&e))?;
+                .map_err(classify)?;
             Ok(0)
         }
         Kind::Tags => {
@@ -582,45 +623,89 @@ async fn attempt<M: MetaStore, B: BlobStore>(
                 .load_version(&t.bucket, &t.key, Some(VersionSelector::Id(t.version)))
                 .await
                 .map_err(oss_failure)?;
+            let query = [("tagging", ""), ("versionId", version.as_str())];
             if rec.tags.is_empty() {
                 peer.client
-                    .delete_object_tagging()
-                    .bucket(&dest.bucket)
-                    .key(&t.key)
-                    .version_id(&version)
-                    .send()
+                    .send(
+                        Method::DELETE,
+                        Some(&dest.bucket),
+                        Some(&t.key),
+                        &query,
+                        Vec::new(),
+                        client::empty(),
+                        EMPTY_SHA256,
+                        SMALL_TIMEOUT,
+                    )
                     .await
-                    .map_err(|e| classify(&e))?;
+                    .map_err(classify)?;
             } else {
-                let tags = rec
-                    .tags
-                    .iter()
-                    .map(|(k, v)| {
-                        aws_sdk_s3::types::Tag::builder()
-                            .key(k)
-                            .value(v)
-                            .build()
-                            .map_err(|e| Failure::Never(e.to_string()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let tagging = aws_sdk_s3::types::Tagging::builder()
-                    .set_tag_set(Some(tags))
-                    .build()
-                    .map_err(|e| Failure::Never(e.to_string()))?;
+                let xml = Bytes::from(tagging_xml(&rec.tags));
+                let headers = vec![
+                    ("content-md5".to_owned(), content_md5(&xml)),
+                    ("content-length".to_owned(), xml.len().to_string()),
+                ];
+                let sha = hex::encode(sha2::Sha256::digest(&xml));
+                let body = http_body_util::Full::new(xml)
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
                 peer.client
-                    .put_object_tagging()
-                    .bucket(&dest.bucket)
-                    .key(&t.key)
-                    .version_id(&version)
-                    .tagging(tagging)
-                    .send()
+                    .send(
+                        Method::PUT,
+                        Some(&dest.bucket),
+                        Some(&t.key),
+                        &query,
+                        headers,
+                        body,
+                        &sha,
+                        SMALL_TIMEOUT,
+                    )
                     .await
-                    .map_err(|e| classify(&e))?;
+                    .map_err(classify)?;
             }
             Ok(0)
         }
         Kind::Object => put_version(r, peer, t).await,
     }
+}
+
+fn content_md5(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn tagging_xml(tags: &[(String, String)]) -> String {
+    let mut x = String::from("<Tagging><TagSet>");
+    for (k, v) in tags {
+        x.push_str(&format!(
+            "<Tag><Key>{}</Key><Value>{}</Value></Tag>",
+            xml_escape(k),
+            xml_escape(v)
+        ));
+    }
+    x.push_str("</TagSet></Tagging>");
+    x
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a lock date header.
+fn iso8601(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
 }
 
 async fn put_version<M: MetaStore, B: BlobStore>(
@@ -634,12 +719,12 @@ async fn put_version<M: MetaStore, B: BlobStore>(
         version: Some(VersionSelector::Id(t.version)),
         ..Default::default()
     };
-    let head = r
+    let read = r
         .oss
-        .head_object(&t.bucket, &t.key, &req)
+        .get_object(&t.bucket, &t.key, &req)
         .await
         .map_err(oss_failure)?;
-    let rec = &head.record;
+    let rec = read.record;
     match &rec.replication {
         Some(s) if s.target(&label) == Some(TargetStatus::Completed) => return Err(Failure::Skip),
         Some(ReplicationState::Replica) => return Err(Failure::Skip),
@@ -651,111 +736,95 @@ async fn put_version<M: MetaStore, B: BlobStore>(
                 .into(),
         ));
     }
-    let read = r
-        .oss
-        .get_object(&t.bucket, &t.key, &req)
-        .await
-        .map_err(oss_failure)?;
-    let rec = read.record;
     let size = rec.size;
     let Some(body) = read.body else {
         return Err(Failure::Retry("the source read has no body".into()));
     };
-    // The SDK may poll again after the end (checksum trailers); the source stream must not be.
+    let mut h: Vec<(String, String)> = vec![
+        ("content-length".into(), size.to_string()),
+        (REPLICA_VERSION_HEADER.into(), t.version.render()),
+        (
+            REPLICA_MTIME_HEADER.into(),
+            rec.last_modified_ms.to_string(),
+        ),
+    ];
+    let mut opt = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            h.push((k.to_owned(), v.clone()));
+        }
+    };
+    opt("content-type", &rec.content_type);
+    opt("content-encoding", &rec.content_encoding);
+    opt("content-disposition", &rec.content_disposition);
+    opt("content-language", &rec.content_language);
+    opt("cache-control", &rec.cache_control);
+    opt("expires", &rec.expires);
+    opt(
+        "x-amz-storage-class",
+        &dest.storage_class.clone().or(rec.storage_class.clone()),
+    );
+    for (k, v) in &rec.user_metadata {
+        h.push((format!("x-amz-meta-{k}"), v.clone()));
+    }
+    if !rec.tags.is_empty() {
+        h.push(("x-amz-tagging".into(), encode_tags(&rec.tags)));
+    }
+    // Retention that has run out no longer protects anything, and a PUT may not set it.
+    if let Some(ret) = rec
+        .retention
+        .filter(|x| x.until_ms > feiyun_oss::now_millis())
+    {
+        h.push(("x-amz-object-lock-mode".into(), ret.mode.as_str().into()));
+        h.push((
+            "x-amz-object-lock-retain-until-date".into(),
+            iso8601(ret.until_ms),
+        ));
+    }
+    if rec.legal_hold {
+        h.push(("x-amz-object-lock-legal-hold".into(), "ON".into()));
+    }
+    if let Some(k) = &dest.replica_kms_key {
+        h.push(("x-amz-server-side-encryption".into(), "aws:kms".into()));
+        h.push((
+            "x-amz-server-side-encryption-aws-kms-key-id".into(),
+            k.clone(),
+        ));
+    }
+    // The ETag of a plaintext or SSE-S3 single-part object is its MD5: the peer checks the
+    // bytes it receives against it.
+    let plain_md5 = !matches!(
+        rec.sse(),
+        Some(feiyun_oss::SseMode::Kms { .. } | feiyun_oss::SseMode::Customer { .. })
+    ) && rec.etag.len() == 32
+        && rec.etag.bytes().all(|b| b.is_ascii_hexdigit());
+    if plain_md5 && let Ok(raw) = hex::decode(&rec.etag) {
+        h.push((
+            "content-md5".into(),
+            base64::engine::general_purpose::STANDARD.encode(raw),
+        ));
+    }
+    // Nothing may poll the source stream after its end.
     let frames = body.fuse().map(|c| {
         c.map(http_body::Frame::data)
             .map_err(|e| std::io::Error::other(e.to_string()))
     });
-    let body = ByteStream::from_body_1_x(SizedBody {
-        inner: http_body_util::StreamBody::new(sync_wrapper::SyncStream::new(frames)),
-        len: size,
-    });
-    let now = feiyun_oss::now_millis();
-    let mut put = peer
-        .client
-        .put_object()
-        .bucket(&dest.bucket)
-        .key(&t.key)
-        .content_length(size as i64)
-        .body(body)
-        .set_content_type(rec.content_type.clone())
-        .set_content_encoding(rec.content_encoding.clone())
-        .set_content_disposition(rec.content_disposition.clone())
-        .set_content_language(rec.content_language.clone())
-        .set_cache_control(rec.cache_control.clone())
-        .set_metadata(
-            (!rec.user_metadata.is_empty())
-                .then(|| rec.user_metadata.iter().cloned().collect::<HashMap<_, _>>()),
-        );
-    if let Some(exp) = rec
-        .expires
-        .as_deref()
-        .and_then(|s| DateTime::from_str(s, aws_smithy_types::date_time::Format::HttpDate).ok())
-    {
-        #[allow(deprecated)]
-        {
-            put = put.expires(exp);
-        }
-    }
-    if !rec.tags.is_empty() {
-        put = put.tagging(encode_tags(&rec.tags));
-    }
-    if let Some(class) = dest.storage_class.clone().or(rec.storage_class.clone()) {
-        put = put.storage_class(aws_sdk_s3::types::StorageClass::from(class.as_str()));
-    }
-    // Retention that has run out no longer protects anything, and a PUT may not set it.
-    if let Some(ret) = rec.retention.filter(|r| r.until_ms > now) {
-        put = put
-            .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::from(ret.mode.as_str()))
-            .object_lock_retain_until_date(DateTime::from_millis(ret.until_ms));
-    }
-    if rec.legal_hold {
-        put = put.object_lock_legal_hold_status(aws_sdk_s3::types::ObjectLockLegalHoldStatus::On);
-    }
-    if let Some(k) = &dest.replica_kms_key {
-        put = put
-            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
-            .ssekms_key_id(k);
-    }
-    let version = t.version.render();
-    let mtime = rec.last_modified_ms.to_string();
-    put.customize()
-        .mutate_request(move |req| {
-            req.headers_mut()
-                .insert(REPLICA_VERSION_HEADER, version.clone());
-            req.headers_mut()
-                .insert(REPLICA_MTIME_HEADER, mtime.clone());
-        })
-        .send()
+    let body = http_body_util::StreamBody::new(frames).boxed_unsync();
+    // Generous for a slow link: a minute plus a second per MiB.
+    let timeout = Duration::from_secs(60 + size / (1024 * 1024));
+    peer.client
+        .send(
+            Method::PUT,
+            Some(&dest.bucket),
+            Some(&t.key),
+            &[],
+            h,
+            body,
+            UNSIGNED_PAYLOAD,
+            timeout,
+        )
         .await
-        .map_err(|e| classify(&e))?;
+        .map_err(classify)?;
     Ok(size)
-}
-
-/// A streamed body that states its length, which the SDK needs to checksum it (an
-/// aws-chunked trailer) without buffering it.
-struct SizedBody<S> {
-    inner: http_body_util::StreamBody<S>,
-    len: u64,
-}
-
-impl<S> http_body::Body for SizedBody<S>
-where
-    S: futures::Stream<Item = Result<http_body::Frame<bytes::Bytes>, std::io::Error>> + Unpin,
-{
-    type Data = bytes::Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.len)
-    }
 }
 
 /// `x-amz-tagging`: a URL-encoded query string.
@@ -794,23 +863,47 @@ async fn persist_cursor<M: MetaStore, B: BlobStore>(r: &Replication<M, B>) {
     }
 }
 
-/// Pending figures: events, bytes, and the age of the oldest (ms).
-fn pending<M: MetaStore, B: BlobStore>(r: &Replication<M, B>) -> (usize, u64, u64) {
+/// Logged changes looked at per lag check before the follower has read them.
+const UNREAD_SCAN: usize = 10_000;
+
+/// Pending figures: changes, bytes, and the age of the oldest (ms). Changes still unread by
+/// the follower count when their bucket replicates (up to `UNREAD_SCAN` of them).
+async fn pending<M: MetaStore, B: BlobStore>(r: &Replication<M, B>) -> (usize, u64, u64) {
     let now_us = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as u64;
-    r.state.with(|s| {
-        let bytes = s.outstanding.values().map(|o| o.bytes).sum();
-        let age = s
-            .outstanding
-            .keys()
-            .next()
-            .map(|id| now_us.saturating_sub(*id) / 1000)
-            .unwrap_or(0);
-        (s.outstanding.len(), bytes, age)
-    })
+    let (mut count, mut bytes, mut oldest, scanned) = r.state.with(|s| {
+        (
+            s.outstanding.len(),
+            s.outstanding.values().map(|o| o.bytes).sum::<u64>(),
+            s.outstanding.keys().next().copied(),
+            s.scanned,
+        )
+    });
+    if let Ok(unread) = r.oss.events_after(scanned, UNREAD_SCAN).await {
+        let mut replicated: HashMap<String, bool> = HashMap::new();
+        for e in unread {
+            let on = match replicated.get(&e.bucket) {
+                Some(on) => *on,
+                None => {
+                    let on = matches!(r.oss.replication(&e.bucket).await, Ok(Some(_)));
+                    replicated.insert(e.bucket.clone(), on);
+                    on
+                }
+            };
+            if on {
+                count += 1;
+                bytes += e.size.unwrap_or(0);
+                oldest = Some(oldest.map_or(e.id, |o| o.min(e.id)));
+            }
+        }
+    }
+    let age = oldest
+        .map(|id| now_us.saturating_sub(id) / 1000)
+        .unwrap_or(0);
+    (count, bytes, age)
 }
 
-fn watch_lag<M: MetaStore, B: BlobStore>(r: &Replication<M, B>, rpo: Option<Duration>) {
-    let (count, _, age_ms) = pending(r);
+async fn watch_lag<M: MetaStore, B: BlobStore>(r: &Replication<M, B>, rpo: Option<Duration>) {
+    let (count, _, age_ms) = pending(r).await;
     r.metrics.pending.set(count as i64);
     r.metrics.oldest_pending.set(age_ms as f64 / 1000.0);
     if let Some(rpo) = rpo
@@ -836,8 +929,8 @@ fn watch_lag<M: MetaStore, B: BlobStore>(r: &Replication<M, B>, rpo: Option<Dura
 }
 
 /// `feiyun replication status`: progress, lag, failures and throughput per destination.
-pub fn status_json<M: MetaStore, B: BlobStore>(r: &Replication<M, B>) -> serde_json::Value {
-    let (count, bytes, age_ms) = pending(r);
+pub async fn status_json<M: MetaStore, B: BlobStore>(r: &Replication<M, B>) -> serde_json::Value {
+    let (count, bytes, age_ms) = pending(r).await;
     let now = Instant::now();
     let (cursor, targets) = r.state.with(|s| {
         let mut targets = serde_json::Map::new();
