@@ -183,6 +183,43 @@ fn metric(r: &Region, name: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// A plain PUT; the new version's id.
+async fn put(c: &aws_sdk_s3::Client, bucket: &str, key: &str, data: Vec<u8>) -> String {
+    c.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(data))
+        .send()
+        .await
+        .expect("put")
+        .version_id()
+        .expect("version id")
+        .to_owned()
+}
+
+/// Waits until every (key, version) of `bucket` shows replication status `want`.
+async fn wait_status(
+    secs: u64,
+    c: &aws_sdk_s3::Client,
+    bucket: &str,
+    items: &[(String, String)],
+    want: &str,
+) {
+    eventually(
+        secs,
+        &format!("{} versions {want}", items.len()),
+        || async {
+            for (k, v) in items {
+                if status(c, bucket, k, v).await != want {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+}
+
 async fn status(c: &aws_sdk_s3::Client, bucket: &str, key: &str, version: &str) -> String {
     c.head_object()
         .bucket(bucket)
@@ -294,28 +331,8 @@ async fn versions_markers_and_tags_replicate_with_their_ids() {
     assert!(format!("{suspend:?}").contains("InvalidBucketState"));
 
     // Writes: an overwrite, a blob-sized object with headers and tags, a multipart object.
-    let v1 = ca
-        .put_object()
-        .bucket("src")
-        .key("k")
-        .body(ByteStream::from_static(b"one"))
-        .send()
-        .await
-        .expect("v1")
-        .version_id()
-        .expect("id")
-        .to_owned();
-    let v2 = ca
-        .put_object()
-        .bucket("src")
-        .key("k")
-        .body(ByteStream::from_static(b"two"))
-        .send()
-        .await
-        .expect("v2")
-        .version_id()
-        .expect("id")
-        .to_owned();
+    let v1 = put(&ca, "src", "k", b"one".to_vec()).await;
+    let v2 = put(&ca, "src", "k", b"two".to_vec()).await;
     let big = common::pattern(300 * 1024, 7);
     let vb = ca
         .put_object()
@@ -508,17 +525,7 @@ async fn versions_markers_and_tags_replicate_with_their_ids() {
         .send()
         .await
         .expect("off");
-    let after = ca
-        .put_object()
-        .bucket("src")
-        .key("late")
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .expect("late")
-        .version_id()
-        .expect("id")
-        .to_owned();
+    let after = put(&ca, "src", "late", b"x".to_vec()).await;
     assert_eq!(status(&ca, "src", "late", &after).await, "");
     cli_ok(&a, &["region", "remove", "dr"]);
     assert!(!cli_ok(&a, &["region", "list"]).contains("dr"));
@@ -549,23 +556,9 @@ async fn a_refusing_destination_fails_and_a_dead_one_catches_up() {
     )
     .await
     .expect("rules");
-    let refused = ca
-        .put_object()
-        .bucket("src")
-        .key("no/x")
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .expect("put")
-        .version_id()
-        .expect("id")
-        .to_owned();
-    eventually(30, "FAILED for a destination that refuses replicas", || {
-        let ca = ca.clone();
-        let v = refused.clone();
-        async move { status(&ca, "src", "no/x", &v).await == "FAILED" }
-    })
-    .await;
+    let refused = put(&ca, "src", "no/x", b"x".to_vec()).await;
+    // A destination that refuses replicas leaves the version FAILED.
+    wait_status(30, &ca, "src", &[("no/x".to_owned(), refused)], "FAILED").await;
     let st = cli_ok(&a, &["replication", "status", "--json"]);
     assert!(st.contains("InvalidRequest"), "{st}");
 
@@ -574,17 +567,7 @@ async fn a_refusing_destination_fails_and_a_dead_one_catches_up() {
     let mut written = Vec::new();
     for i in 0..40 {
         let key = format!("ok/{i:02}");
-        let v = ca
-            .put_object()
-            .bucket("src")
-            .key(&key)
-            .body(ByteStream::from(key.clone().into_bytes()))
-            .send()
-            .await
-            .expect("put while down")
-            .version_id()
-            .expect("id")
-            .to_owned();
+        let v = put(&ca, "src", &key, key.clone().into_bytes()).await;
         written.push((key, v));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -603,19 +586,8 @@ async fn a_refusing_destination_fails_and_a_dead_one_catches_up() {
     // It comes back at the same address: everything arrives, once.
     let b = Region::start_at(b_dir.path(), &b_addr, &[]);
     let cb = b.client();
-    eventually(60, "the backlog replicated after the peer returned", || {
-        let ca = ca.clone();
-        let w = written.clone();
-        async move {
-            for (k, v) in &w {
-                if status(&ca, "src", k, v).await != "COMPLETED" {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await;
+    // The backlog replicates once the peer is back.
+    wait_status(60, &ca, "src", &written, "COMPLETED").await;
     eventually(10, "the lag metric back at zero", || async {
         metric(&a, "feiyun_replication_oldest_pending_seconds") == 0.0
             && metric(&a, "feiyun_replication_pending_events") == 0.0
@@ -634,35 +606,14 @@ async fn a_refusing_destination_fails_and_a_dead_one_catches_up() {
     let mut more = Vec::new();
     for i in 0..60 {
         let key = format!("ok/m{i:02}");
-        let v = ca
-            .put_object()
-            .bucket("src")
-            .key(&key)
-            .body(ByteStream::from(common::pattern(70_000, i)))
-            .send()
-            .await
-            .expect("put")
-            .version_id()
-            .expect("id")
-            .to_owned();
+        let v = put(&ca, "src", &key, common::pattern(70_000, i)).await;
         more.push((key, v));
     }
     a.kill9();
     let a2 = Region::start_in(&a_dir);
     let ca2 = a2.client();
-    eventually(60, "convergence after the source's kill -9", || {
-        let ca2 = ca2.clone();
-        let m = more.clone();
-        async move {
-            for (k, v) in &m {
-                if status(&ca2, "src", k, v).await != "COMPLETED" {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await;
+    // Convergence after the source's kill -9.
+    wait_status(60, &ca2, "src", &more, "COMPLETED").await;
     let at_b = versions(&cb, "dst").await;
     assert_eq!(at_b.len(), 100);
     for (i, (k, v)) in more.iter().enumerate() {

@@ -234,6 +234,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 .check_present(Table::Uploads, keys::upload(bucket, key, upload_id))
                 .check_value(Table::Parts, pkey.clone(), old.clone())
                 .put(Table::Parts, pkey.clone(), records::encode(&record)?)
+                // Still pending: an abandoned request's guard has not taken it back.
+                .check_present(Table::PendingBlobs, blob.id.to_bytes().to_vec())
                 .delete(Table::PendingBlobs, blob.id.to_bytes().to_vec());
             if let Some(o) = &old {
                 let o: PartRecord = records::decode(o)?;

@@ -449,13 +449,24 @@ impl PendingBlobGuard {
                 return; // No runtime: the start-up sweep removes it.
             };
             rt.spawn(async move {
-                let b = blobs.clone();
-                let deleted = tokio::task::spawn_blocking(move || b.delete(id)).await;
-                if matches!(deleted, Ok(Ok(()))) {
-                    let mut batch = WriteBatch::new();
-                    batch.delete(Table::PendingBlobs, id.to_bytes().to_vec());
-                    if let Err(e) = meta.commit(batch).await {
-                        tracing::warn!(%id, error = %e, "pending blob entry left for the sweep");
+                // The request may have been cancelled after its commit was queued: the
+                // blob is ours to delete only while `pending_blobs` still lists it (the
+                // object's commit removes the entry in the same transaction).
+                let mut batch = WriteBatch::new();
+                batch
+                    .check_present(Table::PendingBlobs, id.to_bytes().to_vec())
+                    .delete(Table::PendingBlobs, id.to_bytes().to_vec());
+                match meta.commit(batch).await {
+                    Ok(()) => {
+                        let b = blobs.clone();
+                        let deleted = tokio::task::spawn_blocking(move || b.delete(id)).await;
+                        if !matches!(deleted, Ok(Ok(()))) {
+                            tracing::warn!(%id, "an abandoned blob file could not be deleted");
+                        }
+                    }
+                    Err(feiyun_meta::MetaError::Conflict(_)) => {} // committed: kept
+                    Err(e) => {
+                        tracing::warn!(%id, error = %e, "pending blob left for the sweep")
                     }
                 }
             });

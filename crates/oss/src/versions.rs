@@ -445,7 +445,10 @@ fn plan<M: MetaStore>(
                 );
             }
             for id in pending {
-                p.batch.delete(Table::PendingBlobs, id.to_bytes().to_vec());
+                // Still pending: an abandoned request's guard has not taken it back.
+                p.batch
+                    .check_present(Table::PendingBlobs, id.to_bytes().to_vec())
+                    .delete(Table::PendingBlobs, id.to_bytes().to_vec());
             }
             let applied = Applied {
                 version_id: Some(v.render()),
@@ -529,7 +532,10 @@ fn plan<M: MetaStore>(
             };
             p.batch.put(Table::Heads, okey, records::encode(&new_head)?);
             for id in pending {
-                p.batch.delete(Table::PendingBlobs, id.to_bytes().to_vec());
+                // Still pending: an abandoned request's guard has not taken it back.
+                p.batch
+                    .check_present(Table::PendingBlobs, id.to_bytes().to_vec())
+                    .delete(Table::PendingBlobs, id.to_bytes().to_vec());
             }
             let applied = Applied {
                 version_id: versioned.then(|| rec.version_label()),

@@ -692,20 +692,15 @@ fn tagging_xml(tags: &[(String, String)]) -> String {
     x
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a lock date header.
+/// RFC 3339 (ISO 8601) for a lock date header.
 fn iso8601(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 async fn put_version<M: MetaStore, B: BlobStore>(
