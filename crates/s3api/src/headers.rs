@@ -398,6 +398,18 @@ pub(crate) fn replica_of(
     }))
 }
 
+/// A rule filter's tags (lifecycle, replication) as (key, value) pairs.
+pub(crate) fn tag_pairs<'a>(tags: impl IntoIterator<Item = &'a dto::Tag>) -> Vec<(String, String)> {
+    tags.into_iter()
+        .map(|t| {
+            (
+                t.key.clone().unwrap_or_default(),
+                t.value.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,27 +88,12 @@ fn rule_in(r: &LifecycleRule, index: usize) -> Result<Rule, OssError> {
             ));
         }
         filter.prefix = f.prefix.clone().unwrap_or_default();
-        if let Some(t) = &f.tag {
-            filter.tags = vec![(
-                t.key.clone().unwrap_or_default(),
-                t.value.clone().unwrap_or_default(),
-            )];
-        }
+        filter.tags = crate::headers::tag_pairs(&f.tag);
         filter.size_greater_than = size(f.object_size_greater_than)?;
         filter.size_less_than = size(f.object_size_less_than)?;
         if let Some(a) = &f.and {
             filter.prefix = a.prefix.clone().unwrap_or_default();
-            filter.tags = a
-                .tags
-                .iter()
-                .flatten()
-                .map(|t| {
-                    (
-                        t.key.clone().unwrap_or_default(),
-                        t.value.clone().unwrap_or_default(),
-                    )
-                })
-                .collect();
+            filter.tags = crate::headers::tag_pairs(a.tags.iter().flatten());
             filter.size_greater_than = size(a.object_size_greater_than)?;
             filter.size_less_than = size(a.object_size_less_than)?;
         }

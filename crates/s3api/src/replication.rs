@@ -17,16 +17,7 @@ fn rule_in(r: &ReplicationRule_, n: usize) -> Result<ReplicationRule, OssError> 
         }
         (Some(f), None) => {
             let mut prefix = f.prefix.clone().unwrap_or_default();
-            let mut tags: Vec<(String, String)> = f
-                .tag
-                .iter()
-                .map(|t| {
-                    (
-                        t.key.clone().unwrap_or_default(),
-                        t.value.clone().unwrap_or_default(),
-                    )
-                })
-                .collect();
+            let mut tags = crate::headers::tag_pairs(&f.tag);
             if let Some(and) = &f.and {
                 if !prefix.is_empty() || !tags.is_empty() {
                     return Err(OssError::MalformedXml(
@@ -34,17 +25,7 @@ fn rule_in(r: &ReplicationRule_, n: usize) -> Result<ReplicationRule, OssError> 
                     ));
                 }
                 prefix = and.prefix.clone().unwrap_or_default();
-                tags = and
-                    .tags
-                    .iter()
-                    .flatten()
-                    .map(|t| {
-                        (
-                            t.key.clone().unwrap_or_default(),
-                            t.value.clone().unwrap_or_default(),
-                        )
-                    })
-                    .collect();
+                tags = crate::headers::tag_pairs(and.tags.iter().flatten());
             }
             (prefix, tags, true)
         }
