@@ -2,8 +2,9 @@
 # Cross-region replication driven by the aws CLI and checked with rclone: a second region
 # registered with `feiyun region add`, PutBucketReplication from a JSON file (and the ways
 # it is refused), files written with `aws s3 cp` (one large enough for the CLI's multipart)
-# replicate with their version ids, `feiyun replication status` settles at zero pending, and
-# rclone finds the same bytes in the second region.
+# replicate with their version ids, `feiyun replication status` settles at zero pending,
+# rclone finds the same bytes in the second region, and `feiyun replication resync` fills a
+# new destination bucket once.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bin=${FEIYUN_BIN:?}
@@ -91,6 +92,23 @@ for _ in $(seq 1 50); do
 done
 expect_error 404 dr_aws s3api head-object --bucket repl-dst --key docs/small
 expect_error RegionInUse "$bin" region remove dr --endpoint "$ENDPOINT"
+
+# A new destination bucket gets what the source already holds through a resync: both
+# versions and the delete marker, then nothing the second time.
+dr_aws s3api create-bucket --bucket repl-new >/dev/null
+dr_aws s3api put-bucket-versioning --bucket repl-new --versioning-configuration Status=Enabled
+sed 's/repl-dst/repl-new/' "$dir/rules.json" >"$dir/new.json"
+aws s3api put-bucket-replication --bucket repl-src --replication-configuration "file://$dir/new.json"
+"$bin" replication resync repl-src --to dr --wait --endpoint "$ENDPOINT" >"$dir/resync"
+grep -q "^resync repl-src -> dr/repl-new"$'\t'"finished"$'\t'"sent 3 " "$dir/resync" || fail "resync: $(cat "$dir/resync")"
+"$bin" replication resync repl-src --to dr --wait --endpoint "$ENDPOINT" | grep -q "sent 0 (0 bytes)"$'\t'"already there 3" \
+  || fail "a second resync sent something again"
+[ "$(dr_aws s3api list-object-versions --bucket repl-new --query 'length(Versions)' --output text)" = 2 ]
+[ "$(dr_aws s3api list-object-versions --bucket repl-new --query 'DeleteMarkers[0].Key' --output text)" = docs/small ]
+env -u AWS_CA_BUNDLE rclone --config "$dir/rclone.conf" copy dr:repl-new/docs "$dir/again"
+cmp "$dir/large" "$dir/again/large"
+[ ! -e "$dir/again/small" ] || fail "a deleted key came back through the resync"
+expect_error "older-than" "$bin" replication resync repl-src --to dr --older-than 3weeks --endpoint "$ENDPOINT"
 aws s3api delete-bucket-replication --bucket repl-src
 "$bin" region remove dr --endpoint "$ENDPOINT" | grep -q "removed region dr"
 echo "replication ok"

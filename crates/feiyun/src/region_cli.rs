@@ -39,8 +39,64 @@ pub struct RegionArgs {
 
 #[derive(clap::Subcommand)]
 pub enum ReplicationCommand {
-    /// Lag (pending changes, oldest pending age), failures and throughput per destination
+    /// Lag (pending changes, oldest pending age), failures and throughput per destination,
+    /// and resync progress
     Status,
+    /// Re-send a bucket's existing versions and delete markers to a region (a new or rebuilt
+    /// one, or after a failback); versions the region already holds are skipped
+    Resync {
+        bucket: String,
+        /// The peer region to send to (every destination bucket there the rules name)
+        #[arg(long = "to")]
+        region: String,
+        /// Only versions older than this: 90s, 30m, 12h, 7d
+        #[arg(long, value_parser = parse_age)]
+        older_than: Option<u64>,
+        /// Return when the resync has finished, and fail if any version failed
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// `90s`, `30m`, `12h`, `7d` (or plain seconds) → seconds.
+fn parse_age(s: &str) -> Result<u64, String> {
+    let (num, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and one of s, m, h, d"))?;
+    let mult = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(format!("{s:?}: the unit is one of s, m, h, d")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?}: too long"))
+}
+
+fn print_resync(j: &Value) {
+    outln!(
+        "resync {} -> {}\t{}\tsent {} ({} bytes)\talready there {}\tfailed {}{}",
+        j["bucket"].as_str().unwrap_or_default(),
+        j["destination"].as_str().unwrap_or_default(),
+        if j["finished"].is_null() {
+            "running"
+        } else {
+            "finished"
+        },
+        j["sent"],
+        j["bytes"],
+        j["present"],
+        j["failed"],
+        j["error"]
+            .as_str()
+            .map(|e| format!("\terror: {e}"))
+            .unwrap_or_default()
+    );
 }
 
 #[derive(clap::Args)]
@@ -159,8 +215,75 @@ pub async fn run_replication(args: ReplicationArgs) -> anyhow::Result<()> {
                     );
                 }
             }
+            for j in s["resyncs"].as_array().into_iter().flatten() {
+                print_resync(j);
+            }
             for p in s["regions"].as_array().into_iter().flatten() {
                 print_region(p);
+            }
+        }
+        ReplicationCommand::Resync {
+            bucket,
+            region,
+            older_than,
+            wait,
+        } => {
+            let body = json!({"bucket": bucket, "region": region, "older_than_secs": older_than});
+            let started = call(
+                &c,
+                "POST",
+                "/replication/resync",
+                Bytes::from(body.to_string()),
+            )
+            .await?;
+            let ids: Vec<(Value, Value, Value)> = started["resyncs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|j| {
+                    (
+                        j["bucket"].clone(),
+                        j["destination"].clone(),
+                        j["created"].clone(),
+                    )
+                })
+                .collect();
+            let mut jobs: Vec<Value> = started["resyncs"].as_array().cloned().unwrap_or_default();
+            while wait && jobs.iter().any(|j| j["finished"].is_null()) {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                let s = call(&c, "GET", "/replication/status", Bytes::new()).await?;
+                jobs = s["resyncs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|j| {
+                        ids.contains(&(
+                            j["bucket"].clone(),
+                            j["destination"].clone(),
+                            j["created"].clone(),
+                        ))
+                    })
+                    .cloned()
+                    .collect();
+                if jobs.len() < ids.len() {
+                    anyhow::bail!("the resync was replaced by another one");
+                }
+            }
+            if args.conn.json {
+                outln!("{}", json!({ "resyncs": jobs }));
+            } else {
+                for j in &jobs {
+                    print_resync(j);
+                }
+            }
+            if wait {
+                let failed: u64 = jobs.iter().filter_map(|j| j["failed"].as_u64()).sum();
+                if let Some(e) = jobs.iter().find_map(|j| j["error"].as_str()) {
+                    anyhow::bail!("resync stopped: {e}");
+                }
+                if failed > 0 {
+                    anyhow::bail!("resync finished with {failed} versions FAILED");
+                }
             }
         }
     }

@@ -29,6 +29,7 @@ mod lock;
 mod multipart;
 mod put;
 pub mod replication;
+pub mod restore;
 pub mod sse;
 pub mod tagging;
 pub mod transition;

@@ -91,6 +91,9 @@ impl Destination {
 /// Which regions exist, for validating a configuration's destinations.
 pub trait PeerDirectory: Send + Sync {
     fn has_peer(&self, name: &str) -> bool;
+    /// A rule with ExistingObjectReplication now sends `bucket` to `label`: copy what the
+    /// bucket already holds there.
+    fn backfill(&self, _bucket: &str, _label: &str) {}
 }
 
 /// Replication state of one object version (`x-amz-replication-status`).
@@ -244,6 +247,32 @@ impl ReplicationConfig {
     }
 }
 
+/// Destinations that an enabled ExistingObjectReplication rule sends to under `after` and
+/// none did under `before`: their backfill is due.
+pub fn backfills(
+    before: Option<&ReplicationConfig>,
+    after: Option<&ReplicationConfig>,
+) -> Vec<String> {
+    let existing = |c: Option<&ReplicationConfig>| -> Vec<String> {
+        c.map(|c| {
+            c.rules
+                .iter()
+                .filter(|r| r.enabled && r.existing_objects)
+                .map(|r| r.destination.label())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let had = existing(before);
+    let mut due: Vec<String> = existing(after)
+        .into_iter()
+        .filter(|l| !had.contains(l))
+        .collect();
+    due.sort();
+    due.dedup();
+    due
+}
+
 impl ReplicationRule {
     pub fn matches(&self, key: &str, tags: &[(String, String)]) -> bool {
         key.starts_with(&self.prefix) && self.tags.iter().all(|t| tags.contains(t))
@@ -262,6 +291,9 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         if let Some(c) = &config {
             c.validate(peers)?;
         }
+        // The closure may run more than once (a conflicting commit retries it): the last run
+        // saw what was replaced.
+        let before = std::sync::Mutex::new(None);
         self.update_bucket(bucket, |r| {
             if config.is_some() && r.versioning != Versioning::Enabled {
                 return Err(OssError::InvalidRequest(
@@ -269,11 +301,18 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                         .into(),
                 ));
             }
+            if let Ok(mut b) = before.lock() {
+                *b = r.replication.clone();
+            }
             r.replication = config.clone();
             Ok(())
         })
-        .await
-        .map(|_| ())
+        .await?;
+        let before = before.into_inner().unwrap_or_else(|p| p.into_inner());
+        for label in backfills(before.as_ref(), config.as_ref()) {
+            peers.backfill(bucket, &label);
+        }
+        Ok(())
     }
 
     /// The delete marker with id `version` of `bucket/key`, if that version is one.
@@ -578,5 +617,27 @@ mod tests {
         assert_eq!(s(vec![Completed, Pending]), "PENDING");
         assert_eq!(s(vec![Pending, Failed]), "FAILED");
         assert_eq!(ReplicationState::Replica.header(), "REPLICA");
+    }
+
+    #[test]
+    fn existing_object_rules_backfill_only_new_destinations() {
+        let with = |rules: Vec<ReplicationRule>| ReplicationConfig {
+            role: String::new(),
+            rules,
+        };
+        let existing = |id: &str, bucket: &str| ReplicationRule {
+            existing_objects: true,
+            ..rule(id, 0, "", "dr", bucket)
+        };
+        let a = with(vec![existing("a", "x"), rule("b", 1, "", "dr", "y")]);
+        assert_eq!(backfills(None, Some(&a)), vec!["dr/x".to_owned()]);
+        // Storing the same rules again copies nothing again.
+        assert!(backfills(Some(&a), Some(&a)).is_empty());
+        let b = with(vec![existing("a", "x"), existing("b", "y")]);
+        assert_eq!(backfills(Some(&a), Some(&b)), vec!["dr/y".to_owned()]);
+        let mut off = existing("c", "z");
+        off.enabled = false;
+        assert!(backfills(None, Some(&with(vec![off]))).is_empty());
+        assert!(backfills(Some(&b), None).is_empty());
     }
 }

@@ -75,7 +75,7 @@ fn arn(name: &str) -> String {
 }
 
 pub async fn handle<M: MetaStore, B: BlobStore>(
-    r: &Replication<M, B>,
+    r: &std::sync::Arc<Replication<M, B>>,
     gate: &dyn Gate,
     method: &http::Method,
     path: &str,
@@ -90,6 +90,7 @@ pub async fn handle<M: MetaStore, B: BlobStore>(
         ("GET", ["regions"]) => ("ListRegions", list(r, gate)),
         ("PUT", ["regions", name]) => ("AddRegion", add(r, gate, name, &body).await),
         ("DELETE", ["regions", name]) => ("RemoveRegion", remove(r, gate, name).await),
+        ("POST", ["resync"]) => ("StartResync", resync(r, gate, &body).await),
         ("GET", ["status"]) => (
             "GetReplicationStatus",
             match gate.authorize("replication:GetReplicationStatus", &arn("*")) {
@@ -139,6 +140,41 @@ async fn add<M: MetaStore, B: BlobStore>(
         .peer(&rec.name)
         .ok_or_else(|| ApiError::new(500, "InternalError", "the region vanished"))?;
     Ok(crate::peer_json(&peer))
+}
+
+/// `{"bucket": B, "region": R, "older_than_secs": N?}`: resync B to every destination in R.
+async fn resync<M: MetaStore, B: BlobStore>(
+    r: &std::sync::Arc<Replication<M, B>>,
+    gate: &dyn Gate,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        bucket: String,
+        region: String,
+        #[serde(default)]
+        older_than_secs: Option<u64>,
+    }
+    let req: Req = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, "InvalidRequestContent", format!("body: {e}")))?;
+    gate.authorize("replication:StartResync", &arn(&req.region))?;
+    let jobs = r
+        .start_resync(
+            &req.bucket,
+            &req.region,
+            req.older_than_secs.map(std::time::Duration::from_secs),
+        )
+        .await
+        .map_err(|e| match e {
+            ReplicationError::Oss(feiyun_oss::OssError::NoSuchBucket) => ApiError::new(
+                404,
+                "NoSuchBucket",
+                format!("no bucket named {}", req.bucket),
+            ),
+            other => other.into(),
+        })?;
+    Ok(json!({"resyncs": jobs.iter().map(crate::resync::job_json).collect::<Vec<_>>()}))
 }
 
 async fn remove<M: MetaStore, B: BlobStore>(

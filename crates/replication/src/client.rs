@@ -21,8 +21,10 @@ use hyper_util::rt::TokioExecutor;
 pub(crate) type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// Most of an error response read (its XML names the code).
+/// Most of an answer read: writes and errors answer a little XML.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Most of a listing read (1,000 entries with long keys).
+const MAX_LISTING_BODY: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub(crate) enum ClientError {
@@ -151,10 +153,59 @@ impl S3Client {
         bucket: Option<&str>,
         key: Option<&str>,
         query: &[(&str, &str)],
+        headers: Vec<(String, String)>,
+        body: ReqBody,
+        payload_sha256: &str,
+        timeout: Duration,
+    ) -> Result<(HeaderMap, Bytes), ClientError> {
+        self.exchange(
+            method,
+            bucket,
+            key,
+            query,
+            headers,
+            body,
+            payload_sha256,
+            timeout,
+            MAX_ERROR_BODY,
+        )
+        .await
+    }
+
+    /// A bodiless bucket request whose answer is a document (a listing).
+    pub(crate) async fn send_for_body(
+        &self,
+        method: Method,
+        bucket: &str,
+        query: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<(HeaderMap, Bytes), ClientError> {
+        self.exchange(
+            method,
+            Some(bucket),
+            None,
+            query,
+            Vec::new(),
+            empty(),
+            crate::worker::EMPTY_SHA256,
+            timeout,
+            MAX_LISTING_BODY,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        method: Method,
+        bucket: Option<&str>,
+        key: Option<&str>,
+        query: &[(&str, &str)],
         mut headers: Vec<(String, String)>,
         body: ReqBody,
         payload_sha256: &str,
         timeout: Duration,
+        max_body: usize,
     ) -> Result<(HeaderMap, Bytes), ClientError> {
         let path = match bucket {
             Some(b) => object_path(b, key),
@@ -205,7 +256,7 @@ impl S3Client {
                 .map_err(|e| ClientError::Unreachable(describe(&e)))?;
             let status = resp.status();
             let headers = resp.headers().clone();
-            let limited = http_body_util::Limited::new(resp.into_body(), MAX_ERROR_BODY);
+            let limited = http_body_util::Limited::new(resp.into_body(), max_body);
             let body = limited
                 .collect()
                 .await

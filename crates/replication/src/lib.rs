@@ -11,6 +11,7 @@
 
 pub mod api;
 mod client;
+pub mod resync;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -88,6 +89,8 @@ pub struct NewPeer {
 
 /// The replication service of one region.
 pub struct Replication<M, B> {
+    /// Itself, for work a synchronous callback starts in the background.
+    me: std::sync::Weak<Self>,
     oss: Arc<ObjectService<M, B>>,
     peers: RwLock<BTreeMap<String, Arc<Peer>>>,
     pub(crate) metrics: worker::Metrics,
@@ -131,7 +134,8 @@ fn validate_endpoint(url: &str) -> Result<(), ReplicationError> {
 impl<M: MetaStore, B: BlobStore> Replication<M, B> {
     /// Loads the registered peers. Call [`Replication::spawn`] to start the worker.
     pub async fn open(oss: Arc<ObjectService<M, B>>) -> Result<Arc<Self>, ReplicationError> {
-        let r = Arc::new(Self {
+        let r = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             oss,
             peers: RwLock::default(),
             metrics: worker::Metrics::default(),
@@ -303,6 +307,7 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             }
         });
         worker::spawn(self.clone(), rpo);
+        self.resume_resyncs();
     }
 
     /// Registers the `feiyun_replication_*` series.
@@ -314,6 +319,21 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
 impl<M: MetaStore, B: BlobStore> feiyun_oss::replication::PeerDirectory for Replication<M, B> {
     fn has_peer(&self, name: &str) -> bool {
         self.peer(name).is_some()
+    }
+
+    fn backfill(&self, bucket: &str, label: &str) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let (bucket, label) = (bucket.to_owned(), label.to_owned());
+        tokio::spawn(async move {
+            match me.start_resync_to(&bucket, vec![label.clone()], None).await {
+                Ok(_) => tracing::info!(%bucket, destination = %label,
+                    "existing objects replication started"),
+                Err(e) => tracing::warn!(%bucket, destination = %label, error = %e,
+                    "existing objects replication not started"),
+            }
+        });
     }
 }
 

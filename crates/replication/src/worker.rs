@@ -202,6 +202,8 @@ pub(crate) struct SharedState {
     statuses: std::sync::OnceLock<tokio::sync::mpsc::Sender<StatusItem>>,
     /// When the last RPO alert was logged (ms), to log at most one a minute.
     last_alert_ms: AtomicI64,
+    /// Resync job row → the generation running it (a restarted job replaces the run).
+    pub(crate) resyncs: Mutex<HashMap<Vec<u8>, u64>>,
 }
 
 impl SharedState {
@@ -214,20 +216,24 @@ impl SharedState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Object,
     Marker,
     Tags,
 }
 
 #[derive(Debug, Clone)]
-struct Task {
-    event_id: u64,
-    bucket: String,
-    key: String,
-    version: VersionId,
-    kind: Kind,
-    rule: ReplicationRule,
+pub(crate) struct Task {
+    /// The logged change (0 for a resync, which follows no event).
+    pub(crate) event_id: u64,
+    pub(crate) bucket: String,
+    pub(crate) key: String,
+    pub(crate) version: VersionId,
+    pub(crate) kind: Kind,
+    pub(crate) rule: ReplicationRule,
+    /// Sent whatever the version's status: a resync rebuilds a destination that lost what it
+    /// had, replicas of its own writes included.
+    pub(crate) resync: bool,
 }
 
 impl Task {
@@ -372,6 +378,7 @@ async fn plan<M: MetaStore, B: BlobStore>(
         version,
         kind,
         rule: rule.clone(),
+        resync: false,
     };
     let kind = if e.name.starts_with("ObjectCreated:") {
         Kind::Object
@@ -427,28 +434,58 @@ async fn plan<M: MetaStore, B: BlobStore>(
 }
 
 async fn run<M: MetaStore, B: BlobStore>(r: Arc<Replication<M, B>>, t: Task) {
+    deliver(&r, &t).await;
+    r.state.with(|s| {
+        if let Some(o) = s.outstanding.get_mut(&t.event_id) {
+            o.remaining = o.remaining.saturating_sub(1);
+            if o.remaining == 0 {
+                s.outstanding.remove(&t.event_id);
+            }
+        }
+    });
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivered {
+    /// Written to the peer: the object bytes sent.
+    Sent(u64),
+    /// Nothing to do (gone at the source, or already there).
+    Skipped,
+    /// Refused for good; the version is FAILED for that destination.
+    Failed,
+    /// The rule or the peer went away first.
+    Dropped,
+}
+
+/// Runs one task to its end: retried with back-off while the peer is away, given up after
+/// [`REFUSALS`] refusals. Records the version's status and the metrics.
+pub(crate) async fn deliver<M: MetaStore, B: BlobStore>(
+    r: &Replication<M, B>,
+    t: &Task,
+) -> Delivered {
     let label = t.label();
     let mut wait = FIRST_RETRY;
     let mut refusals = 0;
     loop {
         let Some(peer) = r.peer(&t.rule.destination.region) else {
-            break;
+            return Delivered::Dropped;
         };
         let outcome = {
             let Ok(_slot) = peer.slots.clone().acquire_owned().await else {
-                break;
+                return Delivered::Dropped;
             };
-            attempt(&r, &peer, &t).await
+            attempt(r, &peer, t).await
         };
         let (error, last_try) = match outcome {
             Ok(bytes) => {
                 if t.kind == Kind::Object {
-                    record_status(&r, &t, &label, TargetStatus::Completed).await;
+                    record_status(r, t, &label, TargetStatus::Completed).await;
                 }
-                done(&r, &t, bytes);
-                break;
+                done(r, t, bytes);
+                return Delivered::Sent(bytes);
             }
-            Err(Failure::Skip) => break,
+            Err(Failure::Skip) => return Delivered::Skipped,
             Err(Failure::Retry(m)) => (m, false),
             Err(Failure::Refused(m)) => {
                 refusals += 1;
@@ -463,7 +500,7 @@ async fn run<M: MetaStore, B: BlobStore>(r: Arc<Replication<M, B>>, t: Task) {
             tracing::warn!(bucket = %t.bucket, key = %t.key, version = %t.version.render(),
                 destination = %label, error = %error, "replication failed");
             if t.kind == Kind::Object {
-                record_status(&r, &t, &label, TargetStatus::Failed).await;
+                record_status(r, t, &label, TargetStatus::Failed).await;
             }
             r.metrics
                 .failed
@@ -473,7 +510,7 @@ async fn run<M: MetaStore, B: BlobStore>(r: Arc<Replication<M, B>>, t: Task) {
                 .inc();
             r.state
                 .with(|s| s.targets.entry(label.clone()).or_default().failed += 1);
-            break;
+            return Delivered::Failed;
         }
         tracing::debug!(destination = %label, error = %error, "replication retry");
         tokio::select! {
@@ -487,18 +524,10 @@ async fn run<M: MetaStore, B: BlobStore>(r: Arc<Replication<M, B>>, t: Task) {
                 if c.rules
                     .iter()
                     .any(|x| x.enabled && x.destination.label() == label) => {}
-            Ok(_) | Err(OssError::NoSuchBucket) => break,
+            Ok(_) | Err(OssError::NoSuchBucket) => return Delivered::Dropped,
             Err(_) => {}
         }
     }
-    r.state.with(|s| {
-        if let Some(o) = s.outstanding.get_mut(&t.event_id) {
-            o.remaining = o.remaining.saturating_sub(1);
-            if o.remaining == 0 {
-                s.outstanding.remove(&t.event_id);
-            }
-        }
-    });
 }
 
 /// Commits completions in batches: whatever has queued up while the last commit ran.
@@ -560,11 +589,13 @@ fn done<M: MetaStore, B: BlobStore>(r: &Replication<M, B>, t: &Task, bytes: u64)
     };
     r.metrics.replicated.get_or_create(&label).inc();
     r.metrics.bytes.get_or_create(&label).inc_by(bytes);
-    // Event ids are the commit's microseconds.
-    let now_us = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as u64;
-    r.metrics
-        .lag
-        .observe(now_us.saturating_sub(t.event_id) as f64 / 1e6);
+    if !t.resync {
+        // Event ids are the commit's microseconds.
+        let now_us = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as u64;
+        r.metrics
+            .lag
+            .observe(now_us.saturating_sub(t.event_id) as f64 / 1e6);
+    }
     r.state.with(|s| {
         let st = s.targets.entry(label.destination).or_default();
         st.last_error = None;
@@ -721,6 +752,7 @@ async fn put_version<M: MetaStore, B: BlobStore>(
         .map_err(oss_failure)?;
     let rec = read.record;
     match &rec.replication {
+        _ if t.resync => {}
         Some(s) if s.target(&label) == Some(TargetStatus::Completed) => return Err(Failure::Skip),
         Some(ReplicationState::Replica) => return Err(Failure::Skip),
         _ => {}
@@ -951,6 +983,7 @@ pub async fn status_json<M: MetaStore, B: BlobStore>(r: &Replication<M, B>) -> s
         "pending_bytes": bytes,
         "oldest_pending_ms": age_ms,
         "destinations": targets,
+        "resyncs": r.resync_jobs().unwrap_or_default().iter().map(crate::resync::job_json).collect::<Vec<_>>(),
         "regions": r.peers().iter().map(|p| crate::peer_json(p)).collect::<Vec<_>>(),
     })
 }
