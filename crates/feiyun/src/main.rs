@@ -55,8 +55,11 @@ enum Command {
     Fc(fc_cli::FcArgs),
     /// Peer regions this region replicates to: add, list, remove.
     Region(region_cli::RegionArgs),
-    /// Cross-region replication: status (lag, failures, throughput).
+    /// Cross-region replication: status (lag, failures, throughput) and resync.
     Replication(region_cli::ReplicationArgs),
+    /// Point-in-time restore: bring a bucket (or a prefix, or a copy in another bucket) back
+    /// to what it held at a moment, from its versions; --dry-run lists what would change.
+    Restore(region_cli::RestoreArgs),
 }
 
 #[derive(clap::Args)]
@@ -134,6 +137,7 @@ fn main() -> std::process::ExitCode {
             Command::Fc(args) => fc_cli::run(args).await,
             Command::Region(args) => region_cli::run_region(args).await,
             Command::Replication(args) => region_cli::run_replication(args).await,
+            Command::Restore(args) => region_cli::run_restore(args).await,
         }
     });
     match result {

@@ -1,5 +1,5 @@
-//! `feiyun region …` (peer regions) and `feiyun replication …` (the worker's status), over
-//! the region's `/replication/` API.
+//! `feiyun region …` (peer regions), `feiyun replication …` (the worker's status, resyncs)
+//! and `feiyun restore …` (point-in-time restore), over the region's `/replication/` API.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -286,6 +286,83 @@ pub async fn run_replication(args: ReplicationArgs) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    conn: Connection,
+    bucket: String,
+    /// The moment to go back to: RFC 3339 (2026-11-29T10:00:00Z) or milliseconds since the
+    /// epoch
+    #[arg(long, value_parser = parse_moment)]
+    to_time: i64,
+    /// Only keys under this prefix
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Write the state at that time into this bucket instead of the bucket itself
+    #[arg(long)]
+    target: Option<String>,
+    /// List what would change, change nothing
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn parse_moment(s: &str) -> Result<i64, String> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|e| format!("{s:?}: expected RFC 3339 (2026-11-29T10:00:00Z) or epoch ms: {e}"))
+}
+
+pub async fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let c = AdminClient::new(&args.conn)?;
+    let body = json!({
+        "bucket": args.bucket,
+        "to_time_ms": args.to_time,
+        "prefix": args.prefix,
+        "target": args.target,
+        "dry_run": args.dry_run,
+    });
+    let r = call(&c, "POST", "/replication/restore", Bytes::from(body.to_string())).await?;
+    if args.conn.json {
+        outln!("{r}");
+    } else {
+        for ch in r["changes"].as_array().into_iter().flatten() {
+            let key = ch["key"].as_str().unwrap_or_default();
+            match ch["action"].as_str() {
+                Some("restore") => outln!(
+                    "restore\t{key}\tversion {}\t{} bytes",
+                    ch["version"].as_str().unwrap_or_default(),
+                    ch["size"]
+                ),
+                Some("delete") => outln!("delete\t{key}"),
+                _ => outln!("skip\t{key}\t{}", ch["reason"].as_str().unwrap_or_default()),
+            }
+        }
+        let n = |f: &str| r[f].as_u64().unwrap_or(0);
+        if n("changes_listed") < n("restored") + n("deleted") + n("skipped") {
+            outln!("(only the first {} changes are listed)", n("changes_listed"));
+        }
+        outln!(
+            "{}{} keys: {} restored ({} bytes), {} deleted, {} unchanged, {} skipped, {} failed",
+            if args.dry_run { "dry run, nothing changed: " } else { "" },
+            n("keys"),
+            n("restored"),
+            n("bytes"),
+            n("deleted"),
+            n("unchanged"),
+            n("skipped"),
+            n("failed")
+        );
+    }
+    let failed = r["failed"].as_u64().unwrap_or(0);
+    if failed > 0 {
+        anyhow::bail!("{failed} keys could not be restored (see the skip lines)");
     }
     Ok(())
 }

@@ -91,6 +91,7 @@ pub async fn handle<M: MetaStore, B: BlobStore>(
         ("PUT", ["regions", name]) => ("AddRegion", add(r, gate, name, &body).await),
         ("DELETE", ["regions", name]) => ("RemoveRegion", remove(r, gate, name).await),
         ("POST", ["resync"]) => ("StartResync", resync(r, gate, &body).await),
+        ("POST", ["restore"]) => ("RestoreBucket", restore(r, gate, &body).await),
         ("GET", ["status"]) => (
             "GetReplicationStatus",
             match gate.authorize("replication:GetReplicationStatus", &arn("*")) {
@@ -175,6 +176,80 @@ async fn resync<M: MetaStore, B: BlobStore>(
             other => other.into(),
         })?;
     Ok(json!({"resyncs": jobs.iter().map(crate::resync::job_json).collect::<Vec<_>>()}))
+}
+
+/// Point-in-time restore: `{"bucket", "to_time_ms", "prefix"?, "target"?, "dry_run"?}`.
+async fn restore<M: MetaStore, B: BlobStore>(
+    r: &std::sync::Arc<Replication<M, B>>,
+    gate: &dyn Gate,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    use feiyun_oss::restore::{RestoreChange, RestoreRequest};
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        bucket: String,
+        to_time_ms: i64,
+        #[serde(default)]
+        prefix: String,
+        #[serde(default)]
+        target: Option<String>,
+        #[serde(default)]
+        dry_run: bool,
+    }
+    let req: Req = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, "InvalidRequestContent", format!("body: {e}")))?;
+    gate.authorize(
+        "replication:RestoreBucket",
+        &format!("arn:aws:s3:::{}", req.bucket),
+    )?;
+    if let Some(t) = &req.target {
+        gate.authorize("replication:RestoreBucket", &format!("arn:aws:s3:::{t}"))?;
+    }
+    let report = r
+        .oss()
+        .restore_to_time(&RestoreRequest {
+            bucket: req.bucket,
+            to_time_ms: req.to_time_ms,
+            prefix: req.prefix,
+            target: req.target,
+            dry_run: req.dry_run,
+        })
+        .await
+        .map_err(|e| match e {
+            feiyun_oss::OssError::NoSuchBucket => {
+                ApiError::new(404, "NoSuchBucket", "the bucket or the target does not exist")
+            }
+            feiyun_oss::OssError::InvalidArgument(m) => {
+                ApiError::new(400, "InvalidParameterValue", m)
+            }
+            other => ApiError::new(500, "InternalError", other.to_string()),
+        })?;
+    let changes: Vec<Value> = report
+        .changes
+        .iter()
+        .map(|c| match c {
+            RestoreChange::Restore { key, version, size } => {
+                json!({"action": "restore", "key": key, "version": version.render(), "size": size})
+            }
+            RestoreChange::Delete { key } => json!({"action": "delete", "key": key}),
+            RestoreChange::Skip { key, reason } => {
+                json!({"action": "skip", "key": key, "reason": reason})
+            }
+        })
+        .collect();
+    Ok(json!({
+        "dry_run": req.dry_run,
+        "keys": report.keys,
+        "restored": report.restored,
+        "deleted": report.deleted,
+        "unchanged": report.unchanged,
+        "skipped": report.skipped,
+        "failed": report.failed,
+        "bytes": report.bytes,
+        "changes": changes,
+        "changes_listed": changes.len() as u64,
+    }))
 }
 
 async fn remove<M: MetaStore, B: BlobStore>(
