@@ -328,7 +328,13 @@ pub async fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
         "target": args.target,
         "dry_run": args.dry_run,
     });
-    let r = call(&c, "POST", "/replication/restore", Bytes::from(body.to_string())).await?;
+    let r = call(
+        &c,
+        "POST",
+        "/replication/restore",
+        Bytes::from(body.to_string()),
+    )
+    .await?;
     if args.conn.json {
         outln!("{r}");
     } else {
@@ -346,11 +352,18 @@ pub async fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
         }
         let n = |f: &str| r[f].as_u64().unwrap_or(0);
         if n("changes_listed") < n("restored") + n("deleted") + n("skipped") {
-            outln!("(only the first {} changes are listed)", n("changes_listed"));
+            outln!(
+                "(only the first {} changes are listed)",
+                n("changes_listed")
+            );
         }
         outln!(
             "{}{} keys: {} restored ({} bytes), {} deleted, {} unchanged, {} skipped, {} failed",
-            if args.dry_run { "dry run, nothing changed: " } else { "" },
+            if args.dry_run {
+                "dry run, nothing changed: "
+            } else {
+                ""
+            },
             n("keys"),
             n("restored"),
             n("bytes"),

@@ -387,6 +387,28 @@ async fn versions_markers_and_tags_replicate_with_their_ids() {
         .await
         .expect("mp");
     assert_eq!(mp.replication_status().map(|s| s.as_str()), Some("REPLICA"));
+    // Replicated in the same parts: the multipart ETag ("…-2") is the source's.
+    let mp_a = ca
+        .head_object()
+        .bucket("src")
+        .key("mp.bin")
+        .send()
+        .await
+        .expect("mp head");
+    assert!(
+        mp_a.e_tag().is_some_and(|e| e.ends_with("-2\"")),
+        "{:?}",
+        mp_a.e_tag()
+    );
+    assert_eq!(mp.e_tag(), mp_a.e_tag());
+    // The replica's upload is gone once completed.
+    let uploads = cb
+        .list_multipart_uploads()
+        .bucket("dst")
+        .send()
+        .await
+        .expect("uploads");
+    assert!(uploads.uploads().is_empty());
     let whole: Vec<u8> = parts.concat();
     assert_eq!(
         mp.body.collect().await.expect("b").into_bytes().to_vec(),
@@ -999,9 +1021,11 @@ async fn point_in_time_restore_replays_a_recorded_history() {
     let mut history: Vec<(i64, BTreeMap<String, Vec<u8>>)> = Vec::new();
     let mut seed = 0x5eed_u64;
     for step in 0..80u64 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let key = format!("k{}", (seed >> 33) % 12);
-        if (seed >> 20) % 4 == 0 {
+        if (seed >> 20).is_multiple_of(4) {
             c.delete_object()
                 .bucket("hist")
                 .key(&key)
@@ -1031,17 +1055,20 @@ async fn point_in_time_restore_replays_a_recorded_history() {
         .map(|(k, _)| k.clone())
         .collect();
     let deletes = model.keys().filter(|k| !at20.contains_key(*k)).count();
-    assert_eq!(plan["restored"].as_u64(), Some(restores.len() as u64), "{plan}");
+    assert_eq!(
+        plan["restored"].as_u64(),
+        Some(restores.len() as u64),
+        "{plan}"
+    );
     assert_eq!(plan["deleted"].as_u64(), Some(deletes as u64), "{plan}");
-    assert!(restores.len() + deletes > 0, "the history must have changed something");
+    assert!(
+        restores.len() + deletes > 0,
+        "the history must have changed something"
+    );
     assert_eq!(all_versions(&c, "hist", "").await, versions_before);
 
     // Into another bucket: it ends as the bucket was at step 20.
-    c.create_bucket()
-        .bucket("copy")
-        .send()
-        .await
-        .expect("copy");
+    c.create_bucket().bucket("copy").send().await.expect("copy");
     restore(&a, &["hist", "--to-time", &t20s, "--target", "copy"]);
     assert_eq!(contents(&c, "copy").await, at20);
 
@@ -1056,7 +1083,11 @@ async fn point_in_time_restore_replays_a_recorded_history() {
     }
     // Again: nothing left to change.
     let again = restore(&a, &["hist", "--to-time", &t40s, "--prefix", "k1"]);
-    assert_eq!((again["restored"].as_u64(), again["deleted"].as_u64()), (Some(0), Some(0)), "{again}");
+    assert_eq!(
+        (again["restored"].as_u64(), again["deleted"].as_u64()),
+        (Some(0), Some(0)),
+        "{again}"
+    );
 
     // The whole bucket back to step 20, then forward to the end again: a restore only adds
     // versions, so it can be undone.
@@ -1110,7 +1141,10 @@ async fn point_in_time_restore_replays_a_recorded_history() {
 
     // Bad input: one line on stderr, a non-zero exit.
     for (args, want) in [
-        (vec!["restore", "hist", "--to-time", "yesterday"], "RFC 3339"),
+        (
+            vec!["restore", "hist", "--to-time", "yesterday"],
+            "RFC 3339",
+        ),
         (vec!["restore", "nope", "--to-time", "0"], "NoSuchBucket"),
         (
             vec!["restore", "hist", "--to-time", "0", "--target", "nope"],

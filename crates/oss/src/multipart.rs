@@ -95,6 +95,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             checksum_kind: checksum_algorithm
                 .map(|_| checksum_kind.unwrap_or(ChecksumKind::Composite)),
             sse: sealing.map(|s| s.mode.clone()),
+            replica: sse.replica,
         };
         let mut batch = WriteBatch::new();
         batch
@@ -482,6 +483,11 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             ),
         );
         record.encryption = encryption;
+        if let Some(r) = upload.replica {
+            record.version = r.version;
+            record.last_modified_ms = r.last_modified_ms;
+            record.replication = Some(crate::replication::ReplicationState::Replica);
+        }
         let used: Vec<BlobId> = chosen.iter().map(|(_, p)| p.blob).collect();
         let mut extra = WriteBatch::new();
         let ukey = keys::upload(bucket, key, upload_id);
@@ -514,6 +520,14 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             Err(OssError::Busy) => return Err(OssError::NoSuchUpload),
             Err(e) => return Err(e),
         };
+        // A replica delivered twice: the version is already here and nothing was committed;
+        // the upload's parts go.
+        if applied.duplicate {
+            match self.abort_multipart_upload(bucket, key, upload_id).await {
+                Ok(()) | Err(OssError::NoSuchUpload) => {}
+                Err(e) => return Err(e),
+            }
+        }
         self.janitor.notify_one();
         PutOutcome::of(applied)
     }

@@ -275,6 +275,9 @@ pub struct UploadRecord {
     /// How every part's data key is sealed (chosen at creation).
     #[serde(default)]
     pub sse: Option<crate::sse::SseMode>,
+    /// The upload of a replica from another region: completing it commits that version.
+    #[serde(default)]
+    pub replica: Option<crate::replication::ReplicaOf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

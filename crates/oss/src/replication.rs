@@ -148,7 +148,7 @@ pub struct StatusUpdate {
 }
 
 /// What a replica write carries over from its source version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaOf {
     pub version: VersionId,
     pub last_modified_ms: i64,

@@ -217,9 +217,11 @@ async fn restore<M: MetaStore, B: BlobStore>(
         })
         .await
         .map_err(|e| match e {
-            feiyun_oss::OssError::NoSuchBucket => {
-                ApiError::new(404, "NoSuchBucket", "the bucket or the target does not exist")
-            }
+            feiyun_oss::OssError::NoSuchBucket => ApiError::new(
+                404,
+                "NoSuchBucket",
+                "the bucket or the target does not exist",
+            ),
             feiyun_oss::OssError::InvalidArgument(m) => {
                 ApiError::new(400, "InvalidParameterValue", m)
             }

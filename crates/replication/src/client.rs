@@ -104,7 +104,8 @@ fn object_path(bucket: &str, key: Option<&str>) -> String {
     p
 }
 
-fn error_field(xml: &str, tag: &str) -> Option<String> {
+/// The text of the first `<tag>` in a small S3 answer (an error's Code, an UploadId).
+pub(crate) fn xml_field(xml: &str, tag: &str) -> Option<String> {
     let open = format!("<{tag}>");
     let start = xml.find(&open)? + open.len();
     let end = xml[start..].find(&format!("</{tag}>"))? + start;
@@ -278,8 +279,8 @@ fn status_error(status: StatusCode, body: &[u8]) -> ClientError {
     let text = String::from_utf8_lossy(body);
     ClientError::Status {
         status: status.as_u16(),
-        code: error_field(&text, "Code").unwrap_or_else(|| status.as_str().to_owned()),
-        message: error_field(&text, "Message").unwrap_or_default(),
+        code: xml_field(&text, "Code").unwrap_or_else(|| status.as_str().to_owned()),
+        message: xml_field(&text, "Message").unwrap_or_default(),
     }
 }
 

@@ -543,7 +543,7 @@ pub fn required_actions(
         "PutObjectLegalHold" => out.push(("s3:PutObjectLegalHold", o)),
         // A peer region's replica keeps its source's version id: only replication may.
         "DeleteObject" if is_replica(headers) => out.push(("s3:ReplicateDelete", o)),
-        "PutObject" if is_replica(headers) => {
+        "PutObject" | "CreateMultipartUpload" if is_replica(headers) => {
             out.push(("s3:ReplicateObject", o.clone()));
             if header(headers, "x-amz-tagging").is_some() {
                 out.push(("s3:ReplicateTags", o.clone()));
@@ -562,6 +562,10 @@ pub fn required_actions(
         "PutObject" | "CreateMultipartUpload" => {
             out.push(("s3:PutObject", o.clone()));
             put_extras(&mut out, headers, &o);
+        }
+        // The parts of a replica's upload carry the replica header too.
+        "UploadPart" | "CompleteMultipartUpload" if is_replica(headers) => {
+            out.push(("s3:ReplicateObject", o))
         }
         "UploadPart" | "CompleteMultipartUpload" => out.push(("s3:PutObject", o)),
         "AbortMultipartUpload" => out.push(("s3:AbortMultipartUpload", o)),

@@ -39,6 +39,7 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         let mut spec = feiyun_oss::WriteSpec::default();
         self.fill_sse(&req, sse_headers!(i), &mut spec)
             .map_err(fail(&req))?;
+        spec.replica = headers::replica_of(&req.headers).map_err(fail(&req))?;
         let (upload_id, mode) = self
             .oss
             .create_multipart_upload(&i.bucket, &i.key, h, algorithm, kind, &spec)
