@@ -58,6 +58,9 @@ pub struct Config {
     /// Replication lag (age of the oldest unreplicated change) above which the log carries
     /// an alert line; `None`: no alert.
     pub replication_rpo_secs: Option<u64>,
+    /// The default account's 12-digit id, used when the region first starts (random when
+    /// unset). Regions of one site (IAM replicated between them) share it.
+    pub account_id: Option<String>,
     /// Shortest STS session AssumeRole/GetSessionToken grant (AWS: 900). Tests lower it
     /// to see sessions expire.
     pub sts_min_session_secs: u64,
@@ -114,6 +117,7 @@ pub struct ConfigOverrides {
     pub webhooks: Option<std::collections::BTreeMap<String, String>>,
     pub event_retention_secs: Option<u64>,
     pub replication_rpo_secs: Option<u64>,
+    pub account_id: Option<String>,
     pub sts_min_session_secs: Option<u64>,
     pub oidc_issuer: Option<String>,
     pub oidc_jwks: Option<String>,
@@ -183,6 +187,7 @@ impl ConfigOverrides {
             },
             event_retention_secs: parse_num("FEIYUN_EVENT_RETENTION_SECS")?,
             replication_rpo_secs: parse_num("FEIYUN_REPLICATION_RPO_SECS")?,
+            account_id: get("FEIYUN_ACCOUNT_ID"),
             sts_min_session_secs: parse_num("FEIYUN_STS_MIN_SESSION_SECS")?,
             oidc_issuer: get("FEIYUN_OIDC_ISSUER"),
             oidc_jwks: get("FEIYUN_OIDC_JWKS"),
@@ -234,6 +239,7 @@ impl ConfigOverrides {
             webhooks: self.webhooks.or(lower.webhooks),
             event_retention_secs: self.event_retention_secs.or(lower.event_retention_secs),
             replication_rpo_secs: self.replication_rpo_secs.or(lower.replication_rpo_secs),
+            account_id: self.account_id.or(lower.account_id),
             sts_min_session_secs: self.sts_min_session_secs.or(lower.sts_min_session_secs),
             oidc_issuer: self.oidc_issuer.or(lower.oidc_issuer),
             oidc_jwks: self.oidc_jwks.or(lower.oidc_jwks),
@@ -283,6 +289,14 @@ impl ConfigOverrides {
             return Err(ConfigError::Invalid {
                 name: "max_connections",
                 message: "must be at least 1".to_owned(),
+            });
+        }
+        if let Some(id) = &self.account_id
+            && (id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(ConfigError::Invalid {
+                name: "account_id",
+                message: format!("{id:?} must be 12 digits"),
             });
         }
         let lifecycle_day_secs = self.lifecycle_day_secs.unwrap_or(86_400);
@@ -363,6 +377,7 @@ impl ConfigOverrides {
             webhooks: self.webhooks.unwrap_or_default().into_iter().collect(),
             event_retention_secs: self.event_retention_secs.unwrap_or(7 * 86_400),
             replication_rpo_secs: self.replication_rpo_secs,
+            account_id: self.account_id,
             sts_min_session_secs: self.sts_min_session_secs.unwrap_or(900),
             oidc_issuer: self.oidc_issuer,
             oidc_jwks: self.oidc_jwks,

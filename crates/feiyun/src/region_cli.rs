@@ -22,6 +22,10 @@ pub enum RegionCommand {
         /// The region name requests to the peer are signed for [default: us-east-1]
         #[arg(long)]
         signing_region: Option<String>,
+        /// A region of the same site (same account_id): it also receives this region's
+        /// users, groups, roles, policies and access keys, so it accepts the same credentials
+        #[arg(long)]
+        site: bool,
     },
     /// The peer regions, their health and last error
     List,
@@ -138,12 +142,14 @@ pub async fn run_region(args: RegionArgs) -> anyhow::Result<()> {
             access_key,
             secret_key,
             signing_region,
+            site,
         } => {
             let body = json!({
                 "endpoint": url,
                 "access_key": access_key,
                 "secret_key": secret_key,
                 "signing_region": signing_region,
+                "site": site,
             });
             let r = call(
                 &c,
@@ -217,6 +223,15 @@ pub async fn run_replication(args: ReplicationArgs) -> anyhow::Result<()> {
             }
             for j in s["resyncs"].as_array().into_iter().flatten() {
                 print_resync(j);
+            }
+            let site = &s["site"];
+            if site["peers"].as_array().is_some_and(|p| !p.is_empty()) {
+                outln!(
+                    "site identities\tlast sent {}\tlast received {}\tlast error: {}",
+                    site["last_push"],
+                    site["last_import"],
+                    site["last_error"].as_str().unwrap_or("-")
+                );
             }
             for p in s["regions"].as_array().into_iter().flatten() {
                 print_region(p);

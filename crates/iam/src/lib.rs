@@ -9,6 +9,7 @@ pub mod oidc;
 pub mod pattern;
 pub mod policy;
 pub mod sigv4;
+pub mod site;
 pub mod store;
 pub mod totp;
 
@@ -43,6 +44,9 @@ pub enum IamError {
     AccessDenied(String),
     #[error("{0}")]
     PackedPolicyTooLarge(String),
+    /// Site replication between regions whose default accounts differ.
+    #[error("{0}")]
+    SiteMismatch(String),
     #[error("stored identity record is damaged: {0}")]
     Corrupt(String),
     #[error(transparent)]

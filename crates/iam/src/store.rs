@@ -442,10 +442,12 @@ pub struct Iam<M> {
 
 impl<M: MetaStore> Iam<M> {
     /// Loads the identities, creating the default account on first start.
+    /// `account_id` names the default account when it is first created (random if `None`).
     pub async fn open(
         meta: Arc<M>,
         root: RootKey,
         kms: Arc<feiyun_kms::Kms<M>>,
+        account_id: Option<String>,
     ) -> Result<Arc<Self>, IamError> {
         let iam = Arc::new(Iam {
             meta,
@@ -459,7 +461,7 @@ impl<M: MetaStore> Iam<M> {
             .get(Table::Iam, DEFAULT_ACCOUNT.as_bytes())?
             .is_none()
         {
-            let id = new_account_id();
+            let id = account_id.unwrap_or_else(new_account_id);
             let mut b = WriteBatch::new();
             b.check_absent(Table::Iam, DEFAULT_ACCOUNT.as_bytes());
             b.put(
@@ -491,6 +493,52 @@ impl<M: MetaStore> Iam<M> {
             .master()
             .seal(row, &encode(v)?)
             .map_err(|e| IamError::Corrupt(e.to_string()))
+    }
+
+    /// A stored value in plaintext (sealed rows opened).
+    pub(crate) fn open_row(&self, row: &[u8], v: &[u8]) -> Result<Vec<u8>, IamError> {
+        if feiyun_kms::MasterKey::is_sealed(v) {
+            self.kms
+                .master()
+                .unseal(row, v)
+                .map_err(|e| IamError::Corrupt(e.to_string()))
+        } else {
+            Ok(v.to_vec())
+        }
+    }
+
+    pub(crate) fn seal_row(&self, row: &[u8], plain: &[u8]) -> Result<Vec<u8>, IamError> {
+        self.kms
+            .master()
+            .seal(row, plain)
+            .map_err(|e| IamError::Corrupt(e.to_string()))
+    }
+
+    /// Every row of the identity table, as stored.
+    pub(crate) fn raw_rows(&self) -> Result<Vec<RawRow>, IamError> {
+        let mut out = Vec::new();
+        let mut start: Vec<u8> = Vec::new();
+        loop {
+            let page = self.meta.scan(Table::Iam, &start, None, 1000)?;
+            let Some(last) = page.last() else { break };
+            start = last.0.clone();
+            start.push(0);
+            out.extend(page);
+        }
+        Ok(out)
+    }
+
+    /// A change planned from the stored rows rather than the snapshot (site imports).
+    pub(crate) async fn change_raw<R>(
+        &self,
+        plan: impl FnOnce(Vec<RawRow>, &mut WriteBatch) -> Result<R, IamError>,
+    ) -> Result<R, IamError> {
+        let _one_writer = self.writer.lock().await;
+        let mut batch = WriteBatch::new();
+        let r = plan(self.raw_rows()?, &mut batch)?;
+        self.meta.commit(batch).await?;
+        self.reload()?;
+        Ok(r)
     }
 
     /// Opens a secret-holding record; `plain` collects rows written before sealing existed.

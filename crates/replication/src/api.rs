@@ -8,6 +8,9 @@ use serde_json::{Value, json};
 
 use crate::{NewPeer, Replication, ReplicationError};
 
+/// Largest site push accepted (every identity of a region).
+pub const MAX_SITE_BODY: usize = 32 * 1024 * 1024;
+
 pub fn is_path(path: &str) -> bool {
     path == "/replication" || path.starts_with("/replication/")
 }
@@ -79,8 +82,14 @@ pub async fn handle<M: MetaStore, B: BlobStore>(
     gate: &dyn Gate,
     method: &http::Method,
     path: &str,
+    headers: &http::HeaderMap,
     body: Bytes,
 ) -> ApiResponse {
+    let generation = headers
+        .get(crate::site::GENERATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
     let segs: Vec<&str> = path
         .trim_start_matches("/replication")
         .split('/')
@@ -92,6 +101,21 @@ pub async fn handle<M: MetaStore, B: BlobStore>(
         ("DELETE", ["regions", name]) => ("RemoveRegion", remove(r, gate, name).await),
         ("POST", ["resync"]) => ("StartResync", resync(r, gate, &body).await),
         ("POST", ["restore"]) => ("RestoreBucket", restore(r, gate, &body).await),
+        ("POST", ["site"]) => (
+            "ImportSite",
+            match gate.authorize("replication:ImportSite", &arn("*")) {
+                Ok(()) => r
+                    .import_site(&body, generation)
+                    .await
+                    .map(|n| json!({"changed": n}))
+                    .map_err(|e| match e {
+                        ReplicationError::InUse(m) => ApiError::new(409, "SiteMismatch", m),
+                        ReplicationError::Stale(m) => ApiError::new(409, "StaleSite", m),
+                        other => other.into(),
+                    }),
+                Err(e) => Err(e),
+            },
+        ),
         ("GET", ["status"]) => (
             "GetReplicationStatus",
             match gate.authorize("replication:GetReplicationStatus", &arn("*")) {

@@ -159,11 +159,37 @@ impl S3Client {
         payload_sha256: &str,
         timeout: Duration,
     ) -> Result<(HeaderMap, Bytes), ClientError> {
+        let path = match bucket {
+            Some(b) => object_path(b, key),
+            None => "/".to_owned(),
+        };
         self.exchange(
             method,
-            bucket,
-            key,
+            path,
             query,
+            headers,
+            body,
+            payload_sha256,
+            timeout,
+            MAX_ERROR_BODY,
+        )
+        .await
+    }
+
+    /// A request to one of the peer's own (non-S3) paths, `/replication/…`.
+    pub(crate) async fn request_path(
+        &self,
+        method: Method,
+        path: &str,
+        headers: Vec<(String, String)>,
+        body: ReqBody,
+        payload_sha256: &str,
+        timeout: Duration,
+    ) -> Result<(HeaderMap, Bytes), ClientError> {
+        self.exchange(
+            method,
+            path.to_owned(),
+            &[],
             headers,
             body,
             payload_sha256,
@@ -183,8 +209,7 @@ impl S3Client {
     ) -> Result<(HeaderMap, Bytes), ClientError> {
         self.exchange(
             method,
-            Some(bucket),
-            None,
+            object_path(bucket, None),
             query,
             Vec::new(),
             empty(),
@@ -199,8 +224,7 @@ impl S3Client {
     async fn exchange(
         &self,
         method: Method,
-        bucket: Option<&str>,
-        key: Option<&str>,
+        path: String,
         query: &[(&str, &str)],
         mut headers: Vec<(String, String)>,
         body: ReqBody,
@@ -208,10 +232,6 @@ impl S3Client {
         timeout: Duration,
         max_body: usize,
     ) -> Result<(HeaderMap, Bytes), ClientError> {
-        let path = match bucket {
-            Some(b) => object_path(b, key),
-            None => "/".to_owned(),
-        };
         let query: String = query
             .iter()
             .map(|(k, v)| {
@@ -276,6 +296,16 @@ impl S3Client {
 }
 
 fn status_error(status: StatusCode, body: &[u8]) -> ClientError {
+    // A peer's own JSON APIs (`/replication/…`) answer `{"__type", "message"}`.
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
+        && let Some(code) = v["__type"].as_str()
+    {
+        return ClientError::Status {
+            status: status.as_u16(),
+            code: code.to_owned(),
+            message: v["message"].as_str().unwrap_or_default().to_owned(),
+        };
+    }
     let text = String::from_utf8_lossy(body);
     ClientError::Status {
         status: status.as_u16(),
@@ -316,5 +346,13 @@ mod tests {
         let e = status_error(StatusCode::SERVICE_UNAVAILABLE, b"");
         assert!(e.transient());
         assert!(ClientError::Unreachable("x".into()).transient());
+        let e = status_error(
+            StatusCode::CONFLICT,
+            br#"{"__type":"SiteMismatch","message":"set account_id"}"#,
+        );
+        assert!(
+            e.to_string().contains("SiteMismatch (409): set account_id"),
+            "{e}"
+        );
     }
 }

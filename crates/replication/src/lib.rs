@@ -12,6 +12,7 @@
 pub mod api;
 mod client;
 pub mod resync;
+pub mod site;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,9 @@ pub enum ReplicationError {
     Oss(#[from] OssError),
     #[error("metadata: {0}")]
     Meta(#[from] feiyun_meta::MetaError),
+    /// A site push older than this region's own identities.
+    #[error("{0}")]
+    Stale(String),
     #[error("corrupt replication record: {0}")]
     Corrupt(String),
 }
@@ -56,6 +60,9 @@ pub struct PeerRecord {
     #[serde(with = "serde_bytes")]
     pub sealed_secret: Vec<u8>,
     pub created_ms: i64,
+    /// A region of the same site: it also receives this region's identities.
+    #[serde(default)]
+    pub site: bool,
 }
 
 /// A peer in memory: its record, a client holding the unsealed secret, and its health.
@@ -85,6 +92,8 @@ pub struct NewPeer {
     pub secret_key: String,
     #[serde(default)]
     pub signing_region: Option<String>,
+    #[serde(default)]
+    pub site: bool,
 }
 
 /// The replication service of one region.
@@ -95,6 +104,11 @@ pub struct Replication<M, B> {
     peers: RwLock<BTreeMap<String, Arc<Peer>>>,
     pub(crate) metrics: worker::Metrics,
     pub(crate) state: worker::SharedState,
+    /// The region's identities, for site replication (set once IAM is open).
+    iam: std::sync::OnceLock<Arc<feiyun_iam::Iam<M>>>,
+    site_status: Mutex<site::SiteStatus>,
+    /// One site push or import at a time.
+    site_lock: tokio::sync::Mutex<()>,
 }
 
 fn row(name: &str) -> Vec<u8> {
@@ -140,6 +154,9 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             peers: RwLock::default(),
             metrics: worker::Metrics::default(),
             state: worker::SharedState::default(),
+            iam: std::sync::OnceLock::new(),
+            site_status: Mutex::default(),
+            site_lock: tokio::sync::Mutex::new(()),
         });
         let rows = r
             .oss
@@ -213,6 +230,7 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             access_key: new.access_key,
             sealed_secret: sealed,
             created_ms: feiyun_oss::now_millis(),
+            site: new.site,
         };
         let mut value = Vec::new();
         ciborium::into_writer(&rec, &mut value)
@@ -308,6 +326,7 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
         });
         worker::spawn(self.clone(), rpo);
         self.resume_resyncs();
+        self.spawn_site_sync();
     }
 
     /// Registers the `feiyun_replication_*` series.
@@ -346,6 +365,7 @@ pub fn peer_json(p: &Peer) -> serde_json::Value {
         "signing_region": p.record.signing_region,
         "access_key": p.record.access_key,
         "up": p.is_up(),
+        "site": p.record.site,
         "last_error": err,
         "created": p.record.created_ms,
     })

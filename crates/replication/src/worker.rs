@@ -1132,6 +1132,7 @@ pub async fn status_json<M: MetaStore, B: BlobStore>(r: &Replication<M, B>) -> s
         "pending_bytes": bytes,
         "oldest_pending_ms": age_ms,
         "destinations": targets,
+        "site": r.site_json(),
         "resyncs": r.resync_jobs().unwrap_or_default().iter().map(crate::resync::job_json).collect::<Vec<_>>(),
         "regions": r.peers().iter().map(|p| crate::peer_json(p)).collect::<Vec<_>>(),
     })

@@ -183,8 +183,10 @@ impl Server {
                 secret_key: credentials.0.secret_key.clone(),
             },
             kms.clone(),
+            config.account_id.clone(),
         )
         .await?;
+        replication.set_iam(iam.clone());
 
         let host = feiyun_fc::host::ObjectHost::open(oss.clone(), iam.default_account())
             .await
@@ -706,13 +708,20 @@ impl App {
         use feiyun_replication::api::{self, ApiError};
         use http_body_util::BodyExt;
         let (parts, body) = req.into_parts();
-        let body = match http_body_util::Limited::new(body, 64 * 1024)
-            .collect()
-            .await
-        {
+        // A site push carries every identity of the region; the rest are small documents.
+        let limit = if parts.uri.path() == "/replication/site" {
+            api::MAX_SITE_BODY
+        } else {
+            64 * 1024
+        };
+        let body = match http_body_util::Limited::new(body, limit).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => {
-                let e = ApiError::new(413, "RequestEntityTooLarge", "the body is over 64 KiB");
+                let e = ApiError::new(
+                    413,
+                    "RequestEntityTooLarge",
+                    format!("the body is over {} KiB", limit / 1024),
+                );
                 return (
                     json_response(api::error_response(e, "Rejected")),
                     "ReplicationRejected",
@@ -731,6 +740,7 @@ impl App {
                         &gate,
                         &parts.method,
                         parts.uri.path(),
+                        &parts.headers,
                         body,
                     )
                     .await;
