@@ -81,6 +81,11 @@ pub struct Config {
     pub master_key: Option<String>,
     /// A file holding the master key (base64), kept outside the data directory.
     pub master_key_file: Option<PathBuf>,
+    /// The key backups are sealed with (base64 of 32 bytes); every region that restores a
+    /// backup needs the same one. Never in the config file.
+    pub backup_key: Option<String>,
+    /// A file holding the backup key (base64).
+    pub backup_key_file: Option<PathBuf>,
     /// Encrypt objects with SSE-S3 when neither request nor bucket names a mode (default
     /// on, as S3). Off only for disks that already encrypt, or to measure the cost.
     pub encrypt_at_rest: bool,
@@ -130,6 +135,10 @@ pub struct ConfigOverrides {
     #[serde(skip)]
     pub master_key: Option<String>,
     pub master_key_file: Option<PathBuf>,
+    /// Only from the environment, as the master key.
+    #[serde(skip)]
+    pub backup_key: Option<String>,
+    pub backup_key_file: Option<PathBuf>,
     pub encrypt_at_rest: Option<bool>,
     pub sse_c_over_http: Option<bool>,
     pub fc_scale_window_secs: Option<u64>,
@@ -205,6 +214,8 @@ impl ConfigOverrides {
             },
             tls_listen: get("FEIYUN_TLS_LISTEN"),
             master_key: get("FEIYUN_MASTER_KEY"),
+            backup_key: get("FEIYUN_BACKUP_KEY"),
+            backup_key_file: get("FEIYUN_BACKUP_KEY_FILE").map(PathBuf::from),
             encrypt_at_rest: match get("FEIYUN_ENCRYPT_AT_REST") {
                 None => None,
                 Some(v) => Some(parse_bool("FEIYUN_ENCRYPT_AT_REST", &v)?),
@@ -250,6 +261,8 @@ impl ConfigOverrides {
             tls_listen: self.tls_listen.or(lower.tls_listen),
             master_key: self.master_key.or(lower.master_key),
             master_key_file: self.master_key_file.or(lower.master_key_file),
+            backup_key: self.backup_key.or(lower.backup_key),
+            backup_key_file: self.backup_key_file.or(lower.backup_key_file),
             encrypt_at_rest: self.encrypt_at_rest.or(lower.encrypt_at_rest),
             sse_c_over_http: self.sse_c_over_http.or(lower.sse_c_over_http),
             fc_scale_window_secs: self.fc_scale_window_secs.or(lower.fc_scale_window_secs),
@@ -388,6 +401,8 @@ impl ConfigOverrides {
             tls_listen,
             master_key: self.master_key,
             master_key_file: self.master_key_file,
+            backup_key: self.backup_key,
+            backup_key_file: self.backup_key_file,
             encrypt_at_rest: self.encrypt_at_rest.unwrap_or(true),
             sse_c_over_http: self.sse_c_over_http.unwrap_or(false),
             fc_scale_window_secs,

@@ -60,6 +60,9 @@ enum Command {
     /// Point-in-time restore: bring a bucket (or a prefix, or a copy in another bucket) back
     /// to what it held at a moment, from its versions; --dry-run lists what would change.
     Restore(region_cli::RestoreArgs),
+    /// Backups: encrypted, deduplicated, incremental snapshots of a bucket in a peer region's
+    /// bucket; create, list, verify, restore, prune.
+    Backup(region_cli::BackupArgs),
 }
 
 #[derive(clap::Args)]
@@ -138,6 +141,7 @@ fn main() -> std::process::ExitCode {
             Command::Region(args) => region_cli::run_region(args).await,
             Command::Replication(args) => region_cli::run_replication(args).await,
             Command::Restore(args) => region_cli::run_restore(args).await,
+            Command::Backup(args) => region_cli::run_backup(args).await,
         }
     });
     match result {

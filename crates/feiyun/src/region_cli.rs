@@ -394,3 +394,187 @@ pub async fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Subcommand)]
+pub enum BackupCommand {
+    /// Take a snapshot of BUCKET's current objects into LOCATION (incremental: only new data
+    /// is sent)
+    Create {
+        bucket: String,
+        /// REGION/BUCKET[/PREFIX]: a bucket of a registered peer region (any S3 endpoint)
+        #[arg(long = "to")]
+        location: String,
+    },
+    /// The finished snapshots of BUCKET at LOCATION
+    List {
+        bucket: String,
+        #[arg(long = "from")]
+        location: String,
+    },
+    /// Re-read and check every chunk of BUCKET's snapshots (or one); fails on any problem
+    Verify {
+        bucket: String,
+        #[arg(long = "from")]
+        location: String,
+        #[arg(long)]
+        snapshot: Option<String>,
+    },
+    /// Restore a snapshot (the latest by default) of BUCKET into a bucket of this region
+    Restore {
+        bucket: String,
+        #[arg(long = "from")]
+        location: String,
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// The bucket to restore into [default: BUCKET]
+        #[arg(long)]
+        into: Option<String>,
+    },
+    /// Remove snapshots beyond the retention policy, then chunks no snapshot uses
+    Prune {
+        bucket: String,
+        #[arg(long = "from")]
+        location: String,
+        /// Keep this many newest snapshots
+        #[arg(long, default_value_t = 1)]
+        keep_last: usize,
+        /// Also keep every snapshot younger than this: 90s, 30m, 12h, 7d
+        #[arg(long, value_parser = parse_age)]
+        keep_within: Option<u64>,
+        /// Unused chunks younger than this stay (a backup running meanwhile may need them)
+        #[arg(long, value_parser = parse_age, default_value = "1h")]
+        chunk_grace: u64,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: BackupCommand,
+}
+
+pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
+    let c = AdminClient::new(&args.conn)?;
+    let (verb, body) = match &args.command {
+        BackupCommand::Create { bucket, location } => {
+            ("create", json!({"bucket": bucket, "location": location}))
+        }
+        BackupCommand::List { bucket, location } => {
+            ("list", json!({"bucket": bucket, "location": location}))
+        }
+        BackupCommand::Verify {
+            bucket,
+            location,
+            snapshot,
+        } => (
+            "verify",
+            json!({"bucket": bucket, "location": location, "snapshot": snapshot}),
+        ),
+        BackupCommand::Restore {
+            bucket,
+            location,
+            snapshot,
+            into,
+        } => (
+            "restore",
+            json!({"bucket": bucket, "location": location, "snapshot": snapshot, "into": into}),
+        ),
+        BackupCommand::Prune {
+            bucket,
+            location,
+            keep_last,
+            keep_within,
+            chunk_grace,
+        } => (
+            "prune",
+            json!({"bucket": bucket, "location": location, "keep_last": keep_last,
+                   "keep_within_secs": keep_within, "chunk_grace_secs": chunk_grace}),
+        ),
+    };
+    let r = call(
+        &c,
+        "POST",
+        &format!("/replication/backup/{verb}"),
+        Bytes::from(body.to_string()),
+    )
+    .await?;
+    if args.conn.json {
+        outln!("{r}");
+    }
+    let n = |v: &Value, f: &str| v[f].as_u64().unwrap_or(0);
+    match verb {
+        "create" if !args.conn.json => outln!(
+            "snapshot {}\t{} objects, {} bytes\t{} unchanged\t{} new chunks ({} bytes sent)",
+            r["id"].as_str().unwrap_or_default(),
+            n(&r, "objects"),
+            n(&r, "bytes"),
+            n(&r, "unchanged"),
+            n(&r, "new_chunks"),
+            n(&r, "new_bytes")
+        ),
+        "list" if !args.conn.json => {
+            for s in r.as_array().into_iter().flatten() {
+                outln!(
+                    "{}\t{} objects\t{} bytes",
+                    s["id"].as_str().unwrap_or_default(),
+                    n(s, "objects"),
+                    n(s, "bytes")
+                );
+            }
+        }
+        "verify" => {
+            let problems = r["problems"].as_array().cloned().unwrap_or_default();
+            if !args.conn.json {
+                outln!(
+                    "{} snapshots, {} objects, {} chunks ({} bytes) checked",
+                    n(&r, "snapshots"),
+                    n(&r, "objects"),
+                    n(&r, "chunks"),
+                    n(&r, "bytes")
+                );
+                for p in &problems {
+                    outln!(
+                        "BAD\t{}\t{}",
+                        p[0].as_str().unwrap_or_default(),
+                        p[1].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            if !problems.is_empty() {
+                anyhow::bail!("the backup has {} damaged or missing parts", problems.len());
+            }
+        }
+        "restore" => {
+            let failed = r["failed"].as_array().cloned().unwrap_or_default();
+            if !args.conn.json {
+                outln!(
+                    "restored snapshot {}: {} objects, {} bytes",
+                    r["snapshot"].as_str().unwrap_or_default(),
+                    n(&r, "objects"),
+                    n(&r, "bytes")
+                );
+                for f in &failed {
+                    outln!(
+                        "FAILED\t{}\t{}",
+                        f[0].as_str().unwrap_or_default(),
+                        f[1].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            if !failed.is_empty() {
+                anyhow::bail!("{} objects could not be restored", failed.len());
+            }
+        }
+        "prune" if !args.conn.json => outln!(
+            "kept {}, removed {} snapshots and {} chunks, {} kept by Object Lock",
+            r["kept"].as_array().map_or(0, Vec::len),
+            r["removed"].as_array().map_or(0, Vec::len),
+            n(&r, "chunks_removed"),
+            n(&r, "locked")
+        ),
+        _ => {}
+    }
+    Ok(())
+}

@@ -7,8 +7,6 @@
 
 mod common;
 
-use common::sigv4;
-
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
@@ -17,7 +15,7 @@ use aws_sdk_s3::types::{
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::{ACCESS_KEY, Region, SECRET_KEY, md5_hex, raw};
+use common::{ACCESS_KEY, Region, SECRET_KEY, kms, md5_hex};
 
 const FRAME: usize = 64 * 1024;
 const MARKER: &[u8] = b"FEIYUN-SECRET-MARKER-";
@@ -25,63 +23,6 @@ const MARKER: &[u8] = b"FEIYUN-SECRET-MARKER-";
 /// `len` bytes of the marker repeated, so any plaintext fragment on disk is findable.
 fn secret(len: usize) -> Vec<u8> {
     MARKER.iter().copied().cycle().take(len).collect()
-}
-
-/// A signed POST to the region's query/JSON APIs (`iam`, `kms`) as `(ak, sk)`.
-fn signed_post(
-    r: &Region,
-    (ak, sk): (&str, &str),
-    service: &str,
-    headers: &[(&str, String)],
-    body: &str,
-) -> common::RawResponse {
-    let signer = sigv4::Signer {
-        access_key: ak.into(),
-        secret_key: sk.into(),
-        region: "us-east-1".into(),
-    };
-    let host = r.addr.to_string();
-    let mut signed = vec![("host", host.clone())];
-    signed.extend(headers.iter().cloned());
-    let auth = signer.sign_as(
-        service,
-        "POST",
-        "/",
-        "",
-        &signed,
-        &sigv4::sha256_hex(body.as_bytes()),
-        &sigv4::now_amz_date(),
-    );
-    let mut req = format!(
-        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .chain(auth)
-    {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    raw(r.addr, &req)
-}
-
-/// One KMS JSON call (`TrentService.ACTION`), signed as root; returns status and body.
-fn kms(r: &Region, action: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let resp = signed_post(
-        r,
-        (ACCESS_KEY, SECRET_KEY),
-        "kms",
-        &[
-            ("content-type", "application/x-amz-json-1.1".into()),
-            ("x-amz-target", format!("TrentService.{action}")),
-        ],
-        &body.to_string(),
-    );
-    let json = serde_json::from_str(&resp.body_text()).unwrap_or(serde_json::Value::Null);
-    (resp.status, json)
 }
 
 /// One IAM query call as root; returns the XML body (asserting success).

@@ -1187,7 +1187,8 @@ async fn may_list(c: &aws_sdk_s3::Client, bucket: &str) -> bool {
 }
 
 const APP_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
-    "Action":"s3:*","Resource":["arn:aws:s3:::app","arn:aws:s3:::app/*"]}]}"#;
+    "Action":"s3:*","Resource":["arn:aws:s3:::app","arn:aws:s3:::app/*"]},
+    {"Effect":"Allow","Action":["kms:GenerateDataKey","kms:Decrypt"],"Resource":"*"}]}"#;
 
 /// The documented failover drill (README "Disaster recovery"): two regions of one site, the
 /// primary lost, the replica promoted and written to with the same credentials, the primary
@@ -1228,14 +1229,55 @@ async fn failover_to_the_replica_and_failback_keep_data_and_credentials() {
     .await
     .expect("rule");
 
-    // A user made at the primary is accepted by the replica region too.
+    // A user made at the primary is accepted by the replica region too, and a KMS key's id
+    // and alias are known there.
     let (ak, sk) = iam_user(&a, "alice", APP_POLICY);
+    let (status, key) = common::kms(
+        &a,
+        "CreateKey",
+        serde_json::json!({"Description": "app data"}),
+    );
+    assert_eq!(status, 200, "{key}");
+    let key_id = key["KeyMetadata"]["KeyId"]
+        .as_str()
+        .expect("key id")
+        .to_owned();
+    let (status, _) = common::kms(
+        &a,
+        "CreateAlias",
+        serde_json::json!({"AliasName": "alias/app", "TargetKeyId": key_id}),
+    );
+    assert_eq!(status, 200);
     let alice_a = common::client_for(&a.endpoint(), &ak, &sk);
     let alice_b = common::client_for(&b.endpoint(), &ak, &sk);
     eventually(30, "alice's key at the replica region", || {
         may_list(&alice_b, "app")
     })
     .await;
+    eventually(30, "the KMS alias at the replica region", || async {
+        let (status, d) = common::kms(&b, "DescribeKey", serde_json::json!({"KeyId": "alias/app"}));
+        status == 200 && d["KeyMetadata"]["KeyId"] == key_id.as_str()
+    })
+    .await;
+    // Objects written at the replica region under that alias are sealed by its own copy.
+    alice_b
+        .put_object()
+        .bucket("app")
+        .key("sealed")
+        .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+        .ssekms_key_id("alias/app")
+        .body(ByteStream::from_static(b"secret"))
+        .send()
+        .await
+        .expect("SSE-KMS under the replicated alias");
+    assert_eq!(contents(&alice_b, "app").await["sealed"], b"secret");
+    alice_b
+        .delete_object()
+        .bucket("app")
+        .key("sealed")
+        .send()
+        .await
+        .expect("clean");
     let mut written = Vec::new();
     for i in 0..20 {
         let key = format!("doc/{i:02}");
@@ -1327,7 +1369,12 @@ async fn failover_to_the_replica_and_failback_keep_data_and_credentials() {
         !may_list(&alice_b, "app").await
     })
     .await;
-    assert!(may_list(&common::client_for(&b.endpoint(), &bk, &bs), "app").await);
+    // Bob stays (once the region's throttle on alice's failed sign-ins has passed).
+    let bob_b = common::client_for(&b.endpoint(), &bk, &bs);
+    eventually(60, "bob still allowed at the replica region", || {
+        may_list(&bob_b, "app")
+    })
+    .await;
     let st: serde_json::Value =
         serde_json::from_str(&cli_ok(&a, &["replication", "status", "--json"])).expect("json");
     assert!(st["site"]["last_error"].is_null(), "{st}");
@@ -1371,4 +1418,343 @@ async fn site_replication_refuses_regions_of_different_accounts() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("account_id"));
+}
+
+/// The link between two regions fails for 60 s while the source takes a steady stream of
+/// writes: the source keeps accepting them, marks the peer down, its lag metric climbs; after
+/// the heal everything arrives once and the lag returns to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sixty_second_partition_under_load_heals_and_converges() {
+    let a = Region::start();
+    let b = Region::start();
+    let (ca, cb) = (a.client(), b.client());
+    versioned_bucket(&ca, "src").await;
+    versioned_bucket(&cb, "dst").await;
+    let link = common::Link::open(b.addr).await;
+    add_region(&a, "dr", &link.url());
+    put_replication(
+        &ca,
+        "src",
+        vec![rule("all", 1, "", "arn:aws:s3:dr::dst", true)],
+    )
+    .await
+    .expect("rule");
+
+    // A steady load of 10 PUT/s for the whole run.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (ca, stop) = (ca.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut written = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                let key = format!("load/{i:05}");
+                let v = put(&ca, "src", &key, common::pattern(4096, i)).await;
+                written.push((key, v));
+                i += 1;
+            }
+            written
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    link.cut();
+    let cut_at = Instant::now();
+    eventually(20, "the peer seen down", || async {
+        metric(&a, "feiyun_replication_peer_up{region=\"dr\"}") == 0.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(cut_at.elapsed())).await;
+    let lag = metric(&a, "feiyun_replication_oldest_pending_seconds");
+    assert!(lag >= 50.0, "lag during the partition: {lag}");
+    assert!(metric(&a, "feiyun_replication_pending_events") >= 400.0);
+    link.heal();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.await.expect("writer");
+    assert!(written.len() >= 600, "{} writes", written.len());
+
+    wait_status(120, &ca, "src", &written, "COMPLETED").await;
+    eventually(20, "the lag metric back at zero", || async {
+        metric(&a, "feiyun_replication_oldest_pending_seconds") == 0.0
+            && metric(&a, "feiyun_replication_pending_events") == 0.0
+    })
+    .await;
+    let at_b = all_versions(&cb, "dst", "").await;
+    assert_eq!(at_b.len(), written.len());
+    for (k, v) in &written {
+        assert_eq!(at_b[k], vec![(v.clone(), false, true)], "{k}");
+    }
+    assert_eq!(
+        body(&cb, "dst", &written[42].0, &written[42].1).await,
+        common::pattern(4096, 42)
+    );
+}
+
+const BACKUP_KEY: &str = "YmFja3VwLWtleS1mb3ItdGVzdHMtMzItYnl0ZXMhISE=";
+
+/// A PUT into an unversioned bucket.
+async fn put_unversioned(c: &aws_sdk_s3::Client, bucket: &str, key: &str, data: Vec<u8>) {
+    c.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(data))
+        .send()
+        .await
+        .expect("put");
+}
+
+/// `feiyun backup ARGS --json` on `r`; must succeed.
+fn backup(r: &Region, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["backup", "--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&cli_ok(r, &all)).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_are_incremental_deduplicated_verifiable_and_restore_anywhere() {
+    let key = [("FEIYUN_BACKUP_KEY", BACKUP_KEY)];
+    let a = Region::start_env(&key);
+    let vault = Region::start();
+    let (ca, cv) = (a.client(), vault.client());
+    cv.create_bucket()
+        .bucket("backups")
+        .send()
+        .await
+        .expect("vault bucket");
+    add_region(&a, "vault", &vault.endpoint());
+    ca.create_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .expect("data");
+    let mut state: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for i in 0..30u64 {
+        let k = format!("small/{i:02}");
+        let data = common::pattern(1000 + i as usize, i);
+        put_unversioned(&ca, "data", &k, data.clone()).await;
+        state.insert(k, data);
+    }
+    // 9 MiB: three chunks; the same bytes again under another key: no new chunk.
+    let big = common::pattern(9 * 1024 * 1024, 99);
+    ca.put_object()
+        .bucket("data")
+        .key("big")
+        .content_type("application/x-test")
+        .metadata("owner", "ops")
+        .tagging("tier=gold")
+        .body(ByteStream::from(big.clone()))
+        .send()
+        .await
+        .expect("big");
+    put_unversioned(&ca, "data", "copy-of-big", big.clone()).await;
+    put_unversioned(&ca, "data", "empty", Vec::new()).await;
+    state.insert("big".into(), big.clone());
+    state.insert("copy-of-big".into(), big.clone());
+    state.insert("empty".into(), Vec::new());
+
+    let first = backup(&a, &["create", "data", "--to", "vault/backups/nightly"]);
+    assert_eq!(first["objects"], 33, "{first}");
+    assert_eq!(first["new_chunks"], 30 + 3, "{first}");
+    assert_eq!(first["unchanged"], 0, "{first}");
+    let state_1 = state.clone();
+
+    // Two overwrites, a delete, a new key: the next snapshot reads and sends only those.
+    for k in ["small/03", "small/04", "new"] {
+        let data = format!("changed {k}").into_bytes();
+        put_unversioned(&ca, "data", k, data.clone()).await;
+        state.insert(k.into(), data);
+    }
+    ca.delete_object()
+        .bucket("data")
+        .key("small/05")
+        .send()
+        .await
+        .expect("delete");
+    state.remove("small/05");
+    let second = backup(&a, &["create", "data", "--to", "vault/backups/nightly"]);
+    assert_eq!(second["objects"], 33, "{second}");
+    assert_eq!(second["unchanged"], 30, "{second}");
+    assert_eq!(second["new_chunks"], 3, "{second}");
+    let snaps = backup(&a, &["list", "data", "--from", "vault/backups/nightly"]);
+    assert_eq!(snaps.as_array().map(Vec::len), Some(2), "{snaps}");
+    let first_id = first["id"].as_str().expect("id").to_owned();
+    assert_eq!(snaps[0]["id"], first_id.as_str());
+    // Nothing readable at the vault: names are hashes, contents sealed.
+    let stored = all_versions(&cv, "backups", "").await;
+    assert!(
+        stored
+            .keys()
+            .all(|k| !k.contains("small") && !k.contains("big"))
+    );
+    let chunk_keys: Vec<&String> = stored.keys().filter(|k| k.contains("/chunks/")).collect();
+    assert_eq!(chunk_keys.len(), 33 + 3);
+    let needles = [&big[..64], &state_1["small/00"][..64]];
+    for k in chunk_keys {
+        let sealed = cv
+            .get_object()
+            .bucket("backups")
+            .key(k)
+            .send()
+            .await
+            .expect("chunk")
+            .body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes();
+        for n in needles {
+            assert!(!sealed.windows(n.len()).any(|w| w == n), "plaintext in {k}");
+        }
+    }
+
+    // The bucket is lost; the latest snapshot brings it back byte for byte.
+    for k in state.keys() {
+        ca.delete_object()
+            .bucket("data")
+            .key(k)
+            .send()
+            .await
+            .expect("rm");
+    }
+    ca.delete_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .expect("rm bucket");
+    ca.create_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .expect("again");
+    let r = backup(&a, &["restore", "data", "--from", "vault/backups/nightly"]);
+    assert_eq!(r["objects"], 33, "{r}");
+    assert_eq!(contents(&ca, "data").await, state);
+    let head = ca
+        .head_object()
+        .bucket("data")
+        .key("big")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.content_type(), Some("application/x-test"));
+    assert_eq!(
+        head.metadata()
+            .and_then(|m| m.get("owner"))
+            .map(String::as_str),
+        Some("ops")
+    );
+    let tags = ca
+        .get_object_tagging()
+        .bucket("data")
+        .key("big")
+        .send()
+        .await
+        .expect("tags");
+    assert_eq!(tags.tag_set()[0].value(), "gold");
+
+    // Any region with the same backup key restores it, an older snapshot too.
+    let c = Region::start_env(&key);
+    add_region(&c, "vault", &vault.endpoint());
+    c.client()
+        .create_bucket()
+        .bucket("older")
+        .send()
+        .await
+        .expect("older");
+    let r = backup(
+        &c,
+        &[
+            "restore",
+            "data",
+            "--from",
+            "vault/backups/nightly",
+            "--snapshot",
+            &first_id,
+            "--into",
+            "older",
+        ],
+    );
+    assert_eq!(r["snapshot"], first_id.as_str(), "{r}");
+    assert_eq!(contents(&c.client(), "older").await, state_1);
+    // Without the key a region can do nothing with it.
+    let keyless = Region::start();
+    add_region(&keyless, "vault", &vault.endpoint());
+    let out = cli(
+        &keyless,
+        &["backup", "list", "data", "--from", "vault/backups/nightly"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("backup key"));
+
+    // Retention: keep the newest; what only the first used goes.
+    let pruned = backup(
+        &a,
+        &[
+            "prune",
+            "data",
+            "--from",
+            "vault/backups/nightly",
+            "--keep-last",
+            "1",
+            "--chunk-grace",
+            "0s",
+        ],
+    );
+    assert_eq!(pruned["removed"], serde_json::json!([first_id]), "{pruned}");
+    assert_eq!(pruned["chunks_removed"], 3, "{pruned}");
+    let ok = backup(&a, &["verify", "data", "--from", "vault/backups/nightly"]);
+    assert_eq!(
+        (ok["snapshots"].as_u64(), ok["chunks"].as_u64()),
+        (Some(1), Some(33)),
+        "{ok}"
+    );
+    assert_eq!(ok["problems"], serde_json::json!([]), "{ok}");
+
+    // One flipped byte in a stored chunk, and another chunk gone: verify names both.
+    let chunks: Vec<String> = all_versions(&cv, "backups", "nightly/chunks/")
+        .await
+        .keys()
+        .cloned()
+        .collect();
+    let mut bad = cv
+        .get_object()
+        .bucket("backups")
+        .key(&chunks[0])
+        .send()
+        .await
+        .expect("chunk")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .to_vec();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x40;
+    put_unversioned(&cv, "backups", &chunks[0], bad).await;
+    cv.delete_object()
+        .bucket("backups")
+        .key(&chunks[1])
+        .send()
+        .await
+        .expect("rm chunk");
+    let out = cli(
+        &a,
+        &[
+            "backup",
+            "verify",
+            "data",
+            "--from",
+            "vault/backups/nightly",
+        ],
+    );
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let id0 = chunks[0].rsplit('/').next().expect("id");
+    let id1 = chunks[1].rsplit('/').next().expect("id");
+    assert!(text.contains(id0) && text.contains("damaged"), "{text}");
+    assert!(text.contains(id1) && text.contains("missing"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 damaged or missing"));
 }

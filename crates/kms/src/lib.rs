@@ -9,6 +9,7 @@
 //! period removes its material: every ciphertext under it becomes unreadable.
 
 pub mod master;
+pub mod site;
 pub mod usage;
 
 use std::collections::BTreeMap;

@@ -101,6 +101,7 @@ pub async fn handle<M: MetaStore, B: BlobStore>(
         ("DELETE", ["regions", name]) => ("RemoveRegion", remove(r, gate, name).await),
         ("POST", ["resync"]) => ("StartResync", resync(r, gate, &body).await),
         ("POST", ["restore"]) => ("RestoreBucket", restore(r, gate, &body).await),
+        ("POST", ["backup", verb]) => ("Backup", backup(r, gate, verb, &body).await),
         ("POST", ["site"]) => (
             "ImportSite",
             match gate.authorize("replication:ImportSite", &arn("*")) {
@@ -200,6 +201,89 @@ async fn resync<M: MetaStore, B: BlobStore>(
             other => other.into(),
         })?;
     Ok(json!({"resyncs": jobs.iter().map(crate::resync::job_json).collect::<Vec<_>>()}))
+}
+
+/// `feiyun backup VERB`: `{"bucket", "location", "snapshot"?, "into"?, "keep_last"?,
+/// "keep_within_secs"?}`.
+async fn backup<M: MetaStore, B: BlobStore>(
+    r: &std::sync::Arc<Replication<M, B>>,
+    gate: &dyn Gate,
+    verb: &str,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        bucket: String,
+        location: String,
+        #[serde(default)]
+        snapshot: Option<String>,
+        #[serde(default)]
+        into: Option<String>,
+        #[serde(default)]
+        keep_last: Option<usize>,
+        #[serde(default)]
+        keep_within_secs: Option<u64>,
+        #[serde(default)]
+        chunk_grace_secs: Option<u64>,
+    }
+    let req: Req = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, "InvalidRequestContent", format!("body: {e}")))?;
+    let action = match verb {
+        "create" => "replication:CreateBackup",
+        "list" | "verify" => "replication:ReadBackup",
+        "restore" => "replication:RestoreBackup",
+        "prune" => "replication:PruneBackup",
+        other => {
+            return Err(ApiError::new(
+                404,
+                "UnknownOperationException",
+                format!("no backup operation {other}"),
+            ));
+        }
+    };
+    gate.authorize(action, &format!("arn:aws:s3:::{}", req.bucket))?;
+    let loc = r.location(&req.location)?;
+    let oss_err = |e: ReplicationError| match e {
+        ReplicationError::Oss(feiyun_oss::OssError::NoSuchBucket) => {
+            ApiError::new(404, "NoSuchBucket", "no such bucket in this region")
+        }
+        other => other.into(),
+    };
+    fn json<T: serde::Serialize>(v: &T) -> Value {
+        serde_json::to_value(v).unwrap_or(Value::Null)
+    }
+    let out = match verb {
+        "create" => json(&r.backup_create(&req.bucket, &loc).await.map_err(oss_err)?),
+        "list" => json(&r.snapshots(&loc, &req.bucket).await.map_err(oss_err)?),
+        "verify" => json(
+            &r.backup_verify(&loc, &req.bucket, req.snapshot.as_deref())
+                .await
+                .map_err(oss_err)?,
+        ),
+        "restore" => {
+            let into = req.into.clone().unwrap_or_else(|| req.bucket.clone());
+            gate.authorize(action, &format!("arn:aws:s3:::{into}"))?;
+            json(
+                &r.backup_restore(&loc, &req.bucket, req.snapshot.as_deref(), &into)
+                    .await
+                    .map_err(oss_err)?,
+            )
+        }
+        _ => json(
+            &r.backup_prune(
+                &loc,
+                &req.bucket,
+                req.keep_last.unwrap_or(1),
+                req.keep_within_secs.map(std::time::Duration::from_secs),
+                req.chunk_grace_secs
+                    .map_or(crate::backup::CHUNK_GRACE, std::time::Duration::from_secs),
+            )
+            .await
+            .map_err(oss_err)?,
+        ),
+    };
+    Ok(out)
 }
 
 /// Point-in-time restore: `{"bucket", "to_time_ms", "prefix"?, "target"?, "dry_run"?}`.

@@ -199,6 +199,28 @@ impl S3Client {
         .await
     }
 
+    /// GetObject whose whole body (at most `max` bytes) is wanted.
+    pub(crate) async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
+        self.exchange(
+            Method::GET,
+            object_path(bucket, Some(key)),
+            &[],
+            Vec::new(),
+            empty(),
+            crate::worker::EMPTY_SHA256,
+            timeout,
+            max,
+        )
+        .await
+        .map(|(_, b)| b)
+    }
+
     /// A bodiless bucket request whose answer is a document (a listing).
     pub(crate) async fn send_for_body(
         &self,

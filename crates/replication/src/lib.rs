@@ -10,6 +10,7 @@
 //! the replica keeps its source's version id and time (`oss::replication::REPLICA_*_HEADER`).
 
 pub mod api;
+pub mod backup;
 mod client;
 pub mod resync;
 pub mod site;
@@ -109,6 +110,8 @@ pub struct Replication<M, B> {
     site_status: Mutex<site::SiteStatus>,
     /// One site push or import at a time.
     site_lock: tokio::sync::Mutex<()>,
+    /// Seals backups (from the configuration); none: backups are refused.
+    backup_key: std::sync::OnceLock<backup::BackupKey>,
 }
 
 fn row(name: &str) -> Vec<u8> {
@@ -157,6 +160,7 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             iam: std::sync::OnceLock::new(),
             site_status: Mutex::default(),
             site_lock: tokio::sync::Mutex::new(()),
+            backup_key: std::sync::OnceLock::new(),
         });
         let rows = r
             .oss

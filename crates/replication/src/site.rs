@@ -1,5 +1,6 @@
-//! Site replication: keeping the identities (IAM) of the regions of one site alike, so a
-//! failover region accepts the same access keys under the same policies.
+//! Site replication: keeping the identities (IAM) and KMS key metadata (ids, aliases, states;
+//! never key material) of the regions of one site alike, so a failover region accepts the
+//! same access keys under the same policies and knows the same key ids and aliases.
 //!
 //! Peers registered with `--site` receive this region's identities whenever they change: every
 //! 2 s the region hashes its export (`feiyun_iam::site`); a hash it has not seen is a local
@@ -48,7 +49,21 @@ pub(crate) struct SiteStatus {
     pub(crate) last_error: Option<String>,
 }
 
-fn encode(s: &SiteState) -> Result<Vec<u8>, ReplicationError> {
+/// What one push carries: identities and KMS key metadata.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct SitePush {
+    iam: SiteState,
+    kms: feiyun_kms::site::KmsSite,
+}
+
+impl SitePush {
+    /// Nothing but accounts: a region that has never had identities or keys of its own.
+    fn fresh(&self) -> bool {
+        self.kms.keys.is_empty() && self.iam.rows.iter().all(|(k, _)| k.first() == Some(&b'a'))
+    }
+}
+
+fn encode(s: &SitePush) -> Result<Vec<u8>, ReplicationError> {
     let mut out = Vec::new();
     ciborium::into_writer(s, &mut out).map_err(|e| ReplicationError::Corrupt(e.to_string()))?;
     Ok(out)
@@ -97,9 +112,7 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
         &self,
         iam: &feiyun_iam::Iam<M>,
     ) -> Result<(Vec<u8>, SiteMark, bool), ReplicationError> {
-        let state = iam
-            .export_site()
-            .map_err(|e| ReplicationError::Corrupt(e.to_string()))?;
+        let state = self.export_push(iam)?;
         let body = encode(&state)?;
         let hash = digest(&body);
         let stored = self.site_mark()?;
@@ -108,8 +121,7 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             _ => {
                 // The first look at a region without identities of its own (only accounts):
                 // it yields to any peer's. Otherwise the change is as new as now.
-                let fresh =
-                    stored.is_none() && state.rows.iter().all(|(k, _)| k.first() == Some(&b'a'));
+                let fresh = stored.is_none() && state.fresh();
                 let mark = SiteMark {
                     hash,
                     generation_ms: if fresh { 0 } else { feiyun_oss::now_millis() },
@@ -197,7 +209,7 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
                 "identities are not ready yet".into(),
             ));
         };
-        let state: SiteState = ciborium::from_reader(body)
+        let state: SitePush = ciborium::from_reader(body)
             .map_err(|e| ReplicationError::Invalid(format!("site state: {e}")))?;
         let _one = self.site_lock.lock().await;
         // A local change not yet noticed is stamped first, so it is not lost to an older one.
@@ -212,14 +224,18 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
                 mark.generation_ms
             )));
         }
-        let n = iam.import_site(&state).await.map_err(|e| match e {
+        let mut n = iam.import_site(&state.iam).await.map_err(|e| match e {
             feiyun_iam::IamError::SiteMismatch(m) => ReplicationError::InUse(m),
             other => ReplicationError::Invalid(other.to_string()),
         })?;
+        n += self
+            .oss
+            .kms()
+            .import_site(&state.kms, feiyun_oss::now_millis() / 1000)
+            .await
+            .map_err(|e| ReplicationError::Invalid(format!("KMS keys: {e}")))?;
         // What this region now holds is what it received: nothing to send back.
-        let mine = iam
-            .export_site()
-            .map_err(|e| ReplicationError::Corrupt(e.to_string()))?;
+        let mine = self.export_push(iam)?;
         self.store_site_mark(&SiteMark {
             hash: digest(&encode(&mine)?),
             generation_ms,
@@ -231,6 +247,19 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             tracing::info!(rows = n, "identities received from the site");
         }
         Ok(n)
+    }
+
+    fn export_push(&self, iam: &feiyun_iam::Iam<M>) -> Result<SitePush, ReplicationError> {
+        Ok(SitePush {
+            iam: iam
+                .export_site()
+                .map_err(|e| ReplicationError::Corrupt(e.to_string()))?,
+            kms: self
+                .oss
+                .kms()
+                .export_site()
+                .map_err(|e| ReplicationError::Corrupt(e.to_string()))?,
+        })
     }
 
     pub(crate) fn spawn_site_sync(self: &Arc<Self>) {

@@ -187,6 +187,9 @@ impl Server {
         )
         .await?;
         replication.set_iam(iam.clone());
+        if let Some(key) = load_backup_key(&config)? {
+            replication.set_backup_key(key);
+        }
 
         let host = feiyun_fc::host::ObjectHost::open(oss.clone(), iam.default_account())
             .await
@@ -1132,6 +1135,21 @@ fn load_master_key(config: &Config) -> Result<feiyun_kms::MasterKey, ServerError
     tls::write_private(&path, format!("{text}\n").as_bytes())?;
     tracing::warn!(path = %path.display(), "generated a master key beside the data; move it elsewhere and set master_key_file (or FEIYUN_MASTER_KEY) for production");
     Ok(key)
+}
+
+/// The backup key from `FEIYUN_BACKUP_KEY` or `backup_key_file`, if either is set.
+fn load_backup_key(
+    config: &Config,
+) -> Result<Option<feiyun_replication::backup::BackupKey>, ServerError> {
+    let text = match (&config.backup_key, &config.backup_key_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| ServerError::MasterKey(format!("backup key {}: {e}", path.display())))?,
+        (None, None) => return Ok(None),
+    };
+    feiyun_replication::backup::BackupKey::from_base64(&text)
+        .map(Some)
+        .map_err(|e| ServerError::MasterKey(e.to_string()))
 }
 
 /// Deletes keys whose deletion waiting period has ended, at start and then hourly.

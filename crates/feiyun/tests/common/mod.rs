@@ -404,3 +404,136 @@ pub fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").to_string()
 }
+
+/// A network link to `target` that a test can cut and heal: a TCP relay on a loopback port.
+/// Cut, nothing crosses in either direction — connections already open stay open but silent,
+/// new ones are accepted and hang — as when a WAN link between two sites fails; healed, the
+/// held connections carry on.
+pub struct Link {
+    pub addr: SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Link {
+    /// Starts the relay (on the current tokio runtime).
+    pub async fn open(target: SocketAddr) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind link");
+        let addr = listener.local_addr().expect("link addr");
+        let (up, _) = tokio::sync::watch::channel(true);
+        let watch = up.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let gate = watch.subscribe();
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    tokio::join!(pump(ri, wo, gate.clone()), pump(ro, wi, gate));
+                });
+            }
+        });
+        Link { addr, up }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn heal(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+/// Copies `from` to `to` while the link is up; holds the bytes while it is cut.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut gate: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if gate.wait_for(|up| *up).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        // Read while up, but cut before it could be delivered: it waits for the heal.
+        if gate.wait_for(|up| *up).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A signed POST to the region's query/JSON APIs (`iam`, `kms`) as `(ak, sk)`.
+pub fn signed_post(
+    r: &Region,
+    (ak, sk): (&str, &str),
+    service: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> RawResponse {
+    let signer = sigv4::Signer {
+        access_key: ak.into(),
+        secret_key: sk.into(),
+        region: "us-east-1".into(),
+    };
+    let host = r.addr.to_string();
+    let mut signed = vec![("host", host.clone())];
+    signed.extend(headers.iter().cloned());
+    let auth = signer.sign_as(
+        service,
+        "POST",
+        "/",
+        "",
+        &signed,
+        &sigv4::sha256_hex(body.as_bytes()),
+        &sigv4::now_amz_date(),
+    );
+    let mut req = format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .chain(auth)
+    {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    raw(r.addr, &req)
+}
+
+/// One KMS JSON call (`TrentService.ACTION`), signed as root; returns status and body.
+pub fn kms(r: &Region, action: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let resp = signed_post(
+        r,
+        (ACCESS_KEY, SECRET_KEY),
+        "kms",
+        &[
+            ("content-type", "application/x-amz-json-1.1".into()),
+            ("x-amz-target", format!("TrentService.{action}")),
+        ],
+        &body.to_string(),
+    );
+    let json = serde_json::from_str(&resp.body_text()).unwrap_or(serde_json::Value::Null);
+    (resp.status, json)
+}
