@@ -60,6 +60,19 @@ pub enum ReplicationCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Name the peer region a (replica) bucket belongs to: requests for it here are forwarded
+    /// there while it is up, and served here while it is down
+    Home {
+        bucket: String,
+        #[arg(long, required_unless_present = "clear")]
+        region: Option<String>,
+        /// Answer 307 Temporary Redirect to the home region instead of forwarding
+        #[arg(long)]
+        redirect: bool,
+        /// Serve the bucket here again, whatever its home region's state
+        #[arg(long, conflicts_with_all = ["region", "redirect"])]
+        clear: bool,
+    },
 }
 
 /// `90s`, `30m`, `12h`, `7d` (or plain seconds) → seconds.
@@ -224,6 +237,22 @@ pub async fn run_replication(args: ReplicationArgs) -> anyhow::Result<()> {
             for j in s["resyncs"].as_array().into_iter().flatten() {
                 print_resync(j);
             }
+            for h in s["homes"].as_array().into_iter().flatten() {
+                outln!(
+                    "home {} -> {}\t{}",
+                    h["bucket"].as_str().unwrap_or_default(),
+                    h["region"].as_str().unwrap_or_default(),
+                    if h["home_up"] == true {
+                        if h["redirect"] == true {
+                            "redirecting"
+                        } else {
+                            "forwarding"
+                        }
+                    } else {
+                        "home down: serving the replica here"
+                    }
+                );
+            }
             let site = &s["site"];
             if site["peers"].as_array().is_some_and(|p| !p.is_empty()) {
                 outln!(
@@ -235,6 +264,36 @@ pub async fn run_replication(args: ReplicationArgs) -> anyhow::Result<()> {
             }
             for p in s["regions"].as_array().into_iter().flatten() {
                 print_region(p);
+            }
+        }
+        ReplicationCommand::Home {
+            bucket,
+            region,
+            redirect,
+            clear,
+        } => {
+            let path = format!("/replication/home/{bucket}");
+            let r = match (clear, region) {
+                (false, Some(region)) => {
+                    let body = json!({"region": region, "redirect": redirect});
+                    call(&c, "PUT", &path, Bytes::from(body.to_string())).await?
+                }
+                _ => call(&c, "DELETE", &path, Bytes::new()).await?,
+            };
+            if args.conn.json {
+                outln!("{r}");
+            } else if r["home"].is_null() {
+                outln!("{bucket} is served here");
+            } else {
+                outln!(
+                    "{bucket}: home region {}, {}",
+                    r["home"]["region"].as_str().unwrap_or_default(),
+                    if r["home"]["redirect"] == true {
+                        "redirected there while it is up"
+                    } else {
+                        "forwarded there while it is up"
+                    }
+                );
             }
         }
         ReplicationCommand::Resync {

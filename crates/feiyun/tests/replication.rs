@@ -700,19 +700,24 @@ async fn two_regions_replicating_to_each_other_converge() {
         w.await.expect("writer");
     }
     // Each key: 10 versions from each region (key4: plus one marker from each).
-    eventually(60, "both regions hold every version", || {
-        let (ca, cb) = (ca.clone(), cb.clone());
-        async move {
-            let (va, vb) = (versions(&ca, "shared").await, versions(&cb, "shared").await);
-            let full = |v: &Versions| {
-                (0..5).all(|k| {
-                    v.get(&format!("key{k}")).map(Vec::len) == Some(if k == 4 { 22 } else { 20 })
-                })
-            };
-            full(&va) && full(&vb)
+    let full = |v: &Versions| {
+        (0..5)
+            .all(|k| v.get(&format!("key{k}")).map(Vec::len) == Some(if k == 4 { 22 } else { 20 }))
+    };
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (va, vb) = (versions(&ca, "shared").await, versions(&cb, "shared").await);
+        if full(&va) && full(&vb) {
+            break;
         }
-    })
-    .await;
+        assert!(
+            Instant::now() < end,
+            "not converged after 120 s:\nA {va:?}\nB {vb:?}\nA status {}\nB status {}",
+            cli_ok(&a, &["replication", "status", "--json"]),
+            cli_ok(&b, &["replication", "status", "--json"])
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (va, vb) = (versions(&ca, "shared").await, versions(&cb, "shared").await);
     assert_eq!(va, vb, "same versions, same current version on both sides");
     for k in 0..4 {
@@ -1757,4 +1762,104 @@ async fn backups_are_incremental_deduplicated_verifiable_and_restore_anywhere() 
     assert!(text.contains(id0) && text.contains("damaged"), "{text}");
     assert!(text.contains(id1) && text.contains("missing"), "{text}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 damaged or missing"));
+}
+
+/// A replica region that names the bucket's home forwards requests there while it is up, so
+/// clients may use either endpoint; with the home down it serves the replica (failover), and
+/// forwards again once the home is back. Redirect mode answers 307 instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_follow_the_home_region_and_fail_over_when_it_is_down() {
+    let a_dir = tempfile::tempdir().expect("tmp");
+    let a_addr = common::free_addr();
+    let mut a = Region::start_at(a_dir.path(), &a_addr, &[]);
+    let b = Region::start();
+    let (ca, cb) = (a.client(), b.client());
+    versioned_bucket(&ca, "app").await;
+    versioned_bucket(&cb, "app").await;
+    add_region(&a, "dr", &b.endpoint());
+    add_region(&b, "main", &a.endpoint());
+    put_replication(
+        &ca,
+        "app",
+        vec![rule("to-dr", 1, "", "arn:aws:s3:dr::app", true)],
+    )
+    .await
+    .expect("rule");
+    let set = cli_ok(&b, &["replication", "home", "app", "--region", "main"]);
+    assert!(set.contains("forwarded"), "{set}");
+
+    // Written through the replica region's endpoint, it lands in the home region (which
+    // replicates it back as usual), and reads through either endpoint agree.
+    let v = put(&cb, "app", "via-dr", b"one".to_vec()).await;
+    assert!(
+        !status(&ca, "app", "via-dr", &v).await.is_empty(),
+        "written at main"
+    );
+    wait_status(
+        30,
+        &ca,
+        "app",
+        &[("via-dr".to_owned(), v.clone())],
+        "COMPLETED",
+    )
+    .await;
+    assert_eq!(
+        status(&cb, "app", "via-dr", &v).await,
+        "COMPLETED",
+        "a forwarded HEAD"
+    );
+    assert_eq!(body(&cb, "app", "via-dr", &v).await, b"one");
+    let refusal = cli(&b, &["region", "remove", "main"]);
+    assert!(String::from_utf8_lossy(&refusal.stderr).contains("home region"));
+
+    // The home region is lost: the replica region serves what it holds and takes writes.
+    a.kill9();
+    eventually(20, "the home seen down", || async {
+        metric(&b, "feiyun_replication_peer_up{region=\"main\"}") == 0.0
+    })
+    .await;
+    let st = cli_ok(&b, &["replication", "status"]);
+    assert!(st.contains("home app -> main\thome down"), "{st}");
+    assert_eq!(body(&cb, "app", "via-dr", &v).await, b"one");
+    assert_eq!(status(&cb, "app", "via-dr", &v).await, "REPLICA");
+    let during = put(&cb, "app", "during-outage", b"two".to_vec()).await;
+    assert_eq!(body(&cb, "app", "during-outage", &during).await, b"two");
+
+    // Back: requests are forwarded again (the outage write is the replica region's own; it
+    // goes home with a rule back to main, as in the failover drill).
+    let a = Region::start_at(a_dir.path(), &a_addr, &[]);
+    let ca = a.client();
+    eventually(20, "the home seen up", || async {
+        metric(&b, "feiyun_replication_peer_up{region=\"main\"}") == 1.0
+    })
+    .await;
+    let v3 = put(&cb, "app", "after", b"three".to_vec()).await;
+    assert_eq!(body(&ca, "app", "after", &v3).await, b"three");
+
+    // Redirect mode: a 307 naming the home region, before any signature is checked.
+    cli_ok(
+        &b,
+        &[
+            "replication",
+            "home",
+            "app",
+            "--region",
+            "main",
+            "--redirect",
+        ],
+    );
+    let resp = common::raw(
+        b.addr,
+        "GET /app/after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(resp.status, 307, "{}", resp.body_text());
+    assert_eq!(
+        resp.header("location"),
+        Some(format!("{}/app/after", a.endpoint()).as_str())
+    );
+    assert!(resp.body_text().contains("TemporaryRedirect"));
+    // Cleared: served here again.
+    assert!(cli_ok(&b, &["replication", "home", "app", "--clear"]).contains("served here"));
+    // (Served here, the version shows as this region's replica, not main's COMPLETED.)
+    wait_status(30, &cb, "app", &[("after".to_owned(), v3)], "REPLICA").await;
 }

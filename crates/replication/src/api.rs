@@ -102,6 +102,8 @@ pub async fn handle<M: MetaStore, B: BlobStore>(
         ("POST", ["resync"]) => ("StartResync", resync(r, gate, &body).await),
         ("POST", ["restore"]) => ("RestoreBucket", restore(r, gate, &body).await),
         ("POST", ["backup", verb]) => ("Backup", backup(r, gate, verb, &body).await),
+        ("PUT", ["home", bucket]) => ("SetHomeRegion", home(r, gate, bucket, Some(&body)).await),
+        ("DELETE", ["home", bucket]) => ("ClearHomeRegion", home(r, gate, bucket, None).await),
         ("POST", ["site"]) => (
             "ImportSite",
             match gate.authorize("replication:ImportSite", &arn("*")) {
@@ -284,6 +286,43 @@ async fn backup<M: MetaStore, B: BlobStore>(
         ),
     };
     Ok(out)
+}
+
+/// `{"region": R, "redirect": false}` names the bucket's home region; no body forgets it.
+async fn home<M: MetaStore, B: BlobStore>(
+    r: &std::sync::Arc<Replication<M, B>>,
+    gate: &dyn Gate,
+    bucket: &str,
+    body: Option<&[u8]>,
+) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        region: String,
+        #[serde(default)]
+        redirect: bool,
+    }
+    gate.authorize(
+        "replication:SetHomeRegion",
+        &format!("arn:aws:s3:::{bucket}"),
+    )?;
+    let home = match body {
+        Some(b) => {
+            let req: Req = serde_json::from_slice(b)
+                .map_err(|e| ApiError::new(400, "InvalidRequestContent", format!("body: {e}")))?;
+            Some((req.region, req.redirect))
+        }
+        None => None,
+    };
+    let rec = r.set_home(bucket, home).await.map_err(|e| match e {
+        ReplicationError::Oss(feiyun_oss::OssError::NoSuchBucket) => {
+            ApiError::new(404, "NoSuchBucket", format!("no bucket named {bucket}"))
+        }
+        other => other.into(),
+    })?;
+    Ok(
+        json!({"bucket": bucket, "home": rec.map(|h| json!({"region": h.region, "redirect": h.redirect}))}),
+    )
 }
 
 /// Point-in-time restore: `{"bucket", "to_time_ms", "prefix"?, "target"?, "dry_run"?}`.

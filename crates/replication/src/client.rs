@@ -199,6 +199,33 @@ impl S3Client {
         .await
     }
 
+    /// Relays a client's request unchanged (its `Host` and signature too) and streams the
+    /// answer back; only the connection is ours.
+    pub(crate) async fn forward(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        let (mut parts, body) = req.into_parts();
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        parts.uri = format!("{}://{}{pq}", self.scheme, self.authority)
+            .parse()
+            .map_err(|e| format!("forward URI: {e}"))?;
+        parts.headers.insert(
+            crate::home::FORWARDED_HEADER,
+            http::HeaderValue::from_static("1"),
+        );
+        // The body is the client's own, relayed as it arrives.
+        let body = body.map_err(std::io::Error::other).boxed_unsync();
+        self.http
+            .request(http::Request::from_parts(parts, body))
+            .await
+            .map_err(|e| describe(&e))
+    }
+
     /// GetObject whose whole body (at most `max` bytes) is wanted.
     pub(crate) async fn get_object(
         &self,
@@ -266,6 +293,9 @@ impl S3Client {
             .collect::<Vec<_>>()
             .join("&");
         let amz_date = amz_date_now();
+        // Region-to-region traffic (replicas, listings, backups) is served by the region it is
+        // sent to, never forwarded on to a bucket's home region.
+        headers.push((crate::home::FORWARDED_HEADER.into(), "peer".into()));
         headers.push(("host".into(), self.authority.clone()));
         headers.push(("x-amz-date".into(), amz_date.clone()));
         headers.push(("x-amz-content-sha256".into(), payload_sha256.to_owned()));

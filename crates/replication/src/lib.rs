@@ -12,6 +12,7 @@
 pub mod api;
 pub mod backup;
 mod client;
+pub mod home;
 pub mod resync;
 pub mod site;
 pub mod worker;
@@ -112,6 +113,8 @@ pub struct Replication<M, B> {
     site_lock: tokio::sync::Mutex<()>,
     /// Seals backups (from the configuration); none: backups are refused.
     backup_key: std::sync::OnceLock<backup::BackupKey>,
+    /// Buckets whose home is another region, by name.
+    homes: RwLock<std::collections::HashMap<String, home::HomeRecord>>,
 }
 
 fn row(name: &str) -> Vec<u8> {
@@ -161,6 +164,7 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             site_status: Mutex::default(),
             site_lock: tokio::sync::Mutex::new(()),
             backup_key: std::sync::OnceLock::new(),
+            homes: RwLock::default(),
         });
         let rows = r
             .oss
@@ -172,6 +176,7 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             let secret = r.unseal(&k, &rec.sealed_secret)?;
             r.install(rec, &secret)?;
         }
+        r.load_homes()?;
         Ok(r)
     }
 
@@ -260,6 +265,11 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
                      remove them first"
                 )));
             }
+        }
+        if let Some(bucket) = self.is_home(name) {
+            return Err(ReplicationError::InUse(format!(
+                "region {name} is the home region of bucket {bucket}; clear it first"
+            )));
         }
         let mut batch = WriteBatch::new();
         batch.delete(Table::Replication, row(name));

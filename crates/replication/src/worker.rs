@@ -1133,6 +1133,7 @@ pub async fn status_json<M: MetaStore, B: BlobStore>(r: &Replication<M, B>) -> s
         "oldest_pending_ms": age_ms,
         "destinations": targets,
         "site": r.site_json(),
+        "homes": r.homes().iter().map(|h| serde_json::json!({"bucket": h.bucket, "region": h.region, "redirect": h.redirect, "home_up": r.peer(&h.region).is_some_and(|p| p.is_up())})).collect::<Vec<_>>(),
         "resyncs": r.resync_jobs().unwrap_or_default().iter().map(crate::resync::job_json).collect::<Vec<_>>(),
         "regions": r.peers().iter().map(|p| crate::peer_json(p)).collect::<Vec<_>>(),
     })

@@ -508,6 +508,39 @@ impl App {
             );
             return resp;
         }
+        if let Some(bucket) = self.bucket_for(&req) {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            if let Some(route) = self.replication.route(&bucket, req.headers(), &pq) {
+                let bytes_in = content_length(req.headers());
+                let (op, mut resp) = match route {
+                    feiyun_replication::home::Route::Redirect(location) => {
+                        ("Redirected", redirect_response(&location, &bucket))
+                    }
+                    feiyun_replication::home::Route::Forward(home) => {
+                        match self.replication.forward(&home, req).await {
+                            Ok(r) => ("Forwarded", r.map(s3s::Body::from)),
+                            Err(e) => {
+                                tracing::warn!(id = %id, bucket = %bucket, error = %e,
+                                    "forwarding to the home region failed");
+                                ("Forwarded", home_unreachable(&id))
+                            }
+                        }
+                    }
+                };
+                if let Ok(v) = http::HeaderValue::from_str(&id) {
+                    resp.headers_mut().insert("x-amz-request-id", v);
+                }
+                // The home region authenticates and audits the request itself.
+                self.audit(&id, peer, op, bytes_in, &resp, None).await;
+                self.metrics
+                    .observe(op, resp.status().as_u16(), start.elapsed().as_secs_f64());
+                return resp;
+            }
+        }
         let cors = cors::CorsRequest::of(&req, &self.hosts);
         if let Some(resp) = reject_oversized_xml(&req, &id) {
             self.metrics.observe(
@@ -774,6 +807,20 @@ impl App {
 
     /// Appends the request's audit record. Requests that never reached authorization (a
     /// bad signature, an unknown key) are recorded as `AuthFailed` under the key they claimed.
+    /// The bucket an S3 request addresses: its virtual host, or its path's first segment.
+    fn bucket_for(&self, req: &Request<Incoming>) -> Option<String> {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or(req.uri().authority().map(|a| a.as_str()));
+        if let Some(b) = host.and_then(|h| self.hosts.bucket_of(h)) {
+            return Some(b.to_owned());
+        }
+        let first = req.uri().path().trim_start_matches('/').split('/').next()?;
+        (!first.is_empty()).then(|| first.to_owned())
+    }
+
     async fn audit(
         &self,
         id: &str,
@@ -938,6 +985,47 @@ fn add_request_id_to_error(resp: &mut Response<s3s::Body>, id: &str) {
 }
 
 /// S3 answers `503 SlowDown`, IAM and STS `400 Throttling`; both say when to come back.
+/// 307 to the bucket's home region, as S3 answers a request sent to the wrong region.
+fn redirect_response(location: &str, bucket: &str) -> Response<s3s::Body> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>TemporaryRedirect</Code><Message>Please re-send this request to the specified temporary endpoint. Continue to use the original request endpoint for future requests.</Message><Bucket>{}</Bucket><Endpoint>{}</Endpoint></Error>",
+        xml_text(bucket),
+        xml_text(location)
+    );
+    let mut r = plain(StatusCode::TEMPORARY_REDIRECT, &body);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(location) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    r
+}
+
+/// The home region stopped answering in the middle of a forwarded request.
+fn home_unreachable(id: &str) -> Response<s3s::Body> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>ServiceUnavailable</Code><Message>The bucket's home region did not answer; retry.</Message><RequestId>{id}</RequestId></Error>"
+    );
+    let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, &body);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    r.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    r
+}
+
+fn xml_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 fn throttle_response(query_api: bool, wait: Duration, id: &str) -> Response<s3s::Body> {
     let (status, body) = if query_api {
         (
@@ -1083,7 +1171,7 @@ impl VirtualHosts {
         })
     }
 
-    fn bucket_of<'a>(&self, host: &'a str) -> Option<&'a str> {
+    pub(crate) fn bucket_of<'a>(&self, host: &'a str) -> Option<&'a str> {
         if host.starts_with('[') {
             return None; // An IPv6 literal never names a bucket.
         }
