@@ -58,6 +58,9 @@ pub struct Config {
     /// Replication lag (age of the oldest unreplicated change) above which the log carries
     /// an alert line; `None`: no alert.
     pub replication_rpo_secs: Option<u64>,
+    /// A GET or HEAD that finds nothing here, in a bucket replicating to a same-named bucket
+    /// of a peer, is answered by the peer when it has it (a version not replicated yet).
+    pub replication_proxy_reads: bool,
     /// The default account's 12-digit id, used when the region first starts (random when
     /// unset). Regions of one site (IAM replicated between them) share it.
     pub account_id: Option<String>,
@@ -122,6 +125,7 @@ pub struct ConfigOverrides {
     pub webhooks: Option<std::collections::BTreeMap<String, String>>,
     pub event_retention_secs: Option<u64>,
     pub replication_rpo_secs: Option<u64>,
+    pub replication_proxy_reads: Option<bool>,
     pub account_id: Option<String>,
     pub sts_min_session_secs: Option<u64>,
     pub oidc_issuer: Option<String>,
@@ -196,6 +200,10 @@ impl ConfigOverrides {
             },
             event_retention_secs: parse_num("FEIYUN_EVENT_RETENTION_SECS")?,
             replication_rpo_secs: parse_num("FEIYUN_REPLICATION_RPO_SECS")?,
+            replication_proxy_reads: match get("FEIYUN_REPLICATION_PROXY_READS") {
+                None => None,
+                Some(v) => Some(parse_bool("FEIYUN_REPLICATION_PROXY_READS", &v)?),
+            },
             account_id: get("FEIYUN_ACCOUNT_ID"),
             sts_min_session_secs: parse_num("FEIYUN_STS_MIN_SESSION_SECS")?,
             oidc_issuer: get("FEIYUN_OIDC_ISSUER"),
@@ -250,6 +258,9 @@ impl ConfigOverrides {
             webhooks: self.webhooks.or(lower.webhooks),
             event_retention_secs: self.event_retention_secs.or(lower.event_retention_secs),
             replication_rpo_secs: self.replication_rpo_secs.or(lower.replication_rpo_secs),
+            replication_proxy_reads: self
+                .replication_proxy_reads
+                .or(lower.replication_proxy_reads),
             account_id: self.account_id.or(lower.account_id),
             sts_min_session_secs: self.sts_min_session_secs.or(lower.sts_min_session_secs),
             oidc_issuer: self.oidc_issuer.or(lower.oidc_issuer),
@@ -390,6 +401,7 @@ impl ConfigOverrides {
             webhooks: self.webhooks.unwrap_or_default().into_iter().collect(),
             event_retention_secs: self.event_retention_secs.unwrap_or(7 * 86_400),
             replication_rpo_secs: self.replication_rpo_secs,
+            replication_proxy_reads: self.replication_proxy_reads.unwrap_or(false),
             account_id: self.account_id,
             sts_min_session_secs: self.sts_min_session_secs.unwrap_or(900),
             oidc_issuer: self.oidc_issuer,

@@ -16,6 +16,7 @@ use aws_sdk_s3::types::{
     ReplicationRuleFilter, ReplicationRuleStatus, Tag, Tagging, VersioningConfiguration,
 };
 use common::{ACCESS_KEY, Region, SECRET_KEY};
+use md5::Digest as _;
 
 /// `feiyun ARGS` against `r` as root; must succeed. Its stdout.
 fn cli_ok(r: &Region, args: &[&str]) -> String {
@@ -1862,4 +1863,205 @@ async fn requests_follow_the_home_region_and_fail_over_when_it_is_down() {
     assert!(cli_ok(&b, &["replication", "home", "app", "--clear"]).contains("served here"));
     // (Served here, the version shows as this region's replica, not main's COMPLETED.)
     wait_status(30, &cb, "app", &[("after".to_owned(), v3)], "REPLICA").await;
+}
+
+/// The destination's KMS key (ReplicaKmsKeyID) seals replicas of SSE-KMS versions, Object
+/// Lock retention and legal hold travel with them, and an SSE-C version, whose key the region
+/// never keeps, ends FAILED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locked_and_encrypted_versions_replicate_under_the_destinations_key() {
+    let a = Region::start_env(&[("FEIYUN_SSE_C_OVER_HTTP", "true")]);
+    let b = Region::start();
+    let (ca, cb) = (a.client(), b.client());
+    let key_arn = |r: &Region| {
+        let (status, k) = common::kms(r, "CreateKey", serde_json::json!({"Description": "r"}));
+        assert_eq!(status, 200, "{k}");
+        k["KeyMetadata"]["Arn"].as_str().expect("arn").to_owned()
+    };
+    let (source_key, replica_key) = (key_arn(&a), key_arn(&b));
+    for (c, bucket) in [(&ca, "src"), (&cb, "dst")] {
+        c.create_bucket()
+            .bucket(bucket)
+            .object_lock_enabled_for_bucket(true)
+            .send()
+            .await
+            .expect("lock bucket");
+    }
+    add_region(&a, "dr", &b.endpoint());
+    let mut r = rule("all", 1, "", "arn:aws:s3:dr::dst", false);
+    r.destination = Some(
+        Destination::builder()
+            .bucket("arn:aws:s3:dr::dst")
+            .encryption_configuration(
+                aws_sdk_s3::types::EncryptionConfiguration::builder()
+                    .replica_kms_key_id(&replica_key)
+                    .build(),
+            )
+            .build()
+            .expect("dest"),
+    );
+    put_replication(&ca, "src", vec![r]).await.expect("rule");
+
+    let until = aws_sdk_s3::primitives::DateTime::from_secs(now_ms() / 1000 + 3600);
+    let locked = ca
+        .put_object()
+        .bucket("src")
+        .key("ledger")
+        .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+        .ssekms_key_id(&source_key)
+        .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::Compliance)
+        .object_lock_retain_until_date(until)
+        .object_lock_legal_hold_status(aws_sdk_s3::types::ObjectLockLegalHoldStatus::On)
+        .body(ByteStream::from_static(b"entry 1"))
+        .send()
+        .await
+        .expect("locked put")
+        .version_id()
+        .expect("version")
+        .to_owned();
+    let customer_key = [7u8; 32];
+    let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
+    let customer = ca
+        .put_object()
+        .bucket("src")
+        .key("customer")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(b64(&customer_key))
+        .sse_customer_key_md5(b64(&md5::Md5::digest(customer_key)))
+        .body(ByteStream::from_static(b"theirs"))
+        .send()
+        .await
+        .expect("SSE-C put")
+        .version_id()
+        .expect("version")
+        .to_owned();
+    wait_status(
+        30,
+        &ca,
+        "src",
+        &[("ledger".to_owned(), locked.clone())],
+        "COMPLETED",
+    )
+    .await;
+    eventually(60, "the SSE-C version FAILED", || async {
+        ca.head_object()
+            .bucket("src")
+            .key("customer")
+            .version_id(&customer)
+            .sse_customer_algorithm("AES256")
+            .sse_customer_key(b64(&customer_key))
+            .sse_customer_key_md5(b64(&md5::Md5::digest(customer_key)))
+            .send()
+            .await
+            .ok()
+            .and_then(|h| h.replication_status().map(|s| s.as_str().to_owned()))
+            .as_deref()
+            == Some("FAILED")
+    })
+    .await;
+
+    let head = cb
+        .head_object()
+        .bucket("dst")
+        .key("ledger")
+        .version_id(&locked)
+        .send()
+        .await
+        .expect("replica");
+    assert_eq!(
+        head.replication_status().map(|s| s.as_str()),
+        Some("REPLICA")
+    );
+    assert_eq!(
+        head.server_side_encryption().map(|s| s.as_str()),
+        Some("aws:kms")
+    );
+    assert_eq!(head.ssekms_key_id(), Some(replica_key.as_str()));
+    assert_eq!(
+        head.object_lock_mode().map(|m| m.as_str()),
+        Some("COMPLIANCE")
+    );
+    assert_eq!(
+        head.object_lock_retain_until_date().map(|d| d.secs()),
+        Some(until.secs())
+    );
+    assert_eq!(
+        head.object_lock_legal_hold_status().map(|s| s.as_str()),
+        Some("ON")
+    );
+    assert_eq!(body(&cb, "dst", "ledger", &locked).await, b"entry 1");
+    // The replica is as locked as its source: its version cannot be deleted.
+    let del = cb
+        .delete_object()
+        .bucket("dst")
+        .key("ledger")
+        .version_id(&locked)
+        .send()
+        .await;
+    assert!(del.is_err(), "a locked replica was deleted");
+    assert!(
+        cb.head_object()
+            .bucket("dst")
+            .key("customer")
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+/// With `replication_proxy_reads`, a read that finds nothing in a bucket replicating to a
+/// same-named bucket of a peer is answered by that peer: a version written there and not
+/// replicated here yet (the link is down) is readable here all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_versions_not_replicated_yet_are_answered_by_the_peer() {
+    let a = Region::start();
+    let b = Region::start_env(&[("FEIYUN_REPLICATION_PROXY_READS", "true")]);
+    let (ca, cb) = (a.client(), b.client());
+    versioned_bucket(&ca, "shared").await;
+    versioned_bucket(&cb, "shared").await;
+    let a_to_b = common::Link::open(b.addr).await;
+    add_region(&a, "b", &a_to_b.url());
+    add_region(&b, "a", &a.endpoint());
+    put_replication(
+        &ca,
+        "shared",
+        vec![rule("to-b", 1, "", "arn:aws:s3:b::shared", true)],
+    )
+    .await
+    .expect("a→b");
+    put_replication(
+        &cb,
+        "shared",
+        vec![rule("to-a", 1, "", "arn:aws:s3:a::shared", true)],
+    )
+    .await
+    .expect("b→a");
+    a_to_b.cut();
+    let v = put(&ca, "shared", "fresh", b"written at a".to_vec()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status(&ca, "shared", "fresh", &v).await, "PENDING");
+    // Not at b yet; b's reads are answered by a.
+    assert_eq!(body(&cb, "shared", "fresh", &v).await, b"written at a");
+    let latest = cb
+        .get_object()
+        .bucket("shared")
+        .key("fresh")
+        .send()
+        .await
+        .expect("latest through b");
+    assert_eq!(latest.version_id(), Some(v.as_str()));
+    // What neither region has is still missing.
+    let missing = cb.get_object().bucket("shared").key("nowhere").send().await;
+    assert!(format!("{missing:?}").contains("NoSuchKey"));
+    // The link heals: the version arrives and b serves its own replica.
+    a_to_b.heal();
+    wait_status(
+        60,
+        &ca,
+        "shared",
+        &[("fresh".to_owned(), v.clone())],
+        "COMPLETED",
+    )
+    .await;
+    assert_eq!(status(&cb, "shared", "fresh", &v).await, "REPLICA");
 }

@@ -201,10 +201,14 @@ impl S3Client {
 
     /// Relays a client's request unchanged (its `Host` and signature too) and streams the
     /// answer back; only the connection is ours.
-    pub(crate) async fn forward(
+    pub(crate) async fn forward<B>(
         &self,
-        req: http::Request<hyper::body::Incoming>,
-    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        req: http::Request<B>,
+    ) -> Result<http::Response<hyper::body::Incoming>, String>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let (mut parts, body) = req.into_parts();
         let pq = parts
             .uri

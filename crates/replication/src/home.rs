@@ -143,11 +143,37 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
     }
 
     /// Sends `req` on to `peer` as it came, and its answer back.
-    pub async fn forward(
+    pub async fn forward<Body>(
         &self,
         peer: &Peer,
-        req: http::Request<hyper::body::Incoming>,
-    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        req: http::Request<Body>,
+    ) -> Result<http::Response<hyper::body::Incoming>, String>
+    where
+        Body: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        Body::Error: std::error::Error + Send + Sync + 'static,
+    {
         peer.client.forward(req).await
+    }
+
+    /// The up peers holding a same-named replica of `bucket` (its rules' destinations), for
+    /// a read that found nothing here.
+    pub async fn read_peers(&self, bucket: &str) -> Vec<Arc<Peer>> {
+        let Ok(Some(config)) = self.oss.replication(bucket).await else {
+            return Vec::new();
+        };
+        let mut out: Vec<Arc<Peer>> = Vec::new();
+        for r in config
+            .rules
+            .iter()
+            .filter(|r| r.enabled && r.destination.bucket == bucket)
+        {
+            if let Some(p) = self.peer(&r.destination.region)
+                && p.is_up()
+                && !out.iter().any(|o| o.record.name == p.record.name)
+            {
+                out.push(p);
+            }
+        }
+        out
     }
 }

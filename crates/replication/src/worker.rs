@@ -268,6 +268,12 @@ fn oss_failure(e: OssError) -> Failure {
         | OssError::NoSuchKey
         | OssError::NoSuchBucket
         | OssError::DeleteMarker { .. } => Failure::Skip,
+        // The worker reads without encryption parameters: only an SSE-C version refuses that,
+        // and the region does not keep the customer's key.
+        OssError::InvalidRequest(_) => Failure::Never(
+            "an SSE-C object cannot be replicated: the region does not keep the customer's key"
+                .into(),
+        ),
         other => Failure::Retry(format!("reading the source: {other}")),
     }
 }

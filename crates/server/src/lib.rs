@@ -98,6 +98,8 @@ struct App {
     oss: Arc<EmbeddedOss>,
     fc: Arc<feiyun_fc::Functions<RedbStore>>,
     replication: Arc<feiyun_replication::Replication<RedbStore, LocalBlobStore>>,
+    /// `replication_proxy_reads`: a read that finds nothing asks the bucket's replica peers.
+    proxy_reads: bool,
     hosts: VirtualHosts,
     metrics: Metrics,
     ready: std::sync::atomic::AtomicBool,
@@ -280,6 +282,7 @@ impl Server {
                 oss,
                 fc,
                 replication,
+                proxy_reads: config.replication_proxy_reads,
                 hosts: VirtualHosts::new(&config.domains)?,
                 metrics,
                 ready: std::sync::atomic::AtomicBool::new(true),
@@ -560,6 +563,19 @@ impl App {
         req.extensions_mut().insert(audit.clone());
         let bytes_in = content_length(req.headers());
         drop(_entered);
+        // A read may be answered by a peer holding a version not replicated here yet.
+        let proxy = (self.proxy_reads
+            && matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+            && !req
+                .headers()
+                .contains_key(feiyun_replication::home::FORWARDED_HEADER))
+        .then(|| {
+            let mut r = http::Request::new(http_body_util::Empty::<bytes::Bytes>::new());
+            *r.method_mut() = req.method().clone();
+            *r.uri_mut() = req.uri().clone();
+            *r.headers_mut() = req.headers().clone();
+            r
+        });
         let resp = match self.s3.call(req.map(s3s::Body::from)).await {
             Ok(r) => r,
             Err(e) => {
@@ -568,6 +584,12 @@ impl App {
             }
         };
         let mut resp = resp;
+        if resp.status() == StatusCode::NOT_FOUND
+            && let Some(read) = proxy
+            && let Some(answer) = self.proxy_read(read).await
+        {
+            resp = answer;
+        }
         if let Ok(v) = http::HeaderValue::from_str(&id) {
             resp.headers_mut().insert("x-amz-request-id", v);
         }
@@ -807,6 +829,51 @@ impl App {
 
     /// Appends the request's audit record. Requests that never reached authorization (a
     /// bad signature, an unknown key) are recorded as `AuthFailed` under the key they claimed.
+    /// Asks the peers holding a replica of the bucket for a read that found nothing here;
+    /// the first that has it answers (`x-feiyun-read-from` names it).
+    async fn proxy_read(
+        &self,
+        read: Request<http_body_util::Empty<bytes::Bytes>>,
+    ) -> Option<Response<s3s::Body>> {
+        let first = read
+            .uri()
+            .path()
+            .trim_start_matches('/')
+            .split('/')
+            .next()?;
+        let host = read
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let bucket = match self.hosts.bucket_of(host) {
+            Some(b) => b.to_owned(),
+            None if !first.is_empty() => first.to_owned(),
+            None => return None,
+        };
+        for peer in self.replication.read_peers(&bucket).await {
+            let (parts, body) = read.clone().into_parts();
+            match self
+                .replication
+                .forward(&peer, Request::from_parts(parts, body))
+                .await
+            {
+                Ok(r) if r.status().is_success() => {
+                    let mut r = r.map(s3s::Body::from);
+                    if let Ok(v) = http::HeaderValue::from_str(&peer.record.name) {
+                        r.headers_mut().insert("x-feiyun-read-from", v);
+                    }
+                    return Some(r);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(region = %peer.record.name, error = %e, "proxied read failed")
+                }
+            }
+        }
+        None
+    }
+
     /// The bucket an S3 request addresses: its virtual host, or its path's first segment.
     fn bucket_for(&self, req: &Request<Incoming>) -> Option<String> {
         let host = req
