@@ -129,35 +129,7 @@ async fn put_replication(
 type Versions = BTreeMap<String, Vec<(String, bool, bool)>>;
 
 async fn versions(c: &aws_sdk_s3::Client, bucket: &str) -> Versions {
-    let out = c
-        .list_object_versions()
-        .bucket(bucket)
-        .send()
-        .await
-        .expect("list versions");
-    let mut all: Versions = BTreeMap::new();
-    for v in out.versions() {
-        all.entry(v.key().unwrap_or_default().to_owned())
-            .or_default()
-            .push((
-                v.version_id().unwrap_or_default().to_owned(),
-                false,
-                v.is_latest().unwrap_or(false),
-            ));
-    }
-    for m in out.delete_markers() {
-        all.entry(m.key().unwrap_or_default().to_owned())
-            .or_default()
-            .push((
-                m.version_id().unwrap_or_default().to_owned(),
-                true,
-                m.is_latest().unwrap_or(false),
-            ));
-    }
-    for list in all.values_mut() {
-        list.sort_by(|a, b| b.0.cmp(&a.0));
-    }
-    all
+    all_versions(c, bucket, "").await
 }
 
 /// Waits (up to `secs`) until `f` holds.

@@ -568,11 +568,7 @@ impl<M: MetaStore> Iam<M> {
         }
         let mut b = WriteBatch::new();
         for (row, v) in &rows {
-            let sealed = self
-                .kms
-                .master()
-                .seal(row, v)
-                .map_err(|e| IamError::Corrupt(e.to_string()))?;
+            let sealed = self.seal_row(row, v)?;
             b.check_value(Table::Iam, row.clone(), Some(v.clone()));
             b.put(Table::Iam, row.clone(), sealed);
         }
@@ -607,48 +603,40 @@ impl<M: MetaStore> Iam<M> {
         if let Some(id) = self.meta.get(Table::Iam, DEFAULT_ACCOUNT.as_bytes())? {
             st.default_account = String::from_utf8_lossy(&id).into_owned();
         }
-        let mut start: Vec<u8> = Vec::new();
-        loop {
-            let page = self.meta.scan(Table::Iam, &start, None, 1000)?;
-            let Some(last) = page.last() else { break };
-            start = last.0.clone();
-            start.push(0);
-            for (k, v) in &page {
-                let mut parts = k.split(|b| *b == 0);
-                let kind = parts.next().unwrap_or_default();
-                let account =
-                    String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-                let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-                match kind {
-                    b"a" => {
-                        st.accounts.insert(account, decode(v)?);
-                    }
-                    b"u" => {
-                        st.users.insert((account, name), decode(v)?);
-                    }
-                    b"g" => {
-                        st.groups.insert((account, name), decode(v)?);
-                    }
-                    b"r" => {
-                        st.roles.insert((account, name), decode(v)?);
-                    }
-                    b"p" => {
-                        st.policies.insert((account, name), decode(v)?);
-                    }
-                    b"k" => {
-                        let r: AccessKeyRecord = self.unsealed(k, v, &mut plain)?;
-                        st.keys.insert(r.access_key.clone(), r);
-                    }
-                    b"m" => {
-                        let r: MfaDeviceRecord = self.unsealed(k, v, &mut plain)?;
-                        st.mfa.insert((account, name), r);
-                    }
-                    b"s" => {
-                        let r: SessionRecord = self.unsealed(k, v, &mut plain)?;
-                        st.sessions.insert(r.access_key.clone(), r);
-                    }
-                    _ => {}
+        for (k, v) in &self.raw_rows()? {
+            let mut parts = k.split(|b| *b == 0);
+            let kind = parts.next().unwrap_or_default();
+            let account = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            match kind {
+                b"a" => {
+                    st.accounts.insert(account, decode(v)?);
                 }
+                b"u" => {
+                    st.users.insert((account, name), decode(v)?);
+                }
+                b"g" => {
+                    st.groups.insert((account, name), decode(v)?);
+                }
+                b"r" => {
+                    st.roles.insert((account, name), decode(v)?);
+                }
+                b"p" => {
+                    st.policies.insert((account, name), decode(v)?);
+                }
+                b"k" => {
+                    let r: AccessKeyRecord = self.unsealed(k, v, &mut plain)?;
+                    st.keys.insert(r.access_key.clone(), r);
+                }
+                b"m" => {
+                    let r: MfaDeviceRecord = self.unsealed(k, v, &mut plain)?;
+                    st.mfa.insert((account, name), r);
+                }
+                b"s" => {
+                    let r: SessionRecord = self.unsealed(k, v, &mut plain)?;
+                    st.sessions.insert(r.access_key.clone(), r);
+                }
+                _ => {}
             }
         }
         let mut callers = HashMap::new();

@@ -73,6 +73,12 @@ pub fn error_response(e: ApiError, action: &'static str) -> ApiResponse {
     }
 }
 
+/// A request's JSON body, or 400 InvalidRequestContent saying what is wrong with it.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, "InvalidRequestContent", format!("body: {e}")))
+}
+
 fn arn(name: &str) -> String {
     format!("arn:aws:replication:::region/{name}")
 }
@@ -158,8 +164,7 @@ async fn add<M: MetaStore, B: BlobStore>(
     body: &[u8],
 ) -> Result<Value, ApiError> {
     gate.authorize("replication:AddRegion", &arn(name))?;
-    let mut v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(400, "InvalidRequestContent", format!("body: {e}")))?;
+    let mut v: Value = parse_body(body)?;
     v["name"] = Value::String(name.to_owned());
     let new: NewPeer = serde_json::from_value(v)
         .map_err(|e| ApiError::new(400, "InvalidRequestContent", format!("body: {e}")))?;
@@ -184,8 +189,7 @@ async fn resync<M: MetaStore, B: BlobStore>(
         #[serde(default)]
         older_than_secs: Option<u64>,
     }
-    let req: Req = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(400, "InvalidRequestContent", format!("body: {e}")))?;
+    let req: Req = parse_body(body)?;
     gate.authorize("replication:StartResync", &arn(&req.region))?;
     let jobs = r
         .start_resync(
@@ -229,8 +233,7 @@ async fn backup<M: MetaStore, B: BlobStore>(
         #[serde(default)]
         chunk_grace_secs: Option<u64>,
     }
-    let req: Req = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(400, "InvalidRequestContent", format!("body: {e}")))?;
+    let req: Req = parse_body(body)?;
     let action = match verb {
         "create" => "replication:CreateBackup",
         "list" | "verify" => "replication:ReadBackup",
@@ -308,8 +311,7 @@ async fn home<M: MetaStore, B: BlobStore>(
     )?;
     let home = match body {
         Some(b) => {
-            let req: Req = serde_json::from_slice(b)
-                .map_err(|e| ApiError::new(400, "InvalidRequestContent", format!("body: {e}")))?;
+            let req: Req = parse_body(b)?;
             Some((req.region, req.redirect))
         }
         None => None,
@@ -344,8 +346,7 @@ async fn restore<M: MetaStore, B: BlobStore>(
         #[serde(default)]
         dry_run: bool,
     }
-    let req: Req = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(400, "InvalidRequestContent", format!("body: {e}")))?;
+    let req: Req = parse_body(body)?;
     gate.authorize(
         "replication:RestoreBucket",
         &format!("arn:aws:s3:::{}", req.bucket),
