@@ -225,7 +225,8 @@ impl Location {
     }
 
     fn chunk_key(&self, id: &str) -> String {
-        self.path(&format!("chunks/{}/{id}", &id[..2]))
+        // Ids are 64 hex digits; the first two fan chunks out over 256 prefixes.
+        self.path(&format!("chunks/{}/{id}", id.get(..2).unwrap_or("00")))
     }
 
     fn snapshot_dir(&self, bucket: &str, id: &str) -> String {
@@ -988,11 +989,11 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
         let dir = loc.path(&format!("snapshots/{bucket}/"));
         let mut in_use: HashSet<String> = HashSet::new();
         for k in loc.list(&dir).await.map_err(io("listing snapshots"))? {
-            let id = k[dir.len()..]
-                .split('/')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
+            // Only what the listing was asked for: a key outside it is never deleted.
+            let Some(rest) = k.strip_prefix(dir.as_str()) else {
+                continue;
+            };
+            let id = rest.split('/').next().unwrap_or_default().to_owned();
             if !finished.contains(&id) {
                 match loc.delete(&k).await {
                     Ok(()) => {}
@@ -1007,7 +1008,10 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             let Some(stem) = k.strip_suffix("/done") else {
                 continue;
             };
-            let rest = &stem[all.len()..];
+            // The listing was asked for this prefix; a peer answering otherwise is ignored.
+            let Some(rest) = stem.strip_prefix(all.as_str()) else {
+                continue;
+            };
             let Some((b, id)) = rest.split_once('/') else {
                 continue;
             };
@@ -1024,11 +1028,15 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
                 }
             }
         }
+        let chunks = loc.path("chunks/");
         for (k, at) in loc
-            .list_dated(&loc.path("chunks/"))
+            .list_dated(&chunks)
             .await
             .map_err(io("listing chunks"))?
         {
+            if !k.starts_with(chunks.as_str()) {
+                continue;
+            }
             let id = k.rsplit('/').next().unwrap_or_default();
             // A snapshot being taken right now has stored chunks no finished one names yet.
             let recent = at.is_none_or(|t| now - t < grace.as_millis() as i64);
