@@ -30,7 +30,7 @@ use futures::StreamExt;
 use http::Method;
 use serde::{Deserialize, Serialize};
 
-use crate::client::{self, ClientError};
+use crate::client::ClientError;
 use crate::{Peer, Replication, ReplicationError};
 
 /// Largest chunk of object data.
@@ -267,14 +267,12 @@ impl Location {
         match self
             .peer
             .client
-            .send(
+            .bodiless(
                 Method::HEAD,
                 Some(&self.bucket),
                 Some(key),
                 &[],
                 Vec::new(),
-                client::empty(),
-                crate::worker::EMPTY_SHA256,
                 TIMEOUT,
             )
             .await
@@ -301,14 +299,12 @@ impl Location {
     async fn delete(&self, key: &str) -> Result<(), ClientError> {
         self.peer
             .client
-            .send(
+            .bodiless(
                 Method::DELETE,
                 Some(&self.bucket),
                 Some(key),
                 &[],
                 Vec::new(),
-                client::empty(),
-                crate::worker::EMPTY_SHA256,
                 TIMEOUT,
             )
             .await

@@ -176,6 +176,29 @@ impl S3Client {
         .await
     }
 
+    /// A request without a body (HEAD, DELETE, a POST that starts an upload).
+    pub(crate) async fn bodiless(
+        &self,
+        method: Method,
+        bucket: Option<&str>,
+        key: Option<&str>,
+        query: &[(&str, &str)],
+        headers: Vec<(String, String)>,
+        timeout: Duration,
+    ) -> Result<(HeaderMap, Bytes), ClientError> {
+        self.send(
+            method,
+            bucket,
+            key,
+            query,
+            headers,
+            empty(),
+            crate::worker::EMPTY_SHA256,
+            timeout,
+        )
+        .await
+    }
+
     /// A request to one of the peer's own (non-S3) paths, `/replication/…`.
     pub(crate) async fn request_path(
         &self,

@@ -297,14 +297,12 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
         for peer in self.peers() {
             let probe = peer
                 .client
-                .send(
+                .bodiless(
                     http::Method::GET,
                     None,
                     None,
                     &[],
                     Vec::new(),
-                    client::empty(),
-                    worker::EMPTY_SHA256,
                     HEALTH_TIMEOUT,
                 )
                 .await;

@@ -640,14 +640,12 @@ async fn attempt<M: MetaStore, B: BlobStore>(
                 ),
             ];
             peer.client
-                .send(
+                .bodiless(
                     Method::DELETE,
                     Some(&dest.bucket),
                     Some(&t.key),
                     &[],
                     headers,
-                    client::empty(),
-                    EMPTY_SHA256,
                     SMALL_TIMEOUT,
                 )
                 .await
@@ -663,14 +661,12 @@ async fn attempt<M: MetaStore, B: BlobStore>(
             let query = [("tagging", ""), ("versionId", version.as_str())];
             if rec.tags.is_empty() {
                 peer.client
-                    .send(
+                    .bodiless(
                         Method::DELETE,
                         Some(&dest.bucket),
                         Some(&t.key),
                         &query,
                         Vec::new(),
-                        client::empty(),
-                        EMPTY_SHA256,
                         SMALL_TIMEOUT,
                     )
                     .await
@@ -890,14 +886,12 @@ async fn put_parts<M: MetaStore, B: BlobStore>(
     let replica = (REPLICA_VERSION_HEADER.to_owned(), t.version.render());
     let (_, created) = peer
         .client
-        .send(
+        .bodiless(
             Method::POST,
             Some(&dest.bucket),
             Some(&t.key),
             &[("uploads", "")],
             headers,
-            client::empty(),
-            EMPTY_SHA256,
             SMALL_TIMEOUT,
         )
         .await
@@ -994,14 +988,12 @@ async fn put_parts<M: MetaStore, B: BlobStore>(
     if sent.is_err() {
         let _ = peer
             .client
-            .send(
+            .bodiless(
                 Method::DELETE,
                 Some(&dest.bucket),
                 Some(&t.key),
                 &[("uploadId", &upload_id)],
                 Vec::new(),
-                client::empty(),
-                EMPTY_SHA256,
                 SMALL_TIMEOUT,
             )
             .await;
