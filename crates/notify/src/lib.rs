@@ -301,6 +301,7 @@ mod tests {
             size: Some(3),
             etag: Some("abc".into()),
             version_id: None,
+            replicate: None,
         };
         let j = s3_event_json(&e, "cfg", "us-east-1");
         let r = &j["Records"][0];

@@ -40,6 +40,11 @@ pub struct EventRecord {
     pub size: Option<u64>,
     pub etag: Option<String>,
     pub version_id: Option<String>,
+    /// For a created version: the replication destinations (labels) left PENDING by its
+    /// commit, so the replication worker need not read the version to plan. None in rows
+    /// written before this field, and for every other event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicate: Option<Vec<String>>,
 }
 
 impl EventRecord {
@@ -106,6 +111,14 @@ pub(crate) fn created(
         size: Some(rec.size),
         etag: Some(rec.etag.clone()),
         version_id,
+        replicate: Some(match &rec.replication {
+            Some(crate::replication::ReplicationState::Source(targets)) => targets
+                .iter()
+                .filter(|(_, s)| *s == crate::replication::TargetStatus::Pending)
+                .map(|(label, _)| label.clone())
+                .collect(),
+            _ => Vec::new(),
+        }),
     };
     batch.put(Table::Events, event_key(id), records::encode(&e)?);
     Ok(())
@@ -131,6 +144,7 @@ pub(crate) fn updated(
         size: Some(rec.size),
         etag: Some(rec.etag.clone()),
         version_id,
+        replicate: None,
     };
     batch.put(Table::Events, event_key(id), records::encode(&e)?);
     Ok(())
@@ -161,6 +175,7 @@ pub(crate) fn removed(
         size: None,
         etag: None,
         version_id,
+        replicate: None,
     };
     batch.put(Table::Events, event_key(id), records::encode(&e)?);
     Ok(())
@@ -435,6 +450,7 @@ mod tests {
             size: None,
             etag: None,
             version_id: None,
+            replicate: None,
         };
         assert!(r.matches(&e("ObjectCreated:Put", "img/a.jpg")));
         assert!(r.matches(&e("ObjectCreated:CompleteMultipartUpload", "img/b.jpg")));

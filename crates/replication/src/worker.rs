@@ -19,8 +19,8 @@ use base64::Engine;
 use bytes::Bytes;
 use feiyun_oss::events::EventRecord;
 use feiyun_oss::replication::{
-    REPLICA_MTIME_HEADER, REPLICA_VERSION_HEADER, ReplicationRule, ReplicationState, StatusUpdate,
-    TargetStatus,
+    REPLICA_MTIME_HEADER, REPLICA_VERSION_HEADER, ReplicationConfig, ReplicationRule,
+    ReplicationState, StatusUpdate, TargetStatus,
 };
 use feiyun_oss::{BlobStore, GetRequest, MetaStore, OssError, VersionId, VersionSelector};
 use futures::StreamExt;
@@ -190,6 +190,12 @@ struct State {
     /// The cursor as stored.
     durable: u64,
     targets: HashMap<String, RuleStats>,
+    /// Outcomes of finished event tasks, with their event ids, not yet recorded in the
+    /// versions: the cursor writer records them in one commit just before it moves the cursor
+    /// past their events.
+    unrecorded: Vec<(u64, StatusUpdate)>,
+    /// Event ids of the outcomes being recorded now.
+    recording: Vec<u64>,
 }
 
 type StatusItem = (StatusUpdate, tokio::sync::oneshot::Sender<()>);
@@ -333,8 +339,9 @@ async fn follow<M: MetaStore, B: BlobStore>(r: Arc<Replication<M, B>>) {
             tokio::time::sleep(POLL).await;
             continue;
         }
+        let mut configs = HashMap::new();
         for e in events {
-            let tasks = match plan(&r, &e).await {
+            let tasks = match plan(&r, &e, &mut configs).await {
                 Ok(t) => t,
                 Err(err) => {
                     // Not planned, not passed: the next round reads this event again.
@@ -365,17 +372,25 @@ async fn follow<M: MetaStore, B: BlobStore>(r: Arc<Replication<M, B>>) {
 
 /// The tasks one event asks for: a new version, a delete marker, or a tag change, for each
 /// destination a rule of its bucket sends it to.
+/// `configs` caches bucket rules for one read of the log.
 async fn plan<M: MetaStore, B: BlobStore>(
     r: &Replication<M, B>,
     e: &EventRecord,
+    configs: &mut HashMap<String, Option<ReplicationConfig>>,
 ) -> Result<Vec<Task>, OssError> {
     let Some(version) = e.version_id.as_deref().and_then(VersionId::parse) else {
         return Ok(Vec::new());
     };
-    let config = match r.oss.replication(&e.bucket).await {
-        Ok(Some(c)) => c,
-        Ok(None) | Err(OssError::NoSuchBucket) => return Ok(Vec::new()),
-        Err(other) => return Err(other),
+    if !configs.contains_key(&e.bucket) {
+        let c = match r.oss.replication(&e.bucket).await {
+            Ok(c) => c,
+            Err(OssError::NoSuchBucket) => None,
+            Err(other) => return Err(other),
+        };
+        configs.insert(e.bucket.clone(), c);
+    }
+    let Some(config) = configs.get(&e.bucket).and_then(|c| c.as_ref()) else {
+        return Ok(Vec::new());
     };
     let task = |kind, rule: &ReplicationRule| Task {
         event_id: e.id,
@@ -406,6 +421,23 @@ async fn plan<M: MetaStore, B: BlobStore>(
             _ => Vec::new(),
         });
     }
+    let enabled_rule = |label: &str| {
+        config
+            .rules
+            .iter()
+            .find(|x| x.enabled && x.destination.label() == label)
+    };
+    if kind == Kind::Object
+        && let Some(labels) = &e.replicate
+    {
+        // The commit named the destinations: no read. A replay of a version already sent
+        // finds it COMPLETED when the task reads it.
+        return Ok(labels
+            .iter()
+            .filter_map(|l| enabled_rule(l))
+            .map(|rule| task(kind, rule))
+            .collect());
+    }
     let rec = match r
         .oss
         .load_version(&e.bucket, &e.key, Some(VersionSelector::Id(version)))
@@ -428,11 +460,7 @@ async fn plan<M: MetaStore, B: BlobStore>(
         if kind == Kind::Object && *status == TargetStatus::Completed {
             continue;
         }
-        if let Some(rule) = config
-            .rules
-            .iter()
-            .find(|x| x.enabled && x.destination.label() == *label)
-        {
+        if let Some(rule) = enabled_rule(label) {
             out.push(task(kind, rule));
         }
     }
@@ -559,7 +587,10 @@ async fn write_statuses<M: MetaStore, B: BlobStore>(
     }
 }
 
-/// Records a version's outcome for one destination; returns once it is committed.
+/// Records a version's outcome for one destination. A resync's returns once it is committed;
+/// an event task's is left for the cursor writer, which records it before the cursor passes
+/// the event (one commit for every outcome since its last round, instead of one per batch of
+/// concurrent completions: these commits were a third of the worker's cost).
 async fn record_status<M: MetaStore, B: BlobStore>(
     r: &Replication<M, B>,
     t: &Task,
@@ -573,6 +604,10 @@ async fn record_status<M: MetaStore, B: BlobStore>(
         label: label.to_owned(),
         status,
     };
+    if t.event_id != 0 {
+        r.state.with(|s| s.unrecorded.push((t.event_id, u)));
+        return;
+    }
     if let Some(tx) = r.state.statuses.get() {
         let (ack, committed) = tokio::sync::oneshot::channel();
         if tx.send((u, ack)).await.is_ok() {
@@ -1022,13 +1057,31 @@ fn encode_tags(tags: &[(String, String)]) -> String {
 
 /// Stores the cursor: just before the oldest unfinished event, or the last planned one.
 async fn persist_cursor<M: MetaStore, B: BlobStore>(r: &Replication<M, B>) {
-    let (target, durable) = r.state.with(|s| {
+    // A task leaves its outcome in `unrecorded` before it counts its event finished, so every
+    // outcome of the events below `target` is in the batch taken with it.
+    let (target, durable, updates) = r.state.with(|s| {
         let t = match s.outstanding.keys().next() {
             Some(first) => first.saturating_sub(1).min(s.scanned),
             None => s.scanned,
         };
-        (t, s.durable)
+        let taken = std::mem::take(&mut s.unrecorded);
+        s.recording = taken.iter().map(|(id, _)| *id).collect();
+        (t, s.durable, taken)
     });
+    if !updates.is_empty() {
+        let batch: Vec<StatusUpdate> = updates.iter().map(|(_, u)| u.clone()).collect();
+        if let Err(e) = r.oss.set_replication_statuses(batch).await {
+            // Kept for the next round; the cursor stays where it is until they are recorded.
+            tracing::warn!(error = %e, "replication status not recorded");
+            r.state.with(|s| {
+                s.recording.clear();
+                let later = std::mem::replace(&mut s.unrecorded, updates);
+                s.unrecorded.extend(later);
+            });
+            return;
+        }
+    }
+    r.state.with(|s| s.recording.clear());
     if target > durable {
         match r.oss.set_event_cursor(CONSUMER, target).await {
             Ok(()) => r.state.with(|s| s.durable = target),
@@ -1045,10 +1098,25 @@ const UNREAD_SCAN: usize = 10_000;
 async fn pending<M: MetaStore, B: BlobStore>(r: &Replication<M, B>) -> (usize, u64, u64) {
     let now_us = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as u64;
     let (mut count, mut bytes, mut oldest, scanned) = r.state.with(|s| {
+        // Finished but not yet recorded counts as pending: its status still reads PENDING.
+        let unrecorded: std::collections::BTreeSet<u64> = s
+            .unrecorded
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(s.recording.iter().copied())
+            .filter(|id| !s.outstanding.contains_key(id))
+            .collect();
+        let first = s
+            .outstanding
+            .keys()
+            .next()
+            .into_iter()
+            .chain(unrecorded.first())
+            .min();
         (
-            s.outstanding.len(),
+            s.outstanding.len() + unrecorded.len(),
             s.outstanding.values().map(|o| o.bytes).sum::<u64>(),
-            s.outstanding.keys().next().copied(),
+            first.copied(),
             s.scanned,
         )
     });
