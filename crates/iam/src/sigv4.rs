@@ -137,11 +137,42 @@ fn signature(secret: &str, amz_date: &str, region: &str, service: &str, canonica
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
         hex::encode(Sha256::digest(canonical.as_bytes()))
     );
+    let key = signing_key(secret, date, region, service);
+    hex::encode(hmac(&key, to_sign.as_bytes()))
+}
+
+/// Derived signing keys by secret, day, region and service. The derivation is four of a
+/// request's five HMACs, and one credential signs (or is checked on) every request of a
+/// client or peer for a whole day.
+type KeyCache = std::collections::HashMap<(String, String, String, String), Vec<u8>>;
+static SIGNING_KEYS: std::sync::Mutex<Option<KeyCache>> = std::sync::Mutex::new(None);
+/// Beyond this many the cache starts over: a day's keys are few, and many means churn.
+const SIGNING_KEYS_KEPT: usize = 1024;
+
+fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
+    let id = (
+        secret.to_owned(),
+        date.to_owned(),
+        region.to_owned(),
+        service.to_owned(),
+    );
+    let mut cache = match SIGNING_KEYS.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let cache = cache.get_or_insert_with(Default::default);
+    if let Some(k) = cache.get(&id) {
+        return k.clone();
+    }
     let mut key = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
     for part in [region, service, "aws4_request"] {
         key = hmac(&key, part.as_bytes());
     }
-    hex::encode(hmac(&key, to_sign.as_bytes()))
+    if cache.len() >= SIGNING_KEYS_KEPT {
+        cache.clear();
+    }
+    cache.insert(id, key.clone());
+    key
 }
 
 /// Credentials and scope for signing outbound requests (replication to a peer region).
