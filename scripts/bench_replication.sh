@@ -9,7 +9,13 @@
 #  3. the source region's CPU per PUT at a fixed 400 PUT/s with and without the rule (what the
 #     rule costs the region that takes the writes, the destination's work excluded), ratio
 #     of the medians of ROUNDS.
-# Usage: scripts/bench_replication.sh BIN [RATE] [SECONDS] [ROUNDS]
+# Phases 2 and 3 alternate the buckets' order each round (norep, rep, rep, norep, …) so that
+# the source's growing database weighs on both alike.
+# With PIN=1 the source region runs on CPU 0 and the destination and the load generator on
+# CPU 1, as if the destination were another machine: then phase 2 measures the source's own
+# capacity, and phase 3 no longer counts the slowdown the destination's work inflicts on the
+# source through the shared core and caches.
+# Usage: [PIN=1] scripts/bench_replication.sh BIN [RATE] [SECONDS] [ROUNDS]
 set -euo pipefail
 bin=${1:?usage: bench_replication.sh BIN [RATE] [SECONDS] [ROUNDS]}
 rate=${2:-500}
@@ -20,15 +26,19 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] && echo "logs in $work" || rm -rf "$work"' EXIT
 export FEIYUN_ROOT_ACCESS_KEY=FYBENCHKEY0000000001 FEIYUN_ROOT_SECRET_KEY=bench-secret-0123456789abcdefghijklmnop
 export AWS_ACCESS_KEY_ID=$FEIYUN_ROOT_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$FEIYUN_ROOT_SECRET_KEY
-start() { # start NAME: sets endpoint and pid
-  FEIYUN_LOG=warn "$bin" server --data-dir "$work/$1" --listen 127.0.0.1:0 >"$work/$1.out" 2>"$work/$1.err" &
+src_cpu=(); other_cpu=()
+if [ "${PIN:-0}" = 1 ]; then
+  src_cpu=(taskset -c 0); other_cpu=(taskset -c 1)
+fi
+start() { # start NAME CPU-PREFIX…: sets endpoint and pid
+  FEIYUN_LOG=warn "${@:2}" "$bin" server --data-dir "$work/$1" --listen 127.0.0.1:0 >"$work/$1.out" 2>"$work/$1.err" &
   pid=$!
   pids+=("$pid")
   for _ in $(seq 1 100); do grep -q '^S3 endpoint: ' "$work/$1.out" 2>/dev/null && break; sleep 0.1; done
   endpoint=$(sed -n 's/^S3 endpoint: //p' "$work/$1.out" | head -n1)
 }
-start src; src=$endpoint; src_pid=$pid
-start dst; dst=$endpoint
+start src "${src_cpu[@]}"; src=$endpoint; src_pid=$pid
+start dst "${other_cpu[@]}"; dst=$endpoint
 # Buckets and rules through the aws CLI (the scenario venv has it: FEIYUN_TEST_VENV/bin).
 command -v aws >/dev/null || { echo "the aws CLI is needed (PATH=\$FEIYUN_TEST_VENV/bin:\$PATH)" >&2; exit 1; }
 export AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
@@ -49,7 +59,7 @@ aws --endpoint-url "$src" s3api put-bucket-replication --bucket rep --replicatio
 lag_hist() { curl -s "$src/metrics" | grep '^feiyun_replication_lag_seconds_bucket' || true; }
 echo "== lag at $rate PUT/s of 4 KiB for $secs s"
 lag_hist >"$work/before"
-"$bin" bench --endpoint "$src" --bucket rep --rate "$rate" --duration-secs "$secs" --skip-large
+"${other_cpu[@]}" "$bin" bench --endpoint "$src" --bucket rep --rate "$rate" --duration-secs "$secs" --skip-large
 # Let the tail drain before reading the histogram.
 for _ in $(seq 1 100); do
   p=$("$bin" replication status --endpoint "$src" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending_events"])')
@@ -86,9 +96,10 @@ PY
 
 echo "== PUT ops/s with and without a replication rule (16 connections, ${secs}s phases, $rounds rounds)"
 with=(); without=()
-for _ in $(seq 1 "$rounds"); do
-  for b in norep rep; do
-    ops=$("$bin" bench --endpoint "$src" --bucket "$b" --concurrency 16 --duration-secs "$secs" --skip-large --json \
+order() { if [ $(($1 % 2)) = 1 ]; then echo norep rep; else echo rep norep; fi; }
+for i in $(seq 1 "$rounds"); do
+  for b in $(order "$i"); do
+    ops=$("${other_cpu[@]}" "$bin" bench --endpoint "$src" --bucket "$b" --concurrency 16 --duration-secs "$secs" --skip-large --json \
       | python3 -c 'import json,sys; print([r for r in json.load(sys.stdin) if r["phase"].startswith("PUT")][0]["ops_per_sec"])')
     echo "$b: $ops PUT/s"
     if [ "$b" = rep ]; then with+=("$ops"); else without+=("$ops"); fi
@@ -104,10 +115,10 @@ echo "== source CPU per PUT at 400 PUT/s, with and without the rule ($rounds rou
 cpu() { awk '{print $14 + $15}' "/proc/$src_pid/stat"; }
 tick=$(getconf CLK_TCK)
 per_with=(); per_without=()
-for _ in $(seq 1 "$rounds"); do
-  for b in norep rep; do
+for i in $(seq 1 "$rounds"); do
+  for b in $(order "$i"); do
     c0=$(cpu)
-    "$bin" bench --endpoint "$src" --bucket "$b" --rate 400 --duration-secs "$secs" --skip-large >/dev/null
+    "${other_cpu[@]}" "$bin" bench --endpoint "$src" --bucket "$b" --rate 400 --duration-secs "$secs" --skip-large >/dev/null
     sleep 3 # the worker finishes the tail
     c1=$(cpu)
     ms=$(python3 -c "print(round(($c1 - $c0) * 1000 / $tick / (400 * $secs), 3))")
