@@ -46,7 +46,8 @@ const SMALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CONSUMER: &str = "replication";
 /// Writes in flight to one peer.
 pub(crate) const PEER_CONCURRENCY: usize = 32;
-/// Events planned but not finished before the worker stops reading the log.
+/// Events planned but not finished, or finished but not recorded, before the worker stops
+/// reading the log (outcomes wait in memory while their commit keeps failing).
 const MAX_OUTSTANDING: usize = 20_000;
 const BATCH: usize = 512;
 const POLL: Duration = Duration::from_millis(20);
@@ -323,7 +324,7 @@ async fn follow<M: MetaStore, B: BlobStore>(r: Arc<Replication<M, B>>) {
         s.durable = pos;
     });
     loop {
-        if r.state.with(|s| s.outstanding.len()) >= MAX_OUTSTANDING {
+        if r.state.with(|s| s.outstanding.len() + s.unrecorded.len()) >= MAX_OUTSTANDING {
             tokio::time::sleep(POLL).await;
             continue;
         }
