@@ -234,6 +234,26 @@ pub trait MetaStore: Send + Sync + 'static {
     fn commit(&self, batch: WriteBatch) -> impl Future<Output = Result<(), MetaError>> + Send;
 }
 
+/// Whether every check holds now, read outside any transaction. A caller whose commit failed
+/// a check uses it to tell which part of its batch went stale (and so what to re-read).
+pub fn checks_hold<M: MetaStore + ?Sized>(m: &M, checks: &[Check]) -> Result<bool, MetaError> {
+    for c in checks {
+        let ok = match c {
+            Check::Absent { table, key } => m.get(*table, key)?.is_none(),
+            Check::Present { table, key } => m.get(*table, key)?.is_some(),
+            Check::Equals { table, key, value } => m.get(*table, key)?.as_ref() == Some(value),
+            Check::PrefixEmpty { table, prefix } => {
+                let end = prefix_end(prefix);
+                m.scan(*table, prefix, end.as_deref(), 1)?.is_empty()
+            }
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The smallest key greater than every key that starts with `prefix`, or `None` when no such
 /// key exists (the prefix is all 0xFF).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {

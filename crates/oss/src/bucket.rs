@@ -104,35 +104,61 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         }
     }
 
-    /// Deletes a bucket that holds no version, no delete marker and no upload.
+    /// Deletes a bucket that holds no version and no delete marker. Unfinished multipart
+    /// uploads do not keep a bucket alive (S3 discards them with it): they are aborted first,
+    /// their parts' blobs becoming garbage.
     pub async fn delete_bucket(&self, name: &str) -> Result<(), OssError> {
         self.require_bucket(name).await?;
         let prefix = keys::bucket_objects(name);
-        let configs = {
-            let (start, end) = (prefix.clone(), prefix_end(&prefix));
-            self.blocking(move |m, _| {
-                Ok(m.scan(Table::BucketConfigs, &start, end.as_deref(), 1000)?)
-            })
-            .await?
-        };
-        let mut batch = WriteBatch::new();
-        batch
-            .check_present(Table::Buckets, keys::bucket(name))
-            .check_prefix_empty(Table::Objects, prefix.clone())
-            .check_prefix_empty(Table::Versions, prefix.clone())
-            .check_prefix_empty(Table::Uploads, prefix)
-            .delete(Table::Buckets, keys::bucket(name));
-        for (k, _) in configs {
-            batch.delete(Table::BucketConfigs, k);
-        }
-        match self.meta.commit(batch).await {
-            Ok(()) => Ok(()),
-            Err(MetaError::Conflict(_)) => {
-                self.require_bucket(name).await?;
-                Err(OssError::BucketNotEmpty)
+        let mut retry = crate::retry::Retry::new();
+        loop {
+            if !self.bucket_has_no_versions(name).await? {
+                return Err(OssError::BucketNotEmpty);
             }
-            Err(e) => Err(e.into()),
+            self.abort_all_uploads(name).await?;
+            let configs = {
+                let (start, end) = (prefix.clone(), prefix_end(&prefix));
+                self.blocking(move |m, _| {
+                    Ok(m.scan(Table::BucketConfigs, &start, end.as_deref(), 1000)?)
+                })
+                .await?
+            };
+            let mut batch = WriteBatch::new();
+            batch
+                .check_present(Table::Buckets, keys::bucket(name))
+                .check_prefix_empty(Table::Objects, prefix.clone())
+                .check_prefix_empty(Table::Versions, prefix.clone())
+                .check_prefix_empty(Table::Uploads, prefix.clone())
+                .delete(Table::Buckets, keys::bucket(name));
+            for (k, _) in configs {
+                batch.delete(Table::BucketConfigs, k);
+            }
+            match self.meta.commit(batch).await {
+                Ok(()) => return Ok(()),
+                Err(MetaError::Conflict(_)) => {
+                    self.require_bucket(name).await?;
+                    // An object written meanwhile answers BucketNotEmpty on the next round;
+                    // an upload started meanwhile is aborted like the others.
+                    if !retry.again().await {
+                        return Err(OssError::Busy);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+    }
+
+    /// True when the bucket holds no version and no delete marker.
+    async fn bucket_has_no_versions(&self, name: &str) -> Result<bool, OssError> {
+        let start = keys::bucket_objects(name);
+        let end = prefix_end(&start);
+        self.blocking(move |m, _| {
+            Ok(m.scan(Table::Objects, &start, end.as_deref(), 1)?
+                .is_empty()
+                && m.scan(Table::Versions, &start, end.as_deref(), 1)?
+                    .is_empty())
+        })
+        .await
     }
 
     pub async fn bucket(&self, name: &str) -> Result<BucketRecord, OssError> {
@@ -239,7 +265,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         name: &str,
         f: impl Fn(&mut BucketRecord) -> Result<(), OssError>,
     ) -> Result<BucketRecord, OssError> {
-        for _ in 0..crate::MAX_COMMIT_RETRIES {
+        let mut retry = crate::retry::Retry::new();
+        loop {
             let k = keys::bucket(name);
             let old = self
                 .blocking(move |m, _| Ok(m.get(Table::Buckets, &k)?))
@@ -253,11 +280,11 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 .put(Table::Buckets, keys::bucket(name), records::encode(&rec)?);
             match self.meta.commit(batch).await {
                 Ok(()) => return Ok(rec),
-                Err(MetaError::Conflict(_)) => continue,
+                Err(MetaError::Conflict(_)) if retry.again().await => continue,
+                Err(MetaError::Conflict(_)) => return Err(OssError::Busy),
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(OssError::Busy)
     }
 
     /// PutBucketVersioning. A bucket never returns to unversioned, and a bucket with Object

@@ -43,27 +43,45 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     ) -> Result<(PutOutcome, (ObjectRecord, bool)), OssError> {
         keys::validate_object_key(dst_key)?;
         let sealing = self.sealing_for_new(dst_bucket, dst_key, &spec).await?;
-        let (source, versioned) = self
-            .load_version(&src.bucket, &src.key, src.version)
-            .await?;
-        self.check_customer_key(source.sse(), src.customer.as_ref(), &src.bucket, &src.key)?;
-        src.conditions
-            .check_copy_source(&source.etag, source.last_modified_ms)?;
-        if source.size > MAX_PUT_SIZE {
-            return Err(OssError::InvalidArgument(
-                "a source larger than 5 GiB must be copied with UploadPartCopy".into(),
-            ));
-        }
-        let algorithm = spec
-            .checksum_algorithm
-            .or(source.checksum.as_ref().map(|c| c.algorithm));
         let at = (
             src.bucket.as_str(),
             src.key.as_str(),
             src.customer.as_ref(),
             src.key_check.as_ref(),
         );
-        let body = self.open_body(&source, 0, source.size, at).await?;
+        // The source may be overwritten between reading its record and leasing its blobs.
+        let mut retry = crate::retry::Retry::new();
+        let (source, versioned, body) = loop {
+            let (source, versioned) = self
+                .load_version(&src.bucket, &src.key, src.version)
+                .await?;
+            self.check_customer_key(source.sse(), src.customer.as_ref(), &src.bucket, &src.key)?;
+            src.conditions
+                .check_copy_source(&source.etag, source.last_modified_ms)?;
+            if source.size > MAX_PUT_SIZE {
+                return Err(OssError::InvalidArgument(
+                    "a source larger than 5 GiB must be copied with UploadPartCopy".into(),
+                ));
+            }
+            match self.open_body(&source, 0, source.size, at).await {
+                Ok(body) => break (source, versioned, body),
+                Err(OssError::BlobGone(id)) => {
+                    self.after_blob_gone(
+                        &src.bucket,
+                        &src.key,
+                        src.version,
+                        &source,
+                        id,
+                        &mut retry,
+                    )
+                    .await?
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let algorithm = spec
+            .checksum_algorithm
+            .or(source.checksum.as_ref().map(|c| c.algorithm));
         let spec = WriteSpec {
             checksum_algorithm: algorithm,
             want_payload_sha256: false,

@@ -119,9 +119,9 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         key: &str,
         req: &GetRequest,
     ) -> Result<ObjectRead, OssError> {
-        // A concurrent overwrite may delete the blob between reading the record and opening
-        // the file; re-reading the record then finds the new one.
-        let mut attempt = 0;
+        // A concurrent overwrite may collect the blob between reading the record and leasing
+        // it; re-reading the record then finds the new one.
+        let mut retry = crate::retry::Retry::new();
         loop {
             let mut read = self.head_object(bucket, key, req).await?;
             let (start, end) = read.span.unwrap_or((0, read.record.size));
@@ -131,11 +131,37 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     read.body = Some(body);
                     return Ok(read);
                 }
-                Err(OssError::Corrupt(why)) if why.contains("not found") && attempt < 2 => {
-                    attempt += 1;
+                Err(OssError::BlobGone(id)) => {
+                    self.after_blob_gone(bucket, key, req.version, &read.record, id, &mut retry)
+                        .await?
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// A blob of `record` was missing when a read leased it. Returns `Ok` to read again when
+    /// the key moved on meanwhile (the blob was the replaced version's); fails with the
+    /// key's new state when it is gone, and reports corruption when the record is still the
+    /// one read — a committed record whose data is missing is damage, not a race.
+    pub(crate) async fn after_blob_gone(
+        &self,
+        bucket: &str,
+        key: &str,
+        selector: Option<crate::versions::VersionSelector>,
+        record: &ObjectRecord,
+        blob: feiyun_blob::BlobId,
+        retry: &mut crate::retry::Retry,
+    ) -> Result<(), OssError> {
+        let (now, _) = self.load_version(bucket, key, selector).await?;
+        if now.version == record.version && now.blobs() == record.blobs() {
+            self.note_corruption(&format!("blob {blob} of {bucket}/{key} is missing"));
+            return Err(OssError::Corrupt(format!("blob {blob} not found")));
+        }
+        if retry.again().await {
+            Ok(())
+        } else {
+            Err(OssError::Busy)
         }
     }
 

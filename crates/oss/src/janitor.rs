@@ -21,58 +21,61 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     /// Removes the blobs of writes that were in flight when the process last stopped.
     /// Only called before the service takes requests.
     pub(crate) async fn recover(&self) -> Result<usize, OssError> {
-        let mut total = 0;
-        loop {
-            let n = self.drain_table(Table::PendingBlobs).await?;
-            total += n;
-            if n < GC_BATCH {
-                return Ok(total);
-            }
-        }
+        self.drain_table(Table::PendingBlobs).await
     }
 
-    /// Deletes unreferenced blobs until none are left.
+    /// Deletes every unreferenced blob that no reader holds; leased ones stay listed and are
+    /// collected when their last reader lets go.
     pub async fn collect_garbage(&self) -> Result<usize, OssError> {
-        let mut total = 0;
-        loop {
-            let n = self.drain_table(Table::Garbage).await?;
-            total += n;
-            if n < GC_BATCH {
-                return Ok(total);
-            }
-        }
+        self.drain_table(Table::Garbage).await
     }
 
+    /// One pass over `table` in pages of [`GC_BATCH`], deleting each listed blob that is not
+    /// leased. A page whose every blob is leased does not end the pass: the next page starts
+    /// after it, so slow readers at the front of the table never stall collection.
     async fn drain_table(&self, table: Table) -> Result<usize, OssError> {
-        let leases = self.leases.clone();
-        let ids: Vec<BlobId> = self
-            .blocking(move |m, b| {
-                let rows = m.scan(table, b"", None, GC_BATCH)?;
-                let mut ids = Vec::with_capacity(rows.len());
-                for (k, _) in rows {
-                    let Some(id) = BlobId::from_bytes(&k) else {
-                        return Err(OssError::Corrupt(format!("{} key", table.name())));
-                    };
-                    // A blob being read stays (and stays listed) until its reader is done.
-                    if leases.delete_unleased(b, id)? {
-                        ids.push(id);
+        let mut total = 0;
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let leases = self.leases.clone();
+            let start = from.clone();
+            let (ids, scanned, last) = self
+                .blocking(move |m, b| {
+                    let rows = m.scan(table, &start, None, GC_BATCH)?;
+                    let scanned = rows.len();
+                    let last = rows.last().map(|(k, _)| k.clone());
+                    let mut ids = Vec::with_capacity(rows.len());
+                    for (k, _) in rows {
+                        let Some(id) = BlobId::from_bytes(&k) else {
+                            return Err(OssError::Corrupt(format!("{} key", table.name())));
+                        };
+                        // A blob being read stays (and stays listed) until its reader is done.
+                        if leases.delete_unleased(b, id)? {
+                            ids.push(id);
+                        }
                     }
+                    Ok((ids, scanned, last))
+                })
+                .await?;
+            if !ids.is_empty() {
+                let mut batch = WriteBatch::new();
+                for id in &ids {
+                    batch.delete(table, id.to_bytes().to_vec());
                 }
-                Ok(ids)
-            })
-            .await?;
-        if ids.is_empty() {
-            return Ok(0);
+                self.meta.commit(batch).await?;
+                self.stats
+                    .blobs_collected
+                    .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                total += ids.len();
+            }
+            match last {
+                Some(mut k) if scanned == GC_BATCH => {
+                    k.push(0);
+                    from = k;
+                }
+                _ => return Ok(total),
+            }
         }
-        let mut batch = WriteBatch::new();
-        for id in &ids {
-            batch.delete(table, id.to_bytes().to_vec());
-        }
-        self.meta.commit(batch).await?;
-        self.stats
-            .blobs_collected
-            .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(ids.len())
     }
 
     /// Runs garbage collection whenever a write frees blobs (and periodically), until the

@@ -42,8 +42,8 @@ impl Leases {
         }
     }
 
-    /// Leases every blob, or fails with a "not found" corruption error (the caller retries)
-    /// if one was already collected. Blocking: checks the files.
+    /// Leases every blob, or fails with [`OssError::BlobGone`] if one was already collected
+    /// (the caller re-reads the record). Blocking: checks the files.
     pub fn acquire<B: BlobStore>(
         self: &Arc<Self>,
         blobs: &B,
@@ -52,7 +52,7 @@ impl Leases {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for id in &ids {
             if !blobs.exists(*id)? {
-                return Err(OssError::Corrupt(format!("blob {id} not found")));
+                return Err(OssError::BlobGone(*id));
             }
         }
         for id in &ids {

@@ -28,8 +28,11 @@ pub mod lifecycle;
 mod lock;
 mod multipart;
 mod put;
+#[cfg(test)]
+mod race_tests;
 pub mod replication;
 pub mod restore;
+mod retry;
 pub mod sse;
 pub mod tagging;
 pub mod transition;
@@ -69,8 +72,6 @@ pub const MAX_PUT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 /// Most keys one DeleteObjects request may name.
 pub const MAX_DELETE_KEYS: usize = 1000;
-/// Most times a write re-reads and retries after losing a race with another writer.
-const MAX_COMMIT_RETRIES: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OssError {
@@ -156,6 +157,14 @@ pub enum OssError {
     Corrupt(String),
     #[error("service is busy, retry")]
     Busy,
+    /// A row a change depends on (beyond its key's own) changed before it committed; the
+    /// caller plans again. Never reaches a client.
+    #[error("a concurrent change won; plan again")]
+    Raced,
+    /// A blob a record names is not on disk. Right after the record was replaced this is a
+    /// lost race (the reader re-reads the record); for a record still current it is damage.
+    #[error("blob {0} not found")]
+    BlobGone(feiyun_blob::BlobId),
     #[error("internal error: {0}")]
     Internal(String),
     /// The KMS refused a key the request or the object depends on (S3's `KMS.*` codes).
@@ -178,7 +187,8 @@ impl From<MetaError> for OssError {
 impl From<BlobError> for OssError {
     fn from(e: BlobError) -> Self {
         match e {
-            BlobError::Corrupt { .. } | BlobError::NotFound(_) => OssError::Corrupt(e.to_string()),
+            BlobError::NotFound(id) => OssError::BlobGone(id),
+            BlobError::Corrupt { .. } => OssError::Corrupt(e.to_string()),
             other => OssError::Internal(other.to_string()),
         }
     }

@@ -17,8 +17,30 @@ use crate::{ObjectService, OssError, keys};
 
 /// Largest page S3 serves.
 pub const MAX_KEYS: usize = 1000;
-/// Keys read from the engine per round trip.
+/// Most keys read from the engine per round trip.
 const SCAN_BATCH: usize = 1000;
+
+/// How many rows the next scan reads. Right after a seek past a common prefix the next key
+/// is often another common prefix, of which only the first row matters: reading a full
+/// batch there made one delimiter page touch up to a million rows. So a scan after a seek
+/// reads one row, and each scan that folds nothing reads eight times more, up to
+/// [`SCAN_BATCH`]: rows read stay within a small multiple of the entries returned.
+struct ScanSize(usize);
+
+impl ScanSize {
+    fn new() -> Self {
+        Self(SCAN_BATCH)
+    }
+    fn get(&self) -> usize {
+        self.0
+    }
+    fn after_seek(&mut self) {
+        self.0 = 1;
+    }
+    fn grow(&mut self) {
+        self.0 = (self.0 * 8).min(SCAN_BATCH);
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListParams {
@@ -90,9 +112,11 @@ pub fn list_page<V>(
         _ => params.prefix.as_bytes().to_vec(),
     };
     let delimiter = params.delimiter.as_deref().filter(|d| !d.is_empty());
+    let mut size = ScanSize::new();
     loop {
-        let batch = source.scan(&cursor, end.as_deref(), SCAN_BATCH)?;
-        let exhausted = batch.len() < SCAN_BATCH;
+        let want = size.get();
+        let batch = source.scan(&cursor, end.as_deref(), want)?;
+        let exhausted = batch.len() < want;
         let mut next_cursor = None;
         let mut last_seen = None;
         for (key, value) in batch {
@@ -140,7 +164,10 @@ pub fn list_page<V>(
             }
         }
         match (next_cursor, last_seen) {
-            (Some(c), _) => cursor = c,
+            (Some(c), _) => {
+                cursor = c;
+                size.after_seek();
+            }
             (None, None) => {
                 return Ok(ListPage {
                     entries,
@@ -157,6 +184,7 @@ pub fn list_page<V>(
                 // Continue right after the last key of this batch.
                 cursor = last.into_bytes();
                 cursor.push(0);
+                size.grow();
             }
         }
     }
@@ -261,15 +289,15 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         }
         self.require_bucket(bucket).await?;
         let params = Arc::new(params);
-        for _ in 0..crate::MAX_COMMIT_RETRIES {
+        let mut retry = crate::retry::Retry::new();
+        loop {
             let (b, p) = (bucket.to_owned(), params.clone());
             match self.blocking(move |m, _| version_page(m, &b, &p)).await {
                 // A write moved a version between two reads of this page: read it again.
-                Err(OssError::Busy) => continue,
+                Err(OssError::Busy) if retry.again().await => continue,
                 other => return other,
             }
         }
-        Err(OssError::Busy)
     }
 }
 
@@ -338,9 +366,11 @@ fn version_page<M: MetaStore>(
             None => {}
         }
     };
+    let mut size = ScanSize::new();
     'scan: loop {
-        let rows = m.scan(Table::Versions, &cursor, end.as_deref(), SCAN_BATCH)?;
-        let exhausted = rows.len() < SCAN_BATCH;
+        let want = size.get();
+        let rows = m.scan(Table::Versions, &cursor, end.as_deref(), want)?;
+        let exhausted = rows.len() < want;
         let Some(last) = rows.last().map(|(k, _)| k.clone()) else {
             return Ok(page);
         };
@@ -364,6 +394,7 @@ fn version_page<M: MetaStore>(
                 match prefix_end(cp.as_bytes()) {
                     Some(next) => {
                         cursor = with_base(&next);
+                        size.after_seek();
                         continue 'scan;
                     }
                     None => return Ok(page),
@@ -408,6 +439,7 @@ fn version_page<M: MetaStore>(
         }
         cursor = last;
         cursor.push(0);
+        size.grow();
     }
 }
 
@@ -486,6 +518,51 @@ mod tests {
             }
             prop_assert_eq!(got, want);
         }
+    }
+
+    /// Counts the rows a listing reads (ASCII keys: seeks by range, not by filtering).
+    struct Counting(Model, usize);
+
+    impl KeySource<()> for Counting {
+        fn scan(
+            &mut self,
+            start: &[u8],
+            end: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<(String, ())>, OssError> {
+            let from = String::from_utf8(start.to_vec()).unwrap();
+            let rows: Vec<(String, ())> = self
+                .0
+                .0
+                .range(from..)
+                .take_while(|(k, _)| end.is_none_or(|e| k.as_bytes() < e))
+                .take(limit)
+                .map(|(k, _)| (k.clone(), ()))
+                .collect();
+            self.1 += rows.len();
+            Ok(rows)
+        }
+    }
+
+    #[test]
+    fn a_delimiter_page_reads_rows_near_its_entries() {
+        // 1,000 "directories" of 1,000 keys each: one page of common prefixes used to read
+        // a full scan batch per prefix (a million rows).
+        let keys: BTreeMap<String, ()> = (0..1000)
+            .flat_map(|d| (0..1000).map(move |f| (format!("d{d:04}/f{f:04}"), ())))
+            .collect();
+        let mut src = Counting(Model(keys), 0);
+        let page = list_page(
+            &mut src,
+            &ListParams {
+                delimiter: Some("/".into()),
+                max_keys: 1000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(page.entries.len(), 1000);
+        assert!(src.1 <= 3 * 1000, "read {} rows for 1000 entries", src.1);
     }
 
     #[test]

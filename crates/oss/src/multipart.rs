@@ -22,6 +22,51 @@ use crate::{
 
 /// Most uploads or parts one listing page returns.
 pub const MAX_LIST: usize = 1000;
+/// Part number 0 (S3's start at 1) keys the upload's parts generation: every part commit
+/// rewrites it, so completing or aborting an upload can check one row for "no part changed".
+const GENERATION_ROW: u32 = 0;
+
+/// One stored part row: its key, its bytes as read (for the commit's check) and the record.
+struct StoredPart {
+    key: Vec<u8>,
+    raw: Vec<u8>,
+    record: PartRecord,
+}
+
+/// An upload's part rows as one read saw them.
+pub(crate) struct PartsSnapshot {
+    generation: Option<Vec<u8>>,
+    parts: Vec<StoredPart>,
+}
+
+impl PartsSnapshot {
+    /// Adds to `batch` the checks that no part changed since this snapshot, the removal of
+    /// every part row, and garbage entries for the blobs not in `used`.
+    pub(crate) fn discard(&self, batch: &mut WriteBatch, upload_id: &str, used: &[BlobId]) {
+        let generation = keys::part(upload_id, GENERATION_ROW);
+        batch
+            .check_value(Table::Parts, generation.clone(), self.generation.clone())
+            .delete(Table::Parts, generation);
+        for p in &self.parts {
+            batch
+                .check_value(Table::Parts, p.key.clone(), Some(p.raw.clone()))
+                .delete(Table::Parts, p.key.clone());
+            if !used.contains(&p.record.blob) {
+                batch.put(
+                    Table::Garbage,
+                    p.record.blob.to_bytes().to_vec(),
+                    Vec::new(),
+                );
+            }
+        }
+    }
+}
+
+/// What a completion commits: the new version and the upload's removal, with its checks.
+pub(crate) struct PlannedCompletion {
+    record: ObjectRecord,
+    extra: WriteBatch,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartInfo {
@@ -112,7 +157,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         Ok((upload_id, record.sse))
     }
 
-    async fn load_upload(
+    pub(crate) async fn load_upload(
         &self,
         bucket: &str,
         key: &str,
@@ -225,7 +270,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             sealed_key: key_pair.map(|k| serde_bytes::ByteBuf::from(k.1)),
         };
         let pkey = keys::part(upload_id, part_number);
-        for _ in 0..crate::MAX_COMMIT_RETRIES {
+        let mut retry = crate::retry::Retry::new();
+        loop {
             let k = pkey.clone();
             let old = self
                 .blocking(move |m, _| Ok(m.get(Table::Parts, &k)?))
@@ -235,6 +281,13 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 .check_present(Table::Uploads, keys::upload(bucket, key, upload_id))
                 .check_value(Table::Parts, pkey.clone(), old.clone())
                 .put(Table::Parts, pkey.clone(), records::encode(&record)?)
+                // A blind write (parts of one upload never conflict with each other over
+                // it) that any completion or abort planned before this commit will notice.
+                .put(
+                    Table::Parts,
+                    keys::part(upload_id, GENERATION_ROW),
+                    uuid::Uuid::new_v4().as_bytes().to_vec(),
+                )
                 // Still pending: an abandoned request's guard has not taken it back.
                 .check_present(Table::PendingBlobs, blob.id.to_bytes().to_vec())
                 .delete(Table::PendingBlobs, blob.id.to_bytes().to_vec());
@@ -260,28 +313,44 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     });
                 }
                 Err(MetaError::Conflict(_)) => {
+                    // Gone (completed or aborted meanwhile) answers NoSuchUpload.
                     self.load_upload(bucket, key, upload_id).await?;
+                    if !retry.again().await {
+                        return Err(OssError::Busy);
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(OssError::Busy)
     }
 
-    async fn all_parts(&self, upload_id: &str) -> Result<Vec<(Vec<u8>, PartRecord)>, OssError> {
+    /// Every part row of an upload, read in one snapshot, with the generation row.
+    pub(crate) async fn all_parts(&self, upload_id: &str) -> Result<PartsSnapshot, OssError> {
         let start = keys::upload_parts(upload_id);
         let end = prefix_end(&start);
         let rows = self
             .blocking(move |m, _| {
-                Ok(m.scan(Table::Parts, &start, end.as_deref(), MAX_PARTS as usize + 1)?)
+                Ok(m.scan(Table::Parts, &start, end.as_deref(), MAX_PARTS as usize + 2)?)
             })
             .await?;
-        rows.into_iter()
-            .map(|(k, v)| {
-                let r = records::decode(&v)?;
-                Ok((k, r))
-            })
-            .collect()
+        let generation_key = keys::part(upload_id, GENERATION_ROW);
+        let mut snapshot = PartsSnapshot {
+            generation: None,
+            parts: Vec::with_capacity(rows.len()),
+        };
+        for (k, v) in rows {
+            if k == generation_key {
+                snapshot.generation = Some(v);
+                continue;
+            }
+            let r = records::decode(&v)?;
+            snapshot.parts.push(StoredPart {
+                key: k,
+                raw: v,
+                record: r,
+            });
+        }
+        Ok(snapshot)
     }
 
     pub async fn list_parts(
@@ -334,29 +403,34 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         key: &str,
         upload_id: &str,
     ) -> Result<(), OssError> {
-        let (ubytes, _) = self.load_upload(bucket, key, upload_id).await?;
-        let parts = self.all_parts(upload_id).await?;
-        let mut batch = WriteBatch::new();
-        let ukey = keys::upload(bucket, key, upload_id);
-        batch
-            .check_value(Table::Uploads, ukey.clone(), Some(ubytes))
-            .delete(Table::Uploads, ukey);
-        for (k, p) in &parts {
-            batch.delete(Table::Parts, k.clone()).put(
-                Table::Garbage,
-                p.blob.to_bytes().to_vec(),
-                Vec::new(),
-            );
+        let mut retry = crate::retry::Retry::new();
+        loop {
+            let (ubytes, _) = self.load_upload(bucket, key, upload_id).await?;
+            let snapshot = self.all_parts(upload_id).await?;
+            let mut batch = WriteBatch::new();
+            let ukey = keys::upload(bucket, key, upload_id);
+            batch
+                .check_value(Table::Uploads, ukey.clone(), Some(ubytes))
+                .delete(Table::Uploads, ukey);
+            snapshot.discard(&mut batch, upload_id, &[]);
+            match self.meta.commit(batch).await {
+                Ok(()) => break,
+                // A part landed meanwhile (read again), or the upload went (NoSuchUpload).
+                Err(MetaError::Conflict(_)) if retry.again().await => continue,
+                Err(MetaError::Conflict(_)) => return Err(OssError::Busy),
+                Err(e) => return Err(e.into()),
+            }
         }
-        self.meta.commit(batch).await.map_err(|e| match e {
-            MetaError::Conflict(_) => OssError::NoSuchUpload,
-            e => e.into(),
-        })?;
         self.janitor.notify_one();
         Ok(())
     }
 
     /// Assembles the listed parts into the object; unlisted parts are discarded.
+    ///
+    /// The commit checks the upload's generation row and every part row for the value read
+    /// while planning: a part re-uploaded meanwhile (an SDK retry) moved its old blob to
+    /// garbage, so a completion planned before it must not commit the old blob. It plans
+    /// again from the new parts instead.
     pub async fn complete_multipart_upload(
         &self,
         bucket: &str,
@@ -365,6 +439,31 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         requested: &[CompletePart],
         object_checksum: Option<(ChecksumAlgorithm, String)>,
     ) -> Result<PutOutcome, OssError> {
+        let mut retry = crate::retry::Retry::new();
+        loop {
+            let planned = self
+                .plan_completion(bucket, key, upload_id, requested, object_checksum.as_ref())
+                .await?;
+            match self
+                .commit_completion(bucket, key, upload_id, planned)
+                .await
+            {
+                Err(OssError::Raced) if retry.again().await => continue,
+                Err(OssError::Raced) => return Err(OssError::Busy),
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads the upload and its parts and builds the record and the batch that completes it.
+    pub(crate) async fn plan_completion(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        requested: &[CompletePart],
+        object_checksum: Option<&(ChecksumAlgorithm, String)>,
+    ) -> Result<PlannedCompletion, OssError> {
         let (ubytes, upload) = self.load_upload(bucket, key, upload_id).await?;
         if requested.is_empty() {
             return Err(OssError::InvalidArgument(
@@ -384,9 +483,10 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         let stored = self.all_parts(upload_id).await?;
         let by_number = |n: u32| {
             stored
+                .parts
                 .iter()
-                .find(|(k, _)| *k == keys::part(upload_id, n))
-                .map(|(k, p)| (k.clone(), p.clone()))
+                .find(|p| p.key == keys::part(upload_id, n))
+                .map(|p| (p.key.clone(), p.record.clone()))
         };
         let mut chosen = Vec::with_capacity(requested.len());
         for (i, r) in requested.iter().enumerate() {
@@ -438,7 +538,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             }
             (None, _) => None,
         };
-        if let (Some((alg, sent)), Some(c)) = (&object_checksum, &checksum)
+        if let (Some((alg, sent)), Some(c)) = (object_checksum, &checksum)
             && (*alg != c.algorithm || sent.trim() != c.render())
         {
             return Err(OssError::BadDigest(format!(
@@ -494,32 +594,32 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         extra
             .check_value(Table::Uploads, ukey.clone(), Some(ubytes))
             .delete(Table::Uploads, ukey);
-        for (k, p) in &stored {
-            extra.check_present(Table::Parts, k.clone());
-            extra.delete(Table::Parts, k.clone());
-            if !used.contains(&p.blob) {
-                extra.put(Table::Garbage, p.blob.to_bytes().to_vec(), Vec::new());
-            }
-        }
+        stored.discard(&mut extra, upload_id, &used);
+        Ok(PlannedCompletion { record, extra })
+    }
+
+    /// Commits a planned completion; [`OssError::Raced`] when a part changed since it was
+    /// planned.
+    pub(crate) async fn commit_completion(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        planned: PlannedCompletion,
+    ) -> Result<PutOutcome, OssError> {
         let change = Change::Put {
-            record: Box::new(record),
+            record: Box::new(planned.record),
             pending: Vec::new(),
         };
-        let applied = match self
+        let applied = self
             .apply_change(
                 bucket,
                 key,
                 change,
                 crate::events::EventCause::CompleteMultipartUpload,
-                extra,
+                planned.extra,
             )
-            .await
-        {
-            Ok(a) => a,
-            // The upload was completed or aborted concurrently.
-            Err(OssError::Busy) => return Err(OssError::NoSuchUpload),
-            Err(e) => return Err(e),
-        };
+            .await?;
         // A replica delivered twice: the version is already here and nothing was committed;
         // the upload's parts go.
         if applied.duplicate {
@@ -530,6 +630,36 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         }
         self.janitor.notify_one();
         PutOutcome::of(applied)
+    }
+
+    /// Aborts every unfinished upload of the bucket, a page at a time (DeleteBucket).
+    pub(crate) async fn abort_all_uploads(&self, bucket: &str) -> Result<usize, OssError> {
+        let mut aborted = 0;
+        loop {
+            let page = self
+                .list_multipart_uploads(
+                    bucket,
+                    UploadParams {
+                        max_uploads: MAX_LIST,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            for u in &page.uploads {
+                match self
+                    .abort_multipart_upload(bucket, &u.key, &u.upload_id)
+                    .await
+                {
+                    Ok(()) => aborted += 1,
+                    // Completed or aborted by someone else meanwhile.
+                    Err(OssError::NoSuchUpload) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if page.uploads.is_empty() || !page.is_truncated {
+                return Ok(aborted);
+            }
+        }
     }
 
     pub async fn list_multipart_uploads(

@@ -28,7 +28,8 @@ use crate::records::{
     self, BucketRecord, KeyHead, MarkerRecord, ObjectRecord, VersionId, VersionRow, Versioning,
 };
 use crate::replication::ReplicationState;
-use crate::{MAX_COMMIT_RETRIES, ObjectService, OssError, keys, now_millis};
+use crate::retry::Retry;
+use crate::{ObjectService, OssError, keys, now_millis};
 
 /// A `versionId` request parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +117,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     ) -> Result<Applied, OssError> {
         let change = Arc::new(change);
         let extra = Arc::new(extra);
-        for _ in 0..MAX_COMMIT_RETRIES {
+        let mut retry = Retry::new();
+        loop {
             let (b, k, c, e) = (
                 bucket.to_owned(),
                 key.to_owned(),
@@ -159,11 +161,25 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     }
                     return Ok(applied);
                 }
-                Err(MetaError::Conflict(_)) => continue,
+                Err(MetaError::Conflict(_)) => {
+                    // Re-planning reads the key again, but not what `extra` depends on: when
+                    // that is what changed, the caller must plan again itself.
+                    if !extra.checks.is_empty() {
+                        let e = extra.clone();
+                        let holds = self
+                            .blocking(move |m, _| Ok(feiyun_meta::checks_hold(m, &e.checks)?))
+                            .await?;
+                        if !holds {
+                            return Err(OssError::Raced);
+                        }
+                    }
+                    if !retry.again().await {
+                        return Err(OssError::Busy);
+                    }
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(OssError::Busy)
     }
 
     /// The record a read names: the current version, or the one `selector` picks. A delete
@@ -175,16 +191,16 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         selector: Option<VersionSelector>,
     ) -> Result<(ObjectRecord, bool), OssError> {
         keys::validate_object_key(key)?;
-        let mut found = Err(OssError::Busy);
-        for _ in 0..MAX_COMMIT_RETRIES {
+        let mut retry = Retry::new();
+        let found = loop {
             let (b, k) = (bucket.to_owned(), key.to_owned());
-            found = self
+            let found = self
                 .blocking(move |m, _| resolve(m, &b, &k, selector))
                 .await;
-            if !matches!(found, Err(OssError::Busy)) {
-                break;
+            if !matches!(found, Err(OssError::Busy)) || !retry.again().await {
+                break found;
             }
-        }
+        };
         if let Err(OssError::Corrupt(_)) = &found {
             self.note_corruption(key);
         }
@@ -232,7 +248,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         keys::validate_object_key(key)?;
         let f = Arc::new(f);
         let extra = Arc::new(extra);
-        for _ in 0..MAX_COMMIT_RETRIES {
+        let mut retry = Retry::new();
+        loop {
             let (b, k, f, extra) = (bucket.to_owned(), key.to_owned(), f.clone(), extra.clone());
             let event_id = event.map(|_| self.event_ids.next());
             let planned = self
@@ -282,16 +299,16 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 })
                 .await;
             let (batch, rec) = match planned {
-                Err(OssError::Busy) => continue,
+                Err(OssError::Busy) if retry.again().await => continue,
                 other => other?,
             };
             match self.meta.commit(batch).await {
                 Ok(()) => return Ok(rec),
-                Err(MetaError::Conflict(_)) => continue,
+                Err(MetaError::Conflict(_)) if retry.again().await => continue,
+                Err(MetaError::Conflict(_)) => return Err(OssError::Busy),
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(OssError::Busy)
     }
 }
 

@@ -129,8 +129,11 @@ pub fn to_s3(e: OssError, request_id: Option<&str>) -> S3Error {
             C::NoSuchObjectLockConfiguration,
             "The specified object does not have a ObjectLock configuration".into(),
         ),
-        OssError::Busy => (C::SlowDown, "Please reduce your request rate.".into()),
-        OssError::Corrupt(_) | OssError::Internal(_) => {
+        // Raced is re-planned inside the service; were it to escape, the client may retry.
+        OssError::Busy | OssError::Raced => {
+            (C::SlowDown, "Please reduce your request rate.".into())
+        }
+        OssError::Corrupt(_) | OssError::BlobGone(_) | OssError::Internal(_) => {
             // Details go to the log, not to the client.
             tracing::error!(error = %e, "internal error");
             (
