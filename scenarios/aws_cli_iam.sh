@@ -19,7 +19,8 @@ dev_secret=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["Acc
 cat > "$d/dev-policy.json" <<JSON
 {"Version": "2012-10-17", "Statement": [
   {"Effect": "Allow", "Action": "s3:*", "Resource": ["arn:aws:s3:::iam-own", "arn:aws:s3:::iam-own/*"]},
-  {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "arn:aws:iam::$acct:role/*"}]}
+  {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "arn:aws:iam::$acct:role/*"},
+  {"Effect": "Allow", "Action": "sts:GetSessionToken", "Resource": "*"}]}
 JSON
 aws iam put-user-policy --user-name dev --policy-name own-bucket --policy-document "file://$d/dev-policy.json"
 [ "$(aws iam list-user-policies --user-name dev --query 'PolicyNames[0]' --output text)" = "own-bucket" ]

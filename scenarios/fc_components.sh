@@ -48,6 +48,11 @@ out=$(curl -sf "$ENDPOINT/fc/invoke/hello-py/fetch?host=$hostport")
 [ "$out" = "status 403" ] || fail "allowed outbound request: $out"
 out=$(curl -sf "$ENDPOINT/fc/invoke/hello-py/fetch?host=localhost:${hostport##*:}")
 [[ $out == *HttpRequestDenied* ]] || fail "another host was reached: $out"
+# An allowed name that resolves to loopback (or any private address) is refused after
+# resolution: only the region's own endpoint is reachable there.
+fc deploy hello-py --wasm "$d/hello.wasm" --allow-host "localhost:${hostport##*:}" >/dev/null
+out=$(curl -sf "$ENDPOINT/fc/invoke/hello-py/fetch?host=localhost:${hostport##*:}")
+[[ $out == *IpProhibited* || $out == *ip-prohibited* ]] || fail "a loopback address was reached by name: $out"
 
 # A function identity: a role trusting fc.amazonaws.com. The Python component signs S3
 # requests with the role's temporary credentials from inside the sandbox and reads what

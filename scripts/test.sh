@@ -43,6 +43,9 @@ log "cargo test (unit, property, integration, crash, corruption)"
 cargo test --workspace --all-targets
 
 log "scenarios (aws CLI, boto3, rclone, s3cmd, headless Chromium)"
-cargo build --bin feiyun
+# The binary `cargo test` built for the integration tests is the one the scenarios drive: a
+# `cargo build` here would compile wasmtime and the rest a third time, under the features a
+# plain build resolves rather than the test build's.
 bin=${CARGO_TARGET_DIR:-$root/target}/debug/feiyun
+[ -x "$bin" ] || { echo "cargo test did not leave $bin" >&2; exit 1; }
 PATH="$venv/bin:$PATH" FEIYUN_BIN="$bin" PYTHON="$venv/bin/python" bash scenarios/run.sh

@@ -1,19 +1,39 @@
 //! The audit log: one record per authenticated or denied request, appended to segment files
-//! under `DATA_DIR/audit/` and chained by SHA-256 so that changing, removing or reordering
-//! any record is detected by [`verify`], which works on the files alone (server running or
-//! stopped).
+//! under `DATA_DIR/audit/` and chained by a MAC keyed from the region's master key, so that
+//! [`verify`] (which works on the files alone, server running or stopped) detects:
 //!
-//! Line format: `HASH JSON\n`, where `HASH = hex(sha256(PREV_HASH_HEX ‖ JSON))` and the first
-//! record's previous hash is 64 zeros. `HEAD` holds the count and hash of the last record
-//! known to be durable, so cutting records off the end is detected too.
+//! - a record changed, removed, inserted or reordered anywhere in the log;
+//! - records cut off the end, back to the last durable `HEAD`;
+//! - a log rewritten consistently offline by someone who can write the data directory but
+//!   does not hold the master key (every link and `HEAD` are MACs they cannot compute).
+//!
+//! What it cannot detect: a rollback to an older complete copy of the log and its `HEAD`
+//! (export the head hash off the machine to anchor it), or anything done by a holder of the
+//! master key. Records written before the chain was keyed (Feiyun releases that chained by
+//! plain SHA-256) are reported as unkeyed and fail verification unless accepted explicitly.
+//!
+//! Line format: `HASH JSON\n`, `HASH = hex(HMAC-SHA256(K, PREV_HASH_HEX ‖ JSON))` (the first
+//! record's previous hash is 64 zeros; unkeyed records use SHA-256 in place of the HMAC).
+//! `HEAD` holds the count and hash of the last durable record, how many leading records are
+//! unkeyed, and a MAC over those three.
+//!
+//! Writing never fails open: a write that fails leaves the chain where it was (the records
+//! are retried, in order), marks the log unhealthy ([`AuditHealth`]) for metrics and
+//! readiness, and the server can refuse requests while it lasts (`audit_fail_closed`).
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+mod chain;
+mod read;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
+pub use chain::AuditKey;
+pub use read::{Summary, tail, tail_after, verify};
 
 /// A segment is closed and a new one started past this size.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -23,7 +43,8 @@ pub const QUEUE: usize = 65_536;
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(50);
 /// Most records written per batch.
 const BATCH: usize = 4096;
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// How long the writer waits before retrying records it could not write.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One request, as the audit trail keeps it. Never holds a secret or a signature.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -52,6 +73,18 @@ pub struct AuditRecord {
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Requests that decide per object (DeleteObjects): what was decided for each.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub items: Vec<AuditItem>,
+}
+
+/// One object a multi-object request acted on, and its own decision.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditItem {
+    pub resource: String,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub version_id: String,
+    pub decision: String,
 }
 
 /// What authorization decided about a request, filled in by the protocol edge and read by
@@ -65,6 +98,7 @@ pub struct Decided {
     pub resource: String,
     pub decision: String,
     pub statement: String,
+    pub items: Vec<AuditItem>,
 }
 
 /// A per-request place for [`Decided`], carried in request extensions.
@@ -75,6 +109,15 @@ impl Slot {
     pub fn set(&self, d: Decided) {
         if let Ok(mut g) = self.0.lock() {
             *g = Some(d);
+        }
+    }
+
+    /// Adds per-object decisions to what was decided (the request's own decision stays).
+    pub fn add_items(&self, items: Vec<AuditItem>) {
+        if let Ok(mut g) = self.0.lock()
+            && let Some(d) = g.as_mut()
+        {
+            d.items.extend(items);
         }
     }
 
@@ -99,215 +142,78 @@ pub enum AuditError {
     },
     #[error("the log ends after {found} records but HEAD says {expected} were written")]
     Truncated { found: u64, expected: u64 },
+    #[error("HEAD is missing, malformed or not authenticated by the master key: {0}")]
+    Head(String),
+    #[error(
+        "{0} records predate keyed chaining and cannot be authenticated (accept them explicitly to check them by hash only)"
+    )]
+    Unkeyed(u64),
     #[error("the audit writer has stopped")]
     Stopped,
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
-    move |source| AuditError::Io {
-        path: path.display().to_string(),
-        source,
+/// Whether the writer is keeping up: shared with the server for metrics and readiness.
+#[derive(Debug, Default)]
+pub struct AuditHealth {
+    failing: AtomicBool,
+    failures: AtomicU64,
+}
+
+impl AuditHealth {
+    /// The last write failed and its records are still waiting.
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
     }
-}
 
-fn chain(prev: &str, json: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(prev.as_bytes());
-    h.update(json);
-    hex::encode(h.finalize())
-}
-
-fn segments(dir: &Path) -> Result<Vec<PathBuf>, AuditError> {
-    let mut v: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".log"))
-            })
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(io(dir)(e)),
-    };
-    v.sort();
-    Ok(v)
-}
-
-fn segment_name(dir: &Path, n: u64) -> PathBuf {
-    dir.join(format!("audit-{n:08}.log"))
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Head {
-    pub count: u64,
-    pub hash: String,
-}
-
-fn read_head(dir: &Path) -> Option<Head> {
-    let text = std::fs::read_to_string(dir.join("HEAD")).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn write_head(dir: &Path, head: &Head) -> Result<(), AuditError> {
-    let tmp = dir.join("HEAD.tmp");
-    let path = dir.join("HEAD");
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(&serde_json::to_vec(head).unwrap_or_default())
-        .map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    Ok(())
-}
-
-/// What `verify` found in a sound log.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Summary {
-    pub records: u64,
-    pub segments: usize,
-    pub head: String,
-}
-
-/// Walks every segment and checks every link of the chain, and that no durable record is
-/// missing from the end. Names the first broken record.
-pub fn verify(dir: &Path) -> Result<Summary, AuditError> {
-    let files = segments(dir)?;
-    let mut prev = GENESIS.to_owned();
-    let mut n = 0u64;
-    for path in &files {
-        let f = File::open(path).map_err(io(path))?;
-        let name = path
-            .file_name()
-            .and_then(|s| s.to_str())
-            .unwrap_or("?")
-            .to_owned();
-        for (i, line) in BufReader::new(f).split(b'\n').enumerate() {
-            let line = line.map_err(io(path))?;
-            n += 1;
-            let broken = |why: String| AuditError::Broken {
-                record: n,
-                file: name.clone(),
-                line: i as u64 + 1,
-                why,
-            };
-            let Some(space) = line.iter().position(|b| *b == b' ') else {
-                return Err(broken("no hash".into()));
-            };
-            let (hash, json) = (&line[..space], &line[space + 1..]);
-            let want = chain(&prev, json);
-            if hash != want.as_bytes() {
-                return Err(broken(
-                    "its hash does not match its content and the record before it".into(),
-                ));
-            }
-            if serde_json::from_slice::<AuditRecord>(json).is_err() {
-                return Err(broken("not an audit record".into()));
-            }
-            prev = want;
-        }
+    /// Write failures since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
-    if let Some(head) = read_head(dir)
-        && head.count > n
-    {
-        return Err(AuditError::Truncated {
-            found: n,
-            expected: head.count,
-        });
-    }
-    Ok(Summary {
-        records: n,
-        segments: files.len(),
-        head: prev,
-    })
-}
 
-/// The last `n` records (oldest first).
-pub fn tail(dir: &Path, n: usize) -> Result<Vec<AuditRecord>, AuditError> {
-    let mut out = std::collections::VecDeque::with_capacity(n);
-    for path in segments(dir)? {
-        let f = File::open(&path).map_err(io(&path))?;
-        for line in BufReader::new(f).split(b'\n') {
-            let line = line.map_err(io(&path))?;
-            let Some(space) = line.iter().position(|b| *b == b' ') else {
-                continue;
-            };
-            if let Ok(r) = serde_json::from_slice::<AuditRecord>(&line[space + 1..]) {
-                if out.len() == n {
-                    out.pop_front();
-                }
-                out.push_back(r);
-            }
-        }
+    fn failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.failing.store(true, Ordering::SeqCst);
     }
-    Ok(out.into_iter().collect())
+
+    fn recovered(&self) {
+        self.failing.store(false, Ordering::SeqCst);
+    }
 }
 
 /// The writing side: a bounded queue drained by one blocking thread that appends, fsyncs
 /// every [`SYNC_INTERVAL`] and advances `HEAD`.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: tokio::sync::mpsc::Sender<Msg>,
-}
-
-enum Msg {
-    Record(Box<AuditRecord>),
-    /// Answered once everything queued before it is durable.
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
-
-pub struct AuditWriter {
-    dir: PathBuf,
-    file: File,
-    segment: u64,
-    size: u64,
-    prev: String,
-    count: u64,
+    tx: tokio::sync::mpsc::Sender<writer::Msg>,
+    health: Arc<AuditHealth>,
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log, checking the chain it continues, and starts the writer.
-    /// A log whose tail was damaged by a crash mid-line is cut back to its last whole record.
-    pub fn open(dir: &Path) -> Result<(AuditLog, std::thread::JoinHandle<()>), AuditError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let files = segments(dir)?;
-        let (prev, count) = recover(dir, &files)?;
-        let segment = files
-            .last()
-            .and_then(|p| {
-                p.file_stem()?
-                    .to_str()?
-                    .strip_prefix("audit-")?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(1);
-        let path = segment_name(dir, segment);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        let size = file.metadata().map_err(io(&path))?.len();
-        let mut w = AuditWriter {
-            dir: dir.to_owned(),
-            file,
-            segment,
-            size,
-            prev,
-            count,
-        };
+    /// Opens (or creates) the log keyed by `key`, checking the chain it continues, and
+    /// starts the writer. A log whose tail was damaged by a crash mid-line is cut back to
+    /// its last whole record.
+    pub fn open(
+        dir: &Path,
+        key: AuditKey,
+    ) -> Result<(AuditLog, std::thread::JoinHandle<()>), AuditError> {
+        let health = Arc::new(AuditHealth::default());
+        let mut w = writer::AuditWriter::open(dir, key, health.clone())?;
         let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || w.run(rx))
             .map_err(io(dir))?;
-        Ok((AuditLog { tx }, handle))
+        Ok((AuditLog { tx, health }, handle))
+    }
+
+    pub fn health(&self) -> &Arc<AuditHealth> {
+        &self.health
     }
 
     /// Queues a record; waits while the queue is full, so no record is dropped.
     pub async fn append(&self, r: AuditRecord) -> Result<(), AuditError> {
         self.tx
-            .send(Msg::Record(Box::new(r)))
+            .send(writer::Msg::Record(Box::new(r)))
             .await
             .map_err(|_| AuditError::Stopped)
     }
@@ -316,113 +222,17 @@ impl AuditLog {
     pub async fn flush(&self) -> Result<(), AuditError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Msg::Flush(tx))
+            .send(writer::Msg::Flush(tx))
             .await
             .map_err(|_| AuditError::Stopped)?;
         rx.await.map_err(|_| AuditError::Stopped)
     }
 }
 
-/// Finds the chain's end, truncating a partial last line left by a crash.
-fn recover(dir: &Path, files: &[PathBuf]) -> Result<(String, u64), AuditError> {
-    let mut prev = GENESIS.to_owned();
-    let mut count = 0;
-    for path in files {
-        let bytes = std::fs::read(path).map_err(io(path))?;
-        let mut good = 0usize;
-        for line in bytes.split_inclusive(|b| *b == b'\n') {
-            if !line.ends_with(b"\n") {
-                break;
-            }
-            let body = &line[..line.len() - 1];
-            let Some(space) = body.iter().position(|b| *b == b' ') else {
-                break;
-            };
-            prev = String::from_utf8_lossy(&body[..space]).into_owned();
-            count += 1;
-            good += line.len();
-        }
-        if good < bytes.len() {
-            tracing::warn!(path = %path.display(), kept = good, "audit segment ended mid-record; cutting the partial record");
-            let f = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io(path))?;
-            f.set_len(good as u64).map_err(io(path))?;
-            f.sync_all().map_err(io(path))?;
-        }
-    }
-    let _ = dir;
-    Ok((prev, count))
-}
-
-impl AuditWriter {
-    fn run(&mut self, mut rx: tokio::sync::mpsc::Receiver<Msg>) {
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut flushes = Vec::new();
-        loop {
-            // Wait for the first message, then take whatever else is queued.
-            let Some(first) = rx.blocking_recv() else {
-                break;
-            };
-            let mut next = Some(first);
-            while let Some(m) = next.take() {
-                match m {
-                    Msg::Record(r) => batch.push(*r),
-                    Msg::Flush(ack) => flushes.push(ack),
-                }
-                if batch.len() < BATCH {
-                    next = rx.try_recv().ok();
-                }
-            }
-            if !batch.is_empty()
-                && let Err(e) = self.write_batch(&batch)
-            {
-                tracing::error!(error = %e, "audit log write failed");
-            }
-            batch.clear();
-            for ack in flushes.drain(..) {
-                let _ = ack.send(());
-            }
-            std::thread::sleep(SYNC_INTERVAL);
-        }
-        // Queue closed: everything before has been written and synced.
-    }
-
-    fn write_batch(&mut self, batch: &[AuditRecord]) -> Result<(), AuditError> {
-        let mut buf = Vec::with_capacity(batch.len() * 400);
-        for r in batch {
-            let json = serde_json::to_vec(r).unwrap_or_default();
-            let hash = chain(&self.prev, &json);
-            buf.extend_from_slice(hash.as_bytes());
-            buf.push(b' ');
-            buf.extend_from_slice(&json);
-            buf.push(b'\n');
-            self.prev = hash;
-            self.count += 1;
-        }
-        let path = segment_name(&self.dir, self.segment);
-        self.file.write_all(&buf).map_err(io(&path))?;
-        self.file.sync_data().map_err(io(&path))?;
-        self.size += buf.len() as u64;
-        write_head(
-            &self.dir,
-            &Head {
-                count: self.count,
-                hash: self.prev.clone(),
-            },
-        )?;
-        if self.size >= SEGMENT_BYTES {
-            self.segment += 1;
-            let next = segment_name(&self.dir, self.segment);
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&next)
-                .map_err(io(&next))?;
-            self.size = 0;
-        }
-        Ok(())
+fn io(path: &Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io {
+        path: path.display().to_string(),
+        source,
     }
 }
 
@@ -443,6 +253,12 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
+    fn key() -> AuditKey {
+        AuditKey::new([9; 32])
+    }
 
     fn rec(i: u32) -> AuditRecord {
         AuditRecord {
@@ -457,7 +273,7 @@ mod tests {
     }
 
     async fn write(dir: &Path, n: u32, from: u32) {
-        let (log, handle) = AuditLog::open(dir).unwrap();
+        let (log, handle) = AuditLog::open(dir, key()).unwrap();
         for i in from..from + n {
             log.append(rec(i)).await.unwrap();
         }
@@ -471,16 +287,20 @@ mod tests {
         let dir = tmp.path();
         write(dir, 10, 0).await;
         write(dir, 5, 10).await;
-        let s = verify(dir).unwrap();
-        assert_eq!(s.records, 15);
+        let s = verify(dir, &key(), false).unwrap();
+        assert_eq!((s.records, s.unkeyed), (15, 0));
         assert_eq!(tail(dir, 2).unwrap()[1].request_id, "req-14");
+        // A huge tail request is bounded instead of allocating for it.
+        assert_eq!(tail(dir, usize::MAX).unwrap().len(), 15);
+        let (after, total) = tail_after(dir, 13).unwrap();
+        assert_eq!((after.len(), total), (2, 15));
 
         // Change one byte of record 7's JSON.
-        let seg = segments(dir).unwrap()[0].clone();
+        let seg = read::segments(dir).unwrap()[0].clone();
         let text = std::fs::read_to_string(&seg).unwrap();
         let tampered = text.replacen("req-6\"", "req-X\"", 1);
         std::fs::write(&seg, tampered).unwrap();
-        match verify(dir) {
+        match verify(dir, &key(), false) {
             Err(AuditError::Broken { record, line, .. }) => assert_eq!((record, line), (7, 7)),
             other => panic!("{other:?}"),
         }
@@ -495,7 +315,7 @@ mod tests {
             .map(|(_, l)| format!("{l}\n"))
             .collect();
         std::fs::write(&seg, without).unwrap();
-        match verify(dir) {
+        match verify(dir, &key(), false) {
             Err(AuditError::Broken { record, .. }) => assert_eq!(record, 4),
             other => panic!("{other:?}"),
         }
@@ -504,11 +324,97 @@ mod tests {
         let first_ten: String = lines.iter().take(10).map(|l| format!("{l}\n")).collect();
         std::fs::write(&seg, first_ten).unwrap();
         assert!(matches!(
-            verify(dir),
+            verify(dir, &key(), false),
             Err(AuditError::Truncated {
                 found: 10,
                 expected: 15
             })
+        ));
+    }
+
+    /// Someone who can write the data directory but lacks the master key rewrites the log
+    /// consistently — every link recomputed the only way they can, and HEAD to match.
+    #[tokio::test]
+    async fn an_offline_rewrite_without_the_key_is_detected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        write(dir, 5, 0).await;
+        let seg = read::segments(dir).unwrap()[0].clone();
+        let text = std::fs::read_to_string(&seg).unwrap();
+        let mut prev = chain::GENESIS.to_owned();
+        let mut out = String::new();
+        for line in text.lines() {
+            let json = line.split_once(' ').unwrap().1.replace("alice", "mallory");
+            let link = chain::unkeyed_link(&prev, json.as_bytes());
+            out.push_str(&format!("{link} {json}\n"));
+            prev = link;
+        }
+        std::fs::write(&seg, out).unwrap();
+        // With the old HEAD its MAC no longer matches the records: the first link fails.
+        assert!(matches!(
+            verify(dir, &key(), false),
+            Err(AuditError::Broken { record: 1, .. })
+        ));
+        // Writing HEAD as an older release would (no MAC) claims everything is unkeyed,
+        // which verification refuses unless told to accept it.
+        let head = format!("{{\"count\":5,\"hash\":\"{prev}\"}}");
+        std::fs::write(dir.join("HEAD"), head).unwrap();
+        assert!(matches!(
+            verify(dir, &key(), false),
+            Err(AuditError::Unkeyed(5))
+        ));
+        // A forged MAC'd HEAD needs the key.
+        let forged = chain::Head::sealed(&AuditKey::new([1; 32]), 5, prev, 0);
+        std::fs::write(dir.join("HEAD"), serde_json::to_vec(&forged).unwrap()).unwrap();
+        assert!(matches!(
+            verify(dir, &key(), false),
+            Err(AuditError::Head(_))
+        ));
+        // Removing HEAD leaves the rewritten links to be judged as keyed ones: they fail.
+        std::fs::remove_file(dir.join("HEAD")).unwrap();
+        assert!(matches!(
+            verify(dir, &key(), false),
+            Err(AuditError::Broken { record: 1, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_log_of_an_older_release_continues_with_keyed_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        // Three records as the SHA-256-only releases wrote them, HEAD without a MAC.
+        let mut prev = chain::GENESIS.to_owned();
+        let mut text = String::new();
+        for i in 0..3 {
+            let json = serde_json::to_string(&rec(i)).unwrap();
+            let link = chain::unkeyed_link(&prev, json.as_bytes());
+            text.push_str(&format!("{link} {json}\n"));
+            prev = link;
+        }
+        std::fs::write(read::segment_name(dir, 1), text).unwrap();
+        std::fs::write(
+            dir.join("HEAD"),
+            format!("{{\"count\":3,\"hash\":\"{prev}\"}}"),
+        )
+        .unwrap();
+        write(dir, 2, 3).await;
+        assert!(matches!(
+            verify(dir, &key(), false),
+            Err(AuditError::Unkeyed(3))
+        ));
+        let s = verify(dir, &key(), true).unwrap();
+        assert_eq!((s.records, s.unkeyed), (5, 3));
+    }
+
+    #[tokio::test]
+    async fn a_log_whose_head_was_removed_does_not_verify() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        write(dir, 3, 0).await;
+        std::fs::remove_file(dir.join("HEAD")).unwrap();
+        assert!(matches!(
+            verify(dir, &key(), false),
+            Err(AuditError::Head(_))
         ));
     }
 
@@ -517,11 +423,35 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         write(dir, 3, 0).await;
-        let seg = segments(dir).unwrap()[0].clone();
+        let seg = read::segments(dir).unwrap()[0].clone();
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
         f.write_all(b"deadbeef {\"time\":").unwrap();
         drop(f);
         write(dir, 2, 3).await;
-        assert_eq!(verify(dir).unwrap().records, 5);
+        assert_eq!(verify(dir, &key(), false).unwrap().records, 5);
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_chain_and_marks_the_log_unhealthy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let health = Arc::new(AuditHealth::default());
+        let mut w = writer::AuditWriter::open(dir, key(), health.clone()).unwrap();
+        w.write_batch(&[rec(0)]).unwrap();
+        // The disk fills up: every write fails.
+        let good = std::mem::replace(
+            w.file_mut(),
+            OpenOptions::new().write(true).open("/dev/full").unwrap(),
+        );
+        assert!(w.write_batch(&[rec(1), rec(2)]).is_err());
+        health.failed();
+        assert!(health.failing());
+        // Space comes back: the same records land after the first, and the chain verifies.
+        *w.file_mut() = good;
+        w.write_batch(&[rec(1), rec(2)]).unwrap();
+        drop(w);
+        let s = verify(dir, &key(), false).unwrap();
+        assert_eq!(s.records, 3);
+        assert_eq!(tail(dir, 3).unwrap()[1].request_id, "req-1");
     }
 }

@@ -18,6 +18,8 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 /// Upper bound on concurrently served connections; beyond it, accepts wait.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Upper bound on connections one client address holds open at once.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -41,7 +43,7 @@ pub struct Config {
     /// Base domains for virtual-hosted-style requests (`bucket.DOMAIN`).
     pub domains: Vec<String>,
     pub root_access_key: Option<String>,
-    pub root_secret_key: Option<String>,
+    pub root_secret_key: Option<crate::Secret>,
     pub shutdown_grace_secs: u64,
     pub max_connections: usize,
     /// Largest object stored inline in the metadata store instead of a data file.
@@ -81,12 +83,12 @@ pub struct Config {
     /// A second listener for HTTPS. Without it, `listen` itself serves HTTPS when TLS is set.
     pub tls_listen: Option<SocketAddr>,
     /// The region master key (base64 of 32 bytes); never in the config file.
-    pub master_key: Option<String>,
+    pub master_key: Option<crate::Secret>,
     /// A file holding the master key (base64), kept outside the data directory.
     pub master_key_file: Option<PathBuf>,
     /// The key backups are sealed with (base64 of 32 bytes); every region that restores a
     /// backup needs the same one. Never in the config file.
-    pub backup_key: Option<String>,
+    pub backup_key: Option<crate::Secret>,
     /// A file holding the backup key (base64).
     pub backup_key_file: Option<PathBuf>,
     /// Encrypt objects with SSE-S3 when neither request nor bucket names a mode (default
@@ -99,6 +101,30 @@ pub struct Config {
     pub fc_scale_window_secs: u64,
     /// Seconds without a request before a function scales to zero.
     pub fc_idle_secs: u64,
+    /// MiB all running function instances together may use (each counts its memory limit);
+    /// half the machine's memory when unset. One function may hold at most half of it.
+    pub fc_memory_budget_mib: Option<u64>,
+    /// Networks (CIDRs) beyond the public internet that functions' outbound requests may
+    /// reach; loopback, link-local and private ranges are refused unless listed here.
+    pub fc_allowed_networks: Vec<String>,
+    /// Domains whose names (and subdomains) function HTTP routes may take; none by default,
+    /// so no route can claim a name the region or its peers answer to.
+    pub fc_domains: Vec<String>,
+    /// Refuse requests (503) while the audit log cannot be written, instead of serving them
+    /// unaudited (the failure is always visible in metrics and readiness).
+    pub audit_fail_closed: bool,
+    /// `/metrics` requires `Authorization: Bearer TOKEN` when set; without it, only clients
+    /// on loopback are served.
+    pub metrics_token: Option<crate::Secret>,
+    /// Seconds a response may wait on a client that reads nothing before the connection is
+    /// closed (a stalled reader holds blobs that garbage collection must keep).
+    pub write_stall_secs: u64,
+    /// Seconds a connection may sit with no request in flight (HTTP/1 keep-alive, HTTP/2,
+    /// or a client that never finishes its first request) before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Most connections one client address may hold open; beyond it, its new connections
+    /// are closed at once (a few thousand silent sockets must not take every permit).
+    pub max_connections_per_client: usize,
 }
 
 impl Config {
@@ -116,7 +142,7 @@ pub struct ConfigOverrides {
     pub region: Option<String>,
     pub domains: Option<Vec<String>>,
     pub root_access_key: Option<String>,
-    pub root_secret_key: Option<String>,
+    pub root_secret_key: Option<crate::Secret>,
     pub shutdown_grace_secs: Option<u64>,
     pub max_connections: Option<usize>,
     pub inline_threshold: Option<usize>,
@@ -137,16 +163,25 @@ pub struct ConfigOverrides {
     pub tls_listen: Option<String>,
     /// Only from the environment: a secret does not belong in a config file.
     #[serde(skip)]
-    pub master_key: Option<String>,
+    pub master_key: Option<crate::Secret>,
     pub master_key_file: Option<PathBuf>,
     /// Only from the environment, as the master key.
     #[serde(skip)]
-    pub backup_key: Option<String>,
+    pub backup_key: Option<crate::Secret>,
     pub backup_key_file: Option<PathBuf>,
     pub encrypt_at_rest: Option<bool>,
     pub sse_c_over_http: Option<bool>,
     pub fc_scale_window_secs: Option<u64>,
     pub fc_idle_secs: Option<u64>,
+    pub fc_memory_budget_mib: Option<u64>,
+    pub fc_allowed_networks: Option<Vec<String>>,
+    pub fc_domains: Option<Vec<String>>,
+    pub audit_fail_closed: Option<bool>,
+    #[serde(skip)]
+    pub metrics_token: Option<crate::Secret>,
+    pub write_stall_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub max_connections_per_client: Option<usize>,
 }
 
 impl ConfigOverrides {
@@ -188,7 +223,7 @@ impl ConfigOverrides {
                     .collect()
             }),
             root_access_key: get("FEIYUN_ROOT_ACCESS_KEY"),
-            root_secret_key: get("FEIYUN_ROOT_SECRET_KEY"),
+            root_secret_key: get("FEIYUN_ROOT_SECRET_KEY").map(crate::Secret::new),
             shutdown_grace_secs: parse_num("FEIYUN_SHUTDOWN_GRACE_SECS")?,
             max_connections: parse_num("FEIYUN_MAX_CONNECTIONS")?.map(|n| n as usize),
             inline_threshold: parse_num("FEIYUN_INLINE_THRESHOLD")?.map(|n| n as usize),
@@ -221,8 +256,11 @@ impl ConfigOverrides {
                 Some(v) => Some(parse_bool("FEIYUN_TLS_SELF_SIGNED", &v)?),
             },
             tls_listen: get("FEIYUN_TLS_LISTEN"),
-            master_key: get("FEIYUN_MASTER_KEY"),
-            backup_key: get("FEIYUN_BACKUP_KEY"),
+            // An empty value is no key (a wrapper that clears the variable).
+            master_key: get("FEIYUN_MASTER_KEY")
+                .filter(|v| !v.is_empty())
+                .map(crate::Secret::new),
+            backup_key: get("FEIYUN_BACKUP_KEY").map(crate::Secret::new),
             backup_key_file: get("FEIYUN_BACKUP_KEY_FILE").map(PathBuf::from),
             encrypt_at_rest: match get("FEIYUN_ENCRYPT_AT_REST") {
                 None => None,
@@ -235,6 +273,28 @@ impl ConfigOverrides {
             master_key_file: get("FEIYUN_MASTER_KEY_FILE").map(PathBuf::from),
             fc_scale_window_secs: parse_num("FEIYUN_FC_SCALE_WINDOW_SECS")?,
             fc_idle_secs: parse_num("FEIYUN_FC_IDLE_SECS")?,
+            fc_memory_budget_mib: parse_num("FEIYUN_FC_MEMORY_BUDGET_MIB")?,
+            fc_allowed_networks: get("FEIYUN_FC_ALLOWED_NETWORKS").map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            }),
+            fc_domains: get("FEIYUN_FC_DOMAINS").map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            }),
+            audit_fail_closed: match get("FEIYUN_AUDIT_FAIL_CLOSED") {
+                None => None,
+                Some(v) => Some(parse_bool("FEIYUN_AUDIT_FAIL_CLOSED", &v)?),
+            },
+            metrics_token: get("FEIYUN_METRICS_TOKEN").map(crate::Secret::new),
+            write_stall_secs: parse_num("FEIYUN_WRITE_STALL_SECS")?,
+            idle_timeout_secs: parse_num("FEIYUN_IDLE_TIMEOUT_SECS")?,
+            max_connections_per_client: parse_num("FEIYUN_MAX_CONNECTIONS_PER_CLIENT")?
+                .map(|n| n as usize),
         })
     }
 
@@ -278,6 +338,16 @@ impl ConfigOverrides {
             sse_c_over_http: self.sse_c_over_http.or(lower.sse_c_over_http),
             fc_scale_window_secs: self.fc_scale_window_secs.or(lower.fc_scale_window_secs),
             fc_idle_secs: self.fc_idle_secs.or(lower.fc_idle_secs),
+            fc_memory_budget_mib: self.fc_memory_budget_mib.or(lower.fc_memory_budget_mib),
+            fc_allowed_networks: self.fc_allowed_networks.or(lower.fc_allowed_networks),
+            fc_domains: self.fc_domains.or(lower.fc_domains),
+            audit_fail_closed: self.audit_fail_closed.or(lower.audit_fail_closed),
+            metrics_token: self.metrics_token.or(lower.metrics_token),
+            write_stall_secs: self.write_stall_secs.or(lower.write_stall_secs),
+            idle_timeout_secs: self.idle_timeout_secs.or(lower.idle_timeout_secs),
+            max_connections_per_client: self
+                .max_connections_per_client
+                .or(lower.max_connections_per_client),
         }
     }
 
@@ -419,6 +489,17 @@ impl ConfigOverrides {
             sse_c_over_http: self.sse_c_over_http.unwrap_or(false),
             fc_scale_window_secs,
             fc_idle_secs: self.fc_idle_secs.unwrap_or(30),
+            fc_memory_budget_mib: self.fc_memory_budget_mib,
+            fc_allowed_networks: self.fc_allowed_networks.unwrap_or_default(),
+            fc_domains: self.fc_domains.unwrap_or_default(),
+            audit_fail_closed: self.audit_fail_closed.unwrap_or(false),
+            metrics_token: self.metrics_token,
+            write_stall_secs: self.write_stall_secs.unwrap_or(60).max(1),
+            idle_timeout_secs: self.idle_timeout_secs.unwrap_or(60).max(1),
+            max_connections_per_client: self
+                .max_connections_per_client
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT)
+                .max(1),
         })
     }
 }

@@ -3,7 +3,6 @@
 //! The file `root-credentials` (mode 0600) holds `access_key\nsecret_key\n`. It is written
 //! atomically (temp file, fsync, rename) so a crash on first start never leaves half a key.
 
-use std::io::Write;
 use std::path::Path;
 
 use rand::Rng;
@@ -83,23 +82,8 @@ impl RootCredentials {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let creds = Self::generate();
-                let tmp = data_dir.join(format!("{CREDENTIALS_FILE}.tmp"));
-                {
-                    let mut opts = std::fs::OpenOptions::new();
-                    opts.write(true).create(true).truncate(true);
-                    #[cfg(unix)]
-                    {
-                        use std::os::unix::fs::OpenOptionsExt;
-                        opts.mode(0o600);
-                    }
-                    let mut f = opts.open(&tmp).map_err(io)?;
-                    writeln!(f, "{}\n{}", creds.access_key, creds.secret_key).map_err(io)?;
-                    f.sync_all().map_err(io)?;
-                }
-                std::fs::rename(&tmp, &path).map_err(io)?;
-                std::fs::File::open(data_dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io)?;
+                let text = format!("{}\n{}\n", creds.access_key, creds.secret_key);
+                crate::durable::write_file(&path, text.as_bytes(), true).map_err(io)?;
                 Ok((creds, CredentialSource::Generated))
             }
             Err(e) => Err(io(e)),

@@ -6,6 +6,9 @@
 
 pub mod config;
 pub mod credentials;
+pub mod durable;
+mod secret;
 
 pub use config::{Config, ConfigError, ConfigOverrides};
 pub use credentials::{CredentialError, CredentialSource, RootCredentials};
+pub use secret::Secret;

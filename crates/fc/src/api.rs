@@ -57,6 +57,8 @@ impl ApiError {
 pub trait Gate: Sync {
     /// The caller's account; `None` for an unsigned request.
     fn account(&self) -> Option<&str>;
+    /// The caller's ARN; `None` for an unsigned request.
+    fn principal(&self) -> Option<&str>;
     /// Allows or refuses `action` on `resource` (and records the decision for the audit).
     fn authorize(&self, action: &str, resource: &str) -> Result<(), ApiError>;
 }
@@ -613,6 +615,7 @@ async fn trigger_spec<M: MetaStore>(
         max_attempts,
         source,
         after_event: 0,
+        acting_as: gate.principal().map(str::to_owned),
     })
 }
 

@@ -2,7 +2,9 @@
 //! day of month, month, day of week) or six with seconds first. Each field takes `*`,
 //! numbers, ranges `a-b`, steps `*/n` and `a-b/n`, and lists `x,y`; months and weekdays also
 //! by name (`jan`, `mon`); weekday 7 is Sunday. As in Vixie cron, when both day of month and
-//! day of week are restricted, a day matching either fires.
+//! day of week are restricted, a day matching either fires; a field that starts with `*`
+//! (`*`, `*/2`) counts as unrestricted there, so `0 0 */2 * mon` fires on Mondays that are
+//! also odd days of the month.
 
 use std::fmt;
 
@@ -105,8 +107,9 @@ impl Schedule {
             days: field(rest[2], "day-of-month", 1, 31, &[])?,
             months: field(rest[3], "month", 1, 12, &MONTHS)?,
             weekdays,
-            days_restricted: rest[2] != "*",
-            weekdays_restricted: rest[4] != "*",
+            // Vixie cron's DOM_STAR / DOW_STAR: the field's first character decides.
+            days_restricted: !rest[2].starts_with('*'),
+            weekdays_restricted: !rest[4].starts_with('*'),
         };
         // A schedule that can never fire (31 February) is a mistake, not a quiet no-op.
         if s.next_after(0).is_none() {
@@ -118,11 +121,12 @@ impl Schedule {
     fn day_matches(&self, day: u32, weekday: u32) -> bool {
         let d = self.days & (1 << day) != 0;
         let w = self.weekdays & (1 << weekday) != 0;
-        match (self.days_restricted, self.weekdays_restricted) {
-            (true, true) => d || w,
-            (true, false) => d,
-            (false, true) => w,
-            (false, false) => true,
+        // Vixie cron: either field "starred" (first character `*`) makes it an AND of the
+        // two bit sets (a plain `*` sets every bit); both restricted makes it an OR.
+        if self.days_restricted && self.weekdays_restricted {
+            d || w
+        } else {
+            d && w
         }
     }
 
@@ -219,6 +223,20 @@ mod tests {
         );
         assert_eq!(
             s.next_after(at("2026-11-29T00:00:00Z")),
+            Some(at("2026-12-01T00:00:00Z"))
+        );
+        // A day field starting with `*` leaves the weekday alone in charge of the OR:
+        // Mondays that are odd days of the month (Vixie cron), not every odd day.
+        let s = Schedule::parse("0 0 */2 * mon").expect("valid");
+        // 2026-11-30 is a Monday, but the 30th is even; 2026-12-07 is a Monday and odd.
+        assert_eq!(
+            s.next_after(at("2026-11-28T00:00:00Z")),
+            Some(at("2026-12-07T00:00:00Z"))
+        );
+        let s = Schedule::parse("0 0 1 * */2").expect("valid");
+        // The 1st, whatever its weekday (the weekday field starts with `*`).
+        assert_eq!(
+            s.next_after(at("2026-11-28T00:00:00Z")),
             Some(at("2026-12-01T00:00:00Z"))
         );
     }

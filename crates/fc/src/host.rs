@@ -43,12 +43,14 @@ pub trait Host: Send + Sync + 'static {
     /// The account owning a bucket; `None` when there is no such bucket.
     async fn bucket_owner(&self, bucket: &str) -> Result<Option<String>, HostError>;
     /// An object's bytes (the current version, or `version`) and content type.
+    /// Reads an object; `key_check` answers the KMS permissions of whoever the read is for.
     async fn read_object(
         &self,
         bucket: &str,
         key: &str,
         version: Option<&str>,
         limit: usize,
+        key_check: Option<feiyun_oss::KeyCheck>,
     ) -> Result<(Vec<u8>, Option<String>), HostError>;
     async fn write_object(
         &self,
@@ -95,6 +97,17 @@ pub trait Identities: Send + Sync + 'static {
         session: &str,
         secs: i64,
     ) -> Result<RoleCredentials, String>;
+    /// Whether `principal` (a user, role or root ARN, as it stands now) may `action` the
+    /// object, judged as an S3 request of it would be — identity and bucket policies, the
+    /// object's tags; with the KMS check to read it under (`kms:Decrypt` on its key).
+    async fn authorize_object(
+        &self,
+        principal: &str,
+        action: &str,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<feiyun_oss::KeyCheck, String>;
 }
 
 /// The embedded host: the region's object service.
@@ -211,6 +224,7 @@ impl<M: MetaStore, B: BlobStore> Host for ObjectHost<M, B> {
         key: &str,
         version: Option<&str>,
         limit: usize,
+        key_check: Option<feiyun_oss::KeyCheck>,
     ) -> Result<(Vec<u8>, Option<String>), HostError> {
         let version = match version {
             Some(v) => Some(feiyun_oss::VersionSelector::parse(v).map_err(failed)?),
@@ -218,6 +232,7 @@ impl<M: MetaStore, B: BlobStore> Host for ObjectHost<M, B> {
         };
         let req = GetRequest {
             version,
+            key_check,
             ..Default::default()
         };
         self.read(bucket, key, req, limit).await

@@ -15,6 +15,7 @@ pub mod api;
 pub mod cron;
 pub mod host;
 pub mod meter;
+pub mod outbound;
 pub mod records;
 pub mod runtime;
 pub mod scale;

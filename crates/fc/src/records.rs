@@ -107,6 +107,11 @@ pub struct TriggerSpec {
     /// Events up to this id (microseconds at creation) came before the trigger.
     #[serde(default)]
     pub after_event: u64,
+    /// Who set the trigger up (a principal ARN): objects it reads and writes are authorized
+    /// as this principal at the time of each read and write, unless the function runs as a
+    /// role, which acts then. Triggers stored before it was recorded act as the account.
+    #[serde(default)]
+    pub acting_as: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -395,6 +400,7 @@ mod tests {
                     schedule: "* * * * *".into(),
                 },
                 after_event: 0,
+                acting_as: None,
             }],
         };
         assert_eq!(decode::<FunctionRecord>(&encode(&r)), Some(r));

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::outbound::Outbound;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use wasmtime::component::{Component, ResourceTable};
@@ -109,6 +110,10 @@ pub struct Limits {
     pub env: Vec<(String, String)>,
     /// Hosts (`name` or `name:port`) a component may send HTTP requests to; none by default.
     pub outbound: Vec<String>,
+    /// The addresses outbound requests may reach, region-wide.
+    pub policy: std::sync::Arc<crate::outbound::OutboundPolicy>,
+    /// The function's name, which its calls to the region carry.
+    pub function: String,
 }
 
 impl Default for Limits {
@@ -120,6 +125,8 @@ impl Default for Limits {
             max_output: 16 << 20,
             env: Vec::new(),
             outbound: Vec::new(),
+            policy: std::sync::Arc::new(crate::outbound::OutboundPolicy::new(Vec::new(), [0; 32])),
+            function: String::new(),
         }
     }
 }
@@ -264,20 +271,6 @@ impl WasiHttpView for HttpGuest {
     }
 }
 
-/// Outbound HTTP: only to the hosts the function's configuration names.
-struct Outbound {
-    allowed: Vec<String>,
-}
-
-impl Outbound {
-    fn allows(&self, authority: &str) -> bool {
-        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
-        self.allowed
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(authority) || a.eq_ignore_ascii_case(host))
-    }
-}
-
 type Sent = Box<
     dyn std::future::Future<
             Output = Result<
@@ -297,24 +290,22 @@ impl WasiHttpHooks for Outbound {
     fn send_request(
         &mut self,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
         fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Sent {
-        let authority = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .unwrap_or_default();
-        if !self.allows(&authority) {
-            tracing::debug!(authority, "outbound request denied");
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
         let _ = fut;
+        let this = Outbound {
+            allowed: self.allowed.clone(),
+            policy: self.policy.clone(),
+            function: self.function.clone(),
+        };
         Box::new(async move {
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let response = this.send(request).await?;
+            // The connection is driven by the response body itself.
+            let done = async { Ok(()) };
             Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+                response,
+                Box::new(done) as Box<dyn std::future::Future<Output = _> + Send>,
             ))
         })
     }
@@ -639,6 +630,8 @@ impl Runtime {
             table: ResourceTable::new(),
             hooks: Outbound {
                 allowed: limits.outbound.clone(),
+                policy: limits.policy.clone(),
+                function: limits.function.clone(),
             },
             limiter,
         };

@@ -69,6 +69,17 @@ pub struct Settings {
     pub log_retention: Duration,
     /// Largest log kept per invocation.
     pub max_log: usize,
+    /// Networks (beyond the public internet) functions may connect to.
+    pub allowed_networks: Vec<crate::outbound::Network>,
+    /// The key of the marks on functions' calls to their region (random per process).
+    pub call_key: [u8; 32],
+    /// MiB that all running instances together may use (each counts its memory limit).
+    pub memory_budget_mib: u64,
+    /// The part of the budget one function may hold, in percent.
+    pub function_share_percent: u64,
+    /// The key compiled artifacts are MACed with (derived from the master key, so an
+    /// artifact written by anyone else is never loaded as native code).
+    pub artifact_key: [u8; 32],
 }
 
 impl Settings {
@@ -81,6 +92,11 @@ impl Settings {
             queue_wait: Duration::from_secs(1),
             log_retention: Duration::from_secs(7 * 86_400),
             max_log: 64 << 10,
+            allowed_networks: Vec::new(),
+            call_key: [0; 32],
+            artifact_key: [0; 32],
+            memory_budget_mib: 4096,
+            function_share_percent: 50,
         }
     }
 }
@@ -258,6 +274,10 @@ pub struct Functions<M: MetaStore> {
     pools: Mutex<HashMap<String, Arc<Pool>>>,
     /// Region-wide instance slots (the pooling allocator's), beyond which requests get 503.
     slots: Arc<Semaphore>,
+    /// The region-wide memory budget in MiB: a running invocation holds its limit's worth.
+    memory: Arc<Semaphore>,
+    /// MiB each function holds now, against its share of the budget.
+    shares: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>,
     meter: Arc<Meter>,
     /// Bumped by every change of a function, so trigger workers know to reload.
     pub(crate) generation: std::sync::atomic::AtomicU64,
@@ -265,6 +285,8 @@ pub struct Functions<M: MetaStore> {
     /// The URL functions reach this region's S3 API at (`AWS_ENDPOINT_URL`); a function with
     /// a role may always call it. Known once the listener is bound.
     endpoint: std::sync::OnceLock<String>,
+    /// Where outbound requests may go; set with the endpoint.
+    outbound: std::sync::OnceLock<Arc<crate::outbound::OutboundPolicy>>,
     /// Live sessions of execution roles, per function and role.
     sessions: Mutex<HashMap<(String, String), RoleCredentials>>,
     /// HTTP routes of every function, rebuilt when `generation` moves.
@@ -272,6 +294,8 @@ pub struct Functions<M: MetaStore> {
     /// Host names that are the region's own (its S3 domains): no route may take them or
     /// their subdomains (virtual-hosted buckets).
     own_hosts: std::sync::OnceLock<Vec<String>>,
+    /// The domains set aside for functions: a route's host must be one or under one.
+    route_domains: std::sync::OnceLock<Vec<String>>,
 }
 
 /// The HTTP routes of all functions: per host, (path prefix, function, qualifier), longest
@@ -329,6 +353,12 @@ impl<M: MetaStore> Functions<M> {
             host,
             runtime,
             slots: Arc::new(Semaphore::new(runtime::POOL_INSTANCES as usize)),
+            memory: Arc::new(Semaphore::new(
+                settings
+                    .memory_budget_mib
+                    .min(Semaphore::MAX_PERMITS as u64) as usize,
+            )),
+            shares: Mutex::default(),
             settings,
             records: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
@@ -336,9 +366,11 @@ impl<M: MetaStore> Functions<M> {
             generation: std::sync::atomic::AtomicU64::new(1),
             identities: std::sync::OnceLock::new(),
             endpoint: std::sync::OnceLock::new(),
+            outbound: std::sync::OnceLock::new(),
             sessions: Mutex::new(HashMap::new()),
             routes: std::sync::RwLock::new(Arc::new(Routes::default())),
             own_hosts: std::sync::OnceLock::new(),
+            route_domains: std::sync::OnceLock::new(),
         });
         svc.clone().spawn_autoscaler();
         crate::triggers::spawn(&svc);
@@ -350,6 +382,10 @@ impl<M: MetaStore> Functions<M> {
         let _ = self.identities.set(ids);
     }
 
+    pub(crate) fn identities(&self) -> Option<&Arc<dyn Identities>> {
+        self.identities.get()
+    }
+
     /// The region's own host names (its S3 domains), which routes may not take (set once).
     pub fn set_own_hosts(&self, hosts: Vec<String>) {
         let _ = self
@@ -357,16 +393,25 @@ impl<M: MetaStore> Functions<M> {
             .set(hosts.iter().map(|h| h.to_ascii_lowercase()).collect());
     }
 
+    /// The domains function routes may use (`fc_domains`; set once).
+    pub fn set_route_domains(&self, domains: Vec<String>) {
+        let _ = self
+            .route_domains
+            .set(domains.iter().map(|d| d.to_ascii_lowercase()).collect());
+    }
+
+    /// Whether `host` is a functions domain or under one.
+    pub(crate) fn in_route_domain(&self, host: &str) -> bool {
+        self.route_domains
+            .get()
+            .is_some_and(|ds| ds.iter().any(|d| same_or_under(host, d)))
+    }
+
     /// Whether a route may not take `host`: it is one of the region's own names or under one.
     pub(crate) fn is_own_host(&self, host: &str) -> bool {
-        self.own_hosts.get().is_some_and(|own| {
-            own.iter().any(|d| {
-                host == d
-                    || host
-                        .strip_suffix(d.as_str())
-                        .is_some_and(|sub| sub.ends_with('.'))
-            })
-        })
+        self.own_hosts
+            .get()
+            .is_some_and(|own| own.iter().any(|d| same_or_under(host, d)))
     }
 
     /// The function (and qualifier) an HTTP route gives a request for `host` (a `Host`
@@ -411,6 +456,12 @@ impl<M: MetaStore> Functions<M> {
         for f in all {
             for t in &f.triggers {
                 if let Source::Http { host, path } = &t.source {
+                    // A route stored before `fc_domains` existed, or outside the domains
+                    // now configured, takes no host.
+                    if !self.in_route_domain(host) || self.is_own_host(host) {
+                        tracing::warn!(function = %f.name, host, "route outside the functions domains ignored");
+                        continue;
+                    }
                     by_host.entry(host.clone()).or_default().push((
                         path.clone(),
                         f.name.clone(),
@@ -430,7 +481,30 @@ impl<M: MetaStore> Functions<M> {
 
     /// Where functions with a role reach the region's S3 API (set once, at start).
     pub fn set_endpoint(&self, url: String) {
+        let mut policy = crate::outbound::OutboundPolicy::new(
+            self.settings.allowed_networks.clone(),
+            self.settings.call_key,
+        );
+        if let Ok(uri) = url.parse::<http::Uri>()
+            && let Some(a) = uri.authority()
+            && let Ok(addr) = a.as_str().parse::<std::net::SocketAddr>()
+        {
+            policy = policy.with_region(a.to_string(), addr);
+        }
+        let _ = self.outbound.set(Arc::new(policy));
         let _ = self.endpoint.set(url);
+    }
+
+    /// The outbound policy (a default one before the endpoint is known).
+    fn outbound_policy(&self) -> Arc<crate::outbound::OutboundPolicy> {
+        self.outbound
+            .get_or_init(|| {
+                Arc::new(crate::outbound::OutboundPolicy::new(
+                    self.settings.allowed_networks.clone(),
+                    self.settings.call_key,
+                ))
+            })
+            .clone()
     }
 
     /// The ARN of the role `role` names in `account`, if functions may run as it.
@@ -900,6 +974,8 @@ impl<M: MetaStore> Functions<M> {
             max_output: MAX_RESPONSE,
             env,
             outbound,
+            policy: self.outbound_policy(),
+            function: name.to_owned(),
         }
     }
 
@@ -1066,11 +1142,32 @@ impl<M: MetaStore> Functions<M> {
         let mut admitted = Admitted {
             pool: pool.clone(),
             slot: None,
+            memory: None,
+            share: None,
             cold,
         };
+        // One function may hold only its share of the memory budget: beyond it, its own
+        // callers wait (429) while other functions still run.
+        let need = pool.version.config.memory.div_ceil(1 << 20).max(1);
+        let cap = self.settings.memory_budget_mib * self.settings.function_share_percent / 100;
+        let held = lock(&self.shares)
+            .entry(pool.name.clone())
+            .or_default()
+            .clone();
+        let taken = held.fetch_add(need, std::sync::atomic::Ordering::SeqCst) + need;
+        admitted.share = Some((held, need));
+        if taken > cap.max(need) {
+            return Err(ServiceError::Throttled { retry_after });
+        }
         match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => admitted.slot = Some(permit),
+            _ => return Err(ServiceError::Unavailable { retry_after }),
+        }
+        let units = u32::try_from(need).unwrap_or(u32::MAX);
+        match tokio::time::timeout_at(deadline, self.memory.clone().acquire_many_owned(units)).await
+        {
             Ok(Ok(permit)) => {
-                admitted.slot = Some(permit);
+                admitted.memory = Some(permit);
                 Ok(admitted)
             }
             _ => Err(ServiceError::Unavailable { retry_after }),
@@ -1167,8 +1264,9 @@ impl<M: MetaStore> Functions<M> {
     async fn load_cached(&self, code: &Code, fuel: bool) -> Option<Compiled> {
         let path = self.cache_path(code, fuel);
         let rt = self.runtime.clone();
+        let key = self.settings.artifact_key;
         tokio::task::spawn_blocking(move || {
-            let bytes = read_artifact(&path)?;
+            let bytes = read_artifact(&key, &path)?;
             rt.load(&bytes, fuel).ok()
         })
         .await
@@ -1187,7 +1285,8 @@ impl<M: MetaStore> Functions<M> {
     /// Writes a compiled artifact with its checksum; a failure only costs a recompile.
     async fn cache_store(&self, code: &Code, fuel: bool, serialized: Vec<u8>) {
         let path = self.cache_path(code, fuel);
-        let r = tokio::task::spawn_blocking(move || write_artifact(&path, &serialized)).await;
+        let key = self.settings.artifact_key;
+        let r = tokio::task::spawn_blocking(move || write_artifact(&key, &path, &serialized)).await;
         if let Ok(Err(e)) | Err(e) = r.map_err(std::io::Error::other) {
             tracing::warn!(error = %e, "cannot cache a compiled function");
         }
@@ -1237,6 +1336,10 @@ impl<M: MetaStore> Functions<M> {
 struct Admitted {
     pool: Arc<Pool>,
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Its memory limit's worth of the region's budget.
+    memory: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// What it adds to its function's share, given back on drop.
+    share: Option<(Arc<std::sync::atomic::AtomicU64>, u64)>,
     /// The request scaled its function up from zero instances.
     cold: bool,
 }
@@ -1244,35 +1347,63 @@ struct Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.slot.take();
+        self.memory.take();
+        if let Some((held, n)) = self.share.take() {
+            held.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+        }
         lock(&self.pool.scaler).release(Instant::now());
         self.pool.room.notify_one();
     }
 }
 
-const ARTIFACT_MAGIC: &[u8; 8] = b"FYCWASM1";
+/// Artifacts are native code the process maps and runs, so their check is a MAC under a
+/// key derived from the master key, not a hash anyone who can write `fc-cache/` could
+/// recompute. Artifacts of the unkeyed format (`FYCWASM1`) are never loaded: recompiled.
+const ARTIFACT_MAGIC: &[u8; 8] = b"FYCWASM2";
+const ARTIFACT_HEADER: usize = 8 + 32;
 
-fn write_artifact(path: &Path, serialized: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(ARTIFACT_MAGIC)?;
-    f.write_all(&Sha256::digest(serialized))?;
-    f.write_all(serialized)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+/// HMAC-SHA256 of the artifact's file name (its code's SHA-256 and engine) and payload, so
+/// an artifact is good only for the code and engine it was compiled for.
+fn artifact_mac(key: &[u8; 32], path: &Path, serialized: &[u8]) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    let mut m = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key)
+        .expect("HMAC-SHA256 takes any key length");
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    m.update(name.as_bytes());
+    m.update(b"\n");
+    m.update(serialized);
+    m.finalize().into_bytes().into()
 }
 
-/// The artifact's payload if its checksum holds; `None` for a missing or damaged file.
-fn read_artifact(path: &Path) -> Option<Vec<u8>> {
+fn write_artifact(key: &[u8; 32], path: &Path, serialized: &[u8]) -> std::io::Result<()> {
+    let mut bytes = Vec::with_capacity(ARTIFACT_HEADER + serialized.len());
+    bytes.extend_from_slice(ARTIFACT_MAGIC);
+    bytes.extend_from_slice(&artifact_mac(key, path, serialized));
+    bytes.extend_from_slice(serialized);
+    feiyun_common::durable::write_file(path, &bytes, true)
+}
+
+/// The artifact's payload if its MAC holds; `None` for a missing, damaged, forged or
+/// old-format file.
+fn read_artifact(key: &[u8; 32], path: &Path) -> Option<Vec<u8>> {
     let mut bytes = std::fs::read(path).ok()?;
-    if bytes.len() < 40 || &bytes[..8] != ARTIFACT_MAGIC {
+    if bytes.len() < ARTIFACT_HEADER || &bytes[..8] != ARTIFACT_MAGIC {
         return None;
     }
-    if Sha256::digest(&bytes[40..])[..] != bytes[8..40] {
-        tracing::warn!(path = %path.display(), "compiled artifact fails its checksum; recompiling");
+    let want = artifact_mac(key, path, &bytes[ARTIFACT_HEADER..]);
+    let same = want
+        .iter()
+        .zip(&bytes[8..ARTIFACT_HEADER])
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0;
+    if !same {
+        tracing::warn!(path = %path.display(), "compiled artifact fails its MAC; recompiling");
         return None;
     }
-    bytes.drain(..40);
+    bytes.drain(..ARTIFACT_HEADER);
     Some(bytes)
 }
 
@@ -1303,21 +1434,46 @@ pub fn error_kind(e: &FcError) -> &'static str {
     }
 }
 
+/// `host` is `domain` or a name under it.
+fn same_or_under(host: &str, domain: &str) -> bool {
+    host == domain
+        || host
+            .strip_suffix(domain)
+            .is_some_and(|sub| sub.ends_with('.'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn artifacts_with_a_flipped_byte_are_not_loaded() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    fn artifacts_with_a_flipped_byte_or_another_key_are_not_loaded() {
+        let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("a.cwasm");
-        write_artifact(&path, b"compiled code").expect("write");
-        assert_eq!(read_artifact(&path).as_deref(), Some(&b"compiled code"[..]));
+        let key = [3u8; 32];
+        write_artifact(&key, &path, b"compiled code").expect("write");
+        assert_eq!(
+            read_artifact(&key, &path).as_deref(),
+            Some(&b"compiled code"[..])
+        );
+        // Someone with write access to the cache but not the master key cannot forge one:
+        // the old unkeyed format, a recomputed hash, another key — all refused.
+        assert_eq!(read_artifact(&[4u8; 32], &path), None);
         let mut bytes = std::fs::read(&path).expect("read");
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).expect("write");
-        assert_eq!(read_artifact(&path), None);
-        assert_eq!(read_artifact(&dir.path().join("missing")), None);
+        assert_eq!(read_artifact(&key, &path), None);
+        let mut old = b"FYCWASM1".to_vec();
+        old.extend_from_slice(&Sha256::digest(b"evil"));
+        old.extend_from_slice(b"evil");
+        std::fs::write(&path, &old).expect("write");
+        assert_eq!(read_artifact(&key, &path), None);
+        // Another code's artifact copied under this name fails too (the name is MACed).
+        let other = dir.path().join("b.cwasm");
+        write_artifact(&key, &other, b"other code").expect("write");
+        std::fs::copy(&other, &path).expect("copy");
+        assert_eq!(read_artifact(&key, &path), None);
+        assert_eq!(read_artifact(&key, &dir.path().join("missing")), None);
     }
 }

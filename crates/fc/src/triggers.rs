@@ -244,8 +244,28 @@ async fn fire<M: MetaStore>(
             headers.push(("x-fc-event-id".to_owned(), e.sequencer()));
             let created = e.name.starts_with("ObjectCreated");
             let body = if o.object_body && created {
+                // Authorized now, for this object, as whoever the trigger acts for: a
+                // policy changed since the trigger was set up, a Deny on part of the
+                // prefix, the object's tags and its KMS key all count.
+                let key_check = svc
+                    .authorize_for_trigger(
+                        f,
+                        t,
+                        "s3:GetObject",
+                        &e.bucket,
+                        &e.key,
+                        e.version_id.as_deref(),
+                    )
+                    .await
+                    .map_err(|why| format!("reading {}/{}: {why}", e.bucket, e.key))?;
                 match host
-                    .read_object(&e.bucket, &e.key, e.version_id.as_deref(), MAX_REQUEST)
+                    .read_object(
+                        &e.bucket,
+                        &e.key,
+                        e.version_id.as_deref(),
+                        MAX_REQUEST,
+                        Some(key_check),
+                    )
                     .await
                 {
                     Ok((bytes, ct)) => {
@@ -308,14 +328,13 @@ async fn fire<M: MetaStore>(
             .iter()
             .find(|(k, _)| k == "content-type")
             .map(|(_, v)| v.clone());
-        host.write_object(
-            &out.bucket,
-            &format!("{}{}", out.prefix, e.key),
-            Bytes::from(done.response.body),
-            ct,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let out_key = format!("{}{}", out.prefix, e.key);
+        svc.authorize_for_trigger(f, t, "s3:PutObject", &out.bucket, &out_key, None)
+            .await
+            .map_err(|why| format!("writing {}/{out_key}: {why}", out.bucket))?;
+        host.write_object(&out.bucket, &out_key, Bytes::from(done.response.body), ct)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -342,6 +361,32 @@ pub fn check_loop(spec: &TriggerSpec) -> Result<(), ServiceError> {
 }
 
 impl<M: MetaStore> Functions<M> {
+    /// Authorizes one object a trigger reads or writes, as the function's execution role
+    /// when the invoked version has one, else as the principal who set the trigger up
+    /// (the account, for triggers stored before that was recorded). Returns the KMS check
+    /// to read under.
+    pub(crate) async fn authorize_for_trigger(
+        &self,
+        f: &FunctionRecord,
+        t: &TriggerSpec,
+        action: &str,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<feiyun_oss::KeyCheck, String> {
+        let ids = self
+            .identities()
+            .ok_or("this region has no identities for functions")?;
+        let role = Functions::<M>::resolve(f, t.qualifier.as_deref())
+            .ok()
+            .and_then(|(_, v)| v.config.role.clone());
+        let principal = role
+            .or_else(|| t.acting_as.clone())
+            .unwrap_or_else(|| format!("arn:aws:iam::{}:root", f.owner));
+        ids.authorize_object(&principal, action, bucket, key, version)
+            .await
+    }
+
     /// Refuses a route on one of the region's own names or on a host and path another
     /// trigger already routes.
     fn check_route(&self, name: &str, spec: &TriggerSpec) -> Result<(), ServiceError> {
@@ -351,6 +396,11 @@ impl<M: MetaStore> Functions<M> {
         if self.is_own_host(host) {
             return Err(ServiceError::InvalidParameter(format!(
                 "{host} is one of the region's S3 domains (or a bucket under one); a route needs a host name of its own"
+            )));
+        }
+        if !self.in_route_domain(host) {
+            return Err(ServiceError::InvalidParameter(format!(
+                "{host} is not under a functions domain; routes may take only names under the region's fc_domains (FEIYUN_FC_DOMAINS)"
             )));
         }
         for f in self.list()? {
@@ -464,6 +514,7 @@ mod tests {
             qualifier: None,
             max_attempts: 3,
             after_event: 0,
+            acting_as: None,
             source: Source::Object(ObjectSource {
                 bucket: "in".into(),
                 prefix: prefix.into(),
@@ -489,6 +540,7 @@ mod tests {
             qualifier: None,
             max_attempts: 1,
             after_event: 0,
+            acting_as: None,
             source: Source::Timer { schedule: s.into() },
         };
         assert!(check_loop(&timer("*/5 * * * *")).is_ok());

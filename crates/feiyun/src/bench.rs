@@ -434,20 +434,22 @@ async fn rate_phase(
     let rss = RssSampler::start(pid);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENCY));
     let errors = Arc::new(AtomicU64::new(0));
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let start = Instant::now();
     let mut tasks = Vec::new();
     let mut i = 0u64;
     while start.elapsed() < duration {
-        tick.tick().await;
+        // Request i is due at start + i/rate whatever happened before: its latency is
+        // measured from then, so time spent queued behind slow requests (or waiting for a
+        // connection slot) counts — no coordinated omission.
+        let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate));
+        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
         let permit = slots.clone().acquire_owned().await?;
         let (ctx, errors, payload) = (ctx.clone(), errors.clone(), payload.clone());
         let key = format!("rate-{rate}-{i}");
         i += 1;
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            let t = Instant::now();
+            let t = due;
             let ok = match ctx.request("PUT", &key, Full::new(payload).boxed()).await {
                 Ok((200, b)) => drain(b).await.is_some(),
                 Ok((_, b)) => {

@@ -369,8 +369,14 @@ async fn set_key_status(
 
 #[derive(clap::Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain of every record; names the first broken one (exit 1)
-    Verify,
+    /// Check the keyed chain of every record and HEAD; names the first broken one (exit 1).
+    /// Needs the master key (FEIYUN_MASTER_KEY, FEIYUN_MASTER_KEY_FILE, or the data
+    /// directory's master.key)
+    Verify {
+        /// Also pass records written before the chain was keyed, checked by hash only
+        #[arg(long)]
+        accept_unkeyed: bool,
+    },
     /// Print the newest records
     Tail {
         /// How many records
@@ -400,53 +406,67 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
         bail!("no audit log at {}", dir.display());
     }
     match args.command {
-        AuditCommand::Verify => {
-            let s = feiyun_audit::verify(&dir)?;
+        AuditCommand::Verify { accept_unkeyed } => {
+            let env = feiyun_common::ConfigOverrides::from_env(|k| std::env::var(k).ok())?;
+            let config = feiyun_common::ConfigOverrides {
+                data_dir: Some(args.data_dir.clone()),
+                ..Default::default()
+            }
+            .over(env)
+            .resolve()?;
+            let key = feiyun_server::keys::offline_audit_key(&config)?;
+            let s = feiyun_audit::verify(&dir, &key, accept_unkeyed)?;
             if args.json {
                 outln!(
                     "{}",
-                    json!({"ok": true, "records": s.records, "segments": s.segments, "head": s.head})
+                    json!({"ok": true, "records": s.records, "segments": s.segments, "head": s.head, "unkeyed": s.unkeyed})
                 );
             } else {
                 outln!(
-                    "ok: {} records in {} segment(s), chain head {}",
+                    "ok: {} records in {} segment(s), chain head {}{}",
                     s.records,
                     s.segments,
-                    s.head
+                    s.head,
+                    if s.unkeyed > 0 {
+                        format!(" ({} unkeyed records checked by hash only)", s.unkeyed)
+                    } else {
+                        String::new()
+                    }
                 );
             }
         }
         AuditCommand::Tail { lines, follow } => {
-            let mut seen = 0usize;
-            loop {
-                let all = feiyun_audit::tail(&dir, if follow { usize::MAX / 2 } else { lines })?;
-                let start = if seen == 0 {
-                    all.len().saturating_sub(lines)
+            let print = |r: &feiyun_audit::AuditRecord| -> anyhow::Result<()> {
+                if args.json {
+                    outln!("{}", serde_json::to_string(r)?);
                 } else {
-                    seen
-                };
-                for r in all.iter().skip(start) {
-                    if args.json {
-                        outln!("{}", serde_json::to_string(r)?);
-                    } else {
-                        outln!(
-                            "{} {} {} {} {} {} {} -> {}",
-                            r.time,
-                            r.request_id,
-                            r.source_ip,
-                            r.principal,
-                            r.operation,
-                            r.resource,
-                            r.decision,
-                            r.status
-                        );
+                    outln!(
+                        "{} {} {} {} {} {} {} -> {}",
+                        r.time,
+                        r.request_id,
+                        r.source_ip,
+                        r.principal,
+                        r.operation,
+                        r.resource,
+                        r.decision,
+                        r.status
+                    );
+                }
+                Ok(())
+            };
+            let (_, mut seen) = feiyun_audit::tail_after(&dir, u64::MAX)?;
+            for r in feiyun_audit::tail(&dir, lines)? {
+                print(&r)?;
+            }
+            if follow {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    let (new, total) = feiyun_audit::tail_after(&dir, seen)?;
+                    for r in &new {
+                        print(r)?;
                     }
+                    seen = total;
                 }
-                seen = all.len();
-                if !follow {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         }
     }

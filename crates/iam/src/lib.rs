@@ -8,9 +8,14 @@ pub mod model;
 pub mod oidc;
 pub mod pattern;
 pub mod policy;
+pub mod relay;
+pub mod screen;
+mod sessions;
 pub mod sigv4;
 pub mod site;
 pub mod store;
+#[cfg(test)]
+mod store_tests;
 pub mod totp;
 
 pub use eval::{DecidedBy, Decision, PolicySet, Principal, Request, RequestContext};

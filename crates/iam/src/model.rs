@@ -323,6 +323,9 @@ pub struct SessionRecord {
     pub mfa_at: Option<i64>,
     #[serde(default)]
     pub source_identity: Option<String>,
+    /// The principal that asked for the session, which the per-principal quota counts.
+    #[serde(default)]
+    pub issued_by: Option<String>,
 }
 
 impl std::fmt::Debug for SessionRecord {

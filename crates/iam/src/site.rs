@@ -7,6 +7,10 @@
 //! An import mirrors: rows the sender no longer has are deleted, so a revoked key is revoked
 //! everywhere. Both regions must share the default account id (`account_id` in the
 //! configuration), since every identity and every bucket owner names it.
+//!
+//! The sender is a peer, not a trusted writer: every row is decoded as the record its kind
+//! says, must sit under the key its own fields give it, in an account the push holds, with
+//! every policy document parsing — or the whole push is refused and nothing changes.
 
 use feiyun_meta::{MetaStore, Table};
 use serde::{Deserialize, Serialize};
@@ -65,13 +69,7 @@ impl<M: MetaStore> Iam<M> {
                 self.default_account()
             )));
         }
-        for (k, _) in &state.rows {
-            if kind(k).is_none() {
-                return Err(IamError::InvalidInput(
-                    "a site row of an unknown kind".into(),
-                ));
-            }
-        }
+        validate(state)?;
         let wanted: std::collections::BTreeMap<&[u8], &[u8]> = state
             .rows
             .iter()
@@ -114,9 +112,156 @@ impl<M: MetaStore> Iam<M> {
     }
 }
 
+/// Checks every row of a push: decodable as its kind, at the key its fields give, in an
+/// account of the push, policies that parse.
+fn validate(state: &SiteState) -> Result<(), IamError> {
+    use crate::model::*;
+    use crate::policy::{Policy, PolicyKind};
+    let bad = |why: String| IamError::InvalidInput(format!("site push refused: {why}"));
+    let mut accounts = std::collections::BTreeSet::new();
+    accounts.insert(state.default_account.clone());
+    for (k, v) in &state.rows {
+        if k.first() == Some(&b'a') {
+            let a: AccountRecord = ciborium::from_reader(v.as_slice())
+                .map_err(|e| bad(format!("account row: {e}")))?;
+            if k.as_slice() != [b"a\0", a.id.as_bytes()].concat().as_slice()
+                || a.id.len() != 12
+                || !a.id.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(bad(format!("account row for {:?}", a.id)));
+            }
+            accounts.insert(a.id);
+        }
+    }
+    let policy = |text: &str, kind: PolicyKind| {
+        Policy::parse(text, kind)
+            .map(|_| ())
+            .map_err(|e| bad(format!("a policy does not parse: {e}")))
+    };
+    for (k, v) in &state.rows {
+        let Some(kind) = kind(k) else {
+            return Err(bad("a row of an unknown kind".into()));
+        };
+        let mut parts = k[2..].splitn(2, |b| *b == 0);
+        let account = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+        let name = parts
+            .next()
+            .map(|n| String::from_utf8_lossy(n).into_owned());
+        let named = |record_name: &str| {
+            if Some(record_name.to_lowercase()) != name {
+                return Err(bad(format!("a row keyed {name:?} holds {record_name:?}")));
+            }
+            if !accounts.contains(&account) {
+                return Err(bad(format!("a row of unknown account {account:?}")));
+            }
+            Ok(())
+        };
+        match kind {
+            b'a' => {}
+            b'u' => {
+                let u: UserRecord = ciborium::from_reader(v.as_slice())
+                    .map_err(|e| bad(format!("user row: {e}")))?;
+                named(&u.name)?;
+                for p in u.inline.values() {
+                    policy(p, PolicyKind::Identity)?;
+                }
+            }
+            b'g' => {
+                let g: GroupRecord = ciborium::from_reader(v.as_slice())
+                    .map_err(|e| bad(format!("group row: {e}")))?;
+                named(&g.name)?;
+                for p in g.inline.values() {
+                    policy(p, PolicyKind::Identity)?;
+                }
+            }
+            b'r' => {
+                let r: RoleRecord = ciborium::from_reader(v.as_slice())
+                    .map_err(|e| bad(format!("role row: {e}")))?;
+                named(&r.name)?;
+                policy(&r.trust_policy, PolicyKind::Trust)?;
+                for p in r.inline.values() {
+                    policy(p, PolicyKind::Identity)?;
+                }
+            }
+            b'p' => {
+                let m: ManagedPolicyRecord = ciborium::from_reader(v.as_slice())
+                    .map_err(|e| bad(format!("policy row: {e}")))?;
+                named(&m.name)?;
+                policy(&m.document, PolicyKind::Identity)?;
+            }
+            b'k' => {
+                let a: AccessKeyRecord = ciborium::from_reader(v.as_slice())
+                    .map_err(|e| bad(format!("access key row: {e}")))?;
+                if k.as_slice() != [b"k\0", a.access_key.as_bytes()].concat().as_slice()
+                    || !accounts.contains(&a.account)
+                    || a.secret.len() < 16
+                {
+                    return Err(bad(format!("access key row {:?}", a.access_key)));
+                }
+            }
+            b'm' => {
+                let d: MfaDeviceRecord = ciborium::from_reader(v.as_slice())
+                    .map_err(|e| bad(format!("MFA device row: {e}")))?;
+                named(&d.name)?;
+                if d.account != account || d.seed.len() < 10 {
+                    return Err(bad(format!("MFA device row {:?}", d.name)));
+                }
+            }
+            _ => return Err(bad("a row of an unknown kind".into())),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row<T: Serialize>(k: &[u8], v: &T) -> (serde_bytes::ByteBuf, serde_bytes::ByteBuf) {
+        let mut out = Vec::new();
+        ciborium::into_writer(v, &mut out).unwrap();
+        (
+            serde_bytes::ByteBuf::from(k.to_vec()),
+            serde_bytes::ByteBuf::from(out),
+        )
+    }
+
+    #[test]
+    fn a_push_whose_rows_lie_is_refused() {
+        use crate::model::*;
+        let user = |name: &str, policy: &str| UserRecord {
+            name: name.into(),
+            id: "AIDA1".into(),
+            path: "/".into(),
+            created: 0,
+            tags: Vec::new(),
+            inline: [("p".to_owned(), policy.to_owned())].into(),
+            attached: Vec::new(),
+            groups: Vec::new(),
+        };
+        let ok_policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
+        let push = |rows| SiteState {
+            default_account: "123456789012".into(),
+            rows,
+        };
+        let ok = validate(&push(vec![row(
+            b"u\0123456789012\0alice",
+            &user("Alice", ok_policy),
+        )]));
+        assert!(ok.is_ok(), "{ok:?}");
+        for rows in [
+            // A row keyed one name holding another.
+            vec![row(b"u\0123456789012\0alice", &user("root", ok_policy))],
+            // An account the push does not hold.
+            vec![row(b"u\0999999999999\0alice", &user("alice", ok_policy))],
+            // A policy that does not parse.
+            vec![row(b"u\0123456789012\0alice", &user("alice", "{not json"))],
+            // A value of the wrong kind.
+            vec![row(b"k\0AKIA", &user("alice", ok_policy))],
+        ] {
+            assert!(validate(&push(rows)).is_err());
+        }
+    }
 
     #[test]
     fn only_identity_rows_travel() {

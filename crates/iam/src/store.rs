@@ -25,7 +25,7 @@ const KEY: &str = "k";
 const MFA: &str = "m";
 const SESSION: &str = "s";
 /// Most live STS sessions; beyond it AssumeRole/GetSessionToken answer LimitExceeded.
-pub const MAX_SESSIONS: usize = 100_000;
+pub use crate::sessions::{MAX_SESSIONS, MAX_SESSIONS_PER_ISSUER};
 const DEFAULT_ACCOUNT: &str = "default-account";
 
 /// A metadata row as stored: key and value bytes.
@@ -205,8 +205,6 @@ pub struct IamState {
     pub keys: BTreeMap<String, AccessKeyRecord>,
     /// Virtual MFA devices by (account, lowercase name).
     pub mfa: BTreeMap<(String, String), MfaDeviceRecord>,
-    /// STS sessions by access key id, expired ones included until swept.
-    pub sessions: BTreeMap<String, SessionRecord>,
     callers: HashMap<String, Arc<Caller>>,
 }
 
@@ -438,7 +436,16 @@ pub struct Iam<M> {
     root: RootKey,
     state: RwLock<Arc<IamState>>,
     writer: tokio::sync::Mutex<()>,
+    /// Live STS sessions, outside the snapshot (see `sessions`).
+    sessions: RwLock<crate::sessions::Sessions>,
+    /// Recent wrong MFA codes per device.
+    mfa_failures: std::sync::Mutex<HashMap<(String, String), (u32, i64)>>,
 }
+
+/// Wrong codes a device accepts within [`MFA_WINDOW_SECS`] before it refuses every code (a
+/// six-digit code falls to about a million guesses; this makes that take years).
+pub const MAX_MFA_FAILURES: u32 = 5;
+pub const MFA_WINDOW_SECS: i64 = 300;
 
 impl<M: MetaStore> Iam<M> {
     /// Loads the identities, creating the default account on first start.
@@ -455,6 +462,8 @@ impl<M: MetaStore> Iam<M> {
             root,
             state: RwLock::new(Arc::new(IamState::default())),
             writer: tokio::sync::Mutex::new(()),
+            sessions: RwLock::new(crate::sessions::Sessions::default()),
+            mfa_failures: std::sync::Mutex::default(),
         });
         if iam
             .meta
@@ -480,7 +489,8 @@ impl<M: MetaStore> Iam<M> {
             );
             iam.meta.commit(b).await?;
         }
-        let plain = iam.reload()?;
+        let mut plain = iam.reload()?;
+        plain.extend(iam.load_sessions()?);
         iam.seal_plain_rows(plain).await?;
         Ok(iam)
     }
@@ -593,7 +603,116 @@ impl<M: MetaStore> Iam<M> {
 
     /// The caller behind an access key, or `None` when the key is unknown or inactive.
     pub fn caller(&self, access_key: &str) -> Option<Arc<Caller>> {
-        self.snapshot().caller(access_key)
+        self.snapshot().caller(access_key).or_else(|| {
+            self.sessions_read()
+                .caller(access_key)
+                .filter(|c| !c.expired(now()))
+        })
+    }
+
+    /// The caller a principal ARN stands for as it is now — a user's or role's current
+    /// policies, or an account's root — for work the region does on its behalf (function
+    /// triggers). `None` when it no longer exists. `acting` names the work, for a role
+    /// (`assumed-role/ROLE/ACTING`).
+    pub fn principal_caller(&self, arn: &str, acting: &str) -> Option<Arc<Caller>> {
+        let a = crate::pattern::Arn::parse(arn)?;
+        let st = self.snapshot();
+        let account = a.account.to_owned();
+        let name = a.resource.rsplit('/').next().unwrap_or_default();
+        let base = |principal: Principal, policies, userid: String, tags| Caller {
+            access_key: String::new(),
+            secret: String::new(),
+            principal,
+            policies,
+            username: None,
+            userid,
+            tags,
+            session: None,
+        };
+        let caller = if a.resource == "root" {
+            base(
+                Principal {
+                    account: account.clone(),
+                    arn: root_arn(&account),
+                    role_arn: None,
+                    is_root: true,
+                    federated: None,
+                },
+                Vec::new(),
+                account.clone(),
+                Vec::new(),
+            )
+        } else if a.resource.starts_with("user/") {
+            let u = st.user(&account, name).ok()?;
+            if user_arn(&account, &u.path, &u.name) != arn {
+                return None;
+            }
+            let mut c = base(
+                Principal {
+                    account: account.clone(),
+                    arn: arn.to_owned(),
+                    role_arn: None,
+                    is_root: false,
+                    federated: None,
+                },
+                st.compile_user(&account, u),
+                u.id.clone(),
+                u.tags.clone(),
+            );
+            c.username = Some(u.name.clone());
+            c
+        } else if a.resource.starts_with("role/") {
+            let r = st.role(&account, name).ok()?;
+            if role_arn(&account, &r.path, &r.name) != arn {
+                return None;
+            }
+            base(
+                Principal {
+                    account: account.clone(),
+                    arn: format!("arn:aws:sts::{account}:assumed-role/{}/{acting}", r.name),
+                    role_arn: Some(arn.to_owned()),
+                    is_root: false,
+                    federated: None,
+                },
+                st.role_policies(r),
+                format!("{}:{acting}", r.id),
+                r.tags.clone(),
+            )
+        } else {
+            return None;
+        };
+        Some(Arc::new(caller))
+    }
+
+    fn sessions_read(&self) -> std::sync::RwLockReadGuard<'_, crate::sessions::Sessions> {
+        self.sessions.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sessions_write(&self) -> std::sync::RwLockWriteGuard<'_, crate::sessions::Sessions> {
+        self.sessions.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads the stored STS sessions (at open); returns rows still in plaintext.
+    fn load_sessions(&self) -> Result<Vec<RawRow>, IamError> {
+        let mut plain = Vec::new();
+        let prefix = key(&[SESSION, ""]);
+        let end = feiyun_meta::prefix_end(&prefix);
+        let rows = feiyun_meta::scan_bounded(
+            &*self.meta,
+            Table::Iam,
+            &prefix,
+            end.as_deref(),
+            // Expired rows wait for the sweep: allow a backlog beyond the live quota.
+            MAX_SESSIONS * 4,
+        )?;
+        let st = self.snapshot();
+        let mut sessions = self.sessions_write();
+        for (k, v) in &rows {
+            let r: SessionRecord = self.unsealed(k, v, &mut plain)?;
+            let caller = session_caller(&st, &r);
+            sessions.insert(r, caller);
+        }
+        Ok(plain)
     }
 
     /// Rebuilds the snapshot; returns the secret-holding rows still stored in plaintext.
@@ -632,10 +751,7 @@ impl<M: MetaStore> Iam<M> {
                     let r: MfaDeviceRecord = self.unsealed(k, v, &mut plain)?;
                     st.mfa.insert((account, name), r);
                 }
-                b"s" => {
-                    let r: SessionRecord = self.unsealed(k, v, &mut plain)?;
-                    st.sessions.insert(r.access_key.clone(), r);
-                }
+                // Sessions live apart (`sessions`), rebuilt below from memory.
                 _ => {}
             }
         }
@@ -684,17 +800,17 @@ impl<M: MetaStore> Iam<M> {
                 }),
             );
         }
-        for sr in st.sessions.values() {
-            if let Some(c) = session_caller(&st, sr) {
-                callers.insert(sr.access_key.clone(), Arc::new(c));
-            }
-        }
         st.callers = callers;
+        // The roles and users sessions stand for may have changed: recompile them and swap
+        // the snapshot under one lock, which a new session's caller is compiled under too.
+        let mut sessions = self.sessions_write();
+        sessions.recompile(|r| session_caller(&st, r));
         let st = Arc::new(st);
         match self.state.write() {
             Ok(mut g) => *g = st,
             Err(p) => *p.into_inner() = st,
         }
+        drop(sessions);
         Ok(plain)
     }
 
@@ -708,11 +824,6 @@ impl<M: MetaStore> Iam<M> {
         let st = self.snapshot();
         let mut batch = WriteBatch::new();
         let r = plan(&st, &mut batch)?;
-        // Expired sessions leave with the next change (a bounded number each time).
-        let t = now();
-        for s in st.sessions.values().filter(|s| s.expires <= t).take(1000) {
-            batch.delete(Table::Iam, key(&[SESSION, &s.access_key]));
-        }
         self.meta.commit(batch).await?;
         self.reload()?;
         Ok(r)
@@ -775,12 +886,14 @@ impl<M: MetaStore> Iam<M> {
                     "MFA device is already in use.".into(),
                 ));
             }
-            let Some(step) = crate::totp::consecutive(&d.seed, code1, code2, now()) else {
+            let t = now();
+            self.mfa_attempt_allowed(account, serial, t)?;
+            let Some(step) = crate::totp::consecutive(&d.seed, code1, code2, t) else {
+                self.mfa_failed(account, serial, t);
                 return Err(IamError::InvalidAuthenticationCode(
                     "Authentication code for the MFA device is not valid.".into(),
                 ));
             };
-            let t = now();
             d.user = Some(u.name.clone());
             d.enabled = Some(t);
             d.last_step = Some(step);
@@ -851,11 +964,13 @@ impl<M: MetaStore> Iam<M> {
                 )));
             }
             let t = now();
-            let step = crate::totp::verify(&d.seed, code, t, d.last_step).ok_or_else(|| {
-                IamError::AccessDenied(
+            self.mfa_attempt_allowed(account, serial, t)?;
+            let Some(step) = crate::totp::verify(&d.seed, code, t, d.last_step) else {
+                self.mfa_failed(account, serial, t);
+                return Err(IamError::AccessDenied(
                     "MultiFactorAuthentication failed with invalid MFA one time pass code.".into(),
-                )
-            })?;
+                ));
+            };
             d.last_step = Some(step);
             let row = entity_key(MFA, account, &d.name);
             b.put(Table::Iam, row.clone(), self.sealed(&row, &d)?);
@@ -864,9 +979,39 @@ impl<M: MetaStore> Iam<M> {
         .await
     }
 
+    /// Refuses codes for a device that saw [`MAX_MFA_FAILURES`] wrong ones recently.
+    fn mfa_attempt_allowed(&self, account: &str, serial: &str, t: i64) -> Result<(), IamError> {
+        let m = self.mfa_failures.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get(&(account.to_owned(), serial.to_owned())) {
+            Some((n, since)) if *n >= MAX_MFA_FAILURES && t - since < MFA_WINDOW_SECS => {
+                Err(IamError::AccessDenied(format!(
+                    "MultiFactorAuthentication failed: too many invalid codes for {serial}; try again in {} s",
+                    MFA_WINDOW_SECS - (t - since)
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn mfa_failed(&self, account: &str, serial: &str, t: i64) {
+        let mut m = self.mfa_failures.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > 100_000 {
+            m.retain(|_, (_, since)| t - *since < MFA_WINDOW_SECS);
+        }
+        let e = m
+            .entry((account.to_owned(), serial.to_owned()))
+            .or_insert((0, t));
+        if t - e.1 >= MFA_WINDOW_SECS {
+            *e = (0, t);
+        }
+        e.0 += 1;
+    }
+
     // ---- STS sessions ----
 
-    /// Stores new temporary credentials for `subject`.
+    /// Stores new temporary credentials for `subject`, asked for by `issued_by` (the
+    /// principal counted against the per-principal quota).
+    #[allow(clippy::too_many_arguments)]
     pub async fn issue_session(
         &self,
         account: &str,
@@ -875,6 +1020,7 @@ impl<M: MetaStore> Iam<M> {
         session_policy: Option<String>,
         mfa_at: Option<i64>,
         source_identity: Option<String>,
+        issued_by: &str,
     ) -> Result<SessionRecord, IamError> {
         if let Some(p) = &session_policy {
             Policy::parse_limited(p, PolicyKind::Identity, plimits::SESSION).map_err(
@@ -886,39 +1032,66 @@ impl<M: MetaStore> Iam<M> {
                 },
             )?;
         }
-        self.change(|st, b| {
-            let t = now();
-            if st.sessions.values().filter(|s| s.expires > t).count() >= MAX_SESSIONS {
-                return Err(IamError::LimitExceeded(format!(
-                    "Cannot exceed quota for live sessions: {MAX_SESSIONS}"
-                )));
+        // No snapshot rebuild and no writer lock: room is reserved against the quotas, the
+        // row commits (grouped with other sessions' by the engine), and the session enters
+        // its own map, its caller compiled under the same lock a rebuild swaps the
+        // snapshot under, so it never misses a change of its role.
+        let t = now();
+        let expired = {
+            let mut s = self.sessions_write();
+            s.reserve(issued_by, t).map_err(IamError::LimitExceeded)?;
+            s.expired(t, 16)
+        };
+        let r = SessionRecord {
+            access_key: new_id("ASIA", 16),
+            secret: new_secret(),
+            token: new_session_token(),
+            account: account.to_owned(),
+            subject,
+            issued: t,
+            expires: t + duration_secs,
+            session_policy,
+            mfa_at,
+            source_identity,
+            issued_by: Some(issued_by.to_owned()),
+        };
+        let row = key(&[SESSION, &r.access_key]);
+        let mut b = WriteBatch::new();
+        for k in &expired {
+            b.delete(Table::Iam, key(&[SESSION, k]));
+        }
+        b.check_absent(Table::Iam, row.clone());
+        let sealed = match self.sealed(&row, &r) {
+            Ok(v) => v,
+            Err(e) => {
+                self.sessions_write().unreserve(issued_by);
+                return Err(e);
             }
-            let r = SessionRecord {
-                access_key: new_id("ASIA", 16),
-                secret: new_secret(),
-                token: new_session_token(),
-                account: account.to_owned(),
-                subject,
-                issued: t,
-                expires: t + duration_secs,
-                session_policy,
-                mfa_at,
-                source_identity,
-            };
-            b.check_absent(Table::Iam, key(&[SESSION, &r.access_key]));
-            let row = key(&[SESSION, &r.access_key]);
-            b.put(Table::Iam, row.clone(), self.sealed(&row, &r)?);
-            Ok(r)
-        })
-        .await
+        };
+        b.put(Table::Iam, row, sealed);
+        if let Err(e) = self.meta.commit(b).await {
+            self.sessions_write().unreserve(issued_by);
+            return Err(e.into());
+        }
+        let mut s = self.sessions_write();
+        for k in &expired {
+            s.remove(k);
+        }
+        let caller = session_caller(&self.snapshot(), &r);
+        s.insert_reserved(r.clone(), caller);
+        Ok(r)
     }
 
     /// Whether `access_key` names a session that has expired (for the `ExpiredToken` error).
     pub fn session_expired(&self, access_key: &str) -> bool {
-        self.snapshot()
-            .sessions
+        self.sessions_read()
             .get(access_key)
             .is_some_and(|s| s.expires <= now())
+    }
+
+    /// Live STS sessions (for metrics and benchmarks).
+    pub fn session_count(&self) -> usize {
+        self.sessions_read().len()
     }
 
     // ---- users ----

@@ -57,8 +57,14 @@ pub(crate) async fn run<M: MetaStore>(
     match action {
         "CreateUser" => {
             let name = p.required("UserName")?;
-            cx.authorize("iam:CreateUser", &user_arn(name))?;
-            let u = iam.create_user(acct, name, p.get("Path"), p.tags()).await?;
+            // The ARN the new user will have: its requested path, not `/`.
+            let arn = model::user_arn(acct, p.get("Path").unwrap_or("/"), name);
+            cx.authorize("iam:CreateUser", &arn)?;
+            let tags = p.tags();
+            if !tags.is_empty() {
+                cx.authorize("iam:TagUser", &arn)?;
+            }
+            let u = iam.create_user(acct, name, p.get("Path"), tags).await?;
             x.open("User");
             user(&mut x, acct, &u);
             x.close("User");
@@ -198,7 +204,8 @@ pub(crate) async fn run<M: MetaStore>(
         }
         "CreateGroup" => {
             let name = p.required("GroupName")?;
-            cx.authorize("iam:CreateGroup", &group_arn(name))?;
+            let arn = model::group_arn(acct, p.get("Path").unwrap_or("/"), name);
+            cx.authorize("iam:CreateGroup", &arn)?;
             let g = iam.create_group(acct, name, p.get("Path")).await?;
             x.open("Group");
             group(&mut x, acct, &g);
@@ -273,7 +280,11 @@ pub(crate) async fn run<M: MetaStore>(
         }
         "CreateRole" => {
             let name = p.required("RoleName")?;
-            cx.authorize("iam:CreateRole", &role_arn(name))?;
+            let arn = model::role_arn(acct, p.get("Path").unwrap_or("/"), name);
+            cx.authorize("iam:CreateRole", &arn)?;
+            if !p.tags().is_empty() {
+                cx.authorize("iam:TagRole", &arn)?;
+            }
             let max = match p.get("MaxSessionDuration") {
                 Some(v) => Some(
                     v.parse::<u32>()

@@ -22,6 +22,7 @@ impl From<KmsError> for ApiError {
             KmsError::IncorrectKey => "IncorrectKeyException",
             KmsError::Validation(_) => "ValidationException",
             KmsError::AlreadyExists(_) => "AlreadyExistsException",
+            KmsError::Limit(_) => "LimitExceededException",
             KmsError::MasterKey(_) | KmsError::Corrupt(_) | KmsError::Meta(_) => {
                 tracing::error!(error = %e, "KMS failure");
                 return ApiError::new(

@@ -227,6 +227,11 @@ impl Authenticated {
         &self.caller.principal.account
     }
 
+    /// The caller's ARN.
+    pub fn principal_arn(&self) -> &str {
+        &self.caller.principal.arn
+    }
+
     pub fn authorize(&self, action: &str, resource: &str) -> Result<(), ApiError> {
         authorize(&self.caller, &self.context, &self.audit, action, resource)
     }
@@ -427,7 +432,12 @@ impl<M: MetaStore> QueryApi<M> {
             Service::Sts => "sts",
             Service::Kms => "kms",
         };
-        let (caller, decided) = self.sign_in(parts, body, format!("{prefix}:{action}"), audit)?;
+        let (caller, decided) = self.sign_in(
+            parts,
+            Payload::Body(body),
+            format!("{prefix}:{action}"),
+            audit,
+        )?;
         let context = self.context_for(parts, peer, &caller);
         let cx = Ctx {
             account: caller.principal.account.clone(),
@@ -455,7 +465,87 @@ impl<M: MetaStore> QueryApi<M> {
         action: String,
         audit: &feiyun_audit::Slot,
     ) -> Result<Authenticated, ApiError> {
-        let (caller, decided) = self.sign_in(parts, body, action, audit)?;
+        self.sign_in_caller_with(parts, Payload::Body(body), peer, action, audit)
+    }
+
+    /// Checks a request's relay mark (`x-feiyun-forwarded`): its MAC under the secret of the
+    /// access key it names, its time, and that the key's holder may relay for the region it
+    /// names (`replication:RelayRequest` on `arn:aws:replication:::region/REGION`).
+    pub fn verify_relay(
+        &self,
+        mark: &str,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+    ) -> Result<feiyun_iam::relay::RelayMark, ApiError> {
+        use feiyun_iam::relay::{Bound, RelayMark, request_signature};
+        let refused = |why: String| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                format!("the relay mark is not vouched for by a peer region: {why}"),
+            )
+        };
+        let m = RelayMark::parse(mark).map_err(|e| refused(e.to_string()))?;
+        let caller = self
+            .iam
+            .caller(&m.access_key)
+            .ok_or_else(|| refused("unknown access key".into()))?;
+        let authorization = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let query = uri.query().unwrap_or("");
+        // A region's own requests are signed after their mark is made: only a relayed
+        // client request (which carries the client's address) binds its signature.
+        let signature = if m.client_ip.is_some() {
+            request_signature(authorization, query)
+        } else {
+            String::new()
+        };
+        let bound = Bound {
+            method: method.as_str(),
+            path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()),
+            signature: &signature,
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        m.verify(caller.secret(), &bound, now)
+            .map_err(|e| refused(e.to_string()))?;
+        let mut context = RequestContext::default();
+        caller.fill_context(&mut context);
+        let audit = std::sync::Mutex::new(feiyun_audit::Decided::default());
+        authorize(
+            &caller,
+            &context,
+            &audit,
+            "replication:RelayRequest",
+            &format!("arn:aws:replication:::region/{}", m.region),
+        )
+        .map_err(|e| refused(e.message))?;
+        Ok(m)
+    }
+
+    /// [`Self::sign_in_caller`] before the body is read: the signature is checked over the
+    /// payload hash the request claims in `x-amz-content-sha256`, so a large body is only
+    /// read for a caller who signed; [`check_payload`] then holds the body to that claim.
+    pub fn sign_in_caller_head(
+        &self,
+        parts: &http::request::Parts,
+        peer: SocketAddr,
+        action: String,
+        audit: &feiyun_audit::Slot,
+    ) -> Result<Authenticated, ApiError> {
+        self.sign_in_caller_with(parts, Payload::Claimed, peer, action, audit)
+    }
+
+    fn sign_in_caller_with(
+        &self,
+        parts: &http::request::Parts,
+        payload: Payload<'_>,
+        peer: SocketAddr,
+        action: String,
+        audit: &feiyun_audit::Slot,
+    ) -> Result<Authenticated, ApiError> {
+        let (caller, decided) = self.sign_in(parts, payload, action, audit)?;
         Ok(Authenticated {
             context: self.context_for(parts, peer, &caller),
             caller,
@@ -468,7 +558,7 @@ impl<M: MetaStore> QueryApi<M> {
     fn sign_in(
         &self,
         parts: &http::request::Parts,
-        body: &[u8],
+        payload: Payload<'_>,
         action: String,
         audit: &feiyun_audit::Slot,
     ) -> Result<(Arc<Caller>, feiyun_audit::Decided), ApiError> {
@@ -491,7 +581,7 @@ impl<M: MetaStore> QueryApi<M> {
             decision: "AuthFailed".into(),
             ..Default::default()
         };
-        match self.authenticate(&parts.method, &parts.uri, &parts.headers, body) {
+        match self.authenticate(&parts.method, &parts.uri, &parts.headers, payload) {
             Ok(caller) => {
                 decided.tenant = caller.principal.account.clone();
                 decided.principal = caller.principal.arn.clone();
@@ -520,7 +610,8 @@ impl<M: MetaStore> QueryApi<M> {
             .and_then(|t| t.strip_prefix("TrentService."))
             .unwrap_or("")
             .to_owned();
-        let (caller, decided) = self.sign_in(parts, body, format!("kms:{action}"), audit)?;
+        let (caller, decided) =
+            self.sign_in(parts, Payload::Body(body), format!("kms:{action}"), audit)?;
         let Some(kms) = &self.kms else {
             audit.set(decided);
             return Err(ApiError::new(
@@ -591,7 +682,7 @@ impl<M: MetaStore> QueryApi<M> {
         method: &Method,
         uri: &http::Uri,
         headers: &HeaderMap,
-        body: &[u8],
+        payload: Payload<'_>,
     ) -> Result<Arc<Caller>, ApiError> {
         let forbidden =
             |code: &'static str, msg: &str| ApiError::new(StatusCode::FORBIDDEN, code, msg);
@@ -649,18 +740,25 @@ impl<M: MetaStore> QueryApi<M> {
                 .collect();
             (!values.is_empty()).then(|| values.join(","))
         };
-        let actual = hex::encode(Sha256::digest(body));
-        let payload_sha256 = match header("x-amz-content-sha256") {
-            // The body is here whole: a claimed hash must be its hash.
-            Some(claimed) if claimed != "UNSIGNED-PAYLOAD" && claimed != actual => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "XAmzContentSHA256Mismatch",
-                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
-                ));
+        let payload_sha256 = match payload {
+            Payload::Body(body) => {
+                let actual = hex::encode(Sha256::digest(body));
+                match header("x-amz-content-sha256") {
+                    // The body is here whole: a claimed hash must be its hash.
+                    Some(claimed) if claimed != "UNSIGNED-PAYLOAD" && claimed != actual => {
+                        return Err(payload_mismatch());
+                    }
+                    Some(claimed) => claimed,
+                    None => actual,
+                }
             }
-            Some(claimed) => claimed,
-            None => actual,
+            Payload::Claimed => header("x-amz-content-sha256").ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "MissingContentSHA256",
+                    "x-amz-content-sha256 is required for a body this large",
+                )
+            })?,
         };
         let input = CanonicalInput {
             method: method.as_str(),
@@ -677,6 +775,34 @@ impl<M: MetaStore> QueryApi<M> {
             }
             Err(e) => Err(forbidden("SignatureDoesNotMatch", &e.to_string())),
         }
+    }
+}
+
+/// What a signature is checked over: the body itself, or the hash the request claims for it
+/// (checked against the body once it is read, by [`check_payload`]).
+enum Payload<'a> {
+    Body(&'a [u8]),
+    Claimed,
+}
+
+fn payload_mismatch() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "XAmzContentSHA256Mismatch",
+        "The provided 'x-amz-content-sha256' header does not match what was computed.",
+    )
+}
+
+/// Whether a request's body matches the payload hash its signature covered.
+pub fn check_payload(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let claimed = headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if claimed == "UNSIGNED-PAYLOAD" || claimed == hex::encode(Sha256::digest(body)) {
+        Ok(())
+    } else {
+        Err(payload_mismatch())
     }
 }
 

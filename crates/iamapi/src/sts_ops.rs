@@ -229,6 +229,7 @@ async fn assume_role<M: MetaStore>(
             p.get("Policy").map(str::to_owned),
             mfa_at,
             source_identity.clone(),
+            &cx.caller.principal.arn,
         )
         .await?;
     x.opt("SourceIdentity", source_identity.as_deref())
@@ -271,6 +272,8 @@ async fn get_session_token<M: MetaStore>(
             "GetSessionToken is for IAM users; the root identity should not hold sessions",
         ));
     };
+    // Denied by default like every action: a session multiplies a user's credentials.
+    cx.authorize("sts:GetSessionToken", "*")?;
     let secs = duration(cx, USER_SESSION_DEFAULT_SECS, USER_SESSION_MAX_SECS)?;
     let mfa_at = mfa(iam, cx).await?;
     let s = iam
@@ -281,6 +284,7 @@ async fn get_session_token<M: MetaStore>(
             None,
             mfa_at,
             None,
+            &cx.caller.principal.arn,
         )
         .await?;
     credentials(x, &s);
@@ -310,14 +314,14 @@ pub(crate) async fn assume_role_with_web_identity<M: MetaStore>(
     check_session_name(session_name)?;
     let token = p.required("WebIdentityToken")?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    // Verification may fetch the issuer's keys over the network (bounded by timeouts): tell
-    // the runtime this worker is blocking so other requests move to other threads.
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    let verified = if multi_thread {
-        tokio::task::block_in_place(|| oidc.verify(token, now))
-    } else {
-        oidc.verify(token, now)
+    // Verification never touches the network; a key not loaded yet (the issuer rotated)
+    // asks the background refresher and waits a little for it.
+    let verified = match oidc.verify(token, now) {
+        Err(OidcError::UnknownKey) if oidc.want_refresh() => {
+            oidc.wait_installed(std::time::Duration::from_secs(5)).await;
+            oidc.verify(token, now)
+        }
+        other => other,
     };
     let claims = verified.map_err(|e| match e {
         OidcError::Expired => ApiError::new(
@@ -337,6 +341,11 @@ pub(crate) async fn assume_role_with_web_identity<M: MetaStore>(
                 "The identity provider could not be reached",
             )
         }
+        OidcError::UnknownKey => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidIdentityToken",
+            "the token is signed with a key the identity provider has not published",
+        ),
     })?;
     let (role_account, role_name) = role_of(arn)?;
     let provider_arn = oidc.provider_arn(&role_account);
@@ -427,6 +436,7 @@ pub(crate) async fn assume_role_with_web_identity<M: MetaStore>(
             p.get("Policy").map(str::to_owned),
             None,
             None,
+            &format!("{provider_arn}:{}", claims.sub),
         )
         .await?;
     let mut x = Xml::default();

@@ -28,6 +28,13 @@ pub const MAX_PLAINTEXT: usize = 4096;
 pub const MAX_DATA_KEY: usize = 1024;
 /// AWS's bounds on PendingWindowInDays.
 pub const DELETION_WINDOW_DAYS: std::ops::RangeInclusive<u32> = 7..=30;
+/// Most keys one account may hold (AWS's default quota is 100,000 per region; a region
+/// here serves many accounts from one process).
+pub const MAX_KEYS_PER_ACCOUNT: usize = 10_000;
+/// Most aliases one account may hold.
+pub const MAX_ALIASES_PER_ACCOUNT: usize = 10_000;
+/// Most keys (all accounts) the region keeps.
+pub const MAX_KEYS: usize = 1_000_000;
 
 const CIPHERTEXT_MAGIC: &[u8; 4] = b"FYK1";
 const ID_LEN: usize = 16;
@@ -50,6 +57,9 @@ pub enum KmsError {
     Validation(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// A named quota (keys or aliases per account) would be exceeded.
+    #[error("{0}")]
+    Limit(String),
     #[error("master key: {0}")]
     MasterKey(String),
     #[error("stored KMS data is corrupt: {0}")]
@@ -298,6 +308,11 @@ impl<M: MetaStore> Kms<M> {
                 "Description is longer than 8192 characters".into(),
             ));
         }
+        if self.list_keys(account)?.len() >= MAX_KEYS_PER_ACCOUNT {
+            return Err(KmsError::Limit(format!(
+                "an account holds at most {MAX_KEYS_PER_ACCOUNT} keys"
+            )));
+        }
         let id = uuid::Uuid::new_v4().to_string();
         let material = random(32)?;
         let record = KeyRecord {
@@ -389,10 +404,14 @@ impl<M: MetaStore> Kms<M> {
         let prefix = format!("k/{account}/").into_bytes();
         let end = feiyun_meta::prefix_end(&prefix);
         let mut out = Vec::new();
-        for (_, v) in self
-            .meta
-            .scan(Table::Kms, &prefix, end.as_deref(), usize::MAX)?
-        {
+        let rows = feiyun_meta::scan_bounded(
+            &*self.meta,
+            Table::Kms,
+            &prefix,
+            end.as_deref(),
+            MAX_KEYS_PER_ACCOUNT,
+        )?;
+        for (_, v) in rows {
             out.push(self.metadata(&decode::<KeyRecord>(&v)?));
         }
         Ok(out)
@@ -523,7 +542,9 @@ impl<M: MetaStore> Kms<M> {
     /// returns their ids. Ciphertexts under them can never be decrypted again.
     pub async fn purge_due(&self, now: i64) -> Result<Vec<String>, KmsError> {
         let mut purged = Vec::new();
-        for (k, v) in self.meta.scan(Table::Kms, b"k/", Some(b"k0"), usize::MAX)? {
+        let rows =
+            feiyun_meta::scan_bounded(&*self.meta, Table::Kms, b"k/", Some(b"k0"), MAX_KEYS)?;
+        for (k, v) in rows {
             let r: KeyRecord = decode(&v)?;
             if r.state != KeyState::PendingDeletion || r.deletion_date.is_none_or(|d| d > now) {
                 continue;
@@ -551,10 +572,14 @@ impl<M: MetaStore> Kms<M> {
         let prefix = format!("a/{account}/").into_bytes();
         let end = feiyun_meta::prefix_end(&prefix);
         let mut out = Vec::new();
-        for (k, v) in self
-            .meta
-            .scan(Table::Kms, &prefix, end.as_deref(), usize::MAX)?
-        {
+        let rows = feiyun_meta::scan_bounded(
+            &*self.meta,
+            Table::Kms,
+            &prefix,
+            end.as_deref(),
+            MAX_ALIASES_PER_ACCOUNT,
+        )?;
+        for (k, v) in rows {
             let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
             out.push((name, String::from_utf8_lossy(&v).into_owned()));
         }
@@ -569,6 +594,11 @@ impl<M: MetaStore> Kms<M> {
     ) -> Result<(), KmsError> {
         let name = validate_alias(alias)?;
         let (record, _) = self.resolve(account, key_ref)?;
+        if self.aliases(account)?.len() >= MAX_ALIASES_PER_ACCOUNT {
+            return Err(KmsError::Limit(format!(
+                "an account holds at most {MAX_ALIASES_PER_ACCOUNT} aliases"
+            )));
+        }
         let mut b = WriteBatch::new();
         b.check_absent(Table::Kms, alias_key(account, name));
         b.check_present(Table::Kms, record_key(account, &record.id));

@@ -14,6 +14,8 @@ const TAG_LEN: usize = 16;
 
 pub struct MasterKey {
     key: LessSafeKey,
+    /// Keys for other purposes are derived from this, never from the sealing key itself.
+    derive: aws_lc_rs::hmac::Key,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -32,8 +34,10 @@ impl MasterKey {
         }
         let key = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| KmsError::MasterKey("AES-256-GCM rejected the key".into()))?;
+        let derive = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes);
         Ok(Self {
             key: LessSafeKey::new(key),
+            derive,
         })
     }
 
@@ -43,6 +47,18 @@ impl MasterKey {
             .decode(text.trim())
             .map_err(|_| KmsError::MasterKey("the master key is not base64".into()))?;
         Self::from_bytes(&bytes)
+    }
+
+    /// A 256-bit key for `purpose` (the audit chain's MAC, say), derived one-way from the
+    /// master key: HMAC-SHA256(master, "feiyun derive v1\n" ‖ purpose).
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(&self.derive);
+        ctx.update(b"feiyun derive v1\n");
+        ctx.update(purpose.as_bytes());
+        let tag = ctx.sign();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
     }
 
     /// A fresh random key and its base64 form, to be stored by the operator.

@@ -36,7 +36,9 @@ pub struct KmsSite {
 impl<M: MetaStore> Kms<M> {
     pub fn export_site(&self) -> Result<KmsSite, KmsError> {
         let mut out = KmsSite::default();
-        for (_, v) in self.meta.scan(Table::Kms, b"k/", Some(b"k0"), usize::MAX)? {
+        for (_, v) in
+            feiyun_meta::scan_bounded(&*self.meta, Table::Kms, b"k/", Some(b"k0"), crate::MAX_KEYS)?
+        {
             let r: KeyRecord = decode(&v)?;
             out.keys.push(SiteKey {
                 id: r.id,
@@ -47,7 +49,9 @@ impl<M: MetaStore> Kms<M> {
                 deletion_date: r.deletion_date,
             });
         }
-        for (k, v) in self.meta.scan(Table::Kms, b"a/", Some(b"a0"), usize::MAX)? {
+        for (k, v) in
+            feiyun_meta::scan_bounded(&*self.meta, Table::Kms, b"a/", Some(b"a0"), crate::MAX_KEYS)?
+        {
             let row = String::from_utf8_lossy(&k[2..]).into_owned();
             let Some((account, name)) = row.split_once('/') else {
                 continue;
@@ -61,12 +65,26 @@ impl<M: MetaStore> Kms<M> {
         Ok(out)
     }
 
-    /// Makes this region's key metadata and aliases those of `site`; rows changed.
+    /// Makes this region's key metadata and aliases those of `site`; rows changed. Every
+    /// field is checked first; an invalid key or alias refuses the whole import.
     pub async fn import_site(&self, site: &KmsSite, now: i64) -> Result<usize, KmsError> {
         let mut b = WriteBatch::new();
         let mut n = 0;
         let mut touched = Vec::new();
         for k in &site.keys {
+            validate_key(k)?;
+            // A deletion never comes sooner than this region's own minimum waiting period
+            // allows, whatever the sender says: a key arriving "pending deletion, due
+            // yesterday" would otherwise be purged with everything under it at once.
+            let mut k = k.clone();
+            if k.state == KeyState::PendingDeletion {
+                let earliest =
+                    now + i64::from(*crate::DELETION_WINDOW_DAYS.start()) * self.day_secs;
+                k.deletion_date = Some(k.deletion_date.unwrap_or(earliest).max(earliest));
+            } else {
+                k.deletion_date = None;
+            }
+            let k = &k;
             let row = crate::record_key(&k.account, &k.id);
             let stored = self.meta.get(Table::Kms, &row)?;
             let record = match &stored {
@@ -108,7 +126,9 @@ impl<M: MetaStore> Kms<M> {
             .iter()
             .map(|(account, name, id)| (crate::alias_key(account, name), id.clone().into_bytes()))
             .collect();
-        for (k, v) in self.meta.scan(Table::Kms, b"a/", Some(b"a0"), usize::MAX)? {
+        for (k, v) in
+            feiyun_meta::scan_bounded(&*self.meta, Table::Kms, b"a/", Some(b"a0"), crate::MAX_KEYS)?
+        {
             match wanted.get(&k) {
                 Some(id) if *id == v => {}
                 Some(_) => {}
@@ -133,4 +153,19 @@ impl<M: MetaStore> Kms<M> {
         }
         Ok(n)
     }
+}
+
+/// A pushed key's fields are the shapes this region writes itself.
+fn validate_key(k: &SiteKey) -> Result<(), KmsError> {
+    let bad = |why: &str| Err(KmsError::Validation(format!("site import refused: {why}")));
+    if uuid::Uuid::parse_str(&k.id).is_err() {
+        return bad("a key id is not a key id");
+    }
+    if k.account.len() != 12 || !k.account.bytes().all(|b| b.is_ascii_digit()) {
+        return bad("a key's account is not a 12-digit id");
+    }
+    if k.description.len() > 8192 {
+        return bad("a key's description is longer than 8192 characters");
+    }
+    Ok(())
 }

@@ -16,7 +16,7 @@ mod redb_store;
 
 use std::future::Future;
 
-pub use redb_store::RedbStore;
+pub use redb_store::{RedbSnapshot, RedbStore};
 
 /// The tables a region keeps. Keys are ordered bytewise within a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -216,9 +216,9 @@ pub enum MetaError {
 
 pub type KvPair = (Vec<u8>, Vec<u8>);
 
-/// The metadata engine. Reads are blocking (call them off the async runtime); commits are
-/// asynchronous so that an engine can group many of them into one durable write.
-pub trait MetaStore: Send + Sync + 'static {
+/// Reading the store: the store itself (each call sees the latest commit) or a
+/// [`MetaStore::snapshot`] (every call sees the same one). Blocking: call off the runtime.
+pub trait MetaRead {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError>;
 
     /// Up to `limit` pairs with `start <= key < end` (no upper bound when `end` is `None`),
@@ -230,13 +230,57 @@ pub trait MetaStore: Send + Sync + 'static {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KvPair>, MetaError>;
+}
+
+/// The metadata engine. Reads are blocking (call them off the async runtime); commits are
+/// asynchronous so that an engine can group many of them into one durable write.
+pub trait MetaStore: MetaRead + Send + Sync + 'static {
+    /// A consistent view: every read through it sees the same committed state. Plans that
+    /// read several rows and then decide (a key's head, its current version, the null one)
+    /// read them through one, or a commit between two reads shows them rows that never
+    /// coexisted.
+    type Snapshot: MetaRead;
+
+    fn snapshot(&self) -> Result<Self::Snapshot, MetaError>;
 
     fn commit(&self, batch: WriteBatch) -> impl Future<Output = Result<(), MetaError>> + Send;
 }
 
+/// Rows one page of a whole-range walk reads.
+pub const SCAN_PAGE: usize = 1000;
+
+/// Every pair with `start <= key < end`, read a page ([`SCAN_PAGE`]) at a time and failing
+/// with [`MetaError::TooLarge`] past `max_rows`: the bounded way to read a range whose size
+/// a client influences.
+pub fn scan_bounded<M: MetaRead + ?Sized>(
+    m: &M,
+    table: Table,
+    start: &[u8],
+    end: Option<&[u8]>,
+    max_rows: usize,
+) -> Result<Vec<KvPair>, MetaError> {
+    let mut out = Vec::new();
+    let mut from = start.to_vec();
+    loop {
+        let page = m.scan(table, &from, end, SCAN_PAGE)?;
+        let full = page.len() == SCAN_PAGE;
+        if let Some((k, _)) = page.last() {
+            from = k.clone();
+            from.push(0);
+        }
+        out.extend(page);
+        if out.len() > max_rows {
+            return Err(MetaError::TooLarge { limit: max_rows });
+        }
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
 /// Whether every check holds now, read outside any transaction. A caller whose commit failed
 /// a check uses it to tell which part of its batch went stale (and so what to re-read).
-pub fn checks_hold<M: MetaStore + ?Sized>(m: &M, checks: &[Check]) -> Result<bool, MetaError> {
+pub fn checks_hold<M: MetaRead + ?Sized>(m: &M, checks: &[Check]) -> Result<bool, MetaError> {
     for c in checks {
         let ok = match c {
             Check::Absent { table, key } => m.get(*table, key)?.is_none(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Check, KvPair, MetaError, MetaStore, Mutation, Table, WriteBatch, envelope};
+use crate::{Check, KvPair, MetaError, MetaRead, MetaStore, Mutation, Table, WriteBatch, envelope};
 
 /// redb page cache. Inline objects live in the database, so a larger cache mostly holds object
 /// bytes the OS page cache would hold anyway; 64 MiB keeps server RSS well under 300 MiB.
@@ -73,10 +73,30 @@ impl RedbStore {
     }
 }
 
-impl MetaStore for RedbStore {
+impl MetaRead for RedbStore {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let t = txn.open_table(def(table)).map_err(storage)?;
+        self.snapshot()?.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KvPair>, MetaError> {
+        self.snapshot()?.scan(table, start, end, limit)
+    }
+}
+
+/// A redb read transaction: one committed state for as long as it is held.
+pub struct RedbSnapshot {
+    txn: redb::ReadTransaction,
+}
+
+impl MetaRead for RedbSnapshot {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+        let t = self.txn.open_table(def(table)).map_err(storage)?;
         match t.get(key).map_err(storage)? {
             None => Ok(None),
             Some(v) => unseal(table, key, v.value()).map(Some),
@@ -90,8 +110,7 @@ impl MetaStore for RedbStore {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KvPair>, MetaError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let t = txn.open_table(def(table)).map_err(storage)?;
+        let t = self.txn.open_table(def(table)).map_err(storage)?;
         let iter = match end {
             Some(end) => t.range::<&[u8]>(start..end),
             None => t.range::<&[u8]>(start..),
@@ -105,6 +124,16 @@ impl MetaStore for RedbStore {
             out.push((key, value));
         }
         Ok(out)
+    }
+}
+
+impl MetaStore for RedbStore {
+    type Snapshot = RedbSnapshot;
+
+    fn snapshot(&self) -> Result<RedbSnapshot, MetaError> {
+        Ok(RedbSnapshot {
+            txn: self.db.begin_read().map_err(storage)?,
+        })
     }
 
     async fn commit(&self, batch: WriteBatch) -> Result<(), MetaError> {

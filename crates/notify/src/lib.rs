@@ -22,6 +22,12 @@ const BATCH: usize = 256;
 const POLL: Duration = Duration::from_millis(200);
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Deliveries of one event a target may refuse (or miss) before the event goes to its dead
+/// letters and delivery moves on: about seven minutes of doubling waits. One poisoned event
+/// must not hold every later one for the target for ever.
+pub const MAX_ATTEMPTS: u32 = 20;
+/// Where undeliverable events are kept, in the `system` table: `PREFIX TARGET / EVENT_ID`.
+pub const DEAD_LETTER_PREFIX: &str = "notify-dead/";
 const POST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -210,15 +216,38 @@ async fn deliver_round<M: MetaStore, B: BlobStore>(
             .filter(|r| r.target == target.id && r.matches(e));
         for rule in rules {
             let body = s3_event_json(e, &rule.id, oss.region()).to_string();
-            post_until_delivered(client, target, Bytes::from(body)).await;
+            let retry = Retry {
+                first: FIRST_RETRY,
+                max: MAX_RETRY,
+                attempts: MAX_ATTEMPTS,
+            };
+            if let Err(why) =
+                post_until_delivered(client, target, Bytes::from(body.clone()), retry).await
+            {
+                dead_letter(oss, target, e.id, &body, &why).await?;
+            }
         }
     }
     oss.set_event_cursor(consumer, last).await?;
     Ok(events.len())
 }
 
-async fn post_until_delivered(client: &HttpClient, target: &Target, body: Bytes) {
-    let mut wait = FIRST_RETRY;
+/// How a delivery is retried.
+#[derive(Clone, Copy)]
+struct Retry {
+    first: Duration,
+    max: Duration,
+    attempts: u32,
+}
+
+/// Posts until the target accepts, or `retry.attempts` tries failed (the last error).
+async fn post_until_delivered(
+    client: &HttpClient,
+    target: &Target,
+    body: Bytes,
+    retry: Retry,
+) -> Result<(), String> {
+    let mut wait = retry.first;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -229,32 +258,56 @@ async fn post_until_delivered(client: &HttpClient, target: &Target, body: Bytes)
             Ok(req) => tokio::time::timeout(POST_TIMEOUT, client.request(req)).await,
             Err(e) => {
                 tracing::error!(target = target.id, error = %e, "cannot build webhook request");
-                return;
+                return Err(e.to_string());
             }
         };
-        match result {
+        let why = match result {
             Ok(Ok(resp)) if resp.status().is_success() => {
                 let _ = resp.into_body().collect().await;
-                return;
+                return Ok(());
             }
-            Ok(Ok(resp)) => {
-                tracing::warn!(
-                    target = target.id,
-                    status = resp.status().as_u16(),
-                    attempt,
-                    "webhook refused an event; retrying"
-                );
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(target = target.id, error = %e, attempt, "webhook unreachable; retrying");
-            }
-            Err(_) => {
-                tracing::warn!(target = target.id, attempt, "webhook timed out; retrying");
-            }
+            Ok(Ok(resp)) => format!("refused with {}", resp.status().as_u16()),
+            Ok(Err(e)) => format!("unreachable: {e}"),
+            Err(_) => "timed out".to_owned(),
+        };
+        tracing::warn!(
+            target = target.id,
+            attempt,
+            why,
+            "webhook delivery failed; retrying"
+        );
+        if attempt >= retry.attempts {
+            return Err(why);
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(MAX_RETRY);
+        wait = (wait * 2).min(retry.max);
     }
+}
+
+/// Keeps an event the target would not take, so delivery can move on without losing it.
+async fn dead_letter<M: MetaStore, B: BlobStore>(
+    oss: &ObjectService<M, B>,
+    target: &Target,
+    event: u64,
+    body: &str,
+    why: &str,
+) -> Result<(), OssError> {
+    tracing::error!(
+        target = target.id,
+        event,
+        why,
+        "webhook kept refusing an event; moved to its dead letters"
+    );
+    let row = format!("{DEAD_LETTER_PREFIX}{}/{event:016x}", target.id);
+    let value = serde_json::json!({ "error": why, "event": body }).to_string();
+    let mut b = feiyun_meta::WriteBatch::new();
+    b.put(
+        feiyun_meta::Table::System,
+        row.into_bytes(),
+        value.into_bytes(),
+    );
+    oss.meta().commit(b).await?;
+    Ok(())
 }
 
 async fn trim_forever<M: MetaStore, B: BlobStore>(
@@ -312,6 +365,40 @@ mod tests {
         assert_eq!(r["s3"]["object"]["sequencer"], "0000000000000010");
         assert_eq!(r["s3"]["configurationId"], "cfg");
         assert_eq!(r["eventTime"], "1970-01-01T00:00:00Z");
+    }
+
+    /// A target that always answers 500 gets the event `attempts` times, then the delivery
+    /// gives up (and the caller files it as a dead letter) instead of retrying for ever.
+    #[tokio::test]
+    async fn a_refusing_target_is_given_up_on_after_its_attempts() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    )
+                    .await;
+            }
+        });
+        let target = Target::new("t", &format!("http://{addr}/hook")).unwrap();
+        let retry = Retry {
+            first: Duration::from_millis(1),
+            max: Duration::from_millis(5),
+            attempts: 4,
+        };
+        let r =
+            post_until_delivered(&http_client().unwrap(), &target, Bytes::from("{}"), retry).await;
+        assert_eq!(r, Err("refused with 500".to_owned()));
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 4);
     }
 
     #[test]

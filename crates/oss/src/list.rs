@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use feiyun_blob::BlobStore;
-use feiyun_meta::{MetaStore, Table, prefix_end};
+use feiyun_meta::{MetaRead, MetaStore, Table, prefix_end};
 
 use crate::records::{self, KeyHead, MarkerRecord, ObjectRecord, VersionRow};
 use crate::versions::VersionSelector;
@@ -292,7 +292,10 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         let mut retry = crate::retry::Retry::new();
         loop {
             let (b, p) = (bucket.to_owned(), params.clone());
-            match self.blocking(move |m, _| version_page(m, &b, &p)).await {
+            match self
+                .blocking(move |m, _| version_page(&m.snapshot()?, &b, &p))
+                .await
+            {
                 // A write moved a version between two reads of this page: read it again.
                 Err(OssError::Busy) if retry.again().await => continue,
                 other => return other,
@@ -301,8 +304,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     }
 }
 
-fn version_page<M: MetaStore>(
-    m: &M,
+fn version_page<R: MetaRead>(
+    m: &R,
     bucket: &str,
     params: &VersionListParams,
 ) -> Result<VersionPage, OssError> {

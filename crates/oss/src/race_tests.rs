@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use feiyun_blob::{BlobId, BlobStore, BlobWriter, LocalBlobStore};
-use feiyun_meta::{MetaStore, RedbStore, Table, WriteBatch};
+use feiyun_meta::{MetaRead, MetaStore, RedbStore, Table, WriteBatch};
 use futures::StreamExt;
 
 use crate::multipart::CompletePart;

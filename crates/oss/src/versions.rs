@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use feiyun_blob::{BlobId, BlobStore};
-use feiyun_meta::{MetaError, MetaStore, Table, WriteBatch, prefix_end};
+use feiyun_meta::{MetaError, MetaRead, MetaStore, Table, WriteBatch, prefix_end};
 
 use crate::events::{self, EventCause};
 use crate::lock;
@@ -128,7 +128,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             // A fresh id per attempt: a re-planned change is ordered after the one it lost to.
             let event_id = self.event_ids.next();
             let (plan, applied) = self
-                .blocking(move |m, _| plan(m, &b, &k, &c, &e, now_millis()))
+                .blocking(move |m, _| plan(&m.snapshot()?, &b, &k, &c, &e, now_millis()))
                 .await?;
             let Some(mut plan) = plan else {
                 return Ok(applied);
@@ -195,7 +195,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         let found = loop {
             let (b, k) = (bucket.to_owned(), key.to_owned());
             let found = self
-                .blocking(move |m, _| resolve(m, &b, &k, selector))
+                .blocking(move |m, _| resolve(&m.snapshot()?, &b, &k, selector))
                 .await;
             if !matches!(found, Err(OssError::Busy)) || !retry.again().await {
                 break found;
@@ -254,6 +254,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             let event_id = event.map(|_| self.event_ids.next());
             let planned = self
                 .blocking(move |m, _| {
+                    // One snapshot: the record, its bucket and where it lives agree.
+                    let m = &m.snapshot()?;
                     let (mut rec, _) = resolve(m, &b, &k, selector)?;
                     let brec: BucketRecord = match m.get(Table::Buckets, &keys::bucket(&b))? {
                         Some(v) => records::decode(&v)?,
@@ -325,8 +327,8 @@ pub(crate) fn changed_meanwhile(e: &OssError) -> bool {
 }
 
 /// Reads the bucket, and the version `selector` names (the current one when `None`).
-fn resolve<M: MetaStore>(
-    m: &M,
+fn resolve<R: MetaRead>(
+    m: &R,
     bucket: &str,
     key: &str,
     selector: Option<VersionSelector>,
@@ -395,8 +397,8 @@ fn resolve<M: MetaStore>(
 
 type Planned = (Option<Plan>, Applied);
 
-fn plan<M: MetaStore>(
-    m: &M,
+fn plan<R: MetaRead>(
+    m: &R,
     bucket: &str,
     key: &str,
     change: &Change,
@@ -711,8 +713,8 @@ fn plan<M: MetaStore>(
 
 /// Checks that `bucket` may take a replica with version `v`: versioning enabled, and the
 /// version not already present (`None`: a replica delivered twice, nothing to do).
-fn plan_replica<M: MetaStore>(
-    m: &M,
+fn plan_replica<R: MetaRead>(
+    m: &R,
     mut p: Plan,
     brec: &BucketRecord,
     bucket: &str,
@@ -753,8 +755,8 @@ fn demote(p: &mut Plan, bucket: &str, key: &str, c: &ObjectRecord) -> Result<(),
 
 /// Removes the key's `null` version, which a new null version replaces. Returns true when that
 /// was the current object (whose `objects` row the caller then overwrites or deletes).
-fn drop_null<M: MetaStore>(
-    m: &M,
+fn drop_null<R: MetaRead>(
+    m: &R,
     p: &mut Plan,
     bucket: &str,
     key: &str,

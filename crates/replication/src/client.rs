@@ -68,6 +68,14 @@ pub(crate) struct S3Client {
     scheme: String,
     authority: String,
     signer: Signer,
+    /// This region's own name, which relay marks carry.
+    origin: String,
+}
+
+/// The client of a relayed request, as this region saw it.
+pub struct RelayedFor {
+    pub client_ip: std::net::IpAddr,
+    pub secure: bool,
 }
 
 fn connector() -> Result<Https, String> {
@@ -124,6 +132,7 @@ impl S3Client {
         access_key: &str,
         secret_key: &str,
         region: &str,
+        origin: &str,
     ) -> Result<Self, String> {
         let uri: http::Uri = endpoint.parse().map_err(|e| format!("endpoint: {e}"))?;
         let scheme = uri.scheme_str().unwrap_or("http").to_owned();
@@ -143,7 +152,25 @@ impl S3Client {
                 region: region.to_owned(),
                 service: "s3".to_owned(),
             },
+            origin: origin.to_owned(),
         })
+    }
+
+    /// A relay mark for a request to the peer, MACed with the peer credentials' secret.
+    fn mark(&self, method: &str, pq: &str, signature: &str, client: Option<&RelayedFor>) -> String {
+        feiyun_iam::relay::RelayMark::make(
+            &self.origin,
+            &self.signer.access_key,
+            &self.signer.secret_key,
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+            client.map(|c| c.client_ip),
+            client.map(|c| c.secure),
+            &feiyun_iam::relay::Bound {
+                method,
+                path_and_query: pq,
+                signature,
+            },
+        )
     }
 
     /// Sends one signed request; a 2xx answer's headers and body, or the error.
@@ -227,6 +254,7 @@ impl S3Client {
     pub(crate) async fn forward<B>(
         &self,
         req: http::Request<B>,
+        client: &RelayedFor,
     ) -> Result<http::Response<hyper::body::Incoming>, String>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -241,9 +269,17 @@ impl S3Client {
         parts.uri = format!("{}://{}{pq}", self.scheme, self.authority)
             .parse()
             .map_err(|e| format!("forward URI: {e}"))?;
+        let signature = feiyun_iam::relay::request_signature(
+            parts
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+            parts.uri.query().unwrap_or(""),
+        );
+        let mark = self.mark(parts.method.as_str(), &pq, &signature, Some(client));
         parts.headers.insert(
             crate::home::FORWARDED_HEADER,
-            http::HeaderValue::from_static("1"),
+            http::HeaderValue::from_str(&mark).map_err(|e| format!("relay mark: {e}"))?,
         );
         // The body is the client's own, relayed as it arrives.
         let body = body.map_err(std::io::Error::other).boxed_unsync();
@@ -322,11 +358,32 @@ impl S3Client {
         let amz_date = amz_date_now();
         // Region-to-region traffic (replicas, listings, backups) is served by the region it is
         // sent to, never forwarded on to a bucket's home region.
-        headers.push((crate::home::FORWARDED_HEADER.into(), "peer".into()));
+        let pq = if query.is_empty() {
+            path.clone()
+        } else {
+            format!("{path}?{query}")
+        };
+        headers.push((
+            crate::home::FORWARDED_HEADER.into(),
+            self.mark(method.as_str(), &pq, "", None),
+        ));
         headers.push(("host".into(), self.authority.clone()));
         headers.push(("x-amz-date".into(), amz_date.clone()));
         headers.push(("x-amz-content-sha256".into(), payload_sha256.to_owned()));
-        let auth = self.signer.authorization(
+        // The region's own API (`/replication/…`) is its own service in the scope.
+        let admin;
+        let signer = if path.starts_with("/replication/") {
+            admin = Signer {
+                service: "replication".into(),
+                access_key: self.signer.access_key.clone(),
+                secret_key: self.signer.secret_key.clone(),
+                region: self.signer.region.clone(),
+            };
+            &admin
+        } else {
+            &self.signer
+        };
+        let auth = signer.authorization(
             method.as_str(),
             &path,
             &query,

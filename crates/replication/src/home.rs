@@ -10,7 +10,9 @@
 //! the same credentials). `x-feiyun-forwarded` marks a forwarded request, which is never
 //! forwarded again: two regions naming each other cannot loop. Every request one region's
 //! replication sends another carries it too, so replicas, resync listings and backups reach
-//! the region they are meant for.
+//! the region they are meant for. The mark is a MAC under the peer credentials
+//! (`feiyun_iam::relay`) carrying the original client's address and TLS state, so a client
+//! cannot set it and the home region judges `aws:SourceIp` by the real client.
 //!
 //! Rows `h/BUCKET` of the `replication` table ([`HomeRecord`]).
 
@@ -21,6 +23,9 @@ use feiyun_oss::BlobStore;
 use serde::{Deserialize, Serialize};
 
 use crate::{Peer, Replication, ReplicationError};
+
+/// Most buckets with a home region (one row each, all held in memory).
+pub const MAX_HOMES: usize = 100_000;
 
 /// Marks a request one region forwarded to another.
 pub const FORWARDED_HEADER: &str = "x-feiyun-forwarded";
@@ -45,10 +50,13 @@ fn row(bucket: &str) -> Vec<u8> {
 
 impl<M: MetaStore, B: BlobStore> Replication<M, B> {
     pub(crate) fn load_homes(&self) -> Result<(), ReplicationError> {
-        let rows = self
-            .oss
-            .meta()
-            .scan(Table::Replication, b"h/", Some(b"h0"), usize::MAX)?;
+        let rows = feiyun_meta::scan_bounded(
+            &**self.oss.meta(),
+            Table::Replication,
+            b"h/",
+            Some(b"h0"),
+            MAX_HOMES,
+        )?;
         let mut homes = std::collections::HashMap::new();
         for (_, v) in rows {
             let h: HomeRecord = ciborium::from_reader(v.as_slice())
@@ -73,6 +81,16 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             Some((region, redirect)) => {
                 if self.peer(&region).is_none() {
                     return Err(ReplicationError::NoSuchRegion(region));
+                }
+                let full = self
+                    .homes
+                    .read()
+                    .map(|g| g.len() >= MAX_HOMES && !g.contains_key(bucket))
+                    .unwrap_or(true);
+                if full {
+                    return Err(ReplicationError::Invalid(format!(
+                        "at most {MAX_HOMES} buckets can name a home region"
+                    )));
                 }
                 let rec = HomeRecord {
                     bucket: bucket.to_owned(),
@@ -121,13 +139,9 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
 
     /// Where a request for `bucket` goes instead of being served here: its home region, when
     /// it has one that is up and the request was not forwarded already.
-    pub fn route(
-        &self,
-        bucket: &str,
-        headers: &http::HeaderMap,
-        path_and_query: &str,
-    ) -> Option<Route> {
-        if headers.contains_key(FORWARDED_HEADER) {
+    /// `relayed`: the request carries a verified relay mark.
+    pub fn route(&self, bucket: &str, relayed: bool, path_and_query: &str) -> Option<Route> {
+        if relayed {
             return None;
         }
         let home = self.homes.read().ok()?.get(bucket).cloned()?;
@@ -147,12 +161,13 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
         &self,
         peer: &Peer,
         req: http::Request<Body>,
+        client: &crate::client::RelayedFor,
     ) -> Result<http::Response<hyper::body::Incoming>, String>
     where
         Body: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         Body::Error: std::error::Error + Send + Sync + 'static,
     {
-        peer.client.forward(req).await
+        peer.client.forward(req, client).await
     }
 
     /// The up peers holding a same-named replica of `bucket` (its rules' destinations), for

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod backup;
 mod client;
+pub use client::RelayedFor;
 pub mod home;
 pub mod resync;
 pub mod site;
@@ -195,9 +196,14 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
     }
 
     fn install(&self, rec: PeerRecord, secret: &str) -> Result<(), ReplicationError> {
-        let client =
-            client::S3Client::new(&rec.endpoint, &rec.access_key, secret, &rec.signing_region)
-                .map_err(ReplicationError::Invalid)?;
+        let client = client::S3Client::new(
+            &rec.endpoint,
+            &rec.access_key,
+            secret,
+            &rec.signing_region,
+            self.oss.region(),
+        )
+        .map_err(ReplicationError::Invalid)?;
         let peer = Arc::new(Peer {
             client,
             up: AtomicBool::new(true),
@@ -223,7 +229,7 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             ));
         }
         // The URL must make a client before anything is stored.
-        client::S3Client::new(&new.endpoint, &new.access_key, "", "us-east-1")
+        client::S3Client::new(&new.endpoint, &new.access_key, "", "us-east-1", "")
             .map_err(ReplicationError::Invalid)?;
         let k = row(&new.name);
         let sealed = self

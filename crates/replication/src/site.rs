@@ -28,6 +28,8 @@ use crate::{Replication, ReplicationError};
 const SITE_HASH_ROW: &[u8] = b"site-hash";
 /// When the pushed identities last changed at their sender (ms since the epoch).
 pub const GENERATION_HEADER: &str = "x-feiyun-site-generation";
+/// How far ahead of this region's clock a pushed generation may be.
+const MAX_GENERATION_SKEW_MS: i64 = 5 * 60 * 1000;
 
 /// The identities as last sent or received: their hash, when they changed (here, or at the
 /// peer they came from), and whether every site peer has them.
@@ -211,6 +213,9 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
         };
         let state: SitePush = ciborium::from_reader(body)
             .map_err(|e| ReplicationError::Invalid(format!("site state: {e}")))?;
+        // The sender's clock is not trusted beyond a little skew: a generation far in the
+        // future would win every comparison for ever.
+        let generation_ms = generation_ms.min(feiyun_oss::now_millis() + MAX_GENERATION_SKEW_MS);
         let _one = self.site_lock.lock().await;
         // A local change not yet noticed is stamped first, so it is not lost to an older one.
         let (_, mark, _) = self.current_site(iam).await?;

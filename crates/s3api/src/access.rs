@@ -12,6 +12,7 @@ use feiyun_audit::Decided;
 use feiyun_iam::bucket::{
     POLICY_CONFIG, PUBLIC_ACCESS_BLOCK_CONFIG, PublicAccessBlock, is_public, parse_bucket_policy,
 };
+use feiyun_iam::screen::AuthKind;
 use feiyun_iam::{Caller, Decision, Iam, Policy, PolicySet, Request, RequestContext};
 use feiyun_oss::{BlobStore, MetaStore, ObjectService, VersionSelector};
 use http::HeaderMap;
@@ -47,16 +48,67 @@ impl Grant {
         )
     }
 
-    /// DeleteObjects authorizes each key as a DeleteObject request for it would be.
-    pub fn may_delete(&self, bucket: &str, key: &str, versioned: bool, bypass: bool) -> bool {
+    /// DeleteObjects authorizes each key as a DeleteObject request for it would be: the same
+    /// actions, and the key's own tags when a policy conditions on `s3:ExistingObjectTag`.
+    pub async fn decide_delete<M: MetaStore, B: BlobStore>(
+        &self,
+        oss: &ObjectService<M, B>,
+        bucket: &str,
+        key: &str,
+        version: Option<VersionSelector>,
+        bypass: bool,
+    ) -> Decision {
         let arn = object_arn(bucket, key);
-        let action = if versioned {
+        let action = if version.is_some() {
             "s3:DeleteObjectVersion"
         } else {
             "s3:DeleteObject"
         };
-        self.decide(action, &arn).allowed()
-            && (!bypass || self.decide("s3:BypassGovernanceRetention", &arn).allowed())
+        let wants_tags = |p: &Policy| p.mentions_key_prefix("s3:existingobjecttag/");
+        let tagged = self
+            .caller
+            .as_ref()
+            .is_some_and(|c| c.policies.iter().any(|(_, p)| wants_tags(p)))
+            || self
+                .bucket
+                .as_ref()
+                .and_then(|b| b.policy.as_deref())
+                .is_some_and(wants_tags);
+        let keyed;
+        let context = if tagged {
+            let mut cx = (*self.context).clone();
+            if let Ok((tags, _)) = oss.object_tags(bucket, key, version).await {
+                for (k, v) in tags {
+                    cx.set(&format!("s3:ExistingObjectTag/{k}"), v);
+                }
+            }
+            keyed = cx;
+            &keyed
+        } else {
+            &*self.context
+        };
+        let decide = |action: &str| {
+            decide(
+                self.caller.as_deref(),
+                self.bucket.as_deref(),
+                action,
+                &arn,
+                context,
+            )
+        };
+        let d = decide(action);
+        if !d.allowed() || !bypass {
+            return d;
+        }
+        decide("s3:BypassGovernanceRetention")
+    }
+
+    /// The KMS permission check of this grant (for reading SSE-KMS objects as its caller).
+    pub fn key_check(&self) -> feiyun_oss::KeyCheck {
+        let grant = self.clone();
+        feiyun_oss::KeyCheck(Arc::new(move |action, arn| {
+            grant.decide(action, arn).allowed()
+        }))
     }
 
     /// The account a new bucket belongs to: the caller's.
@@ -220,6 +272,55 @@ impl<M: MetaStore, B: BlobStore> S3Access for Authorize<M, B> {
 }
 
 impl<M: MetaStore, B: BlobStore> Authorize<M, B> {
+    /// Authorizes `action` on one object as `caller`, the way an S3 request of it would be
+    /// (identity and bucket policies, the public access block, the object's tags), for
+    /// work the region does on a principal's behalf. The grant answers KMS checks too.
+    pub async fn object_grant(
+        &self,
+        caller: Arc<Caller>,
+        action: &str,
+        bucket: &str,
+        key: &str,
+        version: Option<VersionSelector>,
+    ) -> Result<Grant, String> {
+        let bucket_access = self
+            .buckets
+            .get(&self.oss, bucket, &self.default_account)
+            .await;
+        let mut context = RequestContext::default();
+        caller.fill_context(&mut context);
+        let wants_tags = |p: &Policy| p.mentions_key_prefix("s3:existingobjecttag/");
+        let tagged = caller.policies.iter().any(|(_, p)| wants_tags(p))
+            || bucket_access
+                .as_ref()
+                .and_then(|b| b.policy.as_deref())
+                .is_some_and(wants_tags);
+        if tagged && let Ok((tags, _)) = self.oss.object_tags(bucket, key, version).await {
+            for (k, v) in tags {
+                context.set(&format!("s3:ExistingObjectTag/{k}"), v);
+            }
+        }
+        let resource = object_arn(bucket, key);
+        let d = decide(
+            Some(&caller),
+            bucket_access.as_deref(),
+            action,
+            &resource,
+            &context,
+        );
+        if !d.allowed() {
+            return Err(access_denied(&caller.principal.arn, action, &resource, &d)
+                .message()
+                .unwrap_or("Access Denied")
+                .to_owned());
+        }
+        Ok(Grant {
+            caller: Some(caller),
+            bucket: bucket_access,
+            context: Arc::new(context),
+        })
+    }
+
     async fn check_inner(
         &self,
         cx: &mut S3AccessContext<'_>,
@@ -305,7 +406,12 @@ impl<M: MetaStore, B: BlobStore> Authorize<M, B> {
             });
             return Ok(());
         }
-        let mut context = request_context(cx.headers(), query, peer, secure);
+        let auth = match &caller {
+            None => AuthKind::Anonymous,
+            Some(_) if query.contains("X-Amz-Signature=") => AuthKind::Presigned,
+            Some(_) => AuthKind::Header,
+        };
+        let mut context = request_context(cx.headers(), query, peer, secure, auth);
         if let Some(c) = &caller {
             c.fill_context(&mut context);
         }
@@ -618,13 +724,20 @@ fn put_extras(out: &mut Vec<(&'static str, String)>, headers: &HeaderMap, o: &st
     }
 }
 
-/// `x-amz-copy-source: /bucket/key?versionId=…` (URL-encoded, leading slash optional) →
-/// the source object's ARN and whether a version was named.
+/// `x-amz-copy-source: /bucket/key?versionId=…` → the source object's ARN and whether a
+/// version was named, parsed by the very parser the copy itself uses (s3s's), so what is
+/// authorized is what is read: a key containing `?` is one key, not a key and a query. A
+/// header that does not parse authorizes nothing (the copy then fails on its own).
 fn copy_source(v: &str) -> Option<(String, bool)> {
-    let (path, query) = v.split_once('?').unwrap_or((v, ""));
-    let path = feiyun_iam::sigv4::percent_decode(path.trim_start_matches('/'));
-    let (bucket, key) = path.split_once('/')?;
-    Some((object_arn(bucket, key), query.contains("versionId=")))
+    match s3s::dto::CopySource::parse(v) {
+        Ok(s3s::dto::CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        }) => Some((object_arn(&bucket, &key), version_id.is_some())),
+        // Access points are not served here; nothing to authorize against.
+        Ok(_) | Err(_) => Some(("arn:aws:s3:::invalid-copy-source".into(), false)),
+    }
 }
 
 /// `aws:CurrentTime` for a second, formatted once per second per thread rather than per
@@ -653,6 +766,7 @@ fn request_context(
     query: &str,
     peer: Option<ClientAddr>,
     secure: bool,
+    auth: AuthKind,
 ) -> RequestContext {
     let mut cx = RequestContext::default();
     if let Some(p) = peer {
@@ -668,16 +782,12 @@ fn request_context(
     if let Some(r) = header(headers, "referer") {
         cx.set_static("aws:referer", r);
     }
-    let presigned = query.contains("X-Amz-Signature=");
-    cx.set_static(
-        "s3:authtype",
-        if presigned {
-            "REST-QUERY-STRING"
-        } else {
-            "REST-HEADER"
-        },
-    );
-    cx.set_static("s3:signatureversion", "AWS4-HMAC-SHA256");
+    // From the signature actually verified (SigV2 is refused at the edge); an anonymous
+    // request has neither key, so a policy requiring one denies it.
+    if let Some(auth_type) = auth.s3_auth_type() {
+        cx.set_static("s3:authtype", auth_type);
+        cx.set_static("s3:signatureversion", "AWS4-HMAC-SHA256");
+    }
     for (name, key) in [
         ("prefix", "s3:prefix"),
         ("delimiter", "s3:delimiter"),
@@ -861,6 +971,17 @@ mod tests {
                 ],
             ),
             (
+                "CopyObject",
+                Some("k"),
+                vec![("x-amz-copy-source", "/src/x?y.key")],
+                "",
+                vec![
+                    ("s3:PutObject", o.clone()),
+                    // One key with a `?` in it, as the copy reads it.
+                    ("s3:GetObject", "arn:aws:s3:::src/x?y.key".into()),
+                ],
+            ),
+            (
                 "UploadPart",
                 Some("k"),
                 vec![],
@@ -939,6 +1060,7 @@ mod tests {
             "list-type=2&prefix=home%2Falice%2F&max-keys=10",
             None,
             false,
+            AuthKind::Header,
         );
         assert_eq!(cx.single_value("s3:prefix"), Some("home/alice/"));
         assert_eq!(cx.single_value("s3:max-keys"), Some("10"));
@@ -952,5 +1074,19 @@ mod tests {
             Some("AES256")
         );
         assert_eq!(cx.single_value("s3:authType"), Some("REST-HEADER"));
+        assert_eq!(
+            cx.single_value("s3:signatureversion"),
+            Some("AWS4-HMAC-SHA256")
+        );
+        let q = "X-Amz-Signature=00";
+        let presigned = request_context(&h, q, None, false, AuthKind::Presigned);
+        assert_eq!(
+            presigned.single_value("s3:authType"),
+            Some("REST-QUERY-STRING")
+        );
+        // Anonymous requests carry neither key.
+        let anonymous = request_context(&h, "", None, false, AuthKind::Anonymous);
+        assert_eq!(anonymous.single_value("s3:authType"), None);
+        assert_eq!(anonymous.single_value("s3:signatureversion"), None);
     }
 }

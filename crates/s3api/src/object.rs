@@ -253,12 +253,23 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
         let mut entries = Vec::with_capacity(i.delete.objects.len());
         let mut requested = Vec::with_capacity(i.delete.objects.len());
         let mut errors = Vec::new();
+        let mut decisions = Vec::with_capacity(i.delete.objects.len());
         for o in &i.delete.objects {
             match selector(&o.version_id) {
                 Ok(v) => {
                     // Without a grant (never expected) nothing is deleted: deny by default.
-                    let allowed = grant.as_ref().is_some_and(|g| {
-                        g.may_delete(&i.bucket, &o.key, o.version_id.is_some(), bypass)
+                    let decision = match &grant {
+                        Some(g) => {
+                            g.decide_delete(&self.oss, &i.bucket, &o.key, v, bypass)
+                                .await
+                        }
+                        None => feiyun_iam::Decision::ImplicitDeny,
+                    };
+                    let allowed = decision.allowed();
+                    decisions.push(feiyun_audit::AuditItem {
+                        resource: crate::access::object_arn(&i.bucket, &o.key),
+                        version_id: o.version_id.clone().unwrap_or_default(),
+                        decision: decision_name(&decision).into(),
                     });
                     if allowed {
                         entries.push((o.key.clone(), v));
@@ -305,11 +316,23 @@ impl<M: MetaStore, B: BlobStore> FeiyunS3<M, B> {
                 Err(e) => errors.push(error_entry(key, requested.version_id.clone(), e)),
             }
         }
+        // The audit record lists every key with what was decided for it.
+        if let Some(slot) = req.extensions.get::<feiyun_audit::Slot>() {
+            slot.add_items(decisions);
+        }
         Ok(S3Response::new(DeleteObjectsOutput {
             deleted: Some(deleted),
             errors: (!errors.is_empty()).then_some(errors),
             ..Default::default()
         }))
+    }
+}
+
+fn decision_name(d: &feiyun_iam::Decision) -> &'static str {
+    match d {
+        feiyun_iam::Decision::Allow(_) => "Allow",
+        feiyun_iam::Decision::Deny(_) => "Deny",
+        feiyun_iam::Decision::ImplicitDeny => "ImplicitDeny",
     }
 }
 

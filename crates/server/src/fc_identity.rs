@@ -14,6 +14,8 @@ pub const SERVICE: &str = "fc.amazonaws.com";
 
 pub struct FcIdentities {
     pub iam: std::sync::Arc<Iam<RedbStore>>,
+    /// The S3 authorization, for objects triggers read and write as a principal.
+    pub authorize: feiyun_s3api::Authorize<RedbStore, feiyun_blob::LocalBlobStore>,
 }
 
 impl FcIdentities {
@@ -59,6 +61,29 @@ impl FcIdentities {
 
 #[async_trait::async_trait]
 impl Identities for FcIdentities {
+    async fn authorize_object(
+        &self,
+        principal: &str,
+        action: &str,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<feiyun_oss::KeyCheck, String> {
+        let caller = self
+            .iam
+            .principal_caller(principal, "trigger")
+            .ok_or_else(|| format!("{principal} no longer exists"))?;
+        let version = match version {
+            Some(v) => Some(feiyun_oss::VersionSelector::parse(v).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let grant = self
+            .authorize
+            .object_grant(caller, action, bucket, key, version)
+            .await?;
+        Ok(grant.key_check())
+    }
+
     fn resolve_role(&self, account: &str, role: &str) -> Result<String, String> {
         self.trusted(account, role).map(|(arn, _)| arn)
     }
@@ -89,6 +114,7 @@ impl Identities for FcIdentities {
                 None,
                 None,
                 None,
+                &format!("{SERVICE}/{session}"),
             )
             .await
             .map_err(|e| e.to_string())?;

@@ -1,7 +1,11 @@
 //! Failed-authentication throttling. Repeated failures (bad signatures, unknown or disabled
-//! keys, invalid tokens) from one source address, or against one access key, earn that
-//! source or key a back-off that doubles with each further burst, so guessing secrets
-//! online is slow while a legitimate client that mistyped once is barely affected.
+//! keys, invalid tokens) from one source address, or against one access key from one source
+//! address, earn that source (or that key at that source) a back-off that doubles with each
+//! further burst, so guessing secrets online is slow while a legitimate client that mistyped
+//! once is barely affected.
+//!
+//! A key's back-off is per source on purpose: anyone can send garbage naming someone else's
+//! access key (the root's, a peer region's), and that must not lock the key's owner out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,7 +25,8 @@ const MAX_TRACKED: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
     Source(IpAddr),
-    Key(String),
+    /// A claimed access key, as seen from one source address.
+    Key(String, IpAddr),
 }
 
 struct Entry {
@@ -85,14 +90,14 @@ impl AuthGuard {
         self.tracked.store(m.len(), Ordering::Relaxed);
     }
 
-    /// A key that authenticated is forgiven; a source address is not (one good key must
-    /// not let its holder keep guessing others).
-    pub fn success(&self, key: &str) {
+    /// A key that authenticated is forgiven at that source; the source itself is not (one
+    /// good key must not let its holder keep guessing others).
+    pub fn success(&self, key: &str, source: IpAddr) {
         if self.tracked.load(Ordering::Relaxed) == 0 {
             return;
         }
         if let Ok(mut m) = self.entries.lock() {
-            m.remove(&Subject::Key(key.to_owned()));
+            m.remove(&Subject::Key(key.to_owned(), source));
             self.tracked.store(m.len(), Ordering::Relaxed);
         }
     }
@@ -141,12 +146,19 @@ mod tests {
             g.failure(slow.clone(), t0 + WINDOW * i);
         }
         assert_eq!(g.blocked(&slow, t0 + WINDOW * 40), None);
-        let key = Subject::Key("AKIAEXAMPLE".into());
+        let attacker: IpAddr = "10.0.0.9".parse().unwrap();
+        let owner: IpAddr = "10.0.0.10".parse().unwrap();
+        let key = Subject::Key("AKIAEXAMPLE".into(), attacker);
         for _ in 0..MAX_FAILURES {
             g.failure(key.clone(), t0);
         }
         assert!(g.blocked(&key, t0).is_some());
-        g.success("AKIAEXAMPLE");
+        // The key's owner, elsewhere, is not locked out by someone else's garbage.
+        assert_eq!(
+            g.blocked(&Subject::Key("AKIAEXAMPLE".into(), owner), t0),
+            None
+        );
+        g.success("AKIAEXAMPLE", attacker);
         assert_eq!(g.blocked(&key, t0), None);
     }
 

@@ -2,10 +2,16 @@
 //! and owns nothing else — the process lifecycle (start-up, readiness line, graceful
 //! shutdown), connection limits, request ids, and the `/metrics` and `/health/*` endpoints.
 
+mod bodies;
+mod conn;
 mod cors;
 mod fc_identity;
 mod guard;
+pub mod keys;
 mod metrics;
+mod oidc_keys;
+mod reject;
+mod screening;
 mod tls;
 
 use std::convert::Infallible;
@@ -13,7 +19,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use feiyun_blob::LocalBlobStore;
 use feiyun_common::{Config, CredentialSource, RootCredentials};
 use feiyun_iam::SecureTransport;
@@ -33,6 +38,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
+use crate::reject::{
+    add_request_id_to_error, home_unreachable, plain, redirect_response, reject_oversized_xml,
+    throttle_response,
+};
+use crate::screening::Edge;
 
 /// Most bytes of an XML request body (DeleteObjects with 1000 maximal keys fits).
 const MAX_XML_BODY: usize = 4 * 1024 * 1024;
@@ -101,6 +111,15 @@ struct App {
     /// `replication_proxy_reads`: a read that finds nothing asks the bucket's replica peers.
     proxy_reads: bool,
     hosts: VirtualHosts,
+    /// Memory for bodies read before their signature is checked, shared by all requests.
+    preauth: bodies::PreauthBudget,
+    /// The region's name, which every credential scope must carry.
+    region: String,
+    metrics_token: Option<feiyun_common::Secret>,
+    /// Refuse requests while the audit log cannot be written.
+    audit_fail_closed: bool,
+    /// Verifies the marks on functions' calls to the region.
+    fc_call_key: [u8; 32],
     metrics: Metrics,
     ready: std::sync::atomic::AtomicBool,
 }
@@ -117,12 +136,17 @@ impl Server {
         let tls = tls::acceptor(&config)?;
         let self_signed = tls.as_ref().and_then(|(_, path)| path.clone());
         let acceptor = tls.map(|(a, _)| a);
-        let configured = config
-            .root_access_key
-            .clone()
-            .zip(config.root_secret_key.clone());
+        let configured = config.root_access_key.clone().zip(
+            config
+                .root_secret_key
+                .as_ref()
+                .map(|s| s.expose().to_owned()),
+        );
         let credentials = RootCredentials::load_or_create(dir, configured)?;
         let meta = RedbStore::open(&dir.join("meta.redb"))?;
+        let master = keys::master_key(&config, &meta).await?;
+        let audit_key = keys::audit_key(&master);
+        let artifact_key = master.derive("fc artifacts");
         let blobs = LocalBlobStore::open(&dir.join("blobs"))?;
         let oss: Arc<EmbeddedOss> = ObjectService::open(
             meta,
@@ -133,7 +157,7 @@ impl Server {
                 lifecycle_day_ms: (config.lifecycle_day_secs as i64).saturating_mul(1000),
                 encrypt_at_rest: config.encrypt_at_rest,
             },
-            load_master_key(&config)?,
+            master,
         )
         .await?;
         if !config.encrypt_at_rest {
@@ -189,7 +213,7 @@ impl Server {
         )
         .await?;
         replication.set_iam(iam.clone());
-        if let Some(key) = load_backup_key(&config)? {
+        if let Some(key) = keys::backup_key(&config)? {
             replication.set_backup_key(key);
         }
 
@@ -199,20 +223,47 @@ impl Server {
         let mut fc_settings = feiyun_fc::Settings::new(&config.region, dir);
         fc_settings.stable_window = Duration::from_secs(config.fc_scale_window_secs);
         fc_settings.idle = Duration::from_secs(config.fc_idle_secs);
+        fc_settings.allowed_networks = config
+            .fc_allowed_networks
+            .iter()
+            .map(|n| {
+                feiyun_fc::outbound::Network::parse(n).ok_or_else(|| {
+                    ServerError::Functions(format!("fc_allowed_networks: {n:?} is not a CIDR"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let fc_call_key: [u8; 32] = rand::random();
+        fc_settings.call_key = fc_call_key;
+        fc_settings.artifact_key = artifact_key;
+        fc_settings.memory_budget_mib = config
+            .fc_memory_budget_mib
+            .unwrap_or_else(|| physical_memory_mib().map_or(4096, |m| m / 2))
+            .max(1);
         let fc = feiyun_fc::Functions::open(oss.meta().clone(), Arc::new(host), fc_settings)
             .map_err(|e| ServerError::Functions(e.to_string()))?;
         fc.meter().register(metrics.registry_mut());
-        fc.set_identities(Arc::new(fc_identity::FcIdentities { iam: iam.clone() }));
+        // One cache of bucket policies for S3 requests and for triggers' object reads: the
+        // operations that change a policy invalidate it for both.
+        let bucket_access = Arc::new(BucketAccessCache::default());
+        fc.set_identities(Arc::new(fc_identity::FcIdentities {
+            iam: iam.clone(),
+            authorize: Authorize::new(iam.clone(), oss.clone(), bucket_access.clone()),
+        }));
         fc.set_own_hosts(config.domains.clone());
+        fc.set_route_domains(config.fc_domains.clone());
 
         // The writer thread ends when the last sender is dropped; `serve` flushes it first.
-        let (audit, _writer) = feiyun_audit::AuditLog::open(&dir.join("audit"))?;
-        let bucket_access = Arc::new(BucketAccessCache::default());
+        let (audit, _writer) = feiyun_audit::AuditLog::open(&dir.join("audit"), audit_key)?;
+        metrics.watch_audit(audit.health().clone());
         let oidc = match (&config.oidc_issuer, &config.oidc_jwks) {
-            (Some(issuer), Some(jwks)) => Some(Arc::new(
-                feiyun_iam::oidc::Oidc::new(issuer, jwks, config.oidc_audiences.clone())
-                    .map_err(|e| ServerError::Oidc(e.to_string()))?,
-            )),
+            (Some(issuer), Some(jwks)) => {
+                let oidc = Arc::new(
+                    feiyun_iam::oidc::Oidc::new(issuer, jwks, config.oidc_audiences.clone())
+                        .map_err(|e| ServerError::Oidc(e.to_string()))?,
+                );
+                oidc_keys::start(oidc.clone()).await;
+                Some(oidc)
+            }
             (None, None) => None,
             _ => {
                 return Err(ServerError::Oidc(
@@ -234,6 +285,11 @@ impl Server {
         builder.set_host(VirtualHosts::new(&config.domains)?);
         let mut s3_config = s3s::config::S3Config::default();
         s3_config.xml_max_body_size = MAX_XML_BODY;
+        // POST Object is refused before s3s sees it; should one slip through, s3s must not
+        // buffer gigabytes of it.
+        s3_config.post_object_max_file_size = 0;
+        s3_config.form_max_fields_size = 64 * 1024;
+        s3_config.form_max_field_size = 16 * 1024;
         builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
             s3_config,
         ))));
@@ -284,6 +340,11 @@ impl Server {
                 replication,
                 proxy_reads: config.replication_proxy_reads,
                 hosts: VirtualHosts::new(&config.domains)?,
+                preauth: bodies::PreauthBudget::default(),
+                region: config.region.clone(),
+                metrics_token: config.metrics_token.clone(),
+                audit_fail_closed: config.audit_fail_closed,
+                fc_call_key,
                 metrics,
                 ready: std::sync::atomic::AtomicBool::new(true),
             }),
@@ -322,6 +383,7 @@ impl Server {
     /// (bounded by the configured grace period) and returns.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         let limit = Arc::new(Semaphore::new(self.config.max_connections));
+        let clients = conn::ClientConns::new(self.config.max_connections_per_client);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
@@ -348,48 +410,22 @@ impl Server {
                     continue;
                 }
             };
+            let Some(slot) = clients.admit(peer.ip()) else {
+                // One client may not take every permit; its extra sockets close at once.
+                tracing::debug!(%peer, "too many connections from this client");
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
+            let timers = ConnTimers {
+                idle: Duration::from_secs(self.config.idle_timeout_secs),
+                stall: Duration::from_secs(self.config.write_stall_secs),
+            };
             let app = self.app.clone();
-            let secure = tls.is_some();
-            let svc = hyper::service::service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(app.handle(req, peer, secure).await) }
-            });
             let watcher = graceful.watcher();
             tokio::spawn(async move {
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .keep_alive(true);
-                let result = match tls {
-                    None => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                        watcher.watch(conn.into_owned()).await
-                    }
-                    Some(acceptor) => {
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(stream)) => {
-                                let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                                watcher.watch(conn.into_owned()).await
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                                Ok(())
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                Ok(())
-                            }
-                        }
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, %peer, "connection ended with an error");
-                }
+                serve_connection(app, stream, peer, tls, timers, watcher).await;
+                drop(slot);
                 drop(permit);
             });
         }
@@ -413,7 +449,136 @@ impl Server {
     }
 }
 
+/// A connection's idle and write-stall limits.
+#[derive(Clone, Copy)]
+struct ConnTimers {
+    idle: Duration,
+    stall: Duration,
+}
+
+/// Serves one accepted connection until it closes, times out or shutdown ends it: the TLS
+/// handshake (bounded), the protocol (ALPN, or a bounded sniff of a plain connection), and
+/// HTTP/1 or HTTP/2 with their limits, over a socket whose silence and stalls are timed.
+async fn serve_connection(
+    app: Arc<App>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    timers: ConnTimers,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let activity = conn::Activity::new();
+    let secure = tls.is_some();
+    let service_activity = activity.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let app = app.clone();
+        let in_flight = service_activity.begin();
+        async move {
+            let resp = app.handle(req, peer, secure).await;
+            Ok::<_, Infallible>(resp.map(|b| conn::Tracked::new(b, in_flight)))
+        }
+    });
+    let result = match tls {
+        None => {
+            let Some(protocol) = conn::sniff(&stream, HEADER_READ_TIMEOUT.min(timers.idle)).await
+            else {
+                tracing::debug!(%peer, "no request line or preface in time");
+                return;
+            };
+            let io = conn::TimedIo::new(stream, activity, timers.idle, timers.stall);
+            let builder = http_builder(protocol);
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
+            watcher.watch(conn.into_owned()).await
+        }
+        Some(acceptor) => {
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let protocol = match stream.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => conn::Protocol::Http2,
+                        _ => conn::Protocol::Http1,
+                    };
+                    let io = conn::TimedIo::new(stream, activity, timers.idle, timers.stall);
+                    let builder = http_builder(protocol);
+                    let conn = builder.serve_connection(TokioIo::new(io), svc);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                    Ok(())
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    Ok(())
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+}
+
+/// The HTTP server for one protocol, with its limits.
+fn http_builder(protocol: conn::Protocol) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(conn::MAX_HEADER_BYTES as usize * 2)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(conn::MAX_H2_STREAMS)
+        .max_header_list_size(conn::MAX_HEADER_BYTES)
+        .max_pending_accept_reset_streams(conn::MAX_H2_STREAMS as usize)
+        .max_local_error_reset_streams(conn::MAX_H2_STREAMS as usize)
+        .keep_alive_interval(conn::H2_KEEPALIVE)
+        .keep_alive_timeout(conn::H2_KEEPALIVE);
+    match protocol {
+        conn::Protocol::Http1 => builder.http1_only(),
+        conn::Protocol::Http2 => builder.http2_only(),
+    }
+}
+
 impl App {
+    /// `/metrics` names functions, buckets' traffic and peers: with `metrics_token` set it
+    /// needs `Authorization: Bearer TOKEN`; without one, only loopback clients are served.
+    fn metrics_refused(
+        &self,
+        headers: &http::HeaderMap,
+        peer: SocketAddr,
+    ) -> Option<Response<s3s::Body>> {
+        match &self.metrics_token {
+            Some(token) => {
+                let presented = headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .unwrap_or("");
+                let ok = feiyun_iam::sigv4::constant_time_eq(
+                    presented.trim().as_bytes(),
+                    token.expose().as_bytes(),
+                );
+                (!ok).then(|| {
+                    let mut r = plain(StatusCode::UNAUTHORIZED, "metrics need a bearer token\n");
+                    r.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        http::HeaderValue::from_static("Bearer"),
+                    );
+                    r
+                })
+            }
+            None => (!peer.ip().is_loopback()).then(|| {
+                plain(
+                    StatusCode::FORBIDDEN,
+                    "metrics are served to loopback only unless metrics_token is set\n",
+                )
+            }),
+        }
+    }
+
     async fn handle(
         &self,
         mut req: Request<Incoming>,
@@ -436,15 +601,41 @@ impl App {
         if routed.is_none()
             && req.method() == http::Method::GET
             && !is_signed(&req)
-            && let Some(r) = self.builtin(path)
+            && let Some(r) = self.builtin(path, req.headers(), peer)
         {
             return r;
+        }
+        if self.audit_fail_closed && self.audit.health().failing() {
+            // Fail closed: nothing is served that could not be audited.
+            let resp = reject::s3_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The audit log cannot be written; requests are refused until it can.",
+                &id,
+            );
+            self.metrics
+                .observe("AuditClosed", 503, start.elapsed().as_secs_f64());
+            return resp;
         }
         if routed.is_none() && req.method() == http::Method::OPTIONS {
             let mut resp = cors::preflight(&self.oss, &self.hosts, &req, &id).await;
             if let Ok(v) = http::HeaderValue::from_str(&id) {
                 resp.headers_mut().insert("x-amz-request-id", v);
             }
+            let d = feiyun_audit::Decided {
+                principal: "anonymous".into(),
+                action: "PreflightRequest".into(),
+                resource: req.uri().path().to_owned(),
+                decision: if resp.status().is_success() {
+                    "Allow"
+                } else {
+                    "ImplicitDeny"
+                }
+                .into(),
+                ..Default::default()
+            };
+            self.audit(&id, peer, "PreflightRequest", 0, &resp, Some(d))
+                .await;
             self.metrics.observe(
                 "PreflightRequest",
                 resp.status().as_u16(),
@@ -454,6 +645,93 @@ impl App {
         }
         let claimed = guard::claimed_key(req.headers(), req.uri().query());
         let service = feiyun_iamapi::service_of(req.method(), req.uri().path(), req.headers());
+        let edge = if routed.is_some() || feiyun_fc::api::is_fc_path(req.uri().path()) {
+            Edge::Functions
+        } else if feiyun_replication::api::is_path(req.uri().path()) {
+            Edge::Replication
+        } else {
+            match service {
+                Some(feiyun_iamapi::Service::Kms) => Edge::Kms,
+                Some(_) => Edge::Query,
+                None => Edge::S3,
+            }
+        };
+        let auth_kind = match self.screen(&req, edge) {
+            Ok(kind) => kind,
+            Err(e) => {
+                let resp = edge.screen_error(&e, req.uri().query(), &id);
+                self.audit(&id, peer, "Rejected", 0, &resp, None).await;
+                self.metrics.observe(
+                    "Rejected",
+                    resp.status().as_u16(),
+                    start.elapsed().as_secs_f64(),
+                );
+                return resp;
+            }
+        };
+        req.extensions_mut().insert(auth_kind);
+        // A peer region's relay mark: honoured only when its MAC and holder check out; it
+        // stops forwarding and carries the original client's address and TLS state.
+        let relayed = match req
+            .headers()
+            .get(feiyun_replication::home::FORWARDED_HEADER)
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+        {
+            None => None,
+            Some(mark) => {
+                match self
+                    .query
+                    .verify_relay(&mark, req.method(), req.uri(), req.headers())
+                {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        let resp = reject::s3_error(
+                            StatusCode::FORBIDDEN,
+                            "AccessDenied",
+                            &e.message,
+                            &id,
+                        );
+                        self.audit(&id, peer, "Rejected", 0, &resp, None).await;
+                        return resp;
+                    }
+                }
+            }
+        };
+        // Policies judge the client the relaying region saw, not the relaying region.
+        let (mut peer, secure) = match &relayed {
+            Some(m) => (
+                m.client_ip.map_or(peer, |ip| SocketAddr::new(ip, 0)),
+                m.secure.unwrap_or(secure),
+            ),
+            None => (peer, secure),
+        };
+        // A function calling its region arrives over loopback; it must not pass for a
+        // loopback client in `aws:SourceIp` conditions. Its source is no address at all.
+        if let Some(mark) = req.headers().get(feiyun_fc::outbound::CALL_HEADER) {
+            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let verified = mark.to_str().ok().and_then(|m| {
+                feiyun_fc::outbound::verify_call(
+                    &self.fc_call_key,
+                    m,
+                    req.method().as_str(),
+                    pq,
+                    now,
+                )
+            });
+            if verified.is_none() {
+                let resp = reject::s3_error(
+                    StatusCode::FORBIDDEN,
+                    "AccessDenied",
+                    "x-feiyun-function-call is set only by the region's own function runtime",
+                    &id,
+                );
+                self.audit(&id, peer, "Rejected", 0, &resp, None).await;
+                return resp;
+            }
+            peer = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
+        }
+        req.extensions_mut().insert(SecureTransport(secure));
         if let Some(wait) = self.throttled(peer, claimed.as_deref()) {
             let resp = throttle_response(service.is_some(), wait, &id);
             let d = feiyun_audit::Decided {
@@ -517,14 +795,18 @@ impl App {
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .to_owned();
-            if let Some(route) = self.replication.route(&bucket, req.headers(), &pq) {
+            if let Some(route) = self.replication.route(&bucket, relayed.is_some(), &pq) {
                 let bytes_in = content_length(req.headers());
                 let (op, mut resp) = match route {
                     feiyun_replication::home::Route::Redirect(location) => {
                         ("Redirected", redirect_response(&location, &bucket))
                     }
                     feiyun_replication::home::Route::Forward(home) => {
-                        match self.replication.forward(&home, req).await {
+                        let client = feiyun_replication::RelayedFor {
+                            client_ip: peer.ip(),
+                            secure,
+                        };
+                        match self.replication.forward(&home, req, &client).await {
                             Ok(r) => ("Forwarded", r.map(s3s::Body::from)),
                             Err(e) => {
                                 tracing::warn!(id = %id, bucket = %bucket, error = %e,
@@ -537,15 +819,46 @@ impl App {
                 if let Ok(v) = http::HeaderValue::from_str(&id) {
                     resp.headers_mut().insert("x-amz-request-id", v);
                 }
-                // The home region authenticates and audits the request itself.
-                self.audit(&id, peer, op, bytes_in, &resp, None).await;
+                // The home region authenticates the request and audits its decision; this
+                // record says where it went.
+                let d = feiyun_audit::Decided {
+                    principal: claimed.clone().unwrap_or_else(|| "anonymous".into()),
+                    access_key: claimed.clone().unwrap_or_default(),
+                    resource: format!("arn:aws:s3:::{bucket}"),
+                    decision: op.into(),
+                    ..Default::default()
+                };
+                self.audit(&id, peer, op, bytes_in, &resp, Some(d)).await;
                 self.metrics
                     .observe(op, resp.status().as_u16(), start.elapsed().as_secs_f64());
                 return resp;
             }
         }
         let cors = cors::CorsRequest::of(&req, &self.hosts);
+        if is_post_object(&req) {
+            // s3s would buffer the whole form (file included) before checking its policy
+            // signature; browser uploads wait for a streaming implementation.
+            let resp = reject::s3_error(
+                StatusCode::NOT_IMPLEMENTED,
+                "NotImplemented",
+                "POST Object (browser form upload) is not supported by this region; use PUT or a presigned PUT URL.",
+                &id,
+            );
+            self.audit(&id, peer, "PostObject", 0, &resp, None).await;
+            self.metrics
+                .observe("PostObject", 501, start.elapsed().as_secs_f64());
+            return resp;
+        }
         if let Some(resp) = reject_oversized_xml(&req, &id) {
+            self.audit(
+                &id,
+                peer,
+                "Rejected",
+                content_length(req.headers()),
+                &resp,
+                None,
+            )
+            .await;
             self.metrics.observe(
                 "Rejected",
                 resp.status().as_u16(),
@@ -566,9 +879,7 @@ impl App {
         // A read may be answered by a peer holding a version not replicated here yet.
         let proxy = (self.proxy_reads
             && matches!(*req.method(), http::Method::GET | http::Method::HEAD)
-            && !req
-                .headers()
-                .contains_key(feiyun_replication::home::FORWARDED_HEADER))
+            && relayed.is_none())
         .then(|| {
             let mut r = http::Request::new(http_body_util::Empty::<bytes::Bytes>::new());
             *r.method_mut() = req.method().clone();
@@ -586,7 +897,7 @@ impl App {
         let mut resp = resp;
         if resp.status() == StatusCode::NOT_FOUND
             && let Some(read) = proxy
-            && let Some(answer) = self.proxy_read(read).await
+            && let Some(answer) = self.proxy_read(read, peer, secure).await
         {
             resp = answer;
         }
@@ -626,13 +937,22 @@ impl App {
         id: &str,
         audit: &feiyun_audit::Slot,
     ) -> Response<s3s::Body> {
-        use http_body_util::BodyExt;
         let (parts, body) = req.into_parts();
-        let body = match http_body_util::Limited::new(body, feiyun_iamapi::MAX_BODY)
-            .collect()
+        // Query forms are signed over their body's hash: read (bounded) before the check.
+        let body = match self
+            .preauth
+            .read(&parts.headers, body, feiyun_iamapi::MAX_BODY, false)
             .await
         {
-            Ok(b) => b.to_bytes(),
+            Ok(b) => b,
+            Err(bodies::BodyError::Busy) => {
+                return reject::query_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "too many unauthenticated request bodies in flight; retry",
+                    id,
+                );
+            }
             Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
         };
         let (status, xml, code) = self
@@ -668,27 +988,77 @@ impl App {
         routed: Option<(String, Option<String>)>,
     ) -> (Response<s3s::Body>, &'static str) {
         use feiyun_fc::api::{self, ApiError, ApiResponse, Call};
-        use http_body_util::BodyExt;
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_owned();
         let limit = match routed {
             Some(_) => feiyun_fc::service::MAX_REQUEST,
             None => api::body_limit(&path),
         };
-        let body = match http_body_util::Limited::new(body, limit).collect().await {
-            Ok(b) => b.to_bytes(),
+        let fail = |e: ApiError| {
+            (
+                fc_response(api::error_response(e, "Rejected")),
+                "FcRejected",
+            )
+        };
+        // A signed request is authenticated before its body is read whenever it claims the
+        // body's hash; only small bodies are read first to check a signature over them.
+        let signed = parts.headers.contains_key(http::header::AUTHORIZATION);
+        let early = signed && parts.headers.contains_key("x-amz-content-sha256");
+        let caller = if early {
+            match self
+                .query
+                .sign_in_caller_head(&parts, peer, "fc:".into(), audit)
+            {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    let r = api::error_response(
+                        ApiError::new(e.status.as_u16(), e.code, e.message),
+                        "AuthFailed",
+                    );
+                    return (fc_response(r), "AuthFailed");
+                }
+            }
+        } else {
+            None
+        };
+        let read_limit = if signed && !early {
+            limit.min(bodies::MAX_UNCLAIMED_BODY)
+        } else {
+            limit
+        };
+        let body = match self
+            .preauth
+            .read(&parts.headers, body, read_limit, caller.is_some())
+            .await
+        {
+            Ok(b) => b,
+            Err(bodies::BodyError::Busy) => {
+                return fail(ApiError::new(
+                    503,
+                    "ServiceException",
+                    "too many unauthenticated request bodies in flight; retry",
+                ));
+            }
+            Err(bodies::BodyError::TooLarge(n)) if n < limit => {
+                return fail(ApiError::new(
+                    413,
+                    "RequestEntityTooLargeException",
+                    format!("a body over {n} bytes must be signed with x-amz-content-sha256"),
+                ));
+            }
             Err(_) => {
-                let e = ApiError::new(
+                return fail(ApiError::new(
                     413,
                     "RequestEntityTooLargeException",
                     format!("the request body is larger than {limit} bytes"),
-                );
-                return (
-                    fc_response(api::error_response(e, "Rejected")),
-                    "FcRejected",
-                );
+                ));
             }
         };
+        if caller.is_some()
+            && let Err(e) = feiyun_iamapi::check_payload(&parts.headers, &body)
+        {
+            return fail(ApiError::new(e.status.as_u16(), e.code, e.message));
+        }
         let call = Call {
             method: &parts.method,
             path: &path,
@@ -698,11 +1068,14 @@ impl App {
         };
         let meta = self.oss.meta();
         let target = routed.as_ref().map(|(f, q)| (f.as_str(), q.as_deref()));
-        let r: ApiResponse = if parts.headers.contains_key(http::header::AUTHORIZATION) {
-            match self
-                .query
-                .sign_in_caller(&parts, &body, peer, "fc:".into(), audit)
-            {
+        let r: ApiResponse = if signed {
+            let caller = match caller {
+                Some(c) => Ok(c),
+                None => self
+                    .query
+                    .sign_in_caller(&parts, &body, peer, "fc:".into(), audit),
+            };
+            match caller {
                 Ok(caller) => {
                     let gate = SignedGate(&caller);
                     let r = match target {
@@ -764,64 +1137,104 @@ impl App {
         audit: &feiyun_audit::Slot,
     ) -> (Response<s3s::Body>, &'static str) {
         use feiyun_replication::api::{self, ApiError};
-        use http_body_util::BodyExt;
         let (parts, body) = req.into_parts();
+        let fail = |e: ApiError| {
+            (
+                json_response(api::error_response(e, "Rejected")),
+                "ReplicationRejected",
+            )
+        };
+        if !parts.headers.contains_key(http::header::AUTHORIZATION) {
+            return fail(ApiError::new(
+                403,
+                "MissingAuthenticationToken",
+                "replication requests must be signed (SigV4)",
+            ));
+        }
         // A site push carries every identity of the region; the rest are small documents.
+        // Either is read only for a caller whose signature over its claimed hash holds.
         let limit = if parts.uri.path() == "/replication/site" {
             api::MAX_SITE_BODY
         } else {
             64 * 1024
         };
-        let body = match http_body_util::Limited::new(body, limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                let e = ApiError::new(
-                    413,
-                    "RequestEntityTooLarge",
-                    format!("the body is over {} KiB", limit / 1024),
-                );
-                return (
-                    json_response(api::error_response(e, "Rejected")),
-                    "ReplicationRejected",
-                );
-            }
-        };
-        let r = if parts.headers.contains_key(http::header::AUTHORIZATION) {
+        let early = parts.headers.contains_key("x-amz-content-sha256");
+        let caller = if early {
             match self
                 .query
-                .sign_in_caller(&parts, &body, peer, "replication:".into(), audit)
+                .sign_in_caller_head(&parts, peer, "replication:".into(), audit)
             {
-                Ok(caller) => {
-                    let gate = ReplicationGate(&caller);
-                    let r = api::handle(
-                        &self.replication,
-                        &gate,
-                        &parts.method,
-                        parts.uri.path(),
-                        &parts.headers,
-                        body,
-                    )
-                    .await;
-                    caller.finish(
-                        audit,
-                        StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+                Ok(c) => Some(c),
+                Err(e) => {
+                    let r = api::error_response(
+                        ApiError::new(e.status.as_u16(), e.code, e.message),
+                        "AuthFailed",
                     );
-                    r
+                    return (json_response(r), "AuthFailed");
                 }
-                Err(e) => api::error_response(
-                    ApiError::new(e.status.as_u16(), e.code, e.message),
-                    "AuthFailed",
-                ),
             }
         } else {
-            api::error_response(
-                ApiError::new(
-                    403,
-                    "MissingAuthenticationToken",
-                    "replication requests must be signed (SigV4)",
-                ),
+            None
+        };
+        let read_limit = if early {
+            limit
+        } else {
+            limit.min(bodies::MAX_UNCLAIMED_BODY)
+        };
+        let body = match self
+            .preauth
+            .read(&parts.headers, body, read_limit, caller.is_some())
+            .await
+        {
+            Ok(b) => b,
+            Err(bodies::BodyError::Busy) => {
+                return fail(ApiError::new(
+                    503,
+                    "ServiceUnavailable",
+                    "too many unauthenticated request bodies in flight; retry",
+                ));
+            }
+            Err(_) => {
+                return fail(ApiError::new(
+                    413,
+                    "RequestEntityTooLarge",
+                    format!("the body is over {} KiB", read_limit / 1024),
+                ));
+            }
+        };
+        if caller.is_some()
+            && let Err(e) = feiyun_iamapi::check_payload(&parts.headers, &body)
+        {
+            return fail(ApiError::new(e.status.as_u16(), e.code, e.message));
+        }
+        let caller = match caller {
+            Some(c) => Ok(c),
+            None => self
+                .query
+                .sign_in_caller(&parts, &body, peer, "replication:".into(), audit),
+        };
+        let r = match caller {
+            Ok(caller) => {
+                let gate = ReplicationGate(&caller);
+                let r = api::handle(
+                    &self.replication,
+                    &gate,
+                    &parts.method,
+                    parts.uri.path(),
+                    &parts.headers,
+                    body,
+                )
+                .await;
+                caller.finish(
+                    audit,
+                    StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+                );
+                r
+            }
+            Err(e) => api::error_response(
+                ApiError::new(e.status.as_u16(), e.code, e.message),
                 "AuthFailed",
-            )
+            ),
         };
         let op = r.action;
         (json_response(r), op)
@@ -834,6 +1247,8 @@ impl App {
     async fn proxy_read(
         &self,
         read: Request<http_body_util::Empty<bytes::Bytes>>,
+        client: SocketAddr,
+        secure: bool,
     ) -> Option<Response<s3s::Body>> {
         let first = read
             .uri()
@@ -853,9 +1268,13 @@ impl App {
         };
         for peer in self.replication.read_peers(&bucket).await {
             let (parts, body) = read.clone().into_parts();
+            let relayed_for = feiyun_replication::RelayedFor {
+                client_ip: client.ip(),
+                secure,
+            };
             match self
                 .replication
-                .forward(&peer, Request::from_parts(parts, body))
+                .forward(&peer, Request::from_parts(parts, body), &relayed_for)
                 .await
             {
                 Ok(r) if r.status().is_success() => {
@@ -921,6 +1340,7 @@ impl App {
             status: resp.status().as_u16(),
             bytes_in,
             bytes_out: content_length(resp.headers()),
+            items: d.items,
         };
         if self.audit.append(record).await.is_err() {
             tracing::error!(id, "audit writer stopped; record lost");
@@ -931,13 +1351,15 @@ impl App {
     fn throttled(&self, peer: SocketAddr, claimed: Option<&str>) -> Option<Duration> {
         let now = Instant::now();
         let by_source = self.guard.blocked(&guard::Subject::Source(peer.ip()), now);
-        let by_key =
-            claimed.and_then(|k| self.guard.blocked(&guard::Subject::Key(k.to_owned()), now));
+        let by_key = claimed.and_then(|k| {
+            self.guard
+                .blocked(&guard::Subject::Key(k.to_owned(), peer.ip()), now)
+        });
         by_source.max(by_key)
     }
 
-    /// Counts a failed authentication against the source and the key it claimed; forgives
-    /// the key when it authenticated.
+    /// Counts a failed authentication against the source and the key it claimed from that
+    /// source; forgives the key there when it authenticated.
     fn judge(
         &self,
         peer: SocketAddr,
@@ -950,15 +1372,24 @@ impl App {
         if failed && (status == StatusCode::FORBIDDEN || status == StatusCode::BAD_REQUEST) {
             let now = Instant::now();
             self.guard.failure(guard::Subject::Source(peer.ip()), now);
-            self.guard.failure(guard::Subject::Key(key.to_owned()), now);
+            self.guard
+                .failure(guard::Subject::Key(key.to_owned(), peer.ip()), now);
         } else if !failed {
-            self.guard.success(key);
+            self.guard.success(key, peer.ip());
         }
     }
 
-    fn builtin(&self, path: &str) -> Option<Response<s3s::Body>> {
+    fn builtin(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        peer: SocketAddr,
+    ) -> Option<Response<s3s::Body>> {
         match path {
             "/metrics" => {
+                if let Some(refused) = self.metrics_refused(headers, peer) {
+                    return Some(refused);
+                }
                 let mut r = plain(StatusCode::OK, &self.metrics.render());
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,
@@ -967,7 +1398,12 @@ impl App {
                 Some(r)
             }
             "/health/live" => Some(plain(StatusCode::OK, "ok\n")),
-            "/health/ready" => Some(if self.ready.load(std::sync::atomic::Ordering::SeqCst) {
+            "/health/ready" => Some(if self.audit.health().failing() {
+                plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "audit log cannot be written\n",
+                )
+            } else if self.ready.load(std::sync::atomic::Ordering::SeqCst) {
                 plain(StatusCode::OK, "ready\n")
             } else {
                 plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
@@ -977,162 +1413,35 @@ impl App {
     }
 }
 
-/// S3 operations whose body is an XML document (DeleteObjects, CompleteMultipartUpload,
-/// CreateBucket configuration). s3s buffers such bodies whole and answers an oversized one with
-/// a 500; S3 answers 400 `MaxMessageLengthExceeded`, before reading the body.
-fn reject_oversized_xml(req: &Request<Incoming>, id: &str) -> Option<Response<s3s::Body>> {
-    let len: u64 = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()?;
-    if len <= MAX_XML_BODY as u64 {
-        return None;
-    }
-    let query = req.uri().query().unwrap_or("");
-    let has = |name: &str| {
-        query
-            .split('&')
-            .any(|kv| kv.split('=').next() == Some(name))
-    };
-    let path = req.uri().path().trim_matches('/');
-    let xml_body = match *req.method() {
-        http::Method::POST => has("delete") || (has("uploadId") && !has("partNumber")),
-        http::Method::PUT => !path.is_empty() && !path.contains('/') && query.is_empty(),
-        _ => false,
-    };
-    if !xml_body {
-        return None;
-    }
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>MaxMessageLengthExceeded</Code>\
-         <Message>Your request was too big.</Message><RequestId>{id}</RequestId></Error>"
-    );
-    let mut r = plain(StatusCode::BAD_REQUEST, &body);
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/xml"),
-    );
-    r.headers_mut().insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("close"),
-    );
-    if let Ok(v) = http::HeaderValue::from_str(id) {
-        r.headers_mut().insert("x-amz-request-id", v);
-    }
-    Some(r)
-}
-
-/// Errors that s3s raises itself (signature, routing, parsing) carry no `<RequestId>`; S3
-/// error bodies always do, and support tickets quote it.
-fn add_request_id_to_error(resp: &mut Response<s3s::Body>, id: &str) {
-    if !(resp.status().is_client_error() || resp.status().is_server_error()) {
-        return;
-    }
-    let Some(bytes) = resp.body().bytes() else {
-        return;
-    };
-    let Ok(text) = std::str::from_utf8(&bytes) else {
-        return;
-    };
-    if !text.ends_with("</Error>") || text.contains("<RequestId>") {
-        return;
-    }
-    let patched = format!(
-        "{}<RequestId>{id}</RequestId></Error>",
-        &text[..text.len() - "</Error>".len()]
-    );
-    let len = patched.len();
-    *resp.body_mut() = s3s::Body::from(Bytes::from(patched));
-    if let Ok(v) = http::HeaderValue::from_str(&len.to_string()) {
-        resp.headers_mut().insert(http::header::CONTENT_LENGTH, v);
-    }
-}
-
-/// S3 answers `503 SlowDown`, IAM and STS `400 Throttling`; both say when to come back.
-/// 307 to the bucket's home region, as S3 answers a request sent to the wrong region.
-fn redirect_response(location: &str, bucket: &str) -> Response<s3s::Body> {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>TemporaryRedirect</Code><Message>Please re-send this request to the specified temporary endpoint. Continue to use the original request endpoint for future requests.</Message><Bucket>{}</Bucket><Endpoint>{}</Endpoint></Error>",
-        xml_text(bucket),
-        xml_text(location)
-    );
-    let mut r = plain(StatusCode::TEMPORARY_REDIRECT, &body);
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/xml"),
-    );
-    if let Ok(v) = http::HeaderValue::from_str(location) {
-        r.headers_mut().insert(http::header::LOCATION, v);
-    }
-    r
-}
-
-/// The home region stopped answering in the middle of a forwarded request.
-fn home_unreachable(id: &str) -> Response<s3s::Body> {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>ServiceUnavailable</Code><Message>The bucket's home region did not answer; retry.</Message><RequestId>{id}</RequestId></Error>"
-    );
-    let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, &body);
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/xml"),
-    );
-    r.headers_mut().insert(
-        http::header::RETRY_AFTER,
-        http::HeaderValue::from_static("1"),
-    );
-    r
-}
-
-fn xml_text(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn throttle_response(query_api: bool, wait: Duration, id: &str) -> Response<s3s::Body> {
-    let (status, body) = if query_api {
-        (
-            StatusCode::BAD_REQUEST,
-            format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Too many failed authentications; retry later</Message></Error><RequestId>{id}</RequestId></ErrorResponse>"
-            ),
-        )
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Too many failed authentications; reduce your request rate.</Message><RequestId>{id}</RequestId></Error>"
-            ),
-        )
-    };
-    let mut r = plain(status, &body);
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/xml"),
-    );
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    if let Ok(v) = http::HeaderValue::from_str(&secs.max(1).to_string()) {
-        r.headers_mut().insert(http::header::RETRY_AFTER, v);
-    }
-    if let Ok(v) = http::HeaderValue::from_str(id) {
-        r.headers_mut().insert("x-amz-request-id", v);
-    }
-    r
-}
-
 fn content_length(h: &http::HeaderMap) -> u64 {
+    content_length_opt(h).unwrap_or(0)
+}
+
+fn content_length_opt(h: &http::HeaderMap) -> Option<u64> {
     h.get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
+/// POST with a form body: S3's browser upload (the only multipart/form-data S3 request).
+fn is_post_object<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::POST
+        && req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("multipart/form-data")
+            })
+}
+
+/// Signed the AWS way (a bearer token for `/metrics` is not a signature).
 fn is_signed<B>(req: &Request<B>) -> bool {
-    req.headers().contains_key(http::header::AUTHORIZATION)
+    req.headers()
+        .get(http::header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes().starts_with(b"AWS"))
         || req
             .uri()
             .query()
@@ -1145,6 +1454,10 @@ struct SignedGate<'a>(&'a feiyun_iamapi::Authenticated);
 impl feiyun_fc::api::Gate for SignedGate<'_> {
     fn account(&self) -> Option<&str> {
         Some(self.0.account())
+    }
+
+    fn principal(&self) -> Option<&str> {
+        Some(self.0.principal_arn())
     }
 
     fn authorize(&self, action: &str, resource: &str) -> Result<(), feiyun_fc::api::ApiError> {
@@ -1190,6 +1503,10 @@ impl feiyun_fc::api::Gate for AnonymousGate {
         None
     }
 
+    fn principal(&self) -> Option<&str> {
+        None
+    }
+
     fn authorize(&self, action: &str, _resource: &str) -> Result<(), feiyun_fc::api::ApiError> {
         Err(feiyun_fc::api::ApiError::new(
             403,
@@ -1211,12 +1528,6 @@ fn fc_response(r: feiyun_fc::api::ApiResponse) -> Response<s3s::Body> {
         }
     }
     resp
-}
-
-fn plain(status: StatusCode, text: &str) -> Response<s3s::Body> {
-    let mut r = Response::new(s3s::Body::from(Bytes::from(text.to_owned())));
-    *r.status_mut() = status;
-    r
 }
 
 /// Virtual-hosted-style addressing: `BUCKET.DOMAIN[:port]` for a configured `DOMAIN` names a
@@ -1263,48 +1574,18 @@ impl s3s::host::S3Host for VirtualHosts {
     }
 }
 
-/// Where the embedded default keeps a generated master key, under the data directory.
-const MASTER_KEY_FILE: &str = "master.key";
-
-/// The master key from `FEIYUN_MASTER_KEY`, from `master_key_file`, or — so that one command
-/// starts a region — generated once into the data directory, with a warning: whoever holds
-/// that directory then holds the key too.
-fn load_master_key(config: &Config) -> Result<feiyun_kms::MasterKey, ServerError> {
-    let bad = |e: feiyun_kms::KmsError| ServerError::MasterKey(e.to_string());
-    if let Some(text) = &config.master_key {
-        return feiyun_kms::MasterKey::from_base64(text).map_err(bad);
-    }
-    let read = |path: &std::path::Path| {
-        std::fs::read_to_string(path)
-            .map_err(|e| ServerError::MasterKey(format!("{}: {e}", path.display())))
-    };
-    if let Some(path) = &config.master_key_file {
-        return feiyun_kms::MasterKey::from_base64(&read(path)?).map_err(bad);
-    }
-    let path = config.data_dir.join(MASTER_KEY_FILE);
-    if path.exists() {
-        tracing::warn!(path = %path.display(), "the master key is stored beside the data; set FEIYUN_MASTER_KEY or master_key_file to keep it elsewhere");
-        return feiyun_kms::MasterKey::from_base64(&read(&path)?).map_err(bad);
-    }
-    let (key, text) = feiyun_kms::MasterKey::generate().map_err(bad)?;
-    tls::write_private(&path, format!("{text}\n").as_bytes())?;
-    tracing::warn!(path = %path.display(), "generated a master key beside the data; move it elsewhere and set master_key_file (or FEIYUN_MASTER_KEY) for production");
-    Ok(key)
-}
-
-/// The backup key from `FEIYUN_BACKUP_KEY` or `backup_key_file`, if either is set.
-fn load_backup_key(
-    config: &Config,
-) -> Result<Option<feiyun_replication::backup::BackupKey>, ServerError> {
-    let text = match (&config.backup_key, &config.backup_key_file) {
-        (Some(t), _) => t.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| ServerError::MasterKey(format!("backup key {}: {e}", path.display())))?,
-        (None, None) => return Ok(None),
-    };
-    feiyun_replication::backup::BackupKey::from_base64(&text)
-        .map(Some)
-        .map_err(|e| ServerError::MasterKey(e.to_string()))
+/// The machine's memory in MiB (Linux `/proc/meminfo`), for default budgets.
+fn physical_memory_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
 }
 
 /// Deletes keys whose deletion waiting period has ended, at start and then hourly.

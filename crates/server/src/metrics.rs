@@ -7,6 +7,7 @@ use feiyun_oss::OssStats;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -35,6 +36,8 @@ pub struct Metrics {
     /// Counters that mirror an `OssStats` atomic.
     mirrored: Vec<(Counter, StatReader)>,
     stats: Arc<OssStats>,
+    /// The audit writer's health, once the log is open.
+    audit: Option<(Arc<feiyun_audit::AuditHealth>, Counter, Gauge)>,
     sync: std::sync::Mutex<()>,
 }
 
@@ -125,6 +128,7 @@ impl Metrics {
             blobs_collected,
             mirrored,
             stats,
+            audit: None,
             sync: std::sync::Mutex::new(()),
         }
     }
@@ -140,7 +144,23 @@ impl Metrics {
         self.latency.get_or_create(&Op { op }).observe(seconds);
     }
 
-    /// The text exposition.
+    /// Exports the audit writer's failures and whether it is failing now.
+    pub fn watch_audit(&mut self, health: Arc<feiyun_audit::AuditHealth>) {
+        let failures = Counter::default();
+        let failing = Gauge::default();
+        self.registry.register(
+            "audit_write_failures",
+            "Audit log writes that failed (their records are retried, in order)",
+            failures.clone(),
+        );
+        self.registry.register(
+            "audit_failing",
+            "1 while the audit log cannot be written",
+            failing.clone(),
+        );
+        self.audit = Some((health, failures, failing));
+    }
+
     /// Where another service registers its own series (Function Compute's).
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
@@ -174,6 +194,10 @@ impl Metrics {
             );
             for (c, read) in &self.mirrored {
                 catch_up(c, read(&self.stats));
+            }
+            if let Some((health, failures, failing)) = &self.audit {
+                catch_up(failures, health.failures());
+                failing.set(i64::from(health.failing()));
             }
         }
         let mut out = String::new();

@@ -128,10 +128,12 @@ fn self_signed(config: &Config) -> Result<(PathBuf, PathBuf, PathBuf), TlsError>
     let leaf = leaf_params
         .signed_by(&leaf_key, &ca_cert, &ca_key)
         .map_err(gen_err)?;
-    std::fs::create_dir_all(&dir).map_err(|source| TlsError::Write {
-        path: dir.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| feiyun_common::durable::sync_dir(&config.data_dir))
+        .map_err(|source| TlsError::Write {
+            path: dir.clone(),
+            source,
+        })?;
     write_private(&key, leaf_key.serialize_pem().as_bytes())?;
     write_private(&cert, format!("{}{}", leaf.pem(), ca_cert.pem()).as_bytes())?;
     // Written last: its presence means the set is complete.
@@ -139,21 +141,11 @@ fn self_signed(config: &Config) -> Result<(PathBuf, PathBuf, PathBuf), TlsError>
     Ok((ca, cert, key))
 }
 
-/// Writes through a temporary file and a rename, fsynced, readable by the owner only.
+/// Writes through a temporary file and a rename, the file and its directory synced,
+/// readable by the owner only.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    use std::io::Write;
-    let err = |source| TlsError::Write {
+    feiyun_common::durable::write_file(path, bytes, true).map_err(|source| TlsError::Write {
         path: path.to_owned(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options.open(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    Ok(())
+    })
 }

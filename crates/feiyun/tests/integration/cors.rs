@@ -1,12 +1,12 @@
 //! CORS configuration through aws-sdk-s3, preflight and response headers over raw HTTP (as a
 //! browser sends them: unsigned OPTIONS with Origin and Access-Control-Request-*).
 
-mod common;
+use crate::common;
 
+use crate::common::Region;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
-use common::Region;
 
 fn code<T, E: ProvideErrorMetadata>(r: Result<T, E>) -> String {
     match r {

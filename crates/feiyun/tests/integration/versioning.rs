@@ -1,8 +1,7 @@
 //! Versioning, Object Lock, tagging and ACL probes through the AWS SDK for Rust, against the
 //! real binary.
 
-mod common;
-
+use crate::common::{Region, pattern};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{
@@ -10,7 +9,6 @@ use aws_sdk_s3::types::{
     ObjectLockLegalHold, ObjectLockLegalHoldStatus, ObjectLockMode, ObjectLockRetention,
     ObjectLockRetentionMode, ObjectLockRule, Tag, Tagging, VersioningConfiguration,
 };
-use common::{Region, pattern};
 
 fn code<T, E: ProvideErrorMetadata>(r: Result<T, E>) -> String {
     match r {

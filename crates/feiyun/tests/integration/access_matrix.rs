@@ -2,15 +2,13 @@
 //! decision AWS would make, run against the real server through aws-sdk-s3. Users, keys,
 //! groups and policies are created through the IAM query API, as `aws iam` would.
 
-mod common;
-
 use std::collections::HashMap;
 
+use crate::common::*;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::*;
-use common::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum D {

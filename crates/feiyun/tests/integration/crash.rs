@@ -5,14 +5,14 @@
 //! writers overwrite a few keys of a versioned bucket over and over: every acknowledged
 //! version must stay readable by its id, and every listed version must be one that was sent.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::{Region, md5_hex, pattern};
 use aws_sdk_s3::primitives::ByteStream;
-use common::{Region, md5_hex, pattern};
 
 const ROUNDS: u64 = 20;
 const WRITERS: u64 = 6;

@@ -1,9 +1,9 @@
 //! Identity against the real binary: identities and sessions survive a restart, failed
 //! authentication backs off, and a tampered audit record is named by `feiyun audit verify`.
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 
 fn iam(r: &Region, ak: &str, sk: &str, service: &str, params: &[(&str, &str)]) -> RawResponse {
     let version = if service == "sts" {
@@ -64,7 +64,7 @@ async fn identities_and_sessions_survive_restart() {
                 ("PolicyName", "list"),
                 (
                     "PolicyDocument",
-                    r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:ListAllMyBuckets","Resource":"*"}}"#,
+                    r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":["s3:ListAllMyBuckets","sts:GetSessionToken"],"Resource":"*"}}"#,
                 ),
             ],
         );
@@ -186,6 +186,8 @@ async fn tampered_audit_record_is_named() {
         std::process::Command::new(env!("CARGO_BIN_EXE_feiyun"))
             .args(["audit", "verify", "--data-dir"])
             .arg(tmp.path())
+            // The chain is keyed from the master key; verification needs it.
+            .env("FEIYUN_MASTER_KEY", common::MASTER_KEY)
             .output()
             .unwrap()
     };

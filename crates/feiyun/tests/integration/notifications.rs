@@ -2,21 +2,19 @@
 //! including events committed while it was failing and the server was killed and restarted,
 //! and over HTTPS to a receiver whose CA the server trusts through `SSL_CERT_FILE`.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::Region;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
     QueueConfiguration, S3KeyFilter,
 };
-use common::Region;
 
 /// A webhook that records every body it accepts; while `failing`, it answers 503.
 struct Receiver {

@@ -5,15 +5,15 @@
 //! refused with 429 and Retry-After; scaling to zero and back is seen in the metrics; code
 //! and versions survive a restart without the compiled cache; bad input changes nothing.
 
-mod common;
+use crate::common;
 
-use common::sigv4;
+use crate::common::sigv4;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{ACCESS_KEY, RawResponse, Region, SECRET_KEY, raw_bytes};
+use crate::common::{ACCESS_KEY, RawResponse, Region, SECRET_KEY, raw_bytes};
 
 fn guest(name: &str) -> Vec<u8> {
     let path = format!(
@@ -1194,7 +1194,11 @@ async fn functions_run_as_their_role_with_temporary_credentials() {
 fn functions_answer_on_their_own_host_names_and_paths() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = tempfile::tempdir().expect("data");
-    let mut r = Region::start_with(data.path(), &[("FEIYUN_DOMAINS", "s3.example.test")]);
+    let routing = [
+        ("FEIYUN_DOMAINS", "s3.example.test"),
+        ("FEIYUN_FC_DOMAINS", "example.test"),
+    ];
+    let mut r = Region::start_with(data.path(), &routing);
     let hello = wasm_file(dir.path(), "hello", &guest("hello"));
     let env = wasm_file(dir.path(), "env", &guest("env"));
     let (hello, env) = (hello.to_str().unwrap(), env.to_str().unwrap());
@@ -1261,6 +1265,8 @@ fn functions_answer_on_their_own_host_names_and_paths() {
         ("www.example.test", "/api/v1", "ResourceConflictException"),
         ("localhost", "/", "InvalidParameterValueException"),
         ("10.0.0.1", "/", "InvalidParameterValueException"),
+        // Outside the functions domain: the name peers or other services use.
+        ("replica.peer.test", "/", "not under a functions domain"),
         (
             "www.example.test",
             "/a/../b",
@@ -1292,7 +1298,7 @@ fn functions_answer_on_their_own_host_names_and_paths() {
 
     // Routes survive a restart.
     r.terminate();
-    let r = Region::start_with(data.path(), &[("FEIYUN_DOMAINS", "s3.example.test")]);
+    let r = Region::start_with(data.path(), &routing);
     let resp = request_host(&r, "www.example.test", None, "GET", "/");
     assert_eq!(resp.body_text(), "hello from wasm\n");
     let resp = request_host(&r, "www.example.test", root(), "GET", "/api/v1");
@@ -1329,4 +1335,91 @@ fn functions_answer_on_their_own_host_names_and_paths() {
         "{:?} {err}",
         out.status
     );
+}
+
+/// A trigger's reads were authorized once, on `bucket/prefix*`, as whoever set it up
+/// (review item 19): a Deny on part of the prefix was missed, and revoking that principal's
+/// rights did not stop it. Each object is now authorized when it is read, as that principal
+/// as it is at that moment.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trigger_reads_each_object_as_its_principal_at_read_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = Region::start();
+    let c = r.client();
+    for b in ["photos", "derived"] {
+        c.create_bucket().bucket(b).send().await.expect("bucket");
+    }
+    let checksum = wasm_file(dir.path(), "checksum", &guest("checksum"));
+    fc_ok(
+        &r,
+        &["deploy", "checksum", "--wasm", checksum.to_str().unwrap()],
+    );
+    let policy = |s3: bool| {
+        let s3 = if s3 {
+            r#",{"Effect":"Allow","Action":"s3:*","Resource":["arn:aws:s3:::photos/*","arn:aws:s3:::derived/*"]},
+               {"Effect":"Deny","Action":"s3:GetObject","Resource":"arn:aws:s3:::photos/in/secret/*"}"#
+        } else {
+            ""
+        };
+        format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"fc:*","Resource":"*"}}{s3}]}}"#
+        )
+    };
+    let (ak, sk) = common::iam_user(&r, "wirer", &policy(true));
+    let out = fc_as(
+        &r,
+        (&ak, &sk),
+        &[
+            "trigger",
+            "checksum",
+            "sums",
+            "--bucket",
+            "photos",
+            "--prefix",
+            "in/",
+            "--output-bucket",
+            "derived",
+            "--output-prefix",
+            "sums/",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let put = |key: &'static str, body: &'static [u8]| {
+        let c = c.clone();
+        async move {
+            c.put_object()
+                .bucket("photos")
+                .key(key)
+                .body(body.to_vec().into())
+                .send()
+                .await
+                .expect("put");
+        }
+    };
+    put("in/a.txt", b"allowed").await;
+    let got = eventually(15, || object_text(&c, "derived", "sums/in/a.txt")).await;
+    assert_eq!(got, Some(format!("fnv1a32 {:08x}\n", fnv1a32(b"allowed"))));
+    // Under the prefix, but denied to the principal: never read, never derived.
+    put("in/secret/plan.txt", b"denied").await;
+    // Its rights revoked: the trigger stops reading.
+    iam(
+        &r,
+        &[
+            ("Action", "PutUserPolicy"),
+            ("UserName", "wirer"),
+            ("PolicyName", "inline"),
+            ("PolicyDocument", &policy(false)),
+        ],
+    );
+    put("in/b.txt", b"after revocation").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        object_text(&c, "derived", "sums/in/secret/plan.txt").await,
+        None
+    );
+    assert_eq!(object_text(&c, "derived", "sums/in/b.txt").await, None);
 }

@@ -1,15 +1,15 @@
 //! Bad input over raw HTTP (validly signed where it matters): each gets its S3 error, the
 //! server stays up, and what was stored before is intact afterwards.
 
-mod common;
-use common::sigv4;
+use crate::common;
+use crate::common::sigv4;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::common::{RawResponse, Region, pattern};
 use aws_sdk_s3::primitives::ByteStream;
-use common::{RawResponse, Region, pattern};
 
 fn signer() -> sigv4::Signer {
     sigv4::Signer {

@@ -1,10 +1,11 @@
 //! Lifecycle rules through aws-sdk-s3 against the real binary, with the lifecycle clock sped
 //! up: a "day" is one second and the worker runs every second.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
+use crate::common::Region;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{
@@ -13,7 +14,6 @@ use aws_sdk_s3::types::{
     NoncurrentVersionExpiration, ObjectLockMode, Transition, TransitionStorageClass,
     VersioningConfiguration,
 };
-use common::Region;
 
 fn fast_region() -> Region {
     Region::start_env(&[

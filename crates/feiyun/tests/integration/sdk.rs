@@ -1,14 +1,14 @@
 //! The S3 API through the official AWS SDK for Rust, against the real binary.
 
-mod common;
+use crate::common;
 
+use crate::common::{Region, md5_hex, pattern};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete,
     MetadataDirective, ObjectIdentifier,
 };
-use common::{Region, md5_hex, pattern};
 
 async fn code_of<T, E: ProvideErrorMetadata>(r: Result<T, E>) -> String {
     match r {

@@ -2,14 +2,14 @@
 //! CA after a restart, `aws:SecureTransport` deciding a bucket policy on the plain and the TLS
 //! listener of one region, and bad TLS settings refused at start with one line.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::common::{ACCESS_KEY, SECRET_KEY, pattern};
 use aws_sdk_s3::primitives::ByteStream;
-use common::{ACCESS_KEY, SECRET_KEY, pattern};
 
 struct TlsRegion {
     child: Child,

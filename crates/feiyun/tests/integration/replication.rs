@@ -4,18 +4,18 @@
 //! PENDING → COMPLETED / FAILED / REPLICA, a peer that is down or killed, and two regions
 //! replicating one bucket to each other.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::common::{ACCESS_KEY, Region, SECRET_KEY};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketVersioningStatus, Destination, ReplicationConfiguration, ReplicationRule,
     ReplicationRuleFilter, ReplicationRuleStatus, Tag, Tagging, VersioningConfiguration,
 };
-use common::{ACCESS_KEY, Region, SECRET_KEY};
 use md5::Digest as _;
 
 /// `feiyun ARGS` against `r` as root; must succeed. Its stdout.

@@ -1,10 +1,8 @@
 //! Corruption test: bytes flipped on disk, in a data file (standard or cold) and in a metadata
 //! value, are never served as good data with a 200.
 
-mod common;
-
+use crate::common::{Region, pattern};
 use aws_sdk_s3::primitives::ByteStream;
-use common::{Region, pattern};
 
 fn only_blob_file(dir: &std::path::Path) -> std::path::PathBuf {
     let mut found = Vec::new();

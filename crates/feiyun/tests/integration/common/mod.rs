@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-#[path = "../../src/sigv4.rs"]
+#[path = "../../../src/sigv4.rs"]
 pub mod sigv4;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -90,6 +90,27 @@ impl Region {
             data_dir: dir.to_owned(),
             _tmp: None,
         }
+    }
+
+    /// Starts a region that must refuse to start; returns what it said on stderr.
+    pub fn start_refused(dir: &Path, env: &[(&str, &str)]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_feiyun"))
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("FEIYUN_ROOT_ACCESS_KEY", ACCESS_KEY)
+            .env("FEIYUN_ROOT_SECRET_KEY", SECRET_KEY)
+            .env("FEIYUN_MASTER_KEY", MASTER_KEY)
+            .env("FEIYUN_LOG", "error")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run feiyun");
+        assert!(
+            !out.status.success(),
+            "the server started: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     pub fn endpoint(&self) -> String {
@@ -187,9 +208,31 @@ pub fn raw(addr: SocketAddr, request: &str) -> RawResponse {
 
 pub fn raw_bytes(addr: SocketAddr, request: &[u8]) -> RawResponse {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    s.write_all(request).expect("write");
     let mut buf = Vec::new();
+    let head_end = request
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(request.len(), |i| i + 4);
+    if request.len() - head_end > 1 << 20 {
+        // A large body: the server may refuse on its headers alone and close; read that
+        // answer before pushing megabytes into a socket nobody reads.
+        s.write_all(&request[..head_end]).expect("write head");
+        s.set_read_timeout(Some(Duration::from_millis(500))).ok();
+        let mut first = [0u8; 4096];
+        if let Ok(n) = s.read(&mut first)
+            && n > 0
+        {
+            buf.extend_from_slice(&first[..n]);
+            s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+            let _ = s.read_to_end(&mut buf);
+            return parse_response(&buf);
+        }
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        s.write_all(&request[head_end..]).expect("write body");
+    } else {
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        s.write_all(request).expect("write");
+    }
     let _ = s.read_to_end(&mut buf);
     parse_response(&buf)
 }
@@ -397,6 +440,38 @@ pub fn query_call(
     req.push_str("\r\n");
     req.push_str(&body);
     raw(addr, &req)
+}
+
+/// Creates IAM user `name` on `r` (as root) with the inline policy `policy`; returns its
+/// (access key, secret).
+pub fn iam_user(r: &Region, name: &str, policy: &str) -> (String, String) {
+    let call = |params: &[(&str, &str)]| {
+        let resp = query_call(
+            r.addr,
+            (ACCESS_KEY, SECRET_KEY),
+            "iam",
+            "2010-05-08",
+            params,
+        );
+        assert_eq!(resp.status, 200, "{params:?}: {}", resp.body_text());
+        resp.body_text()
+    };
+    call(&[("Action", "CreateUser"), ("UserName", name)]);
+    call(&[
+        ("Action", "PutUserPolicy"),
+        ("UserName", name),
+        ("PolicyName", "inline"),
+        ("PolicyDocument", policy),
+    ]);
+    let k = call(&[("Action", "CreateAccessKey"), ("UserName", name)]);
+    let field = |tag: &str| {
+        k.split(&format!("<{tag}>"))
+            .nth(1)
+            .and_then(|r| r.split(&format!("</{tag}>")).next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (field("AccessKeyId"), field("SecretAccessKey"))
 }
 
 /// A loopback address no one listens on right now.

@@ -1,0 +1,102 @@
+//! Reading request bodies that the server (not s3s) buffers: the IAM/STS/KMS forms and the
+//! Function Compute and replication JSON APIs.
+//!
+//! A body read before its signature is checked is work anyone can force, so such reads
+//! draw from one region-wide budget ([`MAX_PREAUTH_BYTES`]) across all connections and
+//! streams; a request that finds it spent waits briefly, then is refused with 503. Bodies
+//! of callers already authenticated (their signature checked over the claimed payload hash)
+//! are bounded per request only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::Semaphore;
+
+/// Bytes all unauthenticated bodies may hold in memory at once.
+pub(crate) const MAX_PREAUTH_BYTES: usize = 64 * 1024 * 1024;
+/// A signed request without `x-amz-content-sha256` must have its body read to check its
+/// signature: only this much is read for it.
+pub(crate) const MAX_UNCLAIMED_BODY: usize = 64 * 1024;
+/// How long a read waits for the budget before answering 503.
+const BUDGET_WAIT: Duration = Duration::from_secs(2);
+/// The budget's unit.
+const UNIT: usize = 1024;
+
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// Over the request's limit.
+    TooLarge(usize),
+    /// The pre-authentication budget is spent.
+    Busy,
+    /// The client's body failed (reset, malformed chunking).
+    Failed,
+}
+
+/// The region-wide budget for bodies read before authentication.
+#[derive(Clone)]
+pub(crate) struct PreauthBudget(Arc<Semaphore>);
+
+impl Default for PreauthBudget {
+    fn default() -> Self {
+        Self(Arc::new(Semaphore::new(MAX_PREAUTH_BYTES / UNIT)))
+    }
+}
+
+impl PreauthBudget {
+    /// Reads a body of at most `limit` bytes. `authenticated`: the caller's signature was
+    /// checked already, so the budget does not apply.
+    pub async fn read(
+        &self,
+        headers: &http::HeaderMap,
+        body: Incoming,
+        limit: usize,
+        authenticated: bool,
+    ) -> Result<Bytes, BodyError> {
+        let declared = crate::content_length_opt(headers);
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(BodyError::TooLarge(limit));
+        }
+        let _permit = if authenticated {
+            None
+        } else {
+            // Hold what the body may reach: its declared length, else the limit.
+            let want = declared.map_or(limit, |n| n as usize).div_ceil(UNIT).max(1);
+            let want = u32::try_from(want).map_err(|_| BodyError::TooLarge(limit))?;
+            match tokio::time::timeout(BUDGET_WAIT, self.0.clone().acquire_many_owned(want)).await {
+                Ok(Ok(p)) => Some(p),
+                _ => return Err(BodyError::Busy),
+            }
+        };
+        match http_body_util::Limited::new(body, limit).collect().await {
+            Ok(b) => Ok(b.to_bytes()),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                Err(BodyError::TooLarge(limit))
+            }
+            Err(_) => Err(BodyError::Failed),
+        }
+    }
+
+    /// Units left, for tests.
+    #[cfg(test)]
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_covers_many_max_size_forms() {
+        let b = PreauthBudget::default();
+        // 256 KiB query forms: a few hundred may be read at once, not unboundedly many.
+        assert_eq!(b.available() * UNIT / (256 * 1024), 256);
+    }
+}
