@@ -245,17 +245,20 @@ mod tests {
             rows,
         };
         let ok = validate(&push(vec![row(
-            b"u\0123456789012\0alice",
+            b"u\x00123456789012\x00alice",
             &user("Alice", ok_policy),
         )]));
         assert!(ok.is_ok(), "{ok:?}");
         for rows in [
             // A row keyed one name holding another.
-            vec![row(b"u\0123456789012\0alice", &user("root", ok_policy))],
+            vec![row(b"u\x00123456789012\x00alice", &user("root", ok_policy))],
             // An account the push does not hold.
             vec![row(b"u\0999999999999\0alice", &user("alice", ok_policy))],
             // A policy that does not parse.
-            vec![row(b"u\0123456789012\0alice", &user("alice", "{not json"))],
+            vec![row(
+                b"u\x00123456789012\x00alice",
+                &user("alice", "{not json"),
+            )],
             // A value of the wrong kind.
             vec![row(b"k\0AKIA", &user("alice", ok_policy))],
         ] {
