@@ -7,8 +7,14 @@
 //! Event ids come from one in-process sequence that never goes backwards (seeded from the
 //! clock and from the last stored id). Changes of one key serialize through the engine's
 //! checks and a loser re-plans with a fresh id, so per key the id order is the commit order.
+//!
+//! Across keys, commits land out of id order: a change that took id 7 may commit after
+//! the one that took id 8. A consumer that read 8 and moved its cursor there would never see
+//! 7, so an id is a [`Ticket`] held until its commit has finished (landed or failed), and
+//! readers see only ids below the oldest ticket still open: the *horizon*.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use feiyun_blob::BlobStore;
 use feiyun_meta::{MetaStore, Table, WriteBatch};
@@ -54,31 +60,65 @@ impl EventRecord {
     }
 }
 
-/// The event sequence.
-#[derive(Debug, Default)]
+/// The event sequence and the ids whose commits have not finished.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct EventIds {
-    last: AtomicU64,
+    state: Arc<Mutex<IdState>>,
+}
+
+#[derive(Debug, Default)]
+struct IdState {
+    last: u64,
+    open: BTreeSet<u64>,
+}
+
+/// An event id whose commit may still land. Dropped once the commit has finished; the
+/// commit must therefore own it (a cancelled request must not release the id of a batch
+/// still queued in the engine).
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    pub(crate) id: u64,
+    state: Arc<Mutex<IdState>>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        lock(&self.state).open.remove(&self.id);
+    }
+}
+
+fn lock(m: &Mutex<IdState>) -> std::sync::MutexGuard<'_, IdState> {
+    // The state is a counter and a set, each left whole by every critical section.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl EventIds {
     pub(crate) fn seed(&self, stored_max: u64) {
-        self.last.fetch_max(stored_max, Ordering::SeqCst);
+        let mut s = lock(&self.state);
+        s.last = s.last.max(stored_max);
     }
 
     /// Greater than every id handed out before, and at least the clock in microseconds.
-    pub(crate) fn next(&self) -> u64 {
+    pub(crate) fn next(&self) -> Ticket {
         let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as u64;
-        let mut cur = self.last.load(Ordering::SeqCst);
-        loop {
-            let id = now.max(cur + 1);
-            match self
-                .last
-                .compare_exchange(cur, id, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => return id,
-                Err(actual) => cur = actual,
-            }
+        let mut s = lock(&self.state);
+        let id = now.max(s.last.saturating_add(1));
+        s.last = id;
+        s.open.insert(id);
+        Ticket {
+            id,
+            state: self.state.clone(),
         }
+    }
+
+    /// Every id below this has finished its commit: it is stored, or never will be. Read
+    /// before the scan: ids handed out later are all at or above it.
+    pub(crate) fn horizon(&self) -> u64 {
+        let s = lock(&self.state);
+        s.open
+            .first()
+            .copied()
+            .unwrap_or_else(|| s.last.saturating_add(1))
     }
 }
 
@@ -186,16 +226,23 @@ fn cursor_key(consumer: &str) -> Vec<u8> {
 }
 
 impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
-    /// Up to `limit` events with ids greater than `after`, in order.
+    /// Up to `limit` events with ids greater than `after`, in order, stopping before the
+    /// first id whose commit may still land (so a cursor moved past what this returns
+    /// never skips an event committed later).
     pub async fn events_after(
         &self,
         after: u64,
         limit: usize,
     ) -> Result<Vec<EventRecord>, OssError> {
+        let horizon = self.event_ids.horizon();
+        if horizon <= after.saturating_add(1) {
+            return Ok(Vec::new());
+        }
         let rows = self
             .blocking(move |m, _| {
                 let start = event_key(after.saturating_add(1));
-                Ok(m.scan(Table::Events, &start, None, limit)?)
+                let end = event_key(horizon);
+                Ok(m.scan(Table::Events, &start, Some(&end), limit)?)
             })
             .await?;
         rows.iter().map(|(_, v)| records::decode(v)).collect()
@@ -429,7 +476,30 @@ mod tests {
         ids.seed(u64::MAX / 2);
         let a = ids.next();
         let b = ids.next();
-        assert!(a > u64::MAX / 2 && b > a);
+        assert!(a.id > u64::MAX / 2 && b.id > a.id);
+    }
+
+    #[test]
+    fn the_horizon_waits_for_the_oldest_open_commit() {
+        let ids = EventIds::default();
+        let a = ids.next();
+        let b = ids.next();
+        assert_eq!(ids.horizon(), a.id);
+        // The later commit lands first: readers still stop below the earlier one.
+        drop(b);
+        assert_eq!(ids.horizon(), a.id);
+        let a_id = a.id;
+        drop(a);
+        let h = ids.horizon();
+        assert!(
+            h > a_id,
+            "all settled: the horizon passes every id handed out"
+        );
+        let c = ids.next();
+        assert!(
+            c.id >= h,
+            "a later id is never below a horizon already read"
+        );
     }
 
     #[test]

@@ -316,6 +316,27 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             .await
             .map_err(|e| OssError::Internal(format!("blocking task failed: {e}")))?
     }
+
+    /// Commits a batch that carries the event row of `ticket`, releasing the ticket only once
+    /// the engine has finished with the batch, even if the caller's request is cancelled
+    /// meanwhile (the engine's queue keeps the batch; see [`events::Ticket`]).
+    async fn commit_event(
+        &self,
+        batch: feiyun_meta::WriteBatch,
+        ticket: Option<events::Ticket>,
+    ) -> Result<(), MetaError> {
+        let Some(ticket) = ticket else {
+            return self.meta.commit(batch).await;
+        };
+        let meta = self.meta.clone();
+        tokio::spawn(async move {
+            let done = meta.commit(batch).await;
+            drop(ticket);
+            done
+        })
+        .await
+        .map_err(|e| MetaError::Storage(format!("commit task failed: {e}")))?
+    }
 }
 
 /// Unix time in milliseconds.

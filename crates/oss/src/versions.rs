@@ -126,7 +126,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 extra.clone(),
             );
             // A fresh id per attempt: a re-planned change is ordered after the one it lost to.
-            let event_id = self.event_ids.next();
+            let ticket = self.event_ids.next();
+            let event_id = ticket.id;
             let (plan, applied) = self
                 .blocking(move |m, _| plan(&m.snapshot()?, &b, &k, &c, &e, now_millis()))
                 .await?;
@@ -154,7 +155,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     applied.version_id.clone(),
                 )?,
             }
-            match self.meta.commit(plan.batch).await {
+            match self.commit_event(plan.batch, Some(ticket)).await {
                 Ok(()) => {
                     if plan.freed {
                         self.janitor.notify_one();
@@ -251,7 +252,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         let mut retry = Retry::new();
         loop {
             let (b, k, f, extra) = (bucket.to_owned(), key.to_owned(), f.clone(), extra.clone());
-            let event_id = event.map(|_| self.event_ids.next());
+            let ticket = event.map(|_| self.event_ids.next());
+            let event_id = ticket.as_ref().map(|t| t.id);
             let planned = self
                 .blocking(move |m, _| {
                     // One snapshot: the record, its bucket and where it lives agree.
@@ -304,7 +306,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 Err(OssError::Busy) if retry.again().await => continue,
                 other => other?,
             };
-            match self.meta.commit(batch).await {
+            match self.commit_event(batch, ticket).await {
                 Ok(()) => return Ok(rec),
                 Err(MetaError::Conflict(_)) if retry.again().await => continue,
                 Err(MetaError::Conflict(_)) => return Err(OssError::Busy),
