@@ -17,7 +17,7 @@ pid=$!
 for _ in $(seq 1 100); do grep -q '^S3 endpoint: ' "$dir/stdout" 2>/dev/null && break; sleep 0.1; done
 dr=$(sed -n 's/^S3 endpoint: //p' "$dir/stdout" | head -n1)
 [ -n "$dr" ] || { cat "$dir/stderr"; exit 1; }
-dr_aws() { command aws --endpoint-url "$dr" "$@"; }
+dr_aws() { command aws --endpoint-url "$dr" --region eu-west "$@"; }
 
 aws s3api create-bucket --bucket repl-src >/dev/null
 dr_aws s3api create-bucket --bucket repl-dst --create-bucket-configuration LocationConstraint=eu-west >/dev/null 2>&1 \
@@ -78,7 +78,7 @@ provider = Other
 access_key_id = $AWS_ACCESS_KEY_ID
 secret_access_key = $AWS_SECRET_ACCESS_KEY
 endpoint = $dr
-region = us-east-1
+region = eu-west
 CONF
 env -u AWS_CA_BUNDLE rclone --config "$dir/rclone.conf" copy dr:repl-dst/docs "$dir/back"
 cmp "$dir/large" "$dir/back/large"

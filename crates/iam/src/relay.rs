@@ -121,6 +121,15 @@ impl RelayMark {
     }
 }
 
+/// A key both ends of a credential derive for `purpose`: HMAC-SHA256 of it under the
+/// credential's secret (the sender holds the secret for the peer, the peer in its IAM).
+pub fn shared_key(secret: &str, purpose: &str) -> [u8; 32] {
+    let mut m = <HmacSha256 as KeyInit>::new_from_slice(secret.as_bytes())
+        .expect("HMAC-SHA256 takes any key length");
+    m.update(purpose.as_bytes());
+    m.finalize().into_bytes().into()
+}
+
 /// The signature a request carries, for [`Bound::signature`].
 pub fn request_signature(authorization: Option<&str>, query: &str) -> String {
     if let Some(a) = authorization

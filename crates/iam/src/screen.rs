@@ -395,4 +395,26 @@ mod tests {
             Err(ScreenError::WrongRegion { .. })
         ));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The bounded, always-on part of fuzzing the request edge (the open-ended part is
+        /// `fuzz/`, under cargo-fuzz): arbitrary headers and queries never panic screening
+        /// or the parsers behind it.
+        #[test]
+        fn arbitrary_requests_never_panic(
+            auth in proptest::option::of("(AWS4-HMAC-SHA256 |AWS )?[ -~]{0,120}"),
+            query in "[ -~]{0,160}",
+            names in proptest::collection::vec("(x-amz-|x-feiyun-)?[a-z-]{0,12}", 0..6),
+        ) {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let shape = Shape { authorization: auth.as_deref(), query: &query, header_names: &names };
+            let expect = Expect { region: "us-east-1", services: &["s3"], global: false };
+            let _ = screen(&shape, &expect);
+            let _ = crate::relay::RelayMark::parse(&query);
+            if let Some(a) = &auth {
+                let _ = crate::sigv4::parse_authorization(a);
+            }
+        }
+    }
 }

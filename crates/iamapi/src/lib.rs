@@ -232,6 +232,16 @@ impl Authenticated {
         &self.caller.principal.arn
     }
 
+    pub fn is_root(&self) -> bool {
+        self.caller.principal.is_root
+    }
+
+    /// HMAC-SHA256 of `purpose` under the caller's secret: a key only the caller and this
+    /// region hold (site pushes are sealed with it), without handing out the secret.
+    pub fn shared_key(&self, purpose: &str) -> [u8; 32] {
+        feiyun_iam::relay::shared_key(self.caller.secret(), purpose)
+    }
+
     pub fn authorize(&self, action: &str, resource: &str) -> Result<(), ApiError> {
         authorize(&self.caller, &self.context, &self.audit, action, resource)
     }

@@ -48,6 +48,11 @@ impl From<ReplicationError> for ApiError {
 /// Who is calling, and what they may do.
 pub trait Gate: Sync {
     fn authorize(&self, action: &str, resource: &str) -> Result<(), ApiError>;
+    /// Whether the caller is its account's root (site membership is root's decision).
+    fn is_root(&self) -> bool;
+    /// A key only the caller and this region share, derived from the caller's secret for
+    /// `purpose` (site pushes are sealed with it).
+    fn shared_key(&self, purpose: &str) -> [u8; 32];
 }
 
 pub struct ApiResponse {
@@ -112,9 +117,13 @@ pub async fn handle<M: MetaStore, B: BlobStore>(
         ("DELETE", ["home", bucket]) => ("ClearHomeRegion", home(r, gate, bucket, None).await),
         ("POST", ["site"]) => (
             "ImportSite",
-            match gate.authorize("replication:ImportSite", &arn("*")) {
+            match site_import_allowed(r, gate) {
                 Ok(()) => r
-                    .import_site(&body, generation)
+                    .import_site(
+                        &body,
+                        generation,
+                        &gate.shared_key(crate::site::PUSH_PURPOSE),
+                    )
                     .await
                     .map(|n| json!({"changed": n}))
                     .map_err(|e| match e {
@@ -157,6 +166,31 @@ fn list<M: MetaStore, B: BlobStore>(
     }))
 }
 
+/// A site push is taken only from this account's root (the credentials a site peer was
+/// given) and only by a region that has joined a site itself (it names a site peer): both
+/// sides' roots agreed.
+fn site_import_allowed<M: MetaStore, B: BlobStore>(
+    r: &Replication<M, B>,
+    gate: &dyn Gate,
+) -> Result<(), ApiError> {
+    gate.authorize("replication:ImportSite", &arn("*"))?;
+    if !gate.is_root() {
+        return Err(ApiError::new(
+            403,
+            "AccessDenied",
+            "site pushes are taken from the account's root only",
+        ));
+    }
+    if !r.peers().iter().any(|p| p.record.site) {
+        return Err(ApiError::new(
+            403,
+            "AccessDenied",
+            "this region has not joined a site: add the sending region here with --site first",
+        ));
+    }
+    Ok(())
+}
+
 async fn add<M: MetaStore, B: BlobStore>(
     r: &Replication<M, B>,
     gate: &dyn Gate,
@@ -168,6 +202,14 @@ async fn add<M: MetaStore, B: BlobStore>(
     v["name"] = Value::String(name.to_owned());
     let new: NewPeer = serde_json::from_value(v)
         .map_err(|e| ApiError::new(400, "InvalidRequestContent", format!("body: {e}")))?;
+    // A site peer receives every identity's secret: only root may name one.
+    if new.site && !gate.is_root() {
+        return Err(ApiError::new(
+            403,
+            "AccessDenied",
+            "only the account's root may add a site peer (it receives every identity's secret)",
+        ));
+    }
     let rec = r.add_peer(new).await?;
     let peer = r
         .peer(&rec.name)

@@ -156,6 +156,12 @@ impl S3Client {
         })
     }
 
+    /// A key only this region and the peer share: HMAC-SHA256 of `purpose` under the secret
+    /// of the credentials held for the peer (the peer derives it from its own record).
+    pub(crate) fn shared_key(&self, purpose: &str) -> [u8; 32] {
+        feiyun_iam::relay::shared_key(&self.signer.secret_key, purpose)
+    }
+
     /// A relay mark for a request to the peer, MACed with the peer credentials' secret.
     fn mark(&self, method: &str, pq: &str, signature: &str, client: Option<&RelayedFor>) -> String {
         feiyun_iam::relay::RelayMark::make(

@@ -123,6 +123,48 @@ fn row(name: &str) -> Vec<u8> {
 }
 
 /// Peer names: what an ARN's region field and a metric label can carry.
+/// The region name a peer expects in signature scopes. Peers check it (as AWS does), and
+/// answer a request signed for the wrong one with `AuthorizationHeaderMalformed` naming the
+/// right one, so one ListBuckets signed for `us-east-1` finds it; an unreachable peer keeps
+/// that default, which `--signing-region` overrides.
+async fn discover_signing_region(endpoint: &str, access_key: &str, secret_key: &str) -> String {
+    const DEFAULT: &str = "us-east-1";
+    let Ok(probe) = client::S3Client::new(endpoint, access_key, secret_key, DEFAULT, "") else {
+        return DEFAULT.to_owned();
+    };
+    let answer = probe
+        .bodiless(
+            http::Method::GET,
+            None,
+            None,
+            &[],
+            Vec::new(),
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+    match answer {
+        Err(client::ClientError::Status { code, message, .. })
+            if code == "AuthorizationHeaderMalformed" =>
+        {
+            expected_region(&message).unwrap_or_else(|| DEFAULT.to_owned())
+        }
+        _ => DEFAULT.to_owned(),
+    }
+}
+
+/// The region an `AuthorizationHeaderMalformed` message names as expected: `… expecting 'R'`
+/// in ours and AWS's wording.
+fn expected_region(message: &str) -> Option<String> {
+    let rest = &message[message.find("expecting '")? + "expecting '".len()..];
+    let region = &rest[..rest.find('\'')?];
+    let valid = !region.is_empty()
+        && region.len() <= 64
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    valid.then(|| region.to_owned())
+}
+
 fn validate_name(name: &str) -> Result<(), ReplicationError> {
     let ok = !name.is_empty()
         && name.len() <= 63
@@ -150,6 +192,26 @@ fn validate_endpoint(url: &str) -> Result<(), ReplicationError> {
             "endpoint {url:?}: expected http://HOST[:PORT] or https://HOST[:PORT]"
         ))),
     }
+}
+
+/// HTTPS, or plain HTTP that never leaves the machine.
+fn site_endpoint_ok(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.trim_end_matches('/');
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl<M: MetaStore, B: BlobStore> Replication<M, B> {
@@ -223,6 +285,12 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
     pub async fn add_peer(&self, new: NewPeer) -> Result<PeerRecord, ReplicationError> {
         validate_name(&new.name)?;
         validate_endpoint(&new.endpoint)?;
+        if new.site && !site_endpoint_ok(&new.endpoint) {
+            return Err(ReplicationError::Invalid(format!(
+                "a site peer receives every identity's secret: its endpoint must be https:// (its certificate is verified), or on loopback, not {:?}",
+                new.endpoint
+            )));
+        }
         if new.access_key.is_empty() || new.secret_key.is_empty() {
             return Err(ReplicationError::Invalid(
                 "both an access key and a secret key are required".into(),
@@ -231,6 +299,10 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
         // The URL must make a client before anything is stored.
         client::S3Client::new(&new.endpoint, &new.access_key, "", "us-east-1", "")
             .map_err(ReplicationError::Invalid)?;
+        let signing_region = match new.signing_region {
+            Some(r) => r,
+            None => discover_signing_region(&new.endpoint, &new.access_key, &new.secret_key).await,
+        };
         let k = row(&new.name);
         let sealed = self
             .oss
@@ -241,7 +313,7 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
         let rec = PeerRecord {
             name: new.name.clone(),
             endpoint: new.endpoint.trim_end_matches('/').to_owned(),
-            signing_region: new.signing_region.unwrap_or_else(|| "us-east-1".into()),
+            signing_region,
             access_key: new.access_key,
             sealed_secret: sealed,
             created_ms: feiyun_oss::now_millis(),
@@ -392,6 +464,20 @@ pub fn peer_json(p: &Peer) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_expected_region_is_read_from_a_scope_refusal() {
+        let aws = "The authorization header is malformed; the region 'us-east-1' is wrong; \
+                   expecting 'eu-west-1'";
+        assert_eq!(expected_region(aws).as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            expected_region("the region 'a' is wrong; expecting ''"),
+            None
+        );
+        assert_eq!(expected_region("expecting 'a b'"), None);
+        assert_eq!(expected_region("expecting 'unterminated"), None);
+        assert_eq!(expected_region("no region here"), None);
+    }
 
     #[test]
     fn names_and_endpoints_are_checked() {

@@ -9,7 +9,10 @@
 //! https between sites). The receiver first stamps any change of its own it has not noticed
 //! yet, then takes the push only if it is newer, mirroring it (a revoked key is revoked
 //! everywhere) and recording its hash, so it does not send the same state back; an older push
-//! is answered StaleSite and the receiver's own state travels the other way. The mark lives
+//! is answered StaleSite and the receiver's own state travels the other way. Pushes go only
+//! to peers added by root with `--site` over verified HTTPS (or loopback), are sealed for
+//! the peer (AES-256-GCM under a key derived from the credentials held for it), and are
+//! taken only by a region that joined a site itself, from its root's credentials. The mark lives
 //! in the `replication` table (`site-hash`), so a restarted region does not push stale state
 //! over changes its peers made meanwhile. Between concurrent changes in two regions, the later
 //! one wins whole (wall clocks compared: keep them in sync).
@@ -28,6 +31,83 @@ use crate::{Replication, ReplicationError};
 const SITE_HASH_ROW: &[u8] = b"site-hash";
 /// When the pushed identities last changed at their sender (ms since the epoch).
 pub const GENERATION_HEADER: &str = "x-feiyun-site-generation";
+/// What the key sealing site pushes is derived for (from the peer credentials' secret).
+pub const PUSH_PURPOSE: &str = "feiyun site push v1";
+const SEALED_MAGIC: &[u8; 5] = b"FYSP1";
+
+/// Seals a push for one peer: AES-256-GCM under a key derived from the secret of the
+/// credentials this region holds for it, so the identities it carries (secrets included) are
+/// readable by that peer alone, not by whatever relays the connection. The generation is
+/// bound in, so a sealed body cannot be replayed under a newer one.
+pub(crate) fn seal_push(
+    key: &[u8; 32],
+    generation_ms: i64,
+    body: &[u8],
+) -> Result<Vec<u8>, ReplicationError> {
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+    use aws_lc_rs::rand::SecureRandom;
+    let cipher = LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, key)
+            .map_err(|_| ReplicationError::Corrupt("push key".into()))?,
+    );
+    let mut nonce = [0u8; NONCE_LEN];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| ReplicationError::Corrupt("no randomness".into()))?;
+    let mut out = body.to_vec();
+    cipher
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(push_aad(generation_ms).as_slice()),
+            &mut out,
+        )
+        .map_err(|_| ReplicationError::Corrupt("sealing a push failed".into()))?;
+    let mut sealed = Vec::with_capacity(SEALED_MAGIC.len() + NONCE_LEN + out.len());
+    sealed.extend_from_slice(SEALED_MAGIC);
+    sealed.extend_from_slice(&nonce);
+    sealed.extend_from_slice(&out);
+    Ok(sealed)
+}
+
+/// What a sealed push authenticates besides its body.
+fn push_aad(generation_ms: i64) -> Vec<u8> {
+    let mut aad = SEALED_MAGIC.to_vec();
+    aad.extend_from_slice(&generation_ms.to_be_bytes());
+    aad
+}
+
+/// Opens a push sealed by [`seal_push`]; unsealed or altered pushes are refused.
+pub(crate) fn open_push(
+    key: &[u8; 32],
+    generation_ms: i64,
+    sealed: &[u8],
+) -> Result<Vec<u8>, ReplicationError> {
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+    let header = SEALED_MAGIC.len() + NONCE_LEN;
+    if sealed.len() < header || &sealed[..SEALED_MAGIC.len()] != SEALED_MAGIC {
+        return Err(ReplicationError::Invalid(
+            "a site push must be sealed for this region".into(),
+        ));
+    }
+    let cipher = LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, key)
+            .map_err(|_| ReplicationError::Corrupt("push key".into()))?,
+    );
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&sealed[SEALED_MAGIC.len()..header]);
+    let mut body = sealed[header..].to_vec();
+    let plain = cipher
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(push_aad(generation_ms).as_slice()),
+            &mut body,
+        )
+        .map_err(|_| {
+            ReplicationError::Invalid("the site push does not open with this region's key".into())
+        })?;
+    Ok(plain.to_vec())
+}
+
 /// How far ahead of this region's clock a pushed generation may be.
 const MAX_GENERATION_SKEW_MS: i64 = 5 * 60 * 1000;
 
@@ -149,12 +229,17 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
         if mark.sent {
             return Ok(());
         }
-        let sha = hex::encode(sha2::Sha256::digest(&body));
-        let body = bytes::Bytes::from(body);
         let generation = mark.generation_ms.to_string();
         let mut newer_elsewhere = false;
         for p in &peers {
             use http_body_util::BodyExt;
+            let sealed = seal_push(
+                &p.client.shared_key(PUSH_PURPOSE),
+                mark.generation_ms,
+                &body,
+            )?;
+            let sha = hex::encode(sha2::Sha256::digest(&sealed));
+            let body = bytes::Bytes::from(sealed);
             let len = body.len();
             let sent = p
                 .client
@@ -203,9 +288,12 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
     /// Refused as stale when this region's own identities changed later.
     pub async fn import_site(
         &self,
-        body: &[u8],
+        sealed: &[u8],
         generation_ms: i64,
+        key: &[u8; 32],
     ) -> Result<usize, ReplicationError> {
+        let opened = open_push(key, generation_ms, sealed)?;
+        let body = opened.as_slice();
         let Some(iam) = self.iam.get() else {
             return Err(ReplicationError::Invalid(
                 "identities are not ready yet".into(),
@@ -297,5 +385,35 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             "last_import": s.last_import_ms,
             "last_error": s.last_error,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_push_opens_only_with_its_key_and_generation() {
+        let key = feiyun_iam::relay::shared_key("secret-a", PUSH_PURPOSE);
+        let sealed = seal_push(&key, 42, b"{\"users\":[]}").unwrap();
+        assert!(
+            !sealed.windows(5).any(|w| w == b"users"),
+            "not readable in transit"
+        );
+        assert_eq!(open_push(&key, 42, &sealed).unwrap(), b"{\"users\":[]}");
+        let other = feiyun_iam::relay::shared_key("secret-b", PUSH_PURPOSE);
+        assert!(
+            open_push(&other, 42, &sealed).is_err(),
+            "another peer's key"
+        );
+        assert!(
+            open_push(&key, 43, &sealed).is_err(),
+            "replayed as a newer generation"
+        );
+        assert!(open_push(&key, 42, b"{\"users\":[]}").is_err(), "unsealed");
+        let mut altered = sealed.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert!(open_push(&key, 42, &altered).is_err(), "altered");
     }
 }

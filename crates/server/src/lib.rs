@@ -1470,6 +1470,14 @@ impl feiyun_fc::api::Gate for SignedGate<'_> {
 struct ReplicationGate<'a>(&'a feiyun_iamapi::Authenticated);
 
 impl feiyun_replication::api::Gate for ReplicationGate<'_> {
+    fn is_root(&self) -> bool {
+        self.0.is_root()
+    }
+
+    fn shared_key(&self, purpose: &str) -> [u8; 32] {
+        self.0.shared_key(purpose)
+    }
+
     fn authorize(
         &self,
         action: &str,

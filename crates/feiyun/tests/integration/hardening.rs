@@ -739,3 +739,72 @@ fn iam_creation_is_authorized_as_requested() {
     );
     assert_eq!(session.status, 403, "{}", session.body_text());
 }
+
+/// A signed call to the region's `/replication/` API as `(ak, sk)`.
+fn replication_call(
+    r: &Region,
+    (ak, sk): (&str, &str),
+    method: &str,
+    path: &str,
+    body: &str,
+) -> RawResponse {
+    let host = r.addr.to_string();
+    let auth = signer(ak, sk).sign_as(
+        "replication",
+        method,
+        path,
+        "",
+        &[("host", host.clone())],
+        &sigv4::sha256_hex(body.as_bytes()),
+        &sigv4::now_amz_date(),
+    );
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in auth {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    raw(r.addr, &req)
+}
+
+/// Anyone allowed AddRegion could register a site peer at any URL and receive every secret
+/// (item 22): site peers are root's to add, over verified HTTPS (or loopback), and pushes
+/// are sealed for the peer and taken only by a region that joined a site itself.
+#[test]
+fn site_membership_is_roots_and_pushes_are_sealed() {
+    let r = Region::start();
+    let peer = |url: &str| {
+        format!(
+            r#"{{"endpoint":"{url}","access_key":"AKPEER","secret_key":"peer-secret-0123456789","site":true}}"#
+        )
+    };
+    let (ak, sk) = common::iam_user(
+        &r,
+        "operator",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"replication:*","Resource":"*"}]}"#,
+    );
+    let by_user = replication_call(
+        &r,
+        (&ak, &sk),
+        "PUT",
+        "/replication/regions/dr",
+        &peer("https://dr.example.test"),
+    );
+    assert_eq!(by_user.status, 403, "{}", by_user.body_text());
+    let plain = replication_call(
+        &r,
+        root(),
+        "PUT",
+        "/replication/regions/dr",
+        &peer("http://192.0.2.7:9000"),
+    );
+    assert_eq!(plain.status, 400, "{}", plain.body_text());
+    assert!(plain.body_text().contains("https"), "{}", plain.body_text());
+    // A push into a region that joined no site, even from its root, is refused; so is an
+    // unsealed one.
+    let push = replication_call(&r, root(), "POST", "/replication/site", "not sealed");
+    assert_eq!(push.status, 403, "{}", push.body_text());
+}

@@ -1362,21 +1362,23 @@ async fn failover_to_the_replica_and_failback_keep_data_and_credentials() {
 async fn site_replication_refuses_regions_of_different_accounts() {
     let a = Region::start_env(&[("FEIYUN_ACCOUNT_ID", "123456789012")]);
     let b = Region::start_env(&[("FEIYUN_ACCOUNT_ID", "210987654321")]);
-    cli_ok(
-        &a,
-        &[
-            "region",
-            "add",
-            "dr",
-            "--url",
-            &b.endpoint(),
-            "--access-key",
-            ACCESS_KEY,
-            "--secret-key",
-            SECRET_KEY,
-            "--site",
-        ],
-    );
+    for (r, name, peer) in [(&a, "dr", b.endpoint()), (&b, "main", a.endpoint())] {
+        cli_ok(
+            r,
+            &[
+                "region",
+                "add",
+                name,
+                "--url",
+                &peer,
+                "--access-key",
+                ACCESS_KEY,
+                "--secret-key",
+                SECRET_KEY,
+                "--site",
+            ],
+        );
+    }
     iam_user(&a, "carol", APP_POLICY);
     eventually(30, "the mismatch in the status", || async {
         let st: serde_json::Value =
