@@ -55,7 +55,7 @@ impl PreauthBudget {
         limit: usize,
         authenticated: bool,
     ) -> Result<Bytes, BodyError> {
-        let declared = crate::content_length_opt(headers);
+        let declared = crate::handle::content_length_opt(headers);
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(BodyError::TooLarge(limit));
         }
