@@ -89,6 +89,59 @@ impl PreauthBudget {
     }
 }
 
+/// Why a buffered edge's body (Function Compute, replication) was not read.
+pub(crate) enum EdgeBodyError {
+    /// The signature over the claimed payload hash does not hold.
+    Auth(feiyun_iamapi::ApiError),
+    /// Reading failed; `limit` is what this request was allowed.
+    Read { error: BodyError, limit: usize },
+    /// The body is not the one whose hash was signed.
+    Payload(feiyun_iamapi::ApiError),
+}
+
+impl crate::App {
+    /// Reads the body of an edge that buffers it. A signed request that claims its body's
+    /// hash (`x-amz-content-sha256`) is authenticated on its headers first, and its body,
+    /// up to `limit`, is then held to that hash; any other signed request has at most
+    /// [`MAX_UNCLAIMED_BODY`] read for the signature check over it that follows; an
+    /// unsigned body may reach `limit`. Returns the caller when it was authenticated here.
+    pub(crate) async fn read_edge_body(
+        &self,
+        parts: &http::request::Parts,
+        body: Incoming,
+        peer: std::net::SocketAddr,
+        action_prefix: &str,
+        audit: &feiyun_audit::Slot,
+        limit: usize,
+    ) -> Result<(Option<feiyun_iamapi::Authenticated>, Bytes), EdgeBodyError> {
+        let signed = parts.headers.contains_key(http::header::AUTHORIZATION);
+        let early = signed && parts.headers.contains_key("x-amz-content-sha256");
+        let caller = if early {
+            let c = self
+                .query
+                .sign_in_caller_head(parts, peer, action_prefix.into(), audit)
+                .map_err(EdgeBodyError::Auth)?;
+            Some(c)
+        } else {
+            None
+        };
+        let limit = if signed && !early {
+            limit.min(MAX_UNCLAIMED_BODY)
+        } else {
+            limit
+        };
+        let body = self
+            .preauth
+            .read(&parts.headers, body, limit, caller.is_some())
+            .await
+            .map_err(|error| EdgeBodyError::Read { error, limit })?;
+        if caller.is_some() {
+            feiyun_iamapi::check_payload(&parts.headers, &body).map_err(EdgeBodyError::Payload)?;
+        }
+        Ok((caller, body))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

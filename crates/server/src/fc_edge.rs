@@ -32,53 +32,43 @@ impl App {
                 "FcRejected",
             )
         };
-        // A signed request is authenticated before its body is read whenever it claims the
-        // body's hash; only small bodies are read first to check a signature over them.
         let signed = parts.headers.contains_key(http::header::AUTHORIZATION);
-        let early = signed && parts.headers.contains_key("x-amz-content-sha256");
-        let caller = if early {
-            match self
-                .query
-                .sign_in_caller_head(&parts, peer, "fc:".into(), audit)
-            {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    let r = api::error_response(
-                        ApiError::new(e.status.as_u16(), e.code, e.message),
-                        "AuthFailed",
-                    );
-                    return (fc_response(r), "AuthFailed");
-                }
-            }
-        } else {
-            None
-        };
-        let read_limit = if signed && !early {
-            limit.min(bodies::MAX_UNCLAIMED_BODY)
-        } else {
-            limit
-        };
-        let body = match self
-            .preauth
-            .read(&parts.headers, body, read_limit, caller.is_some())
+        let (caller, body) = match self
+            .read_edge_body(&parts, body, peer, "fc:", audit, limit)
             .await
         {
-            Ok(b) => b,
-            Err(bodies::BodyError::Busy) => {
+            Ok(x) => x,
+            Err(bodies::EdgeBodyError::Auth(e)) => {
+                let r = api::error_response(
+                    ApiError::new(e.status.as_u16(), e.code, e.message),
+                    "AuthFailed",
+                );
+                return (fc_response(r), "AuthFailed");
+            }
+            Err(bodies::EdgeBodyError::Payload(e)) => {
+                return fail(ApiError::new(e.status.as_u16(), e.code, e.message));
+            }
+            Err(bodies::EdgeBodyError::Read {
+                error: bodies::BodyError::Busy,
+                ..
+            }) => {
                 return fail(ApiError::new(
                     503,
                     "ServiceException",
                     "too many unauthenticated request bodies in flight; retry",
                 ));
             }
-            Err(bodies::BodyError::TooLarge(n)) if n < limit => {
+            Err(bodies::EdgeBodyError::Read {
+                error: bodies::BodyError::TooLarge(n),
+                ..
+            }) if n < limit => {
                 return fail(ApiError::new(
                     413,
                     "RequestEntityTooLargeException",
                     format!("a body over {n} bytes must be signed with x-amz-content-sha256"),
                 ));
             }
-            Err(_) => {
+            Err(bodies::EdgeBodyError::Read { .. }) => {
                 return fail(ApiError::new(
                     413,
                     "RequestEntityTooLargeException",
@@ -86,11 +76,6 @@ impl App {
                 ));
             }
         };
-        if caller.is_some()
-            && let Err(e) = feiyun_iamapi::check_payload(&parts.headers, &body)
-        {
-            return fail(ApiError::new(e.status.as_u16(), e.code, e.message));
-        }
         let call = Call {
             method: &parts.method,
             path: &path,

@@ -38,55 +38,39 @@ impl App {
         } else {
             64 * 1024
         };
-        let early = parts.headers.contains_key("x-amz-content-sha256");
-        let caller = if early {
-            match self
-                .query
-                .sign_in_caller_head(&parts, peer, "replication:".into(), audit)
-            {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    let r = api::error_response(
-                        ApiError::new(e.status.as_u16(), e.code, e.message),
-                        "AuthFailed",
-                    );
-                    return (json_response(r), "AuthFailed");
-                }
-            }
-        } else {
-            None
-        };
-        let read_limit = if early {
-            limit
-        } else {
-            limit.min(bodies::MAX_UNCLAIMED_BODY)
-        };
-        let body = match self
-            .preauth
-            .read(&parts.headers, body, read_limit, caller.is_some())
+        let (caller, body) = match self
+            .read_edge_body(&parts, body, peer, "replication:", audit, limit)
             .await
         {
-            Ok(b) => b,
-            Err(bodies::BodyError::Busy) => {
+            Ok(x) => x,
+            Err(bodies::EdgeBodyError::Auth(e)) => {
+                let r = api::error_response(
+                    ApiError::new(e.status.as_u16(), e.code, e.message),
+                    "AuthFailed",
+                );
+                return (json_response(r), "AuthFailed");
+            }
+            Err(bodies::EdgeBodyError::Payload(e)) => {
+                return fail(ApiError::new(e.status.as_u16(), e.code, e.message));
+            }
+            Err(bodies::EdgeBodyError::Read {
+                error: bodies::BodyError::Busy,
+                ..
+            }) => {
                 return fail(ApiError::new(
                     503,
                     "ServiceUnavailable",
                     "too many unauthenticated request bodies in flight; retry",
                 ));
             }
-            Err(_) => {
+            Err(bodies::EdgeBodyError::Read { limit, .. }) => {
                 return fail(ApiError::new(
                     413,
                     "RequestEntityTooLarge",
-                    format!("the body is over {} KiB", read_limit / 1024),
+                    format!("the body is over {} KiB", limit / 1024),
                 ));
             }
         };
-        if caller.is_some()
-            && let Err(e) = feiyun_iamapi::check_payload(&parts.headers, &body)
-        {
-            return fail(ApiError::new(e.status.as_u16(), e.code, e.message));
-        }
         let caller = match caller {
             Some(c) => Ok(c),
             None => self
