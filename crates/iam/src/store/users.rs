@@ -1,0 +1,204 @@
+//! Users and their access keys and tags.
+
+use super::*;
+
+impl<M: MetaStore> Iam<M> {
+    pub async fn create_user(
+        &self,
+        account: &str,
+        name: &str,
+        path: Option<&str>,
+        tags: Vec<Tag>,
+    ) -> Result<UserRecord, IamError> {
+        check_name("userName", name, limits::USER_NAME_LEN)?;
+        let path = path.unwrap_or("/");
+        check_path(path)?;
+        check_tags(&tags)?;
+        self.change(|st, b| {
+            if st.user(account, name).is_ok() {
+                return Err(IamError::EntityAlreadyExists(format!(
+                    "User with name {name} already exists."
+                )));
+            }
+            let u = UserRecord {
+                name: name.to_owned(),
+                id: new_id("AIDA", 17),
+                path: path.to_owned(),
+                created: now(),
+                tags,
+                inline: BTreeMap::new(),
+                attached: Vec::new(),
+                groups: Vec::new(),
+            };
+            b.put(Table::Iam, entity_key(USER, account, name), encode(&u)?);
+            Ok(u)
+        })
+        .await
+    }
+
+    pub async fn delete_user(&self, account: &str, name: &str) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let u = st.user(account, name)?;
+            let conflict = |what: &str| {
+                Err(IamError::DeleteConflict(format!(
+                    "Cannot delete entity, must {what} first."
+                )))
+            };
+            if st
+                .keys
+                .values()
+                .any(|k| k.account == account && k.user.eq_ignore_ascii_case(name))
+            {
+                return conflict("delete access keys");
+            }
+            if !u.inline.is_empty() {
+                return conflict("delete policies");
+            }
+            if !u.attached.is_empty() {
+                return conflict("detach all policies");
+            }
+            if !u.groups.is_empty() {
+                return conflict("remove users from group");
+            }
+            if st.mfa.values().any(|d| {
+                d.account == account
+                    && d.user
+                        .as_deref()
+                        .is_some_and(|x| x.eq_ignore_ascii_case(name))
+            }) {
+                return conflict("delete MFA devices");
+            }
+            b.delete(Table::Iam, entity_key(USER, account, name));
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn tag_user(
+        &self,
+        account: &str,
+        name: &str,
+        tags: Vec<Tag>,
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let mut u = st.user(account, name)?.clone();
+            u.tags = merge_tags(&u.tags, tags)?;
+            b.put(Table::Iam, entity_key(USER, account, name), encode(&u)?);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn untag_user(
+        &self,
+        account: &str,
+        name: &str,
+        keys: &[String],
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let mut u = st.user(account, name)?.clone();
+            u.tags.retain(|t| !keys.contains(&t.key));
+            b.put(Table::Iam, entity_key(USER, account, name), encode(&u)?);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn create_access_key(
+        &self,
+        account: &str,
+        user: &str,
+    ) -> Result<AccessKeyRecord, IamError> {
+        self.change(|st, b| {
+            let u = st.user(account, user)?;
+            let n = st
+                .keys
+                .values()
+                .filter(|k| k.account == account && k.user == u.name)
+                .count();
+            if n >= limits::ACCESS_KEYS_PER_USER {
+                return Err(IamError::LimitExceeded(format!(
+                    "Cannot exceed quota for AccessKeysPerUser: {}",
+                    limits::ACCESS_KEYS_PER_USER
+                )));
+            }
+            let k = AccessKeyRecord {
+                access_key: new_id("AKIA", 16),
+                secret: new_secret(),
+                account: account.to_owned(),
+                user: u.name.clone(),
+                status: KeyStatus::Active,
+                created: now(),
+            };
+            b.check_absent(Table::Iam, key(&[KEY, &k.access_key]));
+            let row = key(&[KEY, &k.access_key]);
+            b.put(Table::Iam, row.clone(), self.sealed(&row, &k)?);
+            Ok(k)
+        })
+        .await
+    }
+
+    pub fn list_access_keys(
+        &self,
+        account: &str,
+        user: &str,
+    ) -> Result<Vec<AccessKeyRecord>, IamError> {
+        let st = self.snapshot();
+        let u = st.user(account, user)?;
+        Ok(st
+            .keys
+            .values()
+            .filter(|k| k.account == account && k.user == u.name)
+            .cloned()
+            .collect())
+    }
+
+    pub(super) fn owned_key<'a>(
+        st: &'a IamState,
+        account: &str,
+        user: Option<&str>,
+        access_key: &str,
+    ) -> Result<&'a AccessKeyRecord, IamError> {
+        let k = st
+            .keys
+            .get(access_key)
+            .filter(|k| k.account == account && user.is_none_or(|u| k.user.eq_ignore_ascii_case(u)))
+            .ok_or_else(|| {
+                IamError::NoSuchEntity(format!(
+                    "The Access Key with id {access_key} cannot be found."
+                ))
+            })?;
+        Ok(k)
+    }
+
+    pub async fn update_access_key(
+        &self,
+        account: &str,
+        user: Option<&str>,
+        access_key: &str,
+        status: KeyStatus,
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            let mut k = Self::owned_key(st, account, user, access_key)?.clone();
+            k.status = status;
+            let row = key(&[KEY, access_key]);
+            b.put(Table::Iam, row.clone(), self.sealed(&row, &k)?);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_access_key(
+        &self,
+        account: &str,
+        user: Option<&str>,
+        access_key: &str,
+    ) -> Result<(), IamError> {
+        self.change(|st, b| {
+            Self::owned_key(st, account, user, access_key)?;
+            b.delete(Table::Iam, key(&[KEY, access_key]));
+            Ok(())
+        })
+        .await
+    }
+}
