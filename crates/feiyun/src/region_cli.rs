@@ -19,7 +19,8 @@ pub enum RegionCommand {
         access_key: String,
         #[arg(long)]
         secret_key: String,
-        /// The region name requests to the peer are signed for [default: us-east-1]
+        /// The region name requests to the peer are signed for [default: the name the peer
+        /// states when it refuses a scope naming another region]
         #[arg(long)]
         signing_region: Option<String>,
         /// A region of the same site (same account_id): it also receives this region's
