@@ -121,6 +121,9 @@ impl<M: MetaStore> Kms<M> {
             touched.push((k.account.clone(), k.id.clone()));
             n += 1;
         }
+        for alias in &site.aliases {
+            validate_alias(alias)?;
+        }
         let wanted: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = site
             .aliases
             .iter()
@@ -166,6 +169,27 @@ fn validate_key(k: &SiteKey) -> Result<(), KmsError> {
     }
     if k.description.len() > 8192 {
         return bad("a key's description is longer than 8192 characters");
+    }
+    Ok(())
+}
+
+/// A pushed alias names a key id of an account, under a name this region could have made
+/// (`aws/…` included: the managed keys' aliases travel too).
+fn validate_alias((account, name, id): &(String, String, String)) -> Result<(), KmsError> {
+    let bad = |why: &str| Err(KmsError::Validation(format!("site import refused: {why}")));
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return bad("an alias's account is not a 12-digit id");
+    }
+    if name.is_empty()
+        || name.len() > 250
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b))
+    {
+        return bad("an alias name is not one KMS accepts");
+    }
+    if uuid::Uuid::parse_str(id).is_err() {
+        return bad("an alias does not name a key id");
     }
     Ok(())
 }

@@ -219,3 +219,93 @@ async fn states_aliases_and_crypto_shredding() {
     );
     k.delete_alias(ACCOUNT, "alias/photos").await.unwrap_err();
 }
+
+/// Issue 19, item 21: a site peer's push is input, not truth. A key arriving "pending
+/// deletion, due yesterday" is not purged before this region's own minimum window, and a
+/// push with one malformed field changes nothing at all.
+#[tokio::test]
+async fn a_site_push_cannot_bring_a_deletion_forward_or_smuggle_rows() {
+    use crate::site::{KmsSite, SiteKey};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, master) = MasterKey::generate().unwrap();
+    let k = kms(dir.path(), &master);
+    let local = k.create_key(ACCOUNT, "local", NOW).await.unwrap();
+    let pushed = SiteKey {
+        id: local.key_id.clone(),
+        account: ACCOUNT.into(),
+        description: "local".into(),
+        state: KeyState::PendingDeletion,
+        created: NOW,
+        deletion_date: Some(NOW - 86_400),
+    };
+    let site = KmsSite {
+        keys: vec![pushed.clone()],
+        aliases: vec![(ACCOUNT.into(), "photos".into(), local.key_id.clone())],
+    };
+    assert_eq!(k.import_site(&site, NOW).await.unwrap(), 2);
+    let earliest = NOW + 7 * 86_400;
+    let d = k.describe(ACCOUNT, &local.key_id).unwrap();
+    assert_eq!(
+        (d.state, d.deletion_date),
+        (KeyState::PendingDeletion, Some(earliest))
+    );
+    assert!(k.purge_due(NOW).await.unwrap().is_empty());
+    assert!(k.purge_due(earliest - 1).await.unwrap().is_empty());
+
+    // A later date than the minimum is kept as sent.
+    let later = SiteKey {
+        deletion_date: Some(earliest + 3 * 86_400),
+        ..pushed.clone()
+    };
+    let site = KmsSite {
+        keys: vec![later],
+        ..site
+    };
+    k.import_site(&site, NOW).await.unwrap();
+    assert_eq!(
+        k.describe(ACCOUNT, &local.key_id).unwrap().deletion_date,
+        Some(earliest + 3 * 86_400)
+    );
+
+    let before = k.export_site().unwrap();
+    let good_alias = (
+        ACCOUNT.to_owned(),
+        "photos".to_owned(),
+        local.key_id.clone(),
+    );
+    let lies: Vec<KmsSite> = vec![
+        KmsSite {
+            keys: vec![SiteKey {
+                id: "../../k".into(),
+                ..pushed.clone()
+            }],
+            aliases: vec![good_alias.clone()],
+        },
+        KmsSite {
+            keys: vec![SiteKey {
+                account: "12345678901/x".into(),
+                ..pushed.clone()
+            }],
+            aliases: vec![good_alias.clone()],
+        },
+        KmsSite {
+            keys: vec![pushed.clone()],
+            aliases: vec![(ACCOUNT.into(), "photos/../x y".into(), local.key_id.clone())],
+        },
+        KmsSite {
+            keys: vec![pushed.clone()],
+            aliases: vec![("999/x".into(), "photos".into(), local.key_id.clone())],
+        },
+        KmsSite {
+            keys: vec![pushed.clone()],
+            aliases: vec![(ACCOUNT.into(), "photos".into(), "not-a-key".into())],
+        },
+    ];
+    for lie in lies {
+        assert!(
+            matches!(k.import_site(&lie, NOW).await, Err(KmsError::Validation(_))),
+            "{lie:?}"
+        );
+        assert_eq!(k.export_site().unwrap(), before, "{lie:?}");
+    }
+}

@@ -111,6 +111,19 @@ pub(crate) fn open_push(
 /// How far ahead of this region's clock a pushed generation may be.
 const MAX_GENERATION_SKEW_MS: i64 = 5 * 60 * 1000;
 
+/// The generation a push from a peer is recorded at, or why it is stale. The sender's clock
+/// is not trusted beyond a little skew: a generation far in the future would otherwise win
+/// every comparison for ever, and no later change here could replace it.
+fn accepted_generation(sent_ms: i64, local_ms: i64, now_ms: i64) -> Result<i64, ReplicationError> {
+    let generation_ms = sent_ms.min(now_ms.saturating_add(MAX_GENERATION_SKEW_MS));
+    if generation_ms <= local_ms {
+        return Err(ReplicationError::Stale(format!(
+            "this region's identities changed later ({local_ms} > {generation_ms})"
+        )));
+    }
+    Ok(generation_ms)
+}
+
 /// The identities as last sent or received: their hash, when they changed (here, or at the
 /// peer they came from), and whether every site peer has them.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -301,9 +314,6 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
         };
         let state: SitePush = ciborium::from_reader(body)
             .map_err(|e| ReplicationError::Invalid(format!("site state: {e}")))?;
-        // The sender's clock is not trusted beyond a little skew: a generation far in the
-        // future would win every comparison for ever.
-        let generation_ms = generation_ms.min(feiyun_oss::now_millis() + MAX_GENERATION_SKEW_MS);
         let _one = self.site_lock.lock().await;
         // A local change not yet noticed is stamped first, so it is not lost to an older one.
         let (_, mark, _) = self.current_site(iam).await?;
@@ -311,12 +321,8 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             // Already the same identities: nothing to take, nothing to refuse.
             return Ok(0);
         }
-        if generation_ms <= mark.generation_ms {
-            return Err(ReplicationError::Stale(format!(
-                "this region's identities changed later ({} > {generation_ms})",
-                mark.generation_ms
-            )));
-        }
+        let generation_ms =
+            accepted_generation(generation_ms, mark.generation_ms, feiyun_oss::now_millis())?;
         let mut n = iam.import_site(&state.iam).await.map_err(|e| match e {
             feiyun_iam::IamError::SiteMismatch(m) => ReplicationError::InUse(m),
             other => ReplicationError::Invalid(other.to_string()),
@@ -415,5 +421,28 @@ mod tests {
         let last = altered.len() - 1;
         altered[last] ^= 1;
         assert!(open_push(&key, 42, &altered).is_err(), "altered");
+    }
+
+    /// Issue 19, item 21: a generation was taken as sent, so a push stamped far in the future
+    /// won every later comparison.
+    #[test]
+    fn a_generation_from_the_future_is_held_to_the_clock() {
+        let now = 1_800_000_000_000;
+        let g = accepted_generation(i64::MAX, now - 1, now).unwrap();
+        assert_eq!(g, now + MAX_GENERATION_SKEW_MS);
+        // Once the skew has passed, a change made here is newer than what that push was
+        // recorded at, and a push no newer than it is refused as stale.
+        let later_local = now + MAX_GENERATION_SKEW_MS + 1;
+        assert!(later_local > g);
+        assert!(matches!(
+            accepted_generation(g, later_local, later_local),
+            Err(ReplicationError::Stale(_))
+        ));
+        // An ordinary newer push is kept as sent; an older one is stale.
+        assert_eq!(
+            accepted_generation(now - 5, now - 10, now).unwrap(),
+            now - 5
+        );
+        assert!(accepted_generation(now - 10, now - 5, now).is_err());
     }
 }

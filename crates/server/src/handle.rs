@@ -18,6 +18,19 @@ use crate::reject::{
 use crate::screening::Edge;
 use crate::{App, bodies, cors, guard};
 
+/// The audit record of a request refused for its shape before its signature was checked:
+/// under the key it claimed (unproven) and the path it named, decided `Rejected` — not a
+/// failed sign-in, which would charge the key's back-off.
+fn refused_before_auth(exit: &Exit<'_>, req: &Request<Incoming>) -> feiyun_audit::Decided {
+    feiyun_audit::Decided {
+        principal: exit.claimed.unwrap_or("anonymous").to_owned(),
+        access_key: exit.claimed.unwrap_or_default().to_owned(),
+        resource: req.uri().path().to_owned(),
+        decision: "Rejected".into(),
+        ..Default::default()
+    }
+}
+
 /// What every answer past screening is recorded with: the request id, when it arrived, who
 /// policies judge it to come from (set once relay and function-call marks are checked),
 /// and the access key it claimed.
@@ -323,11 +336,15 @@ impl App {
                 "POST Object (browser form upload) is not supported by this region; use PUT or a presigned PUT URL.",
                 id,
             );
-            return self.finish(exit, "PostObject", 0, resp, None, false).await;
+            let d = refused_before_auth(exit, &req);
+            return self
+                .finish(exit, "PostObject", 0, resp, Some(d), false)
+                .await;
         }
         if let Some(resp) = reject_oversized_xml(&req, id) {
+            let d = refused_before_auth(exit, &req);
             return self
-                .finish(exit, "Rejected", bytes_in, resp, None, false)
+                .finish(exit, "Rejected", bytes_in, resp, Some(d), false)
                 .await;
         }
         let cors = cors::CorsRequest::of(&req, &self.hosts);

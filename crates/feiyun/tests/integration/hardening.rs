@@ -219,6 +219,122 @@ fn browser_form_uploads_are_refused_before_the_body_is_read() {
     assert_eq!(resp.code(), "NotImplemented");
 }
 
+/// Sends `head` (a request without its body) and reads the answer the server gives first.
+fn answer_before_body(addr: SocketAddr, head: &str) -> RawResponse {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).expect("an answer before the body");
+    common::parse_response(&buf[..n])
+}
+
+/// The region's audit records, one JSON value each (the region must be stopped).
+fn audit_records(r: &Region) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(r.data_dir.join("audit")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "log") {
+            for line in std::fs::read_to_string(&p).unwrap().lines() {
+                // `LINK JSON`: the chain's MAC, then the record.
+                let json = line.split_once(' ').map_or(line, |(_, j)| j);
+                out.push(serde_json::from_str(json).unwrap_or(serde_json::Value::Null));
+            }
+        }
+    }
+    out
+}
+
+/// Oversized XML, CORS preflights and refused form uploads were audited as "unknown" and
+/// "AuthFailed" (or not at all): each is now recorded as what it was, under the key it
+/// claimed, without charging that key's back-off.
+#[test]
+fn refusals_before_authentication_are_audited_as_what_they_were() {
+    let mut r = Region::start();
+    let host = r.addr.to_string();
+    let auth = signer(ACCESS_KEY, "not-the-secret").sign(
+        "PUT",
+        "/anybucket",
+        "",
+        &[("host", host.clone())],
+        sigv4::UNSIGNED,
+        &sigv4::now_amz_date(),
+    );
+    let mut head =
+        format!("PUT /anybucket HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5242880\r\n");
+    for (k, v) in &auth {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let xml = answer_before_body(r.addr, &head);
+    assert_eq!(
+        xml.code(),
+        "MaxMessageLengthExceeded",
+        "{}",
+        xml.body_text()
+    );
+    let form = answer_before_body(
+        r.addr,
+        &format!(
+            "POST /anybucket HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: 100\r\n\r\n"
+        ),
+    );
+    assert_eq!(form.status, 501);
+    let preflight = raw(
+        r.addr,
+        &format!(
+            "OPTIONS /anybucket/k HTTP/1.1\r\nHost: {host}\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: PUT\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(preflight.status, 403, "{}", preflight.body_text());
+    r.terminate();
+    let records = audit_records(&r);
+    let of = |resp: &RawResponse| {
+        let id = resp.header("x-amz-request-id").expect("a request id");
+        records
+            .iter()
+            .find(|rec| rec["request_id"] == id)
+            .unwrap_or_else(|| panic!("no audit record for {id}: {records:?}"))
+            .clone()
+    };
+    let rec = of(&xml);
+    assert_eq!(
+        (
+            &rec["operation"],
+            &rec["decision"],
+            &rec["access_key"],
+            &rec["status"]
+        ),
+        (
+            &serde_json::json!("Rejected"),
+            &serde_json::json!("Rejected"),
+            &serde_json::json!(ACCESS_KEY),
+            &serde_json::json!(400)
+        ),
+        "{rec}"
+    );
+    assert_eq!(rec["resource"], "/anybucket", "{rec}");
+    let rec = of(&form);
+    assert_eq!(
+        (&rec["operation"], &rec["decision"], &rec["principal"]),
+        (
+            &serde_json::json!("PostObject"),
+            &serde_json::json!("Rejected"),
+            &serde_json::json!("anonymous")
+        ),
+        "{rec}"
+    );
+    let rec = of(&preflight);
+    assert_eq!(
+        (&rec["operation"], &rec["decision"]),
+        (
+            &serde_json::json!("PreflightRequest"),
+            &serde_json::json!("ImplicitDeny")
+        ),
+        "{rec}"
+    );
+}
+
 /// Ten garbage requests naming the root's key used to lock the root out everywhere
 /// (item 10): the back-off is per claimed key *and* source, so the owner elsewhere is served.
 #[tokio::test]

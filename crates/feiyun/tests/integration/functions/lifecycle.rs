@@ -1,5 +1,5 @@
 //! A function's life through the CLI: deploy, invoke, versions and aliases, logs, restart and
-//! delete; limits that stop a guest; concurrency caps and scale to zero.
+//! delete; limits that stop a guest; concurrency caps, the memory budget and scale to zero.
 
 use super::*;
 
@@ -317,4 +317,64 @@ fn beyond_the_maximum_requests_get_429_and_idle_functions_scale_to_zero() {
     );
     let resp = request(&r, root(), "GET", "/fc/invoke/sleep", b"");
     assert_eq!(resp.header("x-fc-cold-start"), None);
+}
+
+/// Issue 19, item 26: one function could take every instance slot at up to 4 GiB each. With
+/// a budget of 256 MiB, a function of 128 MiB per invocation may hold half of it: one call
+/// at a time runs, the others of that function get 429, and another function still runs.
+#[test]
+fn one_function_holds_at_most_its_share_of_the_memory_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = Region::start_env(&[("FEIYUN_FC_MEMORY_BUDGET_MIB", "256")]);
+    let sleep = wasm_file(dir.path(), "sleep", &guest("sleep"));
+    for (name, memory) in [("greedy", "128M"), ("modest", "64M")] {
+        fc_ok(
+            &r,
+            &[
+                "deploy",
+                name,
+                "--wasm",
+                sleep.to_str().unwrap(),
+                "--memory",
+                memory,
+                "--max-concurrency",
+                "1",
+                "--max-instances",
+                "8",
+            ],
+        );
+        // Warm, so that the calls below overlap in the guest rather than in compilation.
+        assert_eq!(fc_ok(&r, &["invoke", name]), "awake\n");
+    }
+    let addr = r.addr;
+    let greedy: Vec<_> = (0..6)
+        .map(|_| {
+            std::thread::spawn(move || request_at(addr, root(), "GET", "/fc/invoke/greedy", b""))
+        })
+        .collect();
+    // While greedy holds its whole share, modest still gets memory.
+    std::thread::sleep(Duration::from_millis(100));
+    let modest = request_at(addr, root(), "GET", "/fc/invoke/modest", b"");
+    assert_eq!(
+        modest.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&modest.body)
+    );
+    let answers: Vec<RawResponse> = greedy
+        .into_iter()
+        .map(|t| t.join().expect("call"))
+        .collect();
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let refused: Vec<&RawResponse> = answers.iter().filter(|a| a.status == 429).collect();
+    assert_eq!(ok + refused.len(), 6, "{statuses:?}");
+    // Six calls of 400 ms each arriving together: one runs, the rest find the share taken.
+    // (Arrivals spread out on a loaded machine, so a second may start after the first ends.)
+    assert!((1..=3).contains(&ok), "{statuses:?}");
+    for a in &refused {
+        assert_eq!(json(a)["__type"], "TooManyRequestsException");
+    }
+    // The share is given back: the function runs again.
+    assert_eq!(fc_ok(&r, &["invoke", "greedy"]), "awake\n");
 }

@@ -159,3 +159,84 @@ async fn reads_of_versions_not_replicated_yet_are_answered_by_the_peer() {
     .await;
     assert_eq!(status(&cb, "shared", "fresh", &v).await, "REPLICA");
 }
+
+/// Issue 19, item 24: a request forwarded to the home region was judged there with the
+/// relaying region's address, so `aws:SourceIp` conditions were bypassed by asking another
+/// region. The home region now judges the client the relay saw: a Deny on one client
+/// address holds whichever region it asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_request_is_judged_by_its_original_client() {
+    let a = Region::start();
+    let b = Region::start();
+    let (ca, cb) = (a.client(), b.client());
+    versioned_bucket(&ca, "app").await;
+    versioned_bucket(&cb, "app").await;
+    add_region(&b, "main", &a.endpoint());
+    cli_ok(&b, &["replication", "home", "app", "--region", "main"]);
+    put(&ca, "app", "doc", b"home copy".to_vec()).await;
+    ca.put_bucket_policy()
+        .bucket("app")
+        .policy(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::app/*","Condition":{"IpAddress":{"aws:SourceIp":"127.0.0.2/32"}}}]}"#,
+        )
+        .send()
+        .await
+        .expect("policy");
+    // The relaying region connects from 127.0.0.1; the client from 127.0.0.2.
+    let relayed = signed_get_from("127.0.0.2", b.addr, "/app/doc").await;
+    assert_eq!(relayed.status, 403, "{}", relayed.body_text());
+    assert_eq!(relayed.code(), "AccessDenied");
+    let direct = signed_get_from("127.0.0.2", a.addr, "/app/doc").await;
+    assert_eq!(direct.status, 403, "{}", direct.body_text());
+    // Any other client is served through either region.
+    for to in [a.addr, b.addr] {
+        let ok = signed_get_from("127.0.0.1", to, "/app/doc").await;
+        assert_eq!(ok.status, 200, "{}", ok.body_text());
+        assert_eq!(ok.body_text(), "home copy");
+    }
+}
+
+/// A GET signed by the root, sent from the local address `ip`.
+async fn signed_get_from(ip: &str, to: std::net::SocketAddr, path: &str) -> common::RawResponse {
+    use std::io::{Read, Write};
+    let host = to.to_string();
+    let auth = common::sigv4::Signer {
+        access_key: ACCESS_KEY.into(),
+        secret_key: SECRET_KEY.into(),
+        region: "us-east-1".into(),
+    }
+    .sign(
+        "GET",
+        path,
+        "",
+        &[("host", host.clone())],
+        &common::sigv4::sha256_hex(b""),
+        &common::sigv4::now_amz_date(),
+    );
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in auth {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(std::net::SocketAddr::new(ip.parse().expect("ip"), 0))
+        .expect("bind");
+    let s = sock
+        .connect(to)
+        .await
+        .expect("connect")
+        .into_std()
+        .expect("std");
+    tokio::task::spawn_blocking(move || {
+        let mut s = s;
+        s.set_nonblocking(false).expect("blocking");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        s.write_all(req.as_bytes()).expect("send");
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).expect("read");
+        common::parse_response(&buf)
+    })
+    .await
+    .expect("request")
+}
