@@ -13,8 +13,6 @@ macro_rules! outln {
 
 mod admin;
 mod bench;
-mod bench_http;
-mod bench_versions;
 mod fc_cli;
 mod iam_cli;
 mod kms_cli;

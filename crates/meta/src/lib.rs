@@ -3,7 +3,9 @@
 //! Services store their records here as opaque bytes in a handful of named [`Table`]s. Writes
 //! are declarative [`WriteBatch`]es — preconditions ([`Check`]) plus [`Mutation`]s applied
 //! atomically — which is the shape that etcd, FoundationDB and TiKV transactions also take, so
-//! a distributed engine can replace the embedded one without touching the services.
+//! a distributed engine can replace the embedded one without touching the services. A batch
+//! may carry a [`Replan`]: the function to plan it again inside the transaction when its
+//! checks fail, which an engine with interactive transactions (SQL) runs the same way.
 //!
 //! Every value is stored inside a checksummed envelope ([`envelope`]); a value whose checksum
 //! fails is reported as [`MetaError::Corrupt`] and never handed to a caller as good data.
@@ -135,7 +137,45 @@ pub struct WriteBatch {
     /// fsync of its own: a crash may lose it. Only for what can be recomputed (replication
     /// status, which the worker rewrites when it replays the events past its durable cursor).
     pub deferred: bool,
+    /// How to plan this change again when its checks fail at commit time: see [`Replan`].
+    pub replan: Option<Replan>,
 }
+
+/// The signature of a re-planning function: reads the state the commit would apply to and
+/// returns the batch to apply instead, or `None` to fail the original with its conflict.
+pub type ReplanFn = dyn Fn(&dyn MetaRead) -> Result<Option<WriteBatch>, MetaError> + Send + Sync;
+
+/// A change planned from a snapshot whose rows may have moved by the time it commits (many
+/// writers of one key): rather than failing the batch back to its caller, who would read
+/// again and queue again behind the next group of writers, the engine runs this function
+/// inside the same transaction, against the rows as the batches before it left them, and
+/// applies what it returns (checked like any batch). Writers of one key then land in one
+/// durable commit instead of one each. It runs on the engine's writer, so it must be quick
+/// and must not block; a re-planned batch is not re-planned again.
+#[derive(Clone)]
+pub struct Replan(pub std::sync::Arc<ReplanFn>);
+
+impl Replan {
+    pub fn new(
+        f: impl Fn(&dyn MetaRead) -> Result<Option<WriteBatch>, MetaError> + Send + Sync + 'static,
+    ) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for Replan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Replan(..)")
+    }
+}
+
+impl PartialEq for Replan {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Replan {}
 
 impl WriteBatch {
     pub fn new() -> Self {
@@ -244,6 +284,13 @@ pub trait MetaStore: MetaRead + Send + Sync + 'static {
     fn snapshot(&self) -> Result<Self::Snapshot, MetaError>;
 
     fn commit(&self, batch: WriteBatch) -> impl Future<Output = Result<(), MetaError>> + Send;
+
+    /// [`MetaStore::commit`], saying whether the batch's [`Replan`] was applied instead of the
+    /// batch itself (its caller then reports what the re-plan decided).
+    fn commit_replanning(
+        &self,
+        batch: WriteBatch,
+    ) -> impl Future<Output = Result<bool, MetaError>> + Send;
 }
 
 /// Rows one page of a whole-range walk reads.

@@ -24,7 +24,8 @@ const MAX_QUEUE: usize = 4096;
 /// Largest single batch (keys + values).
 pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
-type Reply = oneshot::Sender<Result<(), MetaError>>;
+/// A batch's outcome: applied (`true` when its re-plan was applied instead), or why not.
+type Reply = oneshot::Sender<Result<bool, MetaError>>;
 
 pub struct RedbStore {
     db: Arc<Database>,
@@ -96,11 +97,11 @@ pub struct RedbSnapshot {
 
 impl MetaRead for RedbSnapshot {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
-        let t = self.txn.open_table(def(table)).map_err(storage)?;
-        match t.get(key).map_err(storage)? {
-            None => Ok(None),
-            Some(v) => unseal(table, key, v.value()).map(Some),
-        }
+        get_in(
+            &self.txn.open_table(def(table)).map_err(storage)?,
+            table,
+            key,
+        )
     }
 
     fn scan(
@@ -111,20 +112,41 @@ impl MetaRead for RedbSnapshot {
         limit: usize,
     ) -> Result<Vec<KvPair>, MetaError> {
         let t = self.txn.open_table(def(table)).map_err(storage)?;
-        let iter = match end {
-            Some(end) => t.range::<&[u8]>(start..end),
-            None => t.range::<&[u8]>(start..),
-        }
-        .map_err(storage)?;
-        let mut out = Vec::new();
-        for item in iter.take(limit) {
-            let (k, v) = item.map_err(storage)?;
-            let key = k.value().to_vec();
-            let value = unseal(table, &key, v.value())?;
-            out.push((key, value));
-        }
-        Ok(out)
+        scan_in(&t, table, start, end, limit)
     }
+}
+
+fn get_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, MetaError> {
+    match t.get(key).map_err(storage)? {
+        None => Ok(None),
+        Some(v) => unseal(table, key, v.value()).map(Some),
+    }
+}
+
+fn scan_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+    table: Table,
+    start: &[u8],
+    end: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<KvPair>, MetaError> {
+    let iter = match end {
+        Some(end) => t.range::<&[u8]>(start..end),
+        None => t.range::<&[u8]>(start..),
+    }
+    .map_err(storage)?;
+    let mut out = Vec::new();
+    for item in iter.take(limit) {
+        let (k, v) = item.map_err(storage)?;
+        let key = k.value().to_vec();
+        let value = unseal(table, &key, v.value())?;
+        out.push((key, value));
+    }
+    Ok(out)
 }
 
 impl MetaStore for RedbStore {
@@ -137,6 +159,10 @@ impl MetaStore for RedbStore {
     }
 
     async fn commit(&self, batch: WriteBatch) -> Result<(), MetaError> {
+        self.commit_replanning(batch).await.map(|_| ())
+    }
+
+    async fn commit_replanning(&self, batch: WriteBatch) -> Result<bool, MetaError> {
         let size: usize = batch
             .mutations
             .iter()
@@ -223,7 +249,7 @@ fn dummy_reply() -> Reply {
 fn apply_group(
     db: &Database,
     group: &[(WriteBatch, Reply)],
-) -> Result<Vec<Result<(), MetaError>>, MetaError> {
+) -> Result<Vec<Result<bool, MetaError>>, MetaError> {
     let mut txn = db.begin_write().map_err(storage)?;
     // One fsync for the group unless every batch in it may wait for the next one.
     let durability = if group.iter().all(|(b, _)| b.deferred) {
@@ -241,11 +267,17 @@ fn apply_group(
         }
         let idx = |t: Table| Table::ALL.iter().position(|x| *x == t).unwrap_or(0);
         for (batch, _) in group {
-            if let Err(e) = check_all(&batch.checks, &tables, idx) {
-                results.push(Err(e));
-                continue;
-            }
-            for m in &batch.mutations {
+            let replanned = match check_all(&batch.checks, &tables, idx) {
+                Ok(()) => None,
+                Err(conflict) => match replan_in(batch, conflict, &tables, &idx) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        results.push(Err(e));
+                        continue;
+                    }
+                },
+            };
+            for m in &replanned.as_ref().unwrap_or(batch).mutations {
                 match m {
                     Mutation::Put { table, key, value } => {
                         tables[idx(*table)]
@@ -259,11 +291,52 @@ fn apply_group(
                     }
                 }
             }
-            results.push(Ok(()));
+            results.push(Ok(replanned.is_some()));
         }
     }
     txn.commit().map_err(storage)?;
     Ok(results)
+}
+
+/// A batch whose checks failed with `conflict`, planned again by its [`crate::Replan`] against
+/// the transaction so far; the new batch if its own checks hold, else why not.
+fn replan_in<F: Fn(Table) -> usize>(
+    batch: &WriteBatch,
+    conflict: MetaError,
+    tables: &[redb::Table<'_, &'static [u8], &'static [u8]>],
+    idx: &F,
+) -> Result<WriteBatch, MetaError> {
+    let Some(replan) = &batch.replan else {
+        return Err(conflict);
+    };
+    let view = TxnView { tables, idx };
+    let Some(b) = (replan.0)(&view)? else {
+        return Err(conflict);
+    };
+    check_all(&b.checks, tables, idx)?;
+    Ok(b)
+}
+
+/// The rows as the write transaction holds them so far: what a [`crate::Replan`] reads.
+struct TxnView<'a, 't, F> {
+    tables: &'a [redb::Table<'t, &'static [u8], &'static [u8]>],
+    idx: &'a F,
+}
+
+impl<F: Fn(Table) -> usize> MetaRead for TxnView<'_, '_, F> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+        get_in(&self.tables[(self.idx)(table)], table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KvPair>, MetaError> {
+        scan_in(&self.tables[(self.idx)(table)], table, start, end, limit)
+    }
 }
 
 fn check_all(
@@ -358,6 +431,55 @@ mod tests {
             s.get(Table::System, b"cursor").unwrap(),
             Some(b"7".to_vec())
         );
+    }
+
+    /// Sixty-four increments of one counter, each planned from the same stale value: every
+    /// one fails its check, is planned again inside the commit against what the batches
+    /// before it left, and lands; none comes back as a conflict.
+    #[tokio::test]
+    async fn a_stale_batch_is_planned_again_inside_its_commit() {
+        let (_d, s) = store();
+        let s = Arc::new(s);
+        let mut init = WriteBatch::new();
+        init.put(Table::System, "n", "0");
+        s.commit(init).await.unwrap();
+        let increment = |m: &dyn MetaRead| -> Result<Option<WriteBatch>, MetaError> {
+            let cur = m.get(Table::System, b"n")?.unwrap_or_default();
+            let n: u64 = String::from_utf8_lossy(&cur).parse().unwrap_or(0);
+            let mut b = WriteBatch::new();
+            b.check_value(Table::System, "n", Some(cur)).put(
+                Table::System,
+                "n",
+                (n + 1).to_string(),
+            );
+            Ok(Some(b))
+        };
+        let stale = s.snapshot().unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let mut b = increment(&stale).unwrap().unwrap();
+            b.replan = Some(crate::Replan::new(increment));
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move { s.commit_replanning(b).await }));
+        }
+        let mut replanned = 0;
+        for t in tasks {
+            if t.await.unwrap().unwrap() {
+                replanned += 1;
+            }
+        }
+        assert_eq!(s.get(Table::System, b"n").unwrap(), Some(b"64".to_vec()));
+        // The first to land needed no re-plan; the others all did.
+        assert_eq!(replanned, 63);
+
+        // A re-plan that declines leaves the batch failed with its conflict.
+        let mut b = increment(&stale).unwrap().unwrap();
+        b.replan = Some(crate::Replan::new(|_| Ok(None)));
+        assert!(matches!(
+            s.commit_replanning(b).await,
+            Err(MetaError::Conflict(_))
+        ));
+        assert_eq!(s.get(Table::System, b"n").unwrap(), Some(b"64".to_vec()));
     }
 
     #[tokio::test]

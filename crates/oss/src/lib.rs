@@ -304,6 +304,19 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         );
     }
 
+    /// Runs a few point reads of the metadata (a key's head, its record, its bucket) on the
+    /// calling task. A redb lookup of a handful of rows takes microseconds, its pages in its
+    /// own cache or the OS's; handing it to the blocking pool cost more than the reads, a
+    /// thread wake-up and a switch each way, and was 30 % of a 4 KiB GET's CPU (BENCHMARKS.md,
+    /// issue 20). Scans, listings and file I/O, whose cost grows with the data, go through
+    /// [`Self::blocking`].
+    fn point_read<T, F>(&self, f: F) -> Result<T, OssError>
+    where
+        F: FnOnce(&M) -> Result<T, OssError>,
+    {
+        f(&self.meta)
+    }
+
     /// Runs a blocking metadata read off the async runtime.
     async fn blocking<T, F>(&self, f: F) -> Result<T, OssError>
     where
@@ -324,13 +337,13 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         &self,
         batch: feiyun_meta::WriteBatch,
         ticket: Option<events::Ticket>,
-    ) -> Result<(), MetaError> {
+    ) -> Result<bool, MetaError> {
         let Some(ticket) = ticket else {
-            return self.meta.commit(batch).await;
+            return self.meta.commit_replanning(batch).await;
         };
         let meta = self.meta.clone();
         tokio::spawn(async move {
-            let done = meta.commit(batch).await;
+            let done = meta.commit_replanning(batch).await;
             drop(ticket);
             done
         })

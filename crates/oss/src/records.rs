@@ -148,7 +148,8 @@ impl VersionId {
             Some(a) => now.max(((a.0 >> 64) as u64).saturating_add(1)),
             None => now,
         };
-        let lo = uuid::Uuid::new_v4().as_u128() as u64;
+        // The thread's userspace generator, not a getrandom system call per version.
+        let lo: u64 = rand::random();
         VersionId(((hi as u128) << 64) | lo as u128)
     }
 

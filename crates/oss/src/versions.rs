@@ -15,12 +15,14 @@
 //! Concurrency is optimistic: a change reads the rows it decides on and its batch checks each of
 //! them for the exact value it read, so two changes of one key serialize through the engine's
 //! checks and the loser re-plans. Every change rewrites or checks the head, and every new
-//! version id is greater than the head's newest, so no change can slip in unseen.
+//! version id is greater than the head's newest, so no change can slip in unseen. The loser
+//! re-plans inside the same commit where it can (the batch carries a [`Replan`]), so many
+//! writers of one key share one durable commit instead of queueing for one each.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use feiyun_blob::{BlobId, BlobStore};
-use feiyun_meta::{MetaError, MetaRead, MetaStore, Table, WriteBatch, prefix_end};
+use feiyun_meta::{MetaError, MetaRead, MetaStore, Replan, Table, WriteBatch, prefix_end};
 
 use crate::events::{self, EventCause};
 use crate::lock;
@@ -119,45 +121,35 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         let extra = Arc::new(extra);
         let mut retry = Retry::new();
         loop {
-            let (b, k, c, e) = (
-                bucket.to_owned(),
-                key.to_owned(),
-                change.clone(),
-                extra.clone(),
-            );
             // A fresh id per attempt: a re-planned change is ordered after the one it lost to.
             let ticket = self.event_ids.next();
             let event_id = ticket.id;
             let (plan, applied) = self
-                .blocking(move |m, _| plan(&m.snapshot()?, &b, &k, &c, &e, now_millis()))
-                .await?;
+                .point_read(|m| plan(&m.snapshot()?, bucket, key, &change, &extra, now_millis()))?;
             let Some(mut plan) = plan else {
                 return Ok(applied);
             };
-            match (&*change, &applied.record) {
-                (Change::Put { .. }, Some(rec)) => events::created(
-                    &mut plan.batch,
-                    event_id,
-                    bucket,
-                    key,
-                    cause,
-                    rec,
-                    applied.version_id.clone(),
-                )?,
-                _ => events::removed(
-                    &mut plan.batch,
-                    event_id,
-                    bucket,
-                    key,
-                    cause,
-                    applied.delete_marker
-                        && matches!(*change, Change::DeleteCurrent | Change::ReplicaMarker(_)),
-                    applied.version_id.clone(),
-                )?,
-            }
+            record_event(
+                &mut plan.batch,
+                event_id,
+                bucket,
+                key,
+                cause,
+                &change,
+                &applied,
+            )?;
+            // Another writer of this key may commit first, in this very group: the engine
+            // then plans this change again against what that one left, with a later event
+            // id, rather than failing it back here to queue behind the next group.
+            let replanned: Arc<Mutex<Option<Replanned>>> = Arc::default();
+            plan.batch.replan = Some(self.replan(bucket, key, &change, &extra, cause, &replanned));
             match self.commit_event(plan.batch, Some(ticket)).await {
-                Ok(()) => {
-                    if plan.freed {
+                Ok(was_replanned) => {
+                    let (freed, applied) = match slot(&replanned).take() {
+                        Some(r) if was_replanned => (r.freed, r.applied),
+                        _ => (plan.freed, applied),
+                    };
+                    if freed {
                         self.janitor.notify_one();
                     }
                     return Ok(applied);
@@ -166,10 +158,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     // Re-planning reads the key again, but not what `extra` depends on: when
                     // that is what changed, the caller must plan again itself.
                     if !extra.checks.is_empty() {
-                        let e = extra.clone();
-                        let holds = self
-                            .blocking(move |m, _| Ok(feiyun_meta::checks_hold(m, &e.checks)?))
-                            .await?;
+                        let holds =
+                            self.point_read(|m| Ok(feiyun_meta::checks_hold(m, &extra.checks)?))?;
                         if !holds {
                             return Err(OssError::Raced);
                         }
@@ -183,6 +173,46 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         }
     }
 
+    /// The function the engine calls to plan `change` again inside the commit, when the
+    /// rows it was planned from have moved; it leaves what it planned in `out`. A plan that
+    /// fails (object lock, a vanished bucket) declines, and the caller's loop plans again
+    /// outside and reports it.
+    fn replan(
+        &self,
+        bucket: &str,
+        key: &str,
+        change: &Arc<Change>,
+        extra: &Arc<WriteBatch>,
+        cause: EventCause,
+        out: &Arc<Mutex<Option<Replanned>>>,
+    ) -> Replan {
+        let (b, k, c, e, out) = (
+            bucket.to_owned(),
+            key.to_owned(),
+            change.clone(),
+            extra.clone(),
+            out.clone(),
+        );
+        let ids = self.event_ids.clone();
+        Replan::new(move |m| {
+            let Ok((Some(mut plan), applied)) = plan(m, &b, &k, &c, &e, now_millis()) else {
+                return Ok(None);
+            };
+            // Taken now, inside the transaction: later than the id of every batch already
+            // applied before this one, so the event log keeps the commit order of the key.
+            let ticket = ids.next();
+            if record_event(&mut plan.batch, ticket.id, &b, &k, cause, &c, &applied).is_err() {
+                return Ok(None);
+            }
+            *slot(&out) = Some(Replanned {
+                freed: plan.freed,
+                applied,
+                _ticket: ticket,
+            });
+            Ok(Some(plan.batch))
+        })
+    }
+
     /// The record a read names: the current version, or the one `selector` picks. A delete
     /// marker answers `DeleteMarker`; a missing version `NoSuchVersion`.
     pub async fn load_version(
@@ -194,10 +224,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         keys::validate_object_key(key)?;
         let mut retry = Retry::new();
         let found = loop {
-            let (b, k) = (bucket.to_owned(), key.to_owned());
-            let found = self
-                .blocking(move |m, _| resolve(&m.snapshot()?, &b, &k, selector))
-                .await;
+            let found = self.point_read(|m| resolve(&m.snapshot()?, bucket, key, selector));
             if !matches!(found, Err(OssError::Busy)) || !retry.again().await {
                 break found;
             }
@@ -307,7 +334,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 other => other?,
             };
             match self.commit_event(batch, ticket).await {
-                Ok(()) => return Ok(rec),
+                Ok(_) => return Ok(rec),
                 Err(MetaError::Conflict(_)) if retry.again().await => continue,
                 Err(MetaError::Conflict(_)) => return Err(OssError::Busy),
                 Err(e) => return Err(e.into()),
@@ -329,7 +356,7 @@ pub(crate) fn changed_meanwhile(e: &OssError) -> bool {
 }
 
 /// Reads the bucket, and the version `selector` names (the current one when `None`).
-fn resolve<R: MetaRead>(
+fn resolve<R: MetaRead + ?Sized>(
     m: &R,
     bucket: &str,
     key: &str,
@@ -399,7 +426,52 @@ fn resolve<R: MetaRead>(
 
 type Planned = (Option<Plan>, Applied);
 
-fn plan<R: MetaRead>(
+/// What a change planned again inside its commit came to; its event id's ticket is held
+/// until the commit has finished (the engine drops the plan, and this, after it).
+pub(crate) struct Replanned {
+    freed: bool,
+    applied: Applied,
+    _ticket: events::Ticket,
+}
+
+fn slot<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The event row of an applied change.
+fn record_event(
+    batch: &mut WriteBatch,
+    event_id: u64,
+    bucket: &str,
+    key: &str,
+    cause: EventCause,
+    change: &Change,
+    applied: &Applied,
+) -> Result<(), OssError> {
+    match (change, &applied.record) {
+        (Change::Put { .. }, Some(rec)) => events::created(
+            batch,
+            event_id,
+            bucket,
+            key,
+            cause,
+            rec,
+            applied.version_id.clone(),
+        ),
+        _ => events::removed(
+            batch,
+            event_id,
+            bucket,
+            key,
+            cause,
+            applied.delete_marker
+                && matches!(change, Change::DeleteCurrent | Change::ReplicaMarker(_)),
+            applied.version_id.clone(),
+        ),
+    }
+}
+
+fn plan<R: MetaRead + ?Sized>(
     m: &R,
     bucket: &str,
     key: &str,
@@ -715,7 +787,7 @@ fn plan<R: MetaRead>(
 
 /// Checks that `bucket` may take a replica with version `v`: versioning enabled, and the
 /// version not already present (`None`: a replica delivered twice, nothing to do).
-fn plan_replica<R: MetaRead>(
+fn plan_replica<R: MetaRead + ?Sized>(
     m: &R,
     mut p: Plan,
     brec: &BucketRecord,
@@ -757,7 +829,7 @@ fn demote(p: &mut Plan, bucket: &str, key: &str, c: &ObjectRecord) -> Result<(),
 
 /// Removes the key's `null` version, which a new null version replaces. Returns true when that
 /// was the current object (whose `objects` row the caller then overwrites or deletes).
-fn drop_null<R: MetaRead>(
+fn drop_null<R: MetaRead + ?Sized>(
     m: &R,
     p: &mut Plan,
     bucket: &str,

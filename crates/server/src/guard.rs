@@ -46,6 +46,12 @@ pub struct AuthGuard {
 
 impl AuthGuard {
     /// How long `s` must still wait, if it is backing off.
+    /// Whether anything is backing off at all: when not, a request skips the lookups (and
+    /// the key it would build for them).
+    pub fn idle(&self) -> bool {
+        self.tracked.load(Ordering::Relaxed) == 0
+    }
+
     pub fn blocked(&self, s: &Subject, now: Instant) -> Option<Duration> {
         if self.tracked.load(Ordering::Relaxed) == 0 {
             return None;

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
-use crate::bench::{BenchArgs, Body, Ctx, Row, drain, small_phase};
+use super::{BenchArgs, Body, Ctx, Row, drain};
 
 const PAGE: usize = 1000;
 const FILL_CONCURRENCY: usize = 64;
@@ -37,8 +37,19 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, args: &BenchArgs) -> anyhow::Result<Vec<
             (&plain, "PUT unversioned", &mut plain_ops),
             (&versioned, "PUT versioned", &mut versioned_ops),
         ] {
-            let (mut row, _) =
-                small_phase(ctx, "PUT", c, duration, &payload, &[], args.server_pid).await?;
+            let load = super::load::Load {
+                connections: c,
+                duration,
+                rate: None,
+            };
+            let (mut row, _) = super::load::small(
+                ctx,
+                super::load::SmallOp::PutFresh,
+                load,
+                &payload,
+                args.server_pid,
+            )
+            .await?;
             row.phase = format!("{name} {} B", payload.len());
             acc.push(row.ops_per_sec);
             rows.push(row);
@@ -190,6 +201,7 @@ async fn list_all(ctx: &Ctx, versions: bool, expect: usize) -> anyhow::Result<Ro
     lat.sort_unstable();
     let pct = |p: f64| f64::from(lat[((lat.len() as f64 - 1.0) * p).round() as usize]) / 1000.0;
     Ok(Row {
+        target: ctx.endpoint(),
         phase: if versions {
             "ListObjectVersions (entries)".into()
         } else {
