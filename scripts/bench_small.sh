@@ -42,10 +42,12 @@ export AWS_ACCESS_KEY_ID=$FEIYUN_ROOT_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$FEIYUN_R
 median() { python3 -c 'import statistics,sys; print(f"{statistics.median(float(x) for x in sys.argv[1:]):.1f}")' "$@"; }
 
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
-echo "== 1. disk limit (1 GiB, fsynced; read with the page cache dropped where allowed)"
+head -c 1073741824 /dev/urandom >"$work/big.bin"
+echo "== 1. disk limit (1 GiB of random bytes into a new file, fsynced; read back after dropping the page cache)"
 disk_w=(); disk_r=()
 for _ in $(seq 1 "$rounds"); do
-  w=$(dd if=/dev/zero of="$work/disk" bs=4M count=256 conv=fsync 2>&1 | sed -n 's/.*, \([0-9.]*\) \([MG]\)B\/s.*/\1 \2/p' | awk '{print ($2=="G") ? $1*1000 : $1}')
+  rm -f "$work/disk"; sync
+  w=$(dd if="$work/big.bin" of="$work/disk" bs=4M conv=fsync 2>&1 | sed -n 's/.*, \([0-9.]*\) \([MG]\)B\/s.*/\1 \2/p' | awk '{print ($2=="G") ? $1*1000 : $1}')
   sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
   r=$(dd if="$work/disk" of=/dev/null bs=4M 2>&1 | sed -n 's/.*, \([0-9.]*\) \([MG]\)B\/s.*/\1 \2/p' | awk '{print ($2=="G") ? $1*1000 : $1}')
   disk_w+=("$w"); disk_r+=("$r")
@@ -176,21 +178,20 @@ for i in range(2000):
     with open(os.path.join(sys.argv[1], f"f{i:04}.bin"), "wb") as f:
         f.write(os.urandom(4096))
 PY
-head -c 1073741824 /dev/urandom >"$work/big.bin"
 rc_env() { # rc_env ENDPOINT AK SK
   echo RCLONE_CONFIG_B_TYPE=s3 RCLONE_CONFIG_B_PROVIDER=Other RCLONE_CONFIG_B_ENDPOINT="$1" \
     RCLONE_CONFIG_B_ACCESS_KEY_ID="$2" RCLONE_CONFIG_B_SECRET_ACCESS_KEY="$3" RCLONE_CONFIG_B_REGION=us-east-1
 }
 secs_of() { python3 -c 'import sys,time,subprocess; t=time.monotonic(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(f"{time.monotonic()-t:.3f}")' "$@"; }
-rclone_round() { # rclone_round PREFIX-KEY ENDPOINT AK SK
+rclone_round() { # rclone_round PREFIX-KEY ENDPOINT AK SK (rclone 1.60 refuses AWS_CA_BUNDLE over plain http)
   local e; read -ra e <<<"$(rc_env "$2" "$3" "$4")"
   local s
-  s=$(secs_of env "${e[@]}" rclone copy "$work/many" "B:small/many-$1")
+  s=$(secs_of env -u AWS_CA_BUNDLE "${e[@]}" rclone copy "$work/many" "B:small/many-$1")
   echo "$(python3 -c "print(f'{2000/$s:.1f}')")"
-  s=$(secs_of env "${e[@]}" rclone copyto "$work/big.bin" "B:small/big-$1.bin")
+  s=$(secs_of env -u AWS_CA_BUNDLE "${e[@]}" rclone copyto "$work/big.bin" "B:small/big-$1.bin")
   echo "$(python3 -c "print(f'{1024/$s:.1f}')")"
   sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-  s=$(secs_of env "${e[@]}" rclone copyto "B:small/big-$1.bin" "$work/down.bin")
+  s=$(secs_of env -u AWS_CA_BUNDLE "${e[@]}" rclone copyto "B:small/big-$1.bin" "$work/down.bin")
   rm -f "$work/down.bin"
   echo "$(python3 -c "print(f'{1024/$s:.1f}')")"
 }
@@ -221,9 +222,9 @@ echo "| rclone 1 GiB PUT / GET, MiB/s | — | $(m pbigp) / $(m pbigg) | $(m fbig
 
 echo
 echo "== 6. feiyun bench, 16 connections, ${secs} s (its own client; the ratios are against nginx)"
-"$bin" bench --endpoint "$ep" --bucket fb --auth presigned --keys 1 --ops get --concurrency 16 --duration-secs "$secs" --skip-large --compare-url "$nurl"
-"$bin" bench --endpoint "$ep" --bucket fb --auth header --keys 1 --ops get --concurrency 16 --duration-secs "$secs" --skip-large --compare-url "$nurl"
+"$bin" bench --endpoint "$ep" --bucket fbench --auth presigned --keys 1 --ops get --concurrency 16 --duration-secs "$secs" --skip-large --compare-url "$nurl"
+"$bin" bench --endpoint "$ep" --bucket fbench --auth header --keys 1 --ops get --concurrency 16 --duration-secs "$secs" --skip-large --compare-url "$nurl"
 peer_args=()
 [ -z "${PEER_ENDPOINT:-}" ] || peer_args=(--compare "$PEER_ENDPOINT" --compare-access-key "$PEER_ACCESS_KEY" --compare-secret-key "$PEER_SECRET_KEY")
-"$bin" bench --endpoint "$ep" --bucket fb --auth presigned --keys 1 --ops put --concurrency 16 --duration-secs "$secs" --skip-large "${peer_args[@]}"
-"$bin" bench --endpoint "$ep" --bucket fb --auth header --concurrency 16 --duration-secs "$secs" --skip-large "${peer_args[@]}"
+"$bin" bench --endpoint "$ep" --bucket fbench --auth presigned --keys 1 --ops put --concurrency 16 --duration-secs "$secs" --skip-large "${peer_args[@]}"
+"$bin" bench --endpoint "$ep" --bucket fbench --auth header --concurrency 16 --duration-secs "$secs" --skip-large "${peer_args[@]}"

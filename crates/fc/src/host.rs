@@ -63,6 +63,8 @@ pub trait Host: Send + Sync + 'static {
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>, HostError>;
     async fn cursor(&self, consumer: &str) -> Result<u64, HostError>;
     async fn set_cursor(&self, consumer: &str, id: u64) -> Result<(), HostError>;
+    /// Moves the cursor past events that asked for no work (durable with the next commit).
+    async fn skip_to(&self, consumer: &str, id: u64) -> Result<(), HostError>;
 }
 
 /// Temporary credentials a function runs with: a session of its execution role.
@@ -261,5 +263,9 @@ impl<M: MetaStore, B: BlobStore> Host for ObjectHost<M, B> {
             .set_event_cursor(consumer, id)
             .await
             .map_err(failed)
+    }
+
+    async fn skip_to(&self, consumer: &str, id: u64) -> Result<(), HostError> {
+        self.oss.skip_events_to(consumer, id).await.map_err(failed)
     }
 }

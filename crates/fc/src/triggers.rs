@@ -113,6 +113,10 @@ async fn follow_round<M: MetaStore>(
             }
         }
     }
+    if work.is_empty() {
+        host.skip_to(CONSUMER, last).await?;
+        return Ok(events.len());
+    }
     futures::stream::iter(work)
         .map(|(f, t, e)| {
             let svc = svc.clone();

@@ -200,6 +200,7 @@ async fn deliver_round<M: MetaStore, B: BlobStore>(
         return Ok(0);
     };
     let mut configs: HashMap<String, NotificationConfig> = HashMap::new();
+    let mut delivered = false;
     for e in &events {
         if !configs.contains_key(&e.bucket) {
             let c = match oss.notification(&e.bucket).await {
@@ -215,6 +216,7 @@ async fn deliver_round<M: MetaStore, B: BlobStore>(
             .iter()
             .filter(|r| r.target == target.id && r.matches(e));
         for rule in rules {
+            delivered = true;
             let body = s3_event_json(e, &rule.id, oss.region()).to_string();
             let retry = Retry {
                 first: FIRST_RETRY,
@@ -228,7 +230,11 @@ async fn deliver_round<M: MetaStore, B: BlobStore>(
             }
         }
     }
-    oss.set_event_cursor(consumer, last).await?;
+    if delivered {
+        oss.set_event_cursor(consumer, last).await?;
+    } else {
+        oss.skip_events_to(consumer, last).await?;
+    }
     Ok(events.len())
 }
 
