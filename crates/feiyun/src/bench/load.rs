@@ -78,42 +78,52 @@ impl Plan {
     /// Request `i` of connection `w`; whether it succeeded, and the key it wrote.
     async fn one(&self, ctx: &Ctx, w: usize, i: u64) -> (bool, Option<String>) {
         let body = || Full::new(self.payload.clone()).boxed();
-        let answer = match &self.op {
+        let size = Expect::Exactly(self.payload.len() as u64);
+        match &self.op {
             SmallOp::PutFresh => {
                 let key = format!("{}{w}-{i}", self.prefix);
                 let p = ctx.prepare("PUT", &key);
-                let ok = ok_put(ctx.send("PUT", &p, body()).await).await;
-                return (ok, ok.then_some(key));
+                let ok = succeeded(ctx.send("PUT", &p, body()).await, Expect::Any).await;
+                (ok, ok.then_some(key))
             }
             SmallOp::PutOver(_) => {
                 let p = &self.prepared[(i % self.prepared.len() as u64) as usize];
-                return (ok_put(ctx.send("PUT", p, body()).await).await, None);
+                (
+                    succeeded(ctx.send("PUT", p, body()).await, Expect::Any).await,
+                    None,
+                )
             }
             SmallOp::Get(_) => {
                 let n = self.prepared.len() as u64;
                 let p = &self.prepared[((i * 7919 + w as u64 * 104_729) % n) as usize];
-                ctx.send("GET", p, Body::default()).await
+                let answer = ctx.send("GET", p, Body::default()).await;
+                (succeeded(answer, size).await, None)
             }
-            SmallOp::Url(uri) => ctx.get_url(uri).await,
-        };
-        let ok = match answer {
-            Ok((200, b)) => match &self.op {
-                SmallOp::Url(_) => drain(b).await.is_some_and(|n| n > 0),
-                _ => drain(b).await == Some(self.payload.len() as u64),
-            },
-            Ok((_, b)) => {
-                drain(b).await;
-                false
-            }
-            Err(_) => false,
-        };
-        (ok, None)
+            SmallOp::Url(uri) => (
+                succeeded(ctx.get_url(uri).await, Expect::NonEmpty).await,
+                None,
+            ),
+        }
     }
 }
 
-async fn ok_put(answer: anyhow::Result<(u16, hyper::body::Incoming)>) -> bool {
+/// The body a successful answer must bring.
+#[derive(Clone, Copy)]
+enum Expect {
+    Any,
+    NonEmpty,
+    Exactly(u64),
+}
+
+/// Whether an answer was a 200 whose body arrived whole and as expected.
+async fn succeeded(answer: anyhow::Result<(u16, hyper::body::Incoming)>, want: Expect) -> bool {
     match answer {
-        Ok((200, b)) => drain(b).await.is_some(),
+        Ok((200, b)) => match (drain(b).await, want) {
+            (None, _) => false,
+            (Some(_), Expect::Any) => true,
+            (Some(n), Expect::NonEmpty) => n > 0,
+            (Some(n), Expect::Exactly(len)) => n == len,
+        },
         Ok((_, b)) => {
             drain(b).await;
             false

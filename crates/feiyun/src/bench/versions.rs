@@ -90,11 +90,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, args: &BenchArgs) -> anyhow::Result<Vec<
 }
 
 async fn create(ctx: &Ctx, versioned: bool) -> anyhow::Result<()> {
-    let (status, b) = ctx.request("PUT", "", Body::default()).await?;
-    drain(b).await;
-    if !(status == 200 || status == 409) {
-        bail!("cannot create bucket {}: HTTP {status}", ctx.bucket);
-    }
+    super::create_bucket(ctx).await?;
     if versioned {
         let xml = "<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>";
         let (status, b) = ctx
