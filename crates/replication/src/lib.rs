@@ -110,7 +110,7 @@ pub struct Replication<M, B> {
     /// The region's identities, for site replication (set once IAM is open).
     iam: std::sync::OnceLock<Arc<feiyun_iam::Iam<M>>>,
     site_status: Mutex<site::SiteStatus>,
-    /// One site push or import at a time.
+    /// One reader or writer of the site mark at a time (never held across a push).
     site_lock: tokio::sync::Mutex<()>,
     /// Seals backups (from the configuration); none: backups are refused.
     backup_key: std::sync::OnceLock<backup::BackupKey>,

@@ -113,12 +113,19 @@ const MAX_GENERATION_SKEW_MS: i64 = 5 * 60 * 1000;
 
 /// The generation a push from a peer is recorded at, or why it is stale. The sender's clock
 /// is not trusted beyond a little skew: a generation far in the future would otherwise win
-/// every comparison for ever, and no later change here could replace it.
-fn accepted_generation(sent_ms: i64, local_ms: i64, now_ms: i64) -> Result<i64, ReplicationError> {
+/// every comparison for ever, and no later change here could replace it. Equal generations
+/// (two regions that never had identities of their own, whose account rows differ; two
+/// changes stamped in one millisecond) are ordered by the states' hashes, so of two regions
+/// pushing to each other exactly one yields instead of each refusing the other for ever.
+fn accepted_generation(
+    (sent_ms, sent_hash): (i64, &[u8]),
+    (local_ms, local_hash): (i64, &[u8]),
+    now_ms: i64,
+) -> Result<i64, ReplicationError> {
     let generation_ms = sent_ms.min(now_ms.saturating_add(MAX_GENERATION_SKEW_MS));
-    if generation_ms <= local_ms {
+    if (generation_ms, sent_hash) <= (local_ms, local_hash) {
         return Err(ReplicationError::Stale(format!(
-            "this region's identities changed later ({local_ms} > {generation_ms})"
+            "this region's identities changed later ({local_ms} >= {generation_ms})"
         )));
     }
     Ok(generation_ms)
@@ -237,11 +244,17 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
         if peers.is_empty() {
             return Ok(());
         }
-        let _one = self.site_lock.lock().await;
-        let (body, mark, _) = self.current_site(iam).await?;
-        if mark.sent {
-            return Ok(());
-        }
+        // The lock covers reading and writing the mark, never the push: a peer pushing here
+        // at the same moment waits for it in `import_site`, and held across the network the
+        // two regions would each wait for the other until the push timed out.
+        let (body, mark) = {
+            let _one = self.site_lock.lock().await;
+            let (body, mark, _) = self.current_site(iam).await?;
+            if mark.sent {
+                return Ok(());
+            }
+            (body, mark)
+        };
         let generation = mark.generation_ms.to_string();
         let mut newer_elsewhere = false;
         for p in &peers {
@@ -286,6 +299,15 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             }
         }
         if !newer_elsewhere {
+            let _one = self.site_lock.lock().await;
+            // An import that landed during the push stored its own mark, which stands; a local
+            // change since is stamped by the next round, which sends it.
+            let unchanged = self
+                .site_mark()?
+                .is_some_and(|m| m.hash == mark.hash && m.generation_ms == mark.generation_ms);
+            if !unchanged {
+                return Ok(());
+            }
             self.store_site_mark(&SiteMark { sent: true, ..mark })
                 .await?;
             self.note_site(|s| {
@@ -321,8 +343,11 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
             // Already the same identities: nothing to take, nothing to refuse.
             return Ok(0);
         }
-        let generation_ms =
-            accepted_generation(generation_ms, mark.generation_ms, feiyun_oss::now_millis())?;
+        let generation_ms = accepted_generation(
+            (generation_ms, &digest(body)),
+            (mark.generation_ms, &mark.hash),
+            feiyun_oss::now_millis(),
+        )?;
         let mut n = iam.import_site(&state.iam).await.map_err(|e| match e {
             feiyun_iam::IamError::SiteMismatch(m) => ReplicationError::InUse(m),
             other => ReplicationError::Invalid(other.to_string()),
@@ -428,21 +453,33 @@ mod tests {
     #[test]
     fn a_generation_from_the_future_is_held_to_the_clock() {
         let now = 1_800_000_000_000;
-        let g = accepted_generation(i64::MAX, now - 1, now).unwrap();
+        let h: &[u8] = b"same";
+        let g = accepted_generation((i64::MAX, h), (now - 1, h), now).unwrap();
         assert_eq!(g, now + MAX_GENERATION_SKEW_MS);
         // Once the skew has passed, a change made here is newer than what that push was
         // recorded at, and a push no newer than it is refused as stale.
         let later_local = now + MAX_GENERATION_SKEW_MS + 1;
         assert!(later_local > g);
         assert!(matches!(
-            accepted_generation(g, later_local, later_local),
+            accepted_generation((g, h), (later_local, h), later_local),
             Err(ReplicationError::Stale(_))
         ));
         // An ordinary newer push is kept as sent; an older one is stale.
         assert_eq!(
-            accepted_generation(now - 5, now - 10, now).unwrap(),
+            accepted_generation((now - 5, h), (now - 10, h), now).unwrap(),
             now - 5
         );
-        assert!(accepted_generation(now - 10, now - 5, now).is_err());
+        assert!(accepted_generation((now - 10, h), (now - 5, h), now).is_err());
+    }
+
+    #[test]
+    fn of_two_equal_generations_exactly_one_yields() {
+        let now = 1_800_000_000_000;
+        for g in [0, now - 5] {
+            let (x, y): (&[u8], &[u8]) = (b"state-x", b"state-y");
+            let x_at_y = accepted_generation((g, x), (g, y), now).is_ok();
+            let y_at_x = accepted_generation((g, y), (g, x), now).is_ok();
+            assert!(x_at_y != y_at_x, "generation {g}");
+        }
     }
 }
