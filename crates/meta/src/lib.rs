@@ -18,7 +18,7 @@ mod redb_store;
 
 use std::future::Future;
 
-pub use redb_store::{RedbSnapshot, RedbStore};
+pub use redb_store::{Recovery, RedbSnapshot, RedbStore};
 
 /// The tables a region keeps. Keys are ordered bytewise within a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

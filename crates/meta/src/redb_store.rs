@@ -27,6 +27,19 @@ pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// A batch's outcome: applied (`true` when its re-plan was applied instead), or why not.
 type Reply = oneshot::Sender<Result<bool, MetaError>>;
 
+/// What a commit pays for a quick start after a crash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Recovery {
+    /// redb's checksummed single-phase commit: one fsync. The first start after a crash
+    /// walks the whole file to check it and rebuild the allocator (2.8 s for a 1 GiB file,
+    /// BENCHMARKS.md); a clean shutdown needs none of it.
+    #[default]
+    Full,
+    /// Each commit also saves the allocator state, in two phases (two fsyncs, about twice
+    /// the latency): a start after a crash is immediate however large the file.
+    Quick,
+}
+
 pub struct RedbStore {
     db: Arc<Database>,
     /// `None` only while dropping.
@@ -48,13 +61,19 @@ impl Drop for RedbStore {
 impl RedbStore {
     /// Opens (or creates) the database file and starts the writer thread.
     pub fn open(path: &Path) -> Result<Self, MetaError> {
+        Self::open_with(path, Recovery::default())
+    }
+
+    /// [`RedbStore::open`], choosing what commits pay for recovery.
+    pub fn open_with(path: &Path, recovery: Recovery) -> Result<Self, MetaError> {
+        let quick = recovery == Recovery::Quick;
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(storage)?;
         // Create every table up front so read transactions never meet a missing table.
         let mut txn = db.begin_write().map_err(storage)?;
-        txn.set_quick_repair(true);
+        txn.set_quick_repair(quick);
         for t in Table::ALL {
             txn.open_table(def(t)).map_err(storage)?;
         }
@@ -64,7 +83,7 @@ impl RedbStore {
         let writer_db = db.clone();
         let writer = std::thread::Builder::new()
             .name("meta-writer".into())
-            .spawn(move || writer_loop(&writer_db, rx))
+            .spawn(move || writer_loop(&writer_db, rx, quick))
             .map_err(|e| MetaError::Storage(e.to_string()))?;
         Ok(Self {
             db,
@@ -207,7 +226,7 @@ fn unseal(table: Table, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, MetaError>
     }
 }
 
-fn writer_loop(db: &Database, mut rx: mpsc::Receiver<(WriteBatch, Reply)>) {
+fn writer_loop(db: &Database, mut rx: mpsc::Receiver<(WriteBatch, Reply)>, quick: bool) {
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -216,7 +235,7 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<(WriteBatch, Reply)>) {
                 Err(_) => break,
             }
         }
-        match apply_group(db, &group) {
+        match apply_group(db, &group, quick) {
             Ok(results) => {
                 for ((_, reply), result) in group.into_iter().zip(results) {
                     let _ = reply.send(result);
@@ -226,8 +245,9 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<(WriteBatch, Reply)>) {
             // batch cannot fail the others.
             Err(_) if group.len() > 1 => {
                 for (batch, reply) in group {
-                    let result = apply_group(db, std::slice::from_ref(&(batch, dummy_reply())))
-                        .and_then(|mut r| r.pop().unwrap_or(Err(MetaError::Closed)));
+                    let result =
+                        apply_group(db, std::slice::from_ref(&(batch, dummy_reply())), quick)
+                            .and_then(|mut r| r.pop().unwrap_or(Err(MetaError::Closed)));
                     let _ = reply.send(result);
                 }
             }
@@ -249,6 +269,7 @@ fn dummy_reply() -> Reply {
 fn apply_group(
     db: &Database,
     group: &[(WriteBatch, Reply)],
+    quick: bool,
 ) -> Result<Vec<Result<bool, MetaError>>, MetaError> {
     let mut txn = db.begin_write().map_err(storage)?;
     // One fsync for the group unless every batch in it may wait for the next one.
@@ -258,7 +279,7 @@ fn apply_group(
         Durability::Immediate
     };
     txn.set_durability(durability).map_err(storage)?;
-    txn.set_quick_repair(true);
+    txn.set_quick_repair(quick);
     let mut results = Vec::with_capacity(group.len());
     {
         let mut tables = Vec::with_capacity(Table::ALL.len());

@@ -135,7 +135,12 @@ impl Server {
                 .map(|s| s.expose().to_owned()),
         );
         let credentials = RootCredentials::load_or_create(dir, configured)?;
-        let meta = RedbStore::open(&dir.join("meta.redb"))?;
+        let recovery = if config.meta_quick_repair {
+            feiyun_meta::Recovery::Quick
+        } else {
+            feiyun_meta::Recovery::Full
+        };
+        let meta = RedbStore::open_with(&dir.join("meta.redb"), recovery)?;
         let master = keys::master_key(&config, &meta).await?;
         let audit_key = keys::audit_key(&master);
         let artifact_key = master.derive("fc artifacts");
