@@ -305,6 +305,73 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, OssError>
     ciborium::from_reader(bytes).map_err(|e| OssError::Corrupt(format!("undecodable record: {e}")))
 }
 
+/// Records decoded before, by their exact stored bytes. ciborium reads a record's field
+/// names one by one, and decoding an object's record was 6 % of a 4 KiB GET's CPU, its
+/// bucket's 2 % (BENCHMARKS.md, issue 20); a hot object is read far more often than it
+/// changes, and the same bytes always decode to the same record. The caller still reads the
+/// row in its own snapshot: what is cached is the work of decoding, never state.
+pub(crate) struct Decoded<T> {
+    shards: [std::sync::Mutex<Shard<T>>; DECODED_SHARDS],
+}
+
+struct Shard<T> {
+    /// By the bytes' CRC-64 (a hint: a hit also compares the bytes).
+    map: std::collections::HashMap<u64, (Box<[u8]>, T)>,
+    bytes: usize,
+}
+
+const DECODED_SHARDS: usize = 8;
+/// Stored bytes held per shard (the decoded copies take about as much again).
+const DECODED_SHARD_BYTES: usize = 1 << 20;
+/// Larger rows (big inline objects) are decoded every time: one would crowd out hundreds.
+const DECODED_MAX_ROW: usize = 16 * 1024;
+
+pub(crate) static OBJECTS: std::sync::LazyLock<Decoded<ObjectRecord>> =
+    std::sync::LazyLock::new(Decoded::new);
+pub(crate) static BUCKETS: std::sync::LazyLock<Decoded<BucketRecord>> =
+    std::sync::LazyLock::new(Decoded::new);
+
+impl<T: Clone + for<'de> Deserialize<'de>> Decoded<T> {
+    fn new() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| {
+                std::sync::Mutex::new(Shard {
+                    map: std::collections::HashMap::new(),
+                    bytes: 0,
+                })
+            }),
+        }
+    }
+
+    /// [`decode`], or a copy of what the same bytes decoded to before.
+    pub(crate) fn decode(&self, bytes: &[u8]) -> Result<T, OssError> {
+        if bytes.len() > DECODED_MAX_ROW {
+            return decode(bytes);
+        }
+        let hash = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, bytes);
+        let shard = &self.shards[(hash % DECODED_SHARDS as u64) as usize];
+        if let Ok(s) = shard.lock()
+            && let Some((raw, value)) = s.map.get(&hash)
+            && **raw == *bytes
+        {
+            return Ok(value.clone());
+        }
+        let value: T = decode(bytes)?;
+        if let Ok(mut s) = shard.lock() {
+            // Full: start the shard again rather than track recency on every hit.
+            if s.bytes + bytes.len() > DECODED_SHARD_BYTES {
+                s.map.clear();
+                s.bytes = 0;
+            }
+            if let Some((old, _)) = s.map.insert(hash, (bytes.into(), value.clone())) {
+                s.bytes -= old.len();
+            }
+            s.bytes += bytes.len();
+        }
+        Ok(value)
+    }
+}
+
 mod blob_id {
     use feiyun_blob::BlobId;
     use serde::{Deserialize, Deserializer, Serializer};
@@ -375,5 +442,36 @@ pub(crate) mod tests {
         assert_eq!(VersionId::parse("null"), None);
         assert_eq!(VersionId::parse(&"g".repeat(32)), None);
         assert_eq!(VersionId::parse(&"a".repeat(31)), None);
+    }
+
+    #[test]
+    fn a_decoded_record_is_what_its_bytes_say_and_the_cache_stays_bounded() {
+        let cache = Decoded::<ObjectRecord>::new();
+        let a = sample();
+        let mut b = sample();
+        b.etag = "another".into();
+        let (ea, eb) = (encode(&a).unwrap(), encode(&b).unwrap());
+        for _ in 0..3 {
+            assert_eq!(cache.decode(&ea).unwrap(), a);
+            assert_eq!(cache.decode(&eb).unwrap(), b);
+        }
+        // Bytes that do not decode are refused every time, never cached as something else.
+        assert!(cache.decode(&ea[..ea.len() - 1]).is_err());
+        assert!(cache.decode(&ea[..ea.len() - 1]).is_err());
+        // Many distinct records: each shard keeps within its budget.
+        for i in 0..20_000 {
+            let mut r = sample();
+            r.etag = format!("{i:08}");
+            let e = encode(&r).unwrap();
+            assert_eq!(cache.decode(&e).unwrap().etag, r.etag);
+        }
+        for shard in &cache.shards {
+            let s = shard.lock().unwrap();
+            assert!(s.bytes <= DECODED_SHARD_BYTES);
+            assert_eq!(
+                s.bytes,
+                s.map.values().map(|(raw, _)| raw.len()).sum::<usize>()
+            );
+        }
     }
 }

@@ -364,13 +364,13 @@ fn resolve<R: MetaRead + ?Sized>(
 ) -> Result<(ObjectRecord, bool), OssError> {
     let okey = keys::object(bucket, key);
     let brec: BucketRecord = match m.get(Table::Buckets, &keys::bucket(bucket))? {
-        Some(b) => records::decode(&b)?,
+        Some(b) => records::BUCKETS.decode(&b)?,
         None => return Err(OssError::NoSuchBucket),
     };
     let versioned = brec.versioning != Versioning::Unversioned;
     let current = || -> Result<Option<ObjectRecord>, OssError> {
         m.get(Table::Objects, &okey)?
-            .map(|b| records::decode(&b))
+            .map(|b| records::OBJECTS.decode(&b))
             .transpose()
     };
     let head = || -> Result<Option<KeyHead>, OssError> {
@@ -481,7 +481,7 @@ fn plan<R: MetaRead + ?Sized>(
 ) -> Result<Planned, OssError> {
     let bkey = keys::bucket(bucket);
     let brec: BucketRecord = match m.get(Table::Buckets, &bkey)? {
-        Some(b) => records::decode(&b)?,
+        Some(b) => records::BUCKETS.decode(&b)?,
         None => return Err(OssError::NoSuchBucket),
     };
     let okey = keys::object(bucket, key);
