@@ -61,6 +61,8 @@ pub trait Host: Send + Sync + 'static {
     ) -> Result<(), HostError>;
     /// Up to `limit` object events after `after`, oldest first.
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>, HostError>;
+    /// Every event id below this has landed.
+    fn events_landed_below(&self) -> u64;
     async fn cursor(&self, consumer: &str) -> Result<u64, HostError>;
     async fn set_cursor(&self, consumer: &str, id: u64) -> Result<(), HostError>;
     /// Moves the cursor past events that asked for no work (durable with the next commit).
@@ -252,6 +254,10 @@ impl<M: MetaStore, B: BlobStore> Host for ObjectHost<M, B> {
 
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>, HostError> {
         self.oss.events_after(after, limit).await.map_err(failed)
+    }
+
+    fn events_landed_below(&self) -> u64 {
+        self.oss.events_landed_below()
     }
 
     async fn cursor(&self, consumer: &str) -> Result<u64, HostError> {

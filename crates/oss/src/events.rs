@@ -248,6 +248,12 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         rows.iter().map(|(_, v)| records::decode(v)).collect()
     }
 
+    /// Every event id below this has landed (stored, or never will be): a consumer with
+    /// nothing to do for any event may move its cursor to just below it without reading.
+    pub fn events_landed_below(&self) -> u64 {
+        self.event_ids.horizon()
+    }
+
     /// A consumer's durable position (0 before its first event).
     pub async fn event_cursor(&self, consumer: &str) -> Result<u64, OssError> {
         let k = cursor_key(consumer);
