@@ -66,6 +66,25 @@ fn add_region(r: &Region, name: &str, peer: &str) {
     );
 }
 
+/// Registers `peer` at `r` as a region of the same site (identities follow).
+fn add_site_region(r: &Region, name: &str, peer: &str) {
+    cli_ok(
+        r,
+        &[
+            "region",
+            "add",
+            name,
+            "--url",
+            peer,
+            "--access-key",
+            ACCESS_KEY,
+            "--secret-key",
+            SECRET_KEY,
+            "--site",
+        ],
+    );
+}
+
 async fn versioned_bucket(c: &aws_sdk_s3::Client, bucket: &str) {
     c.create_bucket()
         .bucket(bucket)

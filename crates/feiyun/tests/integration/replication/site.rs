@@ -14,25 +14,8 @@ async fn failover_to_the_replica_and_failback_keep_data_and_credentials() {
     let b = Region::start_env(&site);
     versioned_bucket(&a.client(), "app").await;
     versioned_bucket(&b.client(), "app").await;
-    let site_region = |r: &Region, name: &str, peer: &str| {
-        cli_ok(
-            r,
-            &[
-                "region",
-                "add",
-                name,
-                "--url",
-                peer,
-                "--access-key",
-                ACCESS_KEY,
-                "--secret-key",
-                SECRET_KEY,
-                "--site",
-            ],
-        );
-    };
-    site_region(&a, "dr", &b.endpoint());
-    site_region(&b, "main", &a.endpoint());
+    add_site_region(&a, "dr", &b.endpoint());
+    add_site_region(&b, "main", &a.endpoint());
     put_replication(
         &a.client(),
         "app",
@@ -213,21 +196,7 @@ async fn simultaneous_site_pushes_both_complete() {
         common::Link::open(b.addr).await,
     );
     for (r, name, peer) in [(&a, "dr", to_b.url()), (&b, "main", to_a.url())] {
-        cli_ok(
-            r,
-            &[
-                "region",
-                "add",
-                name,
-                "--url",
-                &peer,
-                "--access-key",
-                ACCESS_KEY,
-                "--secret-key",
-                SECRET_KEY,
-                "--site",
-            ],
-        );
+        add_site_region(r, name, &peer);
     }
     let quiet = |r: &Region| -> bool {
         let st: serde_json::Value =
@@ -277,21 +246,7 @@ async fn site_replication_refuses_regions_of_different_accounts() {
     let a = Region::start_env(&[("FEIYUN_ACCOUNT_ID", "123456789012")]);
     let b = Region::start_env(&[("FEIYUN_ACCOUNT_ID", "210987654321")]);
     for (r, name, peer) in [(&a, "dr", b.endpoint()), (&b, "main", a.endpoint())] {
-        cli_ok(
-            r,
-            &[
-                "region",
-                "add",
-                name,
-                "--url",
-                &peer,
-                "--access-key",
-                ACCESS_KEY,
-                "--secret-key",
-                SECRET_KEY,
-                "--site",
-            ],
-        );
+        add_site_region(r, name, &peer);
     }
     iam_user(&a, "carol", APP_POLICY);
     eventually(30, "the mismatch in the status", || async {
