@@ -23,6 +23,11 @@ use serde::{Deserialize, Serialize};
 use crate::records::{self, ObjectRecord};
 use crate::{ObjectService, OssError};
 
+/// Event rows deleted per commit by [`ObjectService::trim_events`].
+const TRIM_CHUNK: usize = 512;
+/// Rows one call removes at most; the trimmer calls again on its next tick.
+const TRIM_PER_CALL: usize = 50_000;
+
 /// Why an object changed; becomes the S3 event name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventCause {
@@ -296,26 +301,41 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         Ok(self.meta.commit(batch).await?)
     }
 
-    /// Removes events with ids up to `upto` (every consumer is past them).
+    /// Removes events with ids up to `upto` (every consumer is past them), at most
+    /// `TRIM_PER_CALL` of them, in commits of `TRIM_CHUNK` rows. A consumer that fell behind
+    /// leaves tens of thousands of expired rows at once; deleting them in one commit held the
+    /// metadata writer (and every PUT grouped into that commit) for a tenth of a second.
     pub async fn trim_events(&self, upto: u64) -> Result<usize, OssError> {
-        let ids: Vec<Vec<u8>> = self
-            .blocking(move |m, _| {
-                let end = event_key(upto.saturating_add(1));
-                Ok(m.scan(Table::Events, &[], Some(&end), 10_000)?
-                    .into_iter()
-                    .map(|(k, _)| k)
-                    .collect())
-            })
-            .await?;
-        if ids.is_empty() {
-            return Ok(0);
+        let end = event_key(upto.saturating_add(1));
+        let mut start = Vec::new();
+        let mut trimmed = 0;
+        while trimmed < TRIM_PER_CALL {
+            let (from, to) = (start.clone(), end.clone());
+            let ids: Vec<Vec<u8>> = self
+                .blocking(move |m, _| {
+                    Ok(m.scan(Table::Events, &from, Some(&to), TRIM_CHUNK)?
+                        .into_iter()
+                        .map(|(k, _)| k)
+                        .collect())
+                })
+                .await?;
+            let Some(last) = ids.last() else { break };
+            start = last.clone();
+            start.push(0);
+            let n = ids.len();
+            let mut batch = WriteBatch::new();
+            for k in ids {
+                batch.delete(Table::Events, k);
+            }
+            self.meta.commit(batch).await?;
+            trimmed += n;
+            if n < TRIM_CHUNK {
+                break;
+            }
+            // Let the requests queued behind this commit have the writer first.
+            tokio::task::yield_now().await;
         }
-        let mut batch = WriteBatch::new();
-        for k in &ids {
-            batch.delete(Table::Events, k.clone());
-        }
-        self.meta.commit(batch).await?;
-        Ok(ids.len())
+        Ok(trimmed)
     }
 
     /// Seeds the sequence from the newest stored event (called once at open).
