@@ -11,8 +11,11 @@
 //! fails is reported as [`MetaError::Corrupt`] and never handed to a caller as good data.
 //!
 //! Architecture invariant: when [`MetaStore::commit`] returns `Ok`, the batch is durable
-//! (fsynced); when it returns `Err`, none of the batch is applied.
+//! (fsynced); when it returns `Err`, none of the batch is applied — except
+//! [`MetaError::Indeterminate`], which a networked engine returns when it cannot tell.
 
+#[cfg(any(test, feature = "testkit"))]
+pub mod conformance;
 pub mod envelope;
 mod redb_store;
 
@@ -252,6 +255,12 @@ pub enum MetaError {
     Closed,
     #[error("metadata storage error: {0}")]
     Storage(String),
+    /// A networked engine lost its connection while a commit was in flight and could not
+    /// find out whether it landed. The only error after which the batch may have been
+    /// applied: callers must not undo what it would have referenced (the pending-blob guard
+    /// checks its row before deleting anything).
+    #[error("the outcome of a metadata commit is unknown: {0}")]
+    Indeterminate(String),
 }
 
 pub type KvPair = (Vec<u8>, Vec<u8>);

@@ -424,6 +424,12 @@ mod tests {
         (dir, s)
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn passes_the_engine_conformance_suite() {
+        let (_d, s) = store();
+        crate::conformance::run_all(Arc::new(s)).await;
+    }
+
     /// A deferred batch is visible at once and made durable by the next durable commit.
     #[tokio::test]
     async fn deferred_batches_ride_on_the_next_durable_commit() {

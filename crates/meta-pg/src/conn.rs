@@ -1,0 +1,441 @@
+//! Connections to the database: a private runtime that drives their sockets, a bounded pool,
+//! and a per-connection cache of prepared statements.
+//!
+//! The metadata trait's reads are blocking calls made from any thread (worker threads of the
+//! server's runtime included, for the quick point reads the services do inline), so every
+//! query future is spawned onto a small runtime this store owns and its answer awaited with a
+//! plain thread park. Nothing here ever starts a nested runtime, which would panic on a
+//! server worker thread.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use feiyun_meta::MetaError;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+use crate::PgError;
+
+/// A live session: the client, the backend's id for logs, and the statements it prepared.
+pub(crate) struct Conn {
+    client: Arc<Client>,
+    statements: HashMap<&'static str, Statement>,
+}
+
+pub(crate) struct Pool {
+    /// `None` only while dropping.
+    rt: Option<tokio::runtime::Runtime>,
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    setup: String,
+    state: Mutex<PoolState>,
+    freed: Condvar,
+    max: usize,
+    /// Longest one statement may take, client side: a database that stops answering (a cut
+    /// network) fails the request instead of holding a connection until TCP gives up.
+    pub(crate) op_timeout: Duration,
+    checkout_timeout: Duration,
+}
+
+struct PoolState {
+    idle: Vec<Conn>,
+    open: usize,
+}
+
+/// Settings the store was opened with.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Server-side `statement_timeout`, and (plus a margin) the client-side bound.
+    pub statement_timeout: Duration,
+    /// How long a caller waits for a free connection before failing.
+    pub checkout_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 32,
+            statement_timeout: Duration::from_secs(10),
+            checkout_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Pool {
+    pub(crate) fn new(
+        config: tokio_postgres::Config,
+        tls: tokio_postgres_rustls::MakeRustlsConnect,
+        options: &PoolOptions,
+    ) -> Result<Self, PgError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("meta-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| PgError::Connect(format!("starting the database runtime: {e}")))?;
+        let ms = options.statement_timeout.as_millis().max(1);
+        Ok(Self {
+            rt: Some(rt),
+            config,
+            tls,
+            // SERIALIZABLE is the default so that a statement outside an explicit transaction
+            // is as strict as one inside; the timeout bounds what one query can hold.
+            setup: format!(
+                "SET statement_timeout = {ms}; \
+                 SET default_transaction_isolation = 'serializable'"
+            ),
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+            max: options.max_connections.max(1),
+            op_timeout: options.statement_timeout + Duration::from_secs(5),
+            checkout_timeout: options.checkout_timeout,
+        })
+    }
+
+    /// Runs a future on the store's runtime and waits for it, bounded by the client-side
+    /// timeout.
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = Result<T, PgError>> + Send + 'static,
+    ) -> Result<T, PgError> {
+        let limit = self.op_timeout;
+        let Some(rt) = self.rt.as_ref() else {
+            return Err(PgError::Connect("the store is closing".into()));
+        };
+        // The result comes back over a plain channel, not the task's JoinHandle: a JoinHandle
+        // polled on a worker of the caller's runtime obeys that task's cooperative budget,
+        // and once the budget is spent it defers its wake-up until the task yields, which a
+        // thread blocked here never does (a resync's long task hung on it).
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let r = match tokio::time::timeout(limit, f).await {
+                Ok(r) => r,
+                Err(_) => Err(PgError::Timeout),
+            };
+            let _ = tx.send(r);
+        });
+        let wait = move || {
+            rx.recv()
+                .unwrap_or_else(|_| Err(PgError::Connect("database task failed".into())))
+        };
+        // On a worker of a multi-threaded runtime, hand the worker's other tasks to another
+        // thread for the round trip instead of stalling them behind it.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
+    }
+
+    fn connect(&self) -> Result<Conn, PgError> {
+        let config = self.config.clone();
+        let tls = self.tls.clone();
+        let setup = self.setup.clone();
+        let client = self.run(async move {
+            let (client, connection) = config
+                .connect(tls)
+                .await
+                .map_err(|e| PgError::Connect(e.to_string()))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "metadata database connection closed");
+                }
+            });
+            client.batch_execute(&setup).await.map_err(PgError::from)?;
+            Ok(client)
+        })?;
+        Ok(Conn {
+            client: Arc::new(client),
+            statements: HashMap::new(),
+        })
+    }
+
+    /// A connection, opened if none is idle and the pool is below its bound; waits up to the
+    /// checkout timeout otherwise.
+    pub(crate) fn get(self: &Arc<Self>) -> Result<Pooled, PgError> {
+        let deadline = Instant::now() + self.checkout_timeout;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            while let Some(c) = state.idle.pop() {
+                if !c.client.is_closed() {
+                    return Ok(Pooled {
+                        pool: self.clone(),
+                        conn: Some(c),
+                    });
+                }
+                state.open -= 1;
+            }
+            if state.open < self.max {
+                state.open += 1;
+                drop(state);
+                return match self.connect() {
+                    Ok(c) => Ok(Pooled {
+                        pool: self.clone(),
+                        conn: Some(c),
+                    }),
+                    Err(e) => {
+                        self.release_slot();
+                        Err(e)
+                    }
+                };
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(PgError::PoolExhausted(self.max));
+            }
+            state = self
+                .freed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn release_slot(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.open -= 1;
+        drop(state);
+        self.freed.notify_one();
+    }
+
+    fn put_back(&self, conn: Conn) {
+        if conn.client.is_closed() {
+            self.release_slot();
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.idle.push(conn);
+        drop(state);
+        self.freed.notify_one();
+    }
+}
+
+impl Drop for Pool {
+    /// The store may be dropped on a thread of the server's runtime, where dropping another
+    /// runtime would block and panic: its tasks (the sessions' drivers) are let go instead.
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Splits our own parameters off a `postgres://` URL and builds the connector: without
+/// `sslmode` the session is plain (as on a loopback or a private network); `sslmode=require`
+/// or `prefer` encrypt and check the server's certificate, against the system's CAs or the
+/// one CA file `sslrootcert=` names. Unlike libpq, a certificate is never accepted unchecked.
+pub(crate) fn parse_url(
+    url: &str,
+) -> Result<
+    (
+        tokio_postgres::Config,
+        tokio_postgres_rustls::MakeRustlsConnect,
+    ),
+    PgError,
+> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(PgError::Url(
+            "expected postgres://user:password@host:port/database".into(),
+        ));
+    }
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, q),
+        None => (url, ""),
+    };
+    let mut kept = Vec::new();
+    let mut root_file = None;
+    let mut sslmode_given = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslrootcert", v)) => root_file = Some(v.to_string()),
+            Some(("sslmode", _)) => {
+                sslmode_given = true;
+                kept.push(pair);
+            }
+            _ => kept.push(pair),
+        }
+    }
+    if !sslmode_given {
+        kept.push("sslmode=disable");
+    }
+    let rebuilt = format!("{base}?{}", kept.join("&"));
+    let mut config: tokio_postgres::Config = rebuilt
+        .parse()
+        .map_err(|e: tokio_postgres::Error| PgError::Url(e.to_string()))?;
+    if config.get_hosts().is_empty() {
+        return Err(PgError::Url("the URL names no host".into()));
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(30));
+    config.application_name("feiyun");
+    let mut roots = rustls::RootCertStore::empty();
+    match root_file {
+        Some(path) => {
+            let pem = std::fs::read(&path)
+                .map_err(|e| PgError::Url(format!("sslrootcert {path}: {e}")))?;
+            let mut any = false;
+            for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+                let cert: rustls::pki_types::CertificateDer<'static> =
+                    cert.map_err(|e| PgError::Url(format!("sslrootcert {path}: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| PgError::Url(format!("sslrootcert {path}: {e}")))?;
+                any = true;
+            }
+            if !any {
+                return Err(PgError::Url(format!(
+                    "sslrootcert {path} holds no certificate"
+                )));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PgError::Url(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((config, tokio_postgres_rustls::MakeRustlsConnect::new(tls)))
+}
+
+/// A checked-out connection, returned to the pool when dropped. A connection whose session
+/// state is unknown (a transaction left open by an error) is closed instead: see
+/// [`Pooled::discard`].
+pub(crate) struct Pooled {
+    pool: Arc<Pool>,
+    conn: Option<Conn>,
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.pool.put_back(c);
+        }
+    }
+}
+
+impl Pooled {
+    fn conn(&mut self) -> &mut Conn {
+        self.conn
+            .as_mut()
+            .expect("a pooled connection is present until dropped")
+    }
+
+    /// Closes the session rather than pooling it.
+    pub(crate) fn discard(mut self) {
+        if self.conn.take().is_some() {
+            self.pool.release_slot();
+        }
+    }
+
+    /// A prepared statement for `sql`, prepared once per connection.
+    fn statement(&mut self, sql: &'static str) -> Result<Statement, PgError> {
+        if let Some(s) = self.conn().statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let client = self.conn().client.clone();
+        let s = self
+            .pool
+            .run(async move { client.prepare(sql).await.map_err(PgError::from) })?;
+        self.conn().statements.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    pub(crate) fn query(
+        &mut self,
+        sql: &'static str,
+        params: Vec<Param>,
+    ) -> Result<Vec<Row>, PgError> {
+        let s = self.statement(sql)?;
+        let client = self.conn().client.clone();
+        self.pool.run(async move {
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_sql).collect();
+            client.query(&s, &refs).await.map_err(PgError::from)
+        })
+    }
+
+    pub(crate) fn execute(
+        &mut self,
+        sql: &'static str,
+        params: Vec<Param>,
+    ) -> Result<u64, PgError> {
+        let s = self.statement(sql)?;
+        let client = self.conn().client.clone();
+        self.pool.run(async move {
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_sql).collect();
+            client.execute(&s, &refs).await.map_err(PgError::from)
+        })
+    }
+
+    /// Several statements sent without waiting for each answer (tokio-postgres pipelines the
+    /// requests of one client in the order they are first polled), answered in order: a
+    /// batch of mutations costs one round trip instead of one each.
+    pub(crate) fn execute_pipelined(
+        &mut self,
+        statements: Vec<(&'static str, Vec<Param>)>,
+    ) -> Result<(), PgError> {
+        let mut prepared = Vec::with_capacity(statements.len());
+        for (sql, params) in statements {
+            prepared.push((self.statement(sql)?, params));
+        }
+        let client = self.conn().client.clone();
+        self.pool.run(async move {
+            let futures = prepared.iter().map(|(s, params)| {
+                let client = &client;
+                async move {
+                    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_sql).collect();
+                    client.execute(s, &refs).await
+                }
+            });
+            for r in futures::future::join_all(futures).await {
+                r.map_err(PgError::from)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Statements without parameters (transaction control, DDL), not prepared.
+    pub(crate) fn simple(&mut self, sql: &str) -> Result<(), PgError> {
+        let client = self.conn().client.clone();
+        let sql = sql.to_owned();
+        self.pool
+            .run(async move { client.batch_execute(&sql).await.map_err(PgError::from) })
+    }
+}
+
+/// An owned statement parameter (the query runs on another thread).
+#[derive(Debug, Clone)]
+pub(crate) enum Param {
+    Bytes(Vec<u8>),
+    Int(i64),
+}
+
+impl Param {
+    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Param::Bytes(b) => b,
+            Param::Int(i) => i,
+        }
+    }
+}
+
+impl From<PgError> for MetaError {
+    fn from(e: PgError) -> Self {
+        MetaError::Storage(e.to_string())
+    }
+}
