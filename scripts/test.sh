@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs the test clients it needs (Debian's
-# rclone, s3cmd, curl, Chromium and Node.js, a Python venv with the aws CLI, boto3 and
+# The whole test suite, from a fresh machine: installs the test clients and servers it needs
+# (Debian's PostgreSQL server, rclone, s3cmd, curl, Chromium and Node.js, a Python venv with
+# the aws CLI, boto3 and
 # componentize-py; componentize-js from npm, by examples/functions/build.sh),
 # runs the unit, property and integration tests (cargo), then the scenario suite with real CLI
 # clients.
@@ -19,6 +20,9 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# The metadata engine's tests start throwaway PostgreSQL servers (initdb, pg_ctl).
+pg_initdb() { ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n1; }
+[ -n "$(pg_initdb)" ] || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing ${need_apt[*]} and not root: install them with apt-get" >&2
@@ -34,6 +38,7 @@ if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3' 2>/dev/nul
   # componentize-py builds the Python example function (a wasi:http component).
   "$venv/bin/pip" install -q --disable-pip-version-check awscli boto3 componentize-py
 fi
+[ -n "$(pg_initdb)" ] || { echo "PostgreSQL's initdb is missing (apt-get install postgresql)" >&2; exit 1; }
 for tool in rclone s3cmd chromium curl node npm "$venv/bin/aws" "$venv/bin/componentize-py"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "test client $tool is missing" >&2; exit 1; }
 done
@@ -41,6 +46,12 @@ done
 
 log "cargo test (unit, property, integration, crash, corruption)"
 cargo test --workspace --all-targets
+
+log "object, versioning, IAM, encryption and replication suites with metadata on PostgreSQL"
+# The same integration tests, each region's metadata in its own database of one throwaway
+# PostgreSQL server instead of the embedded engine.
+FEIYUN_TEST_META=postgres cargo test -p feiyun --test integration -- \
+  sdk:: versioning:: iam:: encryption:: replication::
 
 log "scenarios (aws CLI, boto3, rclone, s3cmd, headless Chromium)"
 # The binary `cargo test` built for the integration tests is the one the scenarios drive: a

@@ -116,6 +116,9 @@ pub struct Config {
     /// Metadata commits save what a start after a crash needs to skip checking the whole
     /// file, at a second fsync each (for large embedded metadata; off by default).
     pub meta_quick_repair: bool,
+    /// `postgres://…`: keep metadata in that database (PostgreSQL, CockroachDB, YugabyteDB)
+    /// instead of the embedded engine in the data directory.
+    pub meta_url: Option<crate::Secret>,
     /// `/metrics` requires `Authorization: Bearer TOKEN` when set; without it, only clients
     /// on loopback are served.
     pub metrics_token: Option<crate::Secret>,
@@ -181,6 +184,7 @@ pub struct ConfigOverrides {
     pub fc_domains: Option<Vec<String>>,
     pub audit_fail_closed: Option<bool>,
     pub meta_quick_repair: Option<bool>,
+    pub meta_url: Option<crate::Secret>,
     #[serde(skip)]
     pub metrics_token: Option<crate::Secret>,
     pub write_stall_secs: Option<u64>,
@@ -299,6 +303,7 @@ impl ConfigOverrides {
                 Some(v) => Some(parse_bool("FEIYUN_META_QUICK_REPAIR", &v)?),
             },
             metrics_token: get("FEIYUN_METRICS_TOKEN").map(crate::Secret::new),
+            meta_url: get("FEIYUN_META_URL").map(crate::Secret::new),
             write_stall_secs: parse_num("FEIYUN_WRITE_STALL_SECS")?,
             idle_timeout_secs: parse_num("FEIYUN_IDLE_TIMEOUT_SECS")?,
             max_connections_per_client: parse_num("FEIYUN_MAX_CONNECTIONS_PER_CLIENT")?
@@ -351,6 +356,7 @@ impl ConfigOverrides {
             fc_domains: self.fc_domains.or(lower.fc_domains),
             audit_fail_closed: self.audit_fail_closed.or(lower.audit_fail_closed),
             meta_quick_repair: self.meta_quick_repair.or(lower.meta_quick_repair),
+            meta_url: self.meta_url.or(lower.meta_url),
             metrics_token: self.metrics_token.or(lower.metrics_token),
             write_stall_secs: self.write_stall_secs.or(lower.write_stall_secs),
             idle_timeout_secs: self.idle_timeout_secs.or(lower.idle_timeout_secs),
@@ -503,6 +509,7 @@ impl ConfigOverrides {
             fc_domains: self.fc_domains.unwrap_or_default(),
             audit_fail_closed: self.audit_fail_closed.unwrap_or(false),
             meta_quick_repair: self.meta_quick_repair.unwrap_or(false),
+            meta_url: self.meta_url,
             metrics_token: self.metrics_token,
             write_stall_secs: self.write_stall_secs.unwrap_or(60).max(1),
             idle_timeout_secs: self.idle_timeout_secs.unwrap_or(60).max(1),

@@ -89,6 +89,11 @@ struct ServerArgs {
     /// A second listener for HTTPS; without it, --listen itself serves HTTPS when TLS is set
     #[arg(long)]
     tls_listen: Option<String>,
+    /// Keep metadata in a PostgreSQL, CockroachDB or YugabyteDB database
+    /// (postgres://user:password@host:port/db[?sslmode=require]) instead of the embedded
+    /// engine [env: FEIYUN_META_URL]
+    #[arg(long, value_name = "URL")]
+    meta_url: Option<String>,
 }
 
 /// Ends the process when its output cannot be written: quietly with success when the reader
@@ -166,6 +171,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         tls_key: args.tls_key,
         tls_self_signed: args.tls_self_signed.then_some(true),
         tls_listen: args.tls_listen,
+        meta_url: args.meta_url.map(feiyun_common::Secret::new),
         ..Default::default()
     };
     let config = flags.over(env.over(file)).resolve()?;

@@ -3,19 +3,19 @@
 //! `fc.amazonaws.com`; the sessions it gets are ordinary STS sessions, so the credentials a
 //! function holds are checked and audited like any caller's.
 
+use crate::Store;
 use feiyun_fc::host::{Identities, RoleCredentials};
 use feiyun_iam::model::{SessionSubject, role_arn};
 use feiyun_iam::pattern::Arn;
 use feiyun_iam::{Iam, Policy, PolicyKind, Principal, RequestContext};
-use feiyun_meta::RedbStore;
 
 /// The principal a role's trust policy names to let functions run as it.
 pub const SERVICE: &str = "fc.amazonaws.com";
 
 pub struct FcIdentities {
-    pub iam: std::sync::Arc<Iam<RedbStore>>,
+    pub iam: std::sync::Arc<Iam<Store>>,
     /// The S3 authorization, for objects triggers read and write as a principal.
-    pub authorize: feiyun_s3api::Authorize<RedbStore, feiyun_blob::LocalBlobStore>,
+    pub authorize: feiyun_s3api::Authorize<Store, feiyun_blob::LocalBlobStore>,
 }
 
 impl FcIdentities {

@@ -16,6 +16,7 @@ mod oidc_keys;
 mod reject;
 mod replication_edge;
 mod screening;
+mod store;
 mod tls;
 mod vhost;
 
@@ -31,6 +32,7 @@ use feiyun_meta::RedbStore;
 use feiyun_oss::{ObjectService, OssConfig};
 use feiyun_s3api::{Authorize, BucketAccessCache, FeiyunS3, IamAuth};
 use s3s::service::{S3Service, S3ServiceBuilder};
+pub use store::Store;
 
 use crate::listen::Listener;
 use crate::metrics::Metrics;
@@ -50,6 +52,8 @@ pub enum ServerError {
     },
     #[error("cannot open the metadata store: {0}")]
     Meta(#[from] feiyun_meta::MetaError),
+    #[error("{0}")]
+    MetaDatabase(String),
     #[error("cannot open the blob store: {0}")]
     Blob(#[from] feiyun_blob::BlobError),
     #[error("start-up recovery failed: {0}")]
@@ -81,7 +85,7 @@ pub enum ServerError {
     Replication(String),
 }
 
-type EmbeddedOss = ObjectService<RedbStore, LocalBlobStore>;
+type EmbeddedOss = ObjectService<Store, LocalBlobStore>;
 
 /// A started region: bound, recovered, ready to serve.
 pub struct Server {
@@ -96,10 +100,10 @@ struct App {
     s3: S3Service,
     audit: feiyun_audit::AuditLog,
     guard: guard::AuthGuard,
-    query: QueryApi<RedbStore>,
+    query: QueryApi<Store>,
     oss: Arc<EmbeddedOss>,
-    fc: Arc<feiyun_fc::Functions<RedbStore>>,
-    replication: Arc<feiyun_replication::Replication<RedbStore, LocalBlobStore>>,
+    fc: Arc<feiyun_fc::Functions<Store>>,
+    replication: Arc<feiyun_replication::Replication<Store, LocalBlobStore>>,
     /// `replication_proxy_reads`: a read that finds nothing asks the bucket's replica peers.
     proxy_reads: bool,
     hosts: VirtualHosts,
@@ -140,7 +144,18 @@ impl Server {
         } else {
             feiyun_meta::Recovery::Full
         };
-        let meta = RedbStore::open_with(&dir.join("meta.redb"), recovery)?;
+        let meta = match &config.meta_url {
+            None => Store::Embedded(RedbStore::open_with(&dir.join("meta.redb"), recovery)?),
+            Some(url) => {
+                let url = url.expose().to_owned();
+                let opened = tokio::task::spawn_blocking(move || {
+                    feiyun_meta_pg::PgStore::open(&url, feiyun_meta_pg::PoolOptions::default())
+                })
+                .await
+                .map_err(|e| ServerError::MetaDatabase(e.to_string()))?;
+                Store::Postgres(opened.map_err(|e| ServerError::MetaDatabase(e.to_string()))?)
+            }
+        };
         let master = keys::master_key(&config, &meta).await?;
         let audit_key = keys::audit_key(&master);
         let artifact_key = master.derive("fc artifacts");
@@ -392,7 +407,7 @@ fn physical_memory_mib() -> Option<u64> {
 }
 
 /// Deletes keys whose deletion waiting period has ended, at start and then hourly.
-fn spawn_kms_purge(kms: Arc<feiyun_kms::Kms<RedbStore>>, every: Duration) {
+fn spawn_kms_purge(kms: Arc<feiyun_kms::Kms<Store>>, every: Duration) {
     tokio::spawn(async move {
         loop {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();

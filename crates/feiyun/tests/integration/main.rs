@@ -15,6 +15,7 @@ mod functions;
 mod hardening;
 mod iam;
 mod lifecycle;
+mod meta_pg;
 mod notifications;
 mod replication;
 mod sdk;

@@ -55,6 +55,7 @@ impl Region {
 
     /// Starts on `listen` (a restart that peers must find at the same address).
     pub fn start_at(dir: &Path, listen: &str, env: &[(&str, &str)]) -> Self {
+        let meta = meta_url_for(dir, env);
         let mut child = Command::new(env!("CARGO_BIN_EXE_feiyun"))
             .args(["server", "--listen", listen, "--data-dir"])
             .arg(dir)
@@ -67,6 +68,7 @@ impl Region {
             )
             // The caller's settings win over the defaults above.
             .envs(env.iter().copied())
+            .envs(meta.iter().map(|u| ("FEIYUN_META_URL", u.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -92,8 +94,14 @@ impl Region {
         }
     }
 
+    /// Whether this run keeps metadata in PostgreSQL (`FEIYUN_TEST_META=postgres`).
+    pub fn on_postgres() -> bool {
+        meta_engine() == MetaEngine::Postgres
+    }
+
     /// Starts a region that must refuse to start; returns what it said on stderr.
     pub fn start_refused(dir: &Path, env: &[(&str, &str)]) -> String {
+        let meta = meta_url_for(dir, env);
         let out = Command::new(env!("CARGO_BIN_EXE_feiyun"))
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
@@ -102,6 +110,7 @@ impl Region {
             .env("FEIYUN_MASTER_KEY", MASTER_KEY)
             .env("FEIYUN_LOG", "error")
             .envs(env.iter().copied())
+            .envs(meta.iter().map(|u| ("FEIYUN_META_URL", u.as_str())))
             .stdin(Stdio::null())
             .output()
             .expect("run feiyun");
@@ -611,4 +620,51 @@ pub fn kms(r: &Region, action: &str, body: serde_json::Value) -> (u16, serde_jso
     );
     let json = serde_json::from_str(&resp.body_text()).unwrap_or(serde_json::Value::Null);
     (resp.status, json)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum MetaEngine {
+    Embedded,
+    Postgres,
+}
+
+/// The metadata engine the regions of this run use: `FEIYUN_TEST_META=postgres` runs them
+/// on a throwaway PostgreSQL server (one database per data directory, so a restart finds
+/// its metadata again); unset or `embedded`, on the embedded engine.
+pub fn meta_engine() -> MetaEngine {
+    match std::env::var("FEIYUN_TEST_META").as_deref() {
+        Err(_) | Ok("") | Ok("embedded") => MetaEngine::Embedded,
+        Ok("postgres") => MetaEngine::Postgres,
+        Ok(other) => panic!("FEIYUN_TEST_META={other}: expected embedded or postgres"),
+    }
+}
+
+fn meta_url_for(dir: &Path, env: &[(&str, &str)]) -> Option<String> {
+    if meta_engine() == MetaEngine::Embedded || env.iter().any(|(k, _)| *k == "FEIYUN_META_URL") {
+        return None;
+    }
+    static PG: std::sync::OnceLock<feiyun_meta_pg::testkit::Throwaway> = std::sync::OnceLock::new();
+    static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let pg = PG.get_or_init(feiyun_meta_pg::testkit::Throwaway::start);
+    // The database is named in a file inside the data directory: a restart of the directory
+    // finds its metadata again, and a test that wipes the directory (a lost region) loses
+    // the metadata with it, as on the embedded engine.
+    let marker = dir.join(".test-meta-database");
+    let _one = CREATE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Ok(name) = std::fs::read_to_string(&marker) {
+        return Some(format!(
+            "postgres://feiyun@127.0.0.1:{}/{}",
+            pg.port(),
+            name.trim()
+        ));
+    }
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let name = format!(
+        "r{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = std::fs::create_dir_all(dir);
+    std::fs::write(&marker, &name).expect("write the test database marker");
+    Some(pg.fresh_database(&name))
 }

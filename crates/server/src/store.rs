@@ -1,0 +1,87 @@
+//! The region's metadata engine, chosen at start: the embedded redb file in the data
+//! directory, or a PostgreSQL-protocol database named by `meta_url`. One enum rather than a
+//! generic server, so the services are compiled once for both.
+
+use feiyun_meta::{
+    KvPair, MetaError, MetaRead, MetaStore, RedbSnapshot, RedbStore, Table, WriteBatch,
+};
+use feiyun_meta_pg::{PgSnapshot, PgStore};
+
+pub enum Store {
+    Embedded(RedbStore),
+    Postgres(PgStore),
+}
+
+pub enum StoreSnapshot {
+    Embedded(RedbSnapshot),
+    Postgres(PgSnapshot),
+}
+
+impl MetaRead for Store {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+        match self {
+            Store::Embedded(s) => s.get(table, key),
+            Store::Postgres(s) => s.get(table, key),
+        }
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KvPair>, MetaError> {
+        match self {
+            Store::Embedded(s) => s.scan(table, start, end, limit),
+            Store::Postgres(s) => s.scan(table, start, end, limit),
+        }
+    }
+}
+
+impl MetaRead for StoreSnapshot {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+        match self {
+            StoreSnapshot::Embedded(s) => s.get(table, key),
+            StoreSnapshot::Postgres(s) => s.get(table, key),
+        }
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KvPair>, MetaError> {
+        match self {
+            StoreSnapshot::Embedded(s) => s.scan(table, start, end, limit),
+            StoreSnapshot::Postgres(s) => s.scan(table, start, end, limit),
+        }
+    }
+}
+
+impl MetaStore for Store {
+    type Snapshot = StoreSnapshot;
+
+    fn snapshot(&self) -> Result<StoreSnapshot, MetaError> {
+        Ok(match self {
+            Store::Embedded(s) => StoreSnapshot::Embedded(s.snapshot()?),
+            Store::Postgres(s) => StoreSnapshot::Postgres(s.snapshot()?),
+        })
+    }
+
+    async fn commit(&self, batch: WriteBatch) -> Result<(), MetaError> {
+        match self {
+            Store::Embedded(s) => s.commit(batch).await,
+            Store::Postgres(s) => s.commit(batch).await,
+        }
+    }
+
+    async fn commit_replanning(&self, batch: WriteBatch) -> Result<bool, MetaError> {
+        match self {
+            Store::Embedded(s) => s.commit_replanning(batch).await,
+            Store::Postgres(s) => s.commit_replanning(batch).await,
+        }
+    }
+}
