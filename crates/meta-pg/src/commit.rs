@@ -106,15 +106,14 @@ fn attempt_once(pool: &Arc<Pool>, batch: &WriteBatch) -> Result<bool, Attempt> {
             Ok(planned)
         }
         Err(PgError::Retry(e)) => Err(Attempt::Retry(PgError::Retry(e))),
-        Err(e) if e.connection_lost() => {
+        // Any other answer to COMMIT may follow a commit that landed: a backend terminated
+        // (57P01) after its commit record was flushed, a lost connection, CockroachDB's
+        // ambiguous result (40003). Only the marker tells.
+        Err(_) => {
             c.discard();
             settle(pool, &token)
                 .map(|()| planned)
                 .map_err(Attempt::Failed)
-        }
-        Err(e) => {
-            end_quietly(c);
-            Err(Attempt::Failed(e.into()))
         }
     }
 }
@@ -255,7 +254,9 @@ impl TxnView<'_> {
     fn keep<T>(&self, r: Result<T, PgError>) -> Result<T, MetaError> {
         r.map_err(|e| {
             let m = MetaError::Storage(e.to_string());
-            *self.failure.borrow_mut() = Some(e);
+            // The first failure is the cause; reads after it only meet the aborted
+            // transaction (25P02).
+            self.failure.borrow_mut().get_or_insert(e);
             m
         })
     }

@@ -255,6 +255,12 @@ pub(crate) fn parse_url(
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("sslrootcert", v)) => root_file = Some(v.to_string()),
+            // `prefer` would fall back to plaintext when the server (or someone between)
+            // declines TLS: asking for TLS at all means requiring it.
+            Some(("sslmode", "prefer" | "verify-ca" | "verify-full")) => {
+                sslmode_given = true;
+                kept.push("sslmode=require");
+            }
             Some(("sslmode", _)) => {
                 sslmode_given = true;
                 kept.push(pair);
@@ -263,7 +269,12 @@ pub(crate) fn parse_url(
         }
     }
     if !sslmode_given {
-        kept.push("sslmode=disable");
+        // A CA file named is a request for checked TLS, not plaintext.
+        kept.push(if root_file.is_some() {
+            "sslmode=require"
+        } else {
+            "sslmode=disable"
+        });
     }
     let rebuilt = format!("{base}?{}", kept.join("&"));
     let mut config: tokio_postgres::Config = rebuilt
@@ -324,7 +335,14 @@ pub(crate) struct Pooled {
 impl Drop for Pooled {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
-            self.pool.put_back(c);
+            if std::thread::panicking() {
+                // Dropped by a panic (inside a replan, say): the session may be inside a
+                // transaction that the next user's statements would then run in.
+                drop(c);
+                self.pool.release_slot();
+            } else {
+                self.pool.put_back(c);
+            }
         }
     }
 }
@@ -437,5 +455,33 @@ impl Param {
 impl From<PgError> for MetaError {
     fn from(e: PgError) -> Self {
         MetaError::Storage(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_url;
+    use tokio_postgres::config::SslMode;
+
+    #[test]
+    fn asking_for_tls_in_any_form_requires_it() {
+        let mode = |url: &str| parse_url(url).expect("parses").0.get_ssl_mode();
+        let base = "postgres://u:p@db.example:5432/feiyun";
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["db.example".into()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let with_ca = format!("?sslrootcert={}", ca.display());
+        assert_eq!(mode(base), SslMode::Disable);
+        for q in [
+            "?sslmode=require",
+            "?sslmode=prefer",
+            "?sslmode=verify-full",
+            "?sslmode=verify-ca",
+            with_ca.as_str(),
+        ] {
+            assert_eq!(mode(&format!("{base}{q}")), SslMode::Require, "{q}");
+        }
+        assert_eq!(mode(&format!("{base}?sslmode=disable")), SslMode::Disable);
     }
 }

@@ -278,8 +278,13 @@ struct SnapshotConn {
 
 impl Drop for PgSnapshot {
     fn drop(&mut self) {
-        let taken = self.inner.get_mut().map(Option::take).unwrap_or(None);
+        let (taken, poisoned) = match self.inner.get_mut() {
+            Ok(s) => (s.take(), false),
+            // A read panicked mid-way: the session's state is unknown.
+            Err(p) => (p.into_inner().take(), true),
+        };
         if let Some(mut s) = taken {
+            s.failed |= poisoned;
             // Ending a read-only transaction cannot lose anything; a session whose ROLLBACK
             // fails is closed rather than pooled in an unknown state.
             if s.failed || s.conn.simple("ROLLBACK").is_err() {
