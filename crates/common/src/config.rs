@@ -131,7 +131,24 @@ pub struct Config {
     /// Most connections one client address may hold open; beyond it, its new connections
     /// are closed at once (a few thousand silent sockets must not take every permit).
     pub max_connections_per_client: usize,
+    /// This process's place in a multi-node region (`--node-id`), if it is one.
+    pub node: Option<NodeConfig>,
 }
+
+/// A node of a multi-node region: its name, where the other nodes reach it, its zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// Stable across restarts (a StatefulSet's pod name): 1-63 of `a-z`, `0-9`, `-`.
+    pub id: String,
+    /// `HOST:PORT` other nodes use to reach this one.
+    pub advertise: String,
+    pub zone: Option<String>,
+    /// A node whose last heartbeat is older than this is down.
+    pub down_secs: u64,
+}
+
+/// Default seconds of silence after which a node is down.
+pub const DEFAULT_NODE_DOWN_SECS: u64 = 20;
 
 impl Config {
     pub fn tls_enabled(&self) -> bool {
@@ -190,6 +207,10 @@ pub struct ConfigOverrides {
     pub write_stall_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub max_connections_per_client: Option<usize>,
+    pub node_id: Option<String>,
+    pub advertise: Option<String>,
+    pub zone: Option<String>,
+    pub node_down_secs: Option<u64>,
 }
 
 impl ConfigOverrides {
@@ -308,6 +329,10 @@ impl ConfigOverrides {
             idle_timeout_secs: parse_num("FEIYUN_IDLE_TIMEOUT_SECS")?,
             max_connections_per_client: parse_num("FEIYUN_MAX_CONNECTIONS_PER_CLIENT")?
                 .map(|n| n as usize),
+            node_id: get("FEIYUN_NODE_ID"),
+            advertise: get("FEIYUN_ADVERTISE"),
+            zone: get("FEIYUN_ZONE"),
+            node_down_secs: parse_num("FEIYUN_NODE_DOWN_SECS")?,
         })
     }
 
@@ -363,6 +388,10 @@ impl ConfigOverrides {
             max_connections_per_client: self
                 .max_connections_per_client
                 .or(lower.max_connections_per_client),
+            node_id: self.node_id.or(lower.node_id),
+            advertise: self.advertise.or(lower.advertise),
+            zone: self.zone.or(lower.zone),
+            node_down_secs: self.node_down_secs.or(lower.node_down_secs),
         }
     }
 
@@ -467,6 +496,13 @@ impl ConfigOverrides {
                     .to_owned(),
             });
         }
+        let node = resolve_node(
+            self.node_id,
+            self.advertise,
+            self.zone,
+            self.node_down_secs,
+            self.meta_url.is_some(),
+        )?;
         Ok(Config {
             data_dir: self
                 .data_dir
@@ -517,8 +553,80 @@ impl ConfigOverrides {
                 .max_connections_per_client
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT)
                 .max(1),
+            node,
         })
     }
+}
+
+/// A node id or zone: what a DNS label and a StatefulSet pod name can both be.
+fn is_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn resolve_node(
+    id: Option<String>,
+    advertise: Option<String>,
+    zone: Option<String>,
+    down_secs: Option<u64>,
+    shared_meta: bool,
+) -> Result<Option<NodeConfig>, ConfigError> {
+    let invalid = |name, message: String| Err(ConfigError::Invalid { name, message });
+    let Some(id) = id else {
+        if advertise.is_some() || zone.is_some() || down_secs.is_some() {
+            return invalid(
+                "node_id",
+                "advertise, zone and node_down_secs belong to a node: set --node-id too".into(),
+            );
+        }
+        return Ok(None);
+    };
+    if !is_label(&id) {
+        return invalid(
+            "node_id",
+            format!("{id:?} must be 1-63 of a-z, 0-9 and '-', not starting or ending with '-'"),
+        );
+    }
+    if !shared_meta {
+        return invalid(
+            "node_id",
+            "the nodes of a region share one metadata database: set --meta-url too".into(),
+        );
+    }
+    let Some(advertise) = advertise else {
+        return invalid(
+            "advertise",
+            "a node needs --advertise HOST:PORT, the address the other nodes reach it at".into(),
+        );
+    };
+    let port_ok = advertise
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !port_ok
+        || advertise
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b == b'/')
+    {
+        return invalid("advertise", format!("{advertise:?} is not HOST:PORT"));
+    }
+    if let Some(z) = &zone
+        && !is_label(z)
+    {
+        return invalid("zone", format!("{z:?} must be 1-63 of a-z, 0-9 and '-'"));
+    }
+    let down_secs = down_secs.unwrap_or(DEFAULT_NODE_DOWN_SECS);
+    if down_secs < 2 {
+        return invalid("node_down_secs", "must be at least 2".into());
+    }
+    Ok(Some(NodeConfig {
+        id,
+        advertise,
+        zone,
+        down_secs,
+    }))
 }
 
 fn parse_bool(name: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -621,5 +729,47 @@ mod tests {
             .contains("max_connections")
         );
         assert!(toml::from_str::<ConfigOverrides>("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn a_node_needs_a_shared_database_an_address_and_a_clean_id() {
+        let node = |id: &str, adv: Option<&str>, meta: bool| {
+            ConfigOverrides {
+                node_id: Some(id.into()),
+                advertise: adv.map(Into::into),
+                meta_url: meta.then(|| crate::Secret::new("postgres://x/y")),
+                ..Default::default()
+            }
+            .resolve()
+        };
+        let ok = node("feiyun-0", Some("10.0.0.1:9100"), true).unwrap();
+        let n = ok.node.unwrap();
+        assert_eq!(
+            (n.id.as_str(), n.down_secs),
+            ("feiyun-0", DEFAULT_NODE_DOWN_SECS)
+        );
+        assert!(
+            node("a", Some("h:1"), false)
+                .unwrap_err()
+                .to_string()
+                .contains("meta-url")
+        );
+        assert!(
+            node("a", None, true)
+                .unwrap_err()
+                .to_string()
+                .contains("advertise")
+        );
+        for bad in ["", "Node", "a/b", "-a", "a b", &"x".repeat(64)] {
+            assert!(node(bad, Some("h:1"), true).is_err(), "{bad:?}");
+        }
+        for bad in ["h", "h:0", ":9", "h:x", "h:1/p"] {
+            assert!(node("a", Some(bad), true).is_err(), "{bad:?}");
+        }
+        let stray = ConfigOverrides {
+            zone: Some("z1".into()),
+            ..Default::default()
+        };
+        assert!(stray.resolve().is_err());
     }
 }

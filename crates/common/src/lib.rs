@@ -9,6 +9,6 @@ pub mod credentials;
 pub mod durable;
 mod secret;
 
-pub use config::{Config, ConfigError, ConfigOverrides};
+pub use config::{Config, ConfigError, ConfigOverrides, DEFAULT_NODE_DOWN_SECS, NodeConfig};
 pub use credentials::{CredentialError, CredentialSource, RootCredentials};
 pub use secret::Secret;

@@ -13,6 +13,7 @@ macro_rules! outln {
 
 mod admin;
 mod bench;
+mod cluster_cli;
 mod fc_cli;
 mod iam_cli;
 mod kms_cli;
@@ -53,6 +54,8 @@ enum Command {
     Fc(fc_cli::FcArgs),
     /// Peer regions this region replicates to: add, list, remove.
     Region(region_cli::RegionArgs),
+    /// The nodes of a multi-node region: status, drain, remove.
+    Cluster(cluster_cli::ClusterArgs),
     /// Cross-region replication: status (lag, failures, throughput) and resync.
     Replication(region_cli::ReplicationArgs),
     /// Point-in-time restore: bring a bucket (or a prefix, or a copy in another bucket) back
@@ -94,6 +97,16 @@ struct ServerArgs {
     /// engine [env: FEIYUN_META_URL]
     #[arg(long, value_name = "URL")]
     meta_url: Option<String>,
+    /// Join the region sharing --meta-url as this node (stable across restarts: a
+    /// StatefulSet pod name) [env: FEIYUN_NODE_ID]
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// HOST:PORT the region's other nodes reach this one at [env: FEIYUN_ADVERTISE]
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// The failure domain (rack, room, site) this node is in [env: FEIYUN_ZONE]
+    #[arg(long)]
+    zone: Option<String>,
 }
 
 /// Ends the process when its output cannot be written: quietly with success when the reader
@@ -142,6 +155,7 @@ fn main() -> std::process::ExitCode {
             Command::Kms(args) => kms_cli::run(args).await,
             Command::Fc(args) => fc_cli::run(args).await,
             Command::Region(args) => region_cli::run_region(args).await,
+            Command::Cluster(args) => cluster_cli::run(args).await,
             Command::Replication(args) => region_cli::run_replication(args).await,
             Command::Restore(args) => region_cli::run_restore(args).await,
             Command::Backup(args) => region_cli::run_backup(args).await,
@@ -172,6 +186,9 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         tls_self_signed: args.tls_self_signed.then_some(true),
         tls_listen: args.tls_listen,
         meta_url: args.meta_url.map(feiyun_common::Secret::new),
+        node_id: args.node_id,
+        advertise: args.advertise,
+        zone: args.zone,
         ..Default::default()
     };
     let config = flags.over(env.over(file)).resolve()?;

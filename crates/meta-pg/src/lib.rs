@@ -117,6 +117,7 @@ pub(crate) fn sql_table(t: Table) -> &'static str {
         Table::Kms => "feiyun_kms",
         Table::Functions => "feiyun_functions",
         Table::Replication => "feiyun_replication",
+        Table::Cluster => "feiyun_cluster",
     }
 }
 

@@ -52,10 +52,12 @@ pub enum Table {
     Functions,
     /// Replication: peer regions (credentials sealed) and per-rule progress.
     Replication,
+    /// The nodes of a multi-node region (membership and heartbeats).
+    Cluster,
 }
 
 impl Table {
-    pub const ALL: [Table; 15] = [
+    pub const ALL: [Table; 16] = [
         Table::Buckets,
         Table::Objects,
         Table::Versions,
@@ -71,6 +73,7 @@ impl Table {
         Table::Kms,
         Table::Functions,
         Table::Replication,
+        Table::Cluster,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +93,7 @@ impl Table {
             Table::Kms => "kms",
             Table::Functions => "functions",
             Table::Replication => "replication",
+            Table::Cluster => "cluster",
         }
     }
 }

@@ -153,3 +153,81 @@ mod tests {
         assert_eq!(b.available() * UNIT / (256 * 1024), 256);
     }
 }
+
+/// Why a signed admin request (`/replication/`, `/cluster/`) was refused before its API saw
+/// it, in that API's JSON error form.
+pub(crate) struct AdminRefusal {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    /// The operation the audit and metrics record.
+    pub op: &'static str,
+}
+
+impl crate::App {
+    /// Authenticates a signed admin request and reads its body (at most `limit` bytes, and
+    /// only once the signature over its claimed hash holds).
+    pub(crate) async fn signed_admin(
+        &self,
+        parts: &http::request::Parts,
+        body: Incoming,
+        peer: std::net::SocketAddr,
+        action_prefix: &str,
+        audit: &feiyun_audit::Slot,
+        limit: usize,
+    ) -> Result<(feiyun_iamapi::Authenticated, Bytes), AdminRefusal> {
+        let refuse = |status: u16, code, message: String, op| AdminRefusal {
+            status,
+            code,
+            message,
+            op,
+        };
+        if !parts.headers.contains_key(http::header::AUTHORIZATION) {
+            return Err(refuse(
+                403,
+                "MissingAuthenticationToken",
+                "admin requests must be signed (SigV4)".into(),
+                "Rejected",
+            ));
+        }
+        let (caller, body) = match self
+            .read_edge_body(parts, body, peer, action_prefix, audit, limit)
+            .await
+        {
+            Ok(x) => x,
+            Err(EdgeBodyError::Auth(e)) => {
+                return Err(refuse(e.status.as_u16(), e.code, e.message, "AuthFailed"));
+            }
+            Err(EdgeBodyError::Payload(e)) => {
+                return Err(refuse(e.status.as_u16(), e.code, e.message, "Rejected"));
+            }
+            Err(EdgeBodyError::Read {
+                error: BodyError::Busy,
+                ..
+            }) => {
+                return Err(refuse(
+                    503,
+                    "ServiceUnavailable",
+                    "too many unauthenticated request bodies in flight; retry".into(),
+                    "Rejected",
+                ));
+            }
+            Err(EdgeBodyError::Read { limit, .. }) => {
+                return Err(refuse(
+                    413,
+                    "RequestEntityTooLarge",
+                    format!("the body is over {} KiB", limit / 1024),
+                    "Rejected",
+                ));
+            }
+        };
+        let caller = match caller {
+            Some(c) => c,
+            None => self
+                .query
+                .sign_in_caller(parts, &body, peer, action_prefix.into(), audit)
+                .map_err(|e| refuse(e.status.as_u16(), e.code, e.message, "AuthFailed"))?,
+        };
+        Ok((caller, body))
+    }
+}

@@ -143,6 +143,8 @@ impl App {
             Edge::Functions
         } else if feiyun_replication::api::is_path(req.uri().path()) {
             Edge::Replication
+        } else if feiyun_cluster::api::is_path(req.uri().path()) {
+            Edge::Cluster
         } else {
             match service {
                 Some(feiyun_iamapi::Service::Kms) => Edge::Kms,
@@ -188,6 +190,11 @@ impl App {
             }
             (Edge::Replication, _) => {
                 let (mut resp, op) = self.replication(req, peer, &audit).await;
+                set_request_id(&mut resp, "x-amzn-requestid", &id);
+                self.finish(&exit, op, 0, resp, audit.take(), true).await
+            }
+            (Edge::Cluster, _) => {
+                let (mut resp, op) = self.cluster(req, peer, &audit).await;
                 set_request_id(&mut resp, "x-amzn-requestid", &id);
                 self.finish(&exit, op, 0, resp, audit.take(), true).await
             }
@@ -617,6 +624,11 @@ impl App {
                 plain(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "audit log cannot be written\n",
+                )
+            } else if self.membership.as_ref().is_some_and(|m| !m.is_ready()) {
+                plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not registered in the region (metadata store unreachable, or removed)\n",
                 )
             } else if self.ready.load(std::sync::atomic::Ordering::SeqCst) {
                 plain(StatusCode::OK, "ready\n")

@@ -3,6 +3,7 @@
 //! shutdown), connection limits, request ids, and the `/metrics` and `/health/*` endpoints.
 
 mod bodies;
+mod cluster_edge;
 mod conn;
 mod cors;
 mod fc_edge;
@@ -83,6 +84,10 @@ pub enum ServerError {
     Functions(String),
     #[error("replication: {0}")]
     Replication(String),
+    #[error("cannot join the region: {0}")]
+    Cluster(#[from] feiyun_cluster::ClusterError),
+    #[error("data directory {0} is in use by another running process")]
+    DataDirLocked(String),
 }
 
 type EmbeddedOss = ObjectService<Store, LocalBlobStore>;
@@ -118,6 +123,10 @@ struct App {
     fc_call_key: [u8; 32],
     metrics: Metrics,
     ready: std::sync::atomic::AtomicBool,
+    /// This node's place in a multi-node region (`--node-id`).
+    membership: Option<Arc<feiyun_cluster::Membership<Store>>>,
+    /// Held for the process's life: one process per data directory.
+    _dir_lock: std::fs::File,
 }
 
 impl Server {
@@ -128,6 +137,7 @@ impl Server {
             path: dir.display().to_string(),
             source,
         })?;
+        let dir_lock = lock_data_dir(dir)?;
         // TLS first: bad certificate settings fail before anything else is opened or made.
         let tls = tls::acceptor(&config)?;
         let self_signed = tls.as_ref().and_then(|(_, path)| path.clone());
@@ -202,6 +212,10 @@ impl Server {
             ],
             std::time::Duration::from_secs(config.event_retention_secs),
         )?;
+        let membership = match &config.node {
+            Some(node) => Some(join_region(&oss, node, dir).await?),
+            None => None,
+        };
         let mut metrics = Metrics::new(oss.stats().clone());
         let replication = feiyun_replication::Replication::open(oss.clone())
             .await
@@ -359,6 +373,8 @@ impl Server {
                 fc_call_key,
                 metrics,
                 ready: std::sync::atomic::AtomicBool::new(true),
+                membership,
+                _dir_lock: dir_lock,
             }),
             credentials,
             config,
@@ -390,6 +406,64 @@ impl Server {
     pub fn credentials(&self) -> &(RootCredentials, CredentialSource) {
         &self.credentials
     }
+}
+
+/// Takes an exclusive lock on `DATA/lock`: a second process on one data directory would
+/// interleave its audit chain and, as a node, claim the same identity.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| ServerError::DataDir {
+            path: path.display().to_string(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(ServerError::DataDirLocked(dir.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(source)) => Err(ServerError::DataDir {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Registers this process as a node of the region and starts its heartbeat.
+async fn join_region(
+    oss: &Arc<EmbeddedOss>,
+    node: &feiyun_common::NodeConfig,
+    dir: &std::path::Path,
+) -> Result<Arc<feiyun_cluster::Membership<Store>>, ServerError> {
+    let data_dir = dir.to_owned();
+    let usage: Arc<dyn Fn() -> feiyun_cluster::LocalUsage + Send + Sync> = Arc::new(move || {
+        let (capacity_bytes, free_bytes) = feiyun_cluster::disk_usage(&data_dir);
+        let (blobs, blob_bytes) = feiyun_cluster::dir_usage(&data_dir.join("blobs"));
+        feiyun_cluster::LocalUsage {
+            capacity_bytes,
+            free_bytes,
+            blobs,
+            blob_bytes,
+        }
+    });
+    let measure = usage.clone();
+    let first = tokio::task::spawn_blocking(move || measure())
+        .await
+        .unwrap_or_default();
+    let spec = feiyun_cluster::NodeSpec {
+        id: node.id.clone(),
+        advertise: node.advertise.clone(),
+        zone: node.zone.clone(),
+        down_secs: node.down_secs,
+        data_dir: dir.to_owned(),
+    };
+    let membership = feiyun_cluster::Membership::join(oss.meta().clone(), spec, first).await?;
+    membership.spawn_heartbeat(usage);
+    Ok(membership)
 }
 
 /// The machine's memory in MiB (Linux `/proc/meminfo`), for default budgets.

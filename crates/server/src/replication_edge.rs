@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::{App, bodies};
+use crate::App;
 
 impl App {
     /// The `/replication/` admin API (peer regions, status): signed requests only.
@@ -18,19 +18,6 @@ impl App {
     ) -> (Response<s3s::Body>, &'static str) {
         use feiyun_replication::api::{self, ApiError};
         let (parts, body) = req.into_parts();
-        let fail = |e: ApiError| {
-            (
-                json_response(api::error_response(e, "Rejected")),
-                "ReplicationRejected",
-            )
-        };
-        if !parts.headers.contains_key(http::header::AUTHORIZATION) {
-            return fail(ApiError::new(
-                403,
-                "MissingAuthenticationToken",
-                "replication requests must be signed (SigV4)",
-            ));
-        }
         // A site push carries every identity of the region; the rest are small documents.
         // Either is read only for a caller whose signature over its claimed hash holds.
         let limit = if parts.uri.path() == "/replication/site" {
@@ -38,68 +25,30 @@ impl App {
         } else {
             64 * 1024
         };
-        let (caller, body) = match self
-            .read_edge_body(&parts, body, peer, "replication:", audit, limit)
-            .await
-        {
+        let caller = self
+            .signed_admin(&parts, body, peer, "replication:", audit, limit)
+            .await;
+        let (caller, body) = match caller {
             Ok(x) => x,
-            Err(bodies::EdgeBodyError::Auth(e)) => {
-                let r = api::error_response(
-                    ApiError::new(e.status.as_u16(), e.code, e.message),
-                    "AuthFailed",
-                );
-                return (json_response(r), "AuthFailed");
-            }
-            Err(bodies::EdgeBodyError::Payload(e)) => {
-                return fail(ApiError::new(e.status.as_u16(), e.code, e.message));
-            }
-            Err(bodies::EdgeBodyError::Read {
-                error: bodies::BodyError::Busy,
-                ..
-            }) => {
-                return fail(ApiError::new(
-                    503,
-                    "ServiceUnavailable",
-                    "too many unauthenticated request bodies in flight; retry",
-                ));
-            }
-            Err(bodies::EdgeBodyError::Read { limit, .. }) => {
-                return fail(ApiError::new(
-                    413,
-                    "RequestEntityTooLarge",
-                    format!("the body is over {} KiB", limit / 1024),
-                ));
+            Err(e) => {
+                let r = api::error_response(ApiError::new(e.status, e.code, e.message), e.op);
+                return (json_response(r), e.op);
             }
         };
-        let caller = match caller {
-            Some(c) => Ok(c),
-            None => self
-                .query
-                .sign_in_caller(&parts, &body, peer, "replication:".into(), audit),
-        };
-        let r = match caller {
-            Ok(caller) => {
-                let gate = ReplicationGate(&caller);
-                let r = api::handle(
-                    &self.replication,
-                    &gate,
-                    &parts.method,
-                    parts.uri.path(),
-                    &parts.headers,
-                    body,
-                )
-                .await;
-                caller.finish(
-                    audit,
-                    StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
-                );
-                r
-            }
-            Err(e) => api::error_response(
-                ApiError::new(e.status.as_u16(), e.code, e.message),
-                "AuthFailed",
-            ),
-        };
+        let gate = ReplicationGate(&caller);
+        let r = api::handle(
+            &self.replication,
+            &gate,
+            &parts.method,
+            parts.uri.path(),
+            &parts.headers,
+            body,
+        )
+        .await;
+        caller.finish(
+            audit,
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+        );
         let op = r.action;
         (json_response(r), op)
     }

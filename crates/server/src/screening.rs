@@ -15,6 +15,7 @@ pub(crate) enum Edge {
     Kms,
     Functions,
     Replication,
+    Cluster,
 }
 
 impl Edge {
@@ -26,6 +27,7 @@ impl Edge {
             Edge::Kms => (&["kms"], false),
             Edge::Functions => (&["fc"], false),
             Edge::Replication => (&["replication"], false),
+            Edge::Cluster => (&["cluster"], false),
         };
         Expect {
             region,
@@ -54,7 +56,7 @@ impl Edge {
         let mut r = match self {
             Edge::S3 => return reject::screen_error(e, presigned, id),
             Edge::Query => reject::query_error(status, code, &e.to_string(), id),
-            Edge::Kms | Edge::Functions | Edge::Replication => {
+            Edge::Kms | Edge::Functions | Edge::Replication | Edge::Cluster => {
                 reject::json_error(status, code, &e.to_string())
             }
         };

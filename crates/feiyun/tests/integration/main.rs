@@ -7,6 +7,7 @@ mod common;
 
 mod access_matrix;
 mod bad_input;
+mod cluster;
 mod corruption;
 mod cors;
 mod crash;

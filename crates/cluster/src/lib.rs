@@ -1,0 +1,434 @@
+//! Region membership: the nodes of a multi-node region, as records in the shared metadata
+//! store (`Table::Cluster`, one record per node under `node/ID`).
+//!
+//! Each node registers when it starts and rewrites its record on a heartbeat (address, zone,
+//! version, disk capacity and free space, blob count). A node whose heartbeat is older than
+//! `node_down_secs` is down. Liveness is judged on the reader's wall clock against the
+//! writer's, so the nodes' clocks must agree to well within `node_down_secs` (NTP).
+//!
+//! Two guards keep one id one machine: a node key kept in the data directory (a restart of
+//! the same node finds its own key and takes its record back at once; a second machine with
+//! the same id is refused while the first is up), and an incarnation per process start that
+//! every heartbeat checks inside its commit, so a node whose record was taken over or removed
+//! learns it at its next heartbeat and stops calling itself ready.
+//!
+//! This crate owns the records and their rules; it never reads blobs or object records.
+
+pub mod api;
+mod usage;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use feiyun_meta::{MetaError, MetaStore, Table, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+pub use usage::{LocalUsage, dir_usage, disk_usage};
+
+/// Key prefix of node records in [`Table::Cluster`].
+const NODE_PREFIX: &[u8] = b"node/";
+/// Attempts at a read-modify-write of one record before giving up to the caller.
+const ATTEMPTS: usize = 8;
+/// Blob counts walk the blob directory; not more often than this.
+const USAGE_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(
+        "node id {id} is held by a running node advertising {advertise} (last heartbeat {secs_ago} s ago): \
+         each node needs its own id, or stop the other one"
+    )]
+    IdTaken {
+        id: String,
+        advertise: String,
+        secs_ago: i64,
+    },
+    #[error("address {advertise} is advertised by running node {other}: each node needs its own")]
+    AddressTaken { advertise: String, other: String },
+    #[error("no node {0} in this region")]
+    NoSuchNode(String),
+    #[error("node {0} is up: stop it before removing it (drain it first so its data moves away)")]
+    NodeUp(String),
+    #[error("this node's membership record was removed or taken over by another process")]
+    Superseded,
+    #[error("the record of node {0} is damaged")]
+    Corrupt(String),
+    #[error("the record of node {0} kept changing; retry")]
+    Busy(String),
+    #[error("the node key in the data directory: {0}")]
+    NodeKey(std::io::Error),
+    #[error("metadata store: {0}")]
+    Meta(#[from] MetaError),
+}
+
+/// What a node says about itself, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: String,
+    pub advertise: String,
+    pub zone: Option<String>,
+    /// The binary's version.
+    pub version: String,
+    /// Hex of the random key in the node's data directory (who this machine is).
+    pub node_key: String,
+    /// Hex of a random value drawn at each process start (which start of it this is).
+    pub incarnation: String,
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    /// An operator asked for this node's data to move away; placement skips it.
+    pub draining: bool,
+}
+
+impl NodeRecord {
+    pub fn is_up(&self, now_ms: i64, down_secs: u64) -> bool {
+        now_ms.saturating_sub(self.heartbeat_ms) < (down_secs as i64).saturating_mul(1000)
+    }
+}
+
+/// A node as seen by the caller now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeView {
+    pub record: NodeRecord,
+    pub up: bool,
+    /// Seconds since its last heartbeat.
+    pub silent_secs: i64,
+}
+
+/// How this process joins: from `--node-id`, `--advertise`, `--zone`.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub id: String,
+    pub advertise: String,
+    pub zone: Option<String>,
+    pub down_secs: u64,
+    pub data_dir: PathBuf,
+}
+
+pub struct Membership<M> {
+    meta: Arc<M>,
+    spec: NodeSpec,
+    node_key: String,
+    incarnation: String,
+    started_ms: i64,
+    /// Until when (ms) the last successful heartbeat keeps this node up.
+    fresh_until_ms: AtomicI64,
+    superseded: AtomicBool,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn record_key(id: &str) -> Vec<u8> {
+    [NODE_PREFIX, id.as_bytes()].concat()
+}
+
+fn decode(id: &str, bytes: &[u8]) -> Result<NodeRecord, ClusterError> {
+    serde_json::from_slice(bytes).map_err(|_| ClusterError::Corrupt(id.to_owned()))
+}
+
+fn encode(r: &NodeRecord) -> Vec<u8> {
+    // A struct of strings and numbers always serializes.
+    serde_json::to_vec(r).unwrap_or_default()
+}
+
+/// The machine's identity, created on first start: 16 random bytes in `DATA/node-key`.
+fn load_or_create_node_key(dir: &Path) -> Result<String, ClusterError> {
+    let path = dir.join("node-key");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() == 32 && s.trim().bytes().all(|b| b.is_ascii_hexdigit()) => {
+            return Ok(s.trim().to_owned());
+        }
+        Ok(_) => {
+            return Err(ClusterError::NodeKey(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not 32 hex digits", path.display()),
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ClusterError::NodeKey(e)),
+    }
+    let key = format!("{:032x}", rand::random::<u128>());
+    let tmp = dir.join("node-key.tmp");
+    std::fs::write(&tmp, format!("{key}\n")).map_err(ClusterError::NodeKey)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(ClusterError::NodeKey)?;
+    std::fs::rename(&tmp, &path).map_err(ClusterError::NodeKey)?;
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(ClusterError::NodeKey)?;
+    Ok(key)
+}
+
+/// Every node record, with the caller's view of it.
+pub fn list_nodes<M: MetaStore>(meta: &M, down_secs: u64) -> Result<Vec<NodeView>, ClusterError> {
+    let now = now_ms();
+    let mut end = NODE_PREFIX.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let rows = meta.scan(Table::Cluster, NODE_PREFIX, Some(&end), 100_000)?;
+    rows.into_iter()
+        .map(|(k, v)| {
+            let id = String::from_utf8_lossy(&k[NODE_PREFIX.len()..]).into_owned();
+            let record = decode(&id, &v)?;
+            Ok(NodeView {
+                up: record.is_up(now, down_secs),
+                silent_secs: now.saturating_sub(record.heartbeat_ms).max(0) / 1000,
+                record,
+            })
+        })
+        .collect()
+}
+
+impl<M: MetaStore> Membership<M> {
+    /// Registers this process as node `spec.id`, refusing an id or address another running
+    /// node holds. A node that was draining stays draining across restarts.
+    pub async fn join(
+        meta: Arc<M>,
+        spec: NodeSpec,
+        usage: LocalUsage,
+    ) -> Result<Arc<Self>, ClusterError> {
+        let node_key = load_or_create_node_key(&spec.data_dir)?;
+        let incarnation = format!("{:032x}", rand::random::<u128>());
+        let started_ms = now_ms();
+        let key = record_key(&spec.id);
+        for _ in 0..ATTEMPTS {
+            let now = now_ms();
+            let others = list_nodes(&*meta, spec.down_secs)?;
+            if let Some(o) = others
+                .iter()
+                .find(|o| o.up && o.record.id != spec.id && o.record.advertise == spec.advertise)
+            {
+                return Err(ClusterError::AddressTaken {
+                    advertise: spec.advertise.clone(),
+                    other: o.record.id.clone(),
+                });
+            }
+            let stored = meta.get(Table::Cluster, &key)?;
+            let old = stored.as_deref().map(|b| decode(&spec.id, b)).transpose()?;
+            if let Some(o) = &old
+                && o.node_key != node_key
+                && o.is_up(now, spec.down_secs)
+            {
+                return Err(ClusterError::IdTaken {
+                    id: spec.id.clone(),
+                    advertise: o.advertise.clone(),
+                    secs_ago: now.saturating_sub(o.heartbeat_ms).max(0) / 1000,
+                });
+            }
+            let record = NodeRecord {
+                id: spec.id.clone(),
+                advertise: spec.advertise.clone(),
+                zone: spec.zone.clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                node_key: node_key.clone(),
+                incarnation: incarnation.clone(),
+                started_ms,
+                heartbeat_ms: now,
+                capacity_bytes: usage.capacity_bytes,
+                free_bytes: usage.free_bytes,
+                blobs: usage.blobs,
+                blob_bytes: usage.blob_bytes,
+                // Another machine taking over a dead node's id starts afresh.
+                draining: old
+                    .as_ref()
+                    .is_some_and(|o| o.draining && o.node_key == node_key),
+            };
+            let mut batch = WriteBatch::new();
+            batch.check_value(Table::Cluster, key.clone(), stored).put(
+                Table::Cluster,
+                key.clone(),
+                encode(&record),
+            );
+            match meta.commit(batch).await {
+                Ok(()) => {
+                    tracing::info!(node = %spec.id, advertise = %spec.advertise, "joined the region");
+                    return Ok(Arc::new(Self {
+                        fresh_until_ms: AtomicI64::new(
+                            now + (spec.down_secs as i64).saturating_mul(1000),
+                        ),
+                        meta,
+                        spec,
+                        node_key,
+                        incarnation,
+                        started_ms,
+                        superseded: AtomicBool::new(false),
+                    }));
+                }
+                Err(MetaError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ClusterError::Busy(spec.id))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    pub fn down_secs(&self) -> u64 {
+        self.spec.down_secs
+    }
+
+    pub fn meta(&self) -> &Arc<M> {
+        &self.meta
+    }
+
+    /// Registered, not superseded, and the last heartbeat landed within `node_down_secs`.
+    pub fn is_ready(&self) -> bool {
+        !self.superseded.load(Ordering::SeqCst)
+            && now_ms() < self.fresh_until_ms.load(Ordering::SeqCst)
+    }
+
+    /// Rewrites this node's record with a new heartbeat time and `usage`. Fails with
+    /// [`ClusterError::Superseded`] (for good) when the record is gone or names another start.
+    pub async fn heartbeat(&self, usage: Option<LocalUsage>) -> Result<(), ClusterError> {
+        if self.superseded.load(Ordering::SeqCst) {
+            return Err(ClusterError::Superseded);
+        }
+        let key = record_key(&self.spec.id);
+        for _ in 0..ATTEMPTS {
+            let stored = self.meta.get(Table::Cluster, &key)?;
+            let Some(bytes) = stored else {
+                return self.supersede("its record was removed (feiyun cluster remove)");
+            };
+            let mut record = decode(&self.spec.id, &bytes)?;
+            if record.incarnation != self.incarnation || record.node_key != self.node_key {
+                return self.supersede("another process took its id over");
+            }
+            let now = now_ms();
+            record.heartbeat_ms = now;
+            record.started_ms = self.started_ms;
+            if let Some(u) = usage {
+                record.capacity_bytes = u.capacity_bytes;
+                record.free_bytes = u.free_bytes;
+                record.blobs = u.blobs;
+                record.blob_bytes = u.blob_bytes;
+            }
+            let mut batch = WriteBatch::new();
+            batch
+                .check_value(Table::Cluster, key.clone(), Some(bytes))
+                .put(Table::Cluster, key.clone(), encode(&record));
+            match self.meta.commit(batch).await {
+                Ok(()) => {
+                    self.fresh_until_ms.store(
+                        now + (self.spec.down_secs as i64).saturating_mul(1000),
+                        Ordering::SeqCst,
+                    );
+                    return Ok(());
+                }
+                // A drain flag set between the read and the commit: read again.
+                Err(MetaError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ClusterError::Busy(self.spec.id.clone()))
+    }
+
+    fn supersede(&self, why: &str) -> Result<(), ClusterError> {
+        if !self.superseded.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                node = %self.spec.id,
+                "this node left the region: {why}; it reports not ready until restarted"
+            );
+        }
+        Err(ClusterError::Superseded)
+    }
+
+    /// Heartbeats every fifth of `node_down_secs`, refreshing disk usage at most once a
+    /// minute through `usage` (run off the async threads: it walks the blob directory).
+    pub fn spawn_heartbeat(self: &Arc<Self>, usage: Arc<dyn Fn() -> LocalUsage + Send + Sync>) {
+        let me = self.clone();
+        let every = Duration::from_millis((me.spec.down_secs * 1000 / 5).max(500));
+        tokio::spawn(async move {
+            let mut measured = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(every).await;
+                let fresh = if measured.elapsed() >= USAGE_EVERY {
+                    measured = tokio::time::Instant::now();
+                    let u = usage.clone();
+                    tokio::task::spawn_blocking(move || u()).await.ok()
+                } else {
+                    None
+                };
+                match me.heartbeat(fresh).await {
+                    Ok(()) => {}
+                    Err(ClusterError::Superseded) => return,
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                }
+            }
+        });
+    }
+
+    pub fn nodes(&self) -> Result<Vec<NodeView>, ClusterError> {
+        list_nodes(&*self.meta, self.spec.down_secs)
+    }
+
+    /// Starts (or, with `on == false`, cancels) moving a node's data away.
+    pub async fn set_draining(&self, id: &str, on: bool) -> Result<NodeView, ClusterError> {
+        let key = record_key(id);
+        for _ in 0..ATTEMPTS {
+            let Some(bytes) = self.meta.get(Table::Cluster, &key)? else {
+                return Err(ClusterError::NoSuchNode(id.to_owned()));
+            };
+            let mut record = decode(id, &bytes)?;
+            record.draining = on;
+            let mut batch = WriteBatch::new();
+            batch
+                .check_value(Table::Cluster, key.clone(), Some(bytes))
+                .put(Table::Cluster, key.clone(), encode(&record));
+            match self.meta.commit(batch).await {
+                Ok(()) => {
+                    let now = now_ms();
+                    return Ok(NodeView {
+                        up: record.is_up(now, self.spec.down_secs),
+                        silent_secs: now.saturating_sub(record.heartbeat_ms).max(0) / 1000,
+                        record,
+                    });
+                }
+                Err(MetaError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ClusterError::Busy(id.to_owned()))
+    }
+
+    /// Forgets a node that is down. A node that is up is refused: it would only register
+    /// again, and its data is still being served from it.
+    pub async fn remove(&self, id: &str) -> Result<NodeRecord, ClusterError> {
+        let key = record_key(id);
+        let Some(bytes) = self.meta.get(Table::Cluster, &key)? else {
+            return Err(ClusterError::NoSuchNode(id.to_owned()));
+        };
+        let record = decode(id, &bytes)?;
+        if record.is_up(now_ms(), self.spec.down_secs) {
+            return Err(ClusterError::NodeUp(id.to_owned()));
+        }
+        let mut batch = WriteBatch::new();
+        batch
+            .check_value(Table::Cluster, key.clone(), Some(bytes))
+            .delete(Table::Cluster, key);
+        match self.meta.commit(batch).await {
+            Ok(()) => {
+                tracing::warn!(node = %id, "node removed from the region");
+                Ok(record)
+            }
+            // It heartbeated (came back) in between.
+            Err(MetaError::Conflict(_)) => Err(ClusterError::NodeUp(id.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+use super::*;
+use feiyun_meta::{MetaRead, RedbStore};
+
+struct Region {
+    _dir: tempfile::TempDir,
+    meta: Arc<RedbStore>,
+    root: PathBuf,
+}
+
+fn region() -> Region {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Arc::new(RedbStore::open(&dir.path().join("meta.redb")).unwrap());
+    let root = dir.path().to_owned();
+    Region {
+        _dir: dir,
+        meta,
+        root,
+    }
+}
+
+impl Region {
+    /// A node's spec with its own data directory `machine`.
+    fn spec(&self, id: &str, machine: &str, port: u16) -> NodeSpec {
+        let data_dir = self.root.join(machine);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        NodeSpec {
+            id: id.into(),
+            advertise: format!("10.0.0.1:{port}"),
+            zone: Some("z1".into()),
+            down_secs: 5,
+            data_dir,
+        }
+    }
+
+    async fn join(&self, spec: NodeSpec) -> Result<Arc<Membership<RedbStore>>, ClusterError> {
+        Membership::join(self.meta.clone(), spec, LocalUsage::default()).await
+    }
+
+    /// Makes node `id` look silent for `secs` (as if its process died that long ago).
+    async fn age(&self, id: &str, secs: i64) {
+        let key = record_key(id);
+        let mut r = decode(id, &self.meta.get(Table::Cluster, &key).unwrap().unwrap()).unwrap();
+        r.heartbeat_ms -= secs * 1000;
+        let mut b = WriteBatch::new();
+        b.put(Table::Cluster, key, encode(&r));
+        self.meta.commit(b).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_node_registers_and_heartbeats() {
+    let r = region();
+    let a = r.join(r.spec("a", "m1", 1)).await.unwrap();
+    assert!(a.is_ready());
+    let nodes = a.nodes().unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert!(nodes[0].up);
+    assert_eq!(nodes[0].record.zone.as_deref(), Some("z1"));
+    let before = nodes[0].record.heartbeat_ms;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let usage = LocalUsage {
+        capacity_bytes: 100,
+        free_bytes: 40,
+        blobs: 3,
+        blob_bytes: 30,
+    };
+    a.heartbeat(Some(usage)).await.unwrap();
+    let after = &a.nodes().unwrap()[0].record;
+    assert!(after.heartbeat_ms > before);
+    assert_eq!(
+        (after.capacity_bytes, after.free_bytes, after.blobs),
+        (100, 40, 3)
+    );
+}
+
+#[tokio::test]
+async fn a_second_machine_cannot_take_a_running_nodes_id_until_it_is_down() {
+    let r = region();
+    let first = r.join(r.spec("a", "m1", 1)).await.unwrap();
+    match r.join(r.spec("a", "m2", 2)).await {
+        Err(ClusterError::IdTaken { id, advertise, .. }) => {
+            assert_eq!((id.as_str(), advertise.as_str()), ("a", "10.0.0.1:1"));
+        }
+        other => panic!("expected IdTaken, got {:?}", other.map(|_| ())),
+    }
+    // Down for longer than node_down_secs: the replacement machine takes the id.
+    r.age("a", 6).await;
+    let second = r.join(r.spec("a", "m2", 2)).await.unwrap();
+    assert!(matches!(
+        first.heartbeat(None).await,
+        Err(ClusterError::Superseded)
+    ));
+    assert!(!first.is_ready());
+    second.heartbeat(None).await.unwrap();
+    assert_eq!(second.nodes().unwrap()[0].record.advertise, "10.0.0.1:2");
+}
+
+#[tokio::test]
+async fn a_restart_on_the_same_data_directory_takes_its_record_back_at_once() {
+    let r = region();
+    let old = r.join(r.spec("a", "m1", 1)).await.unwrap();
+    let new = r.join(r.spec("a", "m1", 1)).await.unwrap();
+    assert!(matches!(
+        old.heartbeat(None).await,
+        Err(ClusterError::Superseded)
+    ));
+    new.heartbeat(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn two_running_nodes_cannot_advertise_one_address() {
+    let r = region();
+    let _a = r.join(r.spec("a", "m1", 1)).await.unwrap();
+    match r.join(r.spec("b", "m2", 1)).await {
+        Err(ClusterError::AddressTaken { other, .. }) => assert_eq!(other, "a"),
+        other => panic!("expected AddressTaken, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn draining_survives_heartbeats_and_restarts() {
+    let r = region();
+    let a = r.join(r.spec("a", "m1", 1)).await.unwrap();
+    let b = r.join(r.spec("b", "m2", 2)).await.unwrap();
+    let view = b.set_draining("a", true).await.unwrap();
+    assert!(view.record.draining && view.up);
+    a.heartbeat(None).await.unwrap();
+    assert!(
+        a.nodes()
+            .unwrap()
+            .iter()
+            .any(|n| n.record.id == "a" && n.record.draining)
+    );
+    let a = r.join(r.spec("a", "m1", 1)).await.unwrap();
+    assert!(a.nodes().unwrap()[0].record.draining);
+    b.set_draining("a", false).await.unwrap();
+    assert!(!a.nodes().unwrap()[0].record.draining);
+    assert!(matches!(
+        b.set_draining("zz", true).await,
+        Err(ClusterError::NoSuchNode(_))
+    ));
+}
+
+#[tokio::test]
+async fn only_a_down_node_is_removed_and_it_learns_so() {
+    let r = region();
+    let a = r.join(r.spec("a", "m1", 1)).await.unwrap();
+    let b = r.join(r.spec("b", "m2", 2)).await.unwrap();
+    assert!(matches!(b.remove("a").await, Err(ClusterError::NodeUp(_))));
+    r.age("a", 6).await;
+    assert!(
+        !b.nodes()
+            .unwrap()
+            .iter()
+            .find(|n| n.record.id == "a")
+            .unwrap()
+            .up
+    );
+    b.remove("a").await.unwrap();
+    assert_eq!(b.nodes().unwrap().len(), 1);
+    assert!(matches!(
+        a.heartbeat(None).await,
+        Err(ClusterError::Superseded)
+    ));
+    assert!(!a.is_ready());
+    assert!(matches!(
+        b.remove("a").await,
+        Err(ClusterError::NoSuchNode(_))
+    ));
+}
+
+#[test]
+fn a_damaged_node_key_file_is_an_error_not_a_new_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = load_or_create_node_key(dir.path()).unwrap();
+    assert_eq!(load_or_create_node_key(dir.path()).unwrap(), k);
+    std::fs::write(dir.path().join("node-key"), "garbage").unwrap();
+    assert!(matches!(
+        load_or_create_node_key(dir.path()),
+        Err(ClusterError::NodeKey(_))
+    ));
+}
+
+#[test]
+fn usage_counts_blob_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("ab")).unwrap();
+    std::fs::write(dir.path().join("ab/1"), [0u8; 10]).unwrap();
+    std::fs::write(dir.path().join("ab/2"), [0u8; 5]).unwrap();
+    assert_eq!(dir_usage(dir.path()), (2, 15));
+    let (cap, free) = disk_usage(dir.path());
+    assert!(cap > 0 && free <= cap);
+}

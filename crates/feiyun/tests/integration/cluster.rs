@@ -1,0 +1,278 @@
+//! A multi-node region on loopback: three `feiyun server` processes sharing one throwaway
+//! PostgreSQL database, each with its own data directory and node id.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use serde_json::Value;
+
+use crate::common::{ACCESS_KEY, Region, SECRET_KEY, free_addr, iam_user, raw};
+
+fn pg() -> &'static feiyun_meta_pg::testkit::Throwaway {
+    static PG: std::sync::OnceLock<feiyun_meta_pg::testkit::Throwaway> = std::sync::OnceLock::new();
+    PG.get_or_init(feiyun_meta_pg::testkit::Throwaway::start)
+}
+
+struct Node {
+    region: Region,
+    id: String,
+    advertise: String,
+}
+
+fn node_env<'a>(url: &'a str, id: &'a str, advertise: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("FEIYUN_META_URL", url),
+        ("FEIYUN_NODE_ID", id),
+        ("FEIYUN_ADVERTISE", advertise),
+        ("FEIYUN_ZONE", "zone-a"),
+        ("FEIYUN_NODE_DOWN_SECS", "3"),
+    ]
+}
+
+fn start_node(dir: &Path, url: &str, id: &str) -> Node {
+    let advertise = free_addr();
+    let region = Region::start_with(dir, &node_env(url, id, &advertise));
+    Node {
+        region,
+        id: id.to_owned(),
+        advertise,
+    }
+}
+
+fn cli_as(r: &Region, keys: (&str, &str), args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_feiyun"))
+        .args(args)
+        .env("FEIYUN_ENDPOINT", r.endpoint())
+        .env("AWS_ACCESS_KEY_ID", keys.0)
+        .env("AWS_SECRET_ACCESS_KEY", keys.1)
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("run feiyun")
+}
+
+fn cli(r: &Region, args: &[&str]) -> Output {
+    cli_as(r, (ACCESS_KEY, SECRET_KEY), args)
+}
+
+fn status(r: &Region) -> Value {
+    let out = cli(r, &["cluster", "status", "--json"]);
+    assert!(
+        out.status.success(),
+        "cluster status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status is JSON")
+}
+
+fn node<'a>(s: &'a Value, id: &str) -> Option<&'a Value> {
+    s["nodes"].as_array()?.iter().find(|n| n["id"] == id)
+}
+
+/// One line on stderr and a failing exit.
+fn refused(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    err
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_join_heartbeat_drain_and_are_removed_once_down() {
+    let url = pg().fresh_database("membership");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| start_node(dirs[i].path(), &url, &format!("node-{i}")))
+        .collect();
+
+    // Every node lists all three, up, with their addresses, zone and disk.
+    let s = status(&nodes[1].region);
+    assert_eq!(s["answered_by"], "node-1");
+    assert_eq!(s["nodes"].as_array().unwrap().len(), 3, "{s}");
+    for n in &nodes {
+        let v = node(&s, &n.id).unwrap();
+        assert_eq!(v["state"], "up", "{v}");
+        assert_eq!(v["advertise"], n.advertise.as_str());
+        assert_eq!(v["zone"], "zone-a");
+        assert!(v["capacity_bytes"].as_u64().unwrap() > 0, "{v}");
+    }
+    let ready = raw(
+        nodes[0].region.addr,
+        "GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(ready.status, 200, "{}", ready.body_text());
+
+    // They share one metadata store: a small object written through node 0 (kept in the
+    // metadata itself) reads through node 2.
+    let c0 = nodes[0].region.client();
+    c0.create_bucket().bucket("shared").send().await.unwrap();
+    c0.put_object()
+        .bucket("shared")
+        .key("k")
+        .body(ByteStream::from_static(b"hello"))
+        .send()
+        .await
+        .unwrap();
+    let got = nodes[2]
+        .region
+        .client()
+        .get_object()
+        .bucket("shared")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"hello"
+    );
+
+    // A second machine claiming a running node's id is refused with one line.
+    let other = tempfile::tempdir().unwrap();
+    let taken = free_addr();
+    let err = Region::start_refused(other.path(), &node_env(&url, "node-0", &taken));
+    assert!(err.contains("held by a running node"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // So is a second node advertising a running node's address.
+    let err = Region::start_refused(other.path(), &node_env(&url, "node-9", &nodes[0].advertise));
+    assert!(err.contains("advertised by running node node-0"), "{err}");
+
+    // Drain node 0 through node 1; it stays up and says so, across its own heartbeats.
+    let out = cli(&nodes[1].region, &["cluster", "drain", "node-0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "node-0\tdraining"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = status(&nodes[2].region);
+    assert_eq!(node(&s, "node-0").unwrap()["draining"], true);
+    assert_eq!(node(&s, "node-0").unwrap()["state"], "up");
+
+    // An up node cannot be removed.
+    let err = refused(&cli(&nodes[1].region, &["cluster", "remove", "node-0"]));
+    assert!(err.contains("NodeUp"), "{err}");
+
+    // kill -9 node 2: within node_down_secs (3 s) plus a heartbeat it is down.
+    nodes[2].region.kill9();
+    let t = Instant::now();
+    loop {
+        let s = status(&nodes[0].region);
+        if node(&s, "node-2").unwrap()["state"] == "down" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "node-2 never went down: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = cli(&nodes[0].region, &["cluster", "remove", "node-2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = status(&nodes[0].region);
+    assert!(node(&s, "node-2").is_none(), "{s}");
+    let err = refused(&cli(&nodes[0].region, &["cluster", "remove", "node-2"]));
+    assert!(err.contains("NoSuchNode"), "{err}");
+
+    // Restarted on its own data directory, a node takes its id back at once.
+    let again = start_node(dirs[2].path(), &url, "node-2");
+    let s = status(&again.region);
+    assert_eq!(node(&s, "node-2").unwrap()["state"], "up");
+    assert_eq!(node(&s, "node-0").unwrap()["draining"], true);
+    let out = cli(&again.region, &["cluster", "drain", "node-0", "--cancel"]);
+    assert!(out.status.success());
+    assert_eq!(
+        node(&status(&again.region), "node-0").unwrap()["draining"],
+        false
+    );
+    nodes[2] = again;
+
+    // A kill -9 and an immediate restart on the same directory is not "a second machine".
+    nodes[1].region.kill9();
+    let back = start_node(dirs[1].path(), &url, "node-1");
+    assert_eq!(
+        node(&status(&back.region), "node-1").unwrap()["state"],
+        "up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_api_is_denied_by_default_and_needs_a_signature() {
+    let url = pg().fresh_database("cluster_authz");
+    let dir = tempfile::tempdir().unwrap();
+    let n = start_node(dir.path(), &url, "solo");
+    let unsigned = raw(
+        n.region.addr,
+        "GET /cluster/nodes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(unsigned.status, 403, "{}", unsigned.body_text());
+    assert!(unsigned.body_text().contains("MissingAuthenticationToken"));
+
+    let s3_only = iam_user(
+        &n.region,
+        "s3-only",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#,
+    );
+    let err = refused(&cli_as(
+        &n.region,
+        (&s3_only.0, &s3_only.1),
+        &["cluster", "status"],
+    ));
+    assert!(err.contains("AccessDenied"), "{err}");
+    let reader = iam_user(
+        &n.region,
+        "reader",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"cluster:ListNodes","Resource":"*"}]}"#,
+    );
+    let out = cli_as(&n.region, (&reader.0, &reader.1), &["cluster", "status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("solo\tup"));
+    let err = refused(&cli_as(
+        &n.region,
+        (&reader.0, &reader.1),
+        &["cluster", "drain", "solo"],
+    ));
+    assert!(err.contains("AccessDenied"), "{err}");
+}
+
+#[test]
+fn a_node_without_a_shared_database_or_address_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Region::start_refused(dir.path(), &[("FEIYUN_NODE_ID", "a")]);
+    assert!(err.contains("--meta-url"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = Region::start_refused(dir.path(), &[("FEIYUN_NODE_ID", "Bad/Id")]);
+    assert!(err.contains("node_id"), "{err}");
+}
+
+#[test]
+fn a_single_process_region_says_it_is_not_a_cluster() {
+    let r = Region::start();
+    let err = refused(&cli(&r, &["cluster", "status"]));
+    assert!(err.contains("NotClustered"), "{err}");
+}
+
+#[test]
+fn a_data_directory_serves_one_process() {
+    let r = Region::start();
+    let err = Region::start_refused(&r.data_dir, &[]);
+    assert!(err.contains("in use by another running process"), "{err}");
+}
