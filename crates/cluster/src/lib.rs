@@ -77,6 +77,10 @@ pub struct NodeRecord {
     pub incarnation: String,
     pub started_ms: i64,
     pub heartbeat_ms: i64,
+    /// Until when the writer's own `node_down_secs` keeps it up: liveness is the writer's
+    /// lease, so a reader configured with a shorter window cannot declare it down early.
+    #[serde(default)]
+    pub expires_ms: i64,
     pub capacity_bytes: u64,
     pub free_bytes: u64,
     pub blobs: u64,
@@ -86,9 +90,16 @@ pub struct NodeRecord {
 }
 
 impl NodeRecord {
-    pub fn is_up(&self, now_ms: i64, down_secs: u64) -> bool {
-        now_ms.saturating_sub(self.heartbeat_ms) < (down_secs as i64).saturating_mul(1000)
+    /// Up while its lease runs. A heartbeat stamped further ahead of the reader's clock than
+    /// the lease is long is a clock gone wrong, and counts as down rather than up for years.
+    pub fn is_up(&self, now_ms: i64) -> bool {
+        let window = self.expires_ms.saturating_sub(self.heartbeat_ms);
+        now_ms < self.expires_ms && self.heartbeat_ms <= now_ms.saturating_add(window)
     }
+}
+
+fn lease_ms(down_secs: u64) -> i64 {
+    i64::try_from(down_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
 /// A node as seen by the caller now.
@@ -169,25 +180,35 @@ fn load_or_create_node_key(dir: &Path) -> Result<String, ClusterError> {
     Ok(key)
 }
 
-/// Every node record, with the caller's view of it.
-pub fn list_nodes<M: MetaStore>(meta: &M, down_secs: u64) -> Result<Vec<NodeView>, ClusterError> {
+/// Most nodes a region lists.
+const MAX_NODES: usize = 4096;
+
+/// Every node record, with the caller's view of it; a damaged record is logged and skipped
+/// so that one bad row does not stop every node from joining.
+pub fn list_nodes<M: MetaStore>(meta: &M) -> Result<Vec<NodeView>, ClusterError> {
     let now = now_ms();
     let mut end = NODE_PREFIX.to_vec();
     if let Some(last) = end.last_mut() {
         *last += 1;
     }
-    let rows = meta.scan(Table::Cluster, NODE_PREFIX, Some(&end), 100_000)?;
-    rows.into_iter()
-        .map(|(k, v)| {
+    let rows = meta.scan(Table::Cluster, NODE_PREFIX, Some(&end), MAX_NODES)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(k, v)| {
             let id = String::from_utf8_lossy(&k[NODE_PREFIX.len()..]).into_owned();
-            let record = decode(&id, &v)?;
-            Ok(NodeView {
-                up: record.is_up(now, down_secs),
-                silent_secs: now.saturating_sub(record.heartbeat_ms).max(0) / 1000,
-                record,
-            })
+            match decode(&id, &v) {
+                Ok(record) => Some(NodeView {
+                    up: record.is_up(now),
+                    silent_secs: now.saturating_sub(record.heartbeat_ms).max(0) / 1000,
+                    record,
+                }),
+                Err(e) => {
+                    tracing::error!(error = %e, "skipping a node record");
+                    None
+                }
+            }
         })
-        .collect()
+        .collect())
 }
 
 impl<M: MetaStore> Membership<M> {
@@ -204,7 +225,7 @@ impl<M: MetaStore> Membership<M> {
         let key = record_key(&spec.id);
         for _ in 0..ATTEMPTS {
             let now = now_ms();
-            let others = list_nodes(&*meta, spec.down_secs)?;
+            let others = list_nodes(&*meta)?;
             if let Some(o) = others
                 .iter()
                 .find(|o| o.up && o.record.id != spec.id && o.record.advertise == spec.advertise)
@@ -216,9 +237,11 @@ impl<M: MetaStore> Membership<M> {
             }
             let stored = meta.get(Table::Cluster, &key)?;
             let old = stored.as_deref().map(|b| decode(&spec.id, b)).transpose()?;
+            // A restart of this machine finds its own key (and address). The same key at a
+            // running node elsewhere is a copied data directory (a cloned disk or VM image).
             if let Some(o) = &old
-                && o.node_key != node_key
-                && o.is_up(now, spec.down_secs)
+                && o.is_up(now)
+                && (o.node_key != node_key || o.advertise != spec.advertise)
             {
                 return Err(ClusterError::IdTaken {
                     id: spec.id.clone(),
@@ -235,6 +258,7 @@ impl<M: MetaStore> Membership<M> {
                 incarnation: incarnation.clone(),
                 started_ms,
                 heartbeat_ms: now,
+                expires_ms: now.saturating_add(lease_ms(spec.down_secs)),
                 capacity_bytes: usage.capacity_bytes,
                 free_bytes: usage.free_bytes,
                 blobs: usage.blobs,
@@ -254,9 +278,7 @@ impl<M: MetaStore> Membership<M> {
                 Ok(()) => {
                     tracing::info!(node = %spec.id, advertise = %spec.advertise, "joined the region");
                     return Ok(Arc::new(Self {
-                        fresh_until_ms: AtomicI64::new(
-                            now + (spec.down_secs as i64).saturating_mul(1000),
-                        ),
+                        fresh_until_ms: AtomicI64::new(record.expires_ms),
                         meta,
                         spec,
                         node_key,
@@ -308,6 +330,7 @@ impl<M: MetaStore> Membership<M> {
             }
             let now = now_ms();
             record.heartbeat_ms = now;
+            record.expires_ms = now.saturating_add(lease_ms(self.spec.down_secs));
             record.started_ms = self.started_ms;
             if let Some(u) = usage {
                 record.capacity_bytes = u.capacity_bytes;
@@ -321,10 +344,8 @@ impl<M: MetaStore> Membership<M> {
                 .put(Table::Cluster, key.clone(), encode(&record));
             match self.meta.commit(batch).await {
                 Ok(()) => {
-                    self.fresh_until_ms.store(
-                        now + (self.spec.down_secs as i64).saturating_mul(1000),
-                        Ordering::SeqCst,
-                    );
+                    self.fresh_until_ms
+                        .store(record.expires_ms, Ordering::SeqCst);
                     return Ok(());
                 }
                 // A drain flag set between the read and the commit: read again.
@@ -345,22 +366,29 @@ impl<M: MetaStore> Membership<M> {
         Err(ClusterError::Superseded)
     }
 
-    /// Heartbeats every fifth of `node_down_secs`, refreshing disk usage at most once a
-    /// minute through `usage` (run off the async threads: it walks the blob directory).
+    /// Heartbeats every fifth of `node_down_secs`. Disk usage is measured once a minute by
+    /// its own task (it walks the blob directory, which on a large disk takes longer than a
+    /// lease) and the newest figure rides on the next heartbeat.
     pub fn spawn_heartbeat(self: &Arc<Self>, usage: Arc<dyn Fn() -> LocalUsage + Send + Sync>) {
         let me = self.clone();
-        let every = Duration::from_millis((me.spec.down_secs * 1000 / 5).max(500));
+        let every = Duration::from_millis((lease_ms(me.spec.down_secs) / 5).max(500) as u64);
+        let latest: Arc<std::sync::Mutex<Option<LocalUsage>>> = Arc::default();
+        let slot = latest.clone();
         tokio::spawn(async move {
-            let mut measured = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(USAGE_EVERY).await;
+                let u = usage.clone();
+                if let Ok(m) = tokio::task::spawn_blocking(move || u()).await
+                    && let Ok(mut s) = slot.lock()
+                {
+                    *s = Some(m);
+                }
+            }
+        });
+        tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                let fresh = if measured.elapsed() >= USAGE_EVERY {
-                    measured = tokio::time::Instant::now();
-                    let u = usage.clone();
-                    tokio::task::spawn_blocking(move || u()).await.ok()
-                } else {
-                    None
-                };
+                let fresh = latest.lock().ok().and_then(|mut s| s.take());
                 match me.heartbeat(fresh).await {
                     Ok(()) => {}
                     Err(ClusterError::Superseded) => return,
@@ -371,7 +399,7 @@ impl<M: MetaStore> Membership<M> {
     }
 
     pub fn nodes(&self) -> Result<Vec<NodeView>, ClusterError> {
-        list_nodes(&*self.meta, self.spec.down_secs)
+        list_nodes(&*self.meta)
     }
 
     /// Starts (or, with `on == false`, cancels) moving a node's data away.
@@ -391,7 +419,7 @@ impl<M: MetaStore> Membership<M> {
                 Ok(()) => {
                     let now = now_ms();
                     return Ok(NodeView {
-                        up: record.is_up(now, self.spec.down_secs),
+                        up: record.is_up(now),
                         silent_secs: now.saturating_sub(record.heartbeat_ms).max(0) / 1000,
                         record,
                     });
@@ -411,7 +439,7 @@ impl<M: MetaStore> Membership<M> {
             return Err(ClusterError::NoSuchNode(id.to_owned()));
         };
         let record = decode(id, &bytes)?;
-        if record.is_up(now_ms(), self.spec.down_secs) {
+        if record.is_up(now_ms()) {
             return Err(ClusterError::NodeUp(id.to_owned()));
         }
         let mut batch = WriteBatch::new();

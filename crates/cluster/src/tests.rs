@@ -41,6 +41,7 @@ impl Region {
         let key = record_key(id);
         let mut r = decode(id, &self.meta.get(Table::Cluster, &key).unwrap().unwrap()).unwrap();
         r.heartbeat_ms -= secs * 1000;
+        r.expires_ms -= secs * 1000;
         let mut b = WriteBatch::new();
         b.put(Table::Cluster, key, encode(&r));
         self.meta.commit(b).await.unwrap();
@@ -105,6 +106,35 @@ async fn a_restart_on_the_same_data_directory_takes_its_record_back_at_once() {
         Err(ClusterError::Superseded)
     ));
     new.heartbeat(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_copied_data_directory_cannot_take_a_running_node_over() {
+    let r = region();
+    let _a = r.join(r.spec("a", "m1", 1)).await.unwrap();
+    // Same machine key (a cloned disk), another address.
+    assert!(matches!(
+        r.join(r.spec("a", "m1", 7)).await,
+        Err(ClusterError::IdTaken { .. })
+    ));
+}
+
+#[tokio::test]
+async fn liveness_is_the_writers_lease_and_a_future_stamp_is_not_up() {
+    let r = region();
+    let mut long = r.spec("a", "m1", 1);
+    long.down_secs = 60;
+    let _a = r.join(long).await.unwrap();
+    // Silent for 10 s: down for a reader with a 5 s window, but its own lease is 60 s.
+    r.age("a", 10).await;
+    assert!(matches!(
+        r.join(r.spec("a", "m2", 2)).await,
+        Err(ClusterError::IdTaken { .. })
+    ));
+    // A clock that jumped years ahead for one heartbeat does not pin the node up.
+    r.age("a", -10 - 365 * 86_400).await;
+    let n = list_nodes(&*r.meta).unwrap();
+    assert!(!n[0].up);
 }
 
 #[tokio::test]

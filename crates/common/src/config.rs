@@ -618,8 +618,8 @@ fn resolve_node(
         return invalid("zone", format!("{z:?} must be 1-63 of a-z, 0-9 and '-'"));
     }
     let down_secs = down_secs.unwrap_or(DEFAULT_NODE_DOWN_SECS);
-    if down_secs < 2 {
-        return invalid("node_down_secs", "must be at least 2".into());
+    if !(2..=3600).contains(&down_secs) {
+        return invalid("node_down_secs", "must be 2 to 3600".into());
     }
     Ok(Some(NodeConfig {
         id,

@@ -142,18 +142,6 @@ impl crate::App {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_budget_covers_many_max_size_forms() {
-        let b = PreauthBudget::default();
-        // 256 KiB query forms: a few hundred may be read at once, not unboundedly many.
-        assert_eq!(b.available() * UNIT / (256 * 1024), 256);
-    }
-}
-
 /// Why a signed admin request (`/replication/`, `/cluster/`) was refused before its API saw
 /// it, in that API's JSON error form.
 pub(crate) struct AdminRefusal {
@@ -167,6 +155,8 @@ pub(crate) struct AdminRefusal {
 impl crate::App {
     /// Authenticates a signed admin request and reads its body (at most `limit` bytes, and
     /// only once the signature over its claimed hash holds).
+    /// `rejected` names refusals before authentication in the audit and metrics.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn signed_admin(
         &self,
         parts: &http::request::Parts,
@@ -175,6 +165,7 @@ impl crate::App {
         action_prefix: &str,
         audit: &feiyun_audit::Slot,
         limit: usize,
+        rejected: &'static str,
     ) -> Result<(feiyun_iamapi::Authenticated, Bytes), AdminRefusal> {
         let refuse = |status: u16, code, message: String, op| AdminRefusal {
             status,
@@ -186,8 +177,11 @@ impl crate::App {
             return Err(refuse(
                 403,
                 "MissingAuthenticationToken",
-                "admin requests must be signed (SigV4)".into(),
-                "Rejected",
+                format!(
+                    "{} requests must be signed (SigV4)",
+                    action_prefix.trim_end_matches(':')
+                ),
+                rejected,
             ));
         }
         let (caller, body) = match self
@@ -199,7 +193,7 @@ impl crate::App {
                 return Err(refuse(e.status.as_u16(), e.code, e.message, "AuthFailed"));
             }
             Err(EdgeBodyError::Payload(e)) => {
-                return Err(refuse(e.status.as_u16(), e.code, e.message, "Rejected"));
+                return Err(refuse(e.status.as_u16(), e.code, e.message, rejected));
             }
             Err(EdgeBodyError::Read {
                 error: BodyError::Busy,
@@ -209,7 +203,7 @@ impl crate::App {
                     503,
                     "ServiceUnavailable",
                     "too many unauthenticated request bodies in flight; retry".into(),
-                    "Rejected",
+                    rejected,
                 ));
             }
             Err(EdgeBodyError::Read { limit, .. }) => {
@@ -217,7 +211,7 @@ impl crate::App {
                     413,
                     "RequestEntityTooLarge",
                     format!("the body is over {} KiB", limit / 1024),
-                    "Rejected",
+                    rejected,
                 ));
             }
         };
@@ -229,5 +223,17 @@ impl crate::App {
                 .map_err(|e| refuse(e.status.as_u16(), e.code, e.message, "AuthFailed"))?,
         };
         Ok((caller, body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_covers_many_max_size_forms() {
+        let b = PreauthBudget::default();
+        // 256 KiB query forms: a few hundred may be read at once, not unboundedly many.
+        assert_eq!(b.available() * UNIT / (256 * 1024), 256);
     }
 }

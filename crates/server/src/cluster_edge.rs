@@ -21,7 +21,15 @@ impl App {
     ) -> (Response<s3s::Body>, &'static str) {
         let (parts, body) = req.into_parts();
         let (caller, _) = match self
-            .signed_admin(&parts, body, peer, "cluster:", audit, MAX_BODY)
+            .signed_admin(
+                &parts,
+                body,
+                peer,
+                "cluster:",
+                audit,
+                MAX_BODY,
+                "ClusterRejected",
+            )
             .await
         {
             Ok(x) => x,

@@ -26,7 +26,15 @@ impl App {
             64 * 1024
         };
         let caller = self
-            .signed_admin(&parts, body, peer, "replication:", audit, limit)
+            .signed_admin(
+                &parts,
+                body,
+                peer,
+                "replication:",
+                audit,
+                limit,
+                "ReplicationRejected",
+            )
             .await;
         let (caller, body) = match caller {
             Ok(x) => x,

@@ -32,7 +32,10 @@ fn node_env<'a>(url: &'a str, id: &'a str, advertise: &'a str) -> Vec<(&'a str, 
 }
 
 fn start_node(dir: &Path, url: &str, id: &str) -> Node {
-    let advertise = free_addr();
+    start_node_at(dir, url, id, free_addr())
+}
+
+fn start_node_at(dir: &Path, url: &str, id: &str, advertise: String) -> Node {
     let region = Region::start_with(dir, &node_env(url, id, &advertise));
     Node {
         region,
@@ -201,9 +204,12 @@ async fn nodes_join_heartbeat_drain_and_are_removed_once_down() {
     );
     nodes[2] = again;
 
-    // A kill -9 and an immediate restart on the same directory is not "a second machine".
+    // A kill -9 and an immediate restart on the same directory and address is not "a second
+    // machine"; the same directory at another address while the record is live is a copy.
     nodes[1].region.kill9();
-    let back = start_node(dirs[1].path(), &url, "node-1");
+    let err = Region::start_refused(dirs[1].path(), &node_env(&url, "node-1", &free_addr()));
+    assert!(err.contains("held by a running node"), "{err}");
+    let back = start_node_at(dirs[1].path(), &url, "node-1", nodes[1].advertise.clone());
     assert_eq!(
         node(&status(&back.region), "node-1").unwrap()["state"],
         "up"
