@@ -16,14 +16,11 @@
 //! and the decompressed length of every frame is checked against the frame size. The footer
 //! repeats the payload length, which must match the metadata record's.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 
-use crate::local::{frame_crc, fsync_dir, read_end};
+use crate::local::{frame_crc, read_end};
 use crate::seal::Guard;
-use crate::{BlobError, BlobId, FRAME_SIZE, HEADER_LEN};
+use crate::{BlobError, BlobId, FRAME_SIZE, HEADER_LEN, Sink, Source};
 
 pub const COLD_MAGIC: &[u8; 8] = b"FYBLOBZ1";
 pub const COLD_SEALED_MAGIC: &[u8; 8] = b"FYBLOBZS";
@@ -33,8 +30,7 @@ const RAW_BIT: u32 = 1 << 31;
 const LEVEL: i32 = 3;
 
 pub struct ColdWriter {
-    out: BufWriter<File>,
-    path: PathBuf,
+    out: BufWriter<Box<dyn Sink>>,
     frame: Vec<u8>,
     scratch: Vec<u8>,
     index: Vec<u32>,
@@ -44,8 +40,8 @@ pub struct ColdWriter {
 }
 
 impl ColdWriter {
-    pub(crate) fn new(file: File, path: PathBuf, guard: Guard) -> Result<Self, BlobError> {
-        let mut out = BufWriter::with_capacity(1024 * 1024, file);
+    pub(crate) fn new(sink: Box<dyn Sink>, guard: Guard) -> Result<Self, BlobError> {
+        let mut out = BufWriter::with_capacity(1024 * 1024, sink);
         let mut header = [0u8; HEADER_LEN as usize];
         header[..8].copy_from_slice(if guard.sealed() {
             COLD_SEALED_MAGIC
@@ -56,7 +52,6 @@ impl ColdWriter {
         out.write_all(&header)?;
         Ok(Self {
             out,
-            path,
             frame: Vec::with_capacity(FRAME_SIZE),
             scratch: Vec::with_capacity(zstd::zstd_safe::compress_bound(FRAME_SIZE)),
             index: Vec::new(),
@@ -116,18 +111,17 @@ impl ColdWriter {
         footer[8..16].copy_from_slice(&(self.index.len() as u64).to_le_bytes());
         footer[16..24].copy_from_slice(&self.len.to_le_bytes());
         self.out.write_all(&footer)?;
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        if let Some(dir) = self.path.parent() {
-            fsync_dir(dir)?;
-        }
+        self.out
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .commit()?;
         Ok(self.len)
     }
 }
 
 pub struct ColdReader {
     id: BlobId,
-    file: File,
+    file: Box<dyn Source>,
     len: u64,
     /// Where frame i starts on disk (`frames + 1` entries; the last is where the index starts).
     starts: Vec<u64>,
@@ -139,9 +133,14 @@ pub struct ColdReader {
 
 impl ColdReader {
     /// Validates footer and index against the file size and the expected payload length.
-    pub(crate) fn open(id: BlobId, file: File, len: u64, guard: Guard) -> Result<Self, BlobError> {
+    pub(crate) fn open(
+        id: BlobId,
+        file: Box<dyn Source>,
+        len: u64,
+        guard: Guard,
+    ) -> Result<Self, BlobError> {
         let corrupt = |reason: String| BlobError::Corrupt { id, reason };
-        let on_disk = file.metadata()?.len();
+        let on_disk = file.size()?;
         if on_disk < HEADER_LEN + FOOTER_LEN {
             return Err(corrupt(format!("file is only {on_disk} bytes")));
         }

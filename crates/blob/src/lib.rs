@@ -25,7 +25,9 @@ mod cold;
 mod local;
 mod seal;
 
-pub use local::{LocalBlobReader, LocalBlobStore, LocalBlobWriter};
+pub use local::{
+    FileSink, LocalBlobReader, LocalBlobStore, LocalBlobWriter, framed_reader, framed_writer,
+};
 pub use seal::FrameKey;
 
 use std::fmt;
@@ -89,6 +91,9 @@ pub enum BlobError {
     OutOfRange(BlobId),
     #[error("blob I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// Too few of the nodes that keep copies could be reached (a multi-node region).
+    #[error("blob storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Where object data lives. The embedded default is [`LocalBlobStore`]; a cold tier on a
@@ -126,4 +131,29 @@ pub trait BlobWriter: Send + 'static {
 pub trait BlobReader: Send + 'static {
     /// Reads and verifies payload bytes `[offset, offset + len)`.
     fn read(&mut self, offset: u64, len: usize) -> Result<Vec<u8>, BlobError>;
+}
+
+/// Where the stored bytes of a blob being written go: a local file, or the replicas of a
+/// multi-node region. The frame encoder above it is the same for both, so a replica holds
+/// exactly the bytes a local blob file would (and never needs the blob's key).
+pub trait Sink: std::io::Write + Send + 'static {
+    /// Makes every byte written durable; the blob exists only once this returns.
+    fn commit(self: Box<Self>) -> Result<(), BlobError>;
+}
+
+/// Random access to the stored bytes of a blob, local or on another node. Readers verify
+/// every frame they take from it, so a source is trusted for nothing.
+pub trait Source: Send + 'static {
+    /// The stored size in bytes.
+    fn size(&self) -> std::io::Result<u64>;
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl Source for std::fs::File {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+    }
 }

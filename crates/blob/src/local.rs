@@ -2,7 +2,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crc_fast::{CrcAlgorithm, Digest};
@@ -11,7 +10,7 @@ use crate::cold::{COLD_MAGIC, COLD_SEALED_MAGIC, ColdReader, ColdWriter};
 use crate::seal::{FrameKey, Guard};
 use crate::{
     BlobError, BlobId, BlobReader, BlobStore, BlobWriter, FRAME_SIZE, HEADER_LEN, MAGIC, MAX_READ,
-    SEALED_MAGIC,
+    SEALED_MAGIC, Sink, Source,
 };
 
 pub struct LocalBlobStore {
@@ -48,6 +47,169 @@ impl LocalBlobStore {
         };
         HEADER_LEN + len + frames(len) * trailer as u64
     }
+
+    /// A new blob file to be filled with stored bytes as they are (a replica another node
+    /// encoded). It takes the blob's name only at [`Sink::commit`], so a copy cut short is
+    /// never found under the id; dropping the sink uncommitted removes it.
+    pub fn create_raw(&self, id: BlobId) -> Result<FileSink, BlobError> {
+        let path = self.path(id);
+        if path.try_exists()? {
+            return Err(BlobError::Io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("blob {id} exists"),
+            )));
+        }
+        let mut partial = path.clone().into_os_string();
+        partial.push(".part");
+        let partial = PathBuf::from(partial);
+        // A leftover from a transfer cut by a crash is ours to replace.
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&partial)?;
+        Ok(FileSink {
+            out: Some(file),
+            path: partial,
+            rename_to: Some(path),
+        })
+    }
+
+    /// The stored bytes of a blob, unverified (the reader on the other end verifies them).
+    pub fn open_raw(&self, id: BlobId) -> Result<File, BlobError> {
+        match File::open(self.path(id)) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::NotFound(id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A blob file being written.
+pub struct FileSink {
+    out: Option<File>,
+    path: PathBuf,
+    /// For a raw copy: the blob's own name, taken at commit.
+    rename_to: Option<PathBuf>,
+}
+
+impl Write for FileSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.out {
+            Some(f) => f.write(buf),
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for FileSink {
+    fn commit(mut self: Box<Self>) -> Result<(), BlobError> {
+        let Some(file) = self.out.take() else {
+            return Err(BlobError::Io(std::io::ErrorKind::BrokenPipe.into()));
+        };
+        file.sync_all()?;
+        drop(file);
+        let at = match self.rename_to.take() {
+            Some(to) => {
+                std::fs::rename(&self.path, &to)?;
+                to
+            }
+            None => std::mem::take(&mut self.path),
+        };
+        if let Some(dir) = at.parent() {
+            fsync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        // An uncommitted raw copy is only ever a partial one.
+        if self.out.is_some() && self.rename_to.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A writer that encodes payload into frames (standard or cold, sealed under `key` when
+/// given) and writes the stored bytes to `sink`.
+pub fn framed_writer(
+    id: BlobId,
+    key: Option<&FrameKey>,
+    cold: bool,
+    sink: Box<dyn Sink>,
+) -> Result<LocalBlobWriter, BlobError> {
+    let guard = Guard::new(id, key);
+    if cold {
+        return Ok(LocalBlobWriter(Writer::Cold(Box::new(ColdWriter::new(
+            sink, guard,
+        )?))));
+    }
+    let mut out = BufWriter::with_capacity(1024 * 1024, sink);
+    let mut header = [0u8; HEADER_LEN as usize];
+    header[..8].copy_from_slice(if guard.sealed() { SEALED_MAGIC } else { MAGIC });
+    header[8..12].copy_from_slice(&(FRAME_SIZE as u32).to_le_bytes());
+    out.write_all(&header)?;
+    Ok(LocalBlobWriter(Writer::Plain(PlainWriter {
+        out,
+        frame: Vec::with_capacity(FRAME_SIZE + guard.trailer_len()),
+        guard,
+        frame_index: 0,
+        len: 0,
+    })))
+}
+
+/// A verifying reader of the blob whose stored bytes `source` gives, either format (told
+/// apart by the header magic), `len` payload bytes long as its record says.
+pub fn framed_reader(
+    id: BlobId,
+    len: u64,
+    key: Option<&FrameKey>,
+    file: Box<dyn Source>,
+) -> Result<LocalBlobReader, BlobError> {
+    let guard = Guard::new(id, key);
+    let mut magic = [0u8; 8];
+    let cold = if guard.sealed() {
+        COLD_SEALED_MAGIC
+    } else {
+        COLD_MAGIC
+    };
+    if file.read_exact_at(&mut magic, 0).is_ok() && &magic == cold {
+        return Ok(LocalBlobReader(Reader::Cold(Box::new(ColdReader::open(
+            id, file, len, guard,
+        )?))));
+    }
+    let on_disk = file.size()?;
+    let want = LocalBlobStore::file_len(len, guard.sealed());
+    if on_disk != want {
+        return Err(BlobError::Corrupt {
+            id,
+            reason: format!("file is {on_disk} bytes, expected {want}"),
+        });
+    }
+    let mut header = [0u8; HEADER_LEN as usize];
+    file.read_exact_at(&mut header, 0)?;
+    let magic = if guard.sealed() { SEALED_MAGIC } else { MAGIC };
+    if &header[..8] != magic
+        || header[8..12] != (FRAME_SIZE as u32).to_le_bytes()
+        || header[12..] != [0; 4]
+    {
+        return Err(BlobError::Corrupt {
+            id,
+            reason: "bad header".into(),
+        });
+    }
+    Ok(LocalBlobReader(Reader::Plain(PlainReader {
+        id,
+        file,
+        len,
+        guard,
+        buf: Vec::new(),
+    })))
 }
 
 impl BlobStore for LocalBlobStore {
@@ -57,20 +219,7 @@ impl BlobStore for LocalBlobStore {
     fn create(&self, id: BlobId, key: Option<&FrameKey>) -> Result<LocalBlobWriter, BlobError> {
         let path = self.path(id);
         let file = create_new(&path)?;
-        let mut out = BufWriter::with_capacity(1024 * 1024, file);
-        let guard = Guard::new(id, key);
-        let mut header = [0u8; HEADER_LEN as usize];
-        header[..8].copy_from_slice(if guard.sealed() { SEALED_MAGIC } else { MAGIC });
-        header[8..12].copy_from_slice(&(FRAME_SIZE as u32).to_le_bytes());
-        out.write_all(&header)?;
-        Ok(LocalBlobWriter(Writer::Plain(PlainWriter {
-            out,
-            path,
-            frame: Vec::with_capacity(FRAME_SIZE + guard.trailer_len()),
-            guard,
-            frame_index: 0,
-            len: 0,
-        })))
+        framed_writer(id, key, false, Box::new(FileSink::new(file, path)))
     }
 
     fn create_cold(
@@ -80,11 +229,7 @@ impl BlobStore for LocalBlobStore {
     ) -> Result<LocalBlobWriter, BlobError> {
         let path = self.path(id);
         let file = create_new(&path)?;
-        Ok(LocalBlobWriter(Writer::Cold(Box::new(ColdWriter::new(
-            file,
-            path,
-            Guard::new(id, key),
-        )?))))
+        framed_writer(id, key, true, Box::new(FileSink::new(file, path)))
     }
 
     fn open(
@@ -93,52 +238,7 @@ impl BlobStore for LocalBlobStore {
         len: u64,
         key: Option<&FrameKey>,
     ) -> Result<LocalBlobReader, BlobError> {
-        let guard = Guard::new(id, key);
-        let file = match File::open(self.path(id)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(BlobError::NotFound(id));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let mut magic = [0u8; 8];
-        let cold = if guard.sealed() {
-            COLD_SEALED_MAGIC
-        } else {
-            COLD_MAGIC
-        };
-        if file.read_exact_at(&mut magic, 0).is_ok() && &magic == cold {
-            return Ok(LocalBlobReader(Reader::Cold(Box::new(ColdReader::open(
-                id, file, len, guard,
-            )?))));
-        }
-        let on_disk = file.metadata()?.len();
-        let want = LocalBlobStore::file_len(len, guard.sealed());
-        if on_disk != want {
-            return Err(BlobError::Corrupt {
-                id,
-                reason: format!("file is {on_disk} bytes, expected {want}"),
-            });
-        }
-        let mut header = [0u8; HEADER_LEN as usize];
-        file.read_exact_at(&mut header, 0)?;
-        let magic = if guard.sealed() { SEALED_MAGIC } else { MAGIC };
-        if &header[..8] != magic
-            || header[8..12] != (FRAME_SIZE as u32).to_le_bytes()
-            || header[12..] != [0; 4]
-        {
-            return Err(BlobError::Corrupt {
-                id,
-                reason: "bad header".into(),
-            });
-        }
-        Ok(LocalBlobReader(Reader::Plain(PlainReader {
-            id,
-            file,
-            len,
-            guard,
-            buf: Vec::new(),
-        })))
+        framed_reader(id, len, key, Box::new(self.open_raw(id)?))
     }
 
     fn exists(&self, id: BlobId) -> Result<bool, BlobError> {
@@ -154,7 +254,17 @@ impl BlobStore for LocalBlobStore {
     }
 }
 
-/// A blob being written, in the standard or the cold (compressed) format.
+impl FileSink {
+    fn new(file: File, path: PathBuf) -> Self {
+        Self {
+            out: Some(file),
+            path,
+            rename_to: None,
+        }
+    }
+}
+
+/// A blob being written, in the standard or the cold (compressed) format, to any [`Sink`].
 pub struct LocalBlobWriter(Writer);
 
 enum Writer {
@@ -163,8 +273,7 @@ enum Writer {
 }
 
 struct PlainWriter {
-    out: BufWriter<File>,
-    path: PathBuf,
+    out: BufWriter<Box<dyn Sink>>,
     /// The frame being filled. A full frame is sealed only once more data arrives (or at
     /// `finish`), because the last frame is sealed as last.
     frame: Vec<u8>,
@@ -225,16 +334,15 @@ impl PlainWriter {
         if !self.frame.is_empty() {
             self.seal_frame(true)?;
         }
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        if let Some(dir) = self.path.parent() {
-            fsync_dir(dir)?;
-        }
+        self.out
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .commit()?;
         Ok(self.len)
     }
 }
 
-/// A verified reader of either format (told apart by the header magic).
+/// A verified reader of either format, over any [`Source`].
 pub struct LocalBlobReader(Reader);
 
 enum Reader {
@@ -253,7 +361,7 @@ impl BlobReader for LocalBlobReader {
 
 struct PlainReader {
     id: BlobId,
-    file: File,
+    file: Box<dyn Source>,
     len: u64,
     guard: Guard,
     buf: Vec<u8>,
@@ -555,6 +663,36 @@ mod tests {
             std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
             assert!(read_all(Some(&key)).is_err());
         }
+    }
+
+    /// A raw copy of a blob's stored bytes reads back like the original; one cut short is
+    /// never found under the id.
+    #[test]
+    fn raw_copies_read_back_and_partial_ones_vanish() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::open(dir.path()).unwrap();
+        let data = pattern(2 * FRAME_SIZE + 3);
+        let key = FrameKey::generate().unwrap();
+        let id = write_with(&store, &data, 9_000, false, Some(&key));
+        let stored = std::fs::read(store.path(id)).unwrap();
+        let other = LocalBlobStore::open(&dir.path().join("other")).unwrap();
+        let mut sink = other.create_raw(id).unwrap();
+        sink.write_all(&stored[..100]).unwrap();
+        drop(sink);
+        assert!(!other.exists(id).unwrap());
+        let mut sink = Box::new(other.create_raw(id).unwrap());
+        sink.write_all(&stored).unwrap();
+        sink.commit().unwrap();
+        let mut r = other.open(id, data.len() as u64, Some(&key)).unwrap();
+        assert_eq!(r.read(0, data.len()).unwrap(), data);
+        assert!(
+            other.create_raw(id).is_err(),
+            "a second copy over the first"
+        );
+        let leftovers = std::fs::read_dir(other.path(id).parent().unwrap())
+            .unwrap()
+            .count();
+        assert_eq!(leftovers, 1);
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //! This crate owns the records and their rules; it never reads blobs or object records.
 
 pub mod api;
+pub mod blobs;
+pub mod peer;
+pub mod placement;
 mod usage;
 
 use std::path::{Path, PathBuf};
@@ -25,12 +28,16 @@ use std::time::Duration;
 use feiyun_meta::{MetaError, MetaStore, Table, WriteBatch};
 use serde::{Deserialize, Serialize};
 
+pub use blobs::{ClusterBlobStore, ClusterReader, ClusterStats, ReplicaConfig};
+pub use peer::{ClusterSecret, PeerClient, PeerServer};
 pub use usage::{LocalUsage, dir_usage, disk_usage};
 
 /// Key prefix of node records in [`Table::Cluster`].
 const NODE_PREFIX: &[u8] = b"node/";
 /// Attempts at a read-modify-write of one record before giving up to the caller.
 const ATTEMPTS: usize = 8;
+/// How long a node list read for placement serves before it is read again.
+const VIEW_TTL: Duration = Duration::from_secs(1);
 /// Blob counts walk the blob directory; not more often than this.
 const USAGE_EVERY: Duration = Duration::from_secs(60);
 
@@ -130,6 +137,8 @@ pub struct Membership<M> {
     /// Until when (ms) the last successful heartbeat keeps this node up.
     fresh_until_ms: AtomicI64,
     superseded: AtomicBool,
+    /// The node list placement last read, and when.
+    view: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<NodeView>>)>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -285,6 +294,7 @@ impl<M: MetaStore> Membership<M> {
                         incarnation,
                         started_ms,
                         superseded: AtomicBool::new(false),
+                        view: std::sync::Mutex::new(None),
                     }));
                 }
                 Err(MetaError::Conflict(_)) => continue,
@@ -400,6 +410,22 @@ impl<M: MetaStore> Membership<M> {
 
     pub fn nodes(&self) -> Result<Vec<NodeView>, ClusterError> {
         list_nodes(&*self.meta)
+    }
+
+    /// The node list at most [`VIEW_TTL`] old, for placing and finding blob copies
+    /// (blocking: it reads the store when stale).
+    pub fn current_nodes(&self) -> Result<Arc<Vec<NodeView>>, ClusterError> {
+        if let Ok(v) = self.view.lock()
+            && let Some((at, nodes)) = &*v
+            && at.elapsed() < VIEW_TTL
+        {
+            return Ok(nodes.clone());
+        }
+        let nodes = Arc::new(list_nodes(&*self.meta)?);
+        if let Ok(mut v) = self.view.lock() {
+            *v = Some((std::time::Instant::now(), nodes.clone()));
+        }
+        Ok(nodes)
     }
 
     /// Starts (or, with `on == false`, cancels) moving a node's data away.

@@ -145,7 +145,22 @@ pub struct NodeConfig {
     pub zone: Option<String>,
     /// A node whose last heartbeat is older than this is down.
     pub down_secs: u64,
+    /// Where node-to-node traffic is served (by default the advertised address's port).
+    pub cluster_listen: SocketAddr,
+    /// Authenticates node-to-node requests; the same on every node of the region.
+    pub cluster_secret: crate::Secret,
+    /// Copies of each blob (fewer while the region has fewer nodes).
+    pub replicas: usize,
+    /// Fewest copies a write is acknowledged with.
+    pub min_replicas: usize,
 }
+
+/// Default copies of each blob in a multi-node region.
+pub const DEFAULT_REPLICAS: usize = 3;
+/// Default fewest copies a write is acknowledged with.
+pub const DEFAULT_MIN_REPLICAS: usize = 2;
+/// Shortest cluster secret accepted.
+const MIN_CLUSTER_SECRET: usize = 16;
 
 /// Default seconds of silence after which a node is down.
 pub const DEFAULT_NODE_DOWN_SECS: u64 = 20;
@@ -211,6 +226,11 @@ pub struct ConfigOverrides {
     pub advertise: Option<String>,
     pub zone: Option<String>,
     pub node_down_secs: Option<u64>,
+    pub cluster_listen: Option<String>,
+    #[serde(skip)]
+    pub cluster_secret: Option<crate::Secret>,
+    pub replicas: Option<usize>,
+    pub min_replicas: Option<usize>,
 }
 
 impl ConfigOverrides {
@@ -333,6 +353,10 @@ impl ConfigOverrides {
             advertise: get("FEIYUN_ADVERTISE"),
             zone: get("FEIYUN_ZONE"),
             node_down_secs: parse_num("FEIYUN_NODE_DOWN_SECS")?,
+            cluster_listen: get("FEIYUN_CLUSTER_LISTEN"),
+            cluster_secret: get("FEIYUN_CLUSTER_SECRET").map(crate::Secret::new),
+            replicas: parse_num("FEIYUN_REPLICAS")?.map(|n| n as usize),
+            min_replicas: parse_num("FEIYUN_MIN_REPLICAS")?.map(|n| n as usize),
         })
     }
 
@@ -392,6 +416,10 @@ impl ConfigOverrides {
             advertise: self.advertise.or(lower.advertise),
             zone: self.zone.or(lower.zone),
             node_down_secs: self.node_down_secs.or(lower.node_down_secs),
+            cluster_listen: self.cluster_listen.or(lower.cluster_listen),
+            cluster_secret: self.cluster_secret.or(lower.cluster_secret),
+            replicas: self.replicas.or(lower.replicas),
+            min_replicas: self.min_replicas.or(lower.min_replicas),
         }
     }
 
@@ -496,13 +524,17 @@ impl ConfigOverrides {
                     .to_owned(),
             });
         }
-        let node = resolve_node(
-            self.node_id,
-            self.advertise,
-            self.zone,
-            self.node_down_secs,
-            self.meta_url.is_some(),
-        )?;
+        let node = resolve_node(NodeInput {
+            id: self.node_id,
+            advertise: self.advertise,
+            zone: self.zone,
+            down_secs: self.node_down_secs,
+            cluster_listen: self.cluster_listen,
+            cluster_secret: self.cluster_secret,
+            replicas: self.replicas,
+            min_replicas: self.min_replicas,
+            shared_meta: self.meta_url.is_some(),
+        })?;
         Ok(Config {
             data_dir: self
                 .data_dir
@@ -567,19 +599,44 @@ fn is_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn resolve_node(
+/// The node settings of one merged layer.
+struct NodeInput {
     id: Option<String>,
     advertise: Option<String>,
     zone: Option<String>,
     down_secs: Option<u64>,
+    cluster_listen: Option<String>,
+    cluster_secret: Option<crate::Secret>,
+    replicas: Option<usize>,
+    min_replicas: Option<usize>,
     shared_meta: bool,
-) -> Result<Option<NodeConfig>, ConfigError> {
+}
+
+fn resolve_node(input: NodeInput) -> Result<Option<NodeConfig>, ConfigError> {
     let invalid = |name, message: String| Err(ConfigError::Invalid { name, message });
+    let NodeInput {
+        id,
+        advertise,
+        zone,
+        down_secs,
+        cluster_listen,
+        cluster_secret,
+        replicas,
+        min_replicas,
+        shared_meta,
+    } = input;
     let Some(id) = id else {
-        if advertise.is_some() || zone.is_some() || down_secs.is_some() {
+        if advertise.is_some()
+            || zone.is_some()
+            || down_secs.is_some()
+            || cluster_listen.is_some()
+            || replicas.is_some()
+            || min_replicas.is_some()
+        {
             return invalid(
                 "node_id",
-                "advertise, zone and node_down_secs belong to a node: set --node-id too".into(),
+                "advertise, zone, node_down_secs, cluster_listen and replicas belong to a node: set --node-id too"
+                    .into(),
             );
         }
         return Ok(None);
@@ -621,11 +678,54 @@ fn resolve_node(
     if !(2..=3600).contains(&down_secs) {
         return invalid("node_down_secs", "must be 2 to 3600".into());
     }
+    let Some(cluster_secret) = cluster_secret else {
+        return invalid(
+            "cluster_secret",
+            "a node needs FEIYUN_CLUSTER_SECRET (the same on every node) to authenticate node-to-node traffic".into(),
+        );
+    };
+    if cluster_secret.expose().len() < MIN_CLUSTER_SECRET {
+        return invalid(
+            "cluster_secret",
+            format!("must be at least {MIN_CLUSTER_SECRET} characters"),
+        );
+    }
+    let cluster_listen = match cluster_listen {
+        Some(text) => text
+            .parse::<SocketAddr>()
+            .map_err(|_| ConfigError::Invalid {
+                name: "cluster_listen",
+                message: format!("{text:?} is not IP:PORT"),
+            })?,
+        // The advertised port on every interface when the advertised host is a name.
+        None => advertise.parse::<SocketAddr>().unwrap_or_else(|_| {
+            let port = advertise
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse().ok())
+                .unwrap_or(0);
+            SocketAddr::from(([0, 0, 0, 0], port))
+        }),
+    };
+    let replicas = replicas.unwrap_or(DEFAULT_REPLICAS);
+    if !(1..=16).contains(&replicas) {
+        return invalid("replicas", "must be 1 to 16".into());
+    }
+    let min_replicas = min_replicas.unwrap_or(DEFAULT_MIN_REPLICAS.min(replicas));
+    if !(1..=replicas).contains(&min_replicas) {
+        return invalid(
+            "min_replicas",
+            format!("must be 1 to replicas ({replicas})"),
+        );
+    }
     Ok(Some(NodeConfig {
         id,
         advertise,
         zone,
         down_secs,
+        cluster_listen,
+        cluster_secret,
+        replicas,
+        min_replicas,
     }))
 }
 
@@ -738,6 +838,7 @@ mod tests {
                 node_id: Some(id.into()),
                 advertise: adv.map(Into::into),
                 meta_url: meta.then(|| crate::Secret::new("postgres://x/y")),
+                cluster_secret: Some(crate::Secret::new("0123456789abcdef")),
                 ..Default::default()
             }
             .resolve()
@@ -771,5 +872,40 @@ mod tests {
             ..Default::default()
         };
         assert!(stray.resolve().is_err());
+        assert_eq!(n.cluster_listen.to_string(), "10.0.0.1:9100");
+        assert_eq!((n.replicas, n.min_replicas), (3, 2));
+        let with = |f: &dyn Fn(&mut ConfigOverrides)| {
+            let mut o = ConfigOverrides {
+                node_id: Some("a".into()),
+                advertise: Some("feiyun-0.feiyun:9100".into()),
+                meta_url: Some(crate::Secret::new("postgres://x/y")),
+                cluster_secret: Some(crate::Secret::new("0123456789abcdef")),
+                ..Default::default()
+            };
+            f(&mut o);
+            o.resolve()
+        };
+        let named = with(&|_| {}).unwrap().node.unwrap();
+        assert_eq!(named.cluster_listen.to_string(), "0.0.0.0:9100");
+        let one = with(&|o| o.replicas = Some(1)).unwrap().node.unwrap();
+        assert_eq!((one.replicas, one.min_replicas), (1, 1));
+        for (name, f) in [
+            (
+                "cluster_secret",
+                &(|o: &mut ConfigOverrides| o.cluster_secret = None)
+                    as &dyn Fn(&mut ConfigOverrides),
+            ),
+            ("cluster_secret", &|o| {
+                o.cluster_secret = Some(crate::Secret::new("short"))
+            }),
+            ("cluster_listen", &|o| {
+                o.cluster_listen = Some("host:1".into())
+            }),
+            ("replicas", &|o| o.replicas = Some(0)),
+            ("min_replicas", &|o| o.min_replicas = Some(4)),
+        ] {
+            let err = with(f).unwrap_err().to_string();
+            assert!(err.contains(name), "{name}: {err}");
+        }
     }
 }

@@ -107,6 +107,10 @@ struct ServerArgs {
     /// The failure domain (rack, room, site) this node is in [env: FEIYUN_ZONE]
     #[arg(long)]
     zone: Option<String>,
+    /// IP:PORT to serve node-to-node traffic on (default: the --advertise port), signed
+    /// with FEIYUN_CLUSTER_SECRET [env: FEIYUN_CLUSTER_LISTEN]
+    #[arg(long, value_name = "IP:PORT")]
+    cluster_listen: Option<String>,
 }
 
 /// Ends the process when its output cannot be written: quietly with success when the reader
@@ -189,6 +193,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         node_id: args.node_id,
         advertise: args.advertise,
         zone: args.zone,
+        cluster_listen: args.cluster_listen,
         ..Default::default()
     };
     let config = flags.over(env.over(file)).resolve()?;

@@ -24,6 +24,14 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         self.drain_table(Table::PendingBlobs).await
     }
 
+    /// The value of this process's `PendingBlobs` rows: its node id, empty when alone.
+    pub(crate) fn pending_tag(&self) -> Vec<u8> {
+        self.config
+            .node
+            .as_deref()
+            .map_or_else(Vec::new, |n| n.as_bytes().to_vec())
+    }
+
     /// Deletes every unreferenced blob that no reader holds; leased ones stay listed and are
     /// collected when their last reader lets go.
     pub async fn collect_garbage(&self) -> Result<usize, OssError> {
@@ -36,16 +44,22 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     async fn drain_table(&self, table: Table) -> Result<usize, OssError> {
         let mut total = 0;
         let mut from: Vec<u8> = Vec::new();
+        // Another node's writes in flight are its own to clean up.
+        let only = (table == Table::PendingBlobs).then(|| self.pending_tag());
         loop {
             let leases = self.leases.clone();
             let start = from.clone();
+            let only = only.clone();
             let (ids, scanned, last) = self
                 .blocking(move |m, b| {
                     let rows = m.scan(table, &start, None, GC_BATCH)?;
                     let scanned = rows.len();
                     let last = rows.last().map(|(k, _)| k.clone());
                     let mut ids = Vec::with_capacity(rows.len());
-                    for (k, _) in rows {
+                    for (k, v) in rows {
+                        if only.as_ref().is_some_and(|tag| *tag != v) {
+                            continue;
+                        }
                         let Some(id) = BlobId::from_bytes(&k) else {
                             return Err(OssError::Corrupt(format!("{} key", table.name())));
                         };

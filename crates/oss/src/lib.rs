@@ -167,6 +167,9 @@ pub enum OssError {
     BlobGone(feiyun_blob::BlobId),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Too few nodes of a multi-node region are reachable to store or read the data.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
     /// The KMS refused a key the request or the object depends on (S3's `KMS.*` codes).
     #[error("{code}: {message}")]
     Kms { code: &'static str, message: String },
@@ -189,6 +192,7 @@ impl From<BlobError> for OssError {
         match e {
             BlobError::NotFound(id) => OssError::BlobGone(id),
             BlobError::Corrupt { .. } => OssError::Corrupt(e.to_string()),
+            BlobError::Unavailable(m) => OssError::Unavailable(m),
             other => OssError::Internal(other.to_string()),
         }
     }
@@ -229,6 +233,9 @@ pub struct OssConfig {
     /// SSE-S3 for objects whose request and bucket name no encryption (S3's behaviour since
     /// 2023). Off only for disks that encrypt already, and to measure what encryption costs.
     pub encrypt_at_rest: bool,
+    /// This process's node id in a multi-node region. Its writes in flight are marked with
+    /// it, so the recovery sweep at start removes only its own, never another node's.
+    pub node: Option<String>,
 }
 
 /// The object service over a metadata engine `M` and a blob engine `B`.
@@ -247,13 +254,13 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     /// Builds the service and runs the start-up recovery sweep: blobs of writes that never
     /// committed, and blobs that were unreferenced but not yet deleted, are removed.
     pub async fn open(
-        meta: M,
+        meta: impl Into<Arc<M>>,
         blobs: B,
         config: OssConfig,
         master: feiyun_kms::MasterKey,
     ) -> Result<Arc<Self>, OssError> {
         let janitor = Arc::new(tokio::sync::Notify::new());
-        let meta = Arc::new(meta);
+        let meta = meta.into();
         // The test clock that shortens lifecycle days shortens key-deletion days too.
         let kms = Arc::new(
             feiyun_kms::Kms::new(meta.clone(), master, &config.region)

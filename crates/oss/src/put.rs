@@ -315,7 +315,11 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         // Phase 2: register the blob, then stream everything to the worker.
         let id = BlobId::random();
         let mut reg = WriteBatch::new();
-        reg.put(Table::PendingBlobs, id.to_bytes().to_vec(), Vec::new());
+        reg.put(
+            Table::PendingBlobs,
+            id.to_bytes().to_vec(),
+            self.pending_tag(),
+        );
         self.meta.commit(reg).await?;
         let guard = PendingBlobGuard::new(self.meta.clone(), self.blobs.clone(), id);
         let key = self.staged_key(seal, Some(id))?;

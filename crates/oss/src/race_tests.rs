@@ -25,6 +25,7 @@ async fn service(dir: &std::path::Path) -> Svc {
             region: "test".into(),
             inline_threshold: 4,
             lifecycle_day_ms: 86_400_000,
+            node: None,
             encrypt_at_rest: true,
         },
         feiyun_kms::MasterKey::from_bytes(&[7; 32]).unwrap(),

@@ -98,7 +98,11 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             for (i, b) in old.iter().enumerate() {
                 let id = BlobId::random();
                 let mut reg = WriteBatch::new();
-                reg.put(Table::PendingBlobs, id.to_bytes().to_vec(), Vec::new());
+                reg.put(
+                    Table::PendingBlobs,
+                    id.to_bytes().to_vec(),
+                    self.pending_tag(),
+                );
                 self.meta.commit(reg).await?;
                 guards.push(PendingBlobGuard::new(
                     self.meta.clone(),

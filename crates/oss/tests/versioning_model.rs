@@ -66,6 +66,7 @@ async fn service(dir: &std::path::Path) -> Svc {
             // Tiny threshold: bodies of 0–4 bytes are inline, longer ones are blob files.
             inline_threshold: 4,
             lifecycle_day_ms: 86_400_000,
+            node: None,
             encrypt_at_rest: true,
         },
         // The same master key every time the service is opened, as an operator configures it.

@@ -133,6 +133,13 @@ pub fn to_s3(e: OssError, request_id: Option<&str>) -> S3Error {
         OssError::Busy | OssError::Raced => {
             (C::SlowDown, "Please reduce your request rate.".into())
         }
+        OssError::Unavailable(m) => {
+            tracing::warn!(error = %m, "storage unavailable");
+            (
+                C::ServiceUnavailable,
+                "Too few storage nodes are reachable. Please try again.".into(),
+            )
+        }
         OssError::Corrupt(_) | OssError::BlobGone(_) | OssError::Internal(_) => {
             // Details go to the log, not to the client.
             tracing::error!(error = %e, "internal error");

@@ -15,7 +15,7 @@ pub const SERVICE: &str = "fc.amazonaws.com";
 pub struct FcIdentities {
     pub iam: std::sync::Arc<Iam<Store>>,
     /// The S3 authorization, for objects triggers read and write as a principal.
-    pub authorize: feiyun_s3api::Authorize<Store, feiyun_blob::LocalBlobStore>,
+    pub authorize: feiyun_s3api::Authorize<Store, crate::Blobs>,
 }
 
 impl FcIdentities {

@@ -2,6 +2,7 @@
 //! and owns nothing else — the process lifecycle (start-up, readiness line, graceful
 //! shutdown), connection limits, request ids, and the `/metrics` and `/health/*` endpoints.
 
+mod blobs;
 mod bodies;
 mod cluster_edge;
 mod conn;
@@ -25,6 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use blobs::Blobs;
 use feiyun_blob::LocalBlobStore;
 use feiyun_common::{Config, CredentialSource, RootCredentials};
 use feiyun_iam::{Iam, RootKey};
@@ -88,9 +90,11 @@ pub enum ServerError {
     Cluster(#[from] feiyun_cluster::ClusterError),
     #[error("data directory {0} is in use by another running process")]
     DataDirLocked(String),
+    #[error("cannot listen for node-to-node traffic on {0}: {1}")]
+    ClusterListen(SocketAddr, std::io::Error),
 }
 
-type EmbeddedOss = ObjectService<Store, LocalBlobStore>;
+type EmbeddedOss = ObjectService<Store, Blobs>;
 
 /// A started region: bound, recovered, ready to serve.
 pub struct Server {
@@ -108,7 +112,7 @@ struct App {
     query: QueryApi<Store>,
     oss: Arc<EmbeddedOss>,
     fc: Arc<feiyun_fc::Functions<Store>>,
-    replication: Arc<feiyun_replication::Replication<Store, LocalBlobStore>>,
+    replication: Arc<feiyun_replication::Replication<Store, Blobs>>,
     /// `replication_proxy_reads`: a read that finds nothing asks the bucket's replica peers.
     proxy_reads: bool,
     hosts: VirtualHosts,
@@ -169,7 +173,15 @@ impl Server {
         let master = keys::master_key(&config, &meta).await?;
         let audit_key = keys::audit_key(&master);
         let artifact_key = master.derive("fc artifacts");
-        let blobs = LocalBlobStore::open(&dir.join("blobs"))?;
+        let meta = Arc::new(meta);
+        let local = LocalBlobStore::open(&dir.join("blobs"))?;
+        let (blobs, membership) = match &config.node {
+            None => (Blobs::Local(local), None),
+            Some(node) => {
+                let (blobs, membership) = start_node(&meta, local, node, dir).await?;
+                (blobs, Some(membership))
+            }
+        };
         let oss: Arc<EmbeddedOss> = ObjectService::open(
             meta,
             blobs,
@@ -178,6 +190,7 @@ impl Server {
                 inline_threshold: config.inline_threshold,
                 lifecycle_day_ms: (config.lifecycle_day_secs as i64).saturating_mul(1000),
                 encrypt_at_rest: config.encrypt_at_rest,
+                node: config.node.as_ref().map(|n| n.id.clone()),
             },
             master,
         )
@@ -212,10 +225,6 @@ impl Server {
             ],
             std::time::Duration::from_secs(config.event_retention_secs),
         )?;
-        let membership = match &config.node {
-            Some(node) => Some(join_region(&oss, node, dir).await?),
-            None => None,
-        };
         let mut metrics = Metrics::new(oss.stats().clone());
         let replication = feiyun_replication::Replication::open(oss.clone())
             .await
@@ -433,9 +442,39 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
     }
 }
 
+/// Serves this node's blob copies on the cluster listener, joins the region, and returns
+/// the blob engine that places copies across its nodes.
+async fn start_node(
+    meta: &Arc<Store>,
+    local: LocalBlobStore,
+    node: &feiyun_common::NodeConfig,
+    dir: &std::path::Path,
+) -> Result<(Blobs, Arc<feiyun_cluster::Membership<Store>>), ServerError> {
+    let local = Arc::new(local);
+    let secret = feiyun_cluster::ClusterSecret::new(node.cluster_secret.expose());
+    // Joining first refuses a taken id or address before the port could clash.
+    let membership = join_region(meta, node, dir).await?;
+    let listener = tokio::net::TcpListener::bind(node.cluster_listen)
+        .await
+        .map_err(|e| ServerError::ClusterListen(node.cluster_listen, e))?;
+    tokio::spawn(feiyun_cluster::PeerServer::new(local.clone(), secret.clone()).serve(listener));
+    let peers =
+        feiyun_cluster::PeerClient::new(secret, &node.id, tokio::runtime::Handle::current());
+    let blobs = feiyun_cluster::ClusterBlobStore::new(
+        local,
+        membership.clone(),
+        peers,
+        feiyun_cluster::ReplicaConfig {
+            replicas: node.replicas,
+            min_replicas: node.min_replicas,
+        },
+    );
+    Ok((Blobs::Cluster(blobs), membership))
+}
+
 /// Registers this process as a node of the region and starts its heartbeat.
 async fn join_region(
-    oss: &Arc<EmbeddedOss>,
+    meta: &Arc<Store>,
     node: &feiyun_common::NodeConfig,
     dir: &std::path::Path,
 ) -> Result<Arc<feiyun_cluster::Membership<Store>>, ServerError> {
@@ -461,7 +500,7 @@ async fn join_region(
         down_secs: node.down_secs,
         data_dir: dir.to_owned(),
     };
-    let membership = feiyun_cluster::Membership::join(oss.meta().clone(), spec, first).await?;
+    let membership = feiyun_cluster::Membership::join(meta.clone(), spec, first).await?;
     membership.spawn_heartbeat(usage);
     Ok(membership)
 }

@@ -10,32 +10,39 @@ use serde_json::Value;
 
 use crate::common::{ACCESS_KEY, Region, SECRET_KEY, free_addr, iam_user, raw};
 
-fn pg() -> &'static feiyun_meta_pg::testkit::Throwaway {
+pub(crate) const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789";
+
+pub(crate) fn pg() -> &'static feiyun_meta_pg::testkit::Throwaway {
     static PG: std::sync::OnceLock<feiyun_meta_pg::testkit::Throwaway> = std::sync::OnceLock::new();
     PG.get_or_init(feiyun_meta_pg::testkit::Throwaway::start)
 }
 
-struct Node {
-    region: Region,
-    id: String,
-    advertise: String,
+pub(crate) struct Node {
+    pub(crate) region: Region,
+    pub(crate) id: String,
+    pub(crate) advertise: String,
 }
 
-fn node_env<'a>(url: &'a str, id: &'a str, advertise: &'a str) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn node_env<'a>(
+    url: &'a str,
+    id: &'a str,
+    advertise: &'a str,
+) -> Vec<(&'a str, &'a str)> {
     vec![
         ("FEIYUN_META_URL", url),
         ("FEIYUN_NODE_ID", id),
         ("FEIYUN_ADVERTISE", advertise),
         ("FEIYUN_ZONE", "zone-a"),
         ("FEIYUN_NODE_DOWN_SECS", "3"),
+        ("FEIYUN_CLUSTER_SECRET", CLUSTER_SECRET),
     ]
 }
 
-fn start_node(dir: &Path, url: &str, id: &str) -> Node {
+pub(crate) fn start_node(dir: &Path, url: &str, id: &str) -> Node {
     start_node_at(dir, url, id, free_addr())
 }
 
-fn start_node_at(dir: &Path, url: &str, id: &str, advertise: String) -> Node {
+pub(crate) fn start_node_at(dir: &Path, url: &str, id: &str, advertise: String) -> Node {
     let region = Region::start_with(dir, &node_env(url, id, &advertise));
     Node {
         region,
@@ -56,11 +63,11 @@ fn cli_as(r: &Region, keys: (&str, &str), args: &[&str]) -> Output {
         .expect("run feiyun")
 }
 
-fn cli(r: &Region, args: &[&str]) -> Output {
+pub(crate) fn cli(r: &Region, args: &[&str]) -> Output {
     cli_as(r, (ACCESS_KEY, SECRET_KEY), args)
 }
 
-fn status(r: &Region) -> Value {
+pub(crate) fn status(r: &Region) -> Value {
     let out = cli(r, &["cluster", "status", "--json"]);
     assert!(
         out.status.success(),
@@ -70,7 +77,7 @@ fn status(r: &Region) -> Value {
     serde_json::from_slice(&out.stdout).expect("status is JSON")
 }
 
-fn node<'a>(s: &'a Value, id: &str) -> Option<&'a Value> {
+pub(crate) fn node<'a>(s: &'a Value, id: &str) -> Option<&'a Value> {
     s["nodes"].as_array()?.iter().find(|n| n["id"] == id)
 }
 

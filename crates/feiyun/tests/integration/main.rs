@@ -8,6 +8,7 @@ mod common;
 mod access_matrix;
 mod bad_input;
 mod cluster;
+mod cluster_blobs;
 mod corruption;
 mod cors;
 mod crash;

@@ -1,0 +1,669 @@
+//! Blobs across the nodes of a region: each blob is written to `replicas` nodes at once and
+//! read from the nearest copy that verifies.
+//!
+//! The frame encoder (and its checksums or seal) runs once, on the node taking the write,
+//! and every replica stores the same encoded bytes, so a replica never holds the blob's key
+//! and a reader verifies whatever copy it reads exactly as it verifies a local file.
+//!
+//! Write: rank the up, non-draining nodes for the blob id ([`crate::placement::rank`]),
+//! record the intended copies (so a crash mid-write leaves nothing a later delete cannot
+//! find), stream the stored bytes to all of them at once with a few chunks in flight each,
+//! and acknowledge only when every copy is fsynced. A copy that fails is replaced by the next
+//! node in rank order, filled from a good copy; with fewer than `min_replicas` good copies
+//! the write fails as unavailable. The record then names exactly the good copies.
+//!
+//! Read: this node's copy first, then its zone's, then the rest; a copy that is missing,
+//! unreachable or fails verification is skipped (mid-read too) and queued for repair.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use feiyun_blob::{
+    BlobError, BlobId, BlobReader, BlobStore, FileSink, FrameKey, LocalBlobReader, LocalBlobStore,
+    LocalBlobWriter, Sink, Source, framed_reader, framed_writer,
+};
+use feiyun_meta::{MetaStore, Table, WriteBatch};
+
+use crate::peer::{PeerClient, RemoteSink, RemoteSource, wait};
+use crate::placement::{Candidate, Placement, place_key, rank};
+use crate::{Membership, NodeView};
+
+/// Placement records kept in memory; a blob's record changes only by repair, and a stale
+/// one costs a failed read and a fresh lookup, never wrong bytes.
+const PLACEMENT_CACHE: usize = 65_536;
+/// Blobs remembered for repair at most (the scrubber finds the rest).
+const REPAIR_QUEUE: usize = 100_000;
+/// Bytes per request when copying a blob from one node to another.
+const COPY_PIECE: usize = 4 * 1024 * 1024;
+
+/// How many copies each blob gets.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaConfig {
+    /// Copies per blob (fewer while the region has fewer nodes).
+    pub replicas: usize,
+    /// Fewest good copies a write may be acknowledged with.
+    pub min_replicas: usize,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Reads that left a copy for another.
+    pub read_fallbacks: AtomicU64,
+    /// Copies that failed during a write.
+    pub replica_failures: AtomicU64,
+    /// Copies made to replace a failed one.
+    pub replacements: AtomicU64,
+    /// Writes refused for want of nodes.
+    pub refused_writes: AtomicU64,
+}
+
+pub struct ClusterBlobStore<M: MetaStore> {
+    inner: Arc<Inner<M>>,
+}
+
+struct Inner<M: MetaStore> {
+    local: Arc<LocalBlobStore>,
+    membership: Arc<Membership<M>>,
+    peers: PeerClient,
+    config: ReplicaConfig,
+    placements: Mutex<HashMap<BlobId, Arc<Placement>>>,
+    repair: Mutex<BTreeSet<BlobId>>,
+    stats: Arc<ClusterStats>,
+}
+
+fn addr_of<'a>(nodes: &'a [NodeView], id: &str) -> Option<&'a NodeView> {
+    nodes.iter().find(|n| n.record.id == id)
+}
+
+fn unavailable(msg: String) -> BlobError {
+    BlobError::Unavailable(msg)
+}
+
+fn io_err(e: impl std::fmt::Display) -> BlobError {
+    BlobError::Io(io::Error::other(e.to_string()))
+}
+
+impl<M: MetaStore> ClusterBlobStore<M> {
+    pub fn new(
+        local: Arc<LocalBlobStore>,
+        membership: Arc<Membership<M>>,
+        peers: PeerClient,
+        config: ReplicaConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                local,
+                membership,
+                peers,
+                config,
+                placements: Mutex::default(),
+                repair: Mutex::default(),
+                stats: Arc::default(),
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<ClusterStats> {
+        &self.inner.stats
+    }
+
+    /// Blobs known to have fewer good copies than wanted.
+    pub fn repair_backlog(&self) -> usize {
+        self.inner.repair.lock().map_or(0, |q| q.len())
+    }
+
+    /// Where a blob's copies are, as recorded.
+    pub fn placement(&self, id: BlobId) -> Result<Option<Placement>, BlobError> {
+        Ok(self.inner.placement(id, false)?.map(|p| (*p).clone()))
+    }
+}
+
+impl<M: MetaStore> Inner<M> {
+    fn me(&self) -> &str {
+        self.membership.id()
+    }
+
+    fn nodes(&self) -> Result<Arc<Vec<NodeView>>, BlobError> {
+        self.membership.current_nodes().map_err(io_err)
+    }
+
+    fn placement(&self, id: BlobId, fresh: bool) -> Result<Option<Arc<Placement>>, BlobError> {
+        if !fresh
+            && let Some(p) = self
+                .placements
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&id).cloned())
+        {
+            return Ok(Some(p));
+        }
+        let Some(bytes) = self
+            .membership
+            .meta()
+            .get(Table::Cluster, &place_key(id.0))
+            .map_err(io_err)?
+        else {
+            self.forget(id);
+            return Ok(None);
+        };
+        let p = Arc::new(Placement::decode(&bytes).ok_or_else(|| BlobError::Corrupt {
+            id,
+            reason: "its placement record is damaged".into(),
+        })?);
+        if let Ok(mut c) = self.placements.lock() {
+            if c.len() >= PLACEMENT_CACHE {
+                c.clear();
+            }
+            c.insert(id, p.clone());
+        }
+        Ok(Some(p))
+    }
+
+    fn forget(&self, id: BlobId) {
+        if let Ok(mut c) = self.placements.lock() {
+            c.remove(&id);
+        }
+    }
+
+    /// Writes (or, with no nodes, removes) a blob's placement record.
+    fn record(&self, id: BlobId, nodes: &[String]) -> Result<(), BlobError> {
+        let mut batch = WriteBatch::new();
+        if nodes.is_empty() {
+            batch.delete(Table::Cluster, place_key(id.0));
+        } else {
+            let p = Placement {
+                nodes: nodes.to_vec(),
+            };
+            batch.put(Table::Cluster, place_key(id.0), p.encode());
+        }
+        let meta = self.membership.meta().clone();
+        wait(
+            self.peers.runtime(),
+            async move { meta.commit(batch).await },
+        )
+        .unwrap_or_else(|| Err(feiyun_meta::MetaError::Storage("runtime gone".into())))
+        .map_err(|e| unavailable(format!("recording where blob {id} lives: {e}")))?;
+        self.forget(id);
+        Ok(())
+    }
+
+    fn queue_repair(&self, id: BlobId) {
+        if let Ok(mut q) = self.repair.lock()
+            && q.len() < REPAIR_QUEUE
+        {
+            q.insert(id);
+        }
+    }
+
+    /// A copy on `node` failed a read: read elsewhere, and have it repaired.
+    fn suspect(&self, id: BlobId, node: &str, e: &BlobError) {
+        self.stats.read_fallbacks.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%id, node, error = %e, "a blob copy failed; reading another");
+        self.queue_repair(id);
+    }
+
+    /// The stored bytes of a copy on `node`.
+    fn source(
+        &self,
+        nodes: &[NodeView],
+        node: &str,
+        id: BlobId,
+    ) -> Result<Box<dyn Source>, BlobError> {
+        if node == self.me() {
+            return Ok(Box::new(self.local.open_raw(id)?));
+        }
+        let view = addr_of(nodes, node)
+            .ok_or_else(|| unavailable(format!("node {node} is no longer in the region")))?;
+        Ok(Box::new(RemoteSource {
+            peers: self.peers.clone(),
+            addr: view.record.advertise.clone(),
+            id,
+            size: std::sync::OnceLock::new(),
+        }))
+    }
+
+    fn open_on(
+        &self,
+        nodes: &[NodeView],
+        node: &str,
+        id: BlobId,
+        len: u64,
+        key: Option<&FrameKey>,
+    ) -> Result<LocalBlobReader, BlobError> {
+        framed_reader(id, len, key, self.source(nodes, node, id)?)
+    }
+
+    /// The copies in the order to read them: this node's, its zone's, the others'; those on
+    /// nodes that are down last (they may only be slow to heartbeat).
+    fn read_order(&self, nodes: &[NodeView], place: &Placement) -> Vec<String> {
+        let mine = addr_of(nodes, self.me()).and_then(|n| n.record.zone.clone());
+        let mut order: Vec<(u8, &String)> = place
+            .nodes
+            .iter()
+            .map(|n| {
+                let rank = match addr_of(nodes, n) {
+                    _ if n == self.me() => 0,
+                    Some(v) if v.up && v.record.zone == mine && mine.is_some() => 1,
+                    Some(v) if v.up => 2,
+                    _ => 3,
+                };
+                (rank, n)
+            })
+            .collect();
+        order.sort_by_key(|(r, _)| *r);
+        order.into_iter().map(|(_, n)| n.clone()).collect()
+    }
+
+    fn sink_on(&self, nodes: &[NodeView], node: &str, id: BlobId) -> Result<Replica, BlobError> {
+        let sink = if node == self.me() {
+            ReplicaSink::Local(self.local.create_raw(id)?)
+        } else {
+            let view = addr_of(nodes, node)
+                .ok_or_else(|| unavailable(format!("node {node} is no longer in the region")))?;
+            ReplicaSink::Remote(self.peers.upload(&view.record.advertise, id))
+        };
+        Ok(Replica {
+            node: node.to_owned(),
+            sink,
+        })
+    }
+
+    /// Copies blob `id` from the copy on `from` to node `to`, streaming.
+    fn copy(&self, nodes: &[NodeView], id: BlobId, from: &str, to: &str) -> Result<(), BlobError> {
+        let source = self.source(nodes, from, id)?;
+        let size = source.size()?;
+        let mut replica = self.sink_on(nodes, to, id)?;
+        let mut buf = vec![0u8; COPY_PIECE];
+        let mut at = 0u64;
+        while at < size {
+            let n = (size - at).min(COPY_PIECE as u64) as usize;
+            source.read_exact_at(&mut buf[..n], at)?;
+            replica.write_all(&buf[..n])?;
+            at += n as u64;
+        }
+        replica.commit()
+    }
+}
+
+impl<M: MetaStore> ClusterBlobStore<M> {
+    fn create_as(
+        &self,
+        id: BlobId,
+        key: Option<&FrameKey>,
+        cold: bool,
+    ) -> Result<LocalBlobWriter, BlobError> {
+        let inner = &self.inner;
+        let nodes = inner.nodes()?;
+        let live: Vec<Candidate> = nodes
+            .iter()
+            .filter(|n| n.up && !n.record.draining)
+            .map(|n| Candidate {
+                id: &n.record.id,
+                zone: n.record.zone.as_deref(),
+            })
+            .collect();
+        // A region of fewer nodes than `replicas` keeps a copy on each.
+        let want = inner.config.replicas.min(nodes.len()).max(1);
+        let need = inner.config.min_replicas.clamp(1, want);
+        let order: Vec<String> = rank(id.0, &live, want)
+            .iter()
+            .map(|c| c.id.to_owned())
+            .collect();
+        if order.len() < need {
+            inner.stats.refused_writes.fetch_add(1, Ordering::Relaxed);
+            return Err(unavailable(format!(
+                "{} of the {need} nodes a write needs are up",
+                order.len()
+            )));
+        }
+        let chosen = order[..want.min(order.len())].to_vec();
+        inner.record(id, &chosen)?;
+        let mut replicas = Vec::with_capacity(chosen.len());
+        for node in &chosen {
+            match inner.sink_on(&nodes, node, id) {
+                Ok(r) => replicas.push(r),
+                Err(e) => {
+                    inner.stats.replica_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%id, node = %node, error = %e, "a copy could not start");
+                }
+            }
+        }
+        let tee = Tee {
+            inner: inner.clone(),
+            id,
+            nodes,
+            replicas,
+            failed: Vec::new(),
+            spare: order[chosen.len()..].to_vec(),
+            chosen,
+            want,
+            need,
+        };
+        framed_writer(id, key, cold, Box::new(tee))
+    }
+}
+
+impl<M: MetaStore> BlobStore for ClusterBlobStore<M> {
+    type Writer = LocalBlobWriter;
+    type Reader = ClusterReader<M>;
+
+    fn create(&self, id: BlobId, key: Option<&FrameKey>) -> Result<LocalBlobWriter, BlobError> {
+        self.create_as(id, key, false)
+    }
+
+    fn create_cold(
+        &self,
+        id: BlobId,
+        key: Option<&FrameKey>,
+    ) -> Result<LocalBlobWriter, BlobError> {
+        self.create_as(id, key, true)
+    }
+
+    fn open(
+        &self,
+        id: BlobId,
+        len: u64,
+        key: Option<&FrameKey>,
+    ) -> Result<ClusterReader<M>, BlobError> {
+        let inner = &self.inner;
+        let key = key.and_then(|k| FrameKey::from_bytes(k.as_bytes()));
+        let mut last = None;
+        // A cached record may predate a repair that moved the copies: the second pass
+        // reads the record afresh.
+        for fresh in [false, true] {
+            let Some(place) = inner.placement(id, fresh)? else {
+                // Written before this region had nodes: the local file.
+                let r = inner.local.open(id, len, key.as_ref())?;
+                return Ok(ClusterReader::new(
+                    inner.clone(),
+                    id,
+                    len,
+                    key,
+                    r,
+                    Vec::new(),
+                ));
+            };
+            let nodes = inner.nodes()?;
+            let order = inner.read_order(&nodes, &place);
+            for (i, node) in order.iter().enumerate() {
+                match inner.open_on(&nodes, node, id, len, key.as_ref()) {
+                    Ok(r) => {
+                        let rest = order[i + 1..].to_vec();
+                        return Ok(ClusterReader::new(inner.clone(), id, len, key, r, rest));
+                    }
+                    Err(e) => {
+                        inner.suspect(id, node, &e);
+                        last = Some(e);
+                    }
+                }
+            }
+        }
+        Err(last.unwrap_or(BlobError::NotFound(id)))
+    }
+
+    fn delete(&self, id: BlobId) -> Result<(), BlobError> {
+        let inner = &self.inner;
+        let Some(place) = inner.placement(id, true)? else {
+            return inner.local.delete(id);
+        };
+        let nodes = inner.nodes()?;
+        let mut left = Vec::new();
+        for node in &place.nodes {
+            let done = if node == inner.me() {
+                inner.local.delete(id)
+            } else if let Some(view) = addr_of(&nodes, node) {
+                let (peers, addr) = (inner.peers.clone(), view.record.advertise.clone());
+                wait(inner.peers.runtime(), async move {
+                    peers.delete(&addr, id).await
+                })
+                .unwrap_or_else(|| Err(io::Error::other("runtime gone")))
+                .map_err(BlobError::Io)
+            } else {
+                // A node removed from the region took its disk with it.
+                Ok(())
+            };
+            if let Err(e) = done {
+                tracing::warn!(%id, node = %node, error = %e, "a blob copy could not be removed yet");
+                left.push(node.clone());
+            }
+        }
+        inner.local.delete(id)?;
+        inner.record(id, &left)?;
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(unavailable(format!(
+                "copies of blob {id} on {} remain; retried later",
+                left.join(", ")
+            )))
+        }
+    }
+
+    fn exists(&self, id: BlobId) -> Result<bool, BlobError> {
+        Ok(self.inner.placement(id, false)?.is_some() || self.inner.local.exists(id)?)
+    }
+}
+
+/// One copy being written.
+struct Replica {
+    node: String,
+    sink: ReplicaSink,
+}
+
+enum ReplicaSink {
+    Local(FileSink),
+    Remote(RemoteSink),
+}
+
+impl Replica {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match &mut self.sink {
+            ReplicaSink::Local(s) => s.write_all(buf),
+            ReplicaSink::Remote(s) => s.write_all(buf),
+        }
+    }
+
+    fn commit(self) -> Result<(), BlobError> {
+        match self.sink {
+            ReplicaSink::Local(s) => Box::new(s).commit(),
+            ReplicaSink::Remote(s) => s.finish().map_err(BlobError::Io),
+        }
+    }
+}
+
+/// The sink under a cluster write: every byte to every copy still healthy.
+struct Tee<M: MetaStore> {
+    inner: Arc<Inner<M>>,
+    id: BlobId,
+    nodes: Arc<Vec<NodeView>>,
+    replicas: Vec<Replica>,
+    /// Copies that failed, with why.
+    failed: Vec<(String, String)>,
+    /// The nodes ranked after the chosen ones: replacements, in order.
+    spare: Vec<String>,
+    chosen: Vec<String>,
+    want: usize,
+    need: usize,
+}
+
+impl<M: MetaStore> Tee<M> {
+    fn fail(&mut self, node: String, why: String) {
+        self.inner
+            .stats
+            .replica_failures
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(id = %self.id, node = %node, error = %why, "a copy failed during a write");
+        self.failed.push((node, why));
+    }
+}
+
+impl<M: MetaStore> Write for Tee<M> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut i = 0;
+        while i < self.replicas.len() {
+            match self.replicas[i].write_all(buf) {
+                Ok(()) => i += 1,
+                Err(e) => {
+                    let r = self.replicas.remove(i);
+                    self.fail(r.node, e.to_string());
+                }
+            }
+        }
+        if self.replicas.is_empty() {
+            let why: Vec<String> = self
+                .failed
+                .iter()
+                .map(|(n, e)| format!("{n}: {e}"))
+                .collect();
+            return Err(io::Error::other(format!(
+                "every copy failed ({})",
+                why.join("; ")
+            )));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<M: MetaStore> Sink for Tee<M> {
+    fn commit(mut self: Box<Self>) -> Result<(), BlobError> {
+        let id = self.id;
+        let mut good: Vec<String> = Vec::with_capacity(self.want);
+        for r in std::mem::take(&mut self.replicas) {
+            let node = r.node.clone();
+            match r.commit() {
+                Ok(()) => good.push(node),
+                Err(e) => self.fail(node, e.to_string()),
+            }
+        }
+        // Fill the places of failed copies from a good one, next in rank order first.
+        let spare = std::mem::take(&mut self.spare);
+        for node in spare {
+            if good.len() >= self.want || good.is_empty() {
+                break;
+            }
+            match self.inner.copy(&self.nodes, id, &good[0], &node) {
+                Ok(()) => {
+                    self.inner
+                        .stats
+                        .replacements
+                        .fetch_add(1, Ordering::Relaxed);
+                    good.push(node);
+                }
+                Err(e) => self.fail(node, e.to_string()),
+            }
+        }
+        // Copies that failed after they may have been stored are removed where reachable;
+        // what is not reachable now is found by the scrubber.
+        for (node, _) in &self.failed {
+            if let Some(view) = addr_of(&self.nodes, node)
+                && node != self.inner.me()
+            {
+                let (peers, addr) = (self.inner.peers.clone(), view.record.advertise.clone());
+                self.inner.peers.runtime().spawn(async move {
+                    let _ = peers.delete(&addr, id).await;
+                });
+            }
+        }
+        if good.len() < self.need {
+            self.inner.record(id, &good)?;
+            self.inner
+                .stats
+                .refused_writes
+                .fetch_add(1, Ordering::Relaxed);
+            let why: Vec<String> = self
+                .failed
+                .iter()
+                .map(|(n, e)| format!("{n}: {e}"))
+                .collect();
+            return Err(unavailable(format!(
+                "{} of the {} copies a write needs were stored ({})",
+                good.len(),
+                self.need,
+                why.join("; ")
+            )));
+        }
+        if good != self.chosen {
+            self.inner.record(id, &good)?;
+        }
+        if good.len() < self.want {
+            self.inner.queue_repair(id);
+        }
+        Ok(())
+    }
+}
+
+/// A reader that moves to another copy when the one it reads fails.
+pub struct ClusterReader<M: MetaStore> {
+    inner: Arc<Inner<M>>,
+    id: BlobId,
+    len: u64,
+    key: Option<FrameKey>,
+    current: LocalBlobReader,
+    rest: Vec<String>,
+}
+
+impl<M: MetaStore> ClusterReader<M> {
+    fn new(
+        inner: Arc<Inner<M>>,
+        id: BlobId,
+        len: u64,
+        key: Option<FrameKey>,
+        current: LocalBlobReader,
+        rest: Vec<String>,
+    ) -> Self {
+        Self {
+            inner,
+            id,
+            len,
+            key,
+            current,
+            rest,
+        }
+    }
+}
+
+impl<M: MetaStore> BlobReader for ClusterReader<M> {
+    fn read(&mut self, offset: u64, len: usize) -> Result<Vec<u8>, BlobError> {
+        loop {
+            let e = match self.current.read(offset, len) {
+                Ok(v) => return Ok(v),
+                Err(
+                    e @ (BlobError::Corrupt { .. } | BlobError::Io(_) | BlobError::NotFound(_)),
+                ) => e,
+                Err(e) => return Err(e),
+            };
+            if self.rest.is_empty() {
+                return Err(e);
+            }
+            self.inner.queue_repair(self.id);
+            self.inner
+                .stats
+                .read_fallbacks
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(id = %self.id, error = %e, "a blob copy failed mid-read; reading another");
+            let nodes = self.inner.nodes()?;
+            loop {
+                let Some(node) = (!self.rest.is_empty()).then(|| self.rest.remove(0)) else {
+                    return Err(e);
+                };
+                match self
+                    .inner
+                    .open_on(&nodes, &node, self.id, self.len, self.key.as_ref())
+                {
+                    Ok(r) => {
+                        self.current = r;
+                        break;
+                    }
+                    Err(e2) => self.inner.suspect(self.id, &node, &e2),
+                }
+            }
+        }
+    }
+}

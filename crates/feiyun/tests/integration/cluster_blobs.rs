@@ -1,0 +1,278 @@
+//! Blobs across the nodes of a region: three `feiyun server` processes on loopback sharing
+//! one throwaway PostgreSQL database, each blob stored on every node.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+
+use crate::cluster::{Node, node, node_env, pg, start_node, status};
+use crate::common::{Region, pattern, raw};
+
+/// The stored blob files of a node (never a partial `.part` upload).
+fn blob_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(dir.join("blobs")).unwrap() {
+        for f in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_none() {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn get(n: &Node, bucket: &str, key: &str) -> Vec<u8> {
+    let got = n
+        .region
+        .client()
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {key} through {}: {e:?}", n.id));
+    got.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+fn wait_until_down(by: &Node, id: &str) {
+    let t = Instant::now();
+    while node(&status(&by.region), id).unwrap()["state"] != "down" {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{id} never went down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(20), "never: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blobs_are_copied_to_every_node_and_read_through_any() {
+    let url = pg().fresh_database("blobs");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| start_node(dirs[i].path(), &url, &format!("node-{i}")))
+        .collect();
+    let c: Vec<_> = nodes.iter().map(|n| n.region.client()).collect();
+    c[0].create_bucket().bucket("data").send().await.unwrap();
+
+    // An object too large to live in the metadata: a blob, copied to all three nodes.
+    let big = pattern(1024 * 1024 + 17, 1);
+    c[0].put_object()
+        .bucket("data")
+        .key("big")
+        .body(ByteStream::from(big.clone()))
+        .send()
+        .await
+        .unwrap();
+    for d in &dirs {
+        assert_eq!(blob_files(d.path()).len(), 1, "one copy on each node");
+    }
+    for n in &nodes {
+        assert_eq!(get(n, "data", "big").await, big, "through {}", n.id);
+    }
+
+    // A multipart upload whose parts go through different nodes.
+    let up = c[0]
+        .create_multipart_upload()
+        .bucket("data")
+        .key("mp")
+        .send()
+        .await
+        .unwrap();
+    let upload_id = up.upload_id().unwrap();
+    let parts = [pattern(5 * 1024 * 1024, 2), pattern(300_000, 3)];
+    let mut done = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let out = c[i + 1]
+            .upload_part()
+            .bucket("data")
+            .key("mp")
+            .upload_id(upload_id)
+            .part_number(i as i32 + 1)
+            .body(ByteStream::from(part.clone()))
+            .send()
+            .await
+            .unwrap();
+        done.push(
+            CompletedPart::builder()
+                .part_number(i as i32 + 1)
+                .e_tag(out.e_tag().unwrap())
+                .build(),
+        );
+    }
+    c[2].complete_multipart_upload()
+        .bucket("data")
+        .key("mp")
+        .upload_id(upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let whole = [parts[0].clone(), parts[1].clone()].concat();
+    assert_eq!(get(&nodes[0], "data", "mp").await, whole);
+    let ranged = c[1]
+        .get_object()
+        .bucket("data")
+        .key("mp")
+        .range("bytes=5242000-5243999")
+        .send()
+        .await
+        .unwrap();
+    let ranged = ranged.body.collect().await.unwrap().into_bytes();
+    assert_eq!(&ranged[..], &whole[5_242_000..5_244_000]);
+
+    // A flipped byte in node 1's copies is never served: its reads fall back to another.
+    for f in blob_files(dirs[1].path()) {
+        let mut bytes = std::fs::read(&f).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x20;
+        std::fs::write(&f, &bytes).unwrap();
+    }
+    assert_eq!(get(&nodes[1], "data", "big").await, big);
+    assert_eq!(get(&nodes[1], "data", "mp").await, whole);
+
+    // One node down: writes keep two copies, and read through either survivor.
+    nodes[2].region.kill9();
+    wait_until_down(&nodes[0], "node-2");
+    let before: Vec<usize> = dirs.iter().map(|d| blob_files(d.path()).len()).collect();
+    let two = pattern(200_000, 4);
+    c[0].put_object()
+        .bucket("data")
+        .key("two")
+        .body(ByteStream::from(two.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blob_files(dirs[0].path()).len(), before[0] + 1);
+    assert_eq!(blob_files(dirs[1].path()).len(), before[1] + 1);
+    assert_eq!(get(&nodes[1], "data", "two").await, two);
+    // ... and a delete removes both copies once nothing references them.
+    c[1].delete_object()
+        .bucket("data")
+        .key("two")
+        .send()
+        .await
+        .unwrap();
+    wait_for("both copies collected", || {
+        blob_files(dirs[0].path()).len() == before[0]
+            && blob_files(dirs[1].path()).len() == before[1]
+    });
+
+    // Two of three down: fewer than min_replicas (2) can take a copy, so a write is refused
+    // with S3's 503, and nothing becomes visible.
+    nodes[1].region.kill9();
+    wait_until_down(&nodes[0], "node-1");
+    let err = c[0]
+        .put_object()
+        .bucket("data")
+        .key("refused")
+        .body(ByteStream::from(pattern(100_000, 5)))
+        .send()
+        .await
+        .unwrap_err();
+    let raw_err = err.raw_response().expect("an HTTP answer");
+    assert_eq!(raw_err.status().as_u16(), 503, "{err:?}");
+    assert!(format!("{err:?}").contains("ServiceUnavailable"), "{err:?}");
+    assert!(
+        c[0].head_object()
+            .bucket("data")
+            .key("refused")
+            .send()
+            .await
+            .is_err()
+    );
+    // The survivor still serves what it has a good copy of.
+    assert_eq!(get(&nodes[0], "data", "big").await, big);
+}
+
+/// The cluster listener answers only requests signed with the region's secret, and a node
+/// holding another secret can neither store copies on the others nor take theirs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_cluster_secret_is_refused() {
+    let url = pg().fresh_database("blob_secret");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let good: Vec<Node> = (0..2)
+        .map(|i| start_node(dirs[i].path(), &url, &format!("node-{i}")))
+        .collect();
+    let addr: std::net::SocketAddr = good[0].advertise.parse().unwrap();
+    let id = "0".repeat(32);
+    for req in [
+        format!("GET /blob/{id}?size HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        format!(
+            "GET /blob/{id}?size HTTP/1.1\r\nHost: x\r\nx-feiyun-node: n\r\nx-feiyun-date: {}\r\n\
+             x-feiyun-signature: {}\r\nConnection: close\r\n\r\n",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            "ab".repeat(32)
+        ),
+    ] {
+        let r = raw(addr, &req);
+        assert_eq!(r.status, 403, "{}", r.body_text());
+    }
+
+    let advertise = crate::common::free_addr();
+    let mut env = node_env(&url, "node-x", &advertise);
+    env.retain(|(k, _)| *k != "FEIYUN_CLUSTER_SECRET");
+    env.push(("FEIYUN_CLUSTER_SECRET", "another-secret-entirely"));
+    let stranger = Node {
+        region: Region::start_with(dirs[2].path(), &env),
+        id: "node-x".into(),
+        advertise,
+    };
+    let cx = stranger.region.client();
+    cx.create_bucket().bucket("sealed").send().await.unwrap();
+    // Through the stranger: only its own copy lands, one short of min_replicas.
+    let err = cx
+        .put_object()
+        .bucket("sealed")
+        .key("k")
+        .body(ByteStream::from(pattern(100_000, 6)))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 503);
+    // Through a good node: the stranger refuses its copy, the two good nodes hold it.
+    let data = pattern(100_000, 7);
+    good[1]
+        .region
+        .client()
+        .put_object()
+        .bucket("sealed")
+        .key("k")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        blob_files(dirs[2].path()).is_empty(),
+        "the stranger got a copy"
+    );
+    assert_eq!(get(&good[0], "sealed", "k").await, data);
+    // The stranger cannot read the copies either.
+    assert!(
+        cx.get_object()
+            .bucket("sealed")
+            .key("k")
+            .send()
+            .await
+            .is_err()
+    );
+}
