@@ -17,6 +17,9 @@ pub struct LocalBlobStore {
     root: PathBuf,
 }
 
+/// Where copies being received are written before they take their blob's name.
+const TMP_DIR: &str = "tmp";
+
 impl LocalBlobStore {
     /// Creates the 256 shard directories (fsynced) under `root`.
     pub fn open(root: &Path) -> Result<Self, BlobError> {
@@ -26,6 +29,15 @@ impl LocalBlobStore {
             if !dir.exists() {
                 std::fs::create_dir(&dir)?;
             }
+        }
+        // Copies cut short by a crash: never named, so never read; cleared at start.
+        let tmp = root.join(TMP_DIR);
+        if tmp.exists() {
+            for entry in std::fs::read_dir(&tmp)? {
+                let _ = std::fs::remove_file(entry?.path());
+            }
+        } else {
+            std::fs::create_dir(&tmp)?;
         }
         fsync_dir(root)?;
         Ok(Self {
@@ -48,26 +60,21 @@ impl LocalBlobStore {
         HEADER_LEN + len + frames(len) * trailer as u64
     }
 
-    /// A new blob file to be filled with stored bytes as they are (a replica another node
+    /// A new blob file to be filled with stored bytes as they are (a copy another node
     /// encoded). It takes the blob's name only at [`Sink::commit`], so a copy cut short is
-    /// never found under the id; dropping the sink uncommitted removes it.
+    /// never found under the id; dropping the sink uncommitted removes it. A copy already
+    /// there is replaced at commit: every copy of a blob holds the same bytes, so the old
+    /// one is either the same or damaged (a repair rewriting it).
     pub fn create_raw(&self, id: BlobId) -> Result<FileSink, BlobError> {
         let path = self.path(id);
-        if path.try_exists()? {
-            return Err(BlobError::Io(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!("blob {id} exists"),
-            )));
-        }
-        let mut partial = path.clone().into_os_string();
-        partial.push(".part");
-        let partial = PathBuf::from(partial);
-        // A leftover from a transfer cut by a crash is ours to replace.
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&partial)?;
+        // Its own name per transfer: two copies of one blob arriving at once must not
+        // write into one file.
+        let partial = self.root.join(TMP_DIR).join(format!(
+            "{}-{:032x}.part",
+            id.to_hex(),
+            uuid::Uuid::new_v4().as_u128()
+        ));
+        let file = create_new(&partial)?;
         Ok(FileSink {
             out: Some(file),
             path: partial,
@@ -685,14 +692,35 @@ mod tests {
         sink.commit().unwrap();
         let mut r = other.open(id, data.len() as u64, Some(&key)).unwrap();
         assert_eq!(r.read(0, data.len()).unwrap(), data);
-        assert!(
-            other.create_raw(id).is_err(),
-            "a second copy over the first"
-        );
+        // A damaged copy is replaced whole by a fresh one, never patched in place.
+        let mut bad = stored.clone();
+        bad[40] ^= 1;
+        std::fs::write(other.path(id), &bad).unwrap();
+        let mut sink = Box::new(other.create_raw(id).unwrap());
+        sink.write_all(&stored).unwrap();
+        sink.commit().unwrap();
+        let mut r = other.open(id, data.len() as u64, Some(&key)).unwrap();
+        assert_eq!(r.read(0, data.len()).unwrap(), data);
         let leftovers = std::fs::read_dir(other.path(id).parent().unwrap())
             .unwrap()
             .count();
         assert_eq!(leftovers, 1);
+        assert_eq!(
+            std::fs::read_dir(other.root.join(TMP_DIR)).unwrap().count(),
+            0
+        );
+        // A transfer cut by a crash is cleared when the store opens again.
+        let cut = other.create_raw(BlobId::random()).unwrap();
+        std::mem::forget(cut);
+        assert_eq!(
+            std::fs::read_dir(other.root.join(TMP_DIR)).unwrap().count(),
+            1
+        );
+        let other = LocalBlobStore::open(&dir.path().join("other")).unwrap();
+        assert_eq!(
+            std::fs::read_dir(other.root.join(TMP_DIR)).unwrap().count(),
+            0
+        );
     }
 
     #[test]

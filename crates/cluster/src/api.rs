@@ -88,6 +88,7 @@ pub fn node_json(n: &NodeView) -> Value {
         "free_bytes": r.free_bytes,
         "blobs": r.blobs,
         "blob_bytes": r.blob_bytes,
+        "repair_backlog": r.repair_backlog,
     })
 }
 

@@ -15,7 +15,7 @@
 //! Read: this node's copy first, then its zone's, then the rest; a copy that is missing,
 //! unreachable or fails verification is skipped (mid-read too) and queued for repair.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +27,7 @@ use feiyun_blob::{
 use feiyun_meta::{MetaStore, Table, WriteBatch};
 
 use crate::peer::{PeerClient, RemoteSink, RemoteSource, wait};
-use crate::placement::{Candidate, Placement, place_key, rank};
+use crate::placement::{Candidate, Gone, Placement, gone_key, place_key, rank};
 use crate::{Membership, NodeView};
 
 /// Placement records kept in memory; a blob's record changes only by repair, and a stale
@@ -45,6 +45,11 @@ pub struct ReplicaConfig {
     pub replicas: usize,
     /// Fewest good copies a write may be acknowledged with.
     pub min_replicas: usize,
+    /// A node down this long has its copies re-created elsewhere.
+    pub repair_after_secs: u64,
+    /// How long the copies of a deleted blob stay, so that reads in progress on any node
+    /// finish (a node's read leases are its own).
+    pub delete_grace_secs: u64,
 }
 
 /// Counters for metrics.
@@ -58,23 +63,28 @@ pub struct ClusterStats {
     pub replacements: AtomicU64,
     /// Writes refused for want of nodes.
     pub refused_writes: AtomicU64,
+    /// Copies re-created by repair.
+    pub repaired: AtomicU64,
+    /// Copies of deleted blobs removed.
+    pub collected: AtomicU64,
 }
 
 pub struct ClusterBlobStore<M: MetaStore> {
-    inner: Arc<Inner<M>>,
+    pub(crate) inner: Arc<Inner<M>>,
 }
 
-struct Inner<M: MetaStore> {
-    local: Arc<LocalBlobStore>,
-    membership: Arc<Membership<M>>,
-    peers: PeerClient,
-    config: ReplicaConfig,
+pub(crate) struct Inner<M: MetaStore> {
+    pub(crate) local: Arc<LocalBlobStore>,
+    pub(crate) membership: Arc<Membership<M>>,
+    pub(crate) peers: PeerClient,
+    pub(crate) config: ReplicaConfig,
     placements: Mutex<HashMap<BlobId, Arc<Placement>>>,
-    repair: Mutex<BTreeSet<BlobId>>,
-    stats: Arc<ClusterStats>,
+    /// Copies reads found damaged or missing, for the next repair pass.
+    pub(crate) repair: Mutex<crate::repair::Suspects>,
+    pub(crate) stats: Arc<ClusterStats>,
 }
 
-fn addr_of<'a>(nodes: &'a [NodeView], id: &str) -> Option<&'a NodeView> {
+pub(crate) fn addr_of<'a>(nodes: &'a [NodeView], id: &str) -> Option<&'a NodeView> {
     nodes.iter().find(|n| n.record.id == id)
 }
 
@@ -110,9 +120,12 @@ impl<M: MetaStore> ClusterBlobStore<M> {
         &self.inner.stats
     }
 
-    /// Blobs known to have fewer good copies than wanted.
-    pub fn repair_backlog(&self) -> usize {
-        self.inner.repair.lock().map_or(0, |q| q.len())
+    /// Copies reads found bad that wait for the next repair pass.
+    pub fn suspect_copies(&self) -> usize {
+        self.inner
+            .repair
+            .lock()
+            .map_or(0, |q| q.values().map(|s| s.len()).sum())
     }
 
     /// Where a blob's copies are, as recorded.
@@ -122,7 +135,7 @@ impl<M: MetaStore> ClusterBlobStore<M> {
 }
 
 impl<M: MetaStore> Inner<M> {
-    fn me(&self) -> &str {
+    pub(crate) fn me(&self) -> &str {
         self.membership.id()
     }
 
@@ -162,47 +175,114 @@ impl<M: MetaStore> Inner<M> {
         Ok(Some(p))
     }
 
-    fn forget(&self, id: BlobId) {
+    pub(crate) fn forget(&self, id: BlobId) {
         if let Ok(mut c) = self.placements.lock() {
             c.remove(&id);
         }
     }
 
-    /// Writes (or, with no nodes, removes) a blob's placement record.
-    fn record(&self, id: BlobId, nodes: &[String]) -> Result<(), BlobError> {
-        let mut batch = WriteBatch::new();
-        if nodes.is_empty() {
-            batch.delete(Table::Cluster, place_key(id.0));
-        } else {
-            let p = Placement {
-                nodes: nodes.to_vec(),
-            };
-            batch.put(Table::Cluster, place_key(id.0), p.encode());
-        }
+    fn commit(&self, batch: WriteBatch) -> Result<bool, BlobError> {
         let meta = self.membership.meta().clone();
-        wait(
+        match wait(
             self.peers.runtime(),
             async move { meta.commit(batch).await },
-        )
-        .unwrap_or_else(|| Err(feiyun_meta::MetaError::Storage("runtime gone".into())))
-        .map_err(|e| unavailable(format!("recording where blob {id} lives: {e}")))?;
-        self.forget(id);
-        Ok(())
-    }
-
-    fn queue_repair(&self, id: BlobId) {
-        if let Ok(mut q) = self.repair.lock()
-            && q.len() < REPAIR_QUEUE
-        {
-            q.insert(id);
+        ) {
+            Some(Ok(())) => Ok(true),
+            Some(Err(feiyun_meta::MetaError::Conflict(_))) => Ok(false),
+            Some(Err(e)) => Err(unavailable(format!("metadata store: {e}"))),
+            None => Err(unavailable("runtime gone".into())),
         }
     }
 
-    /// A copy on `node` failed a read: read elsewhere, and have it repaired.
+    /// Writes a new blob's placement record (its id is fresh: nothing to check).
+    fn record(&self, id: BlobId, nodes: &[String]) -> Result<Vec<u8>, BlobError> {
+        let value = Placement {
+            nodes: nodes.to_vec(),
+        }
+        .encode();
+        let mut batch = WriteBatch::new();
+        batch.put(Table::Cluster, place_key(id.0), value.clone());
+        self.commit(batch)?;
+        self.forget(id);
+        Ok(value)
+    }
+
+    /// Replaces a placement record that still holds `expect`; false when it changed (the
+    /// blob was deleted while it was being written).
+    fn rerecord(&self, id: BlobId, expect: &[u8], nodes: &[String]) -> Result<bool, BlobError> {
+        let mut batch = WriteBatch::new();
+        batch
+            .check_value(Table::Cluster, place_key(id.0), Some(expect.to_vec()))
+            .put(
+                Table::Cluster,
+                place_key(id.0),
+                Placement {
+                    nodes: nodes.to_vec(),
+                }
+                .encode(),
+            );
+        let done = self.commit(batch)?;
+        self.forget(id);
+        Ok(done)
+    }
+
+    /// Adds `nodes` to the blob's tombstone, so their copies go after the grace.
+    pub(crate) fn tombstone(
+        &self,
+        id: BlobId,
+        nodes: &[String],
+        place: Option<Vec<u8>>,
+    ) -> Result<(), BlobError> {
+        let meta = self.membership.meta();
+        let key = gone_key(id.0);
+        for _ in 0..8 {
+            let stored = meta.get(Table::Cluster, &key).map_err(io_err)?;
+            let mut gone = stored.as_deref().and_then(Gone::decode).unwrap_or(Gone {
+                nodes: Vec::new(),
+                after_ms: 0,
+            });
+            for n in nodes {
+                if !gone.nodes.contains(n) {
+                    gone.nodes.push(n.clone());
+                }
+            }
+            let grace = i64::try_from(self.config.delete_grace_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX);
+            gone.after_ms = gone.after_ms.max(crate::now_ms().saturating_add(grace));
+            let mut batch = WriteBatch::new();
+            batch.check_value(Table::Cluster, key.clone(), stored).put(
+                Table::Cluster,
+                key.clone(),
+                gone.encode(),
+            );
+            if let Some(p) = &place {
+                batch
+                    .check_value(Table::Cluster, place_key(id.0), Some(p.clone()))
+                    .delete(Table::Cluster, place_key(id.0));
+            }
+            if self.commit(batch)? {
+                self.forget(id);
+                return Ok(());
+            }
+            if place.is_some() {
+                // The placement changed under us (a repair): the caller reads it again.
+                return Err(BlobError::Io(io::Error::other("placement changed")));
+            }
+        }
+        Err(unavailable(format!("blob {id}'s tombstone kept changing")))
+    }
+
+    /// A copy on `node` failed a read: read elsewhere, and, when the copy itself is
+    /// damaged or missing (not merely out of reach), have it rewritten.
     fn suspect(&self, id: BlobId, node: &str, e: &BlobError) {
         self.stats.read_fallbacks.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%id, node, error = %e, "a blob copy failed; reading another");
-        self.queue_repair(id);
+        if matches!(e, BlobError::Corrupt { .. } | BlobError::NotFound(_))
+            && let Ok(mut q) = self.repair.lock()
+            && q.len() < REPAIR_QUEUE
+        {
+            q.entry(id).or_default().insert(node.to_owned());
+        }
     }
 
     /// The stored bytes of a copy on `node`.
@@ -272,7 +352,13 @@ impl<M: MetaStore> Inner<M> {
     }
 
     /// Copies blob `id` from the copy on `from` to node `to`, streaming.
-    fn copy(&self, nodes: &[NodeView], id: BlobId, from: &str, to: &str) -> Result<(), BlobError> {
+    pub(crate) fn copy(
+        &self,
+        nodes: &[NodeView],
+        id: BlobId,
+        from: &str,
+        to: &str,
+    ) -> Result<(), BlobError> {
         let source = self.source(nodes, from, id)?;
         let size = source.size()?;
         let mut replica = self.sink_on(nodes, to, id)?;
@@ -320,7 +406,7 @@ impl<M: MetaStore> ClusterBlobStore<M> {
             )));
         }
         let chosen = order[..want.min(order.len())].to_vec();
-        inner.record(id, &chosen)?;
+        let intent = inner.record(id, &chosen)?;
         let mut replicas = Vec::with_capacity(chosen.len());
         for node in &chosen {
             match inner.sink_on(&nodes, node, id) {
@@ -339,6 +425,7 @@ impl<M: MetaStore> ClusterBlobStore<M> {
             failed: Vec::new(),
             spare: order[chosen.len()..].to_vec(),
             chosen,
+            intent,
             want,
             need,
         };
@@ -377,12 +464,14 @@ impl<M: MetaStore> BlobStore for ClusterBlobStore<M> {
             let Some(place) = inner.placement(id, fresh)? else {
                 // Written before this region had nodes: the local file.
                 let r = inner.local.open(id, len, key.as_ref())?;
+                let me = inner.me().to_owned();
                 return Ok(ClusterReader::new(
                     inner.clone(),
                     id,
                     len,
                     key,
                     r,
+                    me,
                     Vec::new(),
                 ));
             };
@@ -392,7 +481,16 @@ impl<M: MetaStore> BlobStore for ClusterBlobStore<M> {
                 match inner.open_on(&nodes, node, id, len, key.as_ref()) {
                     Ok(r) => {
                         let rest = order[i + 1..].to_vec();
-                        return Ok(ClusterReader::new(inner.clone(), id, len, key, r, rest));
+                        let node = node.clone();
+                        return Ok(ClusterReader::new(
+                            inner.clone(),
+                            id,
+                            len,
+                            key,
+                            r,
+                            node,
+                            rest,
+                        ));
                     }
                     Err(e) => {
                         inner.suspect(id, node, &e);
@@ -404,42 +502,32 @@ impl<M: MetaStore> BlobStore for ClusterBlobStore<M> {
         Err(last.unwrap_or(BlobError::NotFound(id)))
     }
 
+    /// Deleting a blob moves its copies to a tombstone in the same commit that drops its
+    /// placement; each node removes its own copy once the read grace has passed.
     fn delete(&self, id: BlobId) -> Result<(), BlobError> {
         let inner = &self.inner;
-        let Some(place) = inner.placement(id, true)? else {
-            return inner.local.delete(id);
-        };
-        let nodes = inner.nodes()?;
-        let mut left = Vec::new();
-        for node in &place.nodes {
-            let done = if node == inner.me() {
-                inner.local.delete(id)
-            } else if let Some(view) = addr_of(&nodes, node) {
-                let (peers, addr) = (inner.peers.clone(), view.record.advertise.clone());
-                wait(inner.peers.runtime(), async move {
-                    peers.delete(&addr, id).await
-                })
-                .unwrap_or_else(|| Err(io::Error::other("runtime gone")))
-                .map_err(BlobError::Io)
-            } else {
-                // A node removed from the region took its disk with it.
-                Ok(())
+        for _ in 0..8 {
+            let stored = inner
+                .membership
+                .meta()
+                .get(Table::Cluster, &place_key(id.0))
+                .map_err(io_err)?;
+            let Some(stored) = stored else {
+                inner.forget(id);
+                // Written before this region had nodes, or deleted already.
+                return inner.local.delete(id);
             };
-            if let Err(e) = done {
-                tracing::warn!(%id, node = %node, error = %e, "a blob copy could not be removed yet");
-                left.push(node.clone());
+            let place = Placement::decode(&stored).ok_or_else(|| BlobError::Corrupt {
+                id,
+                reason: "its placement record is damaged".into(),
+            })?;
+            match inner.tombstone(id, &place.nodes, Some(stored)) {
+                Ok(()) => return Ok(()),
+                Err(BlobError::Io(_)) => continue,
+                Err(e) => return Err(e),
             }
         }
-        inner.local.delete(id)?;
-        inner.record(id, &left)?;
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(unavailable(format!(
-                "copies of blob {id} on {} remain; retried later",
-                left.join(", ")
-            )))
-        }
+        Err(unavailable(format!("blob {id}'s placement kept changing")))
     }
 
     fn exists(&self, id: BlobId) -> Result<bool, BlobError> {
@@ -485,6 +573,8 @@ struct Tee<M: MetaStore> {
     /// The nodes ranked after the chosen ones: replacements, in order.
     spare: Vec<String>,
     chosen: Vec<String>,
+    /// The placement record as written when the write began.
+    intent: Vec<u8>,
     want: usize,
     need: usize,
 }
@@ -572,11 +662,20 @@ impl<M: MetaStore> Sink for Tee<M> {
             }
         }
         if good.len() < self.need {
-            self.inner.record(id, &good)?;
             self.inner
                 .stats
                 .refused_writes
                 .fetch_add(1, Ordering::Relaxed);
+            // What was stored goes, as a deleted blob's copies do.
+            let mut stored = self.chosen.clone();
+            stored.extend(good.iter().filter(|n| !self.chosen.contains(n)).cloned());
+            if self
+                .inner
+                .tombstone(id, &stored, Some(self.intent.clone()))
+                .is_err()
+            {
+                self.inner.tombstone(id, &stored, None)?;
+            }
             let why: Vec<String> = self
                 .failed
                 .iter()
@@ -589,11 +688,11 @@ impl<M: MetaStore> Sink for Tee<M> {
                 why.join("; ")
             )));
         }
-        if good != self.chosen {
-            self.inner.record(id, &good)?;
-        }
-        if good.len() < self.want {
-            self.inner.queue_repair(id);
+        // Fewer copies than wanted are found and made up by the next repair pass.
+        if good != self.chosen && !self.inner.rerecord(id, &self.intent, &good)? {
+            // Deleted while it was written (the request was abandoned): its copies go too.
+            self.inner.tombstone(id, &good, None)?;
+            return Err(unavailable(format!("blob {id} was deleted while written")));
         }
         Ok(())
     }
@@ -606,6 +705,8 @@ pub struct ClusterReader<M: MetaStore> {
     len: u64,
     key: Option<FrameKey>,
     current: LocalBlobReader,
+    /// The node `current` reads from.
+    node: String,
     rest: Vec<String>,
 }
 
@@ -616,6 +717,7 @@ impl<M: MetaStore> ClusterReader<M> {
         len: u64,
         key: Option<FrameKey>,
         current: LocalBlobReader,
+        node: String,
         rest: Vec<String>,
     ) -> Self {
         Self {
@@ -624,6 +726,7 @@ impl<M: MetaStore> ClusterReader<M> {
             len,
             key,
             current,
+            node,
             rest,
         }
     }
@@ -642,12 +745,7 @@ impl<M: MetaStore> BlobReader for ClusterReader<M> {
             if self.rest.is_empty() {
                 return Err(e);
             }
-            self.inner.queue_repair(self.id);
-            self.inner
-                .stats
-                .read_fallbacks
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(id = %self.id, error = %e, "a blob copy failed mid-read; reading another");
+            self.inner.suspect(self.id, &self.node, &e);
             let nodes = self.inner.nodes()?;
             loop {
                 let Some(node) = (!self.rest.is_empty()).then(|| self.rest.remove(0)) else {
@@ -659,6 +757,7 @@ impl<M: MetaStore> BlobReader for ClusterReader<M> {
                 {
                     Ok(r) => {
                         self.current = r;
+                        self.node = node;
                         break;
                     }
                     Err(e2) => self.inner.suspect(self.id, &node, &e2),

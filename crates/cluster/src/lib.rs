@@ -18,6 +18,7 @@ pub mod api;
 pub mod blobs;
 pub mod peer;
 pub mod placement;
+pub mod repair;
 mod usage;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use blobs::{ClusterBlobStore, ClusterReader, ClusterStats, ReplicaConfig};
 pub use peer::{ClusterSecret, PeerClient, PeerServer};
+pub use repair::RepairReport;
 pub use usage::{LocalUsage, dir_usage, disk_usage};
 
 /// Key prefix of node records in [`Table::Cluster`].
@@ -94,6 +96,9 @@ pub struct NodeRecord {
     pub blob_bytes: u64,
     /// An operator asked for this node's data to move away; placement skips it.
     pub draining: bool,
+    /// Blobs this node is to repair that its last repair pass left short of copies.
+    #[serde(default)]
+    pub repair_backlog: u64,
 }
 
 impl NodeRecord {
@@ -137,6 +142,7 @@ pub struct Membership<M> {
     /// Until when (ms) the last successful heartbeat keeps this node up.
     fresh_until_ms: AtomicI64,
     superseded: AtomicBool,
+    repair_backlog: std::sync::atomic::AtomicU64,
     /// The node list placement last read, and when.
     view: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<NodeView>>)>>,
 }
@@ -276,6 +282,7 @@ impl<M: MetaStore> Membership<M> {
                 draining: old
                     .as_ref()
                     .is_some_and(|o| o.draining && o.node_key == node_key),
+                repair_backlog: 0,
             };
             let mut batch = WriteBatch::new();
             batch.check_value(Table::Cluster, key.clone(), stored).put(
@@ -295,6 +302,7 @@ impl<M: MetaStore> Membership<M> {
                         started_ms,
                         superseded: AtomicBool::new(false),
                         view: std::sync::Mutex::new(None),
+                        repair_backlog: std::sync::atomic::AtomicU64::new(0),
                     }));
                 }
                 Err(MetaError::Conflict(_)) => continue,
@@ -314,6 +322,11 @@ impl<M: MetaStore> Membership<M> {
 
     pub fn meta(&self) -> &Arc<M> {
         &self.meta
+    }
+
+    /// What the last repair pass left; reported with the next heartbeat.
+    pub fn set_repair_backlog(&self, n: u64) {
+        self.repair_backlog.store(n, Ordering::Relaxed);
     }
 
     /// Registered, not superseded, and the last heartbeat landed within `node_down_secs`.
@@ -342,6 +355,7 @@ impl<M: MetaStore> Membership<M> {
             record.heartbeat_ms = now;
             record.expires_ms = now.saturating_add(lease_ms(self.spec.down_secs));
             record.started_ms = self.started_ms;
+            record.repair_backlog = self.repair_backlog.load(Ordering::Relaxed);
             if let Some(u) = usage {
                 record.capacity_bytes = u.capacity_bytes;
                 record.free_bytes = u.free_bytes;

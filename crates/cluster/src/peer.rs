@@ -2,8 +2,11 @@
 //! use, over plain HTTP/1.1 authenticated by the region's cluster secret.
 //!
 //! Every request carries `x-feiyun-node`, `x-feiyun-date` (Unix seconds, within five
-//! minutes of the receiver's clock) and `x-feiyun-signature`, an HMAC-SHA256 under the
-//! secret of the method, path, date and sender. Bodies are authenticated too, since the
+//! minutes of the receiver's clock), `x-feiyun-nonce` and `x-feiyun-signature`, an
+//! HMAC-SHA256 under the secret of the method, the address of the node it is meant for, the
+//! path, the date, the sender and the nonce. A request replayed to another node fails its
+//! signature there; one that changes anything (an upload, a delete) is refused when its
+//! nonce was seen within the date window, so a captured delete cannot be sent again. Bodies are authenticated too, since the
 //! request signature cannot cover a stream it precedes: an uploaded blob ends with a MAC of
 //! its bytes and every answer ends with a MAC of its own, both under keys derived from the
 //! request's signature, so a replayed or spliced answer fails. S3 credentials are never
@@ -50,6 +53,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Connections the cluster listener serves at once.
 const MAX_CONNECTIONS: usize = 512;
+/// Connections one address may hold: a stranger filling the listener before it has shown
+/// a signature must not lock the nodes out.
+const MAX_PER_ADDRESS: usize = 64;
+/// Nonces of changing requests remembered (a date window's worth).
+const MAX_NONCES: usize = 1_000_000;
 
 /// The region's shared secret for node-to-node requests.
 #[derive(Clone)]
@@ -65,9 +73,15 @@ impl ClusterSecret {
         <HmacSha256 as KeyInit>::new_from_slice(&self.0).expect("hmac key")
     }
 
-    fn sign(&self, method: &Method, path: &str, date: i64, from: &str) -> [u8; 32] {
+    fn sign(&self, s: &Signed<'_>) -> [u8; 32] {
         let mut m = self.mac();
-        m.update(format!("feiyun-cluster-v1\n{method}\n{path}\n{date}\n{from}").as_bytes());
+        m.update(
+            format!(
+                "feiyun-cluster-v1\n{}\n{}\n{}\n{}\n{}\n{}",
+                s.method, s.target, s.path, s.date, s.from, s.nonce
+            )
+            .as_bytes(),
+        );
         m.finalize().into_bytes().into()
     }
 
@@ -79,6 +93,17 @@ impl ClusterSecret {
         let key: [u8; 32] = m.finalize().into_bytes().into();
         <HmacSha256 as KeyInit>::new_from_slice(&key).expect("hmac key")
     }
+}
+
+/// What a request's signature covers.
+struct Signed<'a> {
+    method: &'a Method,
+    /// The advertised address of the node it is meant for.
+    target: &'a str,
+    path: &'a str,
+    date: i64,
+    from: &'a str,
+    nonce: &'a str,
 }
 
 impl std::fmt::Debug for ClusterSecret {
@@ -157,12 +182,21 @@ impl PeerClient {
         body: PeerBody,
     ) -> (Request<PeerBody>, [u8; 32]) {
         let date = unix_now();
-        let sig = self.secret.sign(&method, path, date, &self.me);
+        let nonce = format!("{:032x}", rand::random::<u128>());
+        let sig = self.secret.sign(&Signed {
+            method: &method,
+            target: addr,
+            path,
+            date,
+            from: &self.me,
+            nonce: &nonce,
+        });
         let req = Request::builder()
             .method(method)
             .uri(format!("http://{addr}{path}"))
             .header("x-feiyun-node", &*self.me)
             .header("x-feiyun-date", date.to_string())
+            .header("x-feiyun-nonce", nonce)
             .header("x-feiyun-signature", hex::encode(sig))
             .body(body)
             // Every part is ours and valid: an address that is no authority fails at send.
@@ -412,6 +446,10 @@ impl Source for RemoteSource {
 pub struct PeerServer {
     blobs: Arc<LocalBlobStore>,
     secret: ClusterSecret,
+    /// This node's advertised address, which every request to it must be signed for.
+    advertise: String,
+    /// Nonces of changing requests seen, with the date they expire.
+    nonces: std::sync::Mutex<std::collections::HashMap<u128, i64>>,
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -423,13 +461,36 @@ fn plain(status: StatusCode, text: &str) -> Answer {
 }
 
 impl PeerServer {
-    pub fn new(blobs: Arc<LocalBlobStore>, secret: ClusterSecret) -> Arc<Self> {
-        Arc::new(Self { blobs, secret })
+    pub fn new(blobs: Arc<LocalBlobStore>, secret: ClusterSecret, advertise: &str) -> Arc<Self> {
+        Arc::new(Self {
+            blobs,
+            secret,
+            advertise: advertise.to_owned(),
+            nonces: std::sync::Mutex::default(),
+        })
+    }
+
+    /// Records a changing request's nonce; false when it was seen (a replay) or when the
+    /// table is full of live ones (refused rather than forgotten).
+    fn fresh_nonce(&self, nonce: u128, date: i64) -> bool {
+        let Ok(mut seen) = self.nonces.lock() else {
+            return false;
+        };
+        if seen.len() >= MAX_NONCES {
+            let now = unix_now();
+            seen.retain(|_, expires| *expires >= now);
+            if seen.len() >= MAX_NONCES {
+                return false;
+            }
+        }
+        seen.insert(nonce, date.saturating_add(SKEW_SECS)).is_none()
     }
 
     /// Accepts connections until the listener fails; each is served on its own task.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let per_address: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+            Arc::default();
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
@@ -442,9 +503,20 @@ impl PeerServer {
                     continue;
                 }
             };
+            let ip = peer.ip();
+            let admitted = per_address.lock().is_ok_and(|mut m| {
+                let n = m.entry(ip).or_insert(0);
+                *n += 1;
+                *n <= MAX_PER_ADDRESS
+            });
+            let slot = AddressSlot(per_address.clone(), ip);
+            if !admitted {
+                continue; // dropping the stream closes it; the slot gives its count back
+            }
             let _ = stream.set_nodelay(true);
             let me = self.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = hyper::service::service_fn(move |req| {
                     let me = me.clone();
                     async move { Ok::<_, std::convert::Infallible>(me.handle(req).await) }
@@ -469,31 +541,35 @@ impl PeerServer {
     ) -> Result<([u8; 32], BlobId), (StatusCode, &'static str)> {
         let denied = || (StatusCode::FORBIDDEN, "bad cluster signature");
         let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
-        let (Some(from), Some(date), Some(sig)) = (
+        let (Some(from), Some(date), Some(nonce), Some(sig)) = (
             header("x-feiyun-node"),
             header("x-feiyun-date").and_then(|d| d.parse::<i64>().ok()),
+            header("x-feiyun-nonce").filter(|n| n.len() == 32),
             header("x-feiyun-signature").and_then(|s| hex::decode(s).ok()),
         ) else {
             return Err(denied());
         };
-        if (unix_now() - date).abs() > SKEW_SECS {
+        if unix_now().abs_diff(date) > SKEW_SECS as u64 {
             return Err((StatusCode::FORBIDDEN, "request date out of range"));
         }
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or("", |p| p.as_str())
-            .to_owned();
+        let path = req.uri().path_and_query().map_or("", |p| p.as_str());
         let mut m = self.secret.mac();
         m.update(
             format!(
-                "feiyun-cluster-v1\n{}\n{path}\n{date}\n{from}",
-                req.method()
+                "feiyun-cluster-v1\n{}\n{}\n{path}\n{date}\n{from}\n{nonce}",
+                req.method(),
+                self.advertise
             )
             .as_bytes(),
         );
         if m.verify_slice(&sig).is_err() {
             return Err(denied());
+        }
+        if matches!(*req.method(), Method::PUT | Method::DELETE) {
+            let fresh = u128::from_str_radix(nonce, 16).is_ok_and(|n| self.fresh_nonce(n, date));
+            if !fresh {
+                return Err((StatusCode::FORBIDDEN, "request replayed"));
+            }
         }
         let id = req
             .uri()
@@ -530,7 +606,9 @@ impl PeerServer {
                     let blobs = self.blobs.clone();
                     blocking(move || {
                         let f = blobs.open_raw(id)?;
-                        let mut buf = vec![0u8; len as usize];
+                        // Room for the answer's MAC, so it is appended without a copy.
+                        let mut buf = Vec::with_capacity(len as usize + MAC_LEN);
+                        buf.resize(len as usize, 0);
                         Source::read_exact_at(&f, &mut buf, off)?;
                         Ok(buf)
                     })
@@ -553,9 +631,6 @@ impl PeerServer {
             Err(BlobError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "no such blob"),
             Err(BlobError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 plain(StatusCode::RANGE_NOT_SATISFIABLE, "range beyond the blob")
-            }
-            Err(BlobError::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
-                plain(StatusCode::CONFLICT, "blob exists")
             }
             Err(BlobError::Corrupt { reason, .. }) => plain(StatusCode::BAD_REQUEST, &reason),
             Err(e) => {
@@ -640,6 +715,25 @@ impl PeerServer {
     }
 }
 
+/// Gives a connection's place in its address's count back when the connection ends.
+struct AddressSlot(
+    Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    std::net::IpAddr,
+);
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.0.lock()
+            && let Some(n) = m.get_mut(&self.1)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
 async fn blocking(
     f: impl FnOnce() -> Result<Vec<u8>, BlobError> + Send + 'static,
 ) -> Result<Vec<u8>, BlobError> {
@@ -659,4 +753,157 @@ fn parse_range(query: &str) -> Option<(u64, u64)> {
         }
     }
     Some((off?, len?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    async fn server(dir: &std::path::Path, secret: &str) -> (String, Arc<LocalBlobStore>) {
+        let blobs = Arc::new(LocalBlobStore::open(dir).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(
+            PeerServer::new(blobs.clone(), ClusterSecret::new(secret), &addr).serve(listener),
+        );
+        (addr, blobs)
+    }
+
+    fn client(secret: &str) -> PeerClient {
+        PeerClient::new(ClusterSecret::new(secret), "node-t", Handle::current())
+    }
+
+    fn files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|s| std::fs::read_dir(s.unwrap().path()).map_or(0, |d| d.count()))
+            .sum()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn copies_upload_read_and_delete_and_strangers_get_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, _blobs) = server(dir.path(), "the-right-secret").await;
+        let peers = client("the-right-secret");
+        let id = BlobId::random();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let (p, a, d) = (peers.clone(), addr.clone(), data.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut s = p.upload(&a, id);
+            for c in d.chunks(700_000) {
+                s.write_all(c).unwrap();
+            }
+            s.finish().unwrap();
+        })
+        .await
+        .unwrap();
+        assert_eq!(peers.size(&addr, id).await.unwrap(), data.len() as u64);
+        let got = peers.read(&addr, id, 1_000_000, 5000).await.unwrap();
+        assert_eq!(&got[..], &data[1_000_000..1_005_000]);
+        assert!(peers.read(&addr, id, 2_999_000, 5000).await.is_err());
+
+        // An upload that does not end with its MAC replaces nothing.
+        let (p, a) = (peers.clone(), addr.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut s = p.upload(&a, id);
+            s.write_all(b"other bytes").unwrap();
+            drop(s);
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(peers.size(&addr, id).await.unwrap(), data.len() as u64);
+
+        // Another secret: refused, reading, uploading and deleting alike.
+        let stranger = client("some-other-secret");
+        assert!(stranger.size(&addr, id).await.is_err());
+        assert!(stranger.delete(&addr, id).await.is_err());
+        let (p, a) = (stranger.clone(), addr.clone());
+        let other = BlobId::random();
+        let refused = tokio::task::spawn_blocking(move || {
+            let mut s = p.upload(&a, other);
+            let _ = s.write_all(b"payload");
+            s.finish()
+        })
+        .await
+        .unwrap();
+        assert!(refused.is_err());
+        assert!(matches!(
+            peers.size(&addr, other).await.map_err(|e| e.kind()),
+            Err(io::ErrorKind::NotFound)
+        ));
+
+        peers.delete(&addr, id).await.unwrap();
+        assert!(peers.size(&addr, id).await.is_err());
+        assert_eq!(files(dir.path()), 0);
+    }
+
+    /// An upload dropped before its end (the writer failed, the client went away) leaves
+    /// nothing behind: without the closing MAC the copy is never named.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_upload_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, _blobs) = server(dir.path(), "the-right-secret").await;
+        let peers = client("the-right-secret");
+        let id = BlobId::random();
+        let (p, a) = (peers.clone(), addr.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut s = p.upload(&a, id);
+            s.write_all(&[7u8; 200_000]).unwrap();
+            drop(s);
+        })
+        .await
+        .unwrap();
+        let t = std::time::Instant::now();
+        while files(dir.path()) != 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "a partial copy stayed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(peers.size(&addr, id).await.is_err());
+    }
+
+    /// A captured delete cannot be sent again, nor to another node.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replayed_or_redirected_request_is_refused() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a1, _) = server(d1.path(), "the-right-secret").await;
+        let (a2, _) = server(d2.path(), "the-right-secret").await;
+        let peers = client("the-right-secret");
+        let id = BlobId::random();
+        let path = blob_path(id);
+        let (req, _) = peers.request(Method::DELETE, &a1, &path, empty());
+        let (parts, _) = req.into_parts();
+        let send = |to: &str| {
+            let mut b = Request::builder()
+                .method(Method::DELETE)
+                .uri(format!("http://{to}{path}"));
+            for (k, v) in &parts.headers {
+                b = b.header(k, v);
+            }
+            peers.http.request(b.body(empty()).unwrap())
+        };
+        assert_eq!(send(&a1).await.unwrap().status(), StatusCode::OK);
+        assert_eq!(send(&a1).await.unwrap().status(), StatusCode::FORBIDDEN);
+        assert_eq!(send(&a2).await.unwrap().status(), StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn ranges_parse_strictly() {
+        assert_eq!(parse_range("off=5&len=10"), Some((5, 10)));
+        for bad in [
+            "",
+            "off=5",
+            "len=1",
+            "off=-1&len=2",
+            "off=1&len=2&x=3",
+            "off=a&len=1",
+        ] {
+            assert_eq!(parse_range(bad), None, "{bad}");
+        }
+    }
 }

@@ -14,6 +14,30 @@ pub(crate) fn place_key(id: u128) -> Vec<u8> {
     [PLACE_PREFIX, &id.to_be_bytes()[..]].concat()
 }
 
+/// Key prefix of tombstones: copies of deleted blobs that wait out the read grace.
+pub(crate) const GONE_PREFIX: &[u8] = b"gone/";
+
+pub(crate) fn gone_key(id: u128) -> Vec<u8> {
+    [GONE_PREFIX, &id.to_be_bytes()[..]].concat()
+}
+
+/// The copies of a deleted blob still to remove, each by its own node, once `after_ms`
+/// has passed (reads that began before the delete, on any node, finish first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gone {
+    pub nodes: Vec<String>,
+    pub after_ms: i64,
+}
+
+impl Gone {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
 /// The nodes holding a blob's copies, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {

@@ -153,7 +153,18 @@ pub struct NodeConfig {
     pub replicas: usize,
     /// Fewest copies a write is acknowledged with.
     pub min_replicas: usize,
+    /// A node down this long has its copies re-created on other nodes.
+    pub repair_after_secs: u64,
+    /// How long a deleted blob's copies stay, so reads in progress on other nodes finish.
+    pub blob_delete_grace_secs: u64,
 }
+
+/// Default seconds a deleted blob's copies stay for reads in progress on other nodes.
+pub const DEFAULT_BLOB_DELETE_GRACE_SECS: u64 = 600;
+
+/// Default seconds a node may be down before its copies are re-created elsewhere: long
+/// enough for a restart or a rolling upgrade not to copy anything.
+pub const DEFAULT_REPAIR_AFTER_SECS: u64 = 300;
 
 /// Default copies of each blob in a multi-node region.
 pub const DEFAULT_REPLICAS: usize = 3;
@@ -231,6 +242,8 @@ pub struct ConfigOverrides {
     pub cluster_secret: Option<crate::Secret>,
     pub replicas: Option<usize>,
     pub min_replicas: Option<usize>,
+    pub repair_after_secs: Option<u64>,
+    pub blob_delete_grace_secs: Option<u64>,
 }
 
 impl ConfigOverrides {
@@ -357,6 +370,8 @@ impl ConfigOverrides {
             cluster_secret: get("FEIYUN_CLUSTER_SECRET").map(crate::Secret::new),
             replicas: parse_num("FEIYUN_REPLICAS")?.map(|n| n as usize),
             min_replicas: parse_num("FEIYUN_MIN_REPLICAS")?.map(|n| n as usize),
+            repair_after_secs: parse_num("FEIYUN_REPAIR_AFTER_SECS")?,
+            blob_delete_grace_secs: parse_num("FEIYUN_BLOB_DELETE_GRACE_SECS")?,
         })
     }
 
@@ -420,6 +435,8 @@ impl ConfigOverrides {
             cluster_secret: self.cluster_secret.or(lower.cluster_secret),
             replicas: self.replicas.or(lower.replicas),
             min_replicas: self.min_replicas.or(lower.min_replicas),
+            repair_after_secs: self.repair_after_secs.or(lower.repair_after_secs),
+            blob_delete_grace_secs: self.blob_delete_grace_secs.or(lower.blob_delete_grace_secs),
         }
     }
 
@@ -533,6 +550,8 @@ impl ConfigOverrides {
             cluster_secret: self.cluster_secret,
             replicas: self.replicas,
             min_replicas: self.min_replicas,
+            repair_after_secs: self.repair_after_secs,
+            blob_delete_grace_secs: self.blob_delete_grace_secs,
             shared_meta: self.meta_url.is_some(),
         })?;
         Ok(Config {
@@ -609,6 +628,8 @@ struct NodeInput {
     cluster_secret: Option<crate::Secret>,
     replicas: Option<usize>,
     min_replicas: Option<usize>,
+    repair_after_secs: Option<u64>,
+    blob_delete_grace_secs: Option<u64>,
     shared_meta: bool,
 }
 
@@ -623,6 +644,8 @@ fn resolve_node(input: NodeInput) -> Result<Option<NodeConfig>, ConfigError> {
         cluster_secret,
         replicas,
         min_replicas,
+        repair_after_secs,
+        blob_delete_grace_secs,
         shared_meta,
     } = input;
     let Some(id) = id else {
@@ -632,6 +655,8 @@ fn resolve_node(input: NodeInput) -> Result<Option<NodeConfig>, ConfigError> {
             || cluster_listen.is_some()
             || replicas.is_some()
             || min_replicas.is_some()
+            || repair_after_secs.is_some()
+            || blob_delete_grace_secs.is_some()
         {
             return invalid(
                 "node_id",
@@ -717,6 +742,10 @@ fn resolve_node(input: NodeInput) -> Result<Option<NodeConfig>, ConfigError> {
             format!("must be 1 to replicas ({replicas})"),
         );
     }
+    let repair_after_secs = repair_after_secs.unwrap_or(DEFAULT_REPAIR_AFTER_SECS);
+    if !(1..=7 * 86_400).contains(&repair_after_secs) {
+        return invalid("repair_after_secs", "must be 1 to 604800".into());
+    }
     Ok(Some(NodeConfig {
         id,
         advertise,
@@ -726,6 +755,8 @@ fn resolve_node(input: NodeInput) -> Result<Option<NodeConfig>, ConfigError> {
         cluster_secret,
         replicas,
         min_replicas,
+        repair_after_secs,
+        blob_delete_grace_secs: blob_delete_grace_secs.unwrap_or(DEFAULT_BLOB_DELETE_GRACE_SECS),
     }))
 }
 

@@ -457,7 +457,10 @@ async fn start_node(
     let listener = tokio::net::TcpListener::bind(node.cluster_listen)
         .await
         .map_err(|e| ServerError::ClusterListen(node.cluster_listen, e))?;
-    tokio::spawn(feiyun_cluster::PeerServer::new(local.clone(), secret.clone()).serve(listener));
+    tokio::spawn(
+        feiyun_cluster::PeerServer::new(local.clone(), secret.clone(), &node.advertise)
+            .serve(listener),
+    );
     let peers =
         feiyun_cluster::PeerClient::new(secret, &node.id, tokio::runtime::Handle::current());
     let blobs = feiyun_cluster::ClusterBlobStore::new(
@@ -467,8 +470,13 @@ async fn start_node(
         feiyun_cluster::ReplicaConfig {
             replicas: node.replicas,
             min_replicas: node.min_replicas,
+            repair_after_secs: node.repair_after_secs,
+            delete_grace_secs: node.blob_delete_grace_secs,
         },
     );
+    blobs.spawn_repair(Duration::from_secs(
+        (node.repair_after_secs / 2).clamp(1, 60),
+    ));
     Ok((Blobs::Cluster(blobs), membership))
 }
 

@@ -35,6 +35,8 @@ pub(crate) fn node_env<'a>(
         ("FEIYUN_ZONE", "zone-a"),
         ("FEIYUN_NODE_DOWN_SECS", "3"),
         ("FEIYUN_CLUSTER_SECRET", CLUSTER_SECRET),
+        ("FEIYUN_REPAIR_AFTER_SECS", "2"),
+        ("FEIYUN_BLOB_DELETE_GRACE_SECS", "1"),
     ]
 }
 
