@@ -329,6 +329,10 @@ impl<M: MetaStore> Membership<M> {
         self.repair_backlog.store(n, Ordering::Relaxed);
     }
 
+    pub fn repair_backlog(&self) -> u64 {
+        self.repair_backlog.load(Ordering::Relaxed)
+    }
+
     /// Registered, not superseded, and the last heartbeat landed within `node_down_secs`.
     pub fn is_ready(&self) -> bool {
         !self.superseded.load(Ordering::SeqCst)

@@ -290,6 +290,11 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         &self.meta
     }
 
+    /// The blob engine (its statistics, in a multi-node region).
+    pub fn blobs(&self) -> &B {
+        &self.blobs
+    }
+
     /// The region's KMS (its keys seal SSE-KMS data keys; the KMS API serves it too).
     pub fn kms(&self) -> &Arc<feiyun_kms::Kms<M>> {
         &self.kms

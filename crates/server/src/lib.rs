@@ -226,6 +226,10 @@ impl Server {
             std::time::Duration::from_secs(config.event_retention_secs),
         )?;
         let mut metrics = Metrics::new(oss.stats().clone());
+        if let (Blobs::Cluster(b), Some(m)) = (oss.blobs(), &membership) {
+            let m = m.clone();
+            metrics.watch_cluster(b.stats().clone(), Arc::new(move || m.repair_backlog()));
+        }
         let replication = feiyun_replication::Replication::open(oss.clone())
             .await
             .map_err(|e| ServerError::Replication(e.to_string()))?;

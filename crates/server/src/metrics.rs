@@ -38,6 +38,8 @@ pub struct Metrics {
     stats: Arc<OssStats>,
     /// The audit writer's health, once the log is open.
     audit: Option<(Arc<feiyun_audit::AuditHealth>, Counter, Gauge)>,
+    /// A node's blob copies: counters mirroring its statistics, and the repair backlog.
+    cluster: Option<ClusterSeries>,
     sync: std::sync::Mutex<()>,
 }
 
@@ -129,6 +131,7 @@ impl Metrics {
             mirrored,
             stats,
             audit: None,
+            cluster: None,
             sync: std::sync::Mutex::new(()),
         }
     }
@@ -159,6 +162,64 @@ impl Metrics {
             failing.clone(),
         );
         self.audit = Some((health, failures, failing));
+    }
+
+    /// Exports a node's blob-copy statistics and repair backlog.
+    pub fn watch_cluster(
+        &mut self,
+        stats: Arc<feiyun_cluster::ClusterStats>,
+        backlog: Arc<dyn Fn() -> u64 + Send + Sync>,
+    ) {
+        let series: [(&str, &str, ClusterStatReader); 6] = [
+            (
+                "cluster_read_fallbacks",
+                "Blob reads that left a copy (missing, unreachable or damaged) for another",
+                |s| s.read_fallbacks.load(Ordering::Relaxed),
+            ),
+            (
+                "cluster_replica_failures",
+                "Blob copies that failed while being written",
+                |s| s.replica_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "cluster_replacements",
+                "Blob copies written to the next node in rank after a copy failed",
+                |s| s.replacements.load(Ordering::Relaxed),
+            ),
+            (
+                "cluster_refused_writes",
+                "Writes refused because fewer than min_replicas copies could be stored",
+                |s| s.refused_writes.load(Ordering::Relaxed),
+            ),
+            (
+                "cluster_repaired",
+                "Blob copies re-created by repair",
+                |s| s.repaired.load(Ordering::Relaxed),
+            ),
+            (
+                "cluster_collected",
+                "Copies of deleted blobs removed after the read grace",
+                |s| s.collected.load(Ordering::Relaxed),
+            ),
+        ];
+        let mut counters = Vec::new();
+        for (name, help, read) in series {
+            let c = Counter::default();
+            self.registry.register(name, help, c.clone());
+            counters.push((c, read));
+        }
+        let gauge = Gauge::default();
+        self.registry.register(
+            "cluster_repair_backlog",
+            "Blobs this node is to repair that its last repair pass left short of copies",
+            gauge.clone(),
+        );
+        self.cluster = Some(ClusterSeries {
+            stats,
+            counters,
+            backlog,
+            gauge,
+        });
     }
 
     /// Where another service registers its own series (Function Compute's).
@@ -199,6 +260,13 @@ impl Metrics {
                 catch_up(failures, health.failures());
                 failing.set(i64::from(health.failing()));
             }
+            if let Some(c) = &self.cluster {
+                for (counter, read) in &c.counters {
+                    catch_up(counter, read(&c.stats));
+                }
+                c.gauge
+                    .set(i64::try_from((c.backlog)()).unwrap_or(i64::MAX));
+            }
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -206,4 +274,14 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Reads one counter out of a node's blob-copy statistics.
+type ClusterStatReader = fn(&feiyun_cluster::ClusterStats) -> u64;
+
+struct ClusterSeries {
+    stats: Arc<feiyun_cluster::ClusterStats>,
+    counters: Vec<(Counter, ClusterStatReader)>,
+    backlog: Arc<dyn Fn() -> u64 + Send + Sync>,
+    gauge: Gauge,
 }

@@ -38,6 +38,13 @@ async fn get(n: &Node, bucket: &str, key: &str) -> Vec<u8> {
     got.body.collect().await.unwrap().into_bytes().to_vec()
 }
 
+/// A counter's value in a Prometheus text exposition.
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn wait_until_down(by: &Node, id: &str) {
     let t = Instant::now();
     while node(&status(&by.region), id).unwrap()["state"] != "down" {
@@ -154,6 +161,9 @@ async fn blobs_are_copied_to_every_node_and_read_through_any() {
             std::fs::read(f).unwrap() == std::fs::read(twin).unwrap()
         })
     });
+    let m = nodes[1].region.metrics();
+    assert!(counter(&m, "feiyun_cluster_read_fallbacks_total") >= 2, "{m}");
+    assert!(counter(&m, "feiyun_cluster_repaired_total") >= 3, "{m}");
 
     // One node down: writes keep two copies, and read through either survivor.
     nodes[2].region.kill9();
