@@ -663,6 +663,13 @@ impl<M: MetaStore> Functions<M> {
         Ok(record)
     }
 
+    /// Forgets the functions read into memory and rebuilds routes and triggers: another
+    /// node of the region changed a function.
+    pub fn forget_cached(&self) {
+        lock(&self.records).clear();
+        self.changed();
+    }
+
     fn changed(&self) {
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

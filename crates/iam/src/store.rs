@@ -503,6 +503,14 @@ impl<M: MetaStore> Iam<M> {
         Ok(iam)
     }
 
+    /// Rebuilds the snapshot and reads the stored sessions again: another node of the
+    /// region changed an identity or issued a session.
+    pub fn refresh(&self) -> Result<(), IamError> {
+        self.reload()?;
+        self.load_sessions()?;
+        Ok(())
+    }
+
     /// Records that hold secrets (access keys, STS sessions, MFA seeds) are stored sealed by
     /// the region master key and bound to their row, so a copy of the metadata file without
     /// the master key yields no credential, and a sealed value moved to another row fails.

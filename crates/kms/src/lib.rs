@@ -668,6 +668,13 @@ impl<M: MetaStore> Kms<M> {
         Ok(c)
     }
 
+    /// Forgets every cached key record and cipher: another node of the region changed a
+    /// key (disabled, rotated, scheduled for deletion).
+    pub fn forget_cached(&self) {
+        self.cached(|m| m.clear());
+        self.records_do(|m| m.clear());
+    }
+
     fn cached<T>(&self, f: impl FnOnce(&mut CipherCache) -> T) -> T {
         match self.ciphers.lock() {
             Ok(mut g) => f(&mut g),

@@ -168,6 +168,13 @@ impl BucketAccessCache {
         }
     }
 
+    /// Forgets every bucket: another node of the region changed bucket settings.
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.map.write() {
+            m.clear();
+        }
+    }
+
     /// `None` when the bucket does not exist (the operation then reports that itself).
     pub async fn get<M: MetaStore, B: BlobStore>(
         &self,

@@ -11,6 +11,7 @@ mod fc_edge;
 mod fc_identity;
 mod guard;
 mod handle;
+mod invalidate;
 pub mod keys;
 mod listen;
 mod metrics;
@@ -288,6 +289,18 @@ impl Server {
             iam: iam.clone(),
             authorize: Authorize::new(iam.clone(), oss.clone(), bucket_access.clone()),
         }));
+        if let Some(node) = &config.node {
+            invalidate::spawn(
+                oss.meta().clone(),
+                node.id.clone(),
+                invalidate::Caches {
+                    iam: iam.clone(),
+                    buckets: bucket_access.clone(),
+                    kms: kms.clone(),
+                    functions: fc.clone(),
+                },
+            );
+        }
         fc.set_own_hosts(config.domains.clone());
         fc.set_route_domains(config.fc_domains.clone());
 
@@ -458,6 +471,7 @@ async fn start_node(
     let secret = feiyun_cluster::ClusterSecret::new(node.cluster_secret.expose());
     // Joining first refuses a taken id or address before the port could clash.
     let membership = join_region(meta, node, dir).await?;
+    invalidate::set_node(&node.id);
     let listener = tokio::net::TcpListener::bind(node.cluster_listen)
         .await
         .map_err(|e| ServerError::ClusterListen(node.cluster_listen, e))?;

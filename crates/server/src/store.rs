@@ -71,14 +71,16 @@ impl MetaStore for Store {
         })
     }
 
-    async fn commit(&self, batch: WriteBatch) -> Result<(), MetaError> {
+    async fn commit(&self, mut batch: WriteBatch) -> Result<(), MetaError> {
+        crate::invalidate::stamp(&mut batch);
         match self {
             Store::Embedded(s) => s.commit(batch).await,
             Store::Postgres(s) => s.commit(batch).await,
         }
     }
 
-    async fn commit_replanning(&self, batch: WriteBatch) -> Result<bool, MetaError> {
+    async fn commit_replanning(&self, mut batch: WriteBatch) -> Result<bool, MetaError> {
+        crate::invalidate::stamp(&mut batch);
         match self {
             Store::Embedded(s) => s.commit_replanning(batch).await,
             Store::Postgres(s) => s.commit_replanning(batch).await,

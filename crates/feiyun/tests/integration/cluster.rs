@@ -291,3 +291,149 @@ fn a_data_directory_serves_one_process() {
     let err = Region::start_refused(&r.data_dir, &[]);
     assert!(err.contains("in use by another running process"), "{err}");
 }
+
+/// Every node's caches follow changes made through any other within a second: a key
+/// disabled through node 1 is refused by node 2, a bucket policy set through node 0 binds
+/// on node 2, and a function deployed through node 0 answers on node 2.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_through_one_node_holds_on_every_node_within_a_second() {
+    let url = pg().fresh_database("invalidation");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| start_node(dirs[i].path(), &url, &format!("node-{i}")))
+        .collect();
+    let user = iam_user(
+        &nodes[0].region,
+        "app",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#,
+    );
+    nodes[0]
+        .region
+        .client()
+        .create_bucket()
+        .bucket("shared")
+        .send()
+        .await
+        .unwrap();
+    // The key, created through node 0, works through node 2 (once its cache followed).
+    let as_user = |n: &Node| crate::common::client_for(&n.region.endpoint(), &user.0, &user.1);
+    let lists = |n: &Node| {
+        let c = as_user(n);
+        async move { c.list_objects_v2().bucket("shared").send().await.is_ok() }
+    };
+    let t = Instant::now();
+    while !lists(&nodes[2]).await {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "new key unknown on node 2"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Disabled through node 1: refused through node 2 within one second.
+    let resp = crate::common::query_call(
+        nodes[1].region.addr,
+        (ACCESS_KEY, SECRET_KEY),
+        "iam",
+        "2010-05-08",
+        &[
+            ("Action", "UpdateAccessKey"),
+            ("UserName", "app"),
+            ("AccessKeyId", &user.0),
+            ("Status", "Inactive"),
+        ],
+    );
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    let t = Instant::now();
+    while lists(&nodes[2]).await {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a disabled key still works on node 2 after {:?}",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A bucket policy denying everyone's reads, set through node 0, binds on node 2.
+    let root2 = nodes[2].region.client();
+    root2
+        .put_object()
+        .bucket("shared")
+        .key("k")
+        .body(ByteStream::from_static(b"v"))
+        .send()
+        .await
+        .unwrap();
+    let reader = iam_user(
+        &nodes[0].region,
+        "reader",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#,
+    );
+    let rc = crate::common::client_for(&nodes[2].region.endpoint(), &reader.0, &reader.1);
+    let t = Instant::now();
+    while rc
+        .get_object()
+        .bucket("shared")
+        .key("k")
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "reader unknown on node 2"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nodes[0]
+        .region
+        .client()
+        .put_bucket_policy()
+        .bucket("shared")
+        .policy(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::shared/*"}]}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    let t = Instant::now();
+    while rc
+        .get_object()
+        .bucket("shared")
+        .key("k")
+        .send()
+        .await
+        .is_ok()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "the policy is not seen on node 2"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A function deployed through node 0 answers through node 2.
+    let wasm = wat::parse_file(format!(
+        "{}/../fc/tests/guests/hello.wat",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let file = dirs[0].path().join("hello.wasm");
+    std::fs::write(&file, wasm).unwrap();
+    let out = cli(
+        &nodes[0].region,
+        &["fc", "deploy", "hello", "--wasm", file.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&nodes[2].region, &["fc", "invoke", "hello"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from wasm\n");
+}

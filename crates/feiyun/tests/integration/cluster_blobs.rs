@@ -162,7 +162,10 @@ async fn blobs_are_copied_to_every_node_and_read_through_any() {
         })
     });
     let m = nodes[1].region.metrics();
-    assert!(counter(&m, "feiyun_cluster_read_fallbacks_total") >= 2, "{m}");
+    assert!(
+        counter(&m, "feiyun_cluster_read_fallbacks_total") >= 2,
+        "{m}"
+    );
     assert!(counter(&m, "feiyun_cluster_repaired_total") >= 3, "{m}");
 
     // One node down: writes keep two copies, and read through either survivor.
