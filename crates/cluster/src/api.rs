@@ -135,9 +135,15 @@ pub async fn handle<M: MetaStore>(
     };
     let result: Result<Value, ClusterError> = match (method.as_str(), segs.as_slice()) {
         ("GET", ["nodes"]) => m.nodes().map(|nodes| {
+            let lease = m
+                .lease()
+                .ok()
+                .flatten()
+                .filter(|l| l.expires_ms > crate::now_ms());
             json!({
                 "answered_by": m.id(),
                 "node_down_secs": m.down_secs(),
+                "background_lease": lease.map(|l| json!({"holder": l.holder, "fence": l.fence})),
                 "nodes": nodes.iter().map(node_json).collect::<Vec<_>>(),
             })
         }),

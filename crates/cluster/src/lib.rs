@@ -36,6 +36,13 @@ pub use usage::{LocalUsage, dir_usage, disk_usage};
 
 /// Key prefix of node records in [`Table::Cluster`].
 const NODE_PREFIX: &[u8] = b"node/";
+/// The region's background lease: which node runs the once-per-region workers.
+const LEASE_KEY: &[u8] = b"lease/background";
+/// Key prefix of each node's event horizon: every event id it handed out below the value
+/// has landed (big-endian u64).
+const HORIZON_PREFIX: &[u8] = b"horizon/";
+/// How long a read of the other nodes' horizons serves.
+const HORIZON_TTL: Duration = Duration::from_millis(100);
 /// Attempts at a read-modify-write of one record before giving up to the caller.
 const ATTEMPTS: usize = 8;
 /// How long a node list read for placement serves before it is read again.
@@ -114,6 +121,16 @@ fn lease_ms(down_secs: u64) -> i64 {
     i64::try_from(down_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
+/// Who holds the background lease, until when (the holder's clock), and its fencing
+/// token, one higher at every change of holder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub holder: String,
+    pub incarnation: String,
+    pub expires_ms: i64,
+    pub fence: u64,
+}
+
 /// A node as seen by the caller now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeView {
@@ -143,8 +160,14 @@ pub struct Membership<M> {
     fresh_until_ms: AtomicI64,
     superseded: AtomicBool,
     repair_backlog: std::sync::atomic::AtomicU64,
+    /// Until when (ms, this clock) this node may run background work, and the fencing
+    /// token of its lease.
+    lead_until_ms: AtomicI64,
+    fence: std::sync::atomic::AtomicU64,
     /// The node list placement last read, and when.
     view: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<NodeView>>)>>,
+    /// The other nodes' lowest event horizon last read, and when.
+    horizon: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -302,7 +325,10 @@ impl<M: MetaStore> Membership<M> {
                         started_ms,
                         superseded: AtomicBool::new(false),
                         view: std::sync::Mutex::new(None),
+                        horizon: std::sync::Mutex::new(None),
                         repair_backlog: std::sync::atomic::AtomicU64::new(0),
+                        lead_until_ms: AtomicI64::new(0),
+                        fence: std::sync::atomic::AtomicU64::new(0),
                     }));
                 }
                 Err(MetaError::Conflict(_)) => continue,
@@ -322,6 +348,138 @@ impl<M: MetaStore> Membership<M> {
 
     pub fn meta(&self) -> &Arc<M> {
         &self.meta
+    }
+
+    /// Whether this node holds the background lease now. It stops a quarter of the lease
+    /// before the lease ends by the others' reckoning, so two nodes whose clocks agree to
+    /// within that margin never both run the workers.
+    pub fn leads(&self) -> bool {
+        !self.superseded.load(Ordering::SeqCst)
+            && now_ms() < self.lead_until_ms.load(Ordering::SeqCst)
+    }
+
+    /// The fencing token of the lease this node holds (0 before it ever held one).
+    pub fn fence(&self) -> u64 {
+        self.fence.load(Ordering::SeqCst)
+    }
+
+    /// Publishes this node's event horizon for the others' event readers.
+    pub async fn publish_horizon(&self, horizon: u64) -> Result<(), ClusterError> {
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Table::Cluster,
+            [HORIZON_PREFIX, self.spec.id.as_bytes()].concat(),
+            horizon.to_be_bytes().to_vec(),
+        );
+        self.meta.commit(batch).await?;
+        Ok(())
+    }
+
+    /// The lowest event id another up node may still commit: the least of their published
+    /// horizons (0 for one that has not published yet). Down nodes are left out: a node
+    /// that cannot heartbeat cannot commit either. Blocking.
+    pub fn others_horizon(&self) -> u64 {
+        if let Ok(h) = self.horizon.lock()
+            && let Some((at, v)) = *h
+            && at.elapsed() < HORIZON_TTL
+        {
+            return v;
+        }
+        // Read afresh (the placement view may be a second old): a node that just joined
+        // may already be committing events.
+        let Ok(nodes) = list_nodes(&*self.meta) else {
+            return 0;
+        };
+        let mut end = HORIZON_PREFIX.to_vec();
+        if let Some(l) = end.last_mut() {
+            *l += 1;
+        }
+        let Ok(rows) = self
+            .meta
+            .scan(Table::Cluster, HORIZON_PREFIX, Some(&end), MAX_NODES)
+        else {
+            return 0;
+        };
+        let published: std::collections::HashMap<&[u8], u64> = rows
+            .iter()
+            .filter_map(|(k, v)| {
+                let id = &k[HORIZON_PREFIX.len()..];
+                Some((id, u64::from_be_bytes(v.as_slice().try_into().ok()?)))
+            })
+            .collect();
+        let least = nodes
+            .iter()
+            .filter(|n| n.up && n.record.id != self.spec.id)
+            .map(|n| published.get(n.record.id.as_bytes()).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(u64::MAX);
+        if let Ok(mut h) = self.horizon.lock() {
+            *h = Some((std::time::Instant::now(), least));
+        }
+        least
+    }
+
+    /// The background lease as stored, if any node ever took it.
+    pub fn lease(&self) -> Result<Option<LeaseRecord>, ClusterError> {
+        Ok(self
+            .meta
+            .get(Table::Cluster, LEASE_KEY)?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Takes the background lease when it is free or expired, or renews it when held.
+    pub async fn try_lead(&self) -> Result<bool, ClusterError> {
+        if self.superseded.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let stored = self.meta.get(Table::Cluster, LEASE_KEY)?;
+        let old: Option<LeaseRecord> = stored
+            .as_deref()
+            .and_then(|b| serde_json::from_slice(b).ok());
+        let now = now_ms();
+        let mine = old
+            .as_ref()
+            .is_some_and(|o| o.holder == self.spec.id && o.incarnation == self.incarnation);
+        if !mine && old.as_ref().is_some_and(|o| o.expires_ms > now) {
+            self.lead_until_ms.store(0, Ordering::SeqCst);
+            return Ok(false);
+        }
+        let lease = lease_ms(self.spec.down_secs);
+        let fence = match &old {
+            Some(o) if mine => o.fence,
+            Some(o) => o.fence + 1,
+            None => 1,
+        };
+        let record = LeaseRecord {
+            holder: self.spec.id.clone(),
+            incarnation: self.incarnation.clone(),
+            expires_ms: now.saturating_add(lease),
+            fence,
+        };
+        let mut batch = WriteBatch::new();
+        batch
+            .check_value(Table::Cluster, LEASE_KEY.to_vec(), stored)
+            .put(
+                Table::Cluster,
+                LEASE_KEY.to_vec(),
+                serde_json::to_vec(&record).unwrap_or_default(),
+            );
+        match self.meta.commit(batch).await {
+            Ok(()) => {
+                if !mine {
+                    tracing::info!(node = %self.spec.id, fence, "took the background lease");
+                }
+                self.fence.store(fence, Ordering::SeqCst);
+                self.lead_until_ms
+                    .store(now.saturating_add(lease - lease / 4), Ordering::SeqCst);
+                Ok(true)
+            }
+            Err(MetaError::Conflict(_)) => {
+                self.lead_until_ms.store(0, Ordering::SeqCst);
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// What the last repair pass left; reported with the next heartbeat.
@@ -421,6 +579,9 @@ impl<M: MetaStore> Membership<M> {
                     Ok(()) => {}
                     Err(ClusterError::Superseded) => return,
                     Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                }
+                if let Err(e) = me.try_lead().await {
+                    tracing::warn!(error = %e, "background lease not renewed");
                 }
             }
         });

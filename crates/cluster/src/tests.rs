@@ -221,3 +221,37 @@ fn usage_counts_blob_files() {
     let (cap, free) = disk_usage(dir.path());
     assert!(cap > 0 && free <= cap);
 }
+
+/// One node at a time holds the background lease; when its holder stops renewing, another
+/// takes it once it expires, with a higher fencing token.
+#[tokio::test]
+async fn the_background_lease_has_one_holder_and_moves_when_it_lapses() {
+    let r = region();
+    let a = r.join(r.spec("a", "m1", 1)).await.unwrap();
+    let b = r.join(r.spec("b", "m2", 2)).await.unwrap();
+    assert!(a.try_lead().await.unwrap());
+    assert!(a.leads());
+    let first = a.fence();
+    assert!(!b.try_lead().await.unwrap());
+    assert!(!b.leads());
+    // Renewing keeps the token.
+    assert!(a.try_lead().await.unwrap());
+    assert_eq!(a.fence(), first);
+    // The holder goes silent: its lease, written with its own clock, runs out.
+    let mut lease: LeaseRecord =
+        serde_json::from_slice(&r.meta.get(Table::Cluster, LEASE_KEY).unwrap().unwrap()).unwrap();
+    lease.expires_ms = now_ms() - 1;
+    let mut batch = WriteBatch::new();
+    batch.put(
+        Table::Cluster,
+        LEASE_KEY.to_vec(),
+        serde_json::to_vec(&lease).unwrap(),
+    );
+    r.meta.commit(batch).await.unwrap();
+    assert!(b.try_lead().await.unwrap());
+    assert!(b.leads());
+    assert_eq!(b.fence(), first + 1);
+    // The old holder learns it at its next renewal and stops.
+    assert!(!a.try_lead().await.unwrap());
+    assert!(!a.leads());
+}

@@ -4,6 +4,7 @@
 //! defaults) and the root credential file. It has no I/O beyond reading the config file and
 //! the credential file, and it never depends on another Feiyun crate.
 
+pub mod background;
 pub mod config;
 pub mod credentials;
 pub mod durable;

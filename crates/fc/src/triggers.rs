@@ -47,6 +47,11 @@ pub(crate) fn spawn<M: MetaStore>(svc: &Arc<Functions<M>>) {
         let mut armed: (u64, Armed) = (0, Vec::new());
         loop {
             let Some(svc) = weak.upgrade() else { break };
+            if !feiyun_common::background::runs() {
+                drop(svc);
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
             let busy = match follow_round(&svc, &mut armed).await {
                 Ok(n) => n > 0,
                 Err(e) => {
@@ -68,6 +73,9 @@ pub(crate) fn spawn<M: MetaStore>(svc: &Arc<Functions<M>>) {
         loop {
             tick.tick().await;
             let Some(svc) = weak.upgrade() else { break };
+            if !feiyun_common::background::runs() {
+                continue;
+            }
             timer_round(&svc, &mut armed, &mut next);
         }
     });

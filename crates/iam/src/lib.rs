@@ -52,6 +52,10 @@ pub enum IamError {
     /// Site replication between regions whose default accounts differ.
     #[error("{0}")]
     SiteMismatch(String),
+    /// Another change to identities (through another node of the region) landed between
+    /// this one's read and its commit; the caller may retry.
+    #[error("{0}")]
+    ConcurrentModification(String),
     #[error("stored identity record is damaged: {0}")]
     Corrupt(String),
     #[error(transparent)]

@@ -35,6 +35,11 @@ const SESSION: &str = "s";
 /// Most live STS sessions; beyond it AssumeRole/GetSessionToken answer LimitExceeded.
 pub use crate::sessions::{MAX_SESSIONS, MAX_SESSIONS_PER_ISSUER};
 const DEFAULT_ACCOUNT: &str = "default-account";
+/// A random value every change of identities replaces, checked by the next: the nodes of
+/// a region change identities through their own snapshots, and this makes a plan built on
+/// a snapshot that missed another node's change fail instead of undoing it. (Not a kind
+/// of row: site replication leaves it alone.)
+const REVISION: &[u8] = b"revision";
 
 /// A metadata row as stored: key and value bytes.
 type RawRow = (Vec<u8>, Vec<u8>);
@@ -443,6 +448,8 @@ pub struct Iam<M> {
     kms: Arc<feiyun_kms::Kms<M>>,
     root: RootKey,
     state: RwLock<Arc<IamState>>,
+    /// The identities' revision the snapshot was built from (see [`REVISION`]).
+    revision: std::sync::Mutex<Option<Vec<u8>>>,
     writer: tokio::sync::Mutex<()>,
     /// Live STS sessions, outside the snapshot (see `sessions`).
     sessions: RwLock<crate::sessions::Sessions>,
@@ -469,6 +476,7 @@ impl<M: MetaStore> Iam<M> {
             kms,
             root,
             state: RwLock::new(Arc::new(IamState::default())),
+            revision: std::sync::Mutex::new(None),
             writer: tokio::sync::Mutex::new(()),
             sessions: RwLock::new(crate::sessions::Sessions::default()),
             mfa_failures: std::sync::Mutex::default(),
@@ -507,6 +515,12 @@ impl<M: MetaStore> Iam<M> {
     /// region changed an identity or issued a session.
     pub fn refresh(&self) -> Result<(), IamError> {
         self.reload()?;
+        self.load_sessions()?;
+        Ok(())
+    }
+
+    /// Reads the stored STS sessions again: another node issued one.
+    pub fn refresh_sessions(&self) -> Result<(), IamError> {
         self.load_sessions()?;
         Ok(())
     }
@@ -560,9 +574,19 @@ impl<M: MetaStore> Iam<M> {
         plan: impl FnOnce(Vec<RawRow>, &mut WriteBatch) -> Result<R, IamError>,
     ) -> Result<R, IamError> {
         let _one_writer = self.writer.lock().await;
+        let stored = self.meta.get(Table::Iam, REVISION)?;
         let mut batch = WriteBatch::new();
         let r = plan(self.raw_rows()?, &mut batch)?;
-        self.meta.commit(batch).await?;
+        self.revise(&mut batch, stored);
+        match self.meta.commit(batch).await {
+            Err(feiyun_meta::MetaError::Conflict(_)) => {
+                self.reload()?;
+                return Err(IamError::ConcurrentModification(
+                    "Identities were changed by another request at the same time; retry.".into(),
+                ));
+            }
+            r => r?,
+        }
         self.reload()?;
         Ok(r)
     }
@@ -733,6 +757,8 @@ impl<M: MetaStore> Iam<M> {
 
     /// Rebuilds the snapshot; returns the secret-holding rows still stored in plaintext.
     fn reload(&self) -> Result<Vec<RawRow>, IamError> {
+        // Read before the rows: a change landing in between makes the next change reload.
+        let revision = self.meta.get(Table::Iam, REVISION)?;
         let mut plain = Vec::new();
         let mut st = IamState::default();
         if let Some(id) = self.meta.get(Table::Iam, DEFAULT_ACCOUNT.as_bytes())? {
@@ -826,23 +852,51 @@ impl<M: MetaStore> Iam<M> {
             Ok(mut g) => *g = st,
             Err(p) => *p.into_inner() = st,
         }
+        *self.revision.lock().unwrap_or_else(|p| p.into_inner()) = revision;
         drop(sessions);
         Ok(plain)
     }
 
     /// Runs one change: `plan` reads the current snapshot and fills a batch; the batch is
-    /// committed and the snapshot rebuilt before the next change may start.
+    /// committed and the snapshot rebuilt before the next change may start. The snapshot is
+    /// first brought up to the stored revision, and the commit checks that revision, so a
+    /// change made meanwhile through another node of the region is never overwritten by a
+    /// plan that did not see it (the loser gets `ConcurrentModification`).
     async fn change<R>(
         &self,
         plan: impl FnOnce(&IamState, &mut WriteBatch) -> Result<R, IamError>,
     ) -> Result<R, IamError> {
         let _one_writer = self.writer.lock().await;
+        let stored = self.meta.get(Table::Iam, REVISION)?;
+        if *self.revision.lock().unwrap_or_else(|p| p.into_inner()) != stored {
+            self.reload()?;
+        }
         let st = self.snapshot();
         let mut batch = WriteBatch::new();
         let r = plan(&st, &mut batch)?;
-        self.meta.commit(batch).await?;
+        self.revise(&mut batch, stored);
+        match self.meta.commit(batch).await {
+            Err(feiyun_meta::MetaError::Conflict(_)) => {
+                self.reload()?;
+                return Err(IamError::ConcurrentModification(
+                    "Identities were changed by another request at the same time; retry.".into(),
+                ));
+            }
+            r => r?,
+        }
         self.reload()?;
         Ok(r)
+    }
+
+    /// Makes `batch` move the revision on from `stored`, which it checks.
+    fn revise(&self, batch: &mut WriteBatch, stored: Option<Vec<u8>>) {
+        batch
+            .check_value(Table::Iam, REVISION.to_vec(), stored)
+            .put(
+                Table::Iam,
+                REVISION.to_vec(),
+                rand::random::<u128>().to_be_bytes().to_vec(),
+            );
     }
 
     // ---- MFA devices ----

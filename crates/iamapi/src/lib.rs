@@ -112,6 +112,7 @@ impl From<IamError> for ApiError {
             IamError::AccessDenied(_) => (StatusCode::FORBIDDEN, "AccessDenied"),
             IamError::PackedPolicyTooLarge(_) => (StatusCode::BAD_REQUEST, "PackedPolicyTooLarge"),
             IamError::SiteMismatch(_) => (StatusCode::CONFLICT, "SiteMismatch"),
+            IamError::ConcurrentModification(_) => (StatusCode::CONFLICT, "ConcurrentModification"),
             IamError::Corrupt(_) | IamError::Meta(_) => {
                 tracing::error!(error = %e, "identity store failure");
                 return ApiError::new(

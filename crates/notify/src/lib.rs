@@ -176,6 +176,10 @@ async fn deliver_forever<M: MetaStore, B: BlobStore>(
 ) {
     let consumer = target.consumer();
     loop {
+        if !feiyun_common::background::runs() {
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
         match deliver_round(&oss, &target, &client, &consumer).await {
             Ok(0) => tokio::time::sleep(POLL).await,
             Ok(_) => {}
@@ -323,6 +327,9 @@ async fn trim_forever<M: MetaStore, B: BlobStore>(
 ) {
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
+        if !feiyun_common::background::runs() {
+            continue;
+        }
         // Event ids are microseconds since the epoch (or just above), so age is a bound on id.
         let now_us = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as u64;
         let expired = now_us.saturating_sub(retention.as_micros() as u64);

@@ -65,10 +65,15 @@ impl EventRecord {
     }
 }
 
+type OtherHorizon = Box<dyn Fn() -> u64 + Send + Sync>;
+
 /// The event sequence and the ids whose commits have not finished.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub(crate) struct EventIds {
     state: Arc<Mutex<IdState>>,
+    /// In a multi-node region: the lowest id another node may still commit (each node
+    /// publishes its own horizon). Blocking; call off the runtime.
+    others: Arc<std::sync::OnceLock<OtherHorizon>>,
 }
 
 #[derive(Debug, Default)]
@@ -116,14 +121,25 @@ impl EventIds {
         }
     }
 
-    /// Every id below this has finished its commit: it is stored, or never will be. Read
-    /// before the scan: ids handed out later are all at or above it.
-    pub(crate) fn horizon(&self) -> u64 {
+    /// Every id this process handed out below this has finished its commit: it is stored,
+    /// or never will be. Read before the scan: ids handed out later are all at or above it
+    /// (at least the clock, and above the last).
+    pub(crate) fn local_horizon(&self) -> u64 {
+        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as u64;
         let s = lock(&self.state);
         s.open
             .first()
             .copied()
-            .unwrap_or_else(|| s.last.saturating_add(1))
+            .unwrap_or_else(|| s.last.saturating_add(1).max(now))
+    }
+
+    /// [`Self::local_horizon`], lowered to the other nodes' (blocking in a region).
+    pub(crate) fn horizon(&self) -> u64 {
+        let local = self.local_horizon();
+        match self.others.get() {
+            Some(f) => local.min(f()),
+            None => local,
+        }
     }
 }
 
@@ -239,12 +255,21 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         after: u64,
         limit: usize,
     ) -> Result<Vec<EventRecord>, OssError> {
-        let horizon = self.event_ids.horizon();
-        if horizon <= after.saturating_add(1) {
+        let local = self.event_ids.local_horizon();
+        if local <= after.saturating_add(1) {
             return Ok(Vec::new());
         }
+        let ids = self.event_ids.clone();
         let rows = self
             .blocking(move |m, _| {
+                // Read before the scan, as the local one was.
+                let horizon = match ids.others.get() {
+                    Some(f) => local.min(f()),
+                    None => local,
+                };
+                if horizon <= after.saturating_add(1) {
+                    return Ok(Vec::new());
+                }
                 let start = event_key(after.saturating_add(1));
                 let end = event_key(horizon);
                 Ok(m.scan(Table::Events, &start, Some(&end), limit)?)
@@ -257,6 +282,18 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     /// nothing to do for any event may move its cursor to just below it without reading.
     pub fn events_landed_below(&self) -> u64 {
         self.event_ids.horizon()
+    }
+
+    /// Every event id this node handed out below this has landed: what it publishes to the
+    /// other nodes of its region.
+    pub fn local_event_horizon(&self) -> u64 {
+        self.event_ids.local_horizon()
+    }
+
+    /// Makes event readers wait for the other nodes of a region: `others` is the lowest
+    /// event id any of them may still commit. Only the first call counts.
+    pub fn set_other_event_horizon(&self, others: impl Fn() -> u64 + Send + Sync + 'static) {
+        let _ = self.event_ids.others.set(Box::new(others));
     }
 
     /// A consumer's durable position (0 before its first event).

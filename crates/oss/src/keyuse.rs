@@ -179,6 +179,9 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
+                if !feiyun_common::background::runs() {
+                    continue;
+                }
                 match svc.rewrap().await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(

@@ -695,6 +695,9 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(svc) = weak.upgrade() else { return };
+                if !feiyun_common::background::runs() {
+                    continue;
+                }
                 match svc.run_lifecycle(now_millis()).await {
                     Ok(r) if r != LifecycleReport::default() => {
                         tracing::info!(?r, "lifecycle run");

@@ -380,7 +380,7 @@ fn parse_keys(xml: &[u8]) -> Result<(Vec<Listed>, Option<String>), String> {
             }
             Ok(Event::Text(t)) => Some(t.decode().map_err(|e| e.to_string())?.into_owned()),
             Ok(Event::GeneralRef(r)) => Some(
-                match r.as_ref() {
+                match &r[..] {
                     b"amp" => "&",
                     b"lt" => "<",
                     b"gt" => ">",

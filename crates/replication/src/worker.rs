@@ -323,7 +323,33 @@ async fn follow<M: MetaStore, B: BlobStore>(r: Arc<Replication<M, B>>) {
         s.scanned = pos;
         s.durable = pos;
     });
+    let mut leading = true;
     loop {
+        if !feiyun_common::background::runs() {
+            leading = false;
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
+        if !leading {
+            // Another node followed the log meanwhile: go on from its durable cursor once
+            // this node's own tasks are done.
+            if r.state.with(|s| s.outstanding.len() + s.unrecorded.len()) > 0 {
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            match r.oss.event_cursor(CONSUMER).await {
+                Ok(c) => pos = c,
+                Err(_) => {
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            }
+            r.state.with(|s| {
+                s.scanned = pos;
+                s.durable = pos;
+            });
+            leading = true;
+        }
         if r.state.with(|s| s.outstanding.len() + s.unrecorded.len()) >= MAX_OUTSTANDING {
             tokio::time::sleep(POLL).await;
             continue;

@@ -30,9 +30,11 @@ pub(crate) fn set_node(id: &str) {
     let _ = NODE.set(id.to_owned());
 }
 
-/// The cached domain a table belongs to.
-fn domain(table: Table) -> Option<&'static str> {
+/// The cached domain a row belongs to.
+fn domain(table: Table, key: &[u8]) -> Option<&'static str> {
     match table {
+        // STS sessions are many and change nothing else: re-read on their own.
+        Table::Iam if key.starts_with(b"s\0") => Some("sessions"),
         Table::Iam => Some("iam"),
         Table::Buckets | Table::BucketConfigs => Some("buckets"),
         Table::Kms => Some("kms"),
@@ -46,11 +48,11 @@ pub(crate) fn stamp(batch: &mut WriteBatch) {
     let Some(node) = NODE.get() else { return };
     let mut touched: Vec<&'static str> = Vec::new();
     for m in &batch.mutations {
-        let table = match m {
-            feiyun_meta::Mutation::Put { table, .. }
-            | feiyun_meta::Mutation::Delete { table, .. } => *table,
+        let (table, key) = match m {
+            feiyun_meta::Mutation::Put { table, key, .. }
+            | feiyun_meta::Mutation::Delete { table, key } => (*table, key),
         };
-        if let Some(d) = domain(table)
+        if let Some(d) = domain(table, key)
             && !touched.contains(&d)
         {
             touched.push(d);
@@ -80,6 +82,11 @@ impl Caches {
             "iam" => {
                 if let Err(e) = self.iam.refresh() {
                     tracing::warn!(error = %e, "identities could not be re-read; retried");
+                }
+            }
+            "sessions" => {
+                if let Err(e) = self.iam.refresh_sessions() {
+                    tracing::warn!(error = %e, "sessions could not be re-read; retried");
                 }
             }
             "buckets" => self.buckets.clear(),
@@ -131,7 +138,7 @@ pub(crate) fn spawn(meta: Arc<Store>, me: String, caches: Caches) {
                 }
             }
             if seen.is_none() {
-                changed = ["iam", "buckets", "kms", "functions"]
+                changed = ["iam", "sessions", "buckets", "kms", "functions"]
                     .map(str::to_owned)
                     .to_vec();
             }

@@ -196,6 +196,9 @@ impl Server {
             master,
         )
         .await?;
+        if let Some(m) = &membership {
+            spawn_event_horizon(&oss, m);
+        }
         if !config.encrypt_at_rest {
             tracing::warn!(
                 "encrypt_at_rest is off: objects written without SSE headers or a bucket default are stored in plaintext"
@@ -498,6 +501,29 @@ async fn start_node(
     Ok((Blobs::Cluster(blobs), membership))
 }
 
+/// How often a node publishes its event horizon: the delay it adds to event delivery.
+const HORIZON_EVERY: Duration = Duration::from_millis(150);
+
+/// Makes event readers on this node wait for every node's commits, and publishes this
+/// node's horizon for the others': each node numbers events on its own clock, so an id
+/// below another node's newest may still be in flight here.
+fn spawn_event_horizon(oss: &Arc<EmbeddedOss>, m: &Arc<feiyun_cluster::Membership<Store>>) {
+    let others = m.clone();
+    oss.set_other_event_horizon(move || others.others_horizon());
+    let (oss, m) = (Arc::downgrade(oss), m.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(HORIZON_EVERY).await;
+            let Some(o) = oss.upgrade() else { return };
+            let h = o.local_event_horizon();
+            drop(o);
+            if let Err(e) = m.publish_horizon(h).await {
+                tracing::debug!(error = %e, "event horizon not published");
+            }
+        }
+    });
+}
+
 /// Registers this process as a node of the region and starts its heartbeat.
 async fn join_region(
     meta: &Arc<Store>,
@@ -527,6 +553,12 @@ async fn join_region(
         data_dir: dir.to_owned(),
     };
     let membership = feiyun_cluster::Membership::join(meta.clone(), spec, first).await?;
+    // Once-per-region work runs on the holder of the background lease only.
+    let leader = membership.clone();
+    feiyun_common::background::set_gate(move || leader.leads());
+    if let Err(e) = membership.try_lead().await {
+        tracing::warn!(error = %e, "background lease not taken yet");
+    }
     membership.spawn_heartbeat(usage);
     Ok(membership)
 }
@@ -550,6 +582,10 @@ fn spawn_kms_purge(kms: Arc<feiyun_kms::Kms<Store>>, every: Duration) {
     tokio::spawn(async move {
         loop {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            if !feiyun_common::background::runs() {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
             match kms.purge_due(now).await {
                 Ok(ids) => {
                     for id in ids {

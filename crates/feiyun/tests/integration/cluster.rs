@@ -437,3 +437,93 @@ async fn a_change_through_one_node_holds_on_every_node_within_a_second() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from wasm\n");
 }
+
+/// Background work runs once per region: each event reaches a webhook once, not once per
+/// node, and when the node holding the background lease dies another takes over.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_are_delivered_once_per_region_and_outlive_the_lease_holder() {
+    use crate::notifications::{Receiver, notification};
+    let url = pg().fresh_database("background");
+    let hook = Receiver::start();
+    let webhooks = format!("hook={}", hook.url);
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let id = format!("node-{i}");
+            let advertise = free_addr();
+            let mut env = node_env(&url, &id, &advertise);
+            env.push(("FEIYUN_WEBHOOKS", webhooks.as_str()));
+            Node {
+                region: Region::start_with(dirs[i].path(), &env),
+                id,
+                advertise,
+            }
+        })
+        .collect();
+    let c = nodes[0].region.client();
+    c.create_bucket().bucket("events").send().await.unwrap();
+    c.put_bucket_notification_configuration()
+        .bucket("events")
+        .notification_configuration(notification("", "arn:feiyun:sqs:us-east-1:0:hook"))
+        .send()
+        .await
+        .unwrap();
+    let put = |n: &Node, key: String| {
+        let c = n.region.client();
+        async move {
+            c.put_object()
+                .bucket("events")
+                .key(key)
+                .body(ByteStream::from_static(b"x"))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    for i in 0..9 {
+        put(&nodes[i % 3], format!("a{i}")).await;
+    }
+    let t = Instant::now();
+    while hook.events().len() < 9 {
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", hook.events());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut keys: Vec<String> = hook.events().into_iter().map(|(_, k)| k).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        (0..9).map(|i| format!("a{i}")).collect::<Vec<_>>(),
+        "once each"
+    );
+
+    // kill -9 the lease holder: a survivor takes the lease over and delivers the rest.
+    let s = status(&nodes[0].region);
+    let holder = s["background_lease"]["holder"].as_str().unwrap().to_owned();
+    let fence = s["background_lease"]["fence"].as_u64().unwrap();
+    let h = nodes.iter().position(|n| n.id == holder).unwrap();
+    nodes[h].region.kill9();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != h).collect();
+    for (j, i) in survivors.iter().enumerate() {
+        put(&nodes[*i], format!("b{j}")).await;
+    }
+    let t = Instant::now();
+    loop {
+        let got: std::collections::BTreeSet<String> =
+            hook.events().into_iter().map(|(_, k)| k).collect();
+        if got.contains("b0") && got.contains("b1") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "not delivered: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = status(&nodes[survivors[0]].region);
+    assert_ne!(s["background_lease"]["holder"], holder.as_str(), "{s}");
+    assert!(
+        s["background_lease"]["fence"].as_u64().unwrap() > fence,
+        "{s}"
+    );
+}

@@ -45,6 +45,12 @@ fn counter(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Placement reads the node list at most a second old: a node that just joined gets
+/// copies from the others a second later.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(1200));
+}
+
 fn wait_until_down(by: &Node, id: &str) {
     let t = Instant::now();
     while node(&status(&by.region), id).unwrap()["state"] != "down" {
@@ -71,6 +77,7 @@ async fn blobs_are_copied_to_every_node_and_read_through_any() {
     let mut nodes: Vec<Node> = (0..3)
         .map(|i| start_node(dirs[i].path(), &url, &format!("node-{i}")))
         .collect();
+    settle();
     let c: Vec<_> = nodes.iter().map(|n| n.region.client()).collect();
     c[0].create_bucket().bucket("data").send().await.unwrap();
 
@@ -389,6 +396,7 @@ async fn a_drained_node_gives_its_copies_away() {
             }
         })
         .collect();
+    settle();
     let c = nodes[0].region.client();
     c.create_bucket().bucket("drain").send().await.unwrap();
     let mut objects = Vec::new();

@@ -17,15 +17,15 @@ use aws_sdk_s3::types::{
 };
 
 /// A webhook that records every body it accepts; while `failing`, it answers 503.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     got: Arc<Mutex<Vec<serde_json::Value>>>,
     failing: Arc<AtomicBool>,
     refused: Arc<Mutex<usize>>,
 }
 
 impl Receiver {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/events", listener.local_addr().unwrap());
         let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
@@ -63,7 +63,7 @@ impl Receiver {
     }
 
     /// (event name, key) of everything received, in order.
-    fn events(&self) -> Vec<(String, String)> {
+    pub(crate) fn events(&self) -> Vec<(String, String)> {
         self.got
             .lock()
             .unwrap()
@@ -110,7 +110,7 @@ fn wait_for(what: &str, f: impl Fn() -> bool) {
     }
 }
 
-fn notification(prefix: &str, arn: &str) -> NotificationConfiguration {
+pub(crate) fn notification(prefix: &str, arn: &str) -> NotificationConfiguration {
     NotificationConfiguration::builder()
         .queue_configurations(
             QueueConfiguration::builder()
