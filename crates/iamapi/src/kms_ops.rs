@@ -23,6 +23,14 @@ impl From<KmsError> for ApiError {
             KmsError::Validation(_) => "ValidationException",
             KmsError::AlreadyExists(_) => "AlreadyExistsException",
             KmsError::Limit(_) => "LimitExceededException",
+            KmsError::Meta(feiyun_meta::MetaError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "KMS store unavailable");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "KMSInternalException",
+                    "The KMS is unavailable. Please try again.",
+                );
+            }
             KmsError::MasterKey(_) | KmsError::Corrupt(_) | KmsError::Meta(_) => {
                 tracing::error!(error = %e, "KMS failure");
                 return ApiError::new(

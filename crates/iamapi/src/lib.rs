@@ -113,6 +113,14 @@ impl From<IamError> for ApiError {
             IamError::PackedPolicyTooLarge(_) => (StatusCode::BAD_REQUEST, "PackedPolicyTooLarge"),
             IamError::SiteMismatch(_) => (StatusCode::CONFLICT, "SiteMismatch"),
             IamError::ConcurrentModification(_) => (StatusCode::CONFLICT, "ConcurrentModification"),
+            IamError::Meta(feiyun_meta::MetaError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "identity store unavailable");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The service is unavailable. Please try again.",
+                );
+            }
             IamError::Corrupt(_) | IamError::Meta(_) => {
                 tracing::error!(error = %e, "identity store failure");
                 return ApiError::new(

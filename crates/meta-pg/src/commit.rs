@@ -60,6 +60,11 @@ pub(crate) fn commit(pool: &Arc<Pool>, batch: &WriteBatch) -> Result<bool, MetaE
             }
         }
     }
+    if let Some(e) = &last
+        && e.connection_lost()
+    {
+        return Err(MetaError::Unavailable(e.to_string()));
+    }
     let why = last.map(|e| e.to_string()).unwrap_or_default();
     Err(match last_was_contention(&why) {
         // Writers of one row kept colliding: the caller re-reads and retries, or answers

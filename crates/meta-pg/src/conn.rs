@@ -454,7 +454,12 @@ impl Param {
 
 impl From<PgError> for MetaError {
     fn from(e: PgError) -> Self {
-        MetaError::Storage(e.to_string())
+        match e {
+            PgError::Connect(_) | PgError::Timeout | PgError::PoolExhausted(_) => {
+                MetaError::Unavailable(e.to_string())
+            }
+            _ => MetaError::Storage(e.to_string()),
+        }
     }
 }
 

@@ -259,6 +259,10 @@ pub enum MetaError {
     Closed,
     #[error("metadata storage error: {0}")]
     Storage(String),
+    /// A networked engine cannot reach its database (down, restarting, pool exhausted):
+    /// nothing was applied, and the same request may work in a moment.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
     /// A networked engine lost its connection while a commit was in flight and could not
     /// find out whether it landed. The only error after which the batch may have been
     /// applied: callers must not undo what it would have referenced (the pending-blob guard

@@ -182,6 +182,7 @@ impl From<MetaError> for OssError {
         match e {
             MetaError::Corrupt { table } => OssError::Corrupt(format!("metadata in {table}")),
             MetaError::Conflict(_) => OssError::Busy,
+            MetaError::Unavailable(m) => OssError::Unavailable(m),
             other => OssError::Internal(other.to_string()),
         }
     }

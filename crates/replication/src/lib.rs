@@ -257,6 +257,45 @@ impl<M: MetaStore, B: BlobStore> Replication<M, B> {
         String::from_utf8(plain).map_err(|_| ReplicationError::Corrupt("peer secret".into()))
     }
 
+    /// Reads the peers and bucket homes again: another node of the region changed them. A
+    /// peer whose record is unchanged keeps its client and health.
+    pub fn reload(&self) -> Result<(), ReplicationError> {
+        let rows = self
+            .oss
+            .meta()
+            .scan(Table::Replication, b"p/", Some(b"p0"), 10_000)?;
+        let mut names = std::collections::BTreeSet::new();
+        for (k, v) in rows {
+            let rec: PeerRecord = ciborium::from_reader(v.as_slice())
+                .map_err(|e| ReplicationError::Corrupt(e.to_string()))?;
+            names.insert(rec.name.clone());
+            let same = self.peer(&rec.name).is_some_and(|p| {
+                let o = &p.record;
+                (
+                    &o.endpoint,
+                    &o.signing_region,
+                    &o.access_key,
+                    &o.sealed_secret,
+                    o.site,
+                ) == (
+                    &rec.endpoint,
+                    &rec.signing_region,
+                    &rec.access_key,
+                    &rec.sealed_secret,
+                    rec.site,
+                )
+            });
+            if !same {
+                let secret = self.unseal(&k, &rec.sealed_secret)?;
+                self.install(rec, &secret)?;
+            }
+        }
+        if let Ok(mut p) = self.peers.write() {
+            p.retain(|name, _| names.contains(name));
+        }
+        self.load_homes()
+    }
+
     fn install(&self, rec: PeerRecord, secret: &str) -> Result<(), ReplicationError> {
         let client = client::S3Client::new(
             &rec.endpoint,

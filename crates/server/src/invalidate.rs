@@ -39,6 +39,10 @@ fn domain(table: Table, key: &[u8]) -> Option<&'static str> {
         Table::Buckets | Table::BucketConfigs => Some("buckets"),
         Table::Kms => Some("kms"),
         Table::Functions => Some("functions"),
+        // Peer regions and bucket homes; not the per-rule progress rows.
+        Table::Replication if key.starts_with(b"p/") || key.starts_with(b"h/") => {
+            Some("replication")
+        }
         _ => None,
     }
 }
@@ -74,6 +78,7 @@ pub(crate) struct Caches {
     pub buckets: Arc<feiyun_s3api::BucketAccessCache>,
     pub kms: Arc<feiyun_kms::Kms<Store>>,
     pub functions: Arc<feiyun_fc::Functions<Store>>,
+    pub replication: Arc<feiyun_replication::Replication<Store, crate::Blobs>>,
 }
 
 impl Caches {
@@ -92,6 +97,11 @@ impl Caches {
             "buckets" => self.buckets.clear(),
             "kms" => self.kms.forget_cached(),
             "functions" => self.functions.forget_cached(),
+            "replication" => {
+                if let Err(e) = self.replication.reload() {
+                    tracing::warn!(error = %e, "peer regions could not be re-read; retried");
+                }
+            }
             _ => {}
         }
     }
@@ -138,9 +148,16 @@ pub(crate) fn spawn(meta: Arc<Store>, me: String, caches: Caches) {
                 }
             }
             if seen.is_none() {
-                changed = ["iam", "sessions", "buckets", "kms", "functions"]
-                    .map(str::to_owned)
-                    .to_vec();
+                changed = [
+                    "iam",
+                    "sessions",
+                    "buckets",
+                    "kms",
+                    "functions",
+                    "replication",
+                ]
+                .map(str::to_owned)
+                .to_vec();
             }
             seen = Some(now);
             if !changed.is_empty() {

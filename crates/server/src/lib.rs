@@ -301,6 +301,7 @@ impl Server {
                     buckets: bucket_access.clone(),
                     kms: kms.clone(),
                     functions: fc.clone(),
+                    replication: replication.clone(),
                 },
             );
         }

@@ -436,6 +436,33 @@ async fn a_change_through_one_node_holds_on_every_node_within_a_second() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from wasm\n");
+
+    // A peer region registered through node 1 is known to node 2 (which may hold the lease
+    // that runs the replication worker).
+    let out = cli(
+        &nodes[1].region,
+        &[
+            "region",
+            "add",
+            "dr",
+            "--url",
+            "http://127.0.0.1:9",
+            "--access-key",
+            ACCESS_KEY,
+            "--secret-key",
+            SECRET_KEY,
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = Instant::now();
+    loop {
+        let out = cli(&nodes[2].region, &["region", "list"]);
+        if String::from_utf8_lossy(&out.stdout).contains("127.0.0.1:9") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(1), "peer unknown on node 2");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Background work runs once per region: each event reaches a webhook once, not once per
@@ -526,4 +553,124 @@ async fn events_are_delivered_once_per_region_and_outlive_the_lease_holder() {
         s["background_lease"]["fence"].as_u64().unwrap() > fence,
         "{s}"
     );
+}
+
+/// PostgreSQL restarted under load: requests fail cleanly with 503 while it is down, the
+/// nodes recover without a restart, and every write acknowledged reads back whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_restart_fails_requests_cleanly_and_the_nodes_recover() {
+    // Its own server: the others' tests must not see it go down.
+    let db = feiyun_meta_pg::testkit::Throwaway::start();
+    let url = db.fresh_database("restart");
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| start_node(dirs[i].path(), &url, &format!("node-{i}")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1200));
+    let c: Vec<_> = nodes.iter().map(|n| n.region.client()).collect();
+    c[0].create_bucket()
+        .bucket("restarts")
+        .send()
+        .await
+        .unwrap();
+    let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
+    let put = async |i: usize, key: String, acked: &mut Vec<(String, Vec<u8>)>| {
+        let data =
+            crate::common::pattern(if i.is_multiple_of(2) { 1000 } else { 150_000 }, i as u64);
+        match c[i % 2]
+            .put_object()
+            .bucket("restarts")
+            .key(&key)
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+        {
+            Ok(_) => {
+                acked.push((key, data));
+                None
+            }
+            Err(e) => Some(e.raw_response().map(|r| r.status().as_u16())),
+        }
+    };
+    for i in 0..6 {
+        assert_eq!(put(i, format!("before{i}"), &mut acked).await, None);
+    }
+    db.stop();
+    let t = Instant::now();
+    let mut i = 0;
+    while t.elapsed() < Duration::from_secs(3) {
+        let key = format!("during{i}");
+        if let Some(status) = put(i, key.clone(), &mut acked).await {
+            assert_eq!(
+                status,
+                Some(503),
+                "{key}: a clean 503 while the database is down"
+            );
+            refused.push(key);
+        }
+        i += 1;
+    }
+    assert!(
+        !refused.is_empty(),
+        "nothing failed while the database was down"
+    );
+    let got = c[1]
+        .get_object()
+        .bucket("restarts")
+        .key("before1")
+        .send()
+        .await;
+    assert_eq!(
+        got.unwrap_err().raw_response().map(|r| r.status().as_u16()),
+        Some(503)
+    );
+    db.restart();
+    // Both nodes come back by themselves.
+    for (n, client) in c.iter().enumerate() {
+        let t = Instant::now();
+        loop {
+            let r = client
+                .put_object()
+                .bucket("restarts")
+                .key(format!("after{n}"))
+                .body(ByteStream::from_static(b"back"))
+                .send()
+                .await;
+            if r.is_ok() {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "node-{n} did not recover: {r:?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    for (key, data) in &acked {
+        let got = c[0]
+            .get_object()
+            .bucket("restarts")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            &got.body.collect().await.unwrap().into_bytes()[..],
+            &data[..],
+            "{key}"
+        );
+    }
+    // A refused write is absent, or (its commit landed as the connection broke) whole.
+    for key in &refused {
+        if let Ok(got) = c[1].get_object().bucket("restarts").key(key).send().await {
+            let i: usize = key.trim_start_matches("during").parse().unwrap();
+            let want =
+                crate::common::pattern(if i.is_multiple_of(2) { 1000 } else { 150_000 }, i as u64);
+            assert_eq!(
+                got.body.collect().await.unwrap().into_bytes().to_vec(),
+                want
+            );
+        }
+    }
 }
