@@ -625,7 +625,22 @@ impl<M: MetaStore> Sink for Tee<M> {
     fn commit(mut self: Box<Self>) -> Result<(), BlobError> {
         let id = self.id;
         let mut good: Vec<String> = Vec::with_capacity(self.want);
-        for r in std::mem::take(&mut self.replicas) {
+        let mut replicas = std::mem::take(&mut self.replicas);
+        // Every upload ends before any is waited for: the copies' fsyncs overlap.
+        let mut i = 0;
+        while i < replicas.len() {
+            match &mut replicas[i].sink {
+                ReplicaSink::Remote(s) => match s.close() {
+                    Ok(()) => i += 1,
+                    Err(e) => {
+                        let r = replicas.remove(i);
+                        self.fail(r.node, e.to_string());
+                    }
+                },
+                ReplicaSink::Local(_) => i += 1,
+            }
+        }
+        for r in replicas {
             let node = r.node.clone();
             match r.commit() {
                 Ok(()) => good.push(node),

@@ -45,12 +45,15 @@ const MAX_RANGE: u64 = 32 * 1024 * 1024;
 /// Chunks (each up to the frame writer's 1 MiB buffer) in flight to one replica.
 const SEND_QUEUE: usize = 4;
 /// A replica that takes no chunk for this long has failed.
-const STALL: Duration = Duration::from_secs(30);
+const STALL: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A read, size or delete that has not answered by now has failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
-/// A replica's answer to the end of an upload: its fsync of up to 5 GiB.
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(120);
+/// A replica's answer to the end of an upload (its fsync): this long, plus a second per
+/// [`COMMIT_BYTES_PER_SEC`] sent, so a node cut off mid-write holds the write for seconds,
+/// while a 5 GiB part's fsync on a slow disk still has its time.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+const COMMIT_BYTES_PER_SEC: u64 = 64 * 1024 * 1024;
 /// Connections the cluster listener serves at once.
 const MAX_CONNECTIONS: usize = 512;
 /// Connections one address may hold: a stranger filling the listener before it has shown
@@ -300,6 +303,8 @@ impl PeerClient {
             let _ = done_tx.send(r);
         });
         RemoteSink {
+            sent: 0,
+            closed: false,
             tx: Some(tx),
             mac: self.secret.body_mac("body", &sig),
             done: Some(done_rx),
@@ -340,6 +345,8 @@ impl Limited {
 
 /// One replica's upload in progress.
 pub struct RemoteSink {
+    sent: u64,
+    closed: bool,
     tx: Option<mpsc::Sender<Bytes>>,
     mac: HmacSha256,
     done: Option<oneshot::Receiver<io::Result<()>>>,
@@ -380,17 +387,30 @@ impl RemoteSink {
         }
     }
 
-    /// Sends the body's MAC and waits for the replica to say it has fsynced the copy.
-    pub fn finish(mut self) -> io::Result<()> {
+    /// Sends the body's MAC and ends the upload: the replica then fsyncs and answers. The
+    /// tee closes every replica before it waits for any, so their fsyncs overlap.
+    pub fn close(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
         let tag: [u8; 32] = self.mac.clone().finalize().into_bytes().into();
         self.send(Bytes::copy_from_slice(&tag))?;
         self.tx = None;
+        Ok(())
+    }
+
+    /// [`Self::close`], then waits for the replica to say it has fsynced the copy.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.close()?;
         let Some(done) = self.done.take() else {
             return Err(io::ErrorKind::BrokenPipe.into());
         };
-        match wait(&self.rt, async move {
-            tokio::time::timeout(COMMIT_TIMEOUT, done).await
-        }) {
+        let limit = COMMIT_TIMEOUT + Duration::from_secs(self.sent / COMMIT_BYTES_PER_SEC);
+        match wait(
+            &self.rt,
+            async move { tokio::time::timeout(limit, done).await },
+        ) {
             Some(Ok(Ok(r))) => r,
             Some(Err(_)) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -404,6 +424,7 @@ impl RemoteSink {
 impl io::Write for RemoteSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.mac.update(buf);
+        self.sent += buf.len() as u64;
         self.send(Bytes::copy_from_slice(buf))?;
         Ok(buf.len())
     }

@@ -197,6 +197,17 @@ impl<M: MetaStore> Inner<M> {
         if counted >= want && !leaving && !lost {
             return Ok(None);
         }
+        // A write still in flight owns its record (it rewrites it when its copies are
+        // done); only blobs whose writes committed are repaired.
+        if self
+            .membership
+            .meta()
+            .get(Table::PendingBlobs, &id.to_bytes())
+            .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))?
+            .is_some()
+        {
+            return Ok(None);
+        }
         // The source: a copy on an up node not known bad, this node's own if it has one.
         let sources: Vec<&str> = states
             .iter()

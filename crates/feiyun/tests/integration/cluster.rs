@@ -453,14 +453,21 @@ async fn a_change_through_one_node_holds_on_every_node_within_a_second() {
             SECRET_KEY,
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t = Instant::now();
     loop {
         let out = cli(&nodes[2].region, &["region", "list"]);
         if String::from_utf8_lossy(&out.stdout).contains("127.0.0.1:9") {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(1), "peer unknown on node 2");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "peer unknown on node 2"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

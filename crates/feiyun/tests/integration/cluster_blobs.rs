@@ -432,3 +432,102 @@ async fn a_drained_node_gives_its_copies_away() {
         .unwrap();
     assert!(blob_files(dirs[0].path()).is_empty());
 }
+
+/// A node cut off from the database and from the other nodes during writes, then healed:
+/// no acknowledged write is lost, its copies are made up, and an access key disabled
+/// meanwhile is refused by it within a second of healing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_cut_off_during_writes_catches_up_when_healed() {
+    use crate::common::{ACCESS_KEY, Link, SECRET_KEY, iam_user, query_call};
+    let url = pg().fresh_database("blob_partition");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<Node> = (0..2)
+        .map(|i| start_node(dirs[i].path(), &url, &format!("node-{i}")))
+        .collect();
+    // Node 2 reaches the database, and is reached by the others, through links the test cuts.
+    let pg_port: u16 = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let db_link = Link::open(([127, 0, 0, 1], pg_port).into()).await;
+    let listen = crate::common::free_addr();
+    let peer_link = Link::open(listen.parse().unwrap()).await;
+    let linked_url = url.replace(
+        &format!(":{pg_port}/"),
+        &format!(":{}/", db_link.addr.port()),
+    );
+    let advertise = peer_link.addr.to_string();
+    let mut env = node_env(&linked_url, "node-2", &advertise);
+    env.push(("FEIYUN_CLUSTER_LISTEN", &listen));
+    nodes.push(Node {
+        region: Region::start_with(dirs[2].path(), &env),
+        id: "node-2".into(),
+        advertise: advertise.clone(),
+    });
+    settle();
+    let c0 = nodes[0].region.client();
+    c0.create_bucket().bucket("cut").send().await.unwrap();
+    let user = iam_user(
+        &nodes[0].region,
+        "app",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#,
+    );
+    let as_user = crate::common::client_for(&nodes[2].region.endpoint(), &user.0, &user.1);
+    wait_for("node 2 knows the key", || {
+        futures::executor::block_on(as_user.list_objects_v2().bucket("cut").send()).is_ok()
+    });
+
+    db_link.cut();
+    peer_link.cut();
+    let mut acked = Vec::new();
+    for i in 0..4u64 {
+        let data = pattern(120_000, 500 + i);
+        c0.put_object()
+            .bucket("cut")
+            .key(format!("k{i}"))
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("k{i} through node 0 while node 2 is cut off: {e:?}"));
+        acked.push(data);
+    }
+    let resp = query_call(
+        nodes[1].region.addr,
+        (ACCESS_KEY, SECRET_KEY),
+        "iam",
+        "2010-05-08",
+        &[
+            ("Action", "UpdateAccessKey"),
+            ("UserName", "app"),
+            ("AccessKeyId", &user.0),
+            ("Status", "Inactive"),
+        ],
+    );
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+
+    db_link.heal();
+    peer_link.heal();
+    let healed = Instant::now();
+    while as_user.list_objects_v2().bucket("cut").send().await.is_ok() {
+        assert!(
+            healed.elapsed() < Duration::from_secs(1),
+            "node 2 still takes a disabled key {:?} after healing",
+            healed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for n in &nodes {
+        for (i, data) in acked.iter().enumerate() {
+            assert_eq!(
+                &get(n, "cut", &format!("k{i}")).await,
+                data,
+                "k{i} via {}",
+                n.id
+            );
+        }
+    }
+    wait_for("node 2 got its copies", || {
+        blob_files(dirs[2].path()).len() == acked.len()
+    });
+}
