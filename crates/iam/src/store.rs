@@ -503,7 +503,11 @@ impl<M: MetaStore> Iam<M> {
                     created: now(),
                 })?,
             );
-            iam.meta.commit(b).await?;
+            match iam.meta.commit(b).await {
+                // Another node of the region, starting at the same moment, made it first.
+                Ok(_) | Err(feiyun_meta::MetaError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let mut plain = iam.reload()?;
         plain.extend(iam.load_sessions()?);

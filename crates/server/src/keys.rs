@@ -78,7 +78,21 @@ pub(crate) async fn master_key<M: MetaStore>(
                 CHECK_ROW.to_vec(),
                 sealed,
             );
-            meta.commit(batch).await?;
+            match meta.commit(batch).await {
+                Ok(_) => {}
+                // Another node of the region, starting at the same moment, stored its check
+                // first: this key must open that one.
+                Err(feiyun_meta::MetaError::Conflict(_)) => {
+                    let theirs = meta.get(Table::System, CHECK_ROW)?.unwrap_or_default();
+                    if key.unseal(CHECK_PURPOSE, &theirs).ok().as_deref() != Some(CHECK_PURPOSE) {
+                        return Err(ServerError::MasterKey(format!(
+                            "the master key from {source} is not the one another node of \
+                             this region sealed its data with; set the same key on every node"
+                        )));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(key)
