@@ -50,6 +50,10 @@ pub struct ReplicaConfig {
     /// How long the copies of a deleted blob stay, so that reads in progress on any node
     /// finish (a node's read leases are its own).
     pub delete_grace_secs: u64,
+    /// Erasure coding for the blobs of the cold storage classes (or all, with
+    /// `erasure_all`) instead of copies, while the region has `k+m` nodes up.
+    pub erasure: Option<crate::erasure::Layout>,
+    pub erasure_all: bool,
 }
 
 /// Counters for metrics.
@@ -139,7 +143,7 @@ impl<M: MetaStore> Inner<M> {
         self.membership.id()
     }
 
-    fn nodes(&self) -> Result<Arc<Vec<NodeView>>, BlobError> {
+    pub(crate) fn nodes(&self) -> Result<Arc<Vec<NodeView>>, BlobError> {
         self.membership.current_nodes().map_err(io_err)
     }
 
@@ -181,7 +185,7 @@ impl<M: MetaStore> Inner<M> {
         }
     }
 
-    fn commit(&self, batch: WriteBatch) -> Result<bool, BlobError> {
+    pub(crate) fn commit_batch(&self, batch: WriteBatch) -> Result<bool, BlobError> {
         let meta = self.membership.meta().clone();
         match wait(
             self.peers.runtime(),
@@ -196,13 +200,18 @@ impl<M: MetaStore> Inner<M> {
 
     /// Writes a new blob's placement record (its id is fresh: nothing to check).
     fn record(&self, id: BlobId, nodes: &[String]) -> Result<Vec<u8>, BlobError> {
-        let value = Placement {
-            nodes: nodes.to_vec(),
-        }
-        .encode();
+        self.record_placement(id, &Placement::copies(nodes.to_vec()))
+    }
+
+    pub(crate) fn record_placement(
+        &self,
+        id: BlobId,
+        place: &Placement,
+    ) -> Result<Vec<u8>, BlobError> {
+        let value = place.encode();
         let mut batch = WriteBatch::new();
         batch.put(Table::Cluster, place_key(id.0), value.clone());
-        self.commit(batch)?;
+        self.commit_batch(batch)?;
         self.forget(id);
         Ok(value)
     }
@@ -210,18 +219,20 @@ impl<M: MetaStore> Inner<M> {
     /// Replaces a placement record that still holds `expect`; false when it changed (the
     /// blob was deleted while it was being written).
     fn rerecord(&self, id: BlobId, expect: &[u8], nodes: &[String]) -> Result<bool, BlobError> {
+        self.replace_placement(id, expect, &Placement::copies(nodes.to_vec()))
+    }
+
+    pub(crate) fn replace_placement(
+        &self,
+        id: BlobId,
+        expect: &[u8],
+        place: &Placement,
+    ) -> Result<bool, BlobError> {
         let mut batch = WriteBatch::new();
         batch
             .check_value(Table::Cluster, place_key(id.0), Some(expect.to_vec()))
-            .put(
-                Table::Cluster,
-                place_key(id.0),
-                Placement {
-                    nodes: nodes.to_vec(),
-                }
-                .encode(),
-            );
-        let done = self.commit(batch)?;
+            .put(Table::Cluster, place_key(id.0), place.encode());
+        let done = self.commit_batch(batch)?;
         self.forget(id);
         Ok(done)
     }
@@ -260,7 +271,7 @@ impl<M: MetaStore> Inner<M> {
                     .check_value(Table::Cluster, place_key(id.0), Some(p.clone()))
                     .delete(Table::Cluster, place_key(id.0));
             }
-            if self.commit(batch)? {
+            if self.commit_batch(batch)? {
                 self.forget(id);
                 return Ok(());
             }
@@ -274,7 +285,7 @@ impl<M: MetaStore> Inner<M> {
 
     /// A copy on `node` failed a read: read elsewhere, and, when the copy itself is
     /// damaged or missing (not merely out of reach), have it rewritten.
-    fn suspect(&self, id: BlobId, node: &str, e: &BlobError) {
+    pub(crate) fn suspect(&self, id: BlobId, node: &str, e: &BlobError) {
         self.stats.read_fallbacks.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%id, node, error = %e, "a blob copy failed; reading another");
         if matches!(e, BlobError::Corrupt { .. } | BlobError::NotFound(_))
@@ -286,7 +297,7 @@ impl<M: MetaStore> Inner<M> {
     }
 
     /// The stored bytes of a copy on `node`.
-    fn source(
+    pub(crate) fn source(
         &self,
         nodes: &[NodeView],
         node: &str,
@@ -337,7 +348,12 @@ impl<M: MetaStore> Inner<M> {
         order.into_iter().map(|(_, n)| n.clone()).collect()
     }
 
-    fn sink_on(&self, nodes: &[NodeView], node: &str, id: BlobId) -> Result<Replica, BlobError> {
+    pub(crate) fn sink_on(
+        &self,
+        nodes: &[NodeView],
+        node: &str,
+        id: BlobId,
+    ) -> Result<Replica, BlobError> {
         let sink = if node == self.me() {
             ReplicaSink::Local(self.local.create_raw(id)?)
         } else {
@@ -404,6 +420,20 @@ impl<M: MetaStore> ClusterBlobStore<M> {
                 "{} of the {need} nodes a write needs are up",
                 order.len()
             )));
+        }
+        if let Some(layout) = inner.config.erasure
+            && (cold || inner.config.erasure_all)
+            && let Some(sink) = inner.create_coded(
+                id,
+                layout,
+                nodes.clone(),
+                &rank(id.0, &live, layout.shards())
+                    .iter()
+                    .map(|c| c.id.to_owned())
+                    .collect::<Vec<_>>(),
+            )?
+        {
+            return framed_writer(id, key, cold, Box::new(sink));
         }
         let chosen = order[..want.min(order.len())].to_vec();
         let intent = inner.record(id, &chosen)?;
@@ -475,6 +505,33 @@ impl<M: MetaStore> BlobStore for ClusterBlobStore<M> {
                     Vec::new(),
                 ));
             };
+            if let Some(coded) = place.coded {
+                let opened = inner.open_coded(id, &place, coded).and_then(|source| {
+                    // The first stripe, read before the frame reader looks at the header:
+                    // too few shards answering is the region unable to serve it, not damage.
+                    source
+                        .read_exact_at(&mut [0u8; 8], 0)
+                        .map_err(|e| unavailable(format!("blob {id}: {e}")))?;
+                    framed_reader(id, len, key.as_ref(), Box::new(source))
+                });
+                let r = match opened {
+                    Ok(r) => r,
+                    Err(e) if !fresh => {
+                        last = Some(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                return Ok(ClusterReader::new(
+                    inner.clone(),
+                    id,
+                    len,
+                    key,
+                    r,
+                    "erasure-coded".into(),
+                    Vec::new(),
+                ));
+            }
             let nodes = inner.nodes()?;
             let order = inner.read_order(&nodes, &place);
             for (i, node) in order.iter().enumerate() {
@@ -521,6 +578,12 @@ impl<M: MetaStore> BlobStore for ClusterBlobStore<M> {
                 id,
                 reason: "its placement record is damaged".into(),
             })?;
+            if place.coded.is_some() {
+                if inner.tombstone_shards(id, &place.nodes, Some(stored))? {
+                    return Ok(());
+                }
+                continue;
+            }
             match inner.tombstone(id, &place.nodes, Some(stored)) {
                 Ok(()) => return Ok(()),
                 Err(BlobError::Io(_)) => continue,
@@ -535,8 +598,8 @@ impl<M: MetaStore> BlobStore for ClusterBlobStore<M> {
     }
 }
 
-/// One copy being written.
-struct Replica {
+/// One copy (or shard) being written.
+pub(crate) struct Replica {
     node: String,
     sink: ReplicaSink,
 }
@@ -547,14 +610,22 @@ enum ReplicaSink {
 }
 
 impl Replica {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+    /// Ends an upload without waiting for its fsync (a local file has nothing to end).
+    pub(crate) fn close(&mut self) -> io::Result<()> {
+        match &mut self.sink {
+            ReplicaSink::Remote(s) => s.close(),
+            ReplicaSink::Local(_) => Ok(()),
+        }
+    }
+
+    pub(crate) fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match &mut self.sink {
             ReplicaSink::Local(s) => s.write_all(buf),
             ReplicaSink::Remote(s) => s.write_all(buf),
         }
     }
 
-    fn commit(self) -> Result<(), BlobError> {
+    pub(crate) fn commit(self) -> Result<(), BlobError> {
         match self.sink {
             ReplicaSink::Local(s) => Box::new(s).commit(),
             ReplicaSink::Remote(s) => s.finish().map_err(BlobError::Io),
@@ -629,15 +700,12 @@ impl<M: MetaStore> Sink for Tee<M> {
         // Every upload ends before any is waited for: the copies' fsyncs overlap.
         let mut i = 0;
         while i < replicas.len() {
-            match &mut replicas[i].sink {
-                ReplicaSink::Remote(s) => match s.close() {
-                    Ok(()) => i += 1,
-                    Err(e) => {
-                        let r = replicas.remove(i);
-                        self.fail(r.node, e.to_string());
-                    }
-                },
-                ReplicaSink::Local(_) => i += 1,
+            match replicas[i].close() {
+                Ok(()) => i += 1,
+                Err(e) => {
+                    let r = replicas.remove(i);
+                    self.fail(r.node, e.to_string());
+                }
             }
         }
         for r in replicas {

@@ -16,6 +16,8 @@
 
 pub mod api;
 pub mod blobs;
+mod coded;
+pub mod erasure;
 pub mod peer;
 pub mod placement;
 pub mod repair;

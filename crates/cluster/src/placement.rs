@@ -38,10 +38,19 @@ impl Gone {
     }
 }
 
-/// The nodes holding a blob's copies, as stored.
+/// The nodes holding a blob's copies, as stored; for an erasure-coded blob, the node of
+/// each shard in shard order ("" for a shard lost and not yet rebuilt), and its layout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
     pub nodes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coded: Option<crate::erasure::Coded>,
+}
+
+impl Placement {
+    pub(crate) fn copies(nodes: Vec<String>) -> Self {
+        Self { nodes, coded: None }
+    }
 }
 
 impl Placement {
@@ -49,8 +58,14 @@ impl Placement {
         // A list of strings always serializes.
         serde_json::to_vec(self).unwrap_or_default()
     }
+    /// A record that does not parse, or names a coding no writer produces (which would
+    /// divide by zero or index past its shards), is damaged.
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice(bytes).ok()
+        let p: Self = serde_json::from_slice(bytes).ok()?;
+        match p.coded {
+            Some(c) if !c.sound() || p.nodes.len() != c.k as usize + c.m as usize => None,
+            _ => Some(p),
+        }
     }
 }
 
@@ -191,9 +206,12 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_garbage_is_refused() {
-        let p = Placement {
-            nodes: vec!["a".into(), "b".into()],
-        };
+        let p = Placement::copies(vec!["a".into(), "b".into()]);
+        // Records written before erasure coding read as copies.
+        assert_eq!(
+            Placement::decode(br#"{"nodes":["a","b"]}"#),
+            Some(p.clone())
+        );
         assert_eq!(Placement::decode(&p.encode()), Some(p));
         assert_eq!(Placement::decode(b"{"), None);
         assert_eq!(place_key(1).len(), PLACE_PREFIX.len() + 16);

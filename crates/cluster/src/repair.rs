@@ -13,6 +13,7 @@
 //! back and reports it should it be bad.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -91,11 +92,12 @@ enum Holder {
 }
 
 impl<M: MetaStore> Inner<M> {
-    fn repair_pass(&self) -> Result<RepairReport, BlobError> {
-        let nodes = self
-            .membership
-            .nodes()
-            .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))?;
+    fn repair_pass(self: &Arc<Self>) -> Result<RepairReport, BlobError> {
+        let nodes = Arc::new(
+            self.membership
+                .nodes()
+                .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))?,
+        );
         let suspects = self.take_suspects();
         let mut report = RepairReport {
             collected: self.collect_pass(&nodes)?,
@@ -175,13 +177,16 @@ impl<M: MetaStore> Inner<M> {
     /// the copies made and whether it is still short, or `None` when there was nothing to do
     /// here.
     fn repair_one(
-        &self,
-        nodes: &[NodeView],
+        self: &Arc<Self>,
+        nodes: &Arc<Vec<NodeView>>,
         id: BlobId,
         place: &Placement,
         stored: &[u8],
         bad: Option<&BTreeSet<String>>,
     ) -> Result<Option<(u64, bool)>, BlobError> {
+        if let Some(coded) = place.coded {
+            return self.repair_one_coded(nodes, id, place, coded, stored, bad);
+        }
         let want = self.config.replicas.min(nodes.len()).max(1);
         let states: Vec<(&String, Holder)> = place
             .nodes
@@ -284,7 +289,7 @@ impl<M: MetaStore> Inner<M> {
                 .put(
                     Table::Cluster,
                     place_key(id.0),
-                    Placement { nodes: keep }.encode(),
+                    Placement::copies(keep).encode(),
                 );
             let meta = self.membership.meta().clone();
             wait(
@@ -302,6 +307,59 @@ impl<M: MetaStore> Inner<M> {
             }
         }
         Ok(Some((copied, short)))
+    }
+
+    /// A coded blob: its shards on lost or draining nodes (or never written) are rebuilt by
+    /// the first up holder of a good shard, as copies are.
+    fn repair_one_coded(
+        self: &Arc<Self>,
+        nodes: &Arc<Vec<NodeView>>,
+        id: BlobId,
+        place: &Placement,
+        coded: crate::erasure::Coded,
+        stored: &[u8],
+        bad: Option<&BTreeSet<String>>,
+    ) -> Result<Option<(u64, bool)>, BlobError> {
+        let states: Vec<Holder> = place
+            .nodes
+            .iter()
+            .map(|n| {
+                if n.is_empty() {
+                    Holder::Lost
+                } else {
+                    self.holder_state(nodes, n, bad)
+                }
+            })
+            .collect();
+        let lost: Vec<usize> = (0..states.len())
+            .filter(|&i| matches!(states[i], Holder::Lost | Holder::Leaving))
+            .collect();
+        if lost.is_empty() || self.write_in_flight(id)? {
+            return Ok(None);
+        }
+        let Some(first) = (0..states.len()).find(|&i| states[i] == Holder::Good) else {
+            return Ok(Some((0, true)));
+        };
+        if bad.is_none() && place.nodes[first] != self.me() {
+            return Ok(None);
+        }
+        // A draining holder's shard stays readable while it is rebuilt elsewhere; only lost
+        // ones are skipped by the rebuilding reader.
+        let unreadable: Vec<usize> = (0..states.len())
+            .filter(|&i| matches!(states[i], Holder::Lost | Holder::Away))
+            .collect();
+        let (rebuilt, short) =
+            self.repair_coded(nodes, id, place, coded, stored, &lost, &unreadable)?;
+        Ok(Some((rebuilt, short)))
+    }
+
+    fn write_in_flight(&self, id: BlobId) -> Result<bool, BlobError> {
+        Ok(self
+            .membership
+            .meta()
+            .get(Table::PendingBlobs, &id.to_bytes())
+            .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))?
+            .is_some())
     }
 
     /// Removes this node's copies of deleted blobs whose grace has passed, and drops from

@@ -157,6 +157,10 @@ pub struct NodeConfig {
     pub repair_after_secs: u64,
     /// How long a deleted blob's copies stay, so reads in progress on other nodes finish.
     pub blob_delete_grace_secs: u64,
+    /// `(k, m)`: blobs of the cold storage classes (all blobs with `erasure_all`) stored as
+    /// k data and m parity shards instead of copies.
+    pub erasure: Option<(u8, u8)>,
+    pub erasure_all: bool,
 }
 
 /// Default seconds a deleted blob's copies stay for reads in progress on other nodes.
@@ -244,6 +248,8 @@ pub struct ConfigOverrides {
     pub min_replicas: Option<usize>,
     pub repair_after_secs: Option<u64>,
     pub blob_delete_grace_secs: Option<u64>,
+    pub erasure: Option<String>,
+    pub erasure_all: Option<bool>,
 }
 
 impl ConfigOverrides {
@@ -364,7 +370,9 @@ impl ConfigOverrides {
                 .map(|n| n as usize),
             node_id: get("FEIYUN_NODE_ID"),
             advertise: get("FEIYUN_ADVERTISE"),
-            zone: get("FEIYUN_ZONE"),
+            // Empty means no zone: a StatefulSet reading it from a pod label the cluster
+            // does not set gets "".
+            zone: get("FEIYUN_ZONE").filter(|z| !z.is_empty()),
             node_down_secs: parse_num("FEIYUN_NODE_DOWN_SECS")?,
             cluster_listen: get("FEIYUN_CLUSTER_LISTEN"),
             cluster_secret: get("FEIYUN_CLUSTER_SECRET").map(crate::Secret::new),
@@ -372,6 +380,11 @@ impl ConfigOverrides {
             min_replicas: parse_num("FEIYUN_MIN_REPLICAS")?.map(|n| n as usize),
             repair_after_secs: parse_num("FEIYUN_REPAIR_AFTER_SECS")?,
             blob_delete_grace_secs: parse_num("FEIYUN_BLOB_DELETE_GRACE_SECS")?,
+            erasure: get("FEIYUN_ERASURE").filter(|v| !v.is_empty()),
+            erasure_all: match get("FEIYUN_ERASURE_ALL") {
+                None => None,
+                Some(v) => Some(parse_bool("FEIYUN_ERASURE_ALL", &v)?),
+            },
         })
     }
 
@@ -437,6 +450,8 @@ impl ConfigOverrides {
             min_replicas: self.min_replicas.or(lower.min_replicas),
             repair_after_secs: self.repair_after_secs.or(lower.repair_after_secs),
             blob_delete_grace_secs: self.blob_delete_grace_secs.or(lower.blob_delete_grace_secs),
+            erasure: self.erasure.or(lower.erasure),
+            erasure_all: self.erasure_all.or(lower.erasure_all),
         }
     }
 
@@ -552,6 +567,8 @@ impl ConfigOverrides {
             min_replicas: self.min_replicas,
             repair_after_secs: self.repair_after_secs,
             blob_delete_grace_secs: self.blob_delete_grace_secs,
+            erasure: self.erasure,
+            erasure_all: self.erasure_all,
             shared_meta: self.meta_url.is_some(),
         })?;
         Ok(Config {
@@ -630,6 +647,8 @@ struct NodeInput {
     min_replicas: Option<usize>,
     repair_after_secs: Option<u64>,
     blob_delete_grace_secs: Option<u64>,
+    erasure: Option<String>,
+    erasure_all: Option<bool>,
     shared_meta: bool,
 }
 
@@ -646,6 +665,8 @@ fn resolve_node(input: NodeInput) -> Result<Option<NodeConfig>, ConfigError> {
         min_replicas,
         repair_after_secs,
         blob_delete_grace_secs,
+        erasure,
+        erasure_all,
         shared_meta,
     } = input;
     let Some(id) = id else {
@@ -657,6 +678,8 @@ fn resolve_node(input: NodeInput) -> Result<Option<NodeConfig>, ConfigError> {
             || min_replicas.is_some()
             || repair_after_secs.is_some()
             || blob_delete_grace_secs.is_some()
+            || erasure.is_some()
+            || erasure_all.is_some()
         {
             return invalid(
                 "node_id",
@@ -757,7 +780,24 @@ fn resolve_node(input: NodeInput) -> Result<Option<NodeConfig>, ConfigError> {
         min_replicas,
         repair_after_secs,
         blob_delete_grace_secs: blob_delete_grace_secs.unwrap_or(DEFAULT_BLOB_DELETE_GRACE_SECS),
+        erasure: match erasure {
+            None => None,
+            Some(text) => Some(parse_erasure(&text).ok_or_else(|| ConfigError::Invalid {
+                name: "erasure",
+                message: format!(
+                    "{text:?} is not K+M (2-32 data shards, 1-16 parity shards, no more parity than data; e.g. 4+2)"
+                ),
+            })?),
+        },
+        erasure_all: erasure_all.unwrap_or(false),
     }))
+}
+
+/// `K+M`: 2 to 32 data shards, 1 to 16 parity shards, no more parity than data.
+fn parse_erasure(text: &str) -> Option<(u8, u8)> {
+    let (k, m) = text.trim().split_once('+')?;
+    let (k, m) = (k.trim().parse::<u8>().ok()?, m.trim().parse::<u8>().ok()?);
+    ((2..=32).contains(&k) && (1..=16).contains(&m) && m <= k).then_some((k, m))
 }
 
 fn parse_bool(name: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -832,6 +872,25 @@ mod tests {
         assert_eq!(c.listen.port(), 3);
         assert_eq!(c.region, "env-region");
         assert_eq!(c.data_dir, PathBuf::from("/f"));
+    }
+
+    #[test]
+    fn erasure_layouts_parse_within_bounds() {
+        assert_eq!(parse_erasure("4+2"), Some((4, 2)));
+        assert_eq!(parse_erasure(" 8 + 3 "), Some((8, 3)));
+        for bad in [
+            "", "4", "4+", "+2", "1+1", "4+0", "2+3", "33+1", "a+b", "4+2+1",
+        ] {
+            assert_eq!(parse_erasure(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_zone_is_no_zone() {
+        let o = ConfigOverrides::from_env(env(&[("FEIYUN_ZONE", "")])).unwrap();
+        assert_eq!(o.zone, None);
+        let o = ConfigOverrides::from_env(env(&[("FEIYUN_ZONE", "rack-a")])).unwrap();
+        assert_eq!(o.zone.as_deref(), Some("rack-a"));
     }
 
     #[test]

@@ -494,6 +494,10 @@ async fn start_node(
             min_replicas: node.min_replicas,
             repair_after_secs: node.repair_after_secs,
             delete_grace_secs: node.blob_delete_grace_secs,
+            erasure: node
+                .erasure
+                .map(|(k, m)| feiyun_cluster::erasure::Layout { k, m }),
+            erasure_all: node.erasure_all,
         },
     );
     blobs.spawn_repair(Duration::from_secs(

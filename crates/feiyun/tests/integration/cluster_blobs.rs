@@ -11,7 +11,7 @@ use crate::cluster::{Node, node, node_env, pg, start_node, status};
 use crate::common::{Region, pattern, raw};
 
 /// The stored blob files of a node (never a partial `.part` upload).
-fn blob_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn blob_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for shard in std::fs::read_dir(dir.join("blobs")).unwrap() {
         for f in std::fs::read_dir(shard.unwrap().path()).unwrap() {
@@ -25,7 +25,7 @@ fn blob_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-async fn get(n: &Node, bucket: &str, key: &str) -> Vec<u8> {
+pub(crate) async fn get(n: &Node, bucket: &str, key: &str) -> Vec<u8> {
     let got = n
         .region
         .client()
@@ -47,11 +47,11 @@ fn counter(text: &str, name: &str) -> u64 {
 
 /// Placement reads the node list at most a second old: a node that just joined gets
 /// copies from the others a second later.
-fn settle() {
+pub(crate) fn settle() {
     std::thread::sleep(Duration::from_millis(1200));
 }
 
-fn wait_until_down(by: &Node, id: &str) {
+pub(crate) fn wait_until_down(by: &Node, id: &str) {
     let t = Instant::now();
     while node(&status(&by.region), id).unwrap()["state"] != "down" {
         assert!(
@@ -62,7 +62,7 @@ fn wait_until_down(by: &Node, id: &str) {
     }
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
         assert!(t.elapsed() < Duration::from_secs(20), "never: {what}");

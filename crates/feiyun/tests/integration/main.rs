@@ -9,6 +9,7 @@ mod access_matrix;
 mod bad_input;
 mod cluster;
 mod cluster_blobs;
+mod cluster_erasure;
 mod corruption;
 mod cors;
 mod crash;
