@@ -71,6 +71,10 @@ pub struct ClusterStats {
     pub repaired: AtomicU64,
     /// Copies of deleted blobs removed.
     pub collected: AtomicU64,
+    /// Bytes of this node's shards the scrubber checked.
+    pub scrubbed_bytes: AtomicU64,
+    /// Shards the scrubber found damaged or missing here.
+    pub scrub_damaged: AtomicU64,
 }
 
 pub struct ClusterBlobStore<M: MetaStore> {
@@ -85,6 +89,8 @@ pub(crate) struct Inner<M: MetaStore> {
     placements: Mutex<HashMap<BlobId, Arc<Placement>>>,
     /// Copies reads found damaged or missing, for the next repair pass.
     pub(crate) repair: Mutex<crate::repair::Suspects>,
+    /// The placement key the scrubber checked last; it goes on after it next pass.
+    pub(crate) scrub_from: Mutex<Vec<u8>>,
     pub(crate) stats: Arc<ClusterStats>,
 }
 
@@ -115,6 +121,7 @@ impl<M: MetaStore> ClusterBlobStore<M> {
                 config,
                 placements: Mutex::default(),
                 repair: Mutex::default(),
+                scrub_from: Mutex::default(),
                 stats: Arc::default(),
             }),
         }
@@ -511,8 +518,9 @@ impl<M: MetaStore> BlobStore for ClusterBlobStore<M> {
                     // too few shards answering is the region unable to serve it, not damage.
                     source
                         .read_exact_at(&mut [0u8; 8], 0)
-                        .map_err(|e| unavailable(format!("blob {id}: {e}")))?;
+                        .map_err(|e| crate::erasure::classify(BlobError::Io(e), id))?;
                     framed_reader(id, len, key.as_ref(), Box::new(source))
+                        .map_err(|e| crate::erasure::classify(e, id))
                 });
                 let r = match opened {
                     Ok(r) => r,
@@ -826,7 +834,8 @@ impl<M: MetaStore> BlobReader for ClusterReader<M> {
                 Err(e) => return Err(e),
             };
             if self.rest.is_empty() {
-                return Err(e);
+                // A coded blob's reader has no other copy; its errors say their class.
+                return Err(crate::erasure::classify(e, self.id));
             }
             self.inner.suspect(self.id, &self.node, &e);
             let nodes = self.inner.nodes()?;

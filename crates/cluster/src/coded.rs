@@ -97,7 +97,6 @@ impl<M: MetaStore> Inner<M> {
             inner: self.clone(),
             id,
             layout,
-            nodes,
             holders,
             shards,
             failed,
@@ -158,41 +157,63 @@ impl<M: MetaStore> Inner<M> {
         holders: &[String],
         stored: Option<Vec<u8>>,
     ) -> Result<bool, BlobError> {
+        let gone: Vec<(usize, String)> = holders
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !n.is_empty())
+            .map(|(i, n)| (i, n.clone()))
+            .collect();
+        self.swap_placement(id, stored, None, &gone)
+    }
+
+    /// In one commit: the placement still `expect` (when given) becomes `new` (or goes),
+    /// and each `(shard, node)` of `gone` joins its shard's tombstone, so a shard leaves
+    /// its node only after the read grace, and never while a record still names it there.
+    /// False when the placement was not `expect`.
+    fn swap_placement(
+        &self,
+        id: BlobId,
+        expect: Option<Vec<u8>>,
+        new: Option<&Placement>,
+        gone: &[(usize, String)],
+    ) -> Result<bool, BlobError> {
         let meta = self.membership.meta();
         let grace =
             i64::try_from(self.config.delete_grace_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let after = crate::now_ms().saturating_add(grace);
         for _ in 0..8 {
             let mut batch = WriteBatch::new();
-            for (i, node) in holders.iter().enumerate().filter(|(_, n)| !n.is_empty()) {
-                let key = gone_key(shard_id(id, i).0);
+            for (i, node) in gone {
+                let key = gone_key(shard_id(id, *i).0);
                 let old = meta
                     .get(Table::Cluster, &key)
                     .map_err(|e| unavailable(e.to_string()))?;
-                let mut gone = old.as_deref().and_then(Gone::decode).unwrap_or(Gone {
+                let mut row = old.as_deref().and_then(Gone::decode).unwrap_or(Gone {
                     nodes: Vec::new(),
                     after_ms: 0,
                 });
-                if !gone.nodes.contains(node) {
-                    gone.nodes.push(node.clone());
+                if !row.nodes.contains(node) {
+                    row.nodes.push(node.clone());
                 }
-                gone.after_ms = gone.after_ms.max(after);
+                row.after_ms = row.after_ms.max(after);
                 batch.check_value(Table::Cluster, key.clone(), old).put(
                     Table::Cluster,
                     key,
-                    gone.encode(),
+                    row.encode(),
                 );
             }
-            if let Some(p) = &stored {
-                batch
-                    .check_value(Table::Cluster, place_key(id.0), Some(p.clone()))
-                    .delete(Table::Cluster, place_key(id.0));
+            if let Some(p) = &expect {
+                batch.check_value(Table::Cluster, place_key(id.0), Some(p.clone()));
+                match new {
+                    Some(n) => batch.put(Table::Cluster, place_key(id.0), n.encode()),
+                    None => batch.delete(Table::Cluster, place_key(id.0)),
+                };
             }
             if self.commit_batch(batch)? {
                 self.forget(id);
                 return Ok(true);
             }
-            if let Some(p) = &stored {
+            if let Some(p) = &expect {
                 let now = meta
                     .get(Table::Cluster, &place_key(id.0))
                     .map_err(|e| unavailable(e.to_string()))?;
@@ -202,6 +223,20 @@ impl<M: MetaStore> Inner<M> {
             }
         }
         Err(unavailable(format!("blob {id}'s tombstones kept changing")))
+    }
+
+    /// The nodes whose copy of shard `i` waits in a tombstone: not a place to rebuild it,
+    /// since the collector will remove that file.
+    fn tombstoned(&self, id: BlobId, i: usize) -> Result<Vec<String>, BlobError> {
+        Ok(self
+            .membership
+            .meta()
+            .get(Table::Cluster, &gone_key(shard_id(id, i).0))
+            .map_err(|e| unavailable(e.to_string()))?
+            .as_deref()
+            .and_then(Gone::decode)
+            .map(|g| g.nodes)
+            .unwrap_or_default())
     }
 
     /// Rebuilds shards `lost` of a coded blob on nodes holding none of its shards, reading
@@ -244,22 +279,34 @@ impl<M: MetaStore> Inner<M> {
         let mut rebuilt = 0u64;
         let mut dropped = Vec::new();
         for &i in lost {
-            // A node holding no shard of this blob: one failure never takes two shards.
-            let Some(target) = order.iter().find(|n| !holders.contains(n)).cloned() else {
-                break;
+            // A node holding no shard of this blob (one failure never takes two shards) and
+            // no tombstoned copy of this one; failing that, the holder itself when it is up
+            // and only its copy is bad (rewritten whole, by rename).
+            let skip = self.tombstoned(id, i)?;
+            let holder_up = !holders[i].is_empty()
+                && nodes
+                    .iter()
+                    .any(|n| n.record.id == holders[i] && n.up && !n.record.draining);
+            let Some(target) = order
+                .iter()
+                .find(|n| !holders.contains(n) && !skip.contains(n))
+                .cloned()
+                .or_else(|| holder_up.then(|| holders[i].clone()))
+            else {
+                continue;
             };
             match self.rebuild_shard(nodes, id, &source, coded, i, &target) {
                 Ok(()) => {
                     rebuilt += 1;
                     self.stats.repaired.fetch_add(1, Ordering::Relaxed);
-                    if !holders[i].is_empty() {
+                    if !holders[i].is_empty() && holders[i] != target {
                         dropped.push((i, holders[i].clone()));
                     }
                     holders[i] = target;
                 }
                 Err(e) => {
                     tracing::warn!(%id, shard = i, node = %target, error = %e, "rebuilding a shard failed");
-                    if matches!(e, BlobError::Unavailable(_)) {
+                    if matches!(e, BlobError::Unavailable(_) | BlobError::Corrupt { .. }) {
                         break;
                     }
                 }
@@ -267,26 +314,12 @@ impl<M: MetaStore> Inner<M> {
         }
         let short = (rebuilt as usize) < lost.len();
         if holders != place.nodes {
-            let mut batch = WriteBatch::new();
-            batch
-                .check_value(Table::Cluster, place_key(id.0), Some(stored.to_vec()))
-                .put(
-                    Table::Cluster,
-                    place_key(id.0),
-                    Placement {
-                        nodes: holders,
-                        coded: Some(coded),
-                    }
-                    .encode(),
-                );
-            if !self.commit_batch(batch)? {
+            let new = Placement {
+                nodes: holders,
+                coded: Some(coded),
+            };
+            if !self.swap_placement(id, Some(stored.to_vec()), Some(&new), &dropped)? {
                 return Ok((rebuilt, true));
-            }
-            self.forget(id);
-            for (i, node) in dropped {
-                if let Err(e) = self.remove_copy(nodes, shard_id(id, i), &node) {
-                    tracing::debug!(%id, node = %node, error = %e, "an old shard stays until its node answers");
-                }
             }
         }
         Ok((rebuilt, short))
@@ -304,7 +337,7 @@ impl<M: MetaStore> Inner<M> {
         let mut out = self.sink_on(nodes, target, shard_id(id, i))?;
         for j in 0..coded.stripes() {
             let unit = source.rebuild_unit(i, j)?;
-            out.write_all(&framed_unit(j, &unit))?;
+            out.write_all(&framed_unit(i, j, &unit))?;
         }
         out.commit()
     }
@@ -315,7 +348,6 @@ pub(crate) struct CodedSink<M: MetaStore> {
     inner: Arc<Inner<M>>,
     id: BlobId,
     layout: Layout,
-    nodes: Arc<Vec<NodeView>>,
     holders: Vec<String>,
     /// Shard `i`'s upload, `None` once it failed.
     shards: Vec<Option<Replica>>,
@@ -342,7 +374,7 @@ impl<M: MetaStore> CodedSink<M> {
             let Some(shard) = self.shards[i].as_mut() else {
                 continue;
             };
-            if let Err(e) = shard.write_all(&framed_unit(self.stripe, unit)) {
+            if let Err(e) = shard.write_all(&framed_unit(i, self.stripe, unit)) {
                 self.inner
                     .stats
                     .replica_failures
@@ -425,19 +457,6 @@ impl<M: MetaStore> Sink for CodedSink<M> {
                 None => holders[i].clear(),
             }
         }
-        // Shards that failed after they may have been stored are removed where reachable.
-        for (i, node) in self.holders.iter().enumerate() {
-            if holders[i].is_empty()
-                && node != self.inner.me()
-                && let Some(view) = addr_of(&self.nodes, node)
-            {
-                let (peers, addr) = (self.inner.peers.clone(), view.record.advertise.clone());
-                let shard = shard_id(id, i);
-                self.inner.peers.runtime().spawn(async move {
-                    let _ = peers.delete(&addr, shard).await;
-                });
-            }
-        }
         let good = holders.iter().filter(|n| !n.is_empty()).count();
         if good < self.need {
             self.inner
@@ -465,7 +484,19 @@ impl<M: MetaStore> Sink for CodedSink<M> {
                 size: self.size,
             }),
         };
-        if !self.inner.replace_placement(id, &self.intent, &done)? {
+        // Shards that failed after they may have been stored go to their tombstones in the
+        // commit that names the good ones, so no late delete can meet a rebuilt shard.
+        let failed: Vec<(usize, String)> = self
+            .holders
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| holders[*i].is_empty())
+            .map(|(i, n)| (i, n.clone()))
+            .collect();
+        if !self
+            .inner
+            .swap_placement(id, Some(self.intent.clone()), Some(&done), &failed)?
+        {
             // Deleted while it was written (the request was abandoned): its shards go too.
             self.inner.tombstone_shards(id, &holders, None)?;
             return Err(unavailable(format!("blob {id} was deleted while written")));

@@ -25,6 +25,9 @@ use sha2::{Digest as _, Sha256};
 pub const UNIT: usize = 256 * 1024;
 /// The CRC after each unit.
 const CRC_LEN: usize = 4;
+/// The largest stored size a record may name (S3's largest object is 5 TiB): keeps every
+/// offset computation far from overflow.
+const MAX_SIZE: u64 = 1 << 50;
 
 /// `k` data shards and `m` parity shards, written `k+m` (as `4+2`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +66,8 @@ impl Coded {
             && self.m <= self.k
             && self.unit >= 2
             && self.unit.is_multiple_of(2)
-            && self.unit as usize <= 16 * UNIT
+            && self.unit as usize <= UNIT
+            && self.size <= MAX_SIZE
     }
 
     fn k(&self) -> usize {
@@ -122,18 +126,21 @@ pub fn shard_id(id: BlobId, i: usize) -> BlobId {
     BlobId(u128::from_be_bytes(b))
 }
 
-fn unit_crc(j: u64, bytes: &[u8]) -> u32 {
+/// Over the unit's shard and stripe numbers and bytes: a unit served from another shard's or
+/// stripe's place fails it.
+fn unit_crc(i: usize, j: u64, bytes: &[u8]) -> u32 {
     let mut d = Digest::new(CrcAlgorithm::Crc32Iscsi);
+    d.update(&(i as u32).to_le_bytes());
     d.update(&j.to_le_bytes());
     d.update(bytes);
     d.finalize() as u32
 }
 
-/// A unit as stored: its bytes, then its CRC.
-pub(crate) fn framed_unit(j: u64, bytes: &[u8]) -> Vec<u8> {
+/// Unit `j` of shard `i` as stored: its bytes, then its CRC.
+pub(crate) fn framed_unit(i: usize, j: u64, bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len() + CRC_LEN);
     out.extend_from_slice(bytes);
-    out.extend_from_slice(&unit_crc(j, bytes).to_le_bytes());
+    out.extend_from_slice(&unit_crc(i, j, bytes).to_le_bytes());
     out
 }
 
@@ -155,6 +162,65 @@ pub(crate) fn split(stripe: &[u8], k: usize, unit: usize) -> Vec<Vec<u8>> {
             u
         })
         .collect()
+}
+
+/// Too few shards answered: carried through the frame reader's `io::Error` so that the
+/// blob store reports it as unavailable (503), not as an internal error.
+#[derive(Debug)]
+pub(crate) struct ShortOfShards(String);
+
+impl std::fmt::Display for ShortOfShards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ShortOfShards {}
+
+/// A coded read's error in its class: a shortage of shards is unavailability, data the
+/// shards cannot rebuild is damage.
+pub(crate) fn classify(e: BlobError, id: BlobId) -> BlobError {
+    match e {
+        BlobError::Io(io) => match io.get_ref() {
+            Some(inner) if inner.is::<ShortOfShards>() => BlobError::Unavailable(io.to_string()),
+            _ if io.kind() == io::ErrorKind::InvalidData => BlobError::Corrupt {
+                id,
+                reason: io.to_string(),
+            },
+            _ => BlobError::Io(io),
+        },
+        e => e,
+    }
+}
+
+/// Reads every unit of shard `i` as stored and checks its length and CRCs; returns the bytes
+/// read. The scrubber's check: a healthy read touches parity only when a data shard fails,
+/// so damage to a parity shard is otherwise found only once it is needed.
+pub(crate) fn verify_shard(coded: &Coded, i: usize, src: &dyn Source) -> Result<u64, BlobError> {
+    let corrupt = |reason: String| BlobError::Corrupt {
+        id: BlobId(0),
+        reason,
+    };
+    let stripes = coded.stripes();
+    let want = shard_len(coded);
+    let size = src.size().map_err(BlobError::Io)?;
+    if size != want {
+        return Err(corrupt(format!(
+            "shard {i} is {size} bytes, expected {want}"
+        )));
+    }
+    let mut buf = Vec::new();
+    for j in 0..stripes {
+        let len = coded.unit_len(j);
+        buf.resize(len + CRC_LEN, 0);
+        src.read_exact_at(&mut buf, coded.unit_at(j))
+            .map_err(BlobError::Io)?;
+        let (bytes, crc) = buf.split_at(len);
+        if crc != unit_crc(i, j, bytes).to_le_bytes() {
+            return Err(corrupt(format!("shard {i}, stripe {j}: checksum mismatch")));
+        }
+    }
+    Ok(want)
 }
 
 /// Where the shards of one blob are read from: opened on first use, each either a node's
@@ -215,9 +281,14 @@ impl<S: ShardSources> CodedSource<S> {
         let len = self.coded.unit_len(j);
         let mut buf = vec![0u8; len + CRC_LEN];
         let src = st.open[i].as_ref().ok_or(BlobError::NotFound(BlobId(0)))?;
-        src.read_exact_at(&mut buf, self.coded.unit_at(j))?;
+        src.read_exact_at(&mut buf, self.coded.unit_at(j))
+            .map_err(|e| match e.kind() {
+                // The shard's node answered that it has no such shard.
+                io::ErrorKind::NotFound => BlobError::NotFound(BlobId(i as u128)),
+                _ => BlobError::Io(e),
+            })?;
         let (bytes, crc) = buf.split_at(len);
-        if crc != unit_crc(j, bytes).to_le_bytes() {
+        if crc != unit_crc(i, j, bytes).to_le_bytes() {
             return Err(BlobError::Corrupt {
                 id: BlobId(0),
                 reason: format!("shard {i}, stripe {j}: checksum mismatch"),
@@ -240,31 +311,61 @@ impl<S: ShardSources> CodedSource<S> {
         }
         let (k, n) = (self.coded.k(), self.coded.shards());
         let mut got: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut damaged = vec![false; n];
         let mut good = 0;
-        // Data shards first (no decoding when all answer), then parity as needed.
-        for (i, slot) in got.iter_mut().enumerate() {
+        // Data shards first (no decoding when all answer), then parity as needed. A damaged
+        // unit is skipped for this stripe only; a shard that did not answer is skipped from
+        // then on, and tried once more before the stripe is given up.
+        for retry in [false, true] {
+            for (i, slot) in got.iter_mut().enumerate() {
+                if good == k {
+                    break;
+                }
+                if slot.is_some() || damaged[i] || st.bad[i] != retry {
+                    continue;
+                }
+                if retry {
+                    st.open[i] = None;
+                }
+                match self.read_unit(&mut st, i, j) {
+                    Ok(u) => {
+                        *slot = Some(u);
+                        good += 1;
+                        st.bad[i] = false;
+                    }
+                    Err(e) => {
+                        let whole_shard = !matches!(e, BlobError::Corrupt { .. });
+                        damaged[i] =
+                            matches!(e, BlobError::Corrupt { .. } | BlobError::NotFound(_));
+                        if whole_shard {
+                            st.bad[i] = true;
+                            st.open[i] = None;
+                        }
+                        if !retry {
+                            self.shards.failed(i, &e);
+                        }
+                    }
+                }
+            }
             if good == k {
                 break;
             }
-            if st.bad[i] {
-                continue;
-            }
-            match self.read_unit(&mut st, i, j) {
-                Ok(u) => {
-                    *slot = Some(u);
-                    good += 1;
-                }
-                Err(e) => {
-                    st.bad[i] = true;
-                    st.open[i] = None;
-                    self.shards.failed(i, &e);
-                }
-            }
         }
         if good < k {
-            return Err(BlobError::Unavailable(format!(
-                "{good} of the {n} shards of an erasure-coded blob could be read; {k} are needed"
-            )));
+            let lost = damaged.iter().filter(|d| **d).count();
+            let msg = format!(
+                "{good} of the {n} shards of an erasure-coded blob could be read for stripe {j}; {k} are needed"
+            );
+            // Shards that may answer later (their node down or cut) make it unavailable;
+            // more than m damaged or missing is data lost.
+            return Err(if n - lost >= k {
+                BlobError::Unavailable(msg)
+            } else {
+                BlobError::Corrupt {
+                    id: BlobId(0),
+                    reason: msg,
+                }
+            });
         }
         let units: Vec<Vec<u8>> = if got[..k].iter().all(Option::is_some) {
             got.into_iter().take(k).flatten().collect()
@@ -325,7 +426,8 @@ impl<S: ShardSources> Source for CodedSource<S> {
             let j = at / self.coded.stripe_bytes();
             let units = self.stripe(j).map_err(|e| match e {
                 BlobError::Io(e) => e,
-                e => io::Error::other(e.to_string()),
+                BlobError::Unavailable(m) => io::Error::other(ShortOfShards(m)),
+                e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
             })?;
             let ulen = self.coded.unit_len(j);
             let within = (at - self.coded.stripe_at(j)) as usize;
@@ -340,7 +442,6 @@ impl<S: ShardSources> Source for CodedSource<S> {
 }
 
 /// A shard's length in all: its units, each with its CRC.
-#[cfg(test)]
 fn shard_len(coded: &Coded) -> u64 {
     let (full, last) = coded.geometry();
     full * (coded.unit as u64 + CRC_LEN as u64) + if last > 0 { (last + CRC_LEN) as u64 } else { 0 }
@@ -399,7 +500,7 @@ mod tests {
             let units = split(stripe, k, ulen);
             let par = parity(layout, &units).unwrap();
             for (i, u) in units.iter().chain(par.iter()).enumerate() {
-                shards[i].extend(framed_unit(j as u64, u));
+                shards[i].extend(framed_unit(i, j as u64, u));
             }
         }
         let coded = Coded {
@@ -435,6 +536,38 @@ mod tests {
             at += n;
         }
         Ok(out)
+    }
+
+    #[test]
+    fn the_scrubber_passes_sound_shards_and_finds_damaged_or_short_ones() {
+        let layout = Layout { k: 4, m: 2 };
+        let data: Vec<u8> = (0..3 * 4 * 4096 + 4097)
+            .map(|i| (i * 7 % 253) as u8)
+            .collect();
+        let (coded, shards) = encode(layout, 4096, &data);
+        for (i, s) in shards.iter().enumerate() {
+            let sound = Bytes(Arc::new(s.clone()));
+            assert_eq!(verify_shard(&coded, i, &sound).unwrap(), shard_len(&coded));
+            // Served as another shard's, a sound shard fails: the CRC covers its index.
+            let other = (i + 1) % shards.len();
+            assert!(matches!(
+                verify_shard(&coded, other, &sound),
+                Err(BlobError::Corrupt { .. })
+            ));
+            for at in [0, s.len() / 2, s.len() - 1] {
+                let mut bad = s.clone();
+                bad[at] ^= 1;
+                assert!(matches!(
+                    verify_shard(&coded, i, &Bytes(Arc::new(bad))),
+                    Err(BlobError::Corrupt { .. })
+                ));
+            }
+            let short = Bytes(Arc::new(s[..s.len() - 1].to_vec()));
+            assert!(matches!(
+                verify_shard(&coded, i, &short),
+                Err(BlobError::Corrupt { .. })
+            ));
+        }
     }
 
     #[test]
@@ -494,6 +627,57 @@ mod tests {
     }
 
     #[test]
+    fn damage_spread_over_more_shards_than_parity_still_reads_stripe_by_stripe() {
+        // 4+2, and damaged units in three shards, each in a different stripe: every stripe
+        // has five good units, so everything reads although three shards had a bad unit.
+        let layout = Layout { k: 4, m: 2 };
+        let unit = 4096;
+        let data: Vec<u8> = (0..6 * 4 * unit).map(|i| (i % 241) as u8).collect();
+        let (coded, mut shards) = encode(layout, unit, &data);
+        let at = |j: usize| j * (unit + CRC_LEN) + 7;
+        shards[0][at(1)] ^= 1;
+        shards[1][at(3)] ^= 1;
+        shards[2][at(5)] ^= 1;
+        let src = source(coded, &shards, &[]);
+        assert_eq!(read_all(&src, data.len(), 5000).unwrap(), data);
+        // Three damaged units in one stripe are more than parity: damage, not unavailability.
+        let (coded, mut shards) = encode(layout, unit, &data);
+        for s in &mut shards[..3] {
+            s[at(2)] ^= 1;
+        }
+        let src = source(coded, &shards, &[]);
+        let e = read_all(&src, data.len(), 5000).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert!(matches!(
+            classify(BlobError::Io(e), BlobId(9)),
+            BlobError::Corrupt { .. }
+        ));
+    }
+
+    #[test]
+    fn shards_out_of_reach_are_unavailable_not_damage() {
+        let layout = Layout { k: 2, m: 1 };
+        let data = vec![7u8; 10_000];
+        let (coded, shards) = encode(layout, 4096, &data);
+        // Known down at open: two of three shards.
+        let src = CodedSource::new(
+            coded,
+            Mem {
+                shards: shards.iter().map(|s| Some(Arc::new(s.clone()))).collect(),
+                failures: Arc::default(),
+            },
+            &[0, 1],
+        );
+        // Tried once more before giving up: they answer, so the read succeeds.
+        assert_eq!(read_all(&src, data.len(), 3000).unwrap(), data);
+        let short = io::Error::other(ShortOfShards("x".into()));
+        assert!(matches!(
+            classify(BlobError::Io(short), BlobId(1)),
+            BlobError::Unavailable(_)
+        ));
+    }
+
+    #[test]
     fn lost_shards_rebuild_to_their_stored_bytes() {
         let layout = Layout { k: 3, m: 2 };
         let data: Vec<u8> = (0..40_000).map(|i| (i * 7 % 256) as u8).collect();
@@ -502,7 +686,7 @@ mod tests {
         for i in [1usize, 3] {
             let mut rebuilt = Vec::new();
             for j in 0..coded.stripes() {
-                rebuilt.extend(framed_unit(j, &src.rebuild_unit(i, j).unwrap()));
+                rebuilt.extend(framed_unit(i, j, &src.rebuild_unit(i, j).unwrap()));
             }
             assert_eq!(rebuilt, shards[i], "shard {i}");
         }

@@ -38,13 +38,27 @@ impl Gone {
     }
 }
 
-/// The nodes holding a blob's copies, as stored; for an erasure-coded blob, the node of
-/// each shard in shard order ("" for a shard lost and not yet rebuilt), and its layout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The nodes holding a blob's copies; for an erasure-coded blob, the node of each shard in
+/// shard order ("" for a shard lost and not yet rebuilt), and its layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     pub nodes: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coded: Option<crate::erasure::Coded>,
+}
+
+/// A placement as stored. A coded one names its holders `shards`, not `nodes`, so that a
+/// node of an older version (which knows only copies) finds the record damaged and leaves it
+/// alone, instead of repairing or deleting the blob id its shards are not stored under.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Wire {
+    Coded {
+        shards: Vec<String>,
+        coded: crate::erasure::Coded,
+    },
+    Copies {
+        nodes: Vec<String>,
+    },
 }
 
 impl Placement {
@@ -55,16 +69,30 @@ impl Placement {
 
 impl Placement {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        // A list of strings always serializes.
-        serde_json::to_vec(self).unwrap_or_default()
+        let wire = match self.coded {
+            Some(coded) => Wire::Coded {
+                shards: self.nodes.clone(),
+                coded,
+            },
+            None => Wire::Copies {
+                nodes: self.nodes.clone(),
+            },
+        };
+        // Strings and integers always serialize.
+        serde_json::to_vec(&wire).unwrap_or_default()
     }
+
     /// A record that does not parse, or names a coding no writer produces (which would
     /// divide by zero or index past its shards), is damaged.
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
-        let p: Self = serde_json::from_slice(bytes).ok()?;
-        match p.coded {
-            Some(c) if !c.sound() || p.nodes.len() != c.k as usize + c.m as usize => None,
-            _ => Some(p),
+        match serde_json::from_slice(bytes).ok()? {
+            Wire::Copies { nodes } => Some(Self { nodes, coded: None }),
+            Wire::Coded { shards, coded } => (coded.sound()
+                && shards.len() == coded.k as usize + coded.m as usize)
+                .then_some(Self {
+                    nodes: shards,
+                    coded: Some(coded),
+                }),
         }
     }
 }
@@ -207,6 +235,24 @@ mod tests {
     #[test]
     fn records_round_trip_and_garbage_is_refused() {
         let p = Placement::copies(vec!["a".into(), "b".into()]);
+        // A coded record has no `nodes`: a node that knows only copies finds it damaged
+        // rather than repairing or deleting the blob id its shards are not stored under.
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct OldPlacement {
+            nodes: Vec<String>,
+        }
+        let coded = Placement {
+            nodes: vec!["a".into(); 3],
+            coded: Some(crate::erasure::Coded {
+                k: 2,
+                m: 1,
+                unit: 4096,
+                size: 99,
+            }),
+        };
+        assert!(serde_json::from_slice::<OldPlacement>(&coded.encode()).is_err());
+        assert_eq!(Placement::decode(&coded.encode()), Some(coded));
         // Records written before erasure coding read as copies.
         assert_eq!(
             Placement::decode(br#"{"nodes":["a","b"]}"#),

@@ -170,7 +170,7 @@ impl Metrics {
         stats: Arc<feiyun_cluster::ClusterStats>,
         backlog: Arc<dyn Fn() -> u64 + Send + Sync>,
     ) {
-        let series: [(&str, &str, ClusterStatReader); 6] = [
+        let series: [(&str, &str, ClusterStatReader); 8] = [
             (
                 "cluster_read_fallbacks",
                 "Blob reads that left a copy (missing, unreachable or damaged) for another",
@@ -200,6 +200,16 @@ impl Metrics {
                 "cluster_collected",
                 "Copies of deleted blobs removed after the read grace",
                 |s| s.collected.load(Ordering::Relaxed),
+            ),
+            (
+                "cluster_scrubbed_bytes",
+                "Bytes of this node's erasure-coded shards read back and checked by the scrubber",
+                |s| s.scrubbed_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "cluster_scrub_damaged",
+                "Shards the scrubber found damaged or missing on this node",
+                |s| s.scrub_damaged.load(Ordering::Relaxed),
             ),
         ];
         let mut counters = Vec::new();

@@ -5,7 +5,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
 
 use crate::cluster::{Node, node_env, pg, status};
-use crate::cluster_blobs::{blob_files, get, settle, wait_for, wait_until_down};
+use crate::cluster_blobs::{blob_files, counter, get, settle, wait_for, wait_until_down};
 use crate::common::{Region, free_addr, pattern};
 
 fn start(dir: &std::path::Path, url: &str, id: &str, advertise: String) -> Node {
@@ -167,6 +167,46 @@ async fn coded_blobs_read_with_m_nodes_gone_and_refuse_clearly_with_more() {
         (1.45..1.6).contains(&ratio),
         "coded blobs take {ratio:.3}x their size"
     );
+
+    // A flipped byte in each shard node-2 holds. Unread, the scrubber finds them (parity
+    // shards are never read while the data shards are sound) and repair rewrites them in
+    // place: every node holds a shard of each blob, so there is no other node to move them
+    // to. Flipped again, they are never served: reads rebuild around them.
+    let shards: Vec<(std::path::PathBuf, Vec<u8>)> = blob_files(dirs[2].path())
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+        .filter(|(_, b)| b.len() < standard.len())
+        .collect();
+    assert_eq!(shards.len(), 4);
+    let flip = || {
+        for (f, bytes) in &shards {
+            let mut bad = bytes.clone();
+            bad[100] ^= 0x20;
+            std::fs::write(f, &bad).unwrap();
+        }
+    };
+    let rewritten = || {
+        shards
+            .iter()
+            .all(|(f, bytes)| std::fs::read(f).is_ok_and(|now| &now == bytes))
+    };
+    flip();
+    wait_for(
+        "damaged shards found by the scrubber and rewritten",
+        rewritten,
+    );
+    let m = nodes[2].as_ref().unwrap().region.metrics();
+    assert!(
+        counter(&m, "feiyun_cluster_scrub_damaged_total") >= 4,
+        "{m}"
+    );
+    assert!(
+        counter(&m, "feiyun_cluster_scrubbed_bytes_total") > 0,
+        "{m}"
+    );
+    flip();
+    read_all(&nodes[0], &objects).await;
+    wait_for("damaged shards rewritten", rewritten);
 
     // m = 2 nodes gone (kill -9): every object reads, byte for byte, at once and once they
     // are known to be down.
