@@ -40,6 +40,10 @@ pub use usage::{LocalUsage, dir_usage, disk_usage};
 const NODE_PREFIX: &[u8] = b"node/";
 /// The region's background lease: which node runs the once-per-region workers.
 const LEASE_KEY: &[u8] = b"lease/background";
+/// The lease's fencing token alone (8 bytes, big-endian), written only when the holder
+/// changes: fenced background commits check it, and a row rewritten at every renewal would
+/// make each of them conflict with the renewals.
+pub const FENCE_KEY: &[u8] = b"lease/fence";
 /// Key prefix of each node's event horizon: every event id it handed out below the value
 /// has landed (big-endian u64).
 const HORIZON_PREFIX: &[u8] = b"horizon/";
@@ -466,6 +470,11 @@ impl<M: MetaStore> Membership<M> {
                 LEASE_KEY.to_vec(),
                 serde_json::to_vec(&record).unwrap_or_default(),
             );
+        let token = fence.to_be_bytes().to_vec();
+        let fence_row = self.meta.get(Table::Cluster, FENCE_KEY)?;
+        if fence_row.as_deref() != Some(&token[..]) {
+            batch.put(Table::Cluster, FENCE_KEY.to_vec(), token);
+        }
         match self.meta.commit(batch).await {
             Ok(()) => {
                 if !mine {

@@ -255,3 +255,53 @@ async fn the_background_lease_has_one_holder_and_moves_when_it_lapses() {
     assert!(!a.try_lead().await.unwrap());
     assert!(!a.leads());
 }
+
+/// A holder paused past its lease cannot land a fenced commit after its successor took
+/// over: the fence row changed with the holder, and renewals leave it alone.
+#[tokio::test]
+async fn a_deposed_holders_fenced_commit_is_refused() {
+    let r = region();
+    let a = r.join(r.spec("a", "m1", 1)).await.unwrap();
+    let b = r.join(r.spec("b", "m2", 2)).await.unwrap();
+    assert!(a.try_lead().await.unwrap());
+    let fenced = |token: u64| {
+        let mut batch = WriteBatch::new();
+        batch
+            .check_value(
+                Table::Cluster,
+                FENCE_KEY,
+                Some(token.to_be_bytes().to_vec()),
+            )
+            .put(
+                Table::Cluster,
+                b"work".to_vec(),
+                token.to_be_bytes().to_vec(),
+            );
+        batch
+    };
+    r.meta.commit(fenced(a.fence())).await.unwrap();
+    let row = r.meta.get(Table::Cluster, FENCE_KEY).unwrap();
+    assert!(a.try_lead().await.unwrap());
+    assert_eq!(r.meta.get(Table::Cluster, FENCE_KEY).unwrap(), row);
+    let mut lease: LeaseRecord =
+        serde_json::from_slice(&r.meta.get(Table::Cluster, LEASE_KEY).unwrap().unwrap()).unwrap();
+    lease.expires_ms = now_ms() - 1;
+    let mut batch = WriteBatch::new();
+    batch.put(
+        Table::Cluster,
+        LEASE_KEY.to_vec(),
+        serde_json::to_vec(&lease).unwrap(),
+    );
+    r.meta.commit(batch).await.unwrap();
+    assert!(b.try_lead().await.unwrap());
+    // `a` has not yet noticed (it still believes its token), and its late commit fails.
+    assert!(matches!(
+        r.meta.commit(fenced(a.fence())).await,
+        Err(MetaError::Conflict(_))
+    ));
+    r.meta.commit(fenced(b.fence())).await.unwrap();
+    assert_eq!(
+        r.meta.get(Table::Cluster, b"work").unwrap(),
+        Some(b.fence().to_be_bytes().to_vec())
+    );
+}

@@ -52,7 +52,8 @@ pub(crate) fn spawn<M: MetaStore>(svc: &Arc<Functions<M>>) {
                 tokio::time::sleep(POLL).await;
                 continue;
             }
-            let busy = match follow_round(&svc, &mut armed).await {
+            let busy = match feiyun_common::background::fenced(follow_round(&svc, &mut armed)).await
+            {
                 Ok(n) => n > 0,
                 Err(e) => {
                     tracing::warn!(error = %e, "object trigger round failed");

@@ -180,7 +180,9 @@ async fn deliver_forever<M: MetaStore, B: BlobStore>(
             tokio::time::sleep(POLL).await;
             continue;
         }
-        match deliver_round(&oss, &target, &client, &consumer).await {
+        match feiyun_common::background::fenced(deliver_round(&oss, &target, &client, &consumer))
+            .await
+        {
             Ok(0) => tokio::time::sleep(POLL).await,
             Ok(_) => {}
             Err(e) => {
@@ -344,7 +346,7 @@ async fn trim_forever<M: MetaStore, B: BlobStore>(
             }
             upto = upto.max(slowest);
         }
-        match oss.trim_events(upto).await {
+        match feiyun_common::background::fenced(oss.trim_events(upto)).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(n, "event log trimmed"),
             Err(e) => tracing::warn!(error = %e, "event log trim failed"),

@@ -182,7 +182,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 if !feiyun_common::background::runs() {
                     continue;
                 }
-                match svc.rewrap().await {
+                match feiyun_common::background::fenced(svc.rewrap()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(
                         versions = n,

@@ -698,7 +698,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 if !feiyun_common::background::runs() {
                     continue;
                 }
-                match svc.run_lifecycle(now_millis()).await {
+                match feiyun_common::background::fenced(svc.run_lifecycle(now_millis())).await {
                     Ok(r) if r != LifecycleReport::default() => {
                         tracing::info!(?r, "lifecycle run");
                     }

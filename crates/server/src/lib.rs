@@ -561,6 +561,8 @@ async fn join_region(
     // Once-per-region work runs on the holder of the background lease only.
     let leader = membership.clone();
     feiyun_common::background::set_gate(move || leader.leads());
+    let fencer = membership.clone();
+    feiyun_common::background::set_fence(move || fencer.fence());
     if let Err(e) = membership.try_lead().await {
         tracing::warn!(error = %e, "background lease not taken yet");
     }
@@ -591,7 +593,7 @@ fn spawn_kms_purge(kms: Arc<feiyun_kms::Kms<Store>>, every: Duration) {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 continue;
             }
-            match kms.purge_due(now).await {
+            match feiyun_common::background::fenced(kms.purge_due(now)).await {
                 Ok(ids) => {
                     for id in ids {
                         tracing::warn!(key = %id, "KMS key deleted after its waiting period");

@@ -73,6 +73,7 @@ impl MetaStore for Store {
 
     async fn commit(&self, mut batch: WriteBatch) -> Result<(), MetaError> {
         crate::invalidate::stamp(&mut batch);
+        fence(&mut batch);
         match self {
             Store::Embedded(s) => s.commit(batch).await,
             Store::Postgres(s) => s.commit(batch).await,
@@ -81,9 +82,23 @@ impl MetaStore for Store {
 
     async fn commit_replanning(&self, mut batch: WriteBatch) -> Result<bool, MetaError> {
         crate::invalidate::stamp(&mut batch);
+        fence(&mut batch);
         match self {
             Store::Embedded(s) => s.commit_replanning(batch).await,
             Store::Postgres(s) => s.commit_replanning(batch).await,
         }
+    }
+}
+
+/// Inside a fenced background round of a multi-node region, the commit holds only while the
+/// region's fencing token is still this node's: a holder deposed while it was paused gets a
+/// conflict, never a write after its successor's.
+fn fence(batch: &mut WriteBatch) {
+    if let Some(token) = feiyun_common::background::fence() {
+        batch.check_value(
+            Table::Cluster,
+            feiyun_cluster::FENCE_KEY,
+            Some(token.to_be_bytes().to_vec()),
+        );
     }
 }
