@@ -451,10 +451,17 @@ impl<M: MetaStore> Membership<M> {
             return Ok(false);
         }
         let lease = lease_ms(self.spec.down_secs);
+        // The fence row may be ahead of a lease row that was lost or damaged: a new holder's
+        // token is above both, so it never repeats a deposed holder's.
+        let fence_row = self.meta.get(Table::Cluster, FENCE_KEY)?;
+        let fenced_at = fence_row
+            .as_deref()
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_be_bytes);
         let fence = match &old {
             Some(o) if mine => o.fence,
-            Some(o) => o.fence + 1,
-            None => 1,
+            Some(o) => o.fence.max(fenced_at) + 1,
+            None => fenced_at + 1,
         };
         let record = LeaseRecord {
             holder: self.spec.id.clone(),
@@ -471,9 +478,10 @@ impl<M: MetaStore> Membership<M> {
                 serde_json::to_vec(&record).unwrap_or_default(),
             );
         let token = fence.to_be_bytes().to_vec();
-        let fence_row = self.meta.get(Table::Cluster, FENCE_KEY)?;
         if fence_row.as_deref() != Some(&token[..]) {
-            batch.put(Table::Cluster, FENCE_KEY.to_vec(), token);
+            batch
+                .check_value(Table::Cluster, FENCE_KEY.to_vec(), fence_row)
+                .put(Table::Cluster, FENCE_KEY.to_vec(), token);
         }
         match self.meta.commit(batch).await {
             Ok(()) => {

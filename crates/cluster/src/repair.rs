@@ -145,7 +145,7 @@ impl<M: MetaStore> Inner<M> {
                     continue;
                 };
                 let found;
-                let bad = match self.scrub_one(&mut scrub, key, id, &place) {
+                let bad = match self.scrub_one(&mut scrub, key, value, id, &place) {
                     Some(me) => {
                         let mut b = suspects.get(&id).cloned().unwrap_or_default();
                         b.insert(me);
@@ -207,6 +207,7 @@ impl<M: MetaStore> Inner<M> {
         &self,
         scrub: &mut Scrub,
         key: &[u8],
+        value: &[u8],
         id: BlobId,
         place: &Placement,
     ) -> Option<String> {
@@ -229,21 +230,38 @@ impl<M: MetaStore> Inner<M> {
                     .fetch_add(bytes, Ordering::Relaxed);
                 None
             }
-            Err(BlobError::Corrupt { .. } | BlobError::NotFound(_))
-                if self.write_in_flight(id).unwrap_or(true) =>
+            // A read the disk may answer next time: not damage.
+            Err(BlobError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted
+                        | std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                ) =>
             {
+                tracing::warn!(%id, shard = i, error = %e, "the scrubber could not read a shard");
                 None
             }
-            Err(e @ (BlobError::Corrupt { .. } | BlobError::NotFound(_))) => {
+            // Damage, a missing file or a media error (EIO): rebuilt, unless the record
+            // changed since the page was read (the shard moved away, the blob was deleted)
+            // or the write is still in flight.
+            Err(e)
+                if self.still_recorded(id, value) && !self.write_in_flight(id).unwrap_or(true) =>
+            {
                 tracing::warn!(%id, shard = i, error = %e, "the scrubber found a shard damaged; rebuilding it");
                 self.stats.scrub_damaged.fetch_add(1, Ordering::Relaxed);
                 Some(self.me().to_owned())
             }
-            Err(e) => {
-                tracing::warn!(%id, shard = i, error = %e, "the scrubber could not read a shard");
-                None
-            }
+            Err(_) => None,
         }
+    }
+
+    /// Whether `id`'s placement record still holds `value`.
+    fn still_recorded(&self, id: BlobId, value: &[u8]) -> bool {
+        self.membership
+            .meta()
+            .get(Table::Cluster, &place_key(id.0))
+            .is_ok_and(|now| now.as_deref() == Some(value))
     }
 
     fn holder_state(

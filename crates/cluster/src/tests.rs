@@ -304,4 +304,16 @@ async fn a_deposed_holders_fenced_commit_is_refused() {
         r.meta.get(Table::Cluster, b"work").unwrap(),
         Some(b.fence().to_be_bytes().to_vec())
     );
+    // A lost lease row does not bring the token back: the next holder's is above the
+    // fence row, so no deposed holder's token ever matches again.
+    let mut batch = WriteBatch::new();
+    batch.delete(Table::Cluster, LEASE_KEY.to_vec());
+    r.meta.commit(batch).await.unwrap();
+    let deposed = b.fence();
+    assert!(a.try_lead().await.unwrap());
+    assert!(a.fence() > deposed);
+    assert!(matches!(
+        r.meta.commit(fenced(deposed)).await,
+        Err(MetaError::Conflict(_))
+    ));
 }

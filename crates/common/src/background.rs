@@ -24,7 +24,8 @@ static GATE: OnceLock<Gate> = OnceLock::new();
 static FENCE: OnceLock<Fence> = OnceLock::new();
 
 tokio::task_local! {
-    static IN_ROUND: ();
+    /// The fencing token the round started under.
+    static ROUND: u64;
 }
 
 /// Installs the gate; only the first call counts.
@@ -38,17 +39,26 @@ pub fn set_fence(fence: impl Fn() -> u64 + Send + Sync + 'static) {
     let _ = FENCE.set(Box::new(fence));
 }
 
-/// Runs one round of background work with its commits fenced (see the module doc). Work it
-/// spawns onto other tasks is not: a round's own commits are the ones that must be.
+/// Runs one round of background work with its commits fenced (see the module doc), under
+/// the token this node holds as the round starts: a round that outlives its lease stays
+/// fenced out even if the node takes the lease again meanwhile. Work the round spawns onto
+/// another task is fenced only when it is started through [`with_fence`].
 pub async fn fenced<F: Future>(round: F) -> F::Output {
-    IN_ROUND.scope((), round).await
+    with_fence(FENCE.get().map(|f| f()), round).await
+}
+
+/// Runs `work` under `token` (from [`fence`] on the task that spawns it), or unfenced.
+pub async fn with_fence<F: Future>(token: Option<u64>, work: F) -> F::Output {
+    match token {
+        Some(t) => ROUND.scope(t, work).await,
+        None => work.await,
+    }
 }
 
 /// The fencing token a commit made now must find in the store, when it is made inside a
 /// [`fenced`] round of a multi-node region.
 pub fn fence() -> Option<u64> {
-    IN_ROUND.try_with(|_| ()).ok()?;
-    FENCE.get().map(|f| f())
+    ROUND.try_with(|t| *t).ok()
 }
 
 /// Whether background work should run now.
@@ -65,8 +75,17 @@ mod tests {
         set_fence(|| 7);
         assert_eq!(fence(), None);
         assert_eq!(fenced(async { fence() }).await, Some(7));
-        // A task spawned from a round is outside it.
+        // A task spawned from a round is outside it, unless the round's token goes along.
         let spawned = fenced(async { tokio::spawn(async { fence() }).await.unwrap() }).await;
         assert_eq!(spawned, None);
+        let carried = fenced(async {
+            let token = fence();
+            tokio::spawn(with_fence(token, async { fence() }))
+                .await
+                .unwrap()
+        })
+        .await;
+        assert_eq!(carried, Some(7));
+        assert_eq!(with_fence(None, async { fence() }).await, None);
     }
 }

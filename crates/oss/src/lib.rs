@@ -355,11 +355,13 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             return self.meta.commit_replanning(batch).await;
         };
         let meta = self.meta.clone();
-        tokio::spawn(async move {
+        // A background round's fence goes along with its commit.
+        let fence = feiyun_common::background::fence();
+        tokio::spawn(feiyun_common::background::with_fence(fence, async move {
             let done = meta.commit_replanning(batch).await;
             drop(ticket);
             done
-        })
+        }))
         .await
         .map_err(|e| MetaError::Storage(format!("commit task failed: {e}")))?
     }

@@ -3,7 +3,7 @@
 //! generic server, so the services are compiled once for both.
 
 use feiyun_meta::{
-    KvPair, MetaError, MetaRead, MetaStore, RedbSnapshot, RedbStore, Table, WriteBatch,
+    KvPair, MetaError, MetaRead, MetaStore, RedbSnapshot, RedbStore, Replan, Table, WriteBatch,
 };
 use feiyun_meta_pg::{PgSnapshot, PgStore};
 
@@ -93,12 +93,27 @@ impl MetaStore for Store {
 /// Inside a fenced background round of a multi-node region, the commit holds only while the
 /// region's fencing token is still this node's: a holder deposed while it was paused gets a
 /// conflict, never a write after its successor's.
+/// A batch planned again inside the transaction carries the same check.
 fn fence(batch: &mut WriteBatch) {
-    if let Some(token) = feiyun_common::background::fence() {
-        batch.check_value(
-            Table::Cluster,
-            feiyun_cluster::FENCE_KEY,
-            Some(token.to_be_bytes().to_vec()),
-        );
+    let Some(token) = feiyun_common::background::fence() else {
+        return;
+    };
+    fence_with(batch, token);
+    if let Some(Replan(plan)) = batch.replan.take() {
+        batch.replan = Some(Replan(std::sync::Arc::new(move |read| {
+            let mut again = plan(read)?;
+            if let Some(b) = again.as_mut() {
+                fence_with(b, token);
+            }
+            Ok(again)
+        })));
     }
+}
+
+fn fence_with(batch: &mut WriteBatch, token: u64) {
+    batch.check_value(
+        Table::Cluster,
+        feiyun_cluster::FENCE_KEY,
+        Some(token.to_be_bytes().to_vec()),
+    );
 }
