@@ -98,7 +98,8 @@ head -c $((64 << 20)) /dev/urandom >"$work/obj"
 for i in $(seq 1 32); do
   aws --endpoint-url "${r[$((i % 3))]}" s3 cp --quiet "$work/obj" "s3://repair/o$i"
 done
-blob_bytes() { du -sb "$work/r$1/data/blobs" | cut -f1; }
+# File bytes only: `du` counts directories too, and the nodes' directory trees differ.
+blob_bytes() { find "$work/r$1/data/blobs" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
 before=$(( $(blob_bytes 0) + $(blob_bytes 1) + $(blob_bytes 2) ))
 lost=$(blob_bytes 3)
 kill -9 "$(cat "$work/r3/pid")"
