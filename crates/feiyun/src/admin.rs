@@ -40,22 +40,29 @@ pub struct AdminClient {
     token: Option<String>,
 }
 
+/// The region's endpoint and the CA bundle to trust for it, from the flags and environment.
+pub(crate) fn endpoint_of(c: &Connection) -> anyhow::Result<(String, Option<std::path::PathBuf>)> {
+    let endpoint = c
+        .endpoint
+        .clone()
+        .or_else(|| std::env::var("FEIYUN_ENDPOINT").ok())
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
+    let base: http::Uri = endpoint.parse().context("--endpoint is not a URL")?;
+    if !matches!(base.scheme_str(), Some("http" | "https")) {
+        bail!("--endpoint must be an http:// or https:// URL");
+    }
+    let bundle = c.ca_bundle.clone().or_else(|| {
+        std::env::var_os("AWS_CA_BUNDLE")
+            .filter(|v| !v.is_empty())
+            .map(Into::into)
+    });
+    Ok((endpoint, bundle))
+}
+
 impl AdminClient {
     pub fn new(c: &Connection) -> anyhow::Result<Self> {
-        let endpoint = c
-            .endpoint
-            .clone()
-            .or_else(|| std::env::var("FEIYUN_ENDPOINT").ok())
-            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
+        let (endpoint, bundle) = endpoint_of(c)?;
         let base: http::Uri = endpoint.parse().context("--endpoint is not a URL")?;
-        if !matches!(base.scheme_str(), Some("http" | "https")) {
-            bail!("--endpoint must be an http:// or https:// URL");
-        }
-        let bundle = c.ca_bundle.clone().or_else(|| {
-            std::env::var_os("AWS_CA_BUNDLE")
-                .filter(|v| !v.is_empty())
-                .map(Into::into)
-        });
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls_config(bundle.as_deref())?)
             .https_or_http()
@@ -246,7 +253,9 @@ fn sigv4_encode(s: &str) -> String {
 
 /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, then a profile, then
 /// `FEIYUN_ROOT_*`.
-fn credentials(profile: Option<&str>) -> anyhow::Result<(String, String, Option<String>)> {
+pub(crate) fn credentials(
+    profile: Option<&str>,
+) -> anyhow::Result<(String, String, Option<String>)> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     if profile.is_none()
         && let (Some(a), Some(s)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
@@ -254,6 +263,21 @@ fn credentials(profile: Option<&str>) -> anyhow::Result<(String, String, Option<
         return Ok((a, s, env("AWS_SESSION_TOKEN")));
     }
     if let Some(name) = profile.map(str::to_owned).or_else(|| env("AWS_PROFILE")) {
+        return profile_credentials(&name);
+    }
+    match (env("FEIYUN_ROOT_ACCESS_KEY"), env("FEIYUN_ROOT_SECRET_KEY")) {
+        (Some(a), Some(s)) => Ok((a, s, None)),
+        _ => bail!(
+            "no credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, --profile, or FEIYUN_ROOT_ACCESS_KEY/FEIYUN_ROOT_SECRET_KEY"
+        ),
+    }
+}
+
+/// A profile's keys from the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else
+/// `~/.aws/credentials`).
+pub(crate) fn profile_credentials(name: &str) -> anyhow::Result<(String, String, Option<String>)> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    {
         let path = env("AWS_SHARED_CREDENTIALS_FILE")
             .map(std::path::PathBuf::from)
             .or_else(|| env("HOME").map(|h| std::path::Path::new(&h).join(".aws/credentials")))
@@ -276,21 +300,15 @@ fn credentials(profile: Option<&str>) -> anyhow::Result<(String, String, Option<
                 }
             }
         }
-        return match (a, s) {
+        match (a, s) {
             (Some(a), Some(s)) => Ok((a, s, t)),
             _ => bail!("profile {name} has no access key in {}", path.display()),
-        };
-    }
-    match (env("FEIYUN_ROOT_ACCESS_KEY"), env("FEIYUN_ROOT_SECRET_KEY")) {
-        (Some(a), Some(s)) => Ok((a, s, None)),
-        _ => bail!(
-            "no credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, --profile, or FEIYUN_ROOT_ACCESS_KEY/FEIYUN_ROOT_SECRET_KEY"
-        ),
+        }
     }
 }
 
 /// Trust the given bundle only (as the aws CLI does with `--ca-bundle`), else the system's CAs.
-fn tls_config(bundle: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
+pub(crate) fn tls_config(bundle: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     match bundle {
         Some(path) => {

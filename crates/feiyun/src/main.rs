@@ -17,6 +17,7 @@ mod cluster_cli;
 mod fc_cli;
 mod iam_cli;
 mod kms_cli;
+mod migrate_cli;
 mod region_cli;
 mod sigv4;
 
@@ -61,6 +62,9 @@ enum Command {
     /// Point-in-time restore: bring a bucket (or a prefix, or a copy in another bucket) back
     /// to what it held at a moment, from its versions; --dry-run lists what would change.
     Restore(region_cli::RestoreArgs),
+    /// Move data in: copy a directory or any S3 bucket into the region, verified,
+    /// resumable and incremental; `migrate verify` lists every difference.
+    Migrate(Box<migrate_cli::MigrateArgs>),
     /// Backups: encrypted, deduplicated, incremental snapshots of a bucket in a peer region's
     /// bucket; create, list, verify, restore, prune.
     Backup(region_cli::BackupArgs),
@@ -163,6 +167,7 @@ fn main() -> std::process::ExitCode {
             Command::Replication(args) => region_cli::run_replication(args).await,
             Command::Restore(args) => region_cli::run_restore(args).await,
             Command::Backup(args) => region_cli::run_backup(args).await,
+            Command::Migrate(args) => migrate_cli::run(*args).await,
         }
     });
     match result {

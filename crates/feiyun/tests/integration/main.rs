@@ -19,6 +19,7 @@ mod hardening;
 mod iam;
 mod lifecycle;
 mod meta_pg;
+mod migrate;
 mod notifications;
 mod replication;
 mod sdk;

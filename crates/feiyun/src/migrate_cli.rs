@@ -1,0 +1,392 @@
+//! `feiyun migrate SOURCE DEST` and `feiyun migrate verify SOURCE DEST`: parses where the
+//! objects come from and go to, and hands over to `feiyun-migrate`.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use feiyun_migrate::client::{EndpointConfig, S3Client};
+use feiyun_migrate::{Dest, Journal, Limits, Options, Progress, Source};
+use sha2::Digest as _;
+
+use crate::admin::Connection;
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct MigrateArgs {
+    #[command(subcommand)]
+    command: Option<MigrateCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum MigrateCommand {
+    /// Re-check a migration: list every difference (missing, extra, size, checksum,
+    /// metadata, tags) between SOURCE and DEST; exits non-zero when there is one
+    Verify(EndsArgs),
+}
+
+#[derive(clap::Args)]
+struct EndsArgs {
+    /// A directory, `s3://BUCKET[/PREFIX]` at --source-endpoint, or `s3://` for every bucket
+    #[arg(required = true)]
+    source: Option<String>,
+    /// `s3://BUCKET[/PREFIX]` in the region (`s3://` with a SOURCE of `s3://`)
+    #[arg(required = true)]
+    dest: Option<String>,
+    /// The source's S3 endpoint (http:// or https://) [env: FEIYUN_SOURCE_ENDPOINT]
+    #[arg(long, value_name = "URL")]
+    source_endpoint: Option<String>,
+    /// A profile in ~/.aws/credentials for the source
+    #[arg(long)]
+    source_profile: Option<String>,
+    /// [env: FEIYUN_SOURCE_ACCESS_KEY]
+    #[arg(long)]
+    source_access_key: Option<String>,
+    /// [env: FEIYUN_SOURCE_SECRET_KEY]
+    #[arg(long)]
+    source_secret_key: Option<String>,
+    /// The source's signing region [env: FEIYUN_SOURCE_REGION] [default: us-east-1]
+    #[arg(long)]
+    source_region: Option<String>,
+    /// Address the source's buckets as BUCKET.host (AWS, OSS) rather than host/BUCKET
+    #[arg(long)]
+    source_virtual_hosted: bool,
+    /// PEM bundle of the CAs to trust for an https:// source
+    #[arg(long)]
+    source_ca_bundle: Option<PathBuf>,
+    /// Follow symbolic links in a directory source (loops are reported, not followed)
+    #[arg(long)]
+    follow_symlinks: bool,
+    /// Comparisons (HEADs, reads for checksums) at once
+    #[arg(long, default_value_t = 16)]
+    checkers: usize,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    ends: EndsArgs,
+    /// The journal file [default: ~/.local/state/feiyun/migrate/<hash of SOURCE and DEST>]
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Objects copied at once
+    #[arg(long, default_value_t = 16)]
+    transfers: usize,
+    /// Part size of multipart copies (objects above it go in parts)
+    #[arg(long, default_value = "16M")]
+    part_size: String,
+    /// Parts of one object in flight at once
+    #[arg(long, default_value_t = 4)]
+    part_concurrency: usize,
+    /// Compare content (a CRC64NVME read from the source), not only size and fingerprint
+    #[arg(long)]
+    checksum: bool,
+    /// Delete what has disappeared at the source
+    #[arg(long)]
+    delete: bool,
+    /// Print what would be copied and deleted; change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Most bytes per second read from the source (`100M`, `1G`)
+    #[arg(long)]
+    bandwidth: Option<String>,
+    /// Most requests per second sent to the source
+    #[arg(long)]
+    source_qps: Option<u32>,
+    /// Where to write the failures, one JSON object a line [default: the journal's path
+    /// with `.failures`]
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(MigrateCommand::Verify(ends)) => verify(ends).await,
+        None => migrate(args.run).await,
+    }
+}
+
+/// `s3://bucket/prefix` as (bucket, prefix ending in `/` unless empty).
+fn parse_s3(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut prefix = prefix.to_owned();
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    Some((bucket.to_owned(), prefix))
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+fn source_client(a: &EndsArgs) -> anyhow::Result<S3Client> {
+    let url = a
+        .source_endpoint
+        .clone()
+        .or_else(|| env("FEIYUN_SOURCE_ENDPOINT"))
+        .context("an s3:// SOURCE needs --source-endpoint (or FEIYUN_SOURCE_ENDPOINT)")?;
+    let (access_key, secret_key, session_token) = match (
+        a.source_access_key
+            .clone()
+            .or_else(|| env("FEIYUN_SOURCE_ACCESS_KEY")),
+        a.source_secret_key
+            .clone()
+            .or_else(|| env("FEIYUN_SOURCE_SECRET_KEY")),
+    ) {
+        (Some(ak), Some(sk)) => (ak, sk, env("FEIYUN_SOURCE_SESSION_TOKEN")),
+        (None, None) => match &a.source_profile {
+            Some(p) => crate::admin::profile_credentials(p)?,
+            None => bail!(
+                "no source credentials: give --source-access-key and --source-secret-key, FEIYUN_SOURCE_ACCESS_KEY/FEIYUN_SOURCE_SECRET_KEY, or --source-profile"
+            ),
+        },
+        _ => bail!("give both the source's access key and its secret key"),
+    };
+    Ok(S3Client::new(EndpointConfig {
+        url,
+        access_key,
+        secret_key,
+        session_token,
+        region: a
+            .source_region
+            .clone()
+            .or_else(|| env("FEIYUN_SOURCE_REGION"))
+            .unwrap_or_else(|| "us-east-1".into()),
+        virtual_hosted: a.source_virtual_hosted,
+        tls: crate::admin::tls_config(a.source_ca_bundle.as_deref())?,
+    })?)
+}
+
+fn dest_client(c: &Connection) -> anyhow::Result<S3Client> {
+    let (url, bundle) = crate::admin::endpoint_of(c)?;
+    let (access_key, secret_key, session_token) = crate::admin::credentials(c.profile.as_deref())?;
+    Ok(S3Client::new(EndpointConfig {
+        url,
+        access_key,
+        secret_key,
+        session_token,
+        region: env("AWS_REGION")
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".into()),
+        virtual_hosted: false,
+        tls: crate::admin::tls_config(bundle.as_deref())?,
+    })?)
+}
+
+/// The (source, destination) pairs of a command: one, or one per bucket for `s3://`.
+async fn pairs(a: &EndsArgs) -> anyhow::Result<Vec<(Source, Dest)>> {
+    let (src, dst) = (
+        a.source.as_deref().unwrap_or_default(),
+        a.dest.as_deref().unwrap_or_default(),
+    );
+    let Some((dbucket, dprefix)) = parse_s3(dst) else {
+        bail!("DEST must be s3://BUCKET[/PREFIX] in the region, not {dst}");
+    };
+    let dclient = dest_client(&a.conn)?;
+    let dest = |bucket: String, prefix: String| Dest {
+        client: dclient.clone(),
+        bucket,
+        prefix,
+    };
+    match parse_s3(src) {
+        None => {
+            let root = PathBuf::from(src);
+            if !root.is_dir() {
+                bail!("SOURCE {src} is not a directory (nor s3://BUCKET)");
+            }
+            if dbucket.is_empty() {
+                bail!("DEST names no bucket");
+            }
+            Ok(vec![(
+                Source::Dir {
+                    root,
+                    follow_symlinks: a.follow_symlinks,
+                },
+                dest(dbucket, dprefix),
+            )])
+        }
+        Some((sbucket, sprefix)) if sbucket.is_empty() => {
+            if !dbucket.is_empty() {
+                bail!(
+                    "with SOURCE s3:// (every bucket), DEST is s3:// too: each bucket keeps its name"
+                );
+            }
+            let client = source_client(a)?;
+            let buckets = feiyun_migrate::source::list_buckets(&client).await?;
+            let _ = sprefix;
+            Ok(buckets
+                .into_iter()
+                .map(|b| {
+                    (
+                        Source::S3 {
+                            client: client.clone(),
+                            bucket: b.clone(),
+                            prefix: String::new(),
+                        },
+                        dest(b, String::new()),
+                    )
+                })
+                .collect())
+        }
+        Some((sbucket, sprefix)) => {
+            if dbucket.is_empty() {
+                bail!("DEST names no bucket");
+            }
+            Ok(vec![(
+                Source::S3 {
+                    client: source_client(a)?,
+                    bucket: sbucket,
+                    prefix: sprefix,
+                },
+                dest(dbucket, dprefix),
+            )])
+        }
+    }
+}
+
+fn journal_path(state: &Option<PathBuf>, source: &str, dest: &str) -> anyhow::Result<PathBuf> {
+    if let Some(p) = state {
+        return Ok(p.clone());
+    }
+    let dir = env("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .context("no HOME to keep the journal under: give --state FILE")?
+        .join("feiyun/migrate");
+    let id = hex::encode(&sha2::Sha256::digest(format!("{source}\n{dest}"))[..8]);
+    Ok(dir.join(format!("{id}.journal")))
+}
+
+async fn migrate(a: RunArgs) -> anyhow::Result<()> {
+    let part_size = feiyun_migrate::limit::parse_size(&a.part_size)
+        .filter(|p| (5 << 20..=5 << 30).contains(p))
+        .context("--part-size must be between 5M and 5G")?;
+    let bandwidth = match &a.bandwidth {
+        Some(b) => Some(
+            feiyun_migrate::limit::parse_size(b)
+                .filter(|b| *b > 0)
+                .with_context(|| format!("--bandwidth {b} is not a rate like 100M"))?,
+        ),
+        None => None,
+    };
+    let list = pairs(&a.ends).await?;
+    if list.len() > 1 && (a.state.is_some() || a.report.is_some()) {
+        bail!("--state and --report name one migration's files: leave them out with SOURCE s3://");
+    }
+    let progress = if a.ends.conn.json {
+        Progress::Off
+    } else if std::io::stderr().is_terminal() {
+        Progress::Bar
+    } else {
+        Progress::Lines
+    };
+    let opts = Options {
+        transfers: a.transfers.max(1),
+        checkers: a.ends.checkers.max(1),
+        part_size,
+        multipart_threshold: part_size,
+        part_concurrency: a.part_concurrency.max(1),
+        checksum: a.checksum,
+        delete: a.delete,
+        dry_run: a.dry_run,
+        limits: Limits::new(bandwidth, a.source_qps),
+        progress,
+    };
+    let mut failed = 0u64;
+    let mut reports = Vec::new();
+    for (source, dest) in list {
+        let (sd, dd) = (source.describe(), dest.describe());
+        let path = journal_path(&a.state, &sd, &dd)?;
+        let journal = Journal::open(&path, &sd, &dd)?;
+        let summary = feiyun_migrate::migrate(source, dest, journal, opts.clone()).await?;
+        let report = a
+            .report
+            .clone()
+            .unwrap_or_else(|| path.with_extension("failures"));
+        let mut text = String::new();
+        for f in &summary.failures {
+            text.push_str(&serde_json::to_string(f)?);
+            text.push('\n');
+        }
+        std::fs::write(&report, text)
+            .with_context(|| format!("cannot write the report {}", report.display()))?;
+        let bad = summary.failed + summary.problems;
+        failed += bad;
+        if a.ends.conn.json {
+            let mut v = serde_json::to_value(&summary)?;
+            v["source"] = sd.clone().into();
+            v["dest"] = dd.clone().into();
+            v["journal"] = path.display().to_string().into();
+            v["report"] = report.display().to_string().into();
+            outln!("{v}");
+        } else {
+            for line in &summary.plan {
+                outln!("{line}");
+            }
+            let mib = summary.bytes as f64 / 1048576.0;
+            let secs = summary.seconds.max(0.001);
+            outln!(
+                "{sd} -> {dd}: {} copied ({mib:.1} MiB) in {:.1} s ({:.0} objects/s, {:.1} MiB/s), {} unchanged, {} deleted, {} failed",
+                summary.copied,
+                summary.seconds,
+                summary.copied as f64 / secs,
+                mib / secs,
+                summary.skipped,
+                summary.deleted,
+                bad
+            );
+            if bad > 0 {
+                for f in summary.failures.iter().take(10) {
+                    outln!("  failed: {}: {}", f.key, f.error);
+                }
+                outln!("  every failure: {}", report.display());
+            }
+        }
+        reports.push(report);
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} object(s) were not copied; see {}",
+            reports
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+async fn verify(a: EndsArgs) -> anyhow::Result<()> {
+    let mut total = 0usize;
+    for (source, dest) in pairs(&a).await? {
+        let (sd, dd) = (source.describe(), dest.describe());
+        let diffs = feiyun_migrate::verify(source, dest, a.checkers, Limits::default()).await?;
+        total += diffs.len();
+        if a.conn.json {
+            outln!(
+                "{}",
+                serde_json::json!({"source": sd, "dest": dd, "differences": diffs})
+            );
+        } else {
+            for d in &diffs {
+                if d.detail.is_empty() {
+                    outln!("{}\t{}", d.kind, d.key);
+                } else {
+                    outln!("{}\t{}\t{}", d.kind, d.key, d.detail);
+                }
+            }
+            outln!("{sd} -> {dd}: {} difference(s)", diffs.len());
+        }
+    }
+    if total > 0 {
+        bail!("{total} difference(s) between the source and the region");
+    }
+    Ok(())
+}

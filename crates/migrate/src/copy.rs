@@ -1,0 +1,701 @@
+//! One pass of a migration: the source and destination listings merged in key order, each
+//! key classified (new, changed, unchanged, gone), and the copies and deletes run by a fixed
+//! number of workers with bounded memory. Every object is verified on the way: the bytes
+//! read are hashed (MD5 and CRC64NVME) and checked against what the source says of them, and
+//! the region checks both again before it acknowledges the write.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use crc_fast::{CrcAlgorithm, Digest as Crc};
+use md5::{Digest as _, Md5};
+use tokio::sync::{Mutex, Semaphore, mpsc};
+
+use crate::dest::{Dest, DestEntry};
+use crate::journal::{Done, Journal, Upload};
+use crate::limit::Limits;
+use crate::source::{Entry, Listed, Source, list_bucket, mtime_text};
+use crate::{Error, Failure, Options, Summary};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// S3's most parts in one upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// Counters every worker adds to; the progress display reads them.
+#[derive(Default)]
+pub struct Stats {
+    pub listed: AtomicU64,
+    pub copied: AtomicU64,
+    pub bytes: AtomicU64,
+    pub skipped: AtomicU64,
+    pub deleted: AtomicU64,
+    pub failed: AtomicU64,
+    pub problems: AtomicU64,
+    pub ignored: AtomicU64,
+    /// Bytes of objects still to copy, as far as the listing has got.
+    pub planned_bytes: AtomicU64,
+}
+
+enum Job {
+    Copy(Entry, &'static str),
+    Compare(Entry, DestEntry),
+    Delete(String),
+}
+
+struct Ctx {
+    source: Source,
+    dest: Dest,
+    journal: Journal,
+    opts: Options,
+    stats: Arc<Stats>,
+    failures: Mutex<Vec<Failure>>,
+    plan: Mutex<Vec<String>>,
+    checkers: Semaphore,
+    done_tx: mpsc::Sender<(String, Done)>,
+}
+
+/// Runs one pass; the summary's `failures` lists what did not make it.
+pub async fn run(
+    source: Source,
+    dest: Dest,
+    journal: Journal,
+    opts: Options,
+    stats: Arc<Stats>,
+) -> Result<Summary, Error> {
+    let started = std::time::Instant::now();
+    if !opts.dry_run {
+        dest.ensure_bucket().await?;
+    }
+    let (done_tx, done_rx) = mpsc::channel(1024);
+    let writer = tokio::spawn(journal_writer(journal.clone(), done_rx));
+    let ctx = Arc::new(Ctx {
+        checkers: Semaphore::new(opts.checkers.max(1)),
+        source: source.clone(),
+        dest: dest.clone(),
+        journal,
+        opts: opts.clone(),
+        stats: stats.clone(),
+        failures: Mutex::new(Vec::new()),
+        plan: Mutex::new(Vec::new()),
+        done_tx,
+    });
+
+    let (src_tx, mut src_rx) = mpsc::channel(4096);
+    let limits = opts.limits.clone();
+    let src_list = tokio::spawn(async move { source.list(src_tx, limits).await });
+    let (dst_tx, mut dst_rx) = mpsc::channel::<DestEntry>(4096);
+    let dlist = dest.clone();
+    let dst_list = tokio::spawn(async move {
+        list_bucket(
+            &dlist.client,
+            &dlist.bucket,
+            &dlist.prefix,
+            &Limits::default(),
+            |e| {
+                let tx = dst_tx.clone();
+                async move {
+                    tx.send(DestEntry {
+                        key: e.key,
+                        size: e.size,
+                        etag: e.etag.unwrap_or_default(),
+                    })
+                    .await
+                    .is_ok()
+                }
+            },
+        )
+        .await
+    });
+
+    let (job_tx, job_rx) = mpsc::channel::<Job>(1024);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let mut workers = Vec::new();
+    for _ in 0..opts.transfers.max(1) {
+        let ctx = ctx.clone();
+        let rx = job_rx.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let job = rx.lock().await.recv().await;
+                let Some(job) = job else { break };
+                ctx.handle(job).await;
+            }
+        }));
+    }
+
+    // The merge: both listings arrive in key order.
+    let mut next_src = recv_object(&mut src_rx, &ctx).await;
+    let mut next_dst = dst_rx.recv().await;
+    loop {
+        let job = match (next_src.take(), next_dst.take()) {
+            (None, None) => break,
+            (Some(s), None) => {
+                next_src = recv_object(&mut src_rx, &ctx).await;
+                Job::Copy(s, "new")
+            }
+            (None, Some(d)) => {
+                next_dst = dst_rx.recv().await;
+                match ctx.opts.delete {
+                    true => Job::Delete(d.key),
+                    false => continue,
+                }
+            }
+            (Some(s), Some(d)) => match s.key.as_bytes().cmp(d.key.as_bytes()) {
+                std::cmp::Ordering::Less => {
+                    next_src = recv_object(&mut src_rx, &ctx).await;
+                    next_dst = Some(d);
+                    Job::Copy(s, "new")
+                }
+                std::cmp::Ordering::Greater => {
+                    next_dst = dst_rx.recv().await;
+                    next_src = Some(s);
+                    match ctx.opts.delete {
+                        true => Job::Delete(d.key),
+                        false => continue,
+                    }
+                }
+                std::cmp::Ordering::Equal => {
+                    next_src = recv_object(&mut src_rx, &ctx).await;
+                    next_dst = dst_rx.recv().await;
+                    Job::Compare(s, d)
+                }
+            },
+        };
+        if job_tx.send(job).await.is_err() {
+            break;
+        }
+    }
+    drop(job_tx);
+    for w in workers {
+        let _ = w.await;
+    }
+    let listing = src_list
+        .await
+        .map_err(|e| Error::Source(format!("the listing task failed: {e}")))?;
+    let dest_listing = dst_list
+        .await
+        .map_err(|e| Error::Dest(format!("the listing task failed: {e}")))?;
+    // Every record must be durable before the summary says the objects are done.
+    let Ctx {
+        failures,
+        plan,
+        done_tx,
+        ..
+    } = match Arc::try_unwrap(ctx) {
+        Ok(c) => c,
+        Err(_) => return Err(Error::Journal("a worker outlived the pass".into())),
+    };
+    drop(done_tx);
+    writer
+        .await
+        .map_err(|e| Error::Journal(format!("the journal writer failed: {e}")))??;
+    // A listing that broke off must not read as a complete pass (nor, with --delete, have
+    // deleted what it did not reach: deletes only follow keys both listings passed).
+    listing?;
+    // A destination bucket that does not exist yet (a dry run) is empty.
+    match dest_listing {
+        Err(Error::NoSuchBucket(_)) | Ok(()) => {}
+        Err(e) => return Err(e),
+    }
+    let s = &stats;
+    Ok(Summary {
+        listed: s.listed.load(Ordering::Relaxed),
+        copied: s.copied.load(Ordering::Relaxed),
+        bytes: s.bytes.load(Ordering::Relaxed),
+        skipped: s.skipped.load(Ordering::Relaxed),
+        deleted: s.deleted.load(Ordering::Relaxed),
+        failed: s.failed.load(Ordering::Relaxed),
+        problems: s.problems.load(Ordering::Relaxed),
+        ignored: s.ignored.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+        failures: failures.into_inner(),
+        plan: plan.into_inner(),
+    })
+}
+
+/// The next object of the source listing; problems are reported on the way.
+async fn recv_object(rx: &mut mpsc::Receiver<Listed>, ctx: &Ctx) -> Option<Entry> {
+    loop {
+        match rx.recv().await? {
+            Listed::Object(e) => {
+                ctx.stats.listed.fetch_add(1, Ordering::Relaxed);
+                return Some(e);
+            }
+            Listed::Ignored { .. } => {
+                ctx.stats.ignored.fetch_add(1, Ordering::Relaxed);
+            }
+            Listed::Problem { name, reason } => {
+                ctx.stats.problems.fetch_add(1, Ordering::Relaxed);
+                ctx.failures.lock().await.push(Failure {
+                    key: name,
+                    error: reason,
+                });
+            }
+        }
+    }
+}
+
+/// Commits finished objects in groups: one fsync per 256 objects or 200 ms.
+async fn journal_writer(
+    journal: Journal,
+    mut rx: mpsc::Receiver<(String, Done)>,
+) -> Result<(), Error> {
+    let mut batch = Vec::new();
+    loop {
+        let got = tokio::time::timeout(std::time::Duration::from_millis(200), rx.recv()).await;
+        let (closed, timed_out) = (matches!(got, Ok(None)), got.is_err());
+        if let Ok(Some(item)) = got {
+            batch.push(item);
+            while batch.len() < 256 {
+                match rx.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+        }
+        if !batch.is_empty() && (closed || batch.len() >= 256 || timed_out || rx.is_empty()) {
+            let items = std::mem::take(&mut batch);
+            let j = journal.clone();
+            tokio::task::spawn_blocking(move || j.commit_done(&items))
+                .await
+                .map_err(|e| Error::Journal(e.to_string()))??;
+        }
+        if closed {
+            return Ok(());
+        }
+    }
+}
+
+impl Ctx {
+    async fn handle(&self, job: Job) {
+        let (key, result) = match job {
+            Job::Copy(e, why) => {
+                let key = e.key.clone();
+                (key, self.copy(e, why).await)
+            }
+            Job::Compare(e, d) => {
+                let key = e.key.clone();
+                (key, self.compare(e, d).await)
+            }
+            Job::Delete(k) => {
+                let r = self.delete(&k).await;
+                (k, r)
+            }
+        };
+        if let Err(e) = result {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            self.failures.lock().await.push(Failure {
+                key,
+                error: e.to_string(),
+            });
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), Error> {
+        if self.opts.dry_run {
+            self.plan.lock().await.push(format!("delete {key}"));
+            return Ok(());
+        }
+        self.dest.delete(key).await?;
+        let j = self.journal.clone();
+        let k = vec![key.to_owned()];
+        tokio::task::spawn_blocking(move || j.forget(&k))
+            .await
+            .map_err(|e| Error::Journal(e.to_string()))??;
+        self.stats.deleted.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A key at both ends: unchanged (skipped), or changed (copied).
+    async fn compare(&self, src: Entry, dst: DestEntry) -> Result<(), Error> {
+        let journal = self.journal.clone();
+        let k = src.key.clone();
+        let done = tokio::task::spawn_blocking(move || journal.done(&k))
+            .await
+            .map_err(|e| Error::Journal(e.to_string()))??;
+        let fp = src.fingerprint();
+        if let Some(d) = &done
+            && d.fp == fp
+            && d.etag == dst.etag
+        {
+            if !self.opts.checksum || self.content_matches(&src, &d.crc64).await? {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            return self.copy(src, "content differs").await;
+        }
+        if done.is_some() {
+            // Recorded at another fingerprint (the source changed) or another ETag (the
+            // destination was written since).
+            return self.copy(src, "changed").await;
+        }
+        if src.size != dst.size {
+            return self.copy(src, "changed").await;
+        }
+        // Not journaled but present with the right size: copied by a run that died before
+        // its record was committed, or there before the migration. Recognise it.
+        let permit = self.checkers.acquire().await;
+        let Some(head) = self.dest.head(&src.key).await? else {
+            return self.copy(src, "new").await;
+        };
+        let same = match (&src.etag, &self.source) {
+            (Some(_), _) if src.md5_etag() == Some(dst.etag.as_str()) => true,
+            (Some(_), Source::S3 { .. }) => {
+                // A multipart ETag says nothing of content: the source's own CRC might.
+                match (self.source_crc(&src).await?, &head.crc64) {
+                    (Some(a), Some(b)) => a == *b,
+                    _ => false,
+                }
+            }
+            _ => head
+                .headers
+                .iter()
+                .any(|(k, v)| k == "x-amz-meta-mtime" && *v == mtime_text(src.mtime_ns)),
+        };
+        if same && head.crc64.is_some() && !self.opts.checksum {
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            let d = Done {
+                fp,
+                etag: head.etag,
+                crc64: head.crc64.unwrap_or_default(),
+            };
+            let _ = self.done_tx.send((src.key, d)).await;
+            return Ok(());
+        }
+        if same
+            && let Some(crc) = &head.crc64
+            && self.content_matches(&src, crc).await?
+        {
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            let d = Done {
+                fp,
+                etag: head.etag.clone(),
+                crc64: crc.clone(),
+            };
+            let _ = self.done_tx.send((src.key, d)).await;
+            return Ok(());
+        }
+        drop(permit);
+        self.copy(src, "changed").await
+    }
+
+    /// A full-object CRC64NVME the S3 source stores, from a HEAD.
+    async fn source_crc(&self, src: &Entry) -> Result<Option<String>, Error> {
+        let meta = self.source.head(src, &self.opts.limits).await?;
+        Ok(meta
+            .checksum
+            .filter(|(n, _)| n == "x-amz-checksum-crc64nvme")
+            .map(|(_, v)| v))
+    }
+
+    /// Reads the source and compares its CRC64NVME (`--checksum`).
+    async fn content_matches(&self, src: &Entry, crc64: &str) -> Result<bool, Error> {
+        let mut r = self.source.open(src, &self.opts.limits).await?;
+        let mut crc = Crc::new(CrcAlgorithm::Crc64Nvme);
+        loop {
+            let b = r.read(1 << 20).await?;
+            if b.is_empty() {
+                break;
+            }
+            crc.update(&b);
+        }
+        Ok(B64.encode(crc.finalize().to_be_bytes()) == crc64)
+    }
+
+    async fn copy(&self, src: Entry, why: &str) -> Result<(), Error> {
+        if self.opts.dry_run {
+            self.plan
+                .lock()
+                .await
+                .push(format!("copy {} ({why}, {} bytes)", src.key, src.size));
+            return Ok(());
+        }
+        self.stats
+            .planned_bytes
+            .fetch_add(src.size, Ordering::Relaxed);
+        // A file rewritten while it was read is read again, once; then reported.
+        let mut entry = src;
+        for attempt in 0..2 {
+            let r = if entry.size <= self.opts.multipart_threshold {
+                self.copy_single(&entry).await
+            } else {
+                self.copy_multipart(&entry).await
+            };
+            match r {
+                Err(Error::Changed(_)) if attempt == 0 => {
+                    match self.source.restat(&entry, &self.opts.limits).await? {
+                        Some(e) => entry = e,
+                        None => return Err(Error::Vanished(entry.key)),
+                    }
+                }
+                Err(e) => return Err(e),
+                Ok(d) => {
+                    self.stats.copied.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.done_tx.send((entry.key, d)).await;
+                    return Ok(());
+                }
+            }
+        }
+        Err(Error::Changed(entry.key))
+    }
+
+    async fn put_headers(
+        &self,
+        entry: &Entry,
+        meta: &crate::source::ObjectMeta,
+    ) -> Result<Vec<(String, String)>, Error> {
+        let mut headers = meta.headers.clone();
+        if meta.tag_count > 0 {
+            let tags = self.source.tagging(entry, &self.opts.limits).await?;
+            if !tags.is_empty() {
+                headers.push(("x-amz-tagging".into(), tags));
+            }
+        }
+        Ok(headers)
+    }
+
+    async fn copy_single(&self, entry: &Entry) -> Result<Done, Error> {
+        let mut r = self.source.open(entry, &self.opts.limits).await?;
+        let mut buf = BytesMut::with_capacity(entry.size as usize);
+        loop {
+            let b = r.read(1 << 20).await?;
+            if b.is_empty() {
+                break;
+            }
+            if buf.len() as u64 + b.len() as u64 > entry.size {
+                return Err(Error::Changed(entry.key.clone()));
+            }
+            buf.extend_from_slice(&b);
+        }
+        if buf.len() as u64 != entry.size || !self.source.unchanged(entry).await? {
+            return Err(Error::Changed(entry.key.clone()));
+        }
+        let body = buf.freeze();
+        let md5: [u8; 16] = Md5::digest(&body).into();
+        let mut crc = Crc::new(CrcAlgorithm::Crc64Nvme);
+        crc.update(&body);
+        let crc64 = B64.encode(crc.finalize().to_be_bytes());
+        check_source(entry, &r.meta, &hex::encode(md5), &crc64, &body)?;
+        let mut headers = self.put_headers(entry, &r.meta).await?;
+        headers.push(("content-md5".into(), B64.encode(md5)));
+        headers.push(("x-amz-checksum-crc64nvme".into(), crc64.clone()));
+        let etag = self.dest.put(&entry.key, body, headers).await?;
+        if etag != hex::encode(md5) {
+            return Err(Error::Verify(format!(
+                "{}: the region answered ETag {etag} for bytes whose MD5 is {}",
+                entry.key,
+                hex::encode(md5)
+            )));
+        }
+        self.stats.bytes.fetch_add(entry.size, Ordering::Relaxed);
+        Ok(Done {
+            fp: entry.fingerprint(),
+            etag,
+            crc64,
+        })
+    }
+
+    async fn copy_multipart(&self, entry: &Entry) -> Result<Done, Error> {
+        let part_size = self
+            .opts
+            .part_size
+            .max(entry.size.div_ceil(MAX_PARTS))
+            .max(5 << 20);
+        let fp = entry.fingerprint();
+        let mut r = self.source.open(entry, &self.opts.limits).await?;
+        let headers = self.put_headers(entry, &r.meta).await?;
+        // A journaled upload of the same source version resumes: the parts the region holds
+        // are not sent again.
+        let journal = self.journal.clone();
+        let k = entry.key.clone();
+        let prior = tokio::task::spawn_blocking(move || journal.upload(&k))
+            .await
+            .map_err(|e| Error::Journal(e.to_string()))??;
+        let mut held: std::collections::HashMap<u32, String> = Default::default();
+        let mut upload_id = None;
+        if let Some(u) = prior {
+            if u.fp == fp && u.part_size == part_size {
+                if let Some(parts) = self.dest.list_parts(&entry.key, &u.upload_id).await? {
+                    held = parts.into_iter().collect();
+                    upload_id = Some(u.upload_id);
+                }
+            } else {
+                self.dest.abort(&entry.key, &u.upload_id).await;
+            }
+        }
+        let upload_id = match upload_id {
+            Some(u) => u,
+            None => {
+                let id = self.dest.create_upload(&entry.key, headers).await?;
+                let journal = self.journal.clone();
+                let (k, u) = (
+                    entry.key.clone(),
+                    Upload {
+                        fp: fp.clone(),
+                        upload_id: id.clone(),
+                        part_size,
+                    },
+                );
+                tokio::task::spawn_blocking(move || journal.begin_upload(&k, &u))
+                    .await
+                    .map_err(|e| Error::Journal(e.to_string()))??;
+                id
+            }
+        };
+        let result = self
+            .send_parts(entry, &mut r, &upload_id, part_size, &held)
+            .await;
+        match result {
+            Ok(d) => Ok(d),
+            Err(e) => {
+                // A source that changed invalidates every part sent: start again next time.
+                if matches!(e, Error::Changed(_)) {
+                    self.dest.abort(&entry.key, &upload_id).await;
+                    let journal = self.journal.clone();
+                    let k = entry.key.clone();
+                    let _ = tokio::task::spawn_blocking(move || journal.forget_upload(&k)).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn send_parts(
+        &self,
+        entry: &Entry,
+        r: &mut crate::source::Reader,
+        upload_id: &str,
+        part_size: u64,
+        held: &std::collections::HashMap<u32, String>,
+    ) -> Result<Done, Error> {
+        let mut whole_md5 = Md5::new();
+        let mut whole_crc = Crc::new(CrcAlgorithm::Crc64Nvme);
+        let mut sending = tokio::task::JoinSet::new();
+        let mut parts: Vec<(u32, String, String)> = Vec::new();
+        let mut total = 0u64;
+        let mut n = 0u32;
+        let mut sent_bytes = 0u64;
+        loop {
+            let mut buf = BytesMut::with_capacity(part_size as usize);
+            while (buf.len() as u64) < part_size {
+                let b = r.read((part_size as usize) - buf.len()).await?;
+                if b.is_empty() {
+                    break;
+                }
+                buf.extend_from_slice(&b);
+            }
+            if buf.is_empty() {
+                break;
+            }
+            n += 1;
+            total += buf.len() as u64;
+            if total > entry.size {
+                return Err(Error::Changed(entry.key.clone()));
+            }
+            let body: Bytes = buf.freeze();
+            whole_md5.update(&body);
+            whole_crc.update(&body);
+            let md5: [u8; 16] = Md5::digest(&body).into();
+            let mut crc = Crc::new(CrcAlgorithm::Crc64Nvme);
+            crc.update(&body);
+            let crc = B64.encode(crc.finalize().to_be_bytes());
+            if held.get(&n) == Some(&hex::encode(md5)) {
+                parts.push((n, hex::encode(md5), crc));
+                continue;
+            }
+            while sending.len() >= self.opts.part_concurrency.max(1) {
+                parts.push(join_part(&mut sending).await?);
+            }
+            sent_bytes += body.len() as u64;
+            let dest = self.dest.clone();
+            let (key, id) = (entry.key.clone(), upload_id.to_owned());
+            sending.spawn(async move {
+                let etag = dest
+                    .upload_part(&key, &id, n, body, &B64.encode(md5), &crc)
+                    .await?;
+                if etag != hex::encode(md5) {
+                    return Err(Error::Verify(format!(
+                        "{key} part {n}: the region answered ETag {etag} for MD5 {}",
+                        hex::encode(md5)
+                    )));
+                }
+                Ok((n, etag, crc))
+            });
+        }
+        while !sending.is_empty() {
+            parts.push(join_part(&mut sending).await?);
+        }
+        if total != entry.size || !self.source.unchanged(entry).await? {
+            return Err(Error::Changed(entry.key.clone()));
+        }
+        let md5 = hex::encode(whole_md5.finalize());
+        let crc64 = B64.encode(whole_crc.finalize().to_be_bytes());
+        check_source(entry, &r.meta, &md5, &crc64, &[])?;
+        parts.sort_by_key(|p| p.0);
+        let etag = self
+            .dest
+            .complete(&entry.key, upload_id, &parts, &crc64)
+            .await?;
+        let done = Done {
+            fp: entry.fingerprint(),
+            etag,
+            crc64,
+        };
+        // Large objects are journaled at once: a lost record would mean sending them again.
+        let journal = self.journal.clone();
+        let item = vec![(entry.key.clone(), done.clone())];
+        tokio::task::spawn_blocking(move || journal.commit_done(&item))
+            .await
+            .map_err(|e| Error::Journal(e.to_string()))??;
+        self.stats.bytes.fetch_add(sent_bytes, Ordering::Relaxed);
+        Ok(done)
+    }
+}
+
+async fn join_part(
+    set: &mut tokio::task::JoinSet<Result<(u32, String, String), Error>>,
+) -> Result<(u32, String, String), Error> {
+    match set.join_next().await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => Err(Error::Dest(format!("a part upload failed: {e}"))),
+        None => Err(Error::Dest("no part upload to wait for".into())),
+    }
+}
+
+/// The bytes read against what the source says of them: its MD5 ETag, its stored checksum.
+fn check_source(
+    entry: &Entry,
+    meta: &crate::source::ObjectMeta,
+    md5_hex: &str,
+    crc64: &str,
+    body: &[u8],
+) -> Result<(), Error> {
+    if let Some(e) = entry.md5_etag()
+        && meta.etag_is_md5
+        && e != md5_hex
+    {
+        return Err(Error::Verify(format!(
+            "{}: read MD5 {md5_hex}, the source's ETag is {e}",
+            entry.key
+        )));
+    }
+    if let Some((name, want)) = &meta.checksum {
+        let got = match name.as_str() {
+            "x-amz-checksum-crc64nvme" => Some(crc64.to_owned()),
+            "x-amz-checksum-sha256" if !body.is_empty() || entry.size == 0 => {
+                Some(B64.encode(sha2::Sha256::digest(body)))
+            }
+            _ => None,
+        };
+        if let Some(got) = got
+            && &got != want
+        {
+            return Err(Error::Verify(format!(
+                "{}: read {name} {got}, the source stores {want}",
+                entry.key
+            )));
+        }
+    }
+    Ok(())
+}

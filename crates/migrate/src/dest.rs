@@ -1,0 +1,363 @@
+//! Writes into the region: single PUTs with `Content-MD5` and a full-object CRC64NVME, so the
+//! region itself refuses bytes that differ from what was read, and multipart uploads whose
+//! parts carry both and whose completion combines the CRCs into the object's.
+
+use bytes::Bytes;
+use http::Method;
+
+use crate::client::{ClientError, S3Client, header, retry};
+use crate::{Error, xml};
+
+#[derive(Clone)]
+pub struct Dest {
+    pub client: S3Client,
+    pub bucket: String,
+    /// Empty, or ending in `/`.
+    pub prefix: String,
+}
+
+/// An object at the destination, as a listing shows it.
+#[derive(Debug, Clone)]
+pub struct DestEntry {
+    /// Relative to the destination prefix.
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+}
+
+/// What a HEAD of a destination object says.
+#[derive(Debug, Clone, Default)]
+pub struct DestHead {
+    pub size: u64,
+    pub etag: String,
+    pub crc64: Option<String>,
+    /// Lowercase names: system headers and `x-amz-meta-*`.
+    pub headers: Vec<(String, String)>,
+}
+
+fn quoted(s: &str) -> String {
+    s.trim_matches('"').to_owned()
+}
+
+impl Dest {
+    pub fn key(&self, rel: &str) -> String {
+        format!("{}{rel}", self.prefix)
+    }
+
+    pub fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    /// Creates the bucket unless it exists (and is ours).
+    pub async fn ensure_bucket(&self) -> Result<(), Error> {
+        match self
+            .client
+            .call(
+                Method::HEAD,
+                Some(&self.bucket),
+                None,
+                &[],
+                Vec::new(),
+                Bytes::new(),
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => return Err(Error::Dest(format!("s3://{}: {e}", self.bucket))),
+        }
+        match self
+            .client
+            .call(
+                Method::PUT,
+                Some(&self.bucket),
+                None,
+                &[],
+                Vec::new(),
+                Bytes::new(),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+            Err(e) => Err(Error::Dest(format!("creating s3://{}: {e}", self.bucket))),
+        }
+    }
+
+    pub async fn head(&self, rel: &str) -> Result<Option<DestHead>, Error> {
+        let key = self.key(rel);
+        let r = retry(|| {
+            self.client.call(
+                Method::HEAD,
+                Some(&self.bucket),
+                Some(&key),
+                &[],
+                vec![("x-amz-checksum-mode".into(), "ENABLED".into())],
+                Bytes::new(),
+            )
+        })
+        .await;
+        let h = match r {
+            Ok((h, _)) => h,
+            Err(e) if e.status() == Some(404) => return Ok(None),
+            Err(e) => return Err(Error::Dest(format!("HEAD {key}: {e}"))),
+        };
+        let mut headers = Vec::new();
+        for (name, v) in &h {
+            let n = name.as_str();
+            if (n.starts_with("x-amz-meta-")
+                || matches!(
+                    n,
+                    "content-type"
+                        | "cache-control"
+                        | "content-disposition"
+                        | "content-encoding"
+                        | "content-language"
+                        | "expires"
+                        | "x-amz-website-redirect-location"
+                ))
+                && let Ok(v) = v.to_str()
+            {
+                headers.push((n.to_owned(), v.to_owned()));
+            }
+        }
+        Ok(Some(DestHead {
+            size: header(&h, "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            etag: header(&h, "etag").map(quoted).unwrap_or_default(),
+            crc64: header(&h, "x-amz-checksum-crc64nvme").map(str::to_owned),
+            headers,
+        }))
+    }
+
+    pub async fn tagging(&self, rel: &str) -> Result<String, Error> {
+        let key = self.key(rel);
+        let (_, body) = retry(|| {
+            self.client.call(
+                Method::GET,
+                Some(&self.bucket),
+                Some(&key),
+                &[("tagging", "")],
+                Vec::new(),
+                Bytes::new(),
+            )
+        })
+        .await
+        .map_err(|e| Error::Dest(format!("GET {key}?tagging: {e}")))?;
+        Ok(crate::source::tags_to_header(&String::from_utf8_lossy(
+            &body,
+        )))
+    }
+
+    /// One PUT of a whole object; answers its ETag.
+    pub async fn put(
+        &self,
+        rel: &str,
+        body: Bytes,
+        headers: Vec<(String, String)>,
+    ) -> Result<String, Error> {
+        let key = self.key(rel);
+        let (h, _) = retry(|| {
+            self.client.call(
+                Method::PUT,
+                Some(&self.bucket),
+                Some(&key),
+                &[],
+                headers.clone(),
+                body.clone(),
+            )
+        })
+        .await
+        .map_err(|e| write_error(&key, e))?;
+        Ok(header(&h, "etag").map(quoted).unwrap_or_default())
+    }
+
+    pub async fn create_upload(
+        &self,
+        rel: &str,
+        mut headers: Vec<(String, String)>,
+    ) -> Result<String, Error> {
+        let key = self.key(rel);
+        headers.push(("x-amz-checksum-algorithm".into(), "CRC64NVME".into()));
+        headers.push(("x-amz-checksum-type".into(), "FULL_OBJECT".into()));
+        let (_, body) = retry(|| {
+            self.client.call(
+                Method::POST,
+                Some(&self.bucket),
+                Some(&key),
+                &[("uploads", "")],
+                headers.clone(),
+                Bytes::new(),
+            )
+        })
+        .await
+        .map_err(|e| write_error(&key, e))?;
+        xml::field(&String::from_utf8_lossy(&body), "UploadId")
+            .ok_or_else(|| Error::Dest(format!("{key}: CreateMultipartUpload named no upload")))
+    }
+
+    /// The parts the region holds for an upload: (number, ETag); `None` if the upload is gone.
+    pub async fn list_parts(
+        &self,
+        rel: &str,
+        upload_id: &str,
+    ) -> Result<Option<Vec<(u32, String)>>, Error> {
+        let key = self.key(rel);
+        let mut parts = Vec::new();
+        let mut marker = String::from("0");
+        loop {
+            let q = [
+                ("uploadId", upload_id),
+                ("part-number-marker", marker.as_str()),
+            ];
+            let r = retry(|| {
+                self.client.call(
+                    Method::GET,
+                    Some(&self.bucket),
+                    Some(&key),
+                    &q,
+                    Vec::new(),
+                    Bytes::new(),
+                )
+            })
+            .await;
+            let body = match r {
+                Ok((_, b)) => b,
+                Err(e) if e.code() == Some("NoSuchUpload") => return Ok(None),
+                Err(e) => return Err(Error::Dest(format!("ListParts {key}: {e}"))),
+            };
+            let text = String::from_utf8_lossy(&body);
+            for p in xml::blocks(&text, "Part") {
+                if let (Some(n), Some(e)) = (
+                    xml::field(p, "PartNumber").and_then(|n| n.parse().ok()),
+                    xml::field(p, "ETag"),
+                ) {
+                    parts.push((n, quoted(&e)));
+                }
+            }
+            match xml::field(&text, "NextPartNumberMarker") {
+                Some(m) if xml::field(&text, "IsTruncated").as_deref() == Some("true") => {
+                    marker = m
+                }
+                _ => return Ok(Some(parts)),
+            }
+        }
+    }
+
+    pub async fn upload_part(
+        &self,
+        rel: &str,
+        upload_id: &str,
+        n: u32,
+        body: Bytes,
+        md5_b64: &str,
+        crc64_b64: &str,
+    ) -> Result<String, Error> {
+        let key = self.key(rel);
+        let num = n.to_string();
+        let headers = vec![
+            ("content-md5".to_owned(), md5_b64.to_owned()),
+            ("x-amz-checksum-crc64nvme".to_owned(), crc64_b64.to_owned()),
+        ];
+        let q = [("partNumber", num.as_str()), ("uploadId", upload_id)];
+        let (h, _) = retry(|| {
+            self.client.call(
+                Method::PUT,
+                Some(&self.bucket),
+                Some(&key),
+                &q,
+                headers.clone(),
+                body.clone(),
+            )
+        })
+        .await
+        .map_err(|e| write_error(&key, e))?;
+        Ok(header(&h, "etag").map(quoted).unwrap_or_default())
+    }
+
+    /// Completes an upload with the parts' ETags and CRCs and the whole object's CRC; answers
+    /// the object's ETag.
+    pub async fn complete(
+        &self,
+        rel: &str,
+        upload_id: &str,
+        parts: &[(u32, String, String)],
+        crc64_b64: &str,
+    ) -> Result<String, Error> {
+        let key = self.key(rel);
+        let mut doc = String::from("<CompleteMultipartUpload>");
+        for (n, etag, crc) in parts {
+            doc.push_str(&format!(
+                "<Part><PartNumber>{n}</PartNumber><ETag>\"{}\"</ETag><ChecksumCRC64NVME>{crc}</ChecksumCRC64NVME></Part>",
+                xml::escape(etag)
+            ));
+        }
+        doc.push_str("</CompleteMultipartUpload>");
+        let body = Bytes::from(doc);
+        let headers = vec![
+            ("x-amz-checksum-crc64nvme".to_owned(), crc64_b64.to_owned()),
+            ("x-amz-checksum-type".to_owned(), "FULL_OBJECT".to_owned()),
+        ];
+        let q = [("uploadId", upload_id)];
+        let (_, answer) = retry(|| {
+            self.client.call(
+                Method::POST,
+                Some(&self.bucket),
+                Some(&key),
+                &q,
+                headers.clone(),
+                body.clone(),
+            )
+        })
+        .await
+        .map_err(|e| write_error(&key, e))?;
+        let text = String::from_utf8_lossy(&answer);
+        // S3 may answer 200 with an error document once the completion has started.
+        if let Some(code) = xml::field(&text, "Code") {
+            return Err(Error::Dest(format!(
+                "completing {key}: {code}: {}",
+                xml::field(&text, "Message").unwrap_or_default()
+            )));
+        }
+        Ok(xml::field(&text, "ETag")
+            .map(|e| quoted(&e))
+            .unwrap_or_default())
+    }
+
+    pub async fn abort(&self, rel: &str, upload_id: &str) {
+        let key = self.key(rel);
+        let _ = self
+            .client
+            .call(
+                Method::DELETE,
+                Some(&self.bucket),
+                Some(&key),
+                &[("uploadId", upload_id)],
+                Vec::new(),
+                Bytes::new(),
+            )
+            .await;
+    }
+
+    pub async fn delete(&self, rel: &str) -> Result<(), Error> {
+        let key = self.key(rel);
+        retry(|| {
+            self.client.call(
+                Method::DELETE,
+                Some(&self.bucket),
+                Some(&key),
+                &[],
+                Vec::new(),
+                Bytes::new(),
+            )
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| write_error(&key, e))
+    }
+}
+
+fn write_error(key: &str, e: ClientError) -> Error {
+    Error::Dest(format!("writing {key}: {e}"))
+}
