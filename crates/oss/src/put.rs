@@ -366,8 +366,13 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         let digests = worker
             .await
             .map_err(|e| OssError::Internal(format!("blob worker: {e}")))?;
-        fed?;
-        let digests = digests?;
+        let digests = match (fed, digests) {
+            // The worker stopped on an error of its own (no copies could be placed, say): that
+            // is the answer, not the feed's "it stopped".
+            (Err(OssError::Internal(m)), Err(cause)) if m == WORKER_GONE => return Err(cause),
+            (Err(e), _) => return Err(e),
+            (Ok(()), digests) => digests?,
+        };
         debug_assert_eq!(digests.size, total);
         self.stats
             .bytes_written
@@ -435,8 +440,10 @@ fn check_len(spec: &WriteSpec, total: u64) -> Result<(), OssError> {
     }
 }
 
+const WORKER_GONE: &str = "blob worker stopped early";
+
 fn worker_gone() -> OssError {
-    OssError::Internal("blob worker stopped early".into())
+    OssError::Internal(WORKER_GONE.into())
 }
 
 /// Deletes an uncommitted blob (and its `PendingBlobs` entry) unless disarmed by a commit.
