@@ -8,6 +8,13 @@ use crate::cluster::{Node, node_env, pg, status};
 use crate::cluster_blobs::{blob_files, counter, get, settle, wait_for, wait_until_down};
 use crate::common::{Region, free_addr, pattern};
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn start(dir: &std::path::Path, url: &str, id: &str, advertise: String) -> Node {
     let mut env = node_env(url, id, &advertise);
     env.push(("FEIYUN_ERASURE", "4+2"));
@@ -239,15 +246,33 @@ async fn coded_blobs_read_with_m_nodes_gone_and_refuse_clearly_with_more() {
         )));
     }
     read_all(&nodes[3], &objects).await;
+    // Only shard-sized files count: a new node may also receive a whole copy of the
+    // STANDARD object, which would make three shards look like four.
+    let shard_files = |d: &std::path::Path| {
+        blob_files(d)
+            .iter()
+            .filter(|f| std::fs::metadata(f).is_ok_and(|m| m.len() < standard.len() as u64))
+            .count()
+    };
     wait_for("shards rebuilt on the new nodes", || {
+        dirs[6..].iter().all(|d| shard_files(d.path()) == 4)
+    });
+    // A blob's record is rewritten only after all its lost shards are rebuilt, in the same
+    // repair pass that wrote the last file. Passes run every second on each node; a pass
+    // that ends with nothing short shows on the node's next heartbeat. So wait until every
+    // up node has reported a zero backlog from a heartbeat well after the files appeared.
+    let files_done = now_ms();
+    wait_for("records naming the new nodes", || {
         let s = status(&nodes[0].as_ref().unwrap().region);
-        dirs[6..].iter().all(|d| blob_files(d.path()).len() >= 4)
-            && s["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|n| n["state"] == "up")
-                .all(|n| n["repair_backlog"] == 0)
+        s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["state"] == "up")
+            .all(|n| {
+                n["repair_backlog"] == 0
+                    && n["heartbeat_ms"].as_i64().unwrap_or(0) > files_done + 3_000
+            })
     });
     // With the rebuilt shards, two more original nodes may go: four good shards remain.
     for i in [2, 3] {
