@@ -81,11 +81,14 @@ impl Pool {
             rt: Some(rt),
             config,
             tls,
-            // SERIALIZABLE is the default so that a statement outside an explicit transaction
-            // is as strict as one inside; the timeout bounds what one query can hold.
+            // A statement outside an explicit transaction is a read (one statement is one
+            // snapshot) or a commit marker's insert: REPEATABLE READ gives it its own snapshot
+            // without the predicate locks SERIALIZABLE would take, which only make concurrent
+            // commits fail. Commits say SERIALIZABLE themselves. The timeout bounds what one
+            // query can hold.
             setup: format!(
                 "SET statement_timeout = {ms}; \
-                 SET default_transaction_isolation = 'serializable'"
+                 SET default_transaction_isolation = 'repeatable read'"
             ),
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
@@ -149,6 +152,17 @@ impl Pool {
                 }
             });
             client.batch_execute(&setup).await.map_err(PgError::from)?;
+            // Every statement here is a point or range read or write on a primary key, whose
+            // one good plan does not depend on the values: planning it again for each
+            // execution (PostgreSQL's default for the first runs, and for good whenever it
+            // guesses a custom plan is cheaper, as it does for `k = ANY($1)`) was a third of
+            // the database's CPU. Best effort: an engine without the setting plans its own way.
+            if let Err(e) = client
+                .batch_execute("SET plan_cache_mode = force_generic_plan")
+                .await
+            {
+                tracing::debug!(error = %e, "the database does not take plan_cache_mode");
+            }
             Ok(client)
         })?;
         Ok(Conn {
@@ -198,6 +212,21 @@ impl Pool {
         }
     }
 
+    /// An idle connection, if there is one now; never waits and never connects.
+    pub(crate) fn try_get_idle(self: &Arc<Self>) -> Option<Pooled> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(c) = state.idle.pop() {
+            if !c.client.is_closed() {
+                return Some(Pooled {
+                    pool: self.clone(),
+                    conn: Some(c),
+                });
+            }
+            state.open -= 1;
+        }
+        None
+    }
+
     fn release_slot(&self) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.open -= 1;
@@ -220,9 +249,18 @@ impl Pool {
 impl Drop for Pool {
     /// The store may be dropped on a thread of the server's runtime, where dropping another
     /// runtime would block and panic: its tasks (the sessions' drivers) are let go instead.
+    /// The last reference may also go in one of this runtime's own tasks (a session's
+    /// background `ROLLBACK`), which must not shut down the runtime it runs on: that drop
+    /// happens on a thread of its own.
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("meta-pg-close".into())
+                    .spawn(move || rt.shutdown_background());
+            } else {
+                rt.shutdown_background();
+            }
         }
     }
 }
@@ -400,31 +438,146 @@ impl Pooled {
         })
     }
 
-    /// Several statements sent without waiting for each answer (tokio-postgres pipelines the
-    /// requests of one client in the order they are first polled), answered in order: a
-    /// batch of mutations costs one round trip instead of one each.
-    pub(crate) fn execute_pipelined(
+    /// Sends every operation without waiting for the answers in between (tokio-postgres
+    /// pipelines the requests of one client in the order they are first polled: one round
+    /// trip for all of them) and returns each one's answer in order. The outer error is the session's
+    /// (lost, timed out); an inner one is the database's answer to that statement. After a
+    /// statement fails inside a transaction, the database answers the later ones with
+    /// 25P02 and a `COMMIT` among them with `ROLLBACK`, which is not an error here: the
+    /// caller must read every answer before the last.
+    pub(crate) fn pipeline(
         &mut self,
-        statements: Vec<(&'static str, Vec<Param>)>,
-    ) -> Result<(), PgError> {
-        let mut prepared = Vec::with_capacity(statements.len());
-        for (sql, params) in statements {
-            prepared.push((self.statement(sql)?, params));
+        ops: Vec<Op>,
+    ) -> Result<Vec<Result<Answer, PgError>>, PgError> {
+        self.prepare_all(&ops)?;
+        let mut ready = Vec::with_capacity(ops.len());
+        for op in ops {
+            ready.push(match op {
+                Op::Simple(sql) => Ready::Simple(sql),
+                Op::Query(sql, params) => Ready::Query(self.statement(sql)?, params),
+                Op::Execute(sql, params) => Ready::Execute(self.statement(sql)?, params),
+            });
         }
         let client = self.conn().client.clone();
-        self.pool.run(async move {
-            let futures = prepared.iter().map(|(s, params)| {
-                let client = &client;
-                async move {
-                    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_sql).collect();
-                    client.execute(s, &refs).await
+        self.pool
+            .run(async move { Ok(run_ready(&client, &ready).await) })
+    }
+
+    /// [`Pooled::pipeline`] without blocking the caller's thread: the session travels to the
+    /// store's runtime, which prepares what it lacks, runs the operations and sends it back
+    /// with the answers. A session that fails or times out there is closed, not returned.
+    pub(crate) async fn pipeline_async(
+        mut self,
+        ops: Vec<Op>,
+    ) -> Result<(Pooled, Vec<Result<Answer, PgError>>), PgError> {
+        let limit = self.pool.op_timeout;
+        let Some(rt) = self.pool.rt.as_ref().map(|rt| rt.handle().clone()) else {
+            return Err(PgError::Connect("the store is closing".into()));
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rt.spawn(async move {
+            let ran = tokio::time::timeout(limit, self.pipeline_here(ops))
+                .await
+                .unwrap_or(Err(PgError::Timeout));
+            let _ = tx.send(match ran {
+                Ok(answers) => Ok((self, answers)),
+                Err(e) => {
+                    self.discard();
+                    Err(e)
                 }
             });
-            for r in futures::future::join_all(futures).await {
-                r.map_err(PgError::from)?;
+        });
+        rx.await
+            .unwrap_or_else(|_| Err(PgError::Connect("database task failed".into())))
+    }
+
+    /// Prepares what this session lacks and runs `ops`, on the store's runtime.
+    async fn pipeline_here(
+        &mut self,
+        ops: Vec<Op>,
+    ) -> Result<Vec<Result<Answer, PgError>>, PgError> {
+        let client = self.conn().client.clone();
+        let mut ready = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (sql, params, query) = match op {
+                Op::Simple(sql) => {
+                    ready.push(Ready::Simple(sql));
+                    continue;
+                }
+                Op::Query(sql, params) => (sql, params, true),
+                Op::Execute(sql, params) => (sql, params, false),
+            };
+            let statement = match self.conn().statements.get(sql) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = client.prepare(sql).await.map_err(PgError::from)?;
+                    self.conn().statements.insert(sql, s.clone());
+                    s
+                }
+            };
+            ready.push(match query {
+                true => Ready::Query(statement, params),
+                false => Ready::Execute(statement, params),
+            });
+        }
+        Ok(run_ready(&client, &ready).await)
+    }
+
+    /// Prepares, in one round trip, the statements of `ops` this session has not prepared.
+    fn prepare_all(&mut self, ops: &[Op]) -> Result<(), PgError> {
+        let mut missing: Vec<&'static str> = Vec::new();
+        for op in ops {
+            if let Op::Query(sql, _) | Op::Execute(sql, _) = op
+                && !self.conn().statements.contains_key(sql)
+                && !missing.contains(sql)
+            {
+                missing.push(sql);
             }
-            Ok(())
-        })
+        }
+        if missing.len() < 2 {
+            // One (or none) is prepared on first use, by `statement`.
+            return Ok(());
+        }
+        let client = self.conn().client.clone();
+        let texts = missing.clone();
+        let prepared = self.pool.run(async move {
+            let all = futures::future::join_all(texts.iter().map(|sql| client.prepare(sql))).await;
+            all.into_iter()
+                .map(|r| r.map_err(PgError::from))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        for (sql, s) in missing.into_iter().zip(prepared) {
+            self.conn().statements.insert(sql, s);
+        }
+        Ok(())
+    }
+
+    /// Ends the session's business with `sql` (a `ROLLBACK` of a read-only transaction) on
+    /// the store's runtime, without the caller waiting for the answer; the session returns
+    /// to the pool once the database has answered, or is closed if it did not.
+    pub(crate) fn finish_in_background(mut self, sql: &'static str) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let pool = Arc::downgrade(&self.pool);
+        let limit = self.pool.op_timeout;
+        let Some(rt) = self.pool.rt.as_ref() else {
+            self.pool.release_slot();
+            return;
+        };
+        rt.spawn(async move {
+            let ended = tokio::time::timeout(limit, conn.client.batch_execute(sql)).await;
+            let Some(pool) = pool.upgrade() else {
+                return;
+            };
+            match ended {
+                Ok(Ok(())) => pool.put_back(conn),
+                _ => {
+                    drop(conn);
+                    pool.release_slot();
+                }
+            }
+        });
     }
 
     /// Statements without parameters (transaction control, DDL), not prepared.
@@ -436,10 +589,66 @@ impl Pooled {
     }
 }
 
+/// One statement of a [`Pooled::pipeline`].
+pub(crate) enum Op {
+    /// Text without parameters (transaction control), sent unprepared.
+    Simple(&'static str),
+    /// A statement whose rows are wanted.
+    Query(&'static str, Vec<Param>),
+    /// A statement whose rows are not wanted.
+    Execute(&'static str, Vec<Param>),
+}
+
+/// The database's answer to one [`Op`].
+pub(crate) enum Answer {
+    Done,
+    Rows(Vec<Row>),
+}
+
+impl Answer {
+    pub(crate) fn rows(&self) -> &[Row] {
+        match self {
+            Answer::Rows(r) => r,
+            Answer::Done => &[],
+        }
+    }
+}
+
+/// Sends every operation at once and collects the answers in order.
+async fn run_ready(client: &Client, ready: &[Ready]) -> Vec<Result<Answer, PgError>> {
+    let futures = ready.iter().map(|op| async move {
+        match op {
+            Ready::Simple(sql) => client.batch_execute(sql).await.map(|()| Answer::Done),
+            Ready::Query(s, params) => {
+                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_sql).collect();
+                client.query(s, &refs).await.map(Answer::Rows)
+            }
+            Ready::Execute(s, params) => {
+                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_sql).collect();
+                client.execute(s, &refs).await.map(|_| Answer::Done)
+            }
+        }
+    });
+    futures::future::join_all(futures)
+        .await
+        .into_iter()
+        .map(|r| r.map_err(PgError::from))
+        .collect()
+}
+
+/// An [`Op`] with its statement prepared.
+enum Ready {
+    Simple(&'static str),
+    Query(Statement, Vec<Param>),
+    Execute(Statement, Vec<Param>),
+}
+
 /// An owned statement parameter (the query runs on another thread).
 #[derive(Debug, Clone)]
 pub(crate) enum Param {
     Bytes(Vec<u8>),
+    /// A `bytea[]`.
+    BytesList(Vec<Vec<u8>>),
     Int(i64),
 }
 
@@ -447,6 +656,7 @@ impl Param {
     fn as_sql(&self) -> &(dyn ToSql + Sync) {
         match self {
             Param::Bytes(b) => b,
+            Param::BytesList(l) => l,
             Param::Int(i) => i,
         }
     }

@@ -18,6 +18,7 @@
 mod commit;
 mod conn;
 mod schema;
+mod sql;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -25,8 +26,10 @@ use std::sync::{Arc, Mutex};
 
 use feiyun_meta::{KvPair, MetaError, MetaRead, MetaStore, Table, WriteBatch, envelope};
 
+pub use commit::CommitStats;
 pub use conn::PoolOptions;
-use conn::{Param, Pool, Pooled};
+use conn::{Answer, Op, Param, Pool, Pooled};
+pub(crate) use sql::{PointReads, sql, sql_table};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -76,9 +79,10 @@ impl From<tokio_postgres::Error> for PgError {
     }
 }
 
-/// The store: a pool of sessions to one database.
+/// The store: a pool of sessions to one database, and the group committer.
 pub struct PgStore {
     pool: Arc<Pool>,
+    committer: Arc<commit::Committer>,
 }
 
 impl PgStore {
@@ -90,79 +94,47 @@ impl PgStore {
         let (config, tls) = conn::parse_url(url)?;
         let pool = Arc::new(Pool::new(config, tls, &options)?);
         schema::migrate(&pool)?;
-        Ok(Self { pool })
+        let committer = Arc::new(commit::Committer::new(pool.clone()));
+        Ok(Self { pool, committer })
+    }
+
+    /// [`MetaRead::get_many`] without parking the caller's thread, when a session is idle;
+    /// otherwise (every session busy, or none open yet) on a blocking thread, which may wait
+    /// for one or connect.
+    pub async fn get_many_async(
+        &self,
+        reads: &[(Table, &[u8])],
+    ) -> Result<Vec<Option<Vec<u8>>>, MetaError> {
+        let Some(op) = PointReads::new(reads.iter().copied()).op() else {
+            return Ok(Vec::new());
+        };
+        let Some(conn) = self.pool.try_get_idle() else {
+            let owned: Vec<(Table, Vec<u8>)> =
+                reads.iter().map(|(t, k)| (*t, k.to_vec())).collect();
+            let pool = self.pool.clone();
+            return tokio::task::spawn_blocking(move || {
+                let borrowed: Vec<(Table, &[u8])> =
+                    owned.iter().map(|(t, k)| (*t, k.as_slice())).collect();
+                get_many_on(&pool, &borrowed)
+            })
+            .await
+            .map_err(|e| MetaError::Storage(format!("read task failed: {e}")))?;
+        };
+        let (conn, mut answers) = conn.pipeline_async(vec![op]).await?;
+        drop(conn);
+        let answer = answers.pop().unwrap_or(Ok(Answer::Done))?;
+        open_point_reads(reads, answer.rows())
+    }
+
+    /// The group committer's counters.
+    pub fn commit_stats(&self) -> Arc<CommitStats> {
+        self.committer.stats.clone()
     }
 
     /// The schema version this binary writes.
     pub fn schema_version() -> i64 {
         schema::VERSION
     }
-}
-
-/// The SQL table behind a [`Table`]. The names are fixed identifiers, never client input.
-pub(crate) fn sql_table(t: Table) -> &'static str {
-    match t {
-        Table::Buckets => "feiyun_buckets",
-        Table::Objects => "feiyun_objects",
-        Table::Versions => "feiyun_versions",
-        Table::Heads => "feiyun_heads",
-        Table::BucketConfigs => "feiyun_bucket_configs",
-        Table::Events => "feiyun_events",
-        Table::Uploads => "feiyun_uploads",
-        Table::Parts => "feiyun_parts",
-        Table::PendingBlobs => "feiyun_pending_blobs",
-        Table::Garbage => "feiyun_garbage",
-        Table::System => "feiyun_system",
-        Table::Iam => "feiyun_iam",
-        Table::Kms => "feiyun_kms",
-        Table::Functions => "feiyun_functions",
-        Table::Replication => "feiyun_replication",
-        Table::Cluster => "feiyun_cluster",
-    }
-}
-
-/// The statements, one set per table, built once: `tokio-postgres` caches a prepared
-/// statement per text, and the text must be `'static` to key that cache.
-pub(crate) struct Sql {
-    pub get: &'static str,
-    pub scan_from: &'static str,
-    pub scan_range: &'static str,
-    pub exists_from: &'static str,
-    pub exists_range: &'static str,
-    pub upsert: &'static str,
-    pub delete: &'static str,
-}
-
-pub(crate) fn sql(t: Table) -> &'static Sql {
-    static ALL: std::sync::OnceLock<Vec<Sql>> = std::sync::OnceLock::new();
-    let all = ALL.get_or_init(|| {
-        Table::ALL
-            .iter()
-            .map(|t| {
-                let n = sql_table(*t);
-                let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
-                Sql {
-                    get: leak(format!("SELECT v FROM {n} WHERE k = $1")),
-                    scan_from: leak(format!(
-                        "SELECT k, v FROM {n} WHERE k >= $1 ORDER BY k LIMIT $2"
-                    )),
-                    scan_range: leak(format!(
-                        "SELECT k, v FROM {n} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3"
-                    )),
-                    exists_from: leak(format!("SELECT k FROM {n} WHERE k >= $1 ORDER BY k LIMIT 1")),
-                    exists_range: leak(format!(
-                        "SELECT k FROM {n} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT 1"
-                    )),
-                    upsert: leak(format!(
-                        "INSERT INTO {n} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = excluded.v"
-                    )),
-                    delete: leak(format!("DELETE FROM {n} WHERE k = $1")),
-                }
-            })
-            .collect()
-    });
-    let i = Table::ALL.iter().position(|x| *x == t).unwrap_or(0);
-    &all[i]
 }
 
 pub(crate) fn unseal(table: Table, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, MetaError> {
@@ -252,6 +224,11 @@ impl MetaRead for PgStore {
         get_on(&mut c, table, key)
     }
 
+    /// One view for all of them without a transaction: the reads are one statement.
+    fn get_many(&self, reads: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, MetaError> {
+        get_many_on(&self.pool, reads)
+    }
+
     fn scan(
         &self,
         table: Table,
@@ -264,15 +241,21 @@ impl MetaRead for PgStore {
     }
 }
 
-/// A read-only REPEATABLE READ transaction held on one session, its snapshot taken when it
-/// is opened (the `SELECT 1` sent with `BEGIN`), as the embedded engine's is. (CockroachDB and YugabyteDB run it at their snapshot or serializable
-/// level, which is at least as strong.)
+/// A read-only REPEATABLE READ transaction held on one session. Its `BEGIN` travels with
+/// its first read, so the snapshot is fixed no later than that read (CockroachDB and
+/// YugabyteDB run it at their snapshot or serializable level, which is at least as
+/// strong), and its `ROLLBACK` is sent when it is dropped without the reader waiting for it:
+/// a snapshot read costs the round trips of its reads and nothing more.
 pub struct PgSnapshot {
     inner: Mutex<Option<SnapshotConn>>,
 }
 
+const SNAPSHOT_BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
 struct SnapshotConn {
     conn: Pooled,
+    /// `BEGIN` has been sent.
+    begun: bool,
     /// A read failed: the session's transaction state is unknown, so it is not pooled again.
     failed: bool,
 }
@@ -284,32 +267,54 @@ impl Drop for PgSnapshot {
             // A read panicked mid-way: the session's state is unknown.
             Err(p) => (p.into_inner().take(), true),
         };
-        if let Some(mut s) = taken {
-            s.failed |= poisoned;
-            // Ending a read-only transaction cannot lose anything; a session whose ROLLBACK
-            // fails is closed rather than pooled in an unknown state.
-            if s.failed || s.conn.simple("ROLLBACK").is_err() {
+        if let Some(s) = taken {
+            if s.failed || poisoned {
                 s.conn.discard();
+            } else if s.begun {
+                // Ending a read-only transaction cannot lose anything; a session whose
+                // ROLLBACK fails is closed rather than pooled in an unknown state.
+                s.conn.finish_in_background("ROLLBACK");
             }
         }
     }
 }
 
 impl PgSnapshot {
-    fn with<T>(&self, f: impl FnOnce(&mut Pooled) -> Result<T, MetaError>) -> Result<T, MetaError> {
+    /// Runs `reads` in the snapshot's transaction, opening it first if no read has.
+    fn pipeline(&self, reads: Vec<Op>) -> Result<Vec<Answer>, MetaError> {
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let s = guard.as_mut().ok_or(MetaError::Closed)?;
-        let r = f(&mut s.conn);
-        if r.is_err() {
-            s.failed = true;
+        let begin = !s.begun;
+        let mut ops = Vec::with_capacity(reads.len() + 1);
+        if begin {
+            ops.push(Op::Simple(SNAPSHOT_BEGIN));
         }
-        r
+        ops.extend(reads);
+        // The transaction is open (or the session broken) once BEGIN has been sent.
+        s.begun = true;
+        let answers = s.conn.pipeline(ops).and_then(|all| {
+            all.into_iter()
+                .skip(usize::from(begin))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        answers.map_err(|e| {
+            s.failed = true;
+            e.into()
+        })
     }
 }
 
 impl MetaRead for PgSnapshot {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
-        self.with(|c| get_on(c, table, key))
+        Ok(self.get_many(&[(table, key)])?.pop().flatten())
+    }
+
+    fn get_many(&self, reads: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, MetaError> {
+        let Some(op) = PointReads::new(reads.iter().copied()).op() else {
+            return Ok(Vec::new());
+        };
+        let answers = self.pipeline(vec![op])?;
+        open_point_reads(reads, answers.first().map(Answer::rows).unwrap_or_default())
     }
 
     fn scan(
@@ -319,22 +324,89 @@ impl MetaRead for PgSnapshot {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KvPair>, MetaError> {
-        self.with(|c| scan_on(c, table, start, end, limit))
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let answers = self.pipeline(vec![scan_op(table, start, end, limit)])?;
+        let rows = answers.first().map(Answer::rows).unwrap_or_default();
+        open_rows(table, rows)
     }
+}
+
+fn scan_op(table: Table, start: &[u8], end: Option<&[u8]>, limit: usize) -> Op {
+    let limit = Param::Int(i64::try_from(limit).unwrap_or(i64::MAX));
+    match end {
+        Some(end) => Op::Query(
+            sql(table).scan_range,
+            vec![
+                Param::Bytes(start.to_vec()),
+                Param::Bytes(end.to_vec()),
+                limit,
+            ],
+        ),
+        None => Op::Query(
+            sql(table).scan_from,
+            vec![Param::Bytes(start.to_vec()), limit],
+        ),
+    }
+}
+
+/// Several point reads as one statement on a pooled session, outside any transaction.
+fn get_many_on(
+    pool: &Arc<Pool>,
+    reads: &[(Table, &[u8])],
+) -> Result<Vec<Option<Vec<u8>>>, MetaError> {
+    let Some(op) = PointReads::new(reads.iter().copied()).op() else {
+        return Ok(Vec::new());
+    };
+    let mut c = pool.get()?;
+    let answer = c
+        .pipeline(vec![op])
+        .and_then(|mut a| a.pop().unwrap_or(Ok(Answer::Done)));
+    match answer {
+        Ok(a) => open_point_reads(reads, a.rows()),
+        Err(e) => {
+            if e.connection_lost() {
+                c.discard();
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// The values a [`PointReads`] statement's rows hold, in the order `reads` asked for them.
+pub(crate) fn open_point_reads(
+    reads: &[(Table, &[u8])],
+    rows: &[tokio_postgres::Row],
+) -> Result<Vec<Option<Vec<u8>>>, MetaError> {
+    let found = PointReads::found(rows)?;
+    reads
+        .iter()
+        .map(|(t, k)| found.sealed(*t, k).map(|v| unseal(*t, k, v)).transpose())
+        .collect()
+}
+
+fn open_rows(table: Table, rows: &[tokio_postgres::Row]) -> Result<Vec<KvPair>, MetaError> {
+    rows.iter()
+        .map(|r| {
+            let k: Vec<u8> = r.try_get(0).map_err(|e| PgError::Db(e.to_string()))?;
+            let v: Vec<u8> = r.try_get(1).map_err(|e| PgError::Db(e.to_string()))?;
+            let v = unseal(table, &k, &v)?;
+            Ok((k, v))
+        })
+        .collect()
 }
 
 impl MetaStore for PgStore {
     type Snapshot = PgSnapshot;
 
     fn snapshot(&self) -> Result<PgSnapshot, MetaError> {
-        let mut conn = self.pool.get()?;
-        if let Err(e) = conn.simple("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT 1") {
-            conn.discard();
-            return Err(e.into());
-        }
+        // The session is taken now, so a snapshot that cannot have one fails here.
+        let conn = self.pool.get()?;
         Ok(PgSnapshot {
             inner: Mutex::new(Some(SnapshotConn {
                 conn,
+                begun: false,
                 failed: false,
             })),
         })
@@ -345,9 +417,6 @@ impl MetaStore for PgStore {
     }
 
     async fn commit_replanning(&self, batch: WriteBatch) -> Result<bool, MetaError> {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || commit::commit(&pool, &batch))
-            .await
-            .map_err(|e| MetaError::Storage(format!("commit task failed: {e}")))?
+        self.committer.submit(batch).await
     }
 }

@@ -196,6 +196,69 @@ async fn survives_the_database_restarting_under_writers() {
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
 }
 
+/// A batch the database refuses (a key past the btree's row limit) fails alone, whatever
+/// group it was committed in: the writers beside it land, repeatedly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_batch_does_not_fail_its_group() {
+    let url = server().fresh_database("refused");
+    let s = Arc::new(open(&url));
+    for round in 0..5u32 {
+        let mut tasks = Vec::new();
+        for i in 0..24u32 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = if i == 7 {
+                    // PostgreSQL indexes at most about 2.7 KB per row, after compression:
+                    // 16 KiB that do not compress.
+                    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(round);
+                    (0..16 * 1024)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            x as u8
+                        })
+                        .collect()
+                } else {
+                    format!("r{round}/{i:02}").into_bytes()
+                };
+                let mut b = WriteBatch::new();
+                b.check_absent(Table::Objects, key.clone())
+                    .put(Table::Objects, key, b"v".to_vec());
+                (i, s.commit(b).await)
+            }));
+        }
+        for t in tasks {
+            match t.await.unwrap() {
+                (7, r) => assert!(
+                    matches!(r, Err(MetaError::Storage(_))),
+                    "the refused batch fails: {r:?}"
+                ),
+                (i, r) => r.unwrap_or_else(|e| panic!("writer {i} of round {round}: {e}")),
+            }
+        }
+        let landed = s
+            .scan(
+                Table::Objects,
+                format!("r{round}/").as_bytes(),
+                Some(format!("r{round}0").as_bytes()),
+                100,
+            )
+            .unwrap();
+        assert_eq!(landed.len(), 23);
+    }
+    // The writers went to the database in groups, and the refused one failed alone.
+    let stats = s.commit_stats();
+    let groups = stats.groups.load(std::sync::atomic::Ordering::Relaxed);
+    let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        batches,
+        5 * 23,
+        "every batch but the refused ones, counted once"
+    );
+    assert!(groups < batches, "{groups} groups for {batches} batches");
+}
+
 #[test]
 fn bad_urls_fail_with_one_clear_error() {
     for (url, want) in [

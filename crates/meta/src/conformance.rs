@@ -17,6 +17,8 @@ pub async fn run_all<M: MetaStore>(m: Arc<M>) {
     snapshots_do_not_move(&*m).await;
     one_winner_per_row(m.clone()).await;
     deletes_and_overwrites(&*m).await;
+    many_reads_in_one(&*m).await;
+    independent_writers_all_land(m.clone()).await;
 }
 
 async fn put(m: &impl MetaStore, t: Table, k: &[u8], v: &[u8]) {
@@ -243,4 +245,52 @@ async fn deletes_and_overwrites(m: &impl MetaStore) {
     let big = vec![7u8; 3 << 20];
     put(m, Table::Functions, b"wasm", &big).await;
     assert_eq!(m.get(Table::Functions, b"wasm").unwrap(), Some(big));
+}
+
+/// `get_many` answers in the order asked, absent rows as `None`, across tables, through the
+/// store and through a snapshot alike.
+async fn many_reads_in_one(m: &impl MetaStore) {
+    put(m, Table::Heads, b"h1", b"one").await;
+    put(m, Table::Buckets, b"b1", b"bucket").await;
+    let reads: &[(Table, &[u8])] = &[
+        (Table::Buckets, b"b1"),
+        (Table::Heads, b"nope"),
+        (Table::Heads, b"h1"),
+        (Table::Buckets, b"h1"),
+    ];
+    let want = vec![Some(b"bucket".to_vec()), None, Some(b"one".to_vec()), None];
+    assert_eq!(m.get_many(reads).unwrap(), want);
+    let snap = m.snapshot().unwrap();
+    assert_eq!(snap.get_many(reads).unwrap(), want);
+    put(m, Table::Heads, b"h1", b"two").await;
+    assert_eq!(snap.get_many(reads).unwrap(), want, "the snapshot holds");
+    assert!(m.get_many(&[]).unwrap().is_empty());
+}
+
+/// Many writers of distinct rows at once (one group, or several, in an engine that groups):
+/// every one lands, and a row they all overwrite without a check holds one of their values.
+async fn independent_writers_all_land<M: MetaStore>(m: Arc<M>) {
+    let mut tasks = Vec::new();
+    for i in 0..64u32 {
+        let m = m.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut b = WriteBatch::new();
+            b.check_absent(Table::Events, format!("w/{i:02}"))
+                .put(Table::Events, format!("w/{i:02}"), i.to_string())
+                .put(Table::System, "last-writer", i.to_string());
+            m.commit(b).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("a writer of its own row lands");
+    }
+    let rows = m.scan(Table::Events, b"w/", None, 100).unwrap();
+    assert_eq!(rows.len(), 64);
+    for (i, (k, v)) in rows.iter().enumerate() {
+        assert_eq!(k, format!("w/{i:02}").as_bytes());
+        assert_eq!(v, i.to_string().as_bytes());
+    }
+    let last = m.get(Table::System, b"last-writer").unwrap().unwrap();
+    let last: u32 = String::from_utf8_lossy(&last).parse().unwrap();
+    assert!(last < 64);
 }

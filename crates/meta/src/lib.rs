@@ -245,7 +245,7 @@ impl WriteBatch {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum MetaError {
     /// A [`Check`] did not hold; the caller may re-read and retry.
     #[error("precondition failed: {0}")]
@@ -278,6 +278,13 @@ pub type KvPair = (Vec<u8>, Vec<u8>);
 pub trait MetaRead {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError>;
 
+    /// Several point reads, answered in order, all from one view: through a snapshot, its
+    /// own; on the store itself, one taken for these reads. A networked engine sends them in
+    /// one round trip, so a plan that knows which rows it needs asks for them together.
+    fn get_many(&self, reads: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, MetaError> {
+        reads.iter().map(|(t, k)| self.get(*t, k)).collect()
+    }
+
     /// Up to `limit` pairs with `start <= key < end` (no upper bound when `end` is `None`),
     /// in key order.
     fn scan(
@@ -292,13 +299,23 @@ pub trait MetaRead {
 /// The metadata engine. Reads are blocking (call them off the async runtime); commits are
 /// asynchronous so that an engine can group many of them into one durable write.
 pub trait MetaStore: MetaRead + Send + Sync + 'static {
-    /// A consistent view: every read through it sees the same committed state. Plans that
-    /// read several rows and then decide (a key's head, its current version, the null one)
-    /// read them through one, or a commit between two reads shows them rows that never
-    /// coexisted.
+    /// A consistent view: every read through it sees the same committed state, fixed no later
+    /// than its first read. Plans that read several rows and then decide (a key's head, its
+    /// current version, the null one) read them through one, or a commit between two reads
+    /// shows them rows that never coexisted.
     type Snapshot: MetaRead;
 
     fn snapshot(&self) -> Result<Self::Snapshot, MetaError>;
+
+    /// [`MetaRead::get_many`] for a caller on the async runtime: a networked engine awaits
+    /// its database instead of parking the caller's thread for the round trip. The embedded
+    /// engine answers inline (microseconds).
+    fn get_many_async<'a>(
+        &'a self,
+        reads: &'a [(Table, &'a [u8])],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, MetaError>> + Send + 'a {
+        std::future::ready(self.get_many(reads))
+    }
 
     fn commit(&self, batch: WriteBatch) -> impl Future<Output = Result<(), MetaError>> + Send;
 

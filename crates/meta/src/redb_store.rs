@@ -98,6 +98,10 @@ impl MetaRead for RedbStore {
         self.snapshot()?.get(table, key)
     }
 
+    fn get_many(&self, reads: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, MetaError> {
+        self.snapshot()?.get_many(reads)
+    }
+
     fn scan(
         &self,
         table: Table,

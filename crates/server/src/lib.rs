@@ -230,6 +230,9 @@ impl Server {
             std::time::Duration::from_secs(config.event_retention_secs),
         )?;
         let mut metrics = Metrics::new(oss.stats().clone());
+        if let Store::Postgres(pg) = &**oss.meta() {
+            metrics.watch_meta_commits(pg.commit_stats());
+        }
         if let (Blobs::Cluster(b), Some(m)) = (oss.blobs(), &membership) {
             let m = m.clone();
             metrics.watch_cluster(b.stats().clone(), Arc::new(move || m.repair_backlog()));

@@ -40,8 +40,17 @@ pub struct Metrics {
     audit: Option<(Arc<feiyun_audit::AuditHealth>, Counter, Gauge)>,
     /// A node's blob copies: counters mirroring its statistics, and the repair backlog.
     cluster: Option<ClusterSeries>,
+    /// The PostgreSQL engine's commit counters, when the region runs on it.
+    meta_commits: Option<MetaCommitSeries>,
     sync: std::sync::Mutex<()>,
 }
+
+/// Reads one counter out of the PostgreSQL engine's commit statistics.
+type MetaCommitReader = fn(&feiyun_meta_pg::CommitStats) -> u64;
+type MetaCommitSeries = (
+    Arc<feiyun_meta_pg::CommitStats>,
+    Vec<(Counter, MetaCommitReader)>,
+);
 
 impl Metrics {
     pub fn new(stats: Arc<OssStats>) -> Self {
@@ -132,6 +141,7 @@ impl Metrics {
             stats,
             audit: None,
             cluster: None,
+            meta_commits: None,
             sync: std::sync::Mutex::new(()),
         }
     }
@@ -232,6 +242,35 @@ impl Metrics {
         });
     }
 
+    /// Exports the PostgreSQL engine's group commits: how many batches each transaction
+    /// carries, and how often the database asks for a retry.
+    pub fn watch_meta_commits(&mut self, stats: Arc<feiyun_meta_pg::CommitStats>) {
+        let series: [(&str, &str, MetaCommitReader); 3] = [
+            (
+                "meta_commit_groups",
+                "Metadata transactions committed (each one group of batches)",
+                |s| s.groups.load(Ordering::Relaxed),
+            ),
+            (
+                "meta_commit_batches",
+                "Metadata batches those transactions carried",
+                |s| s.batches.load(Ordering::Relaxed),
+            ),
+            (
+                "meta_commit_retries",
+                "Metadata transactions the database asked to retry (40001, 40P01)",
+                |s| s.retries.load(Ordering::Relaxed),
+            ),
+        ];
+        let mut counters = Vec::new();
+        for (name, help, read) in series {
+            let c = Counter::default();
+            self.registry.register(name, help, c.clone());
+            counters.push((c, read));
+        }
+        self.meta_commits = Some((stats, counters));
+    }
+
     /// Where another service registers its own series (Function Compute's).
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
@@ -269,6 +308,11 @@ impl Metrics {
             if let Some((health, failures, failing)) = &self.audit {
                 catch_up(failures, health.failures());
                 failing.set(i64::from(health.failing()));
+            }
+            if let Some((stats, counters)) = &self.meta_commits {
+                for (counter, read) in counters {
+                    catch_up(counter, read(stats));
+                }
             }
             if let Some(c) = &self.cluster {
                 for (counter, read) in &c.counters {

@@ -25,6 +25,13 @@ impl MetaRead for Store {
         }
     }
 
+    fn get_many(&self, reads: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, MetaError> {
+        match self {
+            Store::Embedded(s) => s.get_many(reads),
+            Store::Postgres(s) => s.get_many(reads),
+        }
+    }
+
     fn scan(
         &self,
         table: Table,
@@ -44,6 +51,13 @@ impl MetaRead for StoreSnapshot {
         match self {
             StoreSnapshot::Embedded(s) => s.get(table, key),
             StoreSnapshot::Postgres(s) => s.get(table, key),
+        }
+    }
+
+    fn get_many(&self, reads: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, MetaError> {
+        match self {
+            StoreSnapshot::Embedded(s) => s.get_many(reads),
+            StoreSnapshot::Postgres(s) => s.get_many(reads),
         }
     }
 
@@ -69,6 +83,16 @@ impl MetaStore for Store {
             Store::Embedded(s) => StoreSnapshot::Embedded(s.snapshot()?),
             Store::Postgres(s) => StoreSnapshot::Postgres(s.snapshot()?),
         })
+    }
+
+    async fn get_many_async<'a>(
+        &'a self,
+        reads: &'a [(Table, &'a [u8])],
+    ) -> Result<Vec<Option<Vec<u8>>>, MetaError> {
+        match self {
+            Store::Embedded(s) => s.get_many(reads),
+            Store::Postgres(s) => s.get_many_async(reads).await,
+        }
     }
 
     async fn commit(&self, mut batch: WriteBatch) -> Result<(), MetaError> {
