@@ -62,6 +62,14 @@ struct EndsArgs {
     /// Comparisons (HEADs, reads for checksums) at once
     #[arg(long, default_value_t = 16)]
     checkers: usize,
+    /// Also the bucket's settings (versioning, object lock, encryption, CORS, tags,
+    /// lifecycle, policy) and each object's retention and legal hold; bucket to bucket,
+    /// from an S3 source
+    #[arg(long)]
+    bucket_config: bool,
+    /// Every version of a versioned S3 source, delete markers included, oldest first
+    #[arg(long)]
+    all_versions: bool,
     #[command(flatten)]
     conn: Connection,
 }
@@ -276,6 +284,17 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     let list = pairs(&a.ends).await?;
+    if a.ends.bucket_config {
+        whole_buckets(&list)?;
+    }
+    if a.ends.all_versions {
+        if a.delete {
+            bail!(
+                "--delete is not available with --all-versions: a history is only ever appended to"
+            );
+        }
+        s3_source(&list)?;
+    }
     if list.len() > 1 && (a.state.is_some() || a.report.is_some()) {
         bail!("--state and --report name one migration's files: leave them out with SOURCE s3://");
     }
@@ -295,6 +314,8 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
         checksum: a.checksum,
         delete: a.delete,
         dry_run: a.dry_run,
+        bucket_config: a.ends.bucket_config,
+        all_versions: a.ends.all_versions,
         limits: Limits::new(bandwidth, a.source_qps),
         progress,
     };
@@ -328,6 +349,11 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
         } else {
             for line in &summary.plan {
                 outln!("{line}");
+            }
+            if !a.dry_run {
+                for line in &summary.settings {
+                    outln!("{line}");
+                }
             }
             let mib = summary.bytes as f64 / 1048576.0;
             let secs = summary.seconds.max(0.001);
@@ -363,11 +389,54 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Settings belong to a bucket: `--bucket-config` copies bucket to bucket, never between
+/// prefixes (a lifecycle filter or a policy's resources would mean other keys there).
+fn whole_buckets(list: &[(Source, Dest)]) -> anyhow::Result<()> {
+    for (source, dest) in list {
+        match source {
+            Source::S3 { prefix, .. } if prefix.is_empty() && dest.prefix.is_empty() => {}
+            Source::S3 { .. } => bail!(
+                "--bucket-config copies a whole bucket: give SOURCE and DEST as s3://BUCKET, without a prefix"
+            ),
+            Source::Dir { .. } => bail!("--bucket-config needs an S3 bucket as SOURCE"),
+        }
+    }
+    Ok(())
+}
+
+fn s3_source(list: &[(Source, Dest)]) -> anyhow::Result<()> {
+    if list.iter().any(|(s, _)| matches!(s, Source::Dir { .. })) {
+        bail!("--all-versions needs a versioned S3 bucket as SOURCE");
+    }
+    Ok(())
+}
+
 async fn verify(a: EndsArgs) -> anyhow::Result<()> {
     let mut total = 0usize;
-    for (source, dest) in pairs(&a).await? {
+    let list = pairs(&a).await?;
+    if a.bucket_config {
+        whole_buckets(&list)?;
+    }
+    if a.all_versions {
+        s3_source(&list)?;
+    }
+    for (source, dest) in list {
         let (sd, dd) = (source.describe(), dest.describe());
-        let diffs = feiyun_migrate::verify(source, dest, a.checkers, Limits::default()).await?;
+        let mut diffs = Vec::new();
+        if a.bucket_config {
+            diffs =
+                feiyun_migrate::verify_bucket_config(&source, &dest, &Limits::default()).await?;
+        }
+        diffs.extend(match a.all_versions {
+            true => {
+                feiyun_migrate::verify_histories(source, dest, Limits::default(), a.bucket_config)
+                    .await?
+            }
+            false => {
+                feiyun_migrate::verify(source, dest, a.checkers, Limits::default(), a.bucket_config)
+                    .await?
+            }
+        });
         total += diffs.len();
         if a.conn.json {
             outln!(

@@ -13,7 +13,9 @@ use crc_fast::{CrcAlgorithm, Digest as Crc};
 use md5::{Digest as _, Md5};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
+use crate::config::{self, ConfigSource, Stage};
 use crate::dest::{Dest, DestEntry};
+use crate::history::{Version, list_histories};
 use crate::journal::{Done, Journal, Upload};
 use crate::limit::Limits;
 use crate::source::{Entry, Listed, Source, list_bucket, mtime_text};
@@ -42,18 +44,20 @@ enum Job {
     Copy(Entry, &'static str),
     Compare(Entry, DestEntry),
     Delete(String),
+    /// `--all-versions`: one key's history at the source and at the destination.
+    History(String, Vec<Version>, Vec<Version>),
 }
 
-struct Ctx {
-    source: Source,
-    dest: Dest,
-    journal: Journal,
-    opts: Options,
-    stats: Arc<Stats>,
+pub(crate) struct Ctx {
+    pub(crate) source: Source,
+    pub(crate) dest: Dest,
+    pub(crate) journal: Journal,
+    pub(crate) opts: Options,
+    pub(crate) stats: Arc<Stats>,
     failures: Mutex<Vec<Failure>>,
-    plan: Mutex<Vec<String>>,
+    pub(crate) plan: Mutex<Vec<String>>,
     checkers: Semaphore,
-    done_tx: mpsc::Sender<(String, Done)>,
+    pub(crate) done_tx: mpsc::Sender<(String, Done)>,
 }
 
 /// Runs one pass; the summary's `failures` lists what did not make it.
@@ -67,6 +71,30 @@ pub async fn run(
     let started = std::time::Instant::now();
     if !opts.dry_run {
         dest.ensure_bucket().await?;
+    }
+    let config = match (&source, opts.bucket_config) {
+        (_, false) => None,
+        (Source::S3 { client, bucket, .. }, true) => Some(ConfigSource {
+            client: client.clone(),
+            bucket: bucket.clone(),
+        }),
+        (Source::Dir { .. }, true) => {
+            return Err(Error::Source(
+                "--bucket-config needs an S3 bucket as the source".into(),
+            ));
+        }
+    };
+    let (mut config_done, mut config_failed) = (Vec::new(), Vec::new());
+    if let Some(c) = &config {
+        (config_done, config_failed) = config::copy_stage(
+            c,
+            &dest,
+            Stage::BeforeObjects,
+            &opts.limits,
+            opts.dry_run,
+            opts.all_versions,
+        )
+        .await;
     }
     let (done_tx, done_rx) = mpsc::channel(1024);
     let writer = tokio::spawn(journal_writer(journal.clone(), done_rx));
@@ -82,8 +110,97 @@ pub async fn run(
         done_tx,
     });
 
+    let (job_tx, job_rx) = mpsc::channel::<Job>(1024);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let mut workers = Vec::new();
+    for _ in 0..opts.transfers.max(1) {
+        let ctx = ctx.clone();
+        let rx = job_rx.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let job = rx.lock().await.recv().await;
+                let Some(job) = job else { break };
+                ctx.handle(job).await;
+            }
+        }));
+    }
+    let (listing, dest_listing) = match opts.all_versions {
+        true => merge_histories(&ctx, job_tx).await,
+        false => merge_latest(&ctx, job_tx).await,
+    };
+    for w in workers {
+        let _ = w.await;
+    }
+    // Every record must be durable before the summary says the objects are done.
+    let Ctx {
+        failures,
+        plan,
+        done_tx,
+        ..
+    } = match Arc::try_unwrap(ctx) {
+        Ok(c) => c,
+        Err(_) => return Err(Error::Journal("a worker outlived the pass".into())),
+    };
+    drop(done_tx);
+    writer
+        .await
+        .map_err(|e| Error::Journal(format!("the journal writer failed: {e}")))??;
+    // A listing that broke off must not read as a complete pass (nor, with --delete, have
+    // deleted what it did not reach: deletes only follow keys both listings passed).
+    listing?;
+    // A destination bucket that does not exist yet (a dry run) is empty.
+    match dest_listing {
+        Err(Error::NoSuchBucket(_)) | Ok(()) => {}
+        Err(e) => return Err(e),
+    }
+    // The settings that would get in the objects' way go after them (see config.rs),
+    // and only once every object was reached.
+    if let Some(c) = &config {
+        let (done, failed) = config::copy_stage(
+            c,
+            &dest,
+            Stage::AfterObjects,
+            &opts.limits,
+            opts.dry_run,
+            opts.all_versions,
+        )
+        .await;
+        config_done.extend(done);
+        config_failed.extend(failed);
+    }
+    let s = &stats;
+    s.failed
+        .fetch_add(config_failed.len() as u64, Ordering::Relaxed);
+    let mut failures = failures.into_inner();
+    failures.extend(config_failed);
+    let mut plan = plan.into_inner();
+    if opts.dry_run {
+        plan.extend(config_done.iter().cloned());
+    }
+    Ok(Summary {
+        listed: s.listed.load(Ordering::Relaxed),
+        copied: s.copied.load(Ordering::Relaxed),
+        bytes: s.bytes.load(Ordering::Relaxed),
+        skipped: s.skipped.load(Ordering::Relaxed),
+        deleted: s.deleted.load(Ordering::Relaxed),
+        failed: s.failed.load(Ordering::Relaxed),
+        problems: s.problems.load(Ordering::Relaxed),
+        ignored: s.ignored.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+        failures,
+        plan,
+        settings: config_done,
+    })
+}
+
+type Listings = (Result<(), Error>, Result<(), Error>);
+
+/// The latest objects: both listings merged in key order into jobs.
+async fn merge_latest(ctx: &Arc<Ctx>, job_tx: mpsc::Sender<Job>) -> Listings {
+    let source = ctx.source.clone();
+    let dest = ctx.dest.clone();
     let (src_tx, mut src_rx) = mpsc::channel(4096);
-    let limits = opts.limits.clone();
+    let limits = ctx.opts.limits.clone();
     let src_list = tokio::spawn(async move { source.list(src_tx, limits).await });
     let (dst_tx, mut dst_rx) = mpsc::channel::<DestEntry>(4096);
     let dlist = dest.clone();
@@ -109,29 +226,14 @@ pub async fn run(
         .await
     });
 
-    let (job_tx, job_rx) = mpsc::channel::<Job>(1024);
-    let job_rx = Arc::new(Mutex::new(job_rx));
-    let mut workers = Vec::new();
-    for _ in 0..opts.transfers.max(1) {
-        let ctx = ctx.clone();
-        let rx = job_rx.clone();
-        workers.push(tokio::spawn(async move {
-            loop {
-                let job = rx.lock().await.recv().await;
-                let Some(job) = job else { break };
-                ctx.handle(job).await;
-            }
-        }));
-    }
-
     // The merge: both listings arrive in key order.
-    let mut next_src = recv_object(&mut src_rx, &ctx).await;
+    let mut next_src = recv_object(&mut src_rx, ctx).await;
     let mut next_dst = dst_rx.recv().await;
     loop {
         let job = match (next_src.take(), next_dst.take()) {
             (None, None) => break,
             (Some(s), None) => {
-                next_src = recv_object(&mut src_rx, &ctx).await;
+                next_src = recv_object(&mut src_rx, ctx).await;
                 Job::Copy(s, "new")
             }
             (None, Some(d)) => {
@@ -143,7 +245,7 @@ pub async fn run(
             }
             (Some(s), Some(d)) => match s.key.as_bytes().cmp(d.key.as_bytes()) {
                 std::cmp::Ordering::Less => {
-                    next_src = recv_object(&mut src_rx, &ctx).await;
+                    next_src = recv_object(&mut src_rx, ctx).await;
                     next_dst = Some(d);
                     Job::Copy(s, "new")
                 }
@@ -156,7 +258,7 @@ pub async fn run(
                     }
                 }
                 std::cmp::Ordering::Equal => {
-                    next_src = recv_object(&mut src_rx, &ctx).await;
+                    next_src = recv_object(&mut src_rx, ctx).await;
                     next_dst = dst_rx.recv().await;
                     Job::Compare(s, d)
                 }
@@ -167,51 +269,109 @@ pub async fn run(
         }
     }
     drop(job_tx);
-    for w in workers {
-        let _ = w.await;
-    }
+    // A listing still sending (the merge stopped early) ends once its receiver is gone.
+    drop(src_rx);
+    drop(dst_rx);
     let listing = src_list
         .await
-        .map_err(|e| Error::Source(format!("the listing task failed: {e}")))?;
+        .unwrap_or_else(|e| Err(Error::Source(format!("the listing task failed: {e}"))));
     let dest_listing = dst_list
         .await
-        .map_err(|e| Error::Dest(format!("the listing task failed: {e}")))?;
-    // Every record must be durable before the summary says the objects are done.
-    let Ctx {
-        failures,
-        plan,
-        done_tx,
-        ..
-    } = match Arc::try_unwrap(ctx) {
-        Ok(c) => c,
-        Err(_) => return Err(Error::Journal("a worker outlived the pass".into())),
+        .unwrap_or_else(|e| Err(Error::Dest(format!("the listing task failed: {e}"))));
+    (listing, dest_listing)
+}
+
+/// `--all-versions`: both ends' histories merged by key, one job per key.
+async fn merge_histories(ctx: &Arc<Ctx>, job_tx: mpsc::Sender<Job>) -> Listings {
+    let Source::S3 {
+        client,
+        bucket,
+        prefix,
+    } = ctx.source.clone()
+    else {
+        return (
+            Err(Error::Source(
+                "--all-versions needs a versioned S3 bucket as the source".into(),
+            )),
+            Ok(()),
+        );
     };
-    drop(done_tx);
-    writer
-        .await
-        .map_err(|e| Error::Journal(format!("the journal writer failed: {e}")))??;
-    // A listing that broke off must not read as a complete pass (nor, with --delete, have
-    // deleted what it did not reach: deletes only follow keys both listings passed).
-    listing?;
-    // A destination bucket that does not exist yet (a dry run) is empty.
-    match dest_listing {
-        Err(Error::NoSuchBucket(_)) | Ok(()) => {}
-        Err(e) => return Err(e),
+    if !ctx.opts.dry_run
+        && let Err(e) = ctx.dest.enable_versioning().await
+    {
+        return (Ok(()), Err(e));
     }
-    let s = &stats;
-    Ok(Summary {
-        listed: s.listed.load(Ordering::Relaxed),
-        copied: s.copied.load(Ordering::Relaxed),
-        bytes: s.bytes.load(Ordering::Relaxed),
-        skipped: s.skipped.load(Ordering::Relaxed),
-        deleted: s.deleted.load(Ordering::Relaxed),
-        failed: s.failed.load(Ordering::Relaxed),
-        problems: s.problems.load(Ordering::Relaxed),
-        ignored: s.ignored.load(Ordering::Relaxed),
-        seconds: started.elapsed().as_secs_f64(),
-        failures: failures.into_inner(),
-        plan: plan.into_inner(),
-    })
+    type Keyed = (String, Vec<Version>);
+    let (src_tx, mut src_rx) = mpsc::channel::<Keyed>(256);
+    let limits = ctx.opts.limits.clone();
+    let src_list = tokio::spawn(async move {
+        list_histories(&client, &bucket, &prefix, &limits, |k, h| {
+            let tx = src_tx.clone();
+            async move { tx.send((k, h)).await.is_ok() }
+        })
+        .await
+    });
+    let (dst_tx, mut dst_rx) = mpsc::channel::<Keyed>(256);
+    let d = ctx.dest.clone();
+    let dst_list = tokio::spawn(async move {
+        list_histories(
+            &d.client,
+            &d.bucket,
+            &d.prefix,
+            &Limits::default(),
+            |k, h| {
+                let tx = dst_tx.clone();
+                async move { tx.send((k, h)).await.is_ok() }
+            },
+        )
+        .await
+    });
+    let mut next_src = src_rx.recv().await;
+    let mut next_dst = dst_rx.recv().await;
+    loop {
+        let job = match (next_src.take(), next_dst.take()) {
+            (None, None) => break,
+            (Some((k, h)), None) => {
+                next_src = src_rx.recv().await;
+                Job::History(k, h, Vec::new())
+            }
+            // Keys only the destination has are not the source's history: left alone.
+            (None, Some(_)) => {
+                next_dst = dst_rx.recv().await;
+                continue;
+            }
+            (Some((sk, sh)), Some((dk, dh))) => match sk.as_bytes().cmp(dk.as_bytes()) {
+                std::cmp::Ordering::Less => {
+                    next_src = src_rx.recv().await;
+                    next_dst = Some((dk, dh));
+                    Job::History(sk, sh, Vec::new())
+                }
+                std::cmp::Ordering::Greater => {
+                    next_dst = dst_rx.recv().await;
+                    next_src = Some((sk, sh));
+                    continue;
+                }
+                std::cmp::Ordering::Equal => {
+                    next_src = src_rx.recv().await;
+                    next_dst = dst_rx.recv().await;
+                    Job::History(sk, sh, dh)
+                }
+            },
+        };
+        if job_tx.send(job).await.is_err() {
+            break;
+        }
+    }
+    drop(job_tx);
+    drop(src_rx);
+    drop(dst_rx);
+    let listing = src_list
+        .await
+        .unwrap_or_else(|e| Err(Error::Source(format!("the listing task failed: {e}"))));
+    let dest_listing = dst_list
+        .await
+        .unwrap_or_else(|e| Err(Error::Dest(format!("the listing task failed: {e}"))));
+    (listing, dest_listing)
 }
 
 /// The next object of the source listing; problems are reported on the way.
@@ -280,6 +440,13 @@ impl Ctx {
             }
             Job::Delete(k) => {
                 let r = self.delete(&k).await;
+                (k, r)
+            }
+            Job::History(k, src, dst) => {
+                self.stats
+                    .listed
+                    .fetch_add(src.len() as u64, Ordering::Relaxed);
+                let r = self.replay(&k, src, dst).await;
                 (k, r)
             }
         };
@@ -359,6 +526,7 @@ impl Ctx {
                 fp,
                 etag: head.etag,
                 crc64: head.crc64.unwrap_or_default(),
+                version_id: None,
             };
             let _ = self.done_tx.send((src.key, d)).await;
             return Ok(());
@@ -372,6 +540,7 @@ impl Ctx {
                 fp,
                 etag: head.etag.clone(),
                 crc64: crc.clone(),
+                version_id: None,
             };
             let _ = self.done_tx.send((src.key, d)).await;
             return Ok(());
@@ -411,6 +580,14 @@ impl Ctx {
                 .push(format!("copy {} ({why}, {} bytes)", src.key, src.size));
             return Ok(());
         }
+        let (key, done) = self.copy_object(src).await?;
+        let _ = self.done_tx.send((key, done)).await;
+        Ok(())
+    }
+
+    /// Copies one object (or one version); answers its key (as read last) and what the
+    /// destination holds now. Counted, not journaled.
+    pub(crate) async fn copy_object(&self, src: Entry) -> Result<(String, Done), Error> {
         self.stats
             .planned_bytes
             .fetch_add(src.size, Ordering::Relaxed);
@@ -432,8 +609,7 @@ impl Ctx {
                 Err(e) => return Err(e),
                 Ok(d) => {
                     self.stats.copied.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.done_tx.send((entry.key, d)).await;
-                    return Ok(());
+                    return Ok((entry.key, d));
                 }
             }
         }
@@ -446,6 +622,9 @@ impl Ctx {
         meta: &crate::source::ObjectMeta,
     ) -> Result<Vec<(String, String)>, Error> {
         let mut headers = meta.headers.clone();
+        if self.opts.bucket_config {
+            headers.extend(meta.lock.iter().cloned());
+        }
         if meta.tag_count > 0 {
             let tags = self.source.tagging(entry, &self.opts.limits).await?;
             if !tags.is_empty() {
@@ -480,7 +659,8 @@ impl Ctx {
         let mut headers = self.put_headers(entry, &r.meta).await?;
         headers.push(("content-md5".into(), B64.encode(md5)));
         headers.push(("x-amz-checksum-crc64nvme".into(), crc64.clone()));
-        let etag = self.dest.put(&entry.key, body, headers).await?;
+        let w = self.dest.put(&entry.key, body, headers).await?;
+        let etag = w.etag;
         if etag != hex::encode(md5) {
             return Err(Error::Verify(format!(
                 "{}: the region answered ETag {etag} for bytes whose MD5 is {}",
@@ -493,6 +673,7 @@ impl Ctx {
             fp: entry.fingerprint(),
             etag,
             crc64,
+            version_id: w.version_id,
         })
     }
 
@@ -507,8 +688,13 @@ impl Ctx {
         let headers = self.put_headers(entry, &r.meta).await?;
         // A journaled upload of the same source version resumes: the parts the region holds
         // are not sent again.
+        // One source version's upload is journaled under that version's record.
+        let record = match &entry.version_id {
+            Some(v) => crate::journal::version_record(&entry.key, v),
+            None => entry.key.clone(),
+        };
         let journal = self.journal.clone();
-        let k = entry.key.clone();
+        let k = record.clone();
         let prior = tokio::task::spawn_blocking(move || journal.upload(&k))
             .await
             .map_err(|e| Error::Journal(e.to_string()))??;
@@ -530,7 +716,7 @@ impl Ctx {
                 let id = self.dest.create_upload(&entry.key, headers).await?;
                 let journal = self.journal.clone();
                 let (k, u) = (
-                    entry.key.clone(),
+                    record.clone(),
                     Upload {
                         fp: fp.clone(),
                         upload_id: id.clone(),
@@ -553,7 +739,7 @@ impl Ctx {
                 if matches!(e, Error::Changed(_)) {
                     self.dest.abort(&entry.key, &upload_id).await;
                     let journal = self.journal.clone();
-                    let k = entry.key.clone();
+                    let k = record.clone();
                     let _ = tokio::task::spawn_blocking(move || journal.forget_upload(&k)).await;
                 }
                 Err(e)
@@ -633,18 +819,23 @@ impl Ctx {
         let crc64 = B64.encode(whole_crc.finalize().to_be_bytes());
         check_source(entry, &r.meta, &md5, &crc64, &[])?;
         parts.sort_by_key(|p| p.0);
-        let etag = self
+        let w = self
             .dest
             .complete(&entry.key, upload_id, &parts, &crc64)
             .await?;
         let done = Done {
             fp: entry.fingerprint(),
-            etag,
+            etag: w.etag,
             crc64,
+            version_id: w.version_id,
         };
         // Large objects are journaled at once: a lost record would mean sending them again.
         let journal = self.journal.clone();
-        let item = vec![(entry.key.clone(), done.clone())];
+        let record = match &entry.version_id {
+            Some(v) => crate::journal::version_record(&entry.key, v),
+            None => entry.key.clone(),
+        };
+        let item = vec![(record, done.clone())];
         tokio::task::spawn_blocking(move || journal.commit_done(&item))
             .await
             .map_err(|e| Error::Journal(e.to_string()))??;

@@ -33,6 +33,16 @@ pub struct DestHead {
     pub crc64: Option<String>,
     /// Lowercase names: system headers and `x-amz-meta-*`.
     pub headers: Vec<(String, String)>,
+    /// `x-amz-object-lock-*`: retention and legal hold.
+    pub lock: Vec<(String, String)>,
+}
+
+/// What a write answered.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    pub etag: String,
+    /// The version it made, in a versioned bucket.
+    pub version_id: Option<String>,
 }
 
 fn quoted(s: &str) -> String {
@@ -85,13 +95,23 @@ impl Dest {
     }
 
     pub async fn head(&self, rel: &str) -> Result<Option<DestHead>, Error> {
+        self.head_version(rel, None).await
+    }
+
+    /// A HEAD of one version (`None`: the current one).
+    pub async fn head_version(
+        &self,
+        rel: &str,
+        version: Option<&str>,
+    ) -> Result<Option<DestHead>, Error> {
         let key = self.key(rel);
+        let q: Vec<(&str, &str)> = version.map(|v| ("versionId", v)).into_iter().collect();
         let r = retry(|| {
             self.client.call(
                 Method::HEAD,
                 Some(&self.bucket),
                 Some(&key),
-                &[],
+                &q,
                 vec![("x-amz-checksum-mode".into(), "ENABLED".into())],
                 Bytes::new(),
             )
@@ -103,8 +123,14 @@ impl Dest {
             Err(e) => return Err(Error::Dest(format!("HEAD {key}: {e}"))),
         };
         let mut headers = Vec::new();
+        let mut lock = Vec::new();
         for (name, v) in &h {
             let n = name.as_str();
+            if n.starts_with("x-amz-object-lock-")
+                && let Ok(v) = v.to_str()
+            {
+                lock.push((n.to_owned(), v.to_owned()));
+            }
             if (n.starts_with("x-amz-meta-")
                 || matches!(
                     n,
@@ -128,17 +154,20 @@ impl Dest {
             etag: header(&h, "etag").map(quoted).unwrap_or_default(),
             crc64: header(&h, "x-amz-checksum-crc64nvme").map(str::to_owned),
             headers,
+            lock,
         }))
     }
 
-    pub async fn tagging(&self, rel: &str) -> Result<String, Error> {
+    pub async fn tagging(&self, rel: &str, version: Option<&str>) -> Result<String, Error> {
         let key = self.key(rel);
+        let mut q: Vec<(&str, &str)> = version.map(|v| ("versionId", v)).into_iter().collect();
+        q.push(("tagging", ""));
         let (_, body) = retry(|| {
             self.client.call(
                 Method::GET,
                 Some(&self.bucket),
                 Some(&key),
-                &[("tagging", "")],
+                &q,
                 Vec::new(),
                 Bytes::new(),
             )
@@ -150,13 +179,13 @@ impl Dest {
         )))
     }
 
-    /// One PUT of a whole object; answers its ETag.
+    /// One PUT of a whole object.
     pub async fn put(
         &self,
         rel: &str,
         body: Bytes,
         headers: Vec<(String, String)>,
-    ) -> Result<String, Error> {
+    ) -> Result<Written, Error> {
         let key = self.key(rel);
         let (h, _) = retry(|| {
             self.client.call(
@@ -170,7 +199,10 @@ impl Dest {
         })
         .await
         .map_err(|e| write_error(&key, e))?;
-        Ok(header(&h, "etag").map(quoted).unwrap_or_default())
+        Ok(Written {
+            etag: header(&h, "etag").map(quoted).unwrap_or_default(),
+            version_id: header(&h, "x-amz-version-id").map(str::to_owned),
+        })
     }
 
     pub async fn create_upload(
@@ -284,7 +316,7 @@ impl Dest {
         upload_id: &str,
         parts: &[(u32, String, String)],
         crc64_b64: &str,
-    ) -> Result<String, Error> {
+    ) -> Result<Written, Error> {
         let key = self.key(rel);
         let mut doc = String::from("<CompleteMultipartUpload>");
         for (n, etag, crc) in parts {
@@ -300,7 +332,7 @@ impl Dest {
             ("x-amz-checksum-type".to_owned(), "FULL_OBJECT".to_owned()),
         ];
         let q = [("uploadId", upload_id)];
-        let (_, answer) = retry(|| {
+        let (h, answer) = retry(|| {
             self.client.call(
                 Method::POST,
                 Some(&self.bucket),
@@ -320,9 +352,12 @@ impl Dest {
                 xml::field(&text, "Message").unwrap_or_default()
             )));
         }
-        Ok(xml::field(&text, "ETag")
-            .map(|e| quoted(&e))
-            .unwrap_or_default())
+        Ok(Written {
+            etag: xml::field(&text, "ETag")
+                .map(|e| quoted(&e))
+                .unwrap_or_default(),
+            version_id: header(&h, "x-amz-version-id").map(str::to_owned),
+        })
     }
 
     pub async fn abort(&self, rel: &str, upload_id: &str) {
@@ -355,6 +390,53 @@ impl Dest {
         .await
         .map(|_| ())
         .map_err(|e| write_error(&key, e))
+    }
+}
+
+impl Dest {
+    /// A DELETE without a version: in a versioned bucket, a new delete marker, whose
+    /// version id it answers.
+    pub async fn delete_marker(&self, rel: &str) -> Result<Option<String>, Error> {
+        let key = self.key(rel);
+        let (h, _) = retry(|| {
+            self.client.call(
+                Method::DELETE,
+                Some(&self.bucket),
+                Some(&key),
+                &[],
+                Vec::new(),
+                Bytes::new(),
+            )
+        })
+        .await
+        .map_err(|e| write_error(&key, e))?;
+        if header(&h, "x-amz-delete-marker") != Some("true") {
+            return Err(Error::Dest(format!(
+                "deleting {key} made no delete marker: is s3://{} versioned?",
+                self.bucket
+            )));
+        }
+        Ok(header(&h, "x-amz-version-id").map(str::to_owned))
+    }
+
+    /// Turns versioning on (`--all-versions` replays histories into a versioned bucket).
+    pub async fn enable_versioning(&self) -> Result<(), Error> {
+        let body = Bytes::from_static(
+            b"<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>",
+        );
+        retry(|| {
+            self.client.call(
+                Method::PUT,
+                Some(&self.bucket),
+                None,
+                &[("versioning", "")],
+                Vec::new(),
+                body.clone(),
+            )
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::Dest(format!("enabling versioning on s3://{}: {e}", self.bucket)))
     }
 }
 

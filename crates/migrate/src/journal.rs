@@ -29,6 +29,16 @@ pub struct Done {
     pub etag: String,
     /// The whole content's CRC64NVME, base64, as the destination also stores it.
     pub crc64: String,
+    /// The version the copy made (a versioned destination).
+    #[serde(default)]
+    pub version_id: Option<String>,
+}
+
+/// The journal key of one source version's copy (`--all-versions`). NUL is in no key an S3
+/// listing can carry (XML 1.0 cannot write it) and in no file name, so these never meet an
+/// object's own record.
+pub fn version_record(key: &str, version: &str) -> String {
+    format!("\0v\0{key}\0{version}")
 }
 
 /// A multipart upload begun and not yet completed.
@@ -186,6 +196,7 @@ mod tests {
             fp: "fs:1:2".into(),
             etag: "e".into(),
             crc64: "c".into(),
+            version_id: None,
         };
         j.commit_done(&[("small".into(), done.clone())]).unwrap();
         drop(j);

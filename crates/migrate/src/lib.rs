@@ -7,8 +7,10 @@
 //! encryption and checksums. See docs/migrate.md for the journal, the checks and the limits.
 
 pub mod client;
+pub mod config;
 mod copy;
 pub mod dest;
+pub mod history;
 pub mod journal;
 pub mod limit;
 mod progress;
@@ -23,7 +25,7 @@ pub use dest::Dest;
 pub use journal::Journal;
 pub use limit::Limits;
 pub use source::Source;
-pub use verify::{Difference, verify};
+pub use verify::{Difference, verify, verify_bucket_config, verify_histories};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -43,6 +45,8 @@ pub enum Error {
     Changed(String),
     #[error("{0} disappeared from the source while it was copied")]
     Vanished(String),
+    #[error("histories differ: {0}")]
+    Diverged(String),
 }
 
 /// How a migration runs.
@@ -61,6 +65,11 @@ pub struct Options {
     pub checksum: bool,
     pub delete: bool,
     pub dry_run: bool,
+    /// Copy the source bucket's settings and each object's retention and legal hold
+    /// (an S3 source, bucket to bucket).
+    pub bucket_config: bool,
+    /// Every version and delete marker, oldest first (a versioned S3 source).
+    pub all_versions: bool,
     pub limits: Limits,
     /// Draw a progress bar (a terminal) or print a line every few seconds.
     pub progress: Progress,
@@ -84,6 +93,8 @@ impl Default for Options {
             checksum: false,
             delete: false,
             dry_run: false,
+            bucket_config: false,
+            all_versions: false,
             limits: Limits::default(),
             progress: Progress::Off,
         }
@@ -115,6 +126,8 @@ pub struct Summary {
     pub failures: Vec<Failure>,
     /// With `dry_run`: what would be done, one line each.
     pub plan: Vec<String>,
+    /// Bucket settings written (`--bucket-config`), as `config NAME`.
+    pub settings: Vec<String>,
 }
 
 /// One pass of the migration from `source` to `dest`, recorded in `journal`.

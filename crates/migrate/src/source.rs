@@ -26,6 +26,8 @@ pub struct Entry {
     pub etag: Option<String>,
     /// Nanoseconds since the epoch: a file's mtime, an object's Last-Modified.
     pub mtime_ns: i128,
+    /// One version of a versioned S3 source (`--all-versions`); `None` is the current one.
+    pub version_id: Option<String>,
 }
 
 impl Entry {
@@ -85,6 +87,9 @@ pub struct ObjectMeta {
     pub checksum: Option<(String, String)>,
     /// The object's ETag is its MD5: not under SSE-KMS or SSE-C, whose ETags are not.
     pub etag_is_md5: bool,
+    /// Its retention and legal hold, as the `x-amz-object-lock-*` headers a PUT takes
+    /// (written only with `--bucket-config`).
+    pub lock: Vec<(String, String)>,
 }
 
 /// An object being read, start to end.
@@ -181,8 +186,9 @@ impl Source {
                     hdrs.push(("if-match".into(), format!("\"{e}\"")));
                 }
                 limits.request().await;
+                let q = version_query(entry);
                 let resp: Streaming =
-                    retry(|| client.stream(Method::GET, bucket, &key, &[], hdrs.clone()))
+                    retry(|| client.stream(Method::GET, bucket, &key, &q, hdrs.clone()))
                         .await
                         .map_err(|e| match e.status() {
                             Some(412) => Error::Changed(key.clone()),
@@ -212,12 +218,14 @@ impl Source {
         };
         let key = format!("{prefix}{}", entry.key);
         limits.request().await;
+        let mut q = version_query(entry);
+        q.push(("tagging", ""));
         let (_, body) = retry(|| {
             client.call(
                 Method::GET,
                 Some(bucket),
                 Some(&key),
-                &[("tagging", "")],
+                &q,
                 Vec::new(),
                 Bytes::new(),
             )
@@ -253,12 +261,13 @@ impl Source {
         };
         let key = format!("{prefix}{}", entry.key);
         limits.request().await;
+        let q = version_query(entry);
         retry(|| {
             client.call(
                 Method::HEAD,
                 Some(bucket),
                 Some(&key),
-                &[],
+                &q,
                 vec![("x-amz-checksum-mode".into(), "ENABLED".into())],
                 Bytes::new(),
             )
@@ -282,6 +291,7 @@ impl Source {
                         size: m.len(),
                         etag: None,
                         mtime_ns: mtime_ns(&m),
+                        version_id: None,
                     })),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                     Err(e) => Err(Error::Source(format!("{}: {e}", path.display()))),
@@ -304,6 +314,7 @@ impl Source {
                         })
                         .map(|d| d.unix_timestamp_nanos())
                         .unwrap_or(0),
+                    version_id: entry.version_id.clone(),
                 })),
                 Err(Error::Vanished(_)) => Ok(None),
                 Err(e) => Err(e),
@@ -430,6 +441,7 @@ where
                 mtime_ns: xml::field(c, "LastModified")
                     .and_then(|t| parse_time(&t))
                     .unwrap_or(0),
+                version_id: None,
             };
             if !each(entry).await {
                 return Ok(());
@@ -470,7 +482,7 @@ pub async fn list_buckets(client: &S3Client) -> Result<Vec<String>, Error> {
     }
 }
 
-fn parse_time(t: &str) -> Option<i128> {
+pub(crate) fn parse_time(t: &str) -> Option<i128> {
     time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
         .ok()
         .map(|d| d.unix_timestamp_nanos())
@@ -501,7 +513,16 @@ fn object_meta(h: &http::HeaderMap, _mtime_ns: i128) -> ObjectMeta {
                 .map(|v| (name.clone(), v.to_owned()))
         });
     let sse = header(h, "x-amz-server-side-encryption").unwrap_or_default();
+    let lock = [
+        "x-amz-object-lock-mode",
+        "x-amz-object-lock-retain-until-date",
+        "x-amz-object-lock-legal-hold",
+    ]
+    .iter()
+    .filter_map(|n| header(h, n).map(|v| ((*n).to_owned(), v.to_owned())))
+    .collect();
     ObjectMeta {
+        lock,
         etag_is_md5: !sse.starts_with("aws:kms")
             && header(h, "x-amz-server-side-encryption-customer-algorithm").is_none(),
         headers,
@@ -510,6 +531,16 @@ fn object_meta(h: &http::HeaderMap, _mtime_ns: i128) -> ObjectMeta {
             .unwrap_or(0),
         checksum,
     }
+}
+
+/// The query that names the entry's version, if it is one.
+fn version_query(entry: &Entry) -> Vec<(&'static str, &str)> {
+    entry
+        .version_id
+        .as_deref()
+        .map(|v| ("versionId", v))
+        .into_iter()
+        .collect()
 }
 
 /// `GetObjectTagging`'s document as `k=v&…`, each part URL-encoded.
@@ -701,6 +732,7 @@ fn read_sorted(
                     size: meta.len(),
                     etag: None,
                     mtime_ns: mtime_ns(&meta),
+                    version_id: None,
                 }),
             ));
         } else {
@@ -770,6 +802,7 @@ mod tests {
             size: 3,
             etag: Some("0123456789abcdef0123456789abcdef".into()),
             mtime_ns: 5,
+            version_id: None,
         };
         assert!(e.md5_etag().is_some());
         assert_eq!(e.fingerprint(), "s3:3:0123456789abcdef0123456789abcdef");

@@ -20,6 +20,7 @@ mod iam;
 mod lifecycle;
 mod meta_pg;
 mod migrate;
+mod migrate_history;
 mod notifications;
 mod replication;
 mod sdk;

@@ -10,7 +10,7 @@ use aws_sdk_s3::primitives::ByteStream;
 
 use crate::common::{ACCESS_KEY, Region, SECRET_KEY, pattern};
 
-fn feiyun(r: &Region, args: &[&str]) -> Output {
+pub(crate) fn feiyun(r: &Region, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_feiyun"))
         .args(["migrate"])
         .args(args)
@@ -24,7 +24,7 @@ fn feiyun(r: &Region, args: &[&str]) -> Output {
         .expect("run feiyun migrate")
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
         o.status,
@@ -33,13 +33,13 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn summary(o: &Output) -> serde_json::Value {
+pub(crate) fn summary(o: &Output) -> serde_json::Value {
     let out = String::from_utf8_lossy(&o.stdout);
     let line = out.lines().last().unwrap_or_default();
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
 }
 
-async fn get(c: &aws_sdk_s3::Client, b: &str, k: &str) -> Vec<u8> {
+pub(crate) async fn get(c: &aws_sdk_s3::Client, b: &str, k: &str) -> Vec<u8> {
     c.get_object()
         .bucket(b)
         .key(k)
@@ -54,7 +54,7 @@ async fn get(c: &aws_sdk_s3::Client, b: &str, k: &str) -> Vec<u8> {
         .to_vec()
 }
 
-async fn keys(c: &aws_sdk_s3::Client, b: &str) -> Vec<String> {
+pub(crate) async fn keys(c: &aws_sdk_s3::Client, b: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut pages = c.list_objects_v2().bucket(b).into_paginator().send();
     while let Some(p) = pages.next().await {

@@ -1,0 +1,326 @@
+//! `--all-versions`: every version of a versioned S3 source, delete markers included,
+//! replayed oldest first into a versioned destination, so the destination's history of each
+//! key reads as the source's.
+//!
+//! The destination's own history is the state: before a key is replayed its versions at
+//! both ends are listed and paired off, oldest first. A pair matches when the journal says
+//! that destination version is the copy of that source version, or (a copy made by a run
+//! that died before its record was committed) both are delete markers, or both are objects
+//! of one size whose ETags are the same MD5. The source versions past the matched ones are
+//! copied, in order; a destination history that departs from the source's (a version
+//! written there since, a version deleted at the source) is reported and left alone, never
+//! rewritten. So a resumed or later run appends exactly what is missing.
+//!
+//! A key's history is held in memory while it is replayed: bounded by the versions of one
+//! key, not by the bucket.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::Method;
+
+use crate::client::{S3Client, retry};
+use crate::copy::Ctx;
+use crate::journal::{Done, version_record};
+use crate::limit::Limits;
+use crate::source::{Entry, parse_time};
+use crate::{Error, xml};
+
+/// One version of a key.
+#[derive(Debug, Clone)]
+pub struct Version {
+    /// `version_id` is always set.
+    pub entry: Entry,
+    pub marker: bool,
+}
+
+/// Pages through every version under `prefix` (ListObjectVersions, URL-encoded keys),
+/// calling `each` with one key's whole history (relative key, oldest first) until it answers
+/// false.
+pub async fn list_histories<F, Fut>(
+    client: &S3Client,
+    bucket: &str,
+    prefix: &str,
+    limits: &Limits,
+    mut each: F,
+) -> Result<(), Error>
+where
+    F: FnMut(String, Vec<Version>) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut key_marker: Option<String> = None;
+    let mut version_marker: Option<String> = None;
+    let mut carry: Option<(String, Vec<Version>)> = None;
+    loop {
+        let mut q = vec![
+            ("versions", ""),
+            ("encoding-type", "url"),
+            ("prefix", prefix),
+        ];
+        if let Some(k) = &key_marker {
+            q.push(("key-marker", k));
+        }
+        if let Some(v) = &version_marker {
+            q.push(("version-id-marker", v));
+        }
+        limits.request().await;
+        let (_, body) = retry(|| {
+            client.call(
+                Method::GET,
+                Some(bucket),
+                None,
+                &q,
+                Vec::new(),
+                Bytes::new(),
+            )
+        })
+        .await
+        .map_err(|e| match e.code() {
+            Some("NoSuchBucket") => Error::NoSuchBucket(bucket.to_owned()),
+            _ => Error::List(format!("versions of s3://{bucket}/{prefix}: {e}")),
+        })?;
+        let text = String::from_utf8_lossy(&body);
+        let encoded = xml::field(&text, "EncodingType").as_deref() == Some("url");
+        let decode = |raw: String| -> Result<String, Error> {
+            match encoded {
+                true => xml::url_decode(&raw).ok_or_else(|| {
+                    Error::List(format!(
+                        "s3://{bucket}: a listed key does not decode: {raw}"
+                    ))
+                }),
+                false => Ok(raw),
+            }
+        };
+        // Some stores (ours among them, through s3s) write every <Version> before every
+        // <DeleteMarker>, so a key's entries need not be adjacent: gather the page by key.
+        let mut page: BTreeMap<String, Vec<Version>> = BTreeMap::new();
+        if let Some((k, v)) = carry.take() {
+            page.insert(k, v);
+        }
+        for (tag, inner) in elements(&text) {
+            let key = decode(xml::field(inner, "Key").unwrap_or_default())?;
+            let Some(rel) = key.strip_prefix(prefix) else {
+                continue;
+            };
+            let v = Version {
+                entry: Entry {
+                    key: rel.to_owned(),
+                    size: xml::field(inner, "Size")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
+                    etag: xml::field(inner, "ETag").map(|e| e.trim_matches('"').to_owned()),
+                    mtime_ns: xml::field(inner, "LastModified")
+                        .and_then(|t| parse_time(&t))
+                        .unwrap_or(0),
+                    version_id: Some(
+                        xml::field(inner, "VersionId").unwrap_or_else(|| "null".into()),
+                    ),
+                },
+                marker: tag == "DeleteMarker",
+            };
+            page.entry(rel.to_owned()).or_default().push(v);
+        }
+        let truncated = xml::field(&text, "IsTruncated").as_deref() == Some("true");
+        // The page's last key may go on in the next page: held back until it ends.
+        if truncated {
+            carry = page.pop_last();
+        }
+        for (k, versions) in page {
+            if !each(k, oldest_first(versions)).await {
+                return Ok(());
+            }
+        }
+        if !truncated {
+            return Ok(());
+        }
+        let next_key = xml::field(&text, "NextKeyMarker").map(decode).transpose()?;
+        let next_version = xml::field(&text, "NextVersionIdMarker");
+        if next_key.is_none() || (next_key == key_marker && next_version == version_marker) {
+            return Err(Error::List(format!(
+                "versions of s3://{bucket}/{prefix}: a truncated page with no way on"
+            )));
+        }
+        key_marker = next_key;
+        version_marker = next_version;
+    }
+}
+
+/// S3 lists a key's versions newest first. Some implementations list the delete markers
+/// after the versions rather than among them, so the order is taken from the times, with
+/// the listing's order breaking ties.
+fn oldest_first(mut v: Vec<Version>) -> Vec<Version> {
+    v.sort_by_key(|x| std::cmp::Reverse(x.entry.mtime_ns));
+    v.reverse();
+    v
+}
+
+/// The `<Version>` and `<DeleteMarker>` elements of a listing, in document order.
+fn elements(doc: &str) -> Vec<(&'static str, &str)> {
+    let mut out = Vec::new();
+    let mut rest = doc;
+    loop {
+        let next = ["Version", "DeleteMarker"]
+            .iter()
+            .filter_map(|t| rest.find(&format!("<{t}>")).map(|i| (i, *t)))
+            .min();
+        let Some((i, tag)) = next else {
+            return out;
+        };
+        let start = i + tag.len() + 2;
+        let close = format!("</{tag}>");
+        let Some(len) = rest[start..].find(&close) else {
+            return out;
+        };
+        out.push((tag, &rest[start..start + len]));
+        rest = &rest[start + len + close.len()..];
+    }
+}
+
+impl Ctx {
+    /// Brings the destination's history of `key` up to the source's (see the module doc).
+    pub(crate) async fn replay(
+        &self,
+        key: &str,
+        src: Vec<Version>,
+        dst: Vec<Version>,
+    ) -> Result<(), Error> {
+        for (i, s) in src.iter().enumerate() {
+            let vid = s.entry.version_id.clone().unwrap_or_default();
+            let record = version_record(key, &vid);
+            if let Some(d) = dst.get(i) {
+                let journal = self.journal.clone();
+                let r = record.clone();
+                let done = tokio::task::spawn_blocking(move || journal.done(&r))
+                    .await
+                    .map_err(|e| Error::Journal(e.to_string()))??;
+                if !same_version(s, d, done.as_ref()) {
+                    return Err(Error::Diverged(format!(
+                        "{key}: version {} of the region's history is not version {vid} of the source's; nothing of this key was copied",
+                        i + 1
+                    )));
+                }
+                if done.is_none() && !self.opts.dry_run {
+                    let d = Done {
+                        fp: s.entry.fingerprint(),
+                        etag: d.entry.etag.clone().unwrap_or_default(),
+                        crc64: String::new(),
+                        version_id: d.entry.version_id.clone(),
+                    };
+                    let _ = self.done_tx.send((record, d)).await;
+                }
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if self.opts.dry_run {
+                let line = match s.marker {
+                    true => format!("delete-marker {key} (version {vid})"),
+                    false => format!("copy {key} (version {vid}, {} bytes)", s.entry.size),
+                };
+                self.plan.lock().await.push(line);
+                continue;
+            }
+            let done = match s.marker {
+                true => Done {
+                    fp: "marker".into(),
+                    etag: String::new(),
+                    crc64: String::new(),
+                    version_id: self.dest.delete_marker(key).await?,
+                },
+                false => self.copy_object(s.entry.clone()).await?.1,
+            };
+            if s.marker {
+                self.stats.copied.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = self.done_tx.send((record, done)).await;
+        }
+        if dst.len() > src.len() {
+            return Err(Error::Diverged(format!(
+                "{key}: the region holds {} version(s) the source does not; left as they are",
+                dst.len() - src.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whether destination version `d` is the copy of source version `s`.
+fn same_version(s: &Version, d: &Version, journaled: Option<&Done>) -> bool {
+    match (s.marker, d.marker) {
+        (true, true) => true,
+        (false, false) => match journaled {
+            Some(j) => j.version_id.is_some() && j.version_id == d.entry.version_id,
+            None => {
+                s.entry.size == d.entry.size
+                    && s.entry.md5_etag().is_some()
+                    && s.entry.etag == d.entry.etag
+            }
+        },
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(key: &str, id: &str, t: i128, marker: bool) -> Version {
+        Version {
+            entry: Entry {
+                key: key.into(),
+                size: 1,
+                etag: (!marker).then(|| "0123456789abcdef0123456789abcdef".into()),
+                mtime_ns: t,
+                version_id: Some(id.into()),
+            },
+            marker,
+        }
+    }
+
+    #[test]
+    fn listing_elements_keep_document_order_and_histories_run_oldest_first() {
+        let doc = "<ListVersionsResult><Version><Key>a</Key><VersionId>3</VersionId></Version>\
+                   <DeleteMarker><Key>a</Key><VersionId>2</VersionId></DeleteMarker>\
+                   <Version><Key>a</Key><VersionId>1</VersionId></Version></ListVersionsResult>";
+        let tags: Vec<&str> = elements(doc).iter().map(|(t, _)| *t).collect();
+        assert_eq!(tags, ["Version", "DeleteMarker", "Version"]);
+        // Markers listed after the versions (as some stores do) still fall in time order;
+        // equal times keep the listing's newest-first order.
+        let h = oldest_first(vec![
+            v("a", "3", 30, false),
+            v("a", "1", 10, false),
+            v("a", "2b", 20, false),
+            v("a", "2", 20, true),
+        ]);
+        let ids: Vec<&str> = h
+            .iter()
+            .map(|x| x.entry.version_id.as_deref().unwrap())
+            .collect();
+        assert_eq!(ids, ["1", "2", "2b", "3"]);
+    }
+
+    #[test]
+    fn versions_pair_off_by_journal_marker_or_md5() {
+        let s = v("a", "s1", 1, false);
+        let mut d = v("a", "d1", 2, false);
+        assert!(same_version(&s, &d, None));
+        let j = Done {
+            fp: String::new(),
+            etag: String::new(),
+            crc64: String::new(),
+            version_id: Some("other".into()),
+        };
+        assert!(
+            !same_version(&s, &d, Some(&j)),
+            "the journal names another copy"
+        );
+        d.entry.size = 2;
+        assert!(!same_version(&s, &d, None));
+        assert!(same_version(
+            &v("a", "s", 1, true),
+            &v("a", "d", 1, true),
+            None
+        ));
+        assert!(!same_version(&s, &v("a", "d", 1, true), None));
+    }
+}
