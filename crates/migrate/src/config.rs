@@ -264,6 +264,18 @@ pub async fn compare(
                 }),
                 b.map(|d| canonical_json(&String::from_utf8_lossy(&d))),
             ),
+            // S3 encrypts every bucket with SSE-S3 unless told otherwise (since 2023), so a
+            // store that answers "none" and one that answers that default agree.
+            "encryption" => (
+                Some(
+                    a.map(|d| leaves(&String::from_utf8_lossy(&d)))
+                        .unwrap_or_else(sse_s3_default),
+                ),
+                Some(
+                    b.map(|d| leaves(&String::from_utf8_lossy(&d)))
+                        .unwrap_or_else(sse_s3_default),
+                ),
+            ),
             _ => (
                 a.map(|d| leaves(&String::from_utf8_lossy(&d))),
                 b.map(|d| leaves(&String::from_utf8_lossy(&d))),
@@ -283,6 +295,14 @@ pub async fn compare(
         }
     }
     Ok(out)
+}
+
+fn sse_s3_default() -> String {
+    leaves(
+        "<ServerSideEncryptionConfiguration><Rule><ApplyServerSideEncryptionByDefault>\
+         <SSEAlgorithm>AES256</SSEAlgorithm></ApplyServerSideEncryptionByDefault></Rule>\
+         </ServerSideEncryptionConfiguration>",
+    )
 }
 
 fn canonical_json(text: &str) -> String {
@@ -312,7 +332,9 @@ fn leaves(doc: &str) -> String {
         }
         if let Some(name) = tag.strip_prefix('/') {
             let t = text.trim();
-            if !t.is_empty() {
+            // An S3 Bucket Key off is what a document without one means.
+            let default = name.trim() == "BucketKeyEnabled" && t == "false";
+            if !t.is_empty() && !default {
                 out.push(format!("{}={}", path.join("/"), crate::xml::unescape(t)));
             }
             text.clear();

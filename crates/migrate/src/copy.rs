@@ -69,6 +69,8 @@ pub async fn run(
     stats: Arc<Stats>,
 ) -> Result<Summary, Error> {
     let started = std::time::Instant::now();
+    // A source that cannot be read leaves nothing behind, not even an empty bucket.
+    source.probe(&opts.limits).await?;
     if !opts.dry_run {
         dest.ensure_bucket().await?;
     }

@@ -33,6 +33,8 @@ pub struct Version {
     /// `version_id` is always set.
     pub entry: Entry,
     pub marker: bool,
+    /// The listing's `IsLatest`.
+    pub latest: bool,
 }
 
 /// Pages through every version under `prefix` (ListObjectVersions, URL-encoded keys),
@@ -118,6 +120,7 @@ where
                     ),
                 },
                 marker: tag == "DeleteMarker",
+                latest: xml::field(inner, "IsLatest").as_deref() == Some("true"),
             };
             page.entry(rel.to_owned()).or_default().push(v);
         }
@@ -147,10 +150,11 @@ where
 }
 
 /// S3 lists a key's versions newest first. Some implementations list the delete markers
-/// after the versions rather than among them, so the order is taken from the times, with
-/// the listing's order breaking ties.
+/// after the versions rather than among them, so the order is taken from the times; among
+/// equal times (a store that keeps whole seconds) the latest entry is the newest, and the
+/// listing's order decides the rest.
 fn oldest_first(mut v: Vec<Version>) -> Vec<Version> {
-    v.sort_by_key(|x| std::cmp::Reverse(x.entry.mtime_ns));
+    v.sort_by_key(|x| (std::cmp::Reverse(x.entry.mtime_ns), !x.latest));
     v.reverse();
     v
 }
@@ -274,6 +278,7 @@ mod tests {
                 version_id: Some(id.into()),
             },
             marker,
+            latest: false,
         }
     }
 
@@ -297,6 +302,12 @@ mod tests {
             .map(|x| x.entry.version_id.as_deref().unwrap())
             .collect();
         assert_eq!(ids, ["1", "2", "2b", "3"]);
+        // Whole seconds: a version listed before the latest marker at the same time is
+        // still older than it.
+        let mut marker = v("a", "m", 10, true);
+        marker.latest = true;
+        let h = oldest_first(vec![v("a", "v", 10, false), marker]);
+        assert!(h[1].marker, "the latest entry is the newest");
     }
 
     #[test]

@@ -127,6 +127,42 @@ impl Source {
         }
     }
 
+    /// Whether the source can be read at all (the directory exists; the bucket lets these
+    /// credentials list it — a GET, whose error document names the reason, where a HEAD
+    /// would answer a bare status): checked before anything is created at the destination.
+    pub async fn probe(&self, limits: &Limits) -> Result<(), Error> {
+        match self {
+            Source::Dir { root, .. } => match tokio::fs::metadata(root).await {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(Error::Source(format!(
+                    "{} is not a directory",
+                    root.display()
+                ))),
+                Err(e) => Err(Error::Source(format!("{}: {e}", root.display()))),
+            },
+            Source::S3 { client, bucket, .. } => {
+                limits.request().await;
+                let q = [("list-type", "2"), ("max-keys", "1")];
+                retry(|| {
+                    client.call(
+                        Method::GET,
+                        Some(bucket),
+                        None,
+                        &q,
+                        Vec::new(),
+                        Bytes::new(),
+                    )
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| match e.code() {
+                    Some("NoSuchBucket") => Error::NoSuchBucket(bucket.clone()),
+                    _ => Error::Source(format!("s3://{bucket} at {}: {e}", client.url())),
+                })
+            }
+        }
+    }
+
     /// Lists every object in key order into `tx`; ends early if the receiver goes.
     pub async fn list(&self, tx: mpsc::Sender<Listed>, limits: Limits) -> Result<(), Error> {
         match self {
