@@ -99,19 +99,23 @@ for i in $(seq 1 32); do
   aws --endpoint-url "${r[$((i % 3))]}" s3 cp --quiet "$work/obj" "s3://repair/o$i"
 done
 # File bytes only: `du` counts directories too, and the nodes' directory trees differ.
-blob_bytes() { find "$work/r$1/data/blobs" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
-before=$(( $(blob_bytes 0) + $(blob_bytes 1) + $(blob_bytes 2) ))
+blob_bytes() { find "$work/r$1/data/blobs" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}'; }
+# Completion counts copies, not bytes: a node may also drop files meanwhile (an upload's
+# leftovers collected), which a byte total would read as a copy still missing.
+blob_count() { find "$work/r$1/data/blobs" -type f ! -name '*.*' | wc -l; }
+before=$(( $(blob_count 0) + $(blob_count 1) + $(blob_count 2) ))
 lost=$(blob_bytes 3)
+lost_count=$(blob_count 3)
 kill -9 "$(cat "$work/r3/pid")"
 t_kill=$(date +%s.%N)
-want=$((before + lost))
+want=$((before + lost_count))
 first=; last=
 while :; do
-  now=$(( $(blob_bytes 0) + $(blob_bytes 1) + $(blob_bytes 2) ))
+  now=$(( $(blob_count 0) + $(blob_count 1) + $(blob_count 2) ))
   t=$(date +%s.%N)
   [ -z "$first" ] && [ "$now" -gt "$before" ] && first=$t
   if [ "$now" -ge "$want" ]; then last=$t; break; fi
-  python3 -c "import sys; sys.exit(0 if $t - $t_kill < 600 else 1)" || { echo "repair did not finish in 600 s ($now of $want bytes)" >&2; exit 1; }
+  python3 -c "import sys; sys.exit(0 if $t - $t_kill < 600 else 1)" || { echo "repair did not finish in 600 s ($now of $want copies)" >&2; exit 1; }
   sleep 0.2
 done
 python3 - "$lost" "$first" "$last" "$t_kill" <<'PY'

@@ -45,6 +45,9 @@ for r in dst:"$region" src:"$legacy"; do
   export RCLONE_CONFIG_${N}_ENDPOINT="$ep" RCLONE_CONFIG_${N}_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID"
   export RCLONE_CONFIG_${N}_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" RCLONE_CONFIG_${N}_FORCE_PATH_STYLE=true
 done
+# rclone 1.60 refuses to start with a custom CA bundle in the environment; both ends are
+# plain HTTP on loopback.
+unset AWS_CA_BUNDLE
 conc=(--transfers 16 --checkers 16)
 
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"

@@ -636,7 +636,11 @@ impl Ctx {
         Ok(headers)
     }
 
-    async fn copy_single(&self, entry: &Entry) -> Result<Done, Error> {
+    /// An object read whole, with what the source says of it.
+    async fn read_whole(&self, entry: &Entry) -> Result<(Bytes, crate::source::ObjectMeta), Error> {
+        if let Some(whole) = self.source.read_file(entry, &self.opts.limits).await? {
+            return Ok(whole);
+        }
         let mut r = self.source.open(entry, &self.opts.limits).await?;
         let mut buf = BytesMut::with_capacity(entry.size as usize);
         loop {
@@ -652,13 +656,17 @@ impl Ctx {
         if buf.len() as u64 != entry.size || !self.source.unchanged(entry).await? {
             return Err(Error::Changed(entry.key.clone()));
         }
-        let body = buf.freeze();
+        Ok((buf.freeze(), r.meta))
+    }
+
+    async fn copy_single(&self, entry: &Entry) -> Result<Done, Error> {
+        let (body, meta) = self.read_whole(entry).await?;
         let md5: [u8; 16] = Md5::digest(&body).into();
         let mut crc = Crc::new(CrcAlgorithm::Crc64Nvme);
         crc.update(&body);
         let crc64 = B64.encode(crc.finalize().to_be_bytes());
-        check_source(entry, &r.meta, &hex::encode(md5), &crc64, &body)?;
-        let mut headers = self.put_headers(entry, &r.meta).await?;
+        check_source(entry, &meta, &hex::encode(md5), &crc64, &body)?;
+        let mut headers = self.put_headers(entry, &meta).await?;
         headers.push(("content-md5".into(), B64.encode(md5)));
         headers.push(("x-amz-checksum-crc64nvme".into(), crc64.clone()));
         let w = self.dest.put(&entry.key, body, headers).await?;
