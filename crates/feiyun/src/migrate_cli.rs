@@ -357,8 +357,12 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
             }
             let mib = summary.bytes as f64 / 1048576.0;
             let secs = summary.seconds.max(0.001);
+            let inside = match summary.server_side {
+                0 => String::new(),
+                n => format!(", {n} of them inside the region"),
+            };
             outln!(
-                "{sd} -> {dd}: {} copied ({mib:.1} MiB) in {:.1} s ({:.0} objects/s, {:.1} MiB/s), {} unchanged, {} deleted, {} failed",
+                "{sd} -> {dd}: {} copied{inside} ({mib:.1} MiB) in {:.1} s ({:.0} objects/s, {:.1} MiB/s), {} unchanged, {} deleted, {} failed",
                 summary.copied,
                 summary.seconds,
                 summary.copied as f64 / secs,

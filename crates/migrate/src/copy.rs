@@ -38,6 +38,8 @@ pub struct Stats {
     pub ignored: AtomicU64,
     /// Bytes of objects still to copy, as far as the listing has got.
     pub planned_bytes: AtomicU64,
+    /// Objects copied inside the region (CopyObject), their bytes never sent.
+    pub server_side: AtomicU64,
 }
 
 enum Job {
@@ -188,6 +190,7 @@ pub async fn run(
         failed: s.failed.load(Ordering::Relaxed),
         problems: s.problems.load(Ordering::Relaxed),
         ignored: s.ignored.load(Ordering::Relaxed),
+        server_side: s.server_side.load(Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
         failures,
         plan,
@@ -593,6 +596,16 @@ impl Ctx {
         self.stats
             .planned_bytes
             .fetch_add(src.size, Ordering::Relaxed);
+        match self.copy_in_region(&src).await {
+            Ok(Some(done)) => {
+                self.stats.copied.fetch_add(1, Ordering::Relaxed);
+                self.stats.server_side.fetch_add(1, Ordering::Relaxed);
+                return Ok((src.key, done));
+            }
+            // Rewritten since it was listed: the path below reads it again and re-lists it.
+            Ok(None) | Err(Error::Changed(_)) => {}
+            Err(e) => return Err(e),
+        }
         // A file rewritten while it was read is read again, once; then reported.
         let mut entry = src;
         for attempt in 0..2 {
@@ -634,6 +647,68 @@ impl Ctx {
             }
         }
         Ok(headers)
+    }
+
+    /// A server-side copy (CopyObject) when the source is a bucket of the destination's own
+    /// region: `None` when the source is elsewhere, the object is over CopyObject's 5 GiB,
+    /// or the destination's credentials may not read the source (then the bytes travel
+    /// through the migrator, read with the source's credentials).
+    async fn copy_in_region(&self, entry: &Entry) -> Result<Option<Done>, Error> {
+        let Source::S3 {
+            client,
+            bucket,
+            prefix,
+        } = &self.source
+        else {
+            return Ok(None);
+        };
+        if client.url().trim_end_matches('/') != self.dest.client.url().trim_end_matches('/')
+            || entry.size > 5 << 30
+        {
+            return Ok(None);
+        }
+        let mut headers = Vec::new();
+        if self.opts.bucket_config {
+            // CopyObject carries metadata and tags, but not retention or a legal hold.
+            headers.extend(self.source.head(entry, &self.opts.limits).await?.lock);
+        }
+        let key = format!("{prefix}{}", entry.key);
+        let r = self
+            .dest
+            .copy_from(
+                &entry.key,
+                bucket,
+                &key,
+                entry.version_id.as_deref(),
+                entry.etag.as_deref(),
+                headers,
+            )
+            .await;
+        let (w, crc64) = match r {
+            Ok(x) => x,
+            Err(Error::Dest(e)) if e.contains("AccessDenied") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // The region checked every frame it read; the copy's ETag is the source's MD5 again
+        // unless either end is encrypted under a KMS or customer key.
+        if let Some(src) = entry.md5_etag()
+            && w.etag.len() == 32
+            && w.etag != src
+        {
+            let meta = self.source.head(entry, &self.opts.limits).await?;
+            if meta.etag_is_md5 {
+                return Err(Error::Verify(format!(
+                    "{}: the in-region copy answered ETag {}, the source's is {src}",
+                    entry.key, w.etag
+                )));
+            }
+        }
+        Ok(Some(Done {
+            fp: entry.fingerprint(),
+            etag: w.etag,
+            crc64: crc64.unwrap_or_default(),
+            version_id: w.version_id,
+        }))
     }
 
     /// An object read whole, with what the source says of it.

@@ -419,6 +419,67 @@ impl Dest {
         Ok(header(&h, "x-amz-version-id").map(str::to_owned))
     }
 
+    /// CopyObject from another bucket of the same region: the bytes never leave it. The
+    /// copy is of the listed version only (`If-Match` on its ETag), and the region is asked
+    /// for the copy's CRC64NVME. Answers what was written and that checksum.
+    pub async fn copy_from(
+        &self,
+        rel: &str,
+        src_bucket: &str,
+        src_key: &str,
+        src_version: Option<&str>,
+        src_etag: Option<&str>,
+        mut headers: Vec<(String, String)>,
+    ) -> Result<(Written, Option<String>), Error> {
+        let key = self.key(rel);
+        let encoded: Vec<String> = src_key
+            .split('/')
+            .map(feiyun_iam::sigv4::uri_encode)
+            .collect();
+        let mut source = format!("/{src_bucket}/{}", encoded.join("/"));
+        if let Some(v) = src_version {
+            source.push_str(&format!("?versionId={}", feiyun_iam::sigv4::uri_encode(v)));
+        }
+        headers.push(("x-amz-copy-source".into(), source));
+        headers.push(("x-amz-checksum-algorithm".into(), "CRC64NVME".into()));
+        if let Some(e) = src_etag {
+            headers.push(("x-amz-copy-source-if-match".into(), format!("\"{e}\"")));
+        }
+        let (h, body) = retry(|| {
+            self.client.call(
+                Method::PUT,
+                Some(&self.bucket),
+                Some(&key),
+                &[],
+                headers.clone(),
+                Bytes::new(),
+            )
+        })
+        .await
+        .map_err(|e| match e.status() {
+            Some(412) => Error::Changed(src_key.to_owned()),
+            Some(404) => Error::Vanished(src_key.to_owned()),
+            _ => write_error(&key, e),
+        })?;
+        let text = String::from_utf8_lossy(&body);
+        // A copy may answer 200 and then an error document.
+        if let Some(code) = xml::field(&text, "Code") {
+            return Err(Error::Dest(format!(
+                "copying into {key}: {code}: {}",
+                xml::field(&text, "Message").unwrap_or_default()
+            )));
+        }
+        Ok((
+            Written {
+                etag: xml::field(&text, "ETag")
+                    .map(|e| quoted(&xml::unescape(&e)))
+                    .unwrap_or_default(),
+                version_id: header(&h, "x-amz-version-id").map(str::to_owned),
+            },
+            xml::field(&text, "ChecksumCRC64NVME"),
+        ))
+    }
+
     /// Turns versioning on (`--all-versions` replays histories into a versioned bucket).
     pub async fn enable_versioning(&self) -> Result<(), Error> {
         let body = Bytes::from_static(

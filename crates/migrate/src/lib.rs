@@ -122,6 +122,8 @@ pub struct Summary {
     pub problems: u64,
     /// Source names left out on purpose (symbolic links not followed, loops).
     pub ignored: u64,
+    /// Objects copied inside the region (source and destination in one region).
+    pub server_side: u64,
     pub seconds: f64,
     pub failures: Vec<Failure>,
     /// With `dry_run`: what would be done, one line each.

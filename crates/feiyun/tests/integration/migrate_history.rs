@@ -681,3 +681,69 @@ async fn a_history_longer_than_a_listing_page_stays_one_history() {
     let o = feiyun(&r, &args);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[tokio::test]
+async fn buckets_of_one_region_are_copied_inside_it() {
+    let r = Region::start();
+    let c = r.client();
+    c.create_bucket().bucket("here").send().await.unwrap();
+    c.put_bucket_versioning()
+        .bucket("here")
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let names = ["plain", "odd name+ü%.txt", "deep/er/key"];
+    for (i, k) in names.iter().enumerate() {
+        for v in 0..2u64 {
+            c.put_object()
+                .bucket("here")
+                .key(*k)
+                .body(ByteStream::from(pattern(3000 + i * 100, v)))
+                .content_type("text/x-test")
+                .metadata("n", format!("{i}-{v}"))
+                .tagging(format!("v={v}"))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let endpoint = r.endpoint();
+    let tmp = tempfile::tempdir().unwrap();
+    // The latest versions, then whole histories: every object copied by CopyObject.
+    for (dest, extra, copies) in [("there", None, 3), ("history", Some("--all-versions"), 6)] {
+        let st = tmp.path().join(dest);
+        let d = format!("s3://{dest}");
+        let mut args = vec!["s3://here", &d, "--source-endpoint", &endpoint];
+        args.extend(["--state", st.to_str().unwrap(), "--json"]);
+        args.extend(extra);
+        let o = feiyun(&r, &args);
+        assert!(o.status.success(), "{}", text(&o));
+        let s = summary(&o);
+        assert_eq!(s["copied"], copies, "{s}");
+        assert_eq!(s["server_side"], copies, "{s}");
+        assert_eq!(s["bytes"], 0, "no byte went through the migrator: {s}");
+        let mut args = vec!["verify", "s3://here", &d, "--source-endpoint", &endpoint];
+        args.extend(extra);
+        let o = feiyun(&r, &args);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let h = c
+        .head_object()
+        .bucket("there")
+        .key("odd name+ü%.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.content_type(), Some("text/x-test"));
+    assert_eq!(h.metadata().unwrap()["n"], "1-1");
+    assert_eq!(get(&c, "there", "odd name+ü%.txt").await, pattern(3100, 1));
+    assert_eq!(
+        history(&c, "history", "deep/er/key").await,
+        history(&c, "here", "deep/er/key").await
+    );
+}
