@@ -105,6 +105,10 @@ struct RunArgs {
     /// Most requests per second sent to the source
     #[arg(long)]
     source_qps: Option<u32>,
+    /// Also the source's identities (another Feiyun): managed policies, groups, users, their
+    /// attachments, inline policies and memberships; access keys are reported, never copied
+    #[arg(long)]
+    iam: bool,
     /// Where to write the failures, one JSON object a line [default: the journal's path
     /// with `.failures`]
     #[arg(long, value_name = "FILE")]
@@ -320,6 +324,9 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
         progress,
     };
     let mut failed = 0u64;
+    if a.iam {
+        failed += copy_identities(&list, a.dry_run, a.ends.conn.json).await?;
+    }
     let mut reports = Vec::new();
     for (source, dest) in list {
         let (sd, dd) = (source.describe(), dest.describe());
@@ -391,6 +398,42 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--iam`: the source's identities, once for the whole run. Answers how many failed.
+async fn copy_identities(
+    list: &[(Source, Dest)],
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<u64> {
+    let Some((Source::S3 { client, .. }, dest)) = list.first() else {
+        bail!("--iam needs an S3 source whose endpoint also answers IAM (another Feiyun)");
+    };
+    let s = feiyun_migrate::iam::copy_iam(client, &dest.client, dry_run).await?;
+    if json {
+        outln!("{}", serde_json::json!({ "iam": s }));
+    } else {
+        for c in &s.created {
+            outln!("{} {c}", if dry_run { "would create" } else { "created" });
+        }
+        for e in &s.existing {
+            outln!("exists already, left as it is: {e}");
+        }
+        for k in &s.keys_not_copied {
+            outln!("not copied (IAM cannot give a secret back; issue new keys): {k}");
+        }
+        for f in &s.failures {
+            outln!("  failed: {}: {}", f.key, f.error);
+        }
+        outln!(
+            "identities: {} created, {} existing, {} attachments and memberships, {} failed",
+            s.created.len(),
+            s.existing.len(),
+            s.links,
+            s.failures.len()
+        );
+    }
+    Ok(s.failures.len() as u64)
 }
 
 /// Settings belong to a bucket: `--bucket-config` copies bucket to bucket, never between

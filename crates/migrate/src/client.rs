@@ -192,6 +192,80 @@ impl S3Client {
         }
     }
 
+    /// One call of an AWS query API (`Action=…`, form-encoded, `POST /`) to `service` at this
+    /// endpoint — IAM of another region — signed over the body's SHA-256 as those APIs
+    /// require. Answers the XML document.
+    pub async fn query_api(
+        &self,
+        service: &str,
+        params: &[(&str, &str)],
+    ) -> Result<String, ClientError> {
+        let mut body = String::from("Version=2010-05-08");
+        for (k, v) in params {
+            body.push_str(&format!("&{}={}", uri_encode(k), uri_encode(v)));
+        }
+        retry(|| async {
+            tokio::time::timeout(DOCUMENT_TIMEOUT, self.query_once(service, &body))
+                .await
+                .map_err(|_| {
+                    ClientError::Unreachable(format!("no answer within {DOCUMENT_TIMEOUT:?}"))
+                })?
+        })
+        .await
+    }
+
+    async fn query_once(&self, service: &str, body: &str) -> Result<String, ClientError> {
+        use sha2::Digest as _;
+        let inner = &self.inner;
+        let hash = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+        let signer = Signer {
+            access_key: inner.signer.access_key.clone(),
+            secret_key: inner.signer.secret_key.clone(),
+            region: inner.signer.region.clone(),
+            service: service.to_owned(),
+        };
+        let amz_date = amz_date_now();
+        let mut headers: Vec<(String, String)> = vec![
+            ("host".into(), inner.authority.clone()),
+            ("x-amz-date".into(), amz_date.clone()),
+            (
+                "content-type".into(),
+                "application/x-www-form-urlencoded; charset=utf-8".into(),
+            ),
+        ];
+        if let Some(t) = &inner.token {
+            headers.push(("x-amz-security-token".into(), t.clone()));
+        }
+        let auth = signer.authorization("POST", "/", "", &headers, &hash, &amz_date);
+        let mut req = http::Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}://{}/", inner.scheme, inner.authority));
+        for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let req = req
+            .header("authorization", auth)
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .map_err(|e| ClientError::Unreachable(format!("request: {e}")))?;
+        let resp = inner
+            .http
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Unreachable(describe(&e)))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_DOCUMENT)
+            .collect()
+            .await
+            .map_err(|e| ClientError::Unreachable(format!("reading the answer: {e}")))?
+            .to_bytes();
+        if status.is_success() {
+            Ok(String::from_utf8_lossy(&body).into_owned())
+        } else {
+            Err(status_error(status, &headers, &body))
+        }
+    }
+
     /// A request whose (successful) answer body is streamed to the caller; the caller bounds
     /// the time it takes to read it.
     pub async fn stream(

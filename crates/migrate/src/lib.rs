@@ -11,6 +11,7 @@ pub mod config;
 mod copy;
 pub mod dest;
 pub mod history;
+pub mod iam;
 pub mod journal;
 pub mod limit;
 mod progress;

@@ -747,3 +747,212 @@ async fn buckets_of_one_region_are_copied_inside_it() {
         history(&c, "here", "deep/er/key").await
     );
 }
+
+/// `%XX` escapes decoded, as IAM encodes policy documents inside its XML.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1..i + 3)) {
+            (b'%', Some(h)) => {
+                out.push(u8::from_str_radix(std::str::from_utf8(h).unwrap(), 16).unwrap());
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A query call to `r`'s IAM as root; the answer's body, after checking it is a 200.
+fn iam(r: &Region, params: &[(&str, &str)]) -> String {
+    let resp = crate::common::query_call(
+        r.addr,
+        (crate::common::ACCESS_KEY, crate::common::SECRET_KEY),
+        "iam",
+        "2010-05-08",
+        params,
+    );
+    assert_eq!(resp.status, 200, "{params:?}: {}", resp.body_text());
+    resp.body_text()
+}
+
+#[tokio::test]
+async fn identities_move_without_their_secrets() {
+    let legacy = Region::start();
+    let r = Region::start();
+    let doc = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::lake/*"}]}"#;
+    let inline = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:ListBucket","Resource":"arn:aws:s3:::lake"}]}"#;
+    let created = iam(
+        &legacy,
+        &[
+            ("Action", "CreatePolicy"),
+            ("PolicyName", "lake-readers"),
+            ("PolicyDocument", doc),
+        ],
+    );
+    let src_arn = created
+        .split("<Arn>")
+        .nth(1)
+        .and_then(|s| s.split("</Arn>").next())
+        .unwrap()
+        .to_owned();
+    iam(
+        &legacy,
+        &[("Action", "CreateGroup"), ("GroupName", "analysts")],
+    );
+    iam(
+        &legacy,
+        &[
+            ("Action", "AttachGroupPolicy"),
+            ("GroupName", "analysts"),
+            ("PolicyArn", &src_arn),
+        ],
+    );
+    for user in ["ana", "bob"] {
+        iam(&legacy, &[("Action", "CreateUser"), ("UserName", user)]);
+    }
+    iam(
+        &legacy,
+        &[
+            ("Action", "AddUserToGroup"),
+            ("UserName", "ana"),
+            ("GroupName", "analysts"),
+        ],
+    );
+    iam(
+        &legacy,
+        &[
+            ("Action", "PutUserPolicy"),
+            ("UserName", "ana"),
+            ("PolicyName", "list-lake"),
+            ("PolicyDocument", inline),
+        ],
+    );
+    iam(
+        &legacy,
+        &[
+            ("Action", "AttachUserPolicy"),
+            ("UserName", "bob"),
+            (
+                "PolicyArn",
+                "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess",
+            ),
+        ],
+    );
+    iam(
+        &legacy,
+        &[("Action", "CreateAccessKey"), ("UserName", "ana")],
+    );
+    legacy
+        .client()
+        .create_bucket()
+        .bucket("lake")
+        .send()
+        .await
+        .unwrap();
+
+    let endpoint = legacy.endpoint();
+    let tmp = tempfile::tempdir().unwrap();
+    let st = tmp.path().join("j");
+    let run = || {
+        feiyun(
+            &r,
+            &[
+                "s3://lake",
+                "s3://lake",
+                "--source-endpoint",
+                &endpoint,
+                "--iam",
+                "--state",
+                st.to_str().unwrap(),
+                "--json",
+            ],
+        )
+    };
+    let o = run();
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let s = &first["iam"];
+    assert_eq!(
+        s["created"],
+        serde_json::json!([
+            "policy lake-readers",
+            "group analysts",
+            "user ana",
+            "user bob"
+        ]),
+        "{s}"
+    );
+    assert_eq!(
+        s["keys_not_copied"],
+        serde_json::json!(["ana: 1 access key(s)"])
+    );
+    assert_eq!(s["failures"], serde_json::json!([]), "{s}");
+
+    // Here, under this region's account: the group's policy, the membership, the inline
+    // policy word for word, the AWS managed attachment; and no access key.
+    let attached = iam(
+        &r,
+        &[
+            ("Action", "ListAttachedGroupPolicies"),
+            ("GroupName", "analysts"),
+        ],
+    );
+    assert!(attached.contains("lake-readers"), "{attached}");
+    assert!(
+        !attached.contains(&src_arn),
+        "the source's account: {attached}"
+    );
+    let groups = iam(&r, &[("Action", "ListGroupsForUser"), ("UserName", "ana")]);
+    assert!(
+        groups.contains("<GroupName>analysts</GroupName>"),
+        "{groups}"
+    );
+    let got = iam(
+        &r,
+        &[
+            ("Action", "GetUserPolicy"),
+            ("UserName", "ana"),
+            ("PolicyName", "list-lake"),
+        ],
+    );
+    let got_doc = got
+        .split("<PolicyDocument>")
+        .nth(1)
+        .and_then(|s| s.split("</PolicyDocument>").next())
+        .unwrap();
+    let decoded = percent_decode(got_doc);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&decoded).unwrap(),
+        serde_json::from_str::<serde_json::Value>(inline).unwrap()
+    );
+    let bob = iam(
+        &r,
+        &[("Action", "ListAttachedUserPolicies"), ("UserName", "bob")],
+    );
+    assert!(bob.contains("AmazonS3ReadOnlyAccess"), "{bob}");
+    let keys = iam(&r, &[("Action", "ListAccessKeys"), ("UserName", "ana")]);
+    assert!(!keys.contains("<AccessKeyId>"), "{keys}");
+
+    // Again: everything is there already, nothing fails, nothing is duplicated.
+    let o = run();
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["iam"]["created"], serde_json::json!([]), "{first}");
+    assert_eq!(first["iam"]["existing"].as_array().unwrap().len(), 4);
+    let attached = iam(
+        &r,
+        &[
+            ("Action", "ListAttachedGroupPolicies"),
+            ("GroupName", "analysts"),
+        ],
+    );
+    assert_eq!(attached.matches("<PolicyName>").count(), 1, "{attached}");
+}

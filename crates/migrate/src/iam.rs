@@ -1,0 +1,365 @@
+//! `--iam`: identities from an IAM-compatible source (another Feiyun region) into the
+//! region — customer-managed policies, groups with their attached and inline policies,
+//! users with theirs and their group memberships — through the IAM query API at both ends,
+//! as the signed-in principals.
+//!
+//! Secrets never travel: an access key's secret cannot be read back from IAM, so each user's
+//! keys are reported for the operator to issue anew, never invented. An identity that
+//! already exists at the destination is left as it is and reported; its attachments and
+//! memberships are still added (each is idempotent). Managed-policy ARNs name the source's
+//! account: each is mapped to the policy of the same name created (or found) here; AWS
+//! managed policies (`arn:aws:iam::aws:policy/…`) keep their ARN.
+
+use std::collections::HashMap;
+
+use crate::client::{ClientError, S3Client};
+use crate::{Error, Failure, xml};
+
+/// What `--iam` did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct IamSummary {
+    /// `policy NAME`, `group NAME`, `user NAME` created (with `dry_run`: to be created).
+    pub created: Vec<String>,
+    /// The same, found already at the destination and left as they are.
+    pub existing: Vec<String>,
+    /// Attachments, inline policies and memberships written.
+    pub links: u64,
+    /// `USER: N access key(s)`: secrets IAM cannot give back, to be issued anew.
+    pub keys_not_copied: Vec<String>,
+    pub failures: Vec<Failure>,
+}
+
+struct Iam<'a> {
+    src: &'a S3Client,
+    dst: &'a S3Client,
+    dry_run: bool,
+    out: IamSummary,
+    /// Source managed-policy ARN → destination ARN.
+    arns: HashMap<String, String>,
+}
+
+fn err(what: &str, e: ClientError) -> Error {
+    Error::Source(format!("IAM {what}: {e}"))
+}
+
+/// Every `member` of a listing, across pages (`Marker`, `IsTruncated`).
+async fn list(c: &S3Client, params: &[(&str, &str)]) -> Result<Vec<String>, ClientError> {
+    let mut out = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let mut p: Vec<(&str, &str)> = params.to_vec();
+        p.push(("MaxItems", "1000"));
+        if let Some(m) = &marker {
+            p.push(("Marker", m));
+        }
+        let text = c.query_api("iam", &p).await?;
+        out.extend(xml::blocks(&text, "member").iter().map(|m| (*m).to_owned()));
+        match xml::field(&text, "Marker") {
+            Some(m)
+                if xml::field(&text, "IsTruncated").as_deref() == Some("true")
+                    && marker.as_deref() != Some(m.as_str()) =>
+            {
+                marker = Some(m)
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// A policy document as IAM answers it: URL-encoded inside the XML.
+fn document(text: &str, tag: &str) -> Option<String> {
+    let raw = xml::field(text, tag)?;
+    Some(xml::url_decode(&raw).unwrap_or(raw))
+}
+
+impl Iam<'_> {
+    fn fail(&mut self, what: String, e: impl std::fmt::Display) {
+        self.out.failures.push(Failure {
+            key: format!("(iam) {what}"),
+            error: e.to_string(),
+        });
+    }
+
+    /// Creates one entity; `Ok(true)` if it was created, `Ok(false)` if it was there.
+    async fn create(&mut self, what: String, params: &[(&str, &str)]) -> Result<bool, ()> {
+        if self.dry_run {
+            self.out.created.push(what);
+            return Ok(true);
+        }
+        match self.dst.query_api("iam", params).await {
+            Ok(_) => {
+                self.out.created.push(what);
+                Ok(true)
+            }
+            Err(e) if e.code() == Some("EntityAlreadyExists") => {
+                self.out.existing.push(what);
+                Ok(false)
+            }
+            Err(e) => {
+                self.fail(what, e);
+                Err(())
+            }
+        }
+    }
+
+    /// An attachment, inline policy or membership at the destination.
+    async fn link(&mut self, what: String, params: &[(&str, &str)]) {
+        if self.dry_run {
+            self.out.links += 1;
+            return;
+        }
+        match self.dst.query_api("iam", params).await {
+            Ok(_) => self.out.links += 1,
+            Err(e) => self.fail(what, e),
+        }
+    }
+
+    fn mapped(&self, arn: &str) -> Option<String> {
+        if arn.starts_with("arn:aws:iam::aws:policy/") {
+            return Some(arn.to_owned());
+        }
+        self.arns.get(arn).cloned()
+    }
+
+    async fn policies(&mut self) -> Result<(), Error> {
+        let listed = list(self.src, &[("Action", "ListPolicies"), ("Scope", "Local")])
+            .await
+            .map_err(|e| err("ListPolicies", e))?;
+        for p in listed {
+            let (Some(name), Some(arn)) = (xml::field(&p, "PolicyName"), xml::field(&p, "Arn"))
+            else {
+                continue;
+            };
+            let path = xml::field(&p, "Path").unwrap_or_else(|| "/".into());
+            let version = xml::field(&p, "DefaultVersionId").unwrap_or_else(|| "v1".into());
+            let text = match self
+                .src
+                .query_api(
+                    "iam",
+                    &[
+                        ("Action", "GetPolicyVersion"),
+                        ("PolicyArn", &arn),
+                        ("VersionId", &version),
+                    ],
+                )
+                .await
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    self.fail(format!("policy {name}"), e);
+                    continue;
+                }
+            };
+            let Some(doc) = document(&text, "Document") else {
+                self.fail(format!("policy {name}"), "the source sent no document");
+                continue;
+            };
+            let mut params = vec![
+                ("Action", "CreatePolicy"),
+                ("PolicyName", name.as_str()),
+                ("Path", path.as_str()),
+                ("PolicyDocument", doc.as_str()),
+            ];
+            let description = xml::field(&p, "Description");
+            if let Some(d) = &description {
+                params.push(("Description", d));
+            }
+            if self.create(format!("policy {name}"), &params).await.is_ok() {
+                self.arns.insert(arn, String::new());
+            }
+        }
+        // The destination's ARNs, by name (its account differs from the source's).
+        if !self.dry_run {
+            let here = list(self.dst, &[("Action", "ListPolicies"), ("Scope", "Local")])
+                .await
+                .map_err(|e| Error::Dest(format!("IAM ListPolicies: {e}")))?;
+            let by_name: HashMap<String, String> = here
+                .iter()
+                .filter_map(|p| Some((xml::field(p, "PolicyName")?, xml::field(p, "Arn")?)))
+                .collect();
+            for (src, dst) in self.arns.iter_mut() {
+                let name = src.rsplit('/').next().unwrap_or_default();
+                if let Some(a) = by_name.get(name) {
+                    *dst = a.clone();
+                }
+            }
+        } else {
+            for (src, dst) in self.arns.iter_mut() {
+                *dst = src.clone();
+            }
+        }
+        self.arns.retain(|_, dst| !dst.is_empty());
+        Ok(())
+    }
+
+    /// The attached and inline policies of a group or user (`kind` is `Group` or `User`).
+    async fn policies_of(&mut self, kind: &str, name: &str) -> Result<(), Error> {
+        let name_param = format!("{kind}Name");
+        let attached = list(
+            self.src,
+            &[
+                ("Action", &format!("ListAttached{kind}Policies")),
+                (&name_param, name),
+            ],
+        )
+        .await
+        .map_err(|e| err("ListAttached…Policies", e))?;
+        for a in attached {
+            let Some(arn) = xml::field(&a, "PolicyArn") else {
+                continue;
+            };
+            let what = format!("{} {name}: attach {arn}", kind.to_lowercase());
+            match self.mapped(&arn) {
+                Some(here) => {
+                    self.link(
+                        what,
+                        &[
+                            ("Action", &format!("Attach{kind}Policy")),
+                            (&name_param, name),
+                            ("PolicyArn", &here),
+                        ],
+                    )
+                    .await
+                }
+                None => self.fail(what, "no such policy was copied"),
+            }
+        }
+        let inline = list(
+            self.src,
+            &[
+                ("Action", &format!("List{kind}Policies")),
+                (&name_param, name),
+            ],
+        )
+        .await
+        .map_err(|e| err("List…Policies", e))?;
+        for policy in inline {
+            let policy = xml::unescape(&policy);
+            let what = format!("{} {name}: inline policy {policy}", kind.to_lowercase());
+            let text = match self
+                .src
+                .query_api(
+                    "iam",
+                    &[
+                        ("Action", &format!("Get{kind}Policy")),
+                        (&name_param, name),
+                        ("PolicyName", &policy),
+                    ],
+                )
+                .await
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    self.fail(what, e);
+                    continue;
+                }
+            };
+            let Some(doc) = document(&text, "PolicyDocument") else {
+                self.fail(what, "the source sent no document");
+                continue;
+            };
+            self.link(
+                what,
+                &[
+                    ("Action", &format!("Put{kind}Policy")),
+                    (&name_param, name),
+                    ("PolicyName", &policy),
+                    ("PolicyDocument", &doc),
+                ],
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn groups(&mut self) -> Result<(), Error> {
+        let listed = list(self.src, &[("Action", "ListGroups")])
+            .await
+            .map_err(|e| err("ListGroups", e))?;
+        for g in listed {
+            let Some(name) = xml::field(&g, "GroupName") else {
+                continue;
+            };
+            let path = xml::field(&g, "Path").unwrap_or_else(|| "/".into());
+            let params = [
+                ("Action", "CreateGroup"),
+                ("GroupName", name.as_str()),
+                ("Path", path.as_str()),
+            ];
+            if self.create(format!("group {name}"), &params).await.is_ok() {
+                self.policies_of("Group", &name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn users(&mut self) -> Result<(), Error> {
+        let listed = list(self.src, &[("Action", "ListUsers")])
+            .await
+            .map_err(|e| err("ListUsers", e))?;
+        for u in listed {
+            let Some(name) = xml::field(&u, "UserName") else {
+                continue;
+            };
+            let path = xml::field(&u, "Path").unwrap_or_else(|| "/".into());
+            let params = [
+                ("Action", "CreateUser"),
+                ("UserName", name.as_str()),
+                ("Path", path.as_str()),
+            ];
+            if self.create(format!("user {name}"), &params).await.is_err() {
+                continue;
+            }
+            self.policies_of("User", &name).await?;
+            let groups = list(
+                self.src,
+                &[("Action", "ListGroupsForUser"), ("UserName", &name)],
+            )
+            .await
+            .map_err(|e| err("ListGroupsForUser", e))?;
+            for g in groups {
+                let Some(group) = xml::field(&g, "GroupName") else {
+                    continue;
+                };
+                self.link(
+                    format!("user {name}: member of {group}"),
+                    &[
+                        ("Action", "AddUserToGroup"),
+                        ("UserName", &name),
+                        ("GroupName", &group),
+                    ],
+                )
+                .await;
+            }
+            let keys = list(
+                self.src,
+                &[("Action", "ListAccessKeys"), ("UserName", &name)],
+            )
+            .await
+            .map_err(|e| err("ListAccessKeys", e))?;
+            if !keys.is_empty() {
+                self.out
+                    .keys_not_copied
+                    .push(format!("{name}: {} access key(s)", keys.len()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copies identities from `src` (another region's IAM) into `dst` (this region's). Errors
+/// that stop the whole copy (the source cannot be listed) are returned; an identity that
+/// fails is a failure in the summary.
+pub async fn copy_iam(src: &S3Client, dst: &S3Client, dry_run: bool) -> Result<IamSummary, Error> {
+    let mut iam = Iam {
+        src,
+        dst,
+        dry_run,
+        out: IamSummary::default(),
+        arns: HashMap::new(),
+    };
+    iam.policies().await?;
+    iam.groups().await?;
+    iam.users().await?;
+    Ok(iam.out)
+}
