@@ -288,6 +288,19 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     let list = pairs(&a.ends).await?;
+    for (source, dest) in &list {
+        if let Source::S3 {
+            client,
+            bucket,
+            prefix,
+        } = source
+            && client.url().trim_end_matches('/') == dest.client.url().trim_end_matches('/')
+            && *bucket == dest.bucket
+            && (prefix.starts_with(&dest.prefix) || dest.prefix.starts_with(prefix.as_str()))
+        {
+            bail!("SOURCE and DEST overlap in s3://{bucket}: the copies would be copied again");
+        }
+    }
     if a.ends.bucket_config {
         whole_buckets(&list)?;
     }
@@ -406,9 +419,11 @@ async fn copy_identities(
     dry_run: bool,
     json: bool,
 ) -> anyhow::Result<u64> {
-    let Some((Source::S3 { client, .. }, dest)) = list.first() else {
+    let Some((source @ Source::S3 { client, .. }, dest)) = list.first() else {
         bail!("--iam needs an S3 source whose endpoint also answers IAM (another Feiyun)");
     };
+    // Nothing is created here before the source has shown it can be read.
+    source.probe(&Limits::default(), false).await?;
     let s = feiyun_migrate::iam::copy_iam(client, &dest.client, dry_run).await?;
     if json {
         outln!("{}", serde_json::json!({ "iam": s }));

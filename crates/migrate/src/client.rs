@@ -32,6 +32,9 @@ pub enum ClientError {
     /// No answer: connect, TLS, a timeout, a connection cut mid-way.
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// Refused before it was sent: a request no S3 endpoint should get.
+    #[error("{0}")]
+    Invalid(String),
     /// The endpoint answered with an error status.
     #[error("{code} ({status}): {message}")]
     Status {
@@ -46,6 +49,7 @@ impl ClientError {
     pub fn transient(&self) -> bool {
         match self {
             ClientError::Unreachable(_) => true,
+            ClientError::Invalid(_) => false,
             ClientError::Status { status, code, .. } => {
                 *status >= 500 || *status == 429 || *status == 408 || code == "SlowDown"
             }
@@ -55,14 +59,14 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Status { status, .. } => Some(*status),
-            ClientError::Unreachable(_) => None,
+            _ => None,
         }
     }
 
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Status { code, .. } => Some(code),
-            ClientError::Unreachable(_) => None,
+            _ => None,
         }
     }
 }
@@ -317,6 +321,16 @@ impl S3Client {
         extra: Vec<(String, String)>,
         body: Bytes,
     ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
+        // An empty key would make `/bucket/` a bucket request (PUT creates, DELETE removes
+        // the bucket): a listing that names one is broken or hostile, never obeyed.
+        if let Some(k) = key
+            && (k.is_empty() || k.len() > crate::source::MAX_KEY_BYTES)
+        {
+            return Err(ClientError::Invalid(format!(
+                "refusing an object request for a key of {} bytes",
+                k.len()
+            )));
+        }
         let inner = &self.inner;
         let (host, path) = match (bucket, inner.virtual_hosted) {
             (Some(b), true) => (format!("{b}.{}", inner.authority), object_path(None, key)),

@@ -215,28 +215,42 @@ pub async fn copy_stage(
     (done, failed)
 }
 
-/// A policy's resources name its bucket: the copy names the destination's.
+/// A policy's resources name its bucket: the copy names the destination's. The document is
+/// parsed, so escapes (`\/`) cannot hide an ARN, and only `Resource` and `NotResource`
+/// values are rewritten: the bucket itself or a key under it, never `arn:aws:s3:::from2`.
+/// Text that is not JSON is left for the region to refuse.
 fn rebase_policy(policy: &str, from: &str, to: &str) -> String {
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(policy) else {
+        return policy.to_owned();
+    };
     if from == to {
         return policy.to_owned();
     }
     let old = format!("arn:aws:s3:::{from}");
     let new = format!("arn:aws:s3:::{to}");
-    let mut out = String::with_capacity(policy.len());
-    let mut rest = policy;
-    while let Some(i) = rest.find(&old) {
-        let after = &rest[i + old.len()..];
-        out.push_str(&rest[..i]);
-        // Only the bucket itself or a key under it: not `arn:aws:s3:::frombucket2`.
-        if after.starts_with('"') || after.starts_with('/') {
-            out.push_str(&new);
-        } else {
-            out.push_str(&old);
+    let rebase = |v: &mut serde_json::Value| {
+        if let serde_json::Value::String(s) = v
+            && let Some(rest) = s.strip_prefix(&old)
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            *s = format!("{new}{rest}");
         }
-        rest = after;
+    };
+    let statements = match doc.get_mut("Statement") {
+        Some(serde_json::Value::Array(a)) => a.iter_mut().collect::<Vec<_>>(),
+        Some(one @ serde_json::Value::Object(_)) => vec![one],
+        _ => Vec::new(),
+    };
+    for st in statements {
+        for field in ["Resource", "NotResource"] {
+            match st.get_mut(field) {
+                Some(serde_json::Value::Array(a)) => a.iter_mut().for_each(rebase),
+                Some(v) => rebase(v),
+                None => {}
+            }
+        }
     }
-    out.push_str(rest);
-    out
+    doc.to_string()
 }
 
 /// The settings that differ between the two buckets, as `(setting, detail)`.
@@ -364,12 +378,27 @@ mod tests {
 
     #[test]
     fn policies_are_rebased_onto_the_destination_bucket_only() {
-        let p = r#"{"Resource":["arn:aws:s3:::old","arn:aws:s3:::old/*","arn:aws:s3:::old2/*"]}"#;
+        let p = r#"{"Statement":[{"Resource":["arn:aws:s3:::old","arn:aws:s3:::old\/*","arn:aws:s3:::old2/*"],"Sid":"arn:aws:s3:::old"}]}"#;
+        let got: serde_json::Value = serde_json::from_str(&rebase_policy(p, "old", "new")).unwrap();
         assert_eq!(
-            rebase_policy(p, "old", "new"),
-            r#"{"Resource":["arn:aws:s3:::new","arn:aws:s3:::new/*","arn:aws:s3:::old2/*"]}"#
+            got["Statement"][0]["Resource"],
+            serde_json::json!([
+                "arn:aws:s3:::new",
+                "arn:aws:s3:::new/*",
+                "arn:aws:s3:::old2/*"
+            ]),
+            "escaped slashes are rewritten too, a longer bucket name is not"
         );
+        assert_eq!(
+            got["Statement"][0]["Sid"], "arn:aws:s3:::old",
+            "only resources"
+        );
+        let one = r#"{"Statement":{"NotResource":"arn:aws:s3:::old/x"}}"#;
+        let got: serde_json::Value =
+            serde_json::from_str(&rebase_policy(one, "old", "new")).unwrap();
+        assert_eq!(got["Statement"]["NotResource"], "arn:aws:s3:::new/x");
         assert_eq!(rebase_policy(p, "old", "old"), p);
+        assert_eq!(rebase_policy("not json", "old", "new"), "not json");
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub async fn run(
 ) -> Result<Summary, Error> {
     let started = std::time::Instant::now();
     // A source that cannot be read leaves nothing behind, not even an empty bucket.
-    source.probe(&opts.limits).await?;
+    source.probe(&opts.limits, opts.all_versions).await?;
     if !opts.dry_run {
         dest.ensure_bucket().await?;
     }
@@ -158,8 +158,18 @@ pub async fn run(
         Err(e) => return Err(e),
     }
     // The settings that would get in the objects' way go after them (see config.rs),
-    // and only once every object was reached.
-    if let Some(c) = &config {
+    // and only once every object was reached and copied: a policy denying the migrator or
+    // an expiration rule must not meet a rerun that still has objects to send.
+    let incomplete = stats.failed.load(Ordering::Relaxed) + stats.problems.load(Ordering::Relaxed);
+    if let Some(c) = config.as_ref().filter(|_| incomplete > 0) {
+        config_failed.push(Failure {
+            key: format!("(bucket {}) lifecycle, policy, default retention", c.bucket),
+            error: format!(
+                "not written: {incomplete} object(s) did not make it; a clean rerun writes them"
+            ),
+        });
+    }
+    if let Some(c) = config.as_ref().filter(|_| incomplete == 0) {
         let (done, failed) = config::copy_stage(
             c,
             &dest,
@@ -593,6 +603,14 @@ impl Ctx {
     /// Copies one object (or one version); answers its key (as read last) and what the
     /// destination holds now. Counted, not journaled.
     pub(crate) async fn copy_object(&self, src: Entry) -> Result<(String, Done), Error> {
+        // S3's largest object: a listing that claims more is not believed (its part size
+        // would be allocated up front).
+        if src.size > 5 << 40 {
+            return Err(Error::Source(format!(
+                "{}: a listed size of {} bytes is beyond S3's 5 TiB",
+                src.key, src.size
+            )));
+        }
         self.stats
             .planned_bytes
             .fetch_add(src.size, Ordering::Relaxed);
@@ -686,21 +704,39 @@ impl Ctx {
             .await;
         let (w, crc64) = match r {
             Ok(x) => x,
-            Err(Error::Dest(e)) if e.contains("AccessDenied") => return Ok(None),
+            Err(Error::Denied(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        // The region checked every frame it read; the copy's ETag is the source's MD5 again
-        // unless either end is encrypted under a KMS or customer key.
-        if let Some(src) = entry.md5_etag()
-            && w.etag.len() == 32
-            && w.etag != src
-        {
+        let bad = |why: String| {
+            Err(Error::Verify(format!(
+                "{}: the in-region copy {why}",
+                entry.key
+            )))
+        };
+        if w.etag.is_empty() {
+            return bad("answered no ETag".into());
+        }
+        if entry.version_id.is_some() && w.version_id.is_none() {
+            return bad("made no version in a versioned bucket".into());
+        }
+        // The region checked every frame it read. The copy's ETag is the source's MD5 again
+        // unless either end is encrypted under a KMS or customer key; where that cannot be
+        // compared, the source's stored CRC64NVME (if it has one) is.
+        let md5_checked = entry.md5_etag() == Some(w.etag.as_str());
+        if !md5_checked {
             let meta = self.source.head(entry, &self.opts.limits).await?;
-            if meta.etag_is_md5 {
-                return Err(Error::Verify(format!(
-                    "{}: the in-region copy answered ETag {}, the source's is {src}",
-                    entry.key, w.etag
-                )));
+            if let Some(src) = entry.md5_etag()
+                && meta.etag_is_md5
+                && w.etag.len() == 32
+            {
+                return bad(format!("answered ETag {}, the source's is {src}", w.etag));
+            }
+            if let Some((_, want)) = meta
+                .checksum
+                .filter(|(n, _)| n == "x-amz-checksum-crc64nvme")
+                && crc64.as_deref() != Some(want.as_str())
+            {
+                return bad(format!("has CRC64NVME {crc64:?}, the source's is {want}"));
             }
         }
         Ok(Some(Done {

@@ -456,9 +456,10 @@ impl Dest {
             )
         })
         .await
-        .map_err(|e| match e.status() {
-            Some(412) => Error::Changed(src_key.to_owned()),
-            Some(404) => Error::Vanished(src_key.to_owned()),
+        .map_err(|e| match (e.status(), e.code()) {
+            (Some(412), _) => Error::Changed(src_key.to_owned()),
+            (Some(404), _) => Error::Vanished(src_key.to_owned()),
+            (_, Some("AccessDenied")) => Error::Denied(format!("copying into {key}: {e}")),
             _ => write_error(&key, e),
         })?;
         let text = String::from_utf8_lossy(&body);

@@ -54,6 +54,11 @@ where
     let mut key_marker: Option<String> = None;
     let mut version_marker: Option<String> = None;
     let mut carry: Option<(String, Vec<Version>)> = None;
+    // What was handed on last: keys must keep rising, or a key would be replayed twice
+    // (by two workers at once); the version markers of one key must never repeat.
+    let mut last_key: Option<String> = None;
+    let mut markers_seen = std::collections::HashSet::new();
+    let broken = |why: &str| Error::List(format!("versions of s3://{bucket}/{prefix}: {why}"));
     loop {
         let mut q = vec![
             ("versions", ""),
@@ -102,9 +107,23 @@ where
         }
         for (tag, inner) in elements(&text) {
             let key = decode(xml::field(inner, "Key").unwrap_or_default())?;
+            if key.is_empty() || key.len() > crate::source::MAX_KEY_BYTES {
+                return Err(broken(&format!("a listed key of {} bytes", key.len())));
+            }
             let Some(rel) = key.strip_prefix(prefix) else {
                 continue;
             };
+            if last_key
+                .as_deref()
+                .is_some_and(|l| rel.as_bytes() <= l.as_bytes())
+            {
+                return Err(broken("the listing went back to a key it had finished"));
+            }
+            // A version's place in its history comes from its time: one without a readable
+            // time cannot be placed.
+            let mtime = xml::field(inner, "LastModified")
+                .and_then(|t| parse_time(&t))
+                .ok_or_else(|| broken(&format!("{key}: a version without a readable time")))?;
             let v = Version {
                 entry: Entry {
                     key: rel.to_owned(),
@@ -112,9 +131,7 @@ where
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(0),
                     etag: xml::field(inner, "ETag").map(|e| e.trim_matches('"').to_owned()),
-                    mtime_ns: xml::field(inner, "LastModified")
-                        .and_then(|t| parse_time(&t))
-                        .unwrap_or(0),
+                    mtime_ns: mtime,
                     version_id: Some(
                         xml::field(inner, "VersionId").unwrap_or_else(|| "null".into()),
                     ),
@@ -122,7 +139,13 @@ where
                 marker: tag == "DeleteMarker",
                 latest: xml::field(inner, "IsLatest").as_deref() == Some("true"),
             };
-            page.entry(rel.to_owned()).or_default().push(v);
+            let versions = page.entry(rel.to_owned()).or_default();
+            if versions.len() >= MAX_VERSIONS {
+                return Err(broken(&format!(
+                    "{key} has more than {MAX_VERSIONS} versions; move it on its own"
+                )));
+            }
+            versions.push(v);
         }
         let truncated = xml::field(&text, "IsTruncated").as_deref() == Some("true");
         // The page's last key may go on in the next page: held back until it ends.
@@ -130,6 +153,7 @@ where
             carry = page.pop_last();
         }
         for (k, versions) in page {
+            last_key = Some(k.clone());
             if !each(k, oldest_first(versions)).await {
                 return Ok(());
             }
@@ -139,15 +163,28 @@ where
         }
         let next_key = xml::field(&text, "NextKeyMarker").map(decode).transpose()?;
         let next_version = xml::field(&text, "NextVersionIdMarker");
-        if next_key.is_none() || (next_key == key_marker && next_version == version_marker) {
-            return Err(Error::List(format!(
-                "versions of s3://{bucket}/{prefix}: a truncated page with no way on"
-            )));
+        let Some(nk) = &next_key else {
+            return Err(broken("a truncated page with no way on"));
+        };
+        if key_marker
+            .as_deref()
+            .is_some_and(|k| nk.as_bytes() < k.as_bytes())
+        {
+            return Err(broken("the next page starts before this one"));
+        }
+        if next_key != key_marker {
+            markers_seen.clear();
+        }
+        if !markers_seen.insert(next_version.clone()) {
+            return Err(broken("a truncated page with no way on"));
         }
         key_marker = next_key;
         version_marker = next_version;
     }
 }
+
+/// The most versions of one key a run replays: the whole history is held while it is.
+const MAX_VERSIONS: usize = 100_000;
 
 /// S3 lists a key's versions newest first. Some implementations list the delete markers
 /// after the versions rather than among them, so the order is taken from the times; among
@@ -159,25 +196,36 @@ fn oldest_first(mut v: Vec<Version>) -> Vec<Version> {
     v
 }
 
-/// The `<Version>` and `<DeleteMarker>` elements of a listing, in document order.
+/// The `<Version>` and `<DeleteMarker>` elements of a listing, in document order. Each tag's
+/// next position is searched for once and kept until it is consumed, so a page costs one
+/// pass, however its elements are mixed.
 fn elements(doc: &str) -> Vec<(&'static str, &str)> {
+    const TAGS: [&str; 2] = ["Version", "DeleteMarker"];
+    let find = |from: usize, t: &str| doc[from..].find(&format!("<{t}>")).map(|i| from + i);
+    let mut next = [find(0, TAGS[0]), find(0, TAGS[1])];
     let mut out = Vec::new();
-    let mut rest = doc;
     loop {
-        let next = ["Version", "DeleteMarker"]
-            .iter()
-            .filter_map(|t| rest.find(&format!("<{t}>")).map(|i| (i, *t)))
-            .min();
-        let Some((i, tag)) = next else {
+        let which = match next {
+            [Some(a), Some(b)] => usize::from(b < a),
+            [Some(_), None] => 0,
+            [None, Some(_)] => 1,
+            [None, None] => return out,
+        };
+        let (Some(at), tag) = (next[which], TAGS[which]) else {
             return out;
         };
-        let start = i + tag.len() + 2;
+        let start = at + tag.len() + 2;
         let close = format!("</{tag}>");
-        let Some(len) = rest[start..].find(&close) else {
+        let Some(len) = doc[start..].find(&close) else {
             return out;
         };
-        out.push((tag, &rest[start..start + len]));
-        rest = &rest[start + len + close.len()..];
+        out.push((tag, &doc[start..start + len]));
+        let after = start + len + close.len();
+        next[which] = find(after, tag);
+        // The other tag's next element may lie inside the one just taken.
+        if next[1 - which].is_some_and(|p| p < after) {
+            next[1 - which] = find(after, TAGS[1 - which]);
+        }
     }
 }
 
@@ -224,6 +272,11 @@ impl Ctx {
                 self.plan.lock().await.push(line);
                 continue;
             }
+            // Replayed versions of one key a few milliseconds apart, so that the region's
+            // times (milliseconds) order them as the source did.
+            if i > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            }
             let done = match s.marker {
                 true => Done {
                     fp: "marker".into(),
@@ -252,8 +305,14 @@ impl Ctx {
 fn same_version(s: &Version, d: &Version, journaled: Option<&Done>) -> bool {
     match (s.marker, d.marker) {
         (true, true) => true,
+        // The journal's record must be of this very source version: a `null` version is
+        // rewritten in place by an unversioned or suspended source.
         (false, false) => match journaled {
-            Some(j) => j.version_id.is_some() && j.version_id == d.entry.version_id,
+            Some(j) => {
+                j.version_id.is_some()
+                    && j.version_id == d.entry.version_id
+                    && j.fp == s.entry.fingerprint()
+            }
             None => {
                 s.entry.size == d.entry.size
                     && s.entry.md5_etag().is_some()
@@ -289,6 +348,18 @@ mod tests {
                    <Version><Key>a</Key><VersionId>1</VersionId></Version></ListVersionsResult>";
         let tags: Vec<&str> = elements(doc).iter().map(|(t, _)| *t).collect();
         assert_eq!(tags, ["Version", "DeleteMarker", "Version"]);
+        // Every <Version> first, then the markers (as s3s and moto write them).
+        let split = "<Version><Key>a</Key></Version><Version><Key>b</Key></Version>\
+                     <DeleteMarker><Key>a</Key></DeleteMarker>";
+        let got: Vec<(&str, &str)> = elements(split);
+        assert_eq!(
+            got,
+            [
+                ("Version", "<Key>a</Key>"),
+                ("Version", "<Key>b</Key>"),
+                ("DeleteMarker", "<Key>a</Key>")
+            ]
+        );
         // Markers listed after the versions (as some stores do) still fall in time order;
         // equal times keep the listing's newest-first order.
         let h = oldest_first(vec![
@@ -324,6 +395,17 @@ mod tests {
         assert!(
             !same_version(&s, &d, Some(&j)),
             "the journal names another copy"
+        );
+        let mut j = Done {
+            fp: s.entry.fingerprint(),
+            version_id: Some("d1".into()),
+            ..j
+        };
+        assert!(same_version(&s, &d, Some(&j)));
+        j.fp = "s3:1:another".into();
+        assert!(
+            !same_version(&s, &d, Some(&j)),
+            "a null version rewritten at the source since it was copied"
         );
         d.entry.size = 2;
         assert!(!same_version(&s, &d, None));

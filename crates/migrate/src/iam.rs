@@ -4,11 +4,13 @@
 //! as the signed-in principals.
 //!
 //! Secrets never travel: an access key's secret cannot be read back from IAM, so each user's
-//! keys are reported for the operator to issue anew, never invented. An identity that
-//! already exists at the destination is left as it is and reported; its attachments and
-//! memberships are still added (each is idempotent). Managed-policy ARNs name the source's
-//! account: each is mapped to the policy of the same name created (or found) here; AWS
-//! managed policies (`arn:aws:iam::aws:policy/…`) keep their ARN.
+//! keys are reported for the operator to issue anew, never invented. The source is not
+//! trusted with what already exists here: an identity that exists at the destination is
+//! left exactly as it is (no attachment, inline policy or membership added to it) and
+//! reported, and a user is added only to groups this run created. Managed-policy ARNs name
+//! the source's account: an attachment is made only to a policy this run created from the
+//! source policy it names (by that policy's listed name, never the ARN's text); AWS managed
+//! policies (`arn:aws:iam::aws:policy/…`) keep their ARN.
 
 use std::collections::HashMap;
 
@@ -34,8 +36,10 @@ struct Iam<'a> {
     dst: &'a S3Client,
     dry_run: bool,
     out: IamSummary,
-    /// Source managed-policy ARN → destination ARN.
+    /// Source managed-policy ARN → destination ARN, for the policies this run created.
     arns: HashMap<String, String>,
+    /// Groups this run created: the only ones a copied user is added to.
+    groups: std::collections::HashSet<String>,
 }
 
 fn err(what: &str, e: ClientError) -> Error {
@@ -44,9 +48,18 @@ fn err(what: &str, e: ClientError) -> Error {
 
 /// Every `member` of a listing, across pages (`Marker`, `IsTruncated`).
 async fn list(c: &S3Client, params: &[(&str, &str)]) -> Result<Vec<String>, ClientError> {
+    // More identities than any account holds: a source that pages on past it, or repeats a
+    // marker, is broken or hostile.
+    const MAX_ITEMS: usize = 100_000;
     let mut out = Vec::new();
     let mut marker: Option<String> = None;
+    let mut seen = std::collections::HashSet::new();
     loop {
+        if out.len() > MAX_ITEMS {
+            return Err(ClientError::Invalid(format!(
+                "the source listed more than {MAX_ITEMS} identities"
+            )));
+        }
         let mut p: Vec<(&str, &str)> = params.to_vec();
         p.push(("MaxItems", "1000"));
         if let Some(m) = &marker {
@@ -55,10 +68,12 @@ async fn list(c: &S3Client, params: &[(&str, &str)]) -> Result<Vec<String>, Clie
         let text = c.query_api("iam", &p).await?;
         out.extend(xml::blocks(&text, "member").iter().map(|m| (*m).to_owned()));
         match xml::field(&text, "Marker") {
-            Some(m)
-                if xml::field(&text, "IsTruncated").as_deref() == Some("true")
-                    && marker.as_deref() != Some(m.as_str()) =>
-            {
+            Some(m) if xml::field(&text, "IsTruncated").as_deref() == Some("true") => {
+                if !seen.insert(m.clone()) {
+                    return Err(ClientError::Invalid(
+                        "the source's listing repeats a page marker".into(),
+                    ));
+                }
                 marker = Some(m)
             }
             _ => return Ok(out),
@@ -125,6 +140,7 @@ impl Iam<'_> {
         let listed = list(self.src, &[("Action", "ListPolicies"), ("Scope", "Local")])
             .await
             .map_err(|e| err("ListPolicies", e))?;
+        let mut created: Vec<(String, String)> = Vec::new();
         for p in listed {
             let (Some(name), Some(arn)) = (xml::field(&p, "PolicyName"), xml::field(&p, "Arn"))
             else {
@@ -164,31 +180,28 @@ impl Iam<'_> {
             if let Some(d) = &description {
                 params.push(("Description", d));
             }
-            if self.create(format!("policy {name}"), &params).await.is_ok() {
-                self.arns.insert(arn, String::new());
+            if self.create(format!("policy {name}"), &params).await == Ok(true) {
+                created.push((arn, name));
             }
         }
-        // The destination's ARNs, by name (its account differs from the source's).
-        if !self.dry_run {
-            let here = list(self.dst, &[("Action", "ListPolicies"), ("Scope", "Local")])
-                .await
-                .map_err(|e| Error::Dest(format!("IAM ListPolicies: {e}")))?;
-            let by_name: HashMap<String, String> = here
-                .iter()
-                .filter_map(|p| Some((xml::field(p, "PolicyName")?, xml::field(p, "Arn")?)))
-                .collect();
-            for (src, dst) in self.arns.iter_mut() {
-                let name = src.rsplit('/').next().unwrap_or_default();
-                if let Some(a) = by_name.get(name) {
-                    *dst = a.clone();
-                }
-            }
-        } else {
-            for (src, dst) in self.arns.iter_mut() {
-                *dst = src.clone();
+        // The destination's ARNs of the policies just created, by the name they were
+        // created under (the account in their ARNs is this region's).
+        if self.dry_run {
+            self.arns = created.into_iter().map(|(a, _)| (a.clone(), a)).collect();
+            return Ok(());
+        }
+        let here = list(self.dst, &[("Action", "ListPolicies"), ("Scope", "Local")])
+            .await
+            .map_err(|e| Error::Dest(format!("IAM ListPolicies: {e}")))?;
+        let by_name: HashMap<String, String> = here
+            .iter()
+            .filter_map(|p| Some((xml::field(p, "PolicyName")?, xml::field(p, "Arn")?)))
+            .collect();
+        for (src, name) in created {
+            if let Some(a) = by_name.get(&name) {
+                self.arns.insert(src, a.clone());
             }
         }
-        self.arns.retain(|_, dst| !dst.is_empty());
         Ok(())
     }
 
@@ -286,7 +299,8 @@ impl Iam<'_> {
                 ("GroupName", name.as_str()),
                 ("Path", path.as_str()),
             ];
-            if self.create(format!("group {name}"), &params).await.is_ok() {
+            if self.create(format!("group {name}"), &params).await == Ok(true) {
+                self.groups.insert(name.clone());
                 self.policies_of("Group", &name).await?;
             }
         }
@@ -307,7 +321,7 @@ impl Iam<'_> {
                 ("UserName", name.as_str()),
                 ("Path", path.as_str()),
             ];
-            if self.create(format!("user {name}"), &params).await.is_err() {
+            if self.create(format!("user {name}"), &params).await != Ok(true) {
                 continue;
             }
             self.policies_of("User", &name).await?;
@@ -321,6 +335,13 @@ impl Iam<'_> {
                 let Some(group) = xml::field(&g, "GroupName") else {
                     continue;
                 };
+                if !self.groups.contains(&group) {
+                    self.fail(
+                        format!("user {name}: member of {group}"),
+                        "that group was not created by this run; add the user by hand",
+                    );
+                    continue;
+                }
                 self.link(
                     format!("user {name}: member of {group}"),
                     &[
@@ -357,6 +378,7 @@ pub async fn copy_iam(src: &S3Client, dst: &S3Client, dry_run: bool) -> Result<I
         dry_run,
         out: IamSummary::default(),
         arns: HashMap::new(),
+        groups: Default::default(),
     };
     iam.policies().await?;
     iam.groups().await?;

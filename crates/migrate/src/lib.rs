@@ -48,6 +48,9 @@ pub enum Error {
     Vanished(String),
     #[error("histories differ: {0}")]
     Diverged(String),
+    /// The destination's credentials may not do this (AccessDenied).
+    #[error("access denied: {0}")]
+    Denied(String),
 }
 
 /// How a migration runs.

@@ -134,7 +134,7 @@ impl Source {
     /// Whether the source can be read at all (the directory exists; the bucket lets these
     /// credentials list it — a GET, whose error document names the reason, where a HEAD
     /// would answer a bare status): checked before anything is created at the destination.
-    pub async fn probe(&self, limits: &Limits) -> Result<(), Error> {
+    pub async fn probe(&self, limits: &Limits, versions: bool) -> Result<(), Error> {
         match self {
             Source::Dir { root, .. } => match tokio::fs::metadata(root).await {
                 Ok(m) if m.is_dir() => Ok(()),
@@ -146,23 +146,18 @@ impl Source {
             },
             Source::S3 { client, bucket, .. } => {
                 limits.request().await;
-                let q = [("list-type", "2"), ("max-keys", "1")];
-                retry(|| {
-                    client.call(
-                        Method::GET,
-                        Some(bucket),
-                        None,
-                        &q,
-                        Vec::new(),
-                        Bytes::new(),
-                    )
-                })
-                .await
-                .map(|_| ())
-                .map_err(|e| match e.code() {
-                    Some("NoSuchBucket") => Error::NoSuchBucket(bucket.clone()),
-                    _ => Error::Source(format!("s3://{bucket} at {}: {e}", client.url())),
-                })
+                // With `--all-versions` the versions listing, a permission of its own.
+                let q: &[(&str, &str)] = match versions {
+                    true => &[("versions", ""), ("max-keys", "1")],
+                    false => &[("list-type", "2"), ("max-keys", "1")],
+                };
+                retry(|| client.call(Method::GET, Some(bucket), None, q, Vec::new(), Bytes::new()))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| match e.code() {
+                        Some("NoSuchBucket") => Error::NoSuchBucket(bucket.clone()),
+                        _ => Error::Source(format!("s3://{bucket} at {}: {e}", client.url())),
+                    })
             }
         }
     }
@@ -198,10 +193,16 @@ impl Source {
     /// [`Error::Changed`].
     pub async fn open(&self, entry: &Entry, limits: &Limits) -> Result<Reader, Error> {
         match self {
-            Source::Dir { root, .. } => {
+            Source::Dir {
+                root,
+                follow_symlinks,
+            } => {
                 let path = root.join(&entry.key);
-                let file = tokio::fs::File::open(&path)
+                let (p, follow) = (path.clone(), *follow_symlinks);
+                let file = tokio::task::spawn_blocking(move || open_listed(&p, follow))
                     .await
+                    .map_err(|e| Error::Source(format!("{}: {e}", path.display())))?
+                    .map(tokio::fs::File::from_std)
                     .map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
                 let mut headers = vec![("content-type".to_owned(), guess_type(&entry.key).into())];
                 headers.push(("x-amz-meta-mtime".into(), mtime_text(entry.mtime_ns)));
@@ -258,14 +259,19 @@ impl Source {
         entry: &Entry,
         limits: &Limits,
     ) -> Result<Option<(Bytes, ObjectMeta)>, Error> {
-        let Source::Dir { root, .. } = self else {
+        let Source::Dir {
+            root,
+            follow_symlinks,
+        } = self
+        else {
             return Ok(None);
         };
         let path = root.join(&entry.key);
         let size = entry.size;
+        let follow = *follow_symlinks;
         let read = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
             use std::io::Read as _;
-            let mut f = std::fs::File::open(&path)?;
+            let mut f = open_listed(&path, follow)?;
             let mut buf = Vec::with_capacity(size as usize);
             // One byte past the listed size, so a file that grew is noticed.
             (&mut f)
@@ -655,6 +661,25 @@ pub fn mtime_text(ns: i128) -> String {
     let secs = ns.div_euclid(1_000_000_000);
     let frac = ns.rem_euclid(1_000_000_000);
     format!("{secs}.{frac:09}")
+}
+
+/// Opens a listed file for reading, as it is now: not through a symbolic link unless links
+/// are followed (a file swapped for a link to a secret after the listing is not read), never
+/// blocking on a FIFO or device swapped in, and only if it is still a regular file.
+fn open_listed(path: &Path, follow_symlinks: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut flags = libc::O_NONBLOCK;
+    if !follow_symlinks {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("no longer a regular file"));
+    }
+    Ok(f)
 }
 
 fn mtime_ns(m: &std::fs::Metadata) -> i128 {

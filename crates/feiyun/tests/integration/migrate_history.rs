@@ -846,6 +846,17 @@ async fn identities_move_without_their_secrets() {
     );
     iam(
         &legacy,
+        &[
+            ("Action", "AttachUserPolicy"),
+            ("UserName", "ana"),
+            (
+                "PolicyArn",
+                "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess",
+            ),
+        ],
+    );
+    iam(
+        &legacy,
         &[("Action", "CreateAccessKey"), ("UserName", "ana")],
     );
     legacy
@@ -856,6 +867,8 @@ async fn identities_move_without_their_secrets() {
         .await
         .unwrap();
 
+    // "bob" exists here already: the source is not trusted to change him.
+    iam(&r, &[("Action", "CreateUser"), ("UserName", "bob")]);
     let endpoint = legacy.endpoint();
     let tmp = tempfile::tempdir().unwrap();
     let st = tmp.path().join("j");
@@ -881,14 +894,10 @@ async fn identities_move_without_their_secrets() {
     let s = &first["iam"];
     assert_eq!(
         s["created"],
-        serde_json::json!([
-            "policy lake-readers",
-            "group analysts",
-            "user ana",
-            "user bob"
-        ]),
+        serde_json::json!(["policy lake-readers", "group analysts", "user ana"]),
         "{s}"
     );
+    assert_eq!(s["existing"], serde_json::json!(["user bob"]), "{s}");
     assert_eq!(
         s["keys_not_copied"],
         serde_json::json!(["ana: 1 access key(s)"])
@@ -932,11 +941,19 @@ async fn identities_move_without_their_secrets() {
         serde_json::from_str::<serde_json::Value>(&decoded).unwrap(),
         serde_json::from_str::<serde_json::Value>(inline).unwrap()
     );
+    let ana = iam(
+        &r,
+        &[("Action", "ListAttachedUserPolicies"), ("UserName", "ana")],
+    );
+    assert!(ana.contains("AmazonS3ReadOnlyAccess"), "{ana}");
     let bob = iam(
         &r,
         &[("Action", "ListAttachedUserPolicies"), ("UserName", "bob")],
     );
-    assert!(bob.contains("AmazonS3ReadOnlyAccess"), "{bob}");
+    assert!(
+        !bob.contains("AmazonS3ReadOnlyAccess"),
+        "an existing user was changed: {bob}"
+    );
     let keys = iam(&r, &[("Action", "ListAccessKeys"), ("UserName", "ana")]);
     assert!(!keys.contains("<AccessKeyId>"), "{keys}");
 
@@ -947,6 +964,10 @@ async fn identities_move_without_their_secrets() {
     let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(first["iam"]["created"], serde_json::json!([]), "{first}");
     assert_eq!(first["iam"]["existing"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        first["iam"]["links"], 0,
+        "nothing added to what exists: {first}"
+    );
     let attached = iam(
         &r,
         &[
