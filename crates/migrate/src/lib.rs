@@ -14,6 +14,7 @@ pub mod history;
 pub mod iam;
 pub mod journal;
 pub mod limit;
+mod multipart;
 mod progress;
 pub mod source;
 mod verify;
