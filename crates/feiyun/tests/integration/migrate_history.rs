@@ -378,6 +378,9 @@ struct History {
     versions: Vec<VersionView>,
     markers: usize,
     marker_latest: bool,
+    /// Oldest first, `V` a version and `D` a delete marker, ordered by time (the tests
+    /// write a key's changes milliseconds apart, and the migrator replays them so).
+    order: String,
 }
 
 async fn history(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> History {
@@ -421,10 +424,24 @@ async fn history(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> History {
         .iter()
         .filter(|m| m.key() == Some(key))
         .collect();
+    let mut timed: Vec<(i64, char)> = l
+        .versions()
+        .iter()
+        .filter(|v| v.key() == Some(key))
+        .map(|v| (v.last_modified().unwrap().to_millis().unwrap(), 'V'))
+        .chain(
+            markers
+                .iter()
+                .map(|m| (m.last_modified().unwrap().to_millis().unwrap(), 'D')),
+        )
+        .collect();
+    timed.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
+    let order: String = timed.iter().rev().map(|(_, c)| *c).collect();
     History {
         versions,
         markers: markers.len(),
         marker_latest: markers.iter().any(|m| m.is_latest() == Some(true)),
+        order,
     }
 }
 
@@ -531,6 +548,10 @@ async fn every_version_and_delete_marker_moves_in_order_and_reruns_append_only_t
     assert_eq!(doc.versions.len(), 3);
     assert_eq!(doc.versions[0].0, pattern(3000, 3), "newest first");
     assert_eq!(doc.markers, 1);
+    assert_eq!(
+        doc.order, "VVDV",
+        "the marker between the second and third versions"
+    );
     assert!(history(&c, "copy", "gone").await.marker_latest);
     let o = verify();
     assert!(o.status.success(), "{}", text(&o));
