@@ -210,6 +210,20 @@ pub async fn run(
 
 type Listings = (Result<(), Error>, Result<(), Error>);
 
+/// Both listing tasks' outcomes, a task that panicked counted as its listing failing.
+async fn join_listings(
+    src: tokio::task::JoinHandle<Result<(), Error>>,
+    dst: tokio::task::JoinHandle<Result<(), Error>>,
+) -> Listings {
+    let listing = src
+        .await
+        .unwrap_or_else(|e| Err(Error::Source(format!("the listing task failed: {e}"))));
+    let dest_listing = dst
+        .await
+        .unwrap_or_else(|e| Err(Error::Dest(format!("the listing task failed: {e}"))));
+    (listing, dest_listing)
+}
+
 /// The latest objects: both listings merged in key order into jobs.
 async fn merge_latest(ctx: &Arc<Ctx>, job_tx: mpsc::Sender<Job>) -> Listings {
     let source = ctx.source.clone();
@@ -287,13 +301,7 @@ async fn merge_latest(ctx: &Arc<Ctx>, job_tx: mpsc::Sender<Job>) -> Listings {
     // A listing still sending (the merge stopped early) ends once its receiver is gone.
     drop(src_rx);
     drop(dst_rx);
-    let listing = src_list
-        .await
-        .unwrap_or_else(|e| Err(Error::Source(format!("the listing task failed: {e}"))));
-    let dest_listing = dst_list
-        .await
-        .unwrap_or_else(|e| Err(Error::Dest(format!("the listing task failed: {e}"))));
-    (listing, dest_listing)
+    join_listings(src_list, dst_list).await
 }
 
 /// `--all-versions`: both ends' histories merged by key, one job per key.
@@ -378,15 +386,10 @@ async fn merge_histories(ctx: &Arc<Ctx>, job_tx: mpsc::Sender<Job>) -> Listings 
         }
     }
     drop(job_tx);
+    // A listing still sending (the merge stopped early) ends once its receiver is gone.
     drop(src_rx);
     drop(dst_rx);
-    let listing = src_list
-        .await
-        .unwrap_or_else(|e| Err(Error::Source(format!("the listing task failed: {e}"))));
-    let dest_listing = dst_list
-        .await
-        .unwrap_or_else(|e| Err(Error::Dest(format!("the listing task failed: {e}"))));
-    (listing, dest_listing)
+    join_listings(src_list, dst_list).await
 }
 
 /// The next object of the source listing; problems are reported on the way.

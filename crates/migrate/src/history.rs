@@ -17,14 +17,11 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-use http::Method;
-
-use crate::client::{S3Client, retry};
+use crate::client::S3Client;
 use crate::copy::Ctx;
 use crate::journal::{Done, version_record};
 use crate::limit::Limits;
-use crate::source::{Entry, parse_time};
+use crate::source::{Entry, list_page, parse_time};
 use crate::{Error, xml};
 
 /// One version of a key.
@@ -71,23 +68,9 @@ where
         if let Some(v) = &version_marker {
             q.push(("version-id-marker", v));
         }
-        limits.request().await;
-        let (_, body) = retry(|| {
-            client.call(
-                Method::GET,
-                Some(bucket),
-                None,
-                &q,
-                Vec::new(),
-                Bytes::new(),
-            )
-        })
-        .await
-        .map_err(|e| match e.code() {
-            Some("NoSuchBucket") => Error::NoSuchBucket(bucket.to_owned()),
-            _ => Error::List(format!("versions of s3://{bucket}/{prefix}: {e}")),
-        })?;
-        let text = String::from_utf8_lossy(&body);
+        let text = list_page(client, bucket, &q, limits)
+            .await
+            .map_err(|e| e.context(&format!("versions of s3://{bucket}/{prefix}")))?;
         let encoded = xml::field(&text, "EncodingType").as_deref() == Some("url");
         let decode = |raw: String| -> Result<String, Error> {
             match encoded {

@@ -475,6 +475,38 @@ impl Reader {
     }
 }
 
+/// One page of a bucket listing (`q` says which): throttled, retried, and a missing bucket
+/// told apart from any other failure (`ListError::Other` is given its context by the caller).
+pub(crate) async fn list_page(
+    client: &S3Client,
+    bucket: &str,
+    q: &[(&str, &str)],
+    limits: &Limits,
+) -> Result<String, ListError> {
+    limits.request().await;
+    retry(|| client.call(Method::GET, Some(bucket), None, q, Vec::new(), Bytes::new()))
+        .await
+        .map(|(_, body)| String::from_utf8_lossy(&body).into_owned())
+        .map_err(|e| match e.code() {
+            Some("NoSuchBucket") => ListError::NoSuchBucket(bucket.to_owned()),
+            _ => ListError::Other(e),
+        })
+}
+
+pub(crate) enum ListError {
+    NoSuchBucket(String),
+    Other(ClientError),
+}
+
+impl ListError {
+    pub(crate) fn context(self, what: &str) -> Error {
+        match self {
+            ListError::NoSuchBucket(b) => Error::NoSuchBucket(b),
+            ListError::Other(e) => Error::List(format!("{what}: {e}")),
+        }
+    }
+}
+
 /// Pages through `bucket` under `prefix` (ListObjectsV2, URL-encoded keys), calling `each`
 /// with keys relative to the prefix until it answers false.
 pub async fn list_bucket<F, Fut>(
@@ -498,23 +530,9 @@ where
         if let Some(t) = &token {
             q.push(("continuation-token", t));
         }
-        limits.request().await;
-        let (_, body) = retry(|| {
-            client.call(
-                Method::GET,
-                Some(bucket),
-                None,
-                &q,
-                Vec::new(),
-                Bytes::new(),
-            )
-        })
-        .await
-        .map_err(|e| match e.code() {
-            Some("NoSuchBucket") => Error::NoSuchBucket(bucket.to_owned()),
-            _ => Error::List(format!("s3://{bucket}/{prefix}: {e}")),
-        })?;
-        let text = String::from_utf8_lossy(&body);
+        let text = list_page(client, bucket, &q, limits)
+            .await
+            .map_err(|e| e.context(&format!("s3://{bucket}/{prefix}")))?;
         let encoded = xml::field(&text, "EncodingType").as_deref() == Some("url");
         for c in xml::blocks(&text, "Contents") {
             let raw = xml::field(c, "Key").unwrap_or_default();
