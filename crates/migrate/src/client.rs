@@ -478,6 +478,43 @@ pub fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn an_empty_or_overlong_key_is_never_sent() {
+        // Nothing listens on port 1: a request that were sent would fail as unreachable.
+        let c = S3Client::new(EndpointConfig {
+            url: "http://127.0.0.1:1".into(),
+            access_key: "k".into(),
+            secret_key: "s".into(),
+            session_token: None,
+            region: "us-east-1".into(),
+            virtual_hosted: false,
+            tls: rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        })
+        .unwrap();
+        let long = "k".repeat(1025);
+        for key in ["", long.as_str()] {
+            let e = c
+                .call(
+                    Method::DELETE,
+                    Some("b"),
+                    Some(key),
+                    &[],
+                    Vec::new(),
+                    Bytes::new(),
+                )
+                .await
+                .unwrap_err();
+            assert!(matches!(e, ClientError::Invalid(_)), "{e}");
+            assert!(!e.transient(), "never retried");
+        }
+    }
+
     #[test]
     fn paths_encode_each_key_segment() {
         assert_eq!(

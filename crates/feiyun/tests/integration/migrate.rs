@@ -259,6 +259,24 @@ async fn unusable_names_and_bad_ends_fail_loudly() {
     let buckets = r.client().list_buckets().send().await.unwrap();
     let names: Vec<&str> = buckets.buckets().iter().filter_map(|b| b.name()).collect();
     assert_eq!(names, ["names"]);
+    // A bucket into itself (or a prefix of itself) in one region is refused up front.
+    let o = Command::new(env!("CARGO_BIN_EXE_feiyun"))
+        .args(["migrate", "s3://names", "s3://names/copy"])
+        .args([
+            "--source-endpoint",
+            &r.endpoint(),
+            "--endpoint",
+            &r.endpoint(),
+        ])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("FEIYUN_SOURCE_ACCESS_KEY", ACCESS_KEY)
+        .env("FEIYUN_SOURCE_SECRET_KEY", SECRET_KEY)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("overlap"), "{}", text(&o));
+    assert_eq!(keys(&r.client(), "names").await, ["good"]);
     // A journal belongs to one migration.
     let o = feiyun(&r, &[s, "s3://other", "--state", st]);
     assert!(text(&o).contains("another --state"), "{}", text(&o));
