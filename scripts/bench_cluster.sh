@@ -11,7 +11,7 @@
 #     client sees them;
 #  4. repair after a node loss: a 4-node region holding 3 copies of 2 GiB (32 × 64 MiB), one
 #     node killed, MiB/s of copies re-created from the first new byte to the last.
-# Usage: scripts/bench_cluster.sh BINARY [SECONDS]
+# Usage: [SMALL_ONLY=1] scripts/bench_cluster.sh BINARY [SECONDS]
 set -euo pipefail
 bin=$(readlink -f "${1:?usage: bench_cluster.sh BINARY [SECONDS]}")
 secs=${2:-10}
@@ -80,7 +80,9 @@ c0=$(node c0 cluster n0); node c1 cluster n1 >/dev/null; node c2 cluster n2 >/de
 sleep 1.5
 echo "== 2. feiyun bench: 3-node region ($c0, PostgreSQL metadata) then the embedded region ($embedded), ${secs} s a phase"
 "$bin" bench --endpoint "$c0" --compare "$embedded" --duration-secs "$secs" \
-  --concurrency 16,64 --large-streams 1
+  --concurrency 16,64 --large-streams 1 ${SMALL_ONLY:+--skip-large}
+# SMALL_ONLY=1: phase 2's small objects only, for a quick look while tuning.
+[ -n "${SMALL_ONLY:-}" ] && exit 0
 
 single=$(start single FEIYUN_META_URL="postgres://feiyun@127.0.0.1:$pgport/single")
 echo "== 3. metadata engines: 4 KiB PUT (one commit each) on PostgreSQL ($single) vs redb ($embedded)"

@@ -12,7 +12,8 @@
 //! every heartbeat checks inside its commit, so a node whose record was taken over or removed
 //! learns it at its next heartbeat and stops calling itself ready.
 //!
-//! This crate owns the records and their rules; it never reads blobs or object records.
+//! This crate owns the records and their rules. The row cache (`rowcache`) holds bucket and
+//! object rows as opaque bytes; nothing here decodes them.
 
 pub mod api;
 pub mod blobs;
@@ -21,6 +22,7 @@ pub mod erasure;
 pub mod peer;
 pub mod placement;
 pub mod repair;
+pub mod rowcache;
 mod usage;
 
 use std::path::{Path, PathBuf};
@@ -508,6 +510,11 @@ impl<M: MetaStore> Membership<M> {
 
     pub fn repair_backlog(&self) -> u64 {
         self.repair_backlog.load(Ordering::Relaxed)
+    }
+
+    /// This node's record was removed or taken over: it is no longer part of the region.
+    pub fn has_left(&self) -> bool {
+        self.superseded.load(Ordering::SeqCst)
     }
 
     /// Registered, not superseded, and the last heartbeat landed within `node_down_secs`.

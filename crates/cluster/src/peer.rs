@@ -210,6 +210,40 @@ impl PeerClient {
     /// Sends a bodiless request and returns its authenticated answer (404: `NotFound`).
     async fn call(&self, method: Method, addr: &str, path: &str) -> io::Result<Bytes> {
         let (req, sig) = self.request(method, addr, path, empty());
+        self.exchange(req, sig, addr, REQUEST_TIMEOUT).await
+    }
+
+    /// POSTs a small message (a cache lease or invalidation) ending with its MAC, and
+    /// returns the authenticated answer; `timeout` covers connecting and answering.
+    pub(crate) async fn post(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> io::Result<Bytes> {
+        let (req, sig) = self.request(Method::POST, addr, path, empty());
+        let mut mac = self.secret.body_mac("body", &sig);
+        mac.update(&body);
+        let mut body = body;
+        body.extend_from_slice(&mac.finalize().into_bytes());
+        let (parts, _) = req.into_parts();
+        let req = Request::from_parts(
+            parts,
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        self.exchange(req, sig, addr, timeout).await
+    }
+
+    async fn exchange(
+        &self,
+        req: Request<PeerBody>,
+        sig: [u8; 32],
+        addr: &str,
+        timeout: Duration,
+    ) -> io::Result<Bytes> {
         let answer = async {
             let resp = self
                 .http
@@ -227,7 +261,7 @@ impl PeerClient {
             }
             self.open_answer(&sig, body)
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, answer)
+        tokio::time::timeout(timeout, answer)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("node {addr}")))?
     }
@@ -471,7 +505,12 @@ pub struct PeerServer {
     advertise: String,
     /// Nonces of changing requests seen, with the date they expire.
     nonces: std::sync::Mutex<std::collections::HashMap<u128, i64>>,
+    /// The node's row cache, which answers `/cache/` requests once it is set.
+    cache: std::sync::OnceLock<Arc<crate::rowcache::RowCache>>,
 }
+
+/// Largest cache message accepted: an invalidation of a large multi-object delete.
+const MAX_CACHE_MESSAGE: usize = 8 * 1024 * 1024;
 
 type Answer = Response<Full<Bytes>>;
 
@@ -488,7 +527,13 @@ impl PeerServer {
             secret,
             advertise: advertise.to_owned(),
             nonces: std::sync::Mutex::default(),
+            cache: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Lets `cache` answer lease requests and invalidations from the other nodes.
+    pub fn set_cache(&self, cache: Arc<crate::rowcache::RowCache>) {
+        let _ = self.cache.set(cache);
     }
 
     /// Records a changing request's nonce; false when it was seen (a replay) or when the
@@ -555,11 +600,11 @@ impl PeerServer {
         }
     }
 
-    /// Checks the request's signature; returns it and the blob id it names.
+    /// Checks the request's signature and returns it.
     fn authenticate(
         &self,
         req: &Request<Incoming>,
-    ) -> Result<([u8; 32], BlobId), (StatusCode, &'static str)> {
+    ) -> Result<[u8; 32], (StatusCode, &'static str)> {
         let denied = || (StatusCode::FORBIDDEN, "bad cluster signature");
         let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
         let (Some(from), Some(date), Some(nonce), Some(sig)) = (
@@ -592,14 +637,7 @@ impl PeerServer {
                 return Err((StatusCode::FORBIDDEN, "request replayed"));
             }
         }
-        let id = req
-            .uri()
-            .path()
-            .strip_prefix("/blob/")
-            .and_then(BlobId::from_hex)
-            .ok_or((StatusCode::NOT_FOUND, "no such resource"))?;
-        let sig: [u8; 32] = sig.try_into().map_err(|_| denied())?;
-        Ok((sig, id))
+        sig.try_into().map_err(|_| denied())
     }
 
     fn answer(&self, sig: &[u8; 32], mut data: Vec<u8>) -> Answer {
@@ -610,9 +648,20 @@ impl PeerServer {
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Answer {
-        let (sig, id) = match self.authenticate(&req) {
+        let sig = match self.authenticate(&req) {
             Ok(v) => v,
             Err((status, why)) => return plain(status, why),
+        };
+        if req.uri().path().starts_with("/cache/") {
+            return self.cache_request(&sig, req).await;
+        }
+        let Some(id) = req
+            .uri()
+            .path()
+            .strip_prefix("/blob/")
+            .and_then(BlobId::from_hex)
+        else {
+            return plain(StatusCode::NOT_FOUND, "no such resource");
         };
         let query = req.uri().query().unwrap_or("").to_owned();
         let method = req.method().clone();
@@ -658,6 +707,54 @@ impl PeerServer {
                 tracing::warn!(%id, error = %e, "cluster request failed");
                 plain(StatusCode::INTERNAL_SERVER_ERROR, "storage error")
             }
+        }
+    }
+
+    /// A lease on this node's invalidations (`/cache/lease?from=ADDR`), or an invalidation
+    /// from the node that committed a change (`/cache/invalidate`). Neither changes stored
+    /// data, and a replay only grants a lease again or drops cached rows again, so they
+    /// carry no nonce; the body is authenticated like an upload's.
+    async fn cache_request(&self, sig: &[u8; 32], req: Request<Incoming>) -> Answer {
+        let Some(cache) = self.cache.get() else {
+            return plain(StatusCode::NOT_FOUND, "no row cache on this node");
+        };
+        if req.method() != Method::POST {
+            return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        }
+        let from = req
+            .headers()
+            .get("x-feiyun-node")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or_default().to_owned();
+        let body = match Limited::collect(req.into_body(), MAX_CACHE_MESSAGE + MAC_LEN).await {
+            Ok(b) if b.len() >= MAC_LEN => b,
+            _ => return plain(StatusCode::BAD_REQUEST, "bad cache message"),
+        };
+        let (data, tag) = body.split_at(body.len() - MAC_LEN);
+        let mut mac = self.secret.body_mac("body", sig);
+        mac.update(data);
+        if mac.verify_slice(tag).is_err() {
+            return plain(StatusCode::FORBIDDEN, "cache message failed its MAC");
+        }
+        match path.as_str() {
+            "/cache/lease" => {
+                let Some(addr) = query.strip_prefix("from=").filter(|a| !a.is_empty()) else {
+                    return plain(StatusCode::BAD_REQUEST, "lease without an address");
+                };
+                if cache.grant(&from, addr) {
+                    self.answer(sig, Vec::new())
+                } else {
+                    plain(StatusCode::CONFLICT, "lease revoked for now")
+                }
+            }
+            "/cache/invalidate" => match cache.apply_invalidation(data) {
+                Ok(()) => self.answer(sig, Vec::new()),
+                Err(why) => plain(StatusCode::BAD_REQUEST, why),
+            },
+            _ => plain(StatusCode::NOT_FOUND, "no such resource"),
         }
     }
 

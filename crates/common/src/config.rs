@@ -161,6 +161,9 @@ pub struct NodeConfig {
     /// k data and m parity shards instead of copies.
     pub erasure: Option<(u8, u8)>,
     pub erasure_all: bool,
+    /// Bytes of metadata rows the node caches for reads (0: none; unset: a share of the
+    /// machine's memory); see `feiyun_cluster::rowcache`.
+    pub row_cache_bytes: Option<usize>,
 }
 
 /// Default seconds a deleted blob's copies stay for reads in progress on other nodes.
@@ -250,6 +253,7 @@ pub struct ConfigOverrides {
     pub blob_delete_grace_secs: Option<u64>,
     pub erasure: Option<String>,
     pub erasure_all: Option<bool>,
+    pub row_cache_mb: Option<u64>,
 }
 
 impl ConfigOverrides {
@@ -385,6 +389,7 @@ impl ConfigOverrides {
                 None => None,
                 Some(v) => Some(parse_bool("FEIYUN_ERASURE_ALL", &v)?),
             },
+            row_cache_mb: parse_num("FEIYUN_ROW_CACHE_MB")?,
         })
     }
 
@@ -452,6 +457,7 @@ impl ConfigOverrides {
             blob_delete_grace_secs: self.blob_delete_grace_secs.or(lower.blob_delete_grace_secs),
             erasure: self.erasure.or(lower.erasure),
             erasure_all: self.erasure_all.or(lower.erasure_all),
+            row_cache_mb: self.row_cache_mb.or(lower.row_cache_mb),
         }
     }
 
@@ -569,6 +575,7 @@ impl ConfigOverrides {
             blob_delete_grace_secs: self.blob_delete_grace_secs,
             erasure: self.erasure,
             erasure_all: self.erasure_all,
+            row_cache_mb: self.row_cache_mb,
             shared_meta: self.meta_url.is_some(),
         })?;
         Ok(Config {
@@ -649,6 +656,7 @@ struct NodeInput {
     blob_delete_grace_secs: Option<u64>,
     erasure: Option<String>,
     erasure_all: Option<bool>,
+    row_cache_mb: Option<u64>,
     shared_meta: bool,
 }
 
@@ -667,6 +675,7 @@ fn resolve_node(input: NodeInput) -> Result<Option<NodeConfig>, ConfigError> {
         blob_delete_grace_secs,
         erasure,
         erasure_all,
+        row_cache_mb,
         shared_meta,
     } = input;
     let Some(id) = id else {
@@ -680,6 +689,7 @@ fn resolve_node(input: NodeInput) -> Result<Option<NodeConfig>, ConfigError> {
             || blob_delete_grace_secs.is_some()
             || erasure.is_some()
             || erasure_all.is_some()
+            || row_cache_mb.is_some()
         {
             return invalid(
                 "node_id",
@@ -766,6 +776,9 @@ fn resolve_node(input: NodeInput) -> Result<Option<NodeConfig>, ConfigError> {
         );
     }
     let repair_after_secs = repair_after_secs.unwrap_or(DEFAULT_REPAIR_AFTER_SECS);
+    if row_cache_mb.is_some_and(|mb| mb > 1 << 20) {
+        return invalid("row_cache_mb", "must be 0 to 1048576".into());
+    }
     if !(1..=7 * 86_400).contains(&repair_after_secs) {
         return invalid("repair_after_secs", "must be 1 to 604800".into());
     }
@@ -790,6 +803,7 @@ fn resolve_node(input: NodeInput) -> Result<Option<NodeConfig>, ConfigError> {
             })?),
         },
         erasure_all: erasure_all.unwrap_or(false),
+        row_cache_bytes: row_cache_mb.map(|mb| (mb as usize).saturating_mul(1 << 20)),
     }))
 }
 

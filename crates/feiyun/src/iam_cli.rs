@@ -131,9 +131,16 @@ pub async fn run(args: IamArgs) -> anyhow::Result<()> {
                 .await?;
             let mut out = Vec::new();
             for name in fields(&users, "UserName") {
-                let keys = c
+                let keys = match c
                     .call("iam", &[("Action", "ListAccessKeys"), ("UserName", &name)])
-                    .await?;
+                    .await
+                {
+                    Ok(k) => k,
+                    // Deleted, or replaced by a peer region's push, between the two calls:
+                    // not a user any more, so not listed (the listing is not a snapshot).
+                    Err(e) if e.to_string().starts_with("NoSuchEntity:") => continue,
+                    Err(e) => return Err(e),
+                };
                 let ids = fields(&keys, "AccessKeyId");
                 let status = fields(&keys, "Status");
                 out.push((name, ids.into_iter().zip(status).collect::<Vec<_>>()));

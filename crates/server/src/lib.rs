@@ -29,6 +29,7 @@ use std::time::Duration;
 
 pub use blobs::Blobs;
 use feiyun_blob::LocalBlobStore;
+use feiyun_cluster::rowcache::RowCache;
 use feiyun_common::{Config, CredentialSource, RootCredentials};
 use feiyun_iam::{Iam, RootKey};
 use feiyun_iamapi::QueryApi;
@@ -168,7 +169,10 @@ impl Server {
                 })
                 .await
                 .map_err(|e| ServerError::MetaDatabase(e.to_string()))?;
-                Store::Postgres(opened.map_err(|e| ServerError::MetaDatabase(e.to_string()))?)
+                Store::Postgres(
+                    opened.map_err(|e| ServerError::MetaDatabase(e.to_string()))?,
+                    store::RowCacheSlot::default(),
+                )
             }
         };
         let master = keys::master_key(&config, &meta).await?;
@@ -230,8 +234,11 @@ impl Server {
             std::time::Duration::from_secs(config.event_retention_secs),
         )?;
         let mut metrics = Metrics::new(oss.stats().clone());
-        if let Store::Postgres(pg) = &**oss.meta() {
+        if let Store::Postgres(pg, cache) = &**oss.meta() {
             metrics.watch_meta_commits(pg.commit_stats());
+            if let Some(cache) = cache.get() {
+                watch_row_cache(&mut metrics, cache);
+            }
         }
         if let (Blobs::Cluster(b), Some(m)) = (oss.blobs(), &membership) {
             let m = m.clone();
@@ -482,12 +489,25 @@ async fn start_node(
     let listener = tokio::net::TcpListener::bind(node.cluster_listen)
         .await
         .map_err(|e| ServerError::ClusterListen(node.cluster_listen, e))?;
-    tokio::spawn(
-        feiyun_cluster::PeerServer::new(local.clone(), secret.clone(), &node.advertise)
-            .serve(listener),
-    );
+    let server = feiyun_cluster::PeerServer::new(local.clone(), secret.clone(), &node.advertise);
     let peers =
         feiyun_cluster::PeerClient::new(secret, &node.id, tokio::runtime::Handle::current());
+    // A thirty-second of the machine's memory unless set: small objects live in these rows.
+    let budget = node.row_cache_bytes.unwrap_or_else(|| {
+        let mib = physical_memory_mib().map_or(64, |m| (m / 32).clamp(64, 4096));
+        (mib as usize) << 20
+    });
+    if let Store::Postgres(_, slot) = &**meta
+        && budget > 0
+    {
+        let cache = RowCache::new(&node.id, budget, peers.clone());
+        let m = membership.clone();
+        cache.set_membership_check(Arc::new(move || !m.has_left()));
+        server.set_cache(cache.clone());
+        cache.spawn(membership.clone(), &node.advertise);
+        slot.set(cache);
+    }
+    tokio::spawn(server.serve(listener));
     let blobs = feiyun_cluster::ClusterBlobStore::new(
         local,
         membership.clone(),
@@ -507,6 +527,32 @@ async fn start_node(
         (node.repair_after_secs / 2).clamp(1, 60),
     ));
     Ok((Blobs::Cluster(blobs), membership))
+}
+
+fn watch_row_cache(metrics: &mut Metrics, cache: &Arc<RowCache>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    type Read = fn(&feiyun_cluster::rowcache::RowCacheStats) -> u64;
+    let series: [(&str, &str, Read); 3] = [
+        (
+            "row_cache_hits",
+            "Object and bucket reads answered from the node's row cache",
+            |s| s.hits.load(Relaxed),
+        ),
+        (
+            "row_cache_misses",
+            "Object and bucket reads that asked the database",
+            |s| s.misses.load(Relaxed),
+        ),
+        (
+            "row_cache_lease_waits",
+            "Commits that waited out a lease because a node missed their invalidation",
+            |s| s.lease_waits.load(Relaxed),
+        ),
+    ];
+    for (name, help, read) in series {
+        let c = cache.clone();
+        metrics.watch_counter(name, help, Box::new(move || read(c.stats())));
+    }
 }
 
 /// How often a node publishes its event horizon: the delay it adds to event delivery.

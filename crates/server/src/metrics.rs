@@ -42,11 +42,14 @@ pub struct Metrics {
     cluster: Option<ClusterSeries>,
     /// The PostgreSQL engine's commit counters, when the region runs on it.
     meta_commits: Option<MetaCommitSeries>,
+    /// Counters mirrored from a reader each render (the row cache's).
+    watched: Vec<(Counter, MirrorReader)>,
     sync: std::sync::Mutex<()>,
 }
 
 /// Reads one counter out of the PostgreSQL engine's commit statistics.
 type MetaCommitReader = fn(&feiyun_meta_pg::CommitStats) -> u64;
+type MirrorReader = Box<dyn Fn() -> u64 + Send + Sync>;
 type MetaCommitSeries = (
     Arc<feiyun_meta_pg::CommitStats>,
     Vec<(Counter, MetaCommitReader)>,
@@ -142,6 +145,7 @@ impl Metrics {
             audit: None,
             cluster: None,
             meta_commits: None,
+            watched: Vec::new(),
             sync: std::sync::Mutex::new(()),
         }
     }
@@ -271,6 +275,13 @@ impl Metrics {
         self.meta_commits = Some((stats, counters));
     }
 
+    /// A counter whose value `read` gives at each render.
+    pub fn watch_counter(&mut self, name: &str, help: &str, read: MirrorReader) {
+        let c = Counter::default();
+        self.registry.register(name, help, c.clone());
+        self.watched.push((c, read));
+    }
+
     /// Where another service registers its own series (Function Compute's).
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
@@ -308,6 +319,9 @@ impl Metrics {
             if let Some((health, failures, failing)) = &self.audit {
                 catch_up(failures, health.failures());
                 failing.set(i64::from(health.failing()));
+            }
+            for (counter, read) in &self.watched {
+                catch_up(counter, read());
             }
             if let Some((stats, counters)) = &self.meta_commits {
                 for (counter, read) in counters {

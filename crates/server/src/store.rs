@@ -5,11 +5,30 @@
 use feiyun_meta::{
     KvPair, MetaError, MetaRead, MetaStore, RedbSnapshot, RedbStore, Replan, Table, WriteBatch,
 };
+use std::sync::Arc;
+
+use feiyun_cluster::rowcache::{Lookup, RowCache};
 use feiyun_meta_pg::{PgSnapshot, PgStore};
 
 pub enum Store {
     Embedded(RedbStore),
-    Postgres(PgStore),
+    /// With the node's row cache once it has joined a region (see
+    /// `feiyun_cluster::rowcache`): plans of GET, HEAD and PUT read their first rows there.
+    Postgres(PgStore, RowCacheSlot),
+}
+
+/// Set once, after the store is open and the node has joined.
+#[derive(Default)]
+pub struct RowCacheSlot(std::sync::OnceLock<Arc<RowCache>>);
+
+impl RowCacheSlot {
+    pub fn set(&self, cache: Arc<RowCache>) {
+        let _ = self.0.set(cache);
+    }
+
+    pub fn get(&self) -> Option<&Arc<RowCache>> {
+        self.0.get()
+    }
 }
 
 pub enum StoreSnapshot {
@@ -21,14 +40,14 @@ impl MetaRead for Store {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
         match self {
             Store::Embedded(s) => s.get(table, key),
-            Store::Postgres(s) => s.get(table, key),
+            Store::Postgres(s, _) => s.get(table, key),
         }
     }
 
     fn get_many(&self, reads: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, MetaError> {
         match self {
             Store::Embedded(s) => s.get_many(reads),
-            Store::Postgres(s) => s.get_many(reads),
+            Store::Postgres(s, _) => s.get_many(reads),
         }
     }
 
@@ -41,7 +60,7 @@ impl MetaRead for Store {
     ) -> Result<Vec<KvPair>, MetaError> {
         match self {
             Store::Embedded(s) => s.scan(table, start, end, limit),
-            Store::Postgres(s) => s.scan(table, start, end, limit),
+            Store::Postgres(s, _) => s.scan(table, start, end, limit),
         }
     }
 }
@@ -81,7 +100,7 @@ impl MetaStore for Store {
     fn snapshot(&self) -> Result<StoreSnapshot, MetaError> {
         Ok(match self {
             Store::Embedded(s) => StoreSnapshot::Embedded(s.snapshot()?),
-            Store::Postgres(s) => StoreSnapshot::Postgres(s.snapshot()?),
+            Store::Postgres(s, _) => StoreSnapshot::Postgres(s.snapshot()?),
         })
     }
 
@@ -91,17 +110,26 @@ impl MetaStore for Store {
     ) -> Result<Vec<Option<Vec<u8>>>, MetaError> {
         match self {
             Store::Embedded(s) => s.get_many(reads),
-            Store::Postgres(s) => s.get_many_async(reads).await,
+            Store::Postgres(s, cache) => {
+                let Some(cache) = cache.0.get() else {
+                    return s.get_many_async(reads).await;
+                };
+                match cache.lookup(reads) {
+                    Lookup::Hit(rows) => Ok(rows),
+                    Lookup::Miss(ticket) => {
+                        let rows = s.get_many_async(reads).await?;
+                        if let Some(t) = ticket {
+                            cache.fill(t, &rows);
+                        }
+                        Ok(rows)
+                    }
+                }
+            }
         }
     }
 
-    async fn commit(&self, mut batch: WriteBatch) -> Result<(), MetaError> {
-        crate::invalidate::stamp(&mut batch);
-        fence(&mut batch);
-        match self {
-            Store::Embedded(s) => s.commit(batch).await,
-            Store::Postgres(s) => s.commit(batch).await,
-        }
+    async fn commit(&self, batch: WriteBatch) -> Result<(), MetaError> {
+        self.commit_replanning(batch).await.map(|_| ())
     }
 
     async fn commit_replanning(&self, mut batch: WriteBatch) -> Result<bool, MetaError> {
@@ -109,7 +137,26 @@ impl MetaStore for Store {
         fence(&mut batch);
         match self {
             Store::Embedded(s) => s.commit_replanning(batch).await,
-            Store::Postgres(s) => s.commit_replanning(batch).await,
+            Store::Postgres(s, slot) => {
+                let Some(cache) = slot.0.get() else {
+                    return s.commit_replanning(batch).await;
+                };
+                let touched = RowCache::watch(&mut batch);
+                if !cache.may_commit() && !touched.lock().is_ok_and(|t| t.is_empty()) {
+                    return Err(MetaError::Unavailable(
+                        "this node has left the region".into(),
+                    ));
+                }
+                let result = s.commit_replanning(batch).await;
+                // Whatever may have landed is dropped everywhere before anyone is told.
+                if !matches!(
+                    result,
+                    Err(MetaError::Conflict(_) | MetaError::TooLarge { .. })
+                ) {
+                    cache.publish(&touched).await;
+                }
+                result
+            }
         }
     }
 }
