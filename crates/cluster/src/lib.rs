@@ -512,11 +512,6 @@ impl<M: MetaStore> Membership<M> {
         self.repair_backlog.load(Ordering::Relaxed)
     }
 
-    /// This node's record was removed or taken over: it is no longer part of the region.
-    pub fn has_left(&self) -> bool {
-        self.superseded.load(Ordering::SeqCst)
-    }
-
     /// Registered, not superseded, and the last heartbeat landed within `node_down_secs`.
     pub fn is_ready(&self) -> bool {
         !self.superseded.load(Ordering::SeqCst)

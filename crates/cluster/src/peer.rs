@@ -40,6 +40,8 @@ type PeerBody = UnsyncBoxBody<Bytes, io::Error>;
 pub(crate) const MAC_LEN: usize = 32;
 /// How far a request's date may be from the receiver's clock.
 const SKEW_SECS: i64 = 300;
+/// How far a cache message's date may be from the receiver's clock (nodes run NTP).
+const CACHE_SKEW_SECS: i64 = 5;
 /// Largest range one read asks for: a blob reader's largest read plus its frame trailers.
 const MAX_RANGE: u64 = 32 * 1024 * 1024;
 /// Chunks (each up to the frame writer's 1 MiB buffer) in flight to one replica.
@@ -538,18 +540,19 @@ impl PeerServer {
 
     /// Records a changing request's nonce; false when it was seen (a replay) or when the
     /// table is full of live ones (refused rather than forgotten).
-    fn fresh_nonce(&self, nonce: u128, date: i64) -> bool {
+    fn fresh_nonce(&self, nonce: u128, expires: i64) -> bool {
         let Ok(mut seen) = self.nonces.lock() else {
             return false;
         };
-        if seen.len() >= MAX_NONCES {
+        // Cache messages come by the thousand a second and live seconds: prune as they go.
+        if seen.len() >= MAX_NONCES || (seen.len() + 1) % 65_536 == 0 {
             let now = unix_now();
             seen.retain(|_, expires| *expires >= now);
             if seen.len() >= MAX_NONCES {
                 return false;
             }
         }
-        seen.insert(nonce, date.saturating_add(SKEW_SECS)).is_none()
+        seen.insert(nonce, expires).is_none()
     }
 
     /// Accepts connections until the listener fails; each is served on its own task.
@@ -632,7 +635,21 @@ impl PeerServer {
             return Err(denied());
         }
         if matches!(*req.method(), Method::PUT | Method::DELETE) {
-            let fresh = u128::from_str_radix(nonce, 16).is_ok_and(|n| self.fresh_nonce(n, date));
+            let fresh = u128::from_str_radix(nonce, 16)
+                .is_ok_and(|n| self.fresh_nonce(n, date.saturating_add(SKEW_SECS)));
+            if !fresh {
+                return Err((StatusCode::FORBIDDEN, "request replayed"));
+            }
+        }
+        // Cache messages (POST) are many, so their window is short and their nonces are
+        // remembered only that long: a replayed lease would make a writer wait on a
+        // holder that is gone, a replayed invalidation empty a cache.
+        if *req.method() == Method::POST {
+            if unix_now().abs_diff(date) > CACHE_SKEW_SECS as u64 {
+                return Err((StatusCode::FORBIDDEN, "request date out of range"));
+            }
+            let fresh = u128::from_str_radix(nonce, 16)
+                .is_ok_and(|n| self.fresh_nonce(n, date.saturating_add(CACHE_SKEW_SECS)));
             if !fresh {
                 return Err((StatusCode::FORBIDDEN, "request replayed"));
             }
@@ -729,7 +746,11 @@ impl PeerServer {
             .to_owned();
         let path = req.uri().path().to_owned();
         let query = req.uri().query().unwrap_or_default().to_owned();
-        let body = match Limited::collect(req.into_body(), MAX_CACHE_MESSAGE + MAC_LEN).await {
+        let max = match path.as_str() {
+            "/cache/lease" => MAC_LEN,
+            _ => MAX_CACHE_MESSAGE + MAC_LEN,
+        };
+        let body = match Limited::collect(req.into_body(), max).await {
             Ok(b) if b.len() >= MAC_LEN => b,
             _ => return plain(StatusCode::BAD_REQUEST, "bad cache message"),
         };
@@ -744,10 +765,9 @@ impl PeerServer {
                 let Some(addr) = query.strip_prefix("from=").filter(|a| !a.is_empty()) else {
                     return plain(StatusCode::BAD_REQUEST, "lease without an address");
                 };
-                if cache.grant(&from, addr) {
-                    self.answer(sig, Vec::new())
-                } else {
-                    plain(StatusCode::CONFLICT, "lease revoked for now")
+                match cache.grant(&from, addr) {
+                    Some(answer) => self.answer(sig, answer),
+                    None => plain(StatusCode::CONFLICT, "lease refused for now"),
                 }
             }
             "/cache/invalidate" => match cache.apply_invalidation(data) {
@@ -1008,6 +1028,22 @@ mod tests {
         assert_eq!(send(&a1).await.unwrap().status(), StatusCode::OK);
         assert_eq!(send(&a1).await.unwrap().status(), StatusCode::FORBIDDEN);
         assert_eq!(send(&a2).await.unwrap().status(), StatusCode::FORBIDDEN);
+
+        // Cache messages (POST) are one-shot as well.
+        let (req, _) = peers.request(Method::POST, &a1, "/cache/invalidate", empty());
+        let (parts, _) = req.into_parts();
+        let post = || {
+            let mut b = Request::builder()
+                .method(Method::POST)
+                .uri(format!("http://{a1}/cache/invalidate"));
+            for (k, v) in &parts.headers {
+                b = b.header(k, v);
+            }
+            peers.http.request(b.body(empty()).unwrap())
+        };
+        // Authenticated (this node keeps no row cache), then refused as a replay.
+        assert_eq!(post().await.unwrap().status(), StatusCode::NOT_FOUND);
+        assert_eq!(post().await.unwrap().status(), StatusCode::FORBIDDEN);
     }
 
     #[test]

@@ -101,8 +101,8 @@ struct Rows {
     epoch: u64,
     /// Serving is allowed strictly before this instant.
     valid_until: Option<Instant>,
-    /// Leases held: writer id → end.
-    held: HashMap<String, Instant>,
+    /// Leases held: writer id → end, and the writer's incarnation that granted it.
+    held: HashMap<String, (Instant, String)>,
     /// Every other registered node, from the last node list read.
     writers: Vec<String>,
     /// When the read of that list began.
@@ -114,8 +114,16 @@ struct Grant {
     until: Instant,
     /// New leases are refused before this (the holder missed an invalidation).
     revoked_until: Option<Instant>,
+    /// Invalidations it missed in a row: each doubles how long it is refused, so a holder
+    /// that can ask for leases but not be told of changes stalls commits rarely, not always.
+    misses: u32,
     link: Arc<Link>,
 }
+
+/// Longest a holder that keeps missing invalidations is refused leases.
+const MAX_REFUSAL: Duration = Duration::from_secs(60);
+/// Grants that ran out this long ago are forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 /// Invalidations queued for one lease holder, sent one message at a time.
 struct Link {
@@ -131,6 +139,10 @@ struct Outbox {
 
 pub struct RowCache {
     me: String,
+    /// Drawn at each start and sent with every lease: a holder that sees a writer's
+    /// incarnation change drops its cache (the old process may have committed without
+    /// telling it, then died).
+    incarnation: String,
     budget: usize,
     started: Instant,
     hasher: std::collections::hash_map::RandomState,
@@ -153,6 +165,7 @@ impl RowCache {
     pub fn new(me: &str, budget: usize, client: PeerClient) -> Arc<Self> {
         Arc::new(Self {
             me: me.to_owned(),
+            incarnation: format!("{:032x}", rand::random::<u128>()),
             budget,
             started: Instant::now(),
             hasher: Default::default(),
@@ -287,44 +300,66 @@ impl RowCache {
         if r.view_at.is_none_or(|v| v < started) {
             r.view_at = Some(started);
         }
-        recompute(&mut r);
+        let dropped = recompute(&mut r);
+        drop(r);
+        drop(dropped);
     }
 
-    /// Records a lease from `writer` running until `until`.
-    fn note_lease(&self, writer: &str, until: Instant) {
+    /// Records a lease from `writer` (its process `incarnation`) running until `until`.
+    fn note_lease(&self, writer: &str, incarnation: &str, until: Instant) {
         let mut r = locked(&self.rows);
         if !r.writers.iter().any(|w| w == writer) {
             return;
         }
-        let held = r.held.entry(writer.to_owned()).or_insert(until);
-        *held = (*held).max(until);
-        recompute(&mut r);
+        match r.held.get_mut(writer) {
+            Some((held, inc)) if inc == incarnation => *held = (*held).max(until),
+            // A new process behind the id: whatever the old one committed last may not
+            // have reached this node, so this is a lapse.
+            Some(_) => {
+                r.valid_until = None;
+                r.held
+                    .insert(writer.to_owned(), (until, incarnation.to_owned()));
+            }
+            None => {
+                r.held
+                    .insert(writer.to_owned(), (until, incarnation.to_owned()));
+            }
+        }
+        let dropped = recompute(&mut r);
+        drop(r);
+        drop(dropped);
     }
 
-    /// A lease for node `from` at `addr`, unless it missed an invalidation and its last
-    /// lease has not run out yet.
-    pub(crate) fn grant(&self, from: &str, addr: &str) -> bool {
+    /// A lease for node `from` at `addr` (the answer names this node and its incarnation),
+    /// unless it missed an invalidation and is still refused.
+    pub(crate) fn grant(&self, from: &str, addr: &str) -> Option<Vec<u8>> {
         if from == self.me {
-            return false;
+            return None;
         }
         let now = Instant::now();
         let mut g = locked(&self.grants);
+        if g.len() > 64 {
+            g.retain(|_, gr| {
+                gr.until + FORGET_AFTER > now || gr.revoked_until.is_some_and(|r| r > now)
+            });
+        }
         let grant = g
             .entry((from.to_owned(), addr.to_owned()))
             .or_insert_with(|| Grant {
                 until: now,
                 revoked_until: None,
+                misses: 0,
                 link: Arc::new(Link {
                     addr: addr.to_owned(),
                     outbox: Mutex::default(),
                 }),
             });
         if grant.revoked_until.is_some_and(|r| now < r) {
-            return false;
+            return None;
         }
         grant.revoked_until = None;
         grant.until = grant.until.max(now + LEASE + slack(LEASE));
-        true
+        Some(format!("{}\n{}", self.me, self.incarnation).into_bytes())
     }
 
     /// Called once the node has left the region (its record removed): commits of cached
@@ -385,7 +420,11 @@ impl RowCache {
             async move { (holder, answer.await.unwrap_or(false)) }
         });
         for (holder, delivered) in futures::future::join_all(waits).await {
-            if !delivered {
+            if delivered {
+                if let Some(g) = locked(&self.grants).get_mut(&holder) {
+                    g.misses = 0;
+                }
+            } else {
                 self.wait_out(&holder).await;
             }
         }
@@ -401,7 +440,12 @@ impl RowCache {
             let Some(grant) = g.get_mut(holder) else {
                 return;
             };
-            grant.revoked_until = Some(grant.until);
+            grant.misses = grant.misses.saturating_add(1);
+            let refusal = LEASE
+                .saturating_mul(1 << grant.misses.min(6))
+                .min(MAX_REFUSAL);
+            let refused = grant.until.max(Instant::now() + refusal);
+            grant.revoked_until = Some(grant.revoked_until.map_or(refused, |r| r.max(refused)));
             grant.until
         };
         tracing::warn!(node = %holder.0, addr = %holder.1, "a node missed a cache invalidation; waiting out its lease");
@@ -431,8 +475,14 @@ impl RowCache {
                         tokio::spawn(async move {
                             let sent = Instant::now();
                             let asked = c.client.post(&addr, &path, Vec::new(), RENEW_TIMEOUT);
-                            if asked.await.is_ok() {
-                                c.note_lease(&id, sent + LEASE);
+                            let Ok(answer) = asked.await else { return };
+                            // The answer names who granted it: an address now held by
+                            // another node grants nothing for this one.
+                            let text = String::from_utf8_lossy(&answer);
+                            if let Some((who, incarnation)) = text.split_once('\n')
+                                && who == id
+                            {
+                                c.note_lease(&id, incarnation, sent + LEASE);
                             }
                         });
                     }
@@ -460,21 +510,25 @@ fn changed_rows(batch: &WriteBatch) -> Vec<Vec<u8>> {
 /// Sets when serving is allowed again from the leases and node list now held; a moment
 /// without leases drops everything, since a writer may have committed then without
 /// telling this node.
-fn recompute(r: &mut Rows) {
+/// Returns what it dropped, to be freed once the lock is released.
+#[must_use]
+fn recompute(r: &mut Rows) -> HashMap<Vec<u8>, Option<Vec<u8>>> {
     let now = Instant::now();
+    let mut dropped = HashMap::new();
     if r.valid_until.is_none_or(|v| now >= v) {
-        r.map.clear();
+        dropped = std::mem::take(&mut r.map);
         r.bytes = 0;
         r.epoch = r.epoch.wrapping_add(1);
     }
     let mut until = r.view_at.map(|v| v + LEASE);
     for w in &r.writers {
         until = match (until, r.held.get(w)) {
-            (Some(u), Some(h)) => Some(u.min(*h)),
+            (Some(u), Some((h, _))) => Some(u.min(*h)),
             _ => None,
         };
     }
     r.valid_until = until.filter(|u| now < *u);
+    dropped
 }
 
 /// Drops rows until at most `target` bytes remain (whichever the map yields first).

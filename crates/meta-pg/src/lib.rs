@@ -80,6 +80,7 @@ impl From<tokio_postgres::Error> for PgError {
 }
 
 /// The store: a pool of sessions to one database, and the group committer.
+#[derive(Clone)]
 pub struct PgStore {
     pool: Arc<Pool>,
     committer: Arc<commit::Committer>,

@@ -175,6 +175,18 @@ impl Server {
                 )
             }
         };
+        // A lone process on a region's database would commit without the nodes' cache
+        // invalidations, and they would serve rows it had changed.
+        if config.node.is_none()
+            && matches!(meta, Store::Postgres(..))
+            && !feiyun_cluster::list_nodes(&meta)
+                .map_err(|e| ServerError::MetaDatabase(e.to_string()))?
+                .is_empty()
+        {
+            return Err(ServerError::MetaDatabase(
+                "this database holds a multi-node region: start as one of its nodes (--node-id, --advertise)".into(),
+            ));
+        }
         let master = keys::master_key(&config, &meta).await?;
         let audit_key = keys::audit_key(&master);
         let artifact_key = master.derive("fc artifacts");
@@ -502,7 +514,9 @@ async fn start_node(
     {
         let cache = RowCache::new(&node.id, budget, peers.clone());
         let m = membership.clone();
-        cache.set_membership_check(Arc::new(move || !m.has_left()));
+        // Not after it left the region, nor once its own heartbeat lease ran out: the other
+        // nodes may have removed it and stopped asking it for leases.
+        cache.set_membership_check(Arc::new(move || m.is_ready()));
         server.set_cache(cache.clone());
         cache.spawn(membership.clone(), &node.advertise);
         slot.set(cache);

@@ -144,18 +144,25 @@ impl MetaStore for Store {
                 let touched = RowCache::watch(&mut batch);
                 if !cache.may_commit() && !touched.lock().is_ok_and(|t| t.is_empty()) {
                     return Err(MetaError::Unavailable(
-                        "this node has left the region".into(),
+                        "this node is not a member of the region in good standing".into(),
                     ));
                 }
-                let result = s.commit_replanning(batch).await;
-                // Whatever may have landed is dropped everywhere before anyone is told.
-                if !matches!(
-                    result,
-                    Err(MetaError::Conflict(_) | MetaError::TooLarge { .. })
-                ) {
-                    cache.publish(&touched).await;
-                }
-                result
+                // On a task of its own: a caller that goes away (a client hanging up) must
+                // not stop the invalidations of a commit that lands all the same.
+                let (s, cache) = (s.clone(), cache.clone());
+                tokio::spawn(async move {
+                    let result = s.commit_replanning(batch).await;
+                    // Whatever may have landed is dropped everywhere before anyone is told.
+                    if !matches!(
+                        result,
+                        Err(MetaError::Conflict(_) | MetaError::TooLarge { .. })
+                    ) {
+                        cache.publish(&touched).await;
+                    }
+                    result
+                })
+                .await
+                .map_err(|e| MetaError::Storage(format!("commit task failed: {e}")))?
             }
         }
     }

@@ -276,6 +276,16 @@ fn a_node_without_a_shared_database_or_address_refuses_to_start() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     let err = Region::start_refused(dir.path(), &[("FEIYUN_NODE_ID", "Bad/Id")]);
     assert!(err.contains("node_id"), "{err}");
+
+    // A process that is not a node, on the database of a region that has nodes: it would
+    // commit without their cache invalidations, so it is refused.
+    let url = pg().fresh_database("lone_process");
+    let node_dir = tempfile::tempdir().unwrap();
+    let _node = start_node(node_dir.path(), &url, "node-0");
+    let lone = tempfile::tempdir().unwrap();
+    let err = Region::start_refused(lone.path(), &[("FEIYUN_META_URL", &url)]);
+    assert!(err.contains("--node-id"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
 #[test]
