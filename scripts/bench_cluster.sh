@@ -81,6 +81,8 @@ sleep 1.5
 echo "== 2. feiyun bench: 3-node region ($c0, PostgreSQL metadata) then the embedded region ($embedded), ${secs} s a phase"
 "$bin" bench --endpoint "$c0" --compare "$embedded" --duration-secs "$secs" \
   --concurrency 16,64 --large-streams 1 ${SMALL_ONLY:+--skip-large}
+# What the node the load went to answered from its row cache, and how often it lapsed.
+curl -s "$c0/metrics" | grep -E '^feiyun_row_cache_[a-z_]+_total ' || true
 # SMALL_ONLY=1: phase 2's small objects only, for a quick look while tuning.
 [ -n "${SMALL_ONLY:-}" ] && exit 0
 

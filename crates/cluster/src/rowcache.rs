@@ -77,6 +77,8 @@ pub struct RowCacheStats {
     pub misses: std::sync::atomic::AtomicU64,
     /// Invalidations a commit here had to wait out a lease for (a node did not answer).
     pub lease_waits: std::sync::atomic::AtomicU64,
+    /// Times the whole cache was dropped because a lease or the node list lapsed.
+    pub lapses: std::sync::atomic::AtomicU64,
 }
 
 /// A miss's permission to store what it is about to read.
@@ -228,6 +230,28 @@ impl RowCache {
         Lookup::Hit(out)
     }
 
+    /// The cached rows for `reads`, an uncached one as absent, when the cache may serve and
+    /// holds the first row (see `MetaStore::speculative_rows`).
+    pub fn speculate(&self, reads: &[(Table, &[u8])]) -> Option<Vec<Option<Vec<u8>>>> {
+        if reads.is_empty() || !reads.iter().all(|(t, _)| cacheable(*t)) {
+            return None;
+        }
+        let now = Instant::now();
+        let r = locked(&self.rows);
+        if r.valid_until.is_none_or(|v| now >= v) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(reads.len());
+        for (i, (t, k)) in reads.iter().enumerate() {
+            match r.map.get(&row_key(*t, k)) {
+                Some(v) => out.push(v.clone()),
+                None if i == 0 => return None,
+                None => out.push(None),
+            }
+        }
+        Some(out)
+    }
+
     /// Stores what a miss read, unless a change to any of its rows arrived meanwhile.
     pub fn fill(&self, ticket: Ticket, rows: &[Option<Vec<u8>>]) {
         if rows.len() != ticket.keys.len() {
@@ -302,7 +326,16 @@ impl RowCache {
         }
         let dropped = recompute(&mut r);
         drop(r);
-        drop(dropped);
+        self.count_lapse(dropped);
+    }
+
+    fn count_lapse(&self, dropped: Option<HashMap<Vec<u8>, Option<Vec<u8>>>>) {
+        if let Some(d) = dropped {
+            self.stats
+                .lapses
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            drop(d);
+        }
     }
 
     /// Records a lease from `writer` (its process `incarnation`) running until `until`.
@@ -327,7 +360,7 @@ impl RowCache {
         }
         let dropped = recompute(&mut r);
         drop(r);
-        drop(dropped);
+        self.count_lapse(dropped);
     }
 
     /// A lease for node `from` at `addr` (the answer names this node and its incarnation),
@@ -510,13 +543,17 @@ fn changed_rows(batch: &WriteBatch) -> Vec<Vec<u8>> {
 /// Sets when serving is allowed again from the leases and node list now held; a moment
 /// without leases drops everything, since a writer may have committed then without
 /// telling this node.
-/// Returns what it dropped, to be freed once the lock is released.
+/// Returns what it dropped after a lapse (a cache that had been serving), to be freed once
+/// the lock is released.
 #[must_use]
-fn recompute(r: &mut Rows) -> HashMap<Vec<u8>, Option<Vec<u8>>> {
+fn recompute(r: &mut Rows) -> Option<HashMap<Vec<u8>, Option<Vec<u8>>>> {
     let now = Instant::now();
-    let mut dropped = HashMap::new();
+    let mut dropped = None;
     if r.valid_until.is_none_or(|v| now >= v) {
-        dropped = std::mem::take(&mut r.map);
+        // Only a cache that had been serving counts as a lapse; an idle one is just reset.
+        if r.valid_until.is_some() || !r.map.is_empty() {
+            dropped = Some(std::mem::take(&mut r.map));
+        }
         r.bytes = 0;
         r.epoch = r.epoch.wrapping_add(1);
     }

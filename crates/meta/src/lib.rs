@@ -317,6 +317,15 @@ pub trait MetaStore: MetaRead + Send + Sync + 'static {
         std::future::ready(self.get_many(reads))
     }
 
+    /// For a plan whose batch checks every row it decides on (a PUT's), the rows a node-local
+    /// cache holds for `reads`, those it does not hold answered as absent: the commit's
+    /// checks find out inside the transaction when that was wrong, and its re-plan takes
+    /// over. `None` (the default) when there is no such cache or it cannot answer the
+    /// first row, which must be a real one.
+    fn speculative_rows(&self, _reads: &[(Table, &[u8])]) -> Option<Vec<Option<Vec<u8>>>> {
+        None
+    }
+
     fn commit(&self, batch: WriteBatch) -> impl Future<Output = Result<(), MetaError>> + Send;
 
     /// [`MetaStore::commit`], saying whether the batch's [`Replan`] was applied instead of the

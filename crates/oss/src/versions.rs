@@ -120,15 +120,29 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         let change = Arc::new(change);
         let extra = Arc::new(extra);
         let mut retry = Retry::new();
+        // A client's PUT checks both rows of the key it decides on, so its first attempt may
+        // plan from a node's row cache, a key it does not hold taken as new: the commit's
+        // checks catch a key that existed, and the re-plan inside the transaction takes
+        // over. A new key then costs no read before its commit.
+        let mut speculate = matches!(&*change, Change::Put { record, .. }
+            if record.replication != Some(ReplicationState::Replica));
         loop {
             // A fresh id per attempt: a re-planned change is ordered after the one it lost to.
             let ticket = self.event_ids.next();
             let event_id = ticket.id;
-            let (plan, applied) = self
-                .first_read_or_snapshot(bucket, key, |r| {
-                    plan(r, bucket, key, &change, &extra, now_millis())
-                })
-                .await?;
+            let guessed = match std::mem::take(&mut speculate) {
+                true => self.speculative_plan(bucket, key, &change, &extra),
+                false => None,
+            };
+            let (plan, applied) = match guessed {
+                Some(p) => p,
+                None => {
+                    self.first_read_or_snapshot(bucket, key, |r| {
+                        plan(r, bucket, key, &change, &extra, now_millis())
+                    })
+                    .await?
+                }
+            };
             let Some(mut plan) = plan else {
                 return Ok(applied);
             };
@@ -173,6 +187,31 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// `change` planned from the rows the metadata engine's cache holds (see
+    /// `MetaStore::speculative_rows`); `None` when it cannot be, or when the plan wanted
+    /// other rows, failed, or had nothing to commit (whose checks would not run).
+    fn speculative_plan(
+        &self,
+        bucket: &str,
+        key: &str,
+        change: &Change,
+        extra: &WriteBatch,
+    ) -> Option<Planned> {
+        let bkey = keys::bucket(bucket);
+        let okey = keys::object(bucket, key);
+        let reads = key_rows(&bkey, &okey);
+        let rows = self.meta.speculative_rows(&reads)?;
+        let first = FirstRows {
+            reads: &reads,
+            rows,
+            wanted_more: std::cell::Cell::new(false),
+        };
+        match plan(&first, bucket, key, change, extra, now_millis()) {
+            Ok((Some(p), applied)) if !first.wanted_more.get() => Some((Some(p), applied)),
+            _ => None,
         }
     }
 

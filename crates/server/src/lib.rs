@@ -546,7 +546,7 @@ async fn start_node(
 fn watch_row_cache(metrics: &mut Metrics, cache: &Arc<RowCache>) {
     use std::sync::atomic::Ordering::Relaxed;
     type Read = fn(&feiyun_cluster::rowcache::RowCacheStats) -> u64;
-    let series: [(&str, &str, Read); 3] = [
+    let series: [(&str, &str, Read); 4] = [
         (
             "row_cache_hits",
             "Object and bucket reads answered from the node's row cache",
@@ -561,6 +561,11 @@ fn watch_row_cache(metrics: &mut Metrics, cache: &Arc<RowCache>) {
             "row_cache_lease_waits",
             "Commits that waited out a lease because a node missed their invalidation",
             |s| s.lease_waits.load(Relaxed),
+        ),
+        (
+            "row_cache_lapses",
+            "Times the row cache was dropped because a lease or the node list lapsed",
+            |s| s.lapses.load(Relaxed),
         ),
     ];
     for (name, help, read) in series {

@@ -128,6 +128,13 @@ impl MetaStore for Store {
         }
     }
 
+    fn speculative_rows(&self, reads: &[(Table, &[u8])]) -> Option<Vec<Option<Vec<u8>>>> {
+        match self {
+            Store::Embedded(_) => None,
+            Store::Postgres(_, cache) => cache.get()?.speculate(reads),
+        }
+    }
+
     async fn commit(&self, batch: WriteBatch) -> Result<(), MetaError> {
         self.commit_replanning(batch).await.map(|_| ())
     }

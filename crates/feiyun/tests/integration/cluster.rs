@@ -765,6 +765,59 @@ async fn every_node_reads_the_last_acknowledged_write_though_it_caches() {
         }
     }
 
+    // A PUT through a node that never read the key plans it as new from its cache; the
+    // commit finds the key and plans again inside the transaction. A versioned key keeps
+    // every version, in order, and an unversioned one is replaced.
+    clients[0]
+        .create_bucket()
+        .bucket("kept")
+        .send()
+        .await
+        .unwrap();
+    clients[0]
+        .put_bucket_versioning()
+        .bucket("kept")
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let put = c.put_object().bucket("kept").key("k").body(body(i as u64));
+        ids.push(put.send().await.unwrap().version_id.unwrap());
+        let other = &clients[(i + 1) % 3];
+        let put = other.put_object().bucket("hot").key(format!("fresh-{i}"));
+        put.body(body(i as u64)).send().await.unwrap();
+    }
+    let listed = clients[1]
+        .list_object_versions()
+        .bucket("kept")
+        .send()
+        .await
+        .unwrap();
+    let got: Vec<String> = listed
+        .versions()
+        .iter()
+        .map(|v| v.version_id().unwrap().to_owned())
+        .collect();
+    ids.reverse();
+    assert_eq!(got, ids, "versions newest first, none lost");
+    for (i, c) in clients.iter().enumerate() {
+        let put = c.put_object().bucket("hot").key("fresh-0");
+        put.body(body(100 + i as u64)).send().await.unwrap();
+        for (j, r) in clients.iter().enumerate() {
+            assert_eq!(
+                read(r.clone(), "fresh-0").await,
+                Some(100 + i as u64),
+                "node {j}"
+            );
+        }
+    }
+
     // Concurrent: a writer through node 0 and one through node 1, each publishing
     // increasing numbers under its own key; readers through every node must never see a
     // number below what was acknowledged for that key when their GET began.
