@@ -109,6 +109,10 @@ struct RunArgs {
     /// attachments, inline policies and memberships; access keys are reported, never copied
     #[arg(long)]
     iam: bool,
+    /// Also the identities in a MinIO export (`mc admin cluster iam export`): policies,
+    /// users with their own access keys and secrets, groups, and their policy mappings
+    #[arg(long, value_name = "FILE")]
+    iam_export: Option<PathBuf>,
     /// Where to write the failures, one JSON object a line [default: the journal's path
     /// with `.failures`]
     #[arg(long, value_name = "FILE")]
@@ -287,6 +291,11 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // A MinIO export is read and checked whole before anything else is touched.
+    let minio = match &a.iam_export {
+        Some(file) => Some(feiyun_migrate::iam_minio::read_export(file)?),
+        None => None,
+    };
     let list = pairs(&a.ends).await?;
     for (source, dest) in &list {
         if let Source::S3 {
@@ -339,6 +348,9 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
     let mut failed = 0u64;
     if a.iam {
         failed += copy_identities(&list, a.dry_run, a.ends.conn.json).await?;
+    }
+    if let Some(export) = &minio {
+        failed += import_minio_identities(export, &list, a.dry_run, a.ends.conn.json).await?;
     }
     let mut reports = Vec::new();
     for (source, dest) in list {
@@ -413,6 +425,20 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--iam-export FILE`: a MinIO deployment's identities. Answers how many failed.
+async fn import_minio_identities(
+    export: &feiyun_migrate::iam_minio::MinioExport,
+    list: &[(Source, Dest)],
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<u64> {
+    let Some((_, dest)) = list.first() else {
+        bail!("--iam-export needs a destination");
+    };
+    let s = feiyun_migrate::iam_minio::import(export, &dest.client, dry_run).await?;
+    report_identities(&s, dry_run, json, "not imported")
+}
+
 /// `--iam`: the source's identities, once for the whole run. Answers how many failed.
 async fn copy_identities(
     list: &[(Source, Dest)],
@@ -425,6 +451,21 @@ async fn copy_identities(
     // Nothing is created here before the source has shown it can be read.
     source.probe(&Limits::default(), false).await?;
     let s = feiyun_migrate::iam::copy_iam(client, &dest.client, dry_run).await?;
+    report_identities(
+        &s,
+        dry_run,
+        json,
+        "not copied (IAM cannot give a secret back; issue new keys)",
+    )
+}
+
+/// Prints what an identity copy did; answers how many failed.
+fn report_identities(
+    s: &feiyun_migrate::iam::IamSummary,
+    dry_run: bool,
+    json: bool,
+    not_copied: &str,
+) -> anyhow::Result<u64> {
     if json {
         outln!("{}", serde_json::json!({ "iam": s }));
     } else {
@@ -435,7 +476,7 @@ async fn copy_identities(
             outln!("exists already, left as it is: {e}");
         }
         for k in &s.keys_not_copied {
-            outln!("not copied (IAM cannot give a secret back; issue new keys): {k}");
+            outln!("{not_copied}: {k}");
         }
         for f in &s.failures {
             outln!("  failed: {}: {}", f.key, f.error);

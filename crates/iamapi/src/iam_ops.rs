@@ -150,6 +150,30 @@ pub(crate) async fn run<M: MetaStore>(
             key_meta(&mut x, &k);
             x.leaf("SecretAccessKey", &k.secret).close("AccessKey");
         }
+        // A Feiyun extension, for migrations: a key whose id and secret were issued
+        // elsewhere. Only the account's root may choose a secret for a user.
+        "ImportAccessKey" => {
+            let name = p.required("UserName")?;
+            if !cx.caller.principal.is_root {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "AccessDenied",
+                    "ImportAccessKey is for the account's root user only",
+                ));
+            }
+            cx.authorize("iam:CreateAccessKey", &user_arn(name))?;
+            let k = iam
+                .import_access_key(
+                    acct,
+                    name,
+                    p.required("AccessKeyId")?,
+                    p.required("SecretAccessKey")?,
+                )
+                .await?;
+            x.open("AccessKey");
+            key_meta(&mut x, &k);
+            x.close("AccessKey");
+        }
         "ListAccessKeys" => {
             let name = key_owner()?;
             cx.authorize("iam:ListAccessKeys", &user_arn(&name))?;

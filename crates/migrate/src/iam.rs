@@ -31,11 +31,16 @@ pub struct IamSummary {
     pub failures: Vec<Failure>,
 }
 
-struct Iam<'a> {
-    src: &'a S3Client,
+/// What is written at the destination, and the summary of it.
+pub(crate) struct Writer<'a> {
     dst: &'a S3Client,
     dry_run: bool,
     out: IamSummary,
+}
+
+struct Iam<'a> {
+    src: &'a S3Client,
+    w: Writer<'a>,
     /// Source managed-policy ARN → destination ARN, for the policies this run created.
     arns: HashMap<String, String>,
     /// Groups this run created: the only ones a copied user is added to.
@@ -47,7 +52,10 @@ fn err(what: &str, e: ClientError) -> Error {
 }
 
 /// Every `member` of a listing, across pages (`Marker`, `IsTruncated`).
-async fn list(c: &S3Client, params: &[(&str, &str)]) -> Result<Vec<String>, ClientError> {
+pub(crate) async fn list(
+    c: &S3Client,
+    params: &[(&str, &str)],
+) -> Result<Vec<String>, ClientError> {
     // More identities than any account holds: a source that pages on past it, or repeats a
     // marker, is broken or hostile.
     const MAX_ITEMS: usize = 100_000;
@@ -87,8 +95,20 @@ fn document(text: &str, tag: &str) -> Option<String> {
     Some(xml::url_decode(&raw).unwrap_or(raw))
 }
 
-impl Iam<'_> {
-    fn fail(&mut self, what: String, e: impl std::fmt::Display) {
+impl<'a> Writer<'a> {
+    pub(crate) fn new(dst: &'a S3Client, dry_run: bool) -> Self {
+        Self {
+            dst,
+            dry_run,
+            out: IamSummary::default(),
+        }
+    }
+
+    pub(crate) fn finish(self) -> IamSummary {
+        self.out
+    }
+
+    pub(crate) fn fail(&mut self, what: String, e: impl std::fmt::Display) {
         self.out.failures.push(Failure {
             key: format!("(iam) {what}"),
             error: e.to_string(),
@@ -96,7 +116,11 @@ impl Iam<'_> {
     }
 
     /// Creates one entity; `Ok(true)` if it was created, `Ok(false)` if it was there.
-    async fn create(&mut self, what: String, params: &[(&str, &str)]) -> Result<bool, ()> {
+    pub(crate) async fn create(
+        &mut self,
+        what: String,
+        params: &[(&str, &str)],
+    ) -> Result<bool, ()> {
         if self.dry_run {
             self.out.created.push(what);
             return Ok(true);
@@ -118,7 +142,7 @@ impl Iam<'_> {
     }
 
     /// An attachment, inline policy or membership at the destination.
-    async fn link(&mut self, what: String, params: &[(&str, &str)]) {
+    pub(crate) async fn link(&mut self, what: String, params: &[(&str, &str)]) {
         if self.dry_run {
             self.out.links += 1;
             return;
@@ -128,7 +152,9 @@ impl Iam<'_> {
             Err(e) => self.fail(what, e),
         }
     }
+}
 
+impl Iam<'_> {
     fn mapped(&self, arn: &str) -> Option<String> {
         if arn.starts_with("arn:aws:iam::aws:policy/") {
             return Some(arn.to_owned());
@@ -162,12 +188,13 @@ impl Iam<'_> {
             {
                 Ok(t) => t,
                 Err(e) => {
-                    self.fail(format!("policy {name}"), e);
+                    self.w.fail(format!("policy {name}"), e);
                     continue;
                 }
             };
             let Some(doc) = document(&text, "Document") else {
-                self.fail(format!("policy {name}"), "the source sent no document");
+                self.w
+                    .fail(format!("policy {name}"), "the source sent no document");
                 continue;
             };
             let mut params = vec![
@@ -180,19 +207,22 @@ impl Iam<'_> {
             if let Some(d) = &description {
                 params.push(("Description", d));
             }
-            if self.create(format!("policy {name}"), &params).await == Ok(true) {
+            if self.w.create(format!("policy {name}"), &params).await == Ok(true) {
                 created.push((arn, name));
             }
         }
         // The destination's ARNs of the policies just created, by the name they were
         // created under (the account in their ARNs is this region's).
-        if self.dry_run {
+        if self.w.dry_run {
             self.arns = created.into_iter().map(|(a, _)| (a.clone(), a)).collect();
             return Ok(());
         }
-        let here = list(self.dst, &[("Action", "ListPolicies"), ("Scope", "Local")])
-            .await
-            .map_err(|e| Error::Dest(format!("IAM ListPolicies: {e}")))?;
+        let here = list(
+            self.w.dst,
+            &[("Action", "ListPolicies"), ("Scope", "Local")],
+        )
+        .await
+        .map_err(|e| Error::Dest(format!("IAM ListPolicies: {e}")))?;
         let by_name: HashMap<String, String> = here
             .iter()
             .filter_map(|p| Some((xml::field(p, "PolicyName")?, xml::field(p, "Arn")?)))
@@ -224,17 +254,18 @@ impl Iam<'_> {
             let what = format!("{} {name}: attach {arn}", kind.to_lowercase());
             match self.mapped(&arn) {
                 Some(here) => {
-                    self.link(
-                        what,
-                        &[
-                            ("Action", &format!("Attach{kind}Policy")),
-                            (&name_param, name),
-                            ("PolicyArn", &here),
-                        ],
-                    )
-                    .await
+                    self.w
+                        .link(
+                            what,
+                            &[
+                                ("Action", &format!("Attach{kind}Policy")),
+                                (&name_param, name),
+                                ("PolicyArn", &here),
+                            ],
+                        )
+                        .await
                 }
-                None => self.fail(what, "no such policy was copied"),
+                None => self.w.fail(what, "no such policy was copied"),
             }
         }
         let inline = list(
@@ -263,24 +294,25 @@ impl Iam<'_> {
             {
                 Ok(t) => t,
                 Err(e) => {
-                    self.fail(what, e);
+                    self.w.fail(what, e);
                     continue;
                 }
             };
             let Some(doc) = document(&text, "PolicyDocument") else {
-                self.fail(what, "the source sent no document");
+                self.w.fail(what, "the source sent no document");
                 continue;
             };
-            self.link(
-                what,
-                &[
-                    ("Action", &format!("Put{kind}Policy")),
-                    (&name_param, name),
-                    ("PolicyName", &policy),
-                    ("PolicyDocument", &doc),
-                ],
-            )
-            .await;
+            self.w
+                .link(
+                    what,
+                    &[
+                        ("Action", &format!("Put{kind}Policy")),
+                        (&name_param, name),
+                        ("PolicyName", &policy),
+                        ("PolicyDocument", &doc),
+                    ],
+                )
+                .await;
         }
         Ok(())
     }
@@ -299,7 +331,7 @@ impl Iam<'_> {
                 ("GroupName", name.as_str()),
                 ("Path", path.as_str()),
             ];
-            if self.create(format!("group {name}"), &params).await == Ok(true) {
+            if self.w.create(format!("group {name}"), &params).await == Ok(true) {
                 self.groups.insert(name.clone());
                 self.policies_of("Group", &name).await?;
             }
@@ -321,7 +353,7 @@ impl Iam<'_> {
                 ("UserName", name.as_str()),
                 ("Path", path.as_str()),
             ];
-            if self.create(format!("user {name}"), &params).await != Ok(true) {
+            if self.w.create(format!("user {name}"), &params).await != Ok(true) {
                 continue;
             }
             self.policies_of("User", &name).await?;
@@ -336,21 +368,22 @@ impl Iam<'_> {
                     continue;
                 };
                 if !self.groups.contains(&group) {
-                    self.fail(
+                    self.w.fail(
                         format!("user {name}: member of {group}"),
                         "that group was not created by this run; add the user by hand",
                     );
                     continue;
                 }
-                self.link(
-                    format!("user {name}: member of {group}"),
-                    &[
-                        ("Action", "AddUserToGroup"),
-                        ("UserName", &name),
-                        ("GroupName", &group),
-                    ],
-                )
-                .await;
+                self.w
+                    .link(
+                        format!("user {name}: member of {group}"),
+                        &[
+                            ("Action", "AddUserToGroup"),
+                            ("UserName", &name),
+                            ("GroupName", &group),
+                        ],
+                    )
+                    .await;
             }
             let keys = list(
                 self.src,
@@ -359,7 +392,8 @@ impl Iam<'_> {
             .await
             .map_err(|e| err("ListAccessKeys", e))?;
             if !keys.is_empty() {
-                self.out
+                self.w
+                    .out
                     .keys_not_copied
                     .push(format!("{name}: {} access key(s)", keys.len()));
             }
@@ -374,14 +408,12 @@ impl Iam<'_> {
 pub async fn copy_iam(src: &S3Client, dst: &S3Client, dry_run: bool) -> Result<IamSummary, Error> {
     let mut iam = Iam {
         src,
-        dst,
-        dry_run,
-        out: IamSummary::default(),
+        w: Writer::new(dst, dry_run),
         arns: HashMap::new(),
         groups: Default::default(),
     };
     iam.policies().await?;
     iam.groups().await?;
     iam.users().await?;
-    Ok(iam.out)
+    Ok(iam.w.finish())
 }

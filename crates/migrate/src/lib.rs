@@ -12,6 +12,7 @@ mod copy;
 pub mod dest;
 pub mod history;
 pub mod iam;
+pub mod iam_minio;
 pub mod journal;
 pub mod limit;
 mod multipart;

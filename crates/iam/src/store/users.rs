@@ -138,6 +138,74 @@ impl<M: MetaStore> Iam<M> {
         .await
     }
 
+    /// An access key whose id and secret come from elsewhere (a MinIO export, where the
+    /// user *is* its access key): clients keep their credentials across a migration. The
+    /// id must be free here and not look like one this region issues for sessions; the
+    /// secret must be one a signer can hold.
+    pub async fn import_access_key(
+        &self,
+        account: &str,
+        user: &str,
+        access_key: &str,
+        secret: &str,
+    ) -> Result<AccessKeyRecord, IamError> {
+        let id_ok = (3..=128).contains(&access_key.len())
+            && access_key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+            && !access_key.starts_with("ASIA");
+        if !id_ok {
+            return Err(IamError::Validation(
+                "AccessKeyId must be 3 to 128 of A-Z, a-z, 0-9 and +=,.@_- and not start with ASIA"
+                    .into(),
+            ));
+        }
+        let secret_ok =
+            (8..=128).contains(&secret.len()) && secret.bytes().all(|b| b.is_ascii_graphic());
+        if !secret_ok {
+            return Err(IamError::Validation(
+                "SecretAccessKey must be 8 to 128 printable characters".into(),
+            ));
+        }
+        if access_key == self.root.access_key {
+            return Err(IamError::EntityAlreadyExists(format!(
+                "The access key {access_key} is taken"
+            )));
+        }
+        self.change(|st, b| {
+            let u = st.user(account, user)?;
+            let n = st
+                .keys
+                .values()
+                .filter(|k| k.account == account && k.user == u.name)
+                .count();
+            if n >= limits::ACCESS_KEYS_PER_USER {
+                return Err(IamError::LimitExceeded(format!(
+                    "Cannot exceed quota for AccessKeysPerUser: {}",
+                    limits::ACCESS_KEYS_PER_USER
+                )));
+            }
+            if st.keys.contains_key(access_key) {
+                return Err(IamError::EntityAlreadyExists(format!(
+                    "The access key {access_key} is taken"
+                )));
+            }
+            let k = AccessKeyRecord {
+                access_key: access_key.to_owned(),
+                secret: secret.to_owned(),
+                account: account.to_owned(),
+                user: u.name.clone(),
+                status: KeyStatus::Active,
+                created: now(),
+            };
+            let row = key(&[KEY, &k.access_key]);
+            b.check_absent(Table::Iam, row.clone());
+            b.put(Table::Iam, row.clone(), self.sealed(&row, &k)?);
+            Ok(k)
+        })
+        .await
+    }
+
     pub fn list_access_keys(
         &self,
         account: &str,
