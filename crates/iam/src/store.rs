@@ -19,6 +19,7 @@ mod mfa;
 mod policies;
 mod session_ops;
 mod users;
+pub use users::check_imported_key;
 
 use session_ops::session_caller;
 
@@ -826,6 +827,12 @@ impl<M: MetaStore> Iam<M> {
             let Ok(u) = st.user(&k.account, &k.user) else {
                 continue;
             };
+            // A user's key never stands in for the root's (one imported or pushed by a
+            // peer before this region's root key was changed to the same id).
+            if k.access_key == self.root.access_key {
+                tracing::error!(key = %k.access_key, "a user's access key has the root's id; ignored");
+                continue;
+            }
             callers.insert(
                 k.access_key.clone(),
                 Arc::new(Caller {

@@ -161,13 +161,23 @@ pub(crate) async fn run<M: MetaStore>(
                     "ImportAccessKey is for the account's root user only",
                 ));
             }
-            cx.authorize("iam:CreateAccessKey", &user_arn(name))?;
+            cx.authorize("iam:ImportAccessKey", &user_arn(name))?;
+            let status = match p.get("Status").unwrap_or("Active") {
+                "Active" => KeyStatus::Active,
+                "Inactive" => KeyStatus::Inactive,
+                other => {
+                    return Err(ApiError::validation(format!(
+                        "Invalid status {other}: must be Active or Inactive"
+                    )));
+                }
+            };
             let k = iam
                 .import_access_key(
                     acct,
                     name,
                     p.required("AccessKeyId")?,
                     p.required("SecretAccessKey")?,
+                    status,
                 )
                 .await?;
             x.open("AccessKey");

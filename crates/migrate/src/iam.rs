@@ -141,15 +141,22 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// An attachment, inline policy or membership at the destination.
-    pub(crate) async fn link(&mut self, what: String, params: &[(&str, &str)]) {
+    /// An attachment, inline policy, membership or key at the destination; whether it was
+    /// made (or, dry, would be).
+    pub(crate) async fn link(&mut self, what: String, params: &[(&str, &str)]) -> bool {
         if self.dry_run {
             self.out.links += 1;
-            return;
+            return true;
         }
         match self.dst.query_api("iam", params).await {
-            Ok(_) => self.out.links += 1,
-            Err(e) => self.fail(what, e),
+            Ok(_) => {
+                self.out.links += 1;
+                true
+            }
+            Err(e) => {
+                self.fail(what, e);
+                false
+            }
         }
     }
 }
@@ -263,7 +270,7 @@ impl Iam<'_> {
                                 ("PolicyArn", &here),
                             ],
                         )
-                        .await
+                        .await;
                 }
                 None => self.w.fail(what, "no such policy was copied"),
             }

@@ -19,10 +19,11 @@ use crate::client::S3Client;
 use crate::iam::{IamSummary, Writer, list};
 use crate::{Error, xml};
 
-/// Largest export file read, and largest file inside it.
-const MAX_EXPORT: u64 = 64 << 20;
+/// Largest export file read, and most bytes inflated from it (a deployment of ten thousand
+/// users exports a few MiB).
+const MAX_EXPORT: u64 = 16 << 20;
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MinioExport {
     policies: BTreeMap<String, serde_json::Value>,
     users: BTreeMap<String, MinioUser>,
@@ -34,7 +35,7 @@ pub struct MinioExport {
     sts_mappings: Vec<String>,
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 struct MinioUser {
     #[serde(rename = "secretKey")]
     secret_key: String,
@@ -42,7 +43,16 @@ struct MinioUser {
     status: String,
 }
 
-#[derive(Debug, serde::Deserialize)]
+impl std::fmt::Debug for MinioUser {
+    /// Never the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MinioUser")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Deserialize)]
 struct MinioGroup {
     #[serde(default)]
     members: Option<Vec<String>>,
@@ -50,7 +60,7 @@ struct MinioGroup {
     status: String,
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 struct Mapped {
     #[serde(default)]
     policy: String,
@@ -60,20 +70,40 @@ fn bad(path: &Path, why: impl std::fmt::Display) -> Error {
     Error::Source(format!("{}: not a MinIO IAM export: {why}", path.display()))
 }
 
+/// A JSON file of the export that does not parse. serde's own message may quote a value,
+/// and a value here may be a secret, so only where it failed is said.
+fn bad_json(path: &Path, name: &str, e: &serde_json::Error) -> Error {
+    bad(
+        path,
+        format!(
+            "{name} is not the JSON MinIO writes (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+    )
+}
+
 /// Reads and checks an export file; nothing is sent anywhere.
 pub fn read_export(path: &Path) -> Result<MinioExport, Error> {
-    let meta = std::fs::metadata(path).map_err(|e| bad(path, e))?;
-    if meta.len() > MAX_EXPORT {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| bad(path, e))?;
+    if !file.metadata().map_err(|e| bad(path, e))?.is_file() {
+        return Err(bad(path, "not a regular file"));
+    }
+    let mut data = Vec::new();
+    file.take(MAX_EXPORT + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| bad(path, e))?;
+    if data.len() as u64 > MAX_EXPORT {
         return Err(bad(path, format!("larger than {MAX_EXPORT} bytes")));
     }
-    let data = std::fs::read(path).map_err(|e| bad(path, e))?;
     let files = zip::entries(&data).map_err(|e| bad(path, e))?;
     let json = |name: &str| -> Result<Option<serde_json::Value>, Error> {
         match files.get(&format!("iam-assets/{name}")) {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice::<serde_json::Value>(bytes)
                 .map(|v| (!v.is_null()).then_some(v))
-                .map_err(|e| bad(path, format!("{name}: {e}"))),
+                .map_err(|e| bad_json(path, name, &e)),
         }
     };
     fn typed<T: serde::de::DeserializeOwned>(
@@ -83,7 +113,7 @@ pub fn read_export(path: &Path) -> Result<MinioExport, Error> {
     ) -> Result<BTreeMap<String, T>, Error> {
         match v {
             None => Ok(BTreeMap::new()),
-            Some(v) => serde_json::from_value(v).map_err(|e| bad(path, format!("{name}: {e}"))),
+            Some(v) => serde_json::from_value(v).map_err(|e| bad_json(path, name, &e)),
         }
     }
     if !files.keys().any(|k| k.starts_with("iam-assets/")) {
@@ -142,6 +172,20 @@ pub async fn import(
     dst: &S3Client,
     dry_run: bool,
 ) -> Result<IamSummary, Error> {
+    // Only the account's root may import a key: found out before anything is created, so a
+    // run with other credentials does not leave users without their keys.
+    if !export.users.is_empty() {
+        let me = dst
+            .query_api("sts", &[("Action", "GetCallerIdentity")])
+            .await
+            .map_err(|e| Error::Dest(format!("STS GetCallerIdentity: {e}")))?;
+        if !xml::field(&me, "Arn").is_some_and(|a| a.ends_with(":root")) {
+            return Err(Error::Dest(
+                "--iam-export imports users' own keys, which only the account's root may do: sign as root"
+                    .into(),
+            ));
+        }
+    }
     let mut w = Writer::new(dst, dry_run);
     // Policies first, by name; the ARNs they got here, for the attachments.
     let mut created = Vec::new();
@@ -177,34 +221,37 @@ pub async fn import(
     let mut users = HashSet::new();
     for (key, u) in &export.users {
         let what = format!("user {key}");
+        // A key this region cannot hold is reported before its user is created.
+        if let Err(e) = feiyun_iam::store::check_imported_key(key, &u.secret_key) {
+            w.fail(what, e);
+            continue;
+        }
         let params = [("Action", "CreateUser"), ("UserName", key.as_str())];
         if w.create(what.clone(), &params).await != Ok(true) {
             continue;
         }
         users.insert(key.clone());
-        w.link(
-            format!("{what}: its access key"),
-            &[
-                ("Action", "ImportAccessKey"),
-                ("UserName", key.as_str()),
-                ("AccessKeyId", key.as_str()),
-                ("SecretAccessKey", u.secret_key.as_str()),
-            ],
-        )
-        .await;
-        if u.status == "disabled" {
-            w.link(
-                format!("{what}: disabled, as at the source"),
+        // A disabled user's key is imported inactive, in the same commit.
+        let status = if u.status == "disabled" {
+            "Inactive"
+        } else {
+            "Active"
+        };
+        let imported = w
+            .link(
+                format!("{what}: its access key"),
                 &[
-                    ("Action", "UpdateAccessKey"),
+                    ("Action", "ImportAccessKey"),
                     ("UserName", key.as_str()),
                     ("AccessKeyId", key.as_str()),
-                    ("Status", "Inactive"),
+                    ("SecretAccessKey", u.secret_key.as_str()),
+                    ("Status", status),
                 ],
             )
             .await;
+        if imported {
+            attach(&mut w, &arns, "User", key, export.user_policies.get(key)).await;
         }
-        attach(&mut w, &arns, "User", key, export.user_policies.get(key)).await;
     }
     for (name, g) in &export.groups {
         let what = format!("group {name}");
@@ -348,7 +395,10 @@ mod zip {
             }
             total += size as u64;
             if total > super::MAX_EXPORT {
-                return Err(format!("more than {} bytes once inflated", super::MAX_EXPORT));
+                return Err(format!(
+                    "more than {} bytes once inflated",
+                    super::MAX_EXPORT
+                ));
             }
             if u32_at(d, local)? != LOCAL {
                 return Err(format!("{name}: damaged local header"));

@@ -148,25 +148,9 @@ impl<M: MetaStore> Iam<M> {
         user: &str,
         access_key: &str,
         secret: &str,
+        status: KeyStatus,
     ) -> Result<AccessKeyRecord, IamError> {
-        let id_ok = (3..=128).contains(&access_key.len())
-            && access_key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
-            && !access_key.starts_with("ASIA");
-        if !id_ok {
-            return Err(IamError::Validation(
-                "AccessKeyId must be 3 to 128 of A-Z, a-z, 0-9 and +=,.@_- and not start with ASIA"
-                    .into(),
-            ));
-        }
-        let secret_ok =
-            (8..=128).contains(&secret.len()) && secret.bytes().all(|b| b.is_ascii_graphic());
-        if !secret_ok {
-            return Err(IamError::Validation(
-                "SecretAccessKey must be 8 to 128 printable characters".into(),
-            ));
-        }
+        check_imported_key(access_key, secret)?;
         if access_key == self.root.access_key {
             return Err(IamError::EntityAlreadyExists(format!(
                 "The access key {access_key} is taken"
@@ -195,7 +179,7 @@ impl<M: MetaStore> Iam<M> {
                 secret: secret.to_owned(),
                 account: account.to_owned(),
                 user: u.name.clone(),
-                status: KeyStatus::Active,
+                status,
                 created: now(),
             };
             let row = key(&[KEY, &k.access_key]);
@@ -269,4 +253,29 @@ impl<M: MetaStore> Iam<M> {
         })
         .await
     }
+}
+
+/// What an imported key must be: an id the signature parsers read as one token (no `,`,
+/// `=` or `/`, which separate a credential's fields) and not a session's (`ASIA…`), and a
+/// secret of 8 to 128 printable characters (MinIO's shortest is 8).
+pub fn check_imported_key(access_key: &str, secret: &str) -> Result<(), IamError> {
+    let id_ok = (3..=128).contains(&access_key.len())
+        && access_key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+.@_-".contains(&b))
+        && !access_key.starts_with("ASIA");
+    if !id_ok {
+        return Err(IamError::Validation(
+            "AccessKeyId must be 3 to 128 of A-Z, a-z, 0-9 and +.@_- and not start with ASIA"
+                .into(),
+        ));
+    }
+    let secret_ok =
+        (8..=128).contains(&secret.len()) && secret.bytes().all(|b| b.is_ascii_graphic());
+    if !secret_ok {
+        return Err(IamError::Validation(
+            "SecretAccessKey must be 8 to 128 printable characters".into(),
+        ));
+    }
+    Ok(())
 }
