@@ -346,11 +346,14 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
         progress,
     };
     let mut failed = 0u64;
+    // Identity failures are printed with the identities, not in the objects' report.
+    let mut identities_failed = 0u64;
     if a.iam {
-        failed += copy_identities(&list, a.dry_run, a.ends.conn.json).await?;
+        identities_failed += copy_identities(&list, a.dry_run, a.ends.conn.json).await?;
     }
     if let Some(export) = &minio {
-        failed += import_minio_identities(export, &list, a.dry_run, a.ends.conn.json).await?;
+        identities_failed +=
+            import_minio_identities(export, &list, a.dry_run, a.ends.conn.json).await?;
     }
     let mut reports = Vec::new();
     for (source, dest) in list {
@@ -412,15 +415,27 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
         }
         reports.push(report);
     }
+    let identities = match identities_failed {
+        0 => String::new(),
+        n => format!("{n} identity change(s) failed (listed above)"),
+    };
     if failed > 0 {
         bail!(
-            "{failed} object(s) were not copied; see {}",
+            "{failed} object(s) were not copied; see {}{}",
             reports
                 .iter()
                 .map(|r| r.display().to_string())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            if identities.is_empty() {
+                String::new()
+            } else {
+                format!("; {identities}")
+            }
         );
+    }
+    if !identities.is_empty() {
+        bail!("{identities}");
     }
     Ok(())
 }

@@ -161,7 +161,9 @@ async fn survives_the_database_restarting_under_writers() {
     let pg = Arc::new(pg);
     let p = pg.clone();
     tokio::task::spawn_blocking(move || p.stop()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Longer than a commit's whole retry budget (ten attempts, about 2.6 s of back-off at
+    // most), so some commit must fail rather than ride the outage out.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     let p = pg.clone();
     tokio::task::spawn_blocking(move || p.restart())
         .await

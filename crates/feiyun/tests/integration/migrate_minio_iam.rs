@@ -136,6 +136,12 @@ async fn users_keep_their_own_keys_and_policies_come_along() {
 
     let o = run(false);
     assert!(!o.status.success(), "two users failed, so the run fails");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        err.trim(),
+        "feiyun: 2 identity change(s) failed (listed above)",
+        "the objects' report holds no identity"
+    );
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     let s = &first["iam"];
