@@ -40,20 +40,14 @@ pub struct Metrics {
     audit: Option<(Arc<feiyun_audit::AuditHealth>, Counter, Gauge)>,
     /// A node's blob copies: counters mirroring its statistics, and the repair backlog.
     cluster: Option<ClusterSeries>,
-    /// The PostgreSQL engine's commit counters, when the region runs on it.
-    meta_commits: Option<MetaCommitSeries>,
-    /// Counters mirrored from a reader each render (the row cache's).
+    /// Counters mirrored from a reader at each render (the PostgreSQL engine's commits,
+    /// the row cache's).
     watched: Vec<(Counter, MirrorReader)>,
     sync: std::sync::Mutex<()>,
 }
 
-/// Reads one counter out of the PostgreSQL engine's commit statistics.
-type MetaCommitReader = fn(&feiyun_meta_pg::CommitStats) -> u64;
-type MirrorReader = Box<dyn Fn() -> u64 + Send + Sync>;
-type MetaCommitSeries = (
-    Arc<feiyun_meta_pg::CommitStats>,
-    Vec<(Counter, MetaCommitReader)>,
-);
+/// Reads a counter's current value, for [`Metrics::watch_counter`].
+pub type MirrorReader = Box<dyn Fn() -> u64 + Send + Sync>;
 
 impl Metrics {
     pub fn new(stats: Arc<OssStats>) -> Self {
@@ -144,7 +138,6 @@ impl Metrics {
             stats,
             audit: None,
             cluster: None,
-            meta_commits: None,
             watched: Vec::new(),
             sync: std::sync::Mutex::new(()),
         }
@@ -249,7 +242,8 @@ impl Metrics {
     /// Exports the PostgreSQL engine's group commits: how many batches each transaction
     /// carries, and how often the database asks for a retry.
     pub fn watch_meta_commits(&mut self, stats: Arc<feiyun_meta_pg::CommitStats>) {
-        let series: [(&str, &str, MetaCommitReader); 3] = [
+        type Read = fn(&feiyun_meta_pg::CommitStats) -> u64;
+        let series: [(&str, &str, Read); 3] = [
             (
                 "meta_commit_groups",
                 "Metadata transactions committed (each one group of batches)",
@@ -266,13 +260,10 @@ impl Metrics {
                 |s| s.retries.load(Ordering::Relaxed),
             ),
         ];
-        let mut counters = Vec::new();
         for (name, help, read) in series {
-            let c = Counter::default();
-            self.registry.register(name, help, c.clone());
-            counters.push((c, read));
+            let s = stats.clone();
+            self.watch_counter(name, help, Box::new(move || read(&s)));
         }
-        self.meta_commits = Some((stats, counters));
     }
 
     /// A counter whose value `read` gives at each render.
@@ -322,11 +313,6 @@ impl Metrics {
             }
             for (counter, read) in &self.watched {
                 catch_up(counter, read());
-            }
-            if let Some((stats, counters)) = &self.meta_commits {
-                for (counter, read) in counters {
-                    catch_up(counter, read(stats));
-                }
             }
             if let Some(c) = &self.cluster {
                 for (counter, read) in &c.counters {

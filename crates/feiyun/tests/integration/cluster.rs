@@ -40,6 +40,15 @@ pub(crate) fn node_env<'a>(
     ]
 }
 
+/// Three nodes `node-0`..`node-2` on the database at `url`, with their data directories.
+fn three_nodes(url: &str) -> (Vec<tempfile::TempDir>, Vec<Node>) {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = (0..3)
+        .map(|i| start_node(dirs[i].path(), url, &format!("node-{i}")))
+        .collect();
+    (dirs, nodes)
+}
+
 pub(crate) fn start_node(dir: &Path, url: &str, id: &str) -> Node {
     start_node_at(dir, url, id, free_addr())
 }
@@ -98,10 +107,7 @@ fn refused(out: &Output) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_join_heartbeat_drain_and_are_removed_once_down() {
     let url = pg().fresh_database("membership");
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| start_node(dirs[i].path(), &url, &format!("node-{i}")))
-        .collect();
+    let (dirs, mut nodes) = three_nodes(&url);
 
     // Every node lists all three, up, with their addresses, zone and disk.
     let s = status(&nodes[1].region);
@@ -308,10 +314,7 @@ fn a_data_directory_serves_one_process() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_change_through_one_node_holds_on_every_node_within_a_second() {
     let url = pg().fresh_database("invalidation");
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes: Vec<Node> = (0..3)
-        .map(|i| start_node(dirs[i].path(), &url, &format!("node-{i}")))
-        .collect();
+    let (dirs, nodes) = three_nodes(&url);
     let user = iam_user(
         &nodes[0].region,
         "app",
@@ -700,10 +703,7 @@ async fn every_node_reads_the_last_acknowledged_write_though_it_caches() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     let url = pg().fresh_database("row_cache");
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes: Vec<Node> = (0..3)
-        .map(|i| start_node(dirs[i].path(), &url, &format!("node-{i}")))
-        .collect();
+    let (_dirs, nodes) = three_nodes(&url);
     let clients: Vec<_> = nodes.iter().map(|n| n.region.client()).collect();
     clients[0]
         .create_bucket()

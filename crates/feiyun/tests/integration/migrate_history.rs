@@ -790,7 +790,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// A query call to `r`'s IAM as root; the answer's body, after checking it is a 200.
-fn iam(r: &Region, params: &[(&str, &str)]) -> String {
+pub(crate) fn iam(r: &Region, params: &[(&str, &str)]) -> String {
     let resp = crate::common::query_call(
         r.addr,
         (crate::common::ACCESS_KEY, crate::common::SECRET_KEY),

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::common::{Region, client_for, query_call};
 use crate::migrate::{feiyun, text};
+use crate::migrate_history::iam;
 
 /// Writes `files` (name, JSON) under `iam-assets/` as a deflated zip, as MinIO does.
 fn export_zip(path: &Path, files: &[(&str, serde_json::Value)]) {
@@ -121,18 +122,8 @@ async fn users_keep_their_own_keys_and_policies_come_along() {
         "{}",
         text(&o)
     );
-    let resp = query_call(
-        r.addr,
-        (crate::common::ACCESS_KEY, crate::common::SECRET_KEY),
-        "iam",
-        "2010-05-08",
-        &[("Action", "ListUsers")],
-    );
-    assert!(
-        !resp.body_text().contains("appkey01"),
-        "{}",
-        resp.body_text()
-    );
+    let listed = iam(&r, &[("Action", "ListUsers")]);
+    assert!(!listed.contains("appkey01"), "{listed}");
 
     let o = run(false);
     assert!(!o.status.success(), "two users failed, so the run fails");
@@ -261,14 +252,8 @@ async fn only_the_account_root_may_import_keys_and_nothing_is_created_otherwise(
         .unwrap();
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("root"), "{}", text(&o));
-    let resp = query_call(
-        r.addr,
-        (crate::common::ACCESS_KEY, crate::common::SECRET_KEY),
-        "iam",
-        "2010-05-08",
-        &[("Action", "ListPolicies"), ("Scope", "Local")],
-    );
-    assert!(!resp.body_text().contains("p1"), "{}", resp.body_text());
+    let listed = iam(&r, &[("Action", "ListPolicies"), ("Scope", "Local")]);
+    assert!(!listed.contains("p1"), "{listed}");
 }
 
 #[test]
@@ -310,12 +295,6 @@ fn a_file_that_is_not_an_export_is_refused_before_anything_is_created() {
         assert!(err.contains("not a MinIO IAM export"), "{name}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
     }
-    let resp = query_call(
-        r.addr,
-        (crate::common::ACCESS_KEY, crate::common::SECRET_KEY),
-        "iam",
-        "2010-05-08",
-        &[("Action", "ListUsers")],
-    );
-    assert!(!resp.body_text().contains("k1"), "{}", resp.body_text());
+    let listed = iam(&r, &[("Action", "ListUsers")]);
+    assert!(!listed.contains("k1"), "{listed}");
 }

@@ -110,30 +110,8 @@ impl<M: MetaStore> Iam<M> {
         user: &str,
     ) -> Result<AccessKeyRecord, IamError> {
         self.change(|st, b| {
-            let u = st.user(account, user)?;
-            let n = st
-                .keys
-                .values()
-                .filter(|k| k.account == account && k.user == u.name)
-                .count();
-            if n >= limits::ACCESS_KEYS_PER_USER {
-                return Err(IamError::LimitExceeded(format!(
-                    "Cannot exceed quota for AccessKeysPerUser: {}",
-                    limits::ACCESS_KEYS_PER_USER
-                )));
-            }
-            let k = AccessKeyRecord {
-                access_key: new_id("AKIA", 16),
-                secret: new_secret(),
-                account: account.to_owned(),
-                user: u.name.clone(),
-                status: KeyStatus::Active,
-                created: now(),
-            };
-            b.check_absent(Table::Iam, key(&[KEY, &k.access_key]));
-            let row = key(&[KEY, &k.access_key]);
-            b.put(Table::Iam, row.clone(), self.sealed(&row, &k)?);
-            Ok(k)
+            let id = new_id("AKIA", 16);
+            self.add_key(st, b, account, user, id, new_secret(), KeyStatus::Active)
         })
         .await
     }
@@ -157,37 +135,54 @@ impl<M: MetaStore> Iam<M> {
             )));
         }
         self.change(|st, b| {
-            let u = st.user(account, user)?;
-            let n = st
-                .keys
-                .values()
-                .filter(|k| k.account == account && k.user == u.name)
-                .count();
-            if n >= limits::ACCESS_KEYS_PER_USER {
-                return Err(IamError::LimitExceeded(format!(
-                    "Cannot exceed quota for AccessKeysPerUser: {}",
-                    limits::ACCESS_KEYS_PER_USER
-                )));
-            }
             if st.keys.contains_key(access_key) {
                 return Err(IamError::EntityAlreadyExists(format!(
                     "The access key {access_key} is taken"
                 )));
             }
-            let k = AccessKeyRecord {
-                access_key: access_key.to_owned(),
-                secret: secret.to_owned(),
-                account: account.to_owned(),
-                user: u.name.clone(),
-                status,
-                created: now(),
-            };
-            let row = key(&[KEY, &k.access_key]);
-            b.check_absent(Table::Iam, row.clone());
-            b.put(Table::Iam, row.clone(), self.sealed(&row, &k)?);
-            Ok(k)
+            let (id, secret) = (access_key.to_owned(), secret.to_owned());
+            self.add_key(st, b, account, user, id, secret, status)
         })
         .await
+    }
+
+    /// Adds a key to `user` in `b`, within the per-user quota; the id must be free when
+    /// the batch commits.
+    #[allow(clippy::too_many_arguments)]
+    fn add_key(
+        &self,
+        st: &IamState,
+        b: &mut WriteBatch,
+        account: &str,
+        user: &str,
+        access_key: String,
+        secret: String,
+        status: KeyStatus,
+    ) -> Result<AccessKeyRecord, IamError> {
+        let u = st.user(account, user)?;
+        let n = st
+            .keys
+            .values()
+            .filter(|k| k.account == account && k.user == u.name)
+            .count();
+        if n >= limits::ACCESS_KEYS_PER_USER {
+            return Err(IamError::LimitExceeded(format!(
+                "Cannot exceed quota for AccessKeysPerUser: {}",
+                limits::ACCESS_KEYS_PER_USER
+            )));
+        }
+        let k = AccessKeyRecord {
+            access_key,
+            secret,
+            account: account.to_owned(),
+            user: u.name.clone(),
+            status,
+            created: now(),
+        };
+        let row = key(&[KEY, &k.access_key]);
+        b.check_absent(Table::Iam, row.clone());
+        b.put(Table::Iam, row.clone(), self.sealed(&row, &k)?);
+        Ok(k)
     }
 
     pub fn list_access_keys(
