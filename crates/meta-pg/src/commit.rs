@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use feiyun_meta::{Check, KvPair, MetaError, MetaRead, Mutation, Table, WriteBatch, envelope};
 use rand::Rng;
@@ -36,6 +36,12 @@ const MAX_GROUP: usize = 64;
 const MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
 /// Groups in flight at once, each on its own session.
 const MAX_GROUPS_IN_FLIGHT: usize = 4;
+/// A further group starts beside the ones in flight only when the newest of them has run
+/// this long (stuck in retries, a re-plan, a slow database). Otherwise the batches arriving
+/// wait for the group in flight and go together in the next: on a database sharing the
+/// machine, one group in flight did 1.5x the commits of four at 16 connections, each commit
+/// paying its round trips, fsync and invalidation messages once for more batches.
+const SLOW_GROUP: Duration = Duration::from_millis(20);
 /// Most batches waiting for a group; callers wait (asynchronously) beyond it.
 const MAX_QUEUE: usize = 4096;
 /// Commit markers older than this are swept; settling one takes seconds.
@@ -60,6 +66,8 @@ struct Queue {
     waiting: VecDeque<Waiting>,
     /// Workers running groups.
     workers: usize,
+    /// When the newest group in flight was taken.
+    newest_group: Option<Instant>,
 }
 
 /// What the committer has done since the store opened (Prometheus counters).
@@ -115,7 +123,9 @@ impl Committer {
                 reply,
                 _slot: slot,
             });
-            let start = q.workers < MAX_GROUPS_IN_FLIGHT;
+            let start = q.workers == 0
+                || (q.workers < MAX_GROUPS_IN_FLIGHT
+                    && q.newest_group.is_none_or(|t| t.elapsed() >= SLOW_GROUP));
             if start {
                 q.workers += 1;
             }
@@ -143,7 +153,11 @@ impl Committer {
         loop {
             let group = {
                 let mut q = lock(&self.queue);
-                take_group(&mut q.waiting)
+                let group = take_group(&mut q.waiting);
+                if !group.is_empty() {
+                    q.newest_group = Some(Instant::now());
+                }
+                group
             };
             if group.is_empty() {
                 return;

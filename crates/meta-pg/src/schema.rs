@@ -65,6 +65,7 @@ pub(crate) fn migrate(pool: &std::sync::Arc<Pool>) -> Result<(), PgError> {
             });
         }
         if found == VERSION {
+            tune(&mut c);
             return Ok(());
         }
         let next = found + 1;
@@ -83,6 +84,27 @@ pub(crate) fn migrate(pool: &std::sync::Arc<Pool>) -> Result<(), PgError> {
         }
     }
     Ok(())
+}
+
+/// Storage settings that only make things faster, applied at every start (they are cheap
+/// and idempotent). An engine that refuses one is used as it is.
+///
+/// PostgreSQL moves any row over ~2 KiB out of line (TOAST), compressing it first: a 4 KiB
+/// object's row became a compression attempt on bytes that do not compress, three rows in a
+/// side table and their index entries. The upsert of `feiyun_objects` cost 290 µs a call
+/// against 40–60 µs for the other tables' (pg_stat_statements, a 4 KiB PUT load); with rows
+/// up to a page kept whole, 190 µs.
+fn tune(c: &mut crate::conn::Pooled) {
+    for t in Table::ALL {
+        let s = format!(
+            "ALTER TABLE {} SET (toast_tuple_target = 8160)",
+            sql_table(t)
+        );
+        if let Err(e) = c.simple(&s) {
+            tracing::debug!(error = %e, "the database does not take toast_tuple_target");
+            return;
+        }
+    }
 }
 
 fn unreachable_step(v: i64) -> Result<Vec<String>, PgError> {

@@ -161,9 +161,29 @@ async fn survives_the_database_restarting_under_writers() {
     let pg = Arc::new(pg);
     let p = pg.clone();
     tokio::task::spawn_blocking(move || p.stop()).await.unwrap();
-    // Longer than a commit's whole retry budget (ten attempts, about 2.6 s of back-off at
-    // most), so some commit must fail rather than ride the outage out.
+    // The writers' commits in flight may ride the outage out (their group settles once the
+    // database is back); a commit begun while it is down must fail, and promptly.
+    let probe = {
+        let (s, failed) = (s.clone(), failed.clone());
+        tokio::spawn(async move {
+            for i in 0..20 {
+                let mut b = WriteBatch::new();
+                b.put(Table::Objects, format!("probe/{i}"), "x");
+                let started = std::time::Instant::now();
+                if s.commit(b).await.is_err() {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(3),
+                        "a failure took {:?}",
+                        started.elapsed()
+                    );
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
     tokio::time::sleep(Duration::from_millis(3000)).await;
+    probe.abort();
     let p = pg.clone();
     tokio::task::spawn_blocking(move || p.restart())
         .await

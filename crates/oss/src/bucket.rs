@@ -161,15 +161,20 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         .await
     }
 
+    /// The bucket's record. Every object request reads it (its settings decide encryption,
+    /// locking, versioning), so it is read as the object rows are: inline on the embedded
+    /// engine, from the node's coherent row cache in a multi-node region.
     pub async fn bucket(&self, name: &str) -> Result<BucketRecord, OssError> {
-        let k = keys::bucket(name);
-        let v = self
-            .blocking(move |m, _| Ok(m.get(Table::Buckets, &k)?))
-            .await?;
-        match v {
+        match self.bucket_row(name).await? {
             Some(bytes) => records::decode(&bytes),
             None => Err(OssError::NoSuchBucket),
         }
+    }
+
+    pub(crate) async fn bucket_row(&self, name: &str) -> Result<Option<Vec<u8>>, OssError> {
+        let k = keys::bucket(name);
+        let mut rows = self.meta.get_many_async(&[(Table::Buckets, &k)]).await?;
+        Ok(rows.pop().flatten())
     }
 
     pub async fn list_buckets(&self) -> Result<Vec<(String, BucketRecord)>, OssError> {

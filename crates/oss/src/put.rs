@@ -405,11 +405,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     }
 
     pub(crate) async fn require_bucket(&self, bucket: &str) -> Result<(), OssError> {
-        let k = keys::bucket(bucket);
-        let found = self
-            .blocking(move |m, _| Ok(m.get(Table::Buckets, &k)?.is_some()))
-            .await?;
-        if found {
+        if self.bucket_row(bucket).await?.is_some() {
             Ok(())
         } else {
             Err(OssError::NoSuchBucket)
