@@ -24,6 +24,10 @@
 //! if no invalidation of its rows (and no wholesale drop) arrived in the meantime, so an
 //! answer read before a commit is never stored after that commit's invalidation.
 //!
+//! A writer keeps the rows it committed the same way: it takes a ticket before the commit
+//! and stores the batch's values after it only if no other node's invalidation of those
+//! rows arrived meanwhile (one that did came from a later commit).
+//!
 //! Only rows of [`cacheable`] tables are kept; a node with no other node serves from its
 //! cache under the same rules (its list of nodes must be fresh).
 
@@ -86,6 +90,22 @@ pub struct Ticket {
     keys: Vec<Vec<u8>>,
     epoch: u64,
     shards: Vec<(usize, u64)>,
+}
+
+/// A commit's own rows, to keep once it has landed (see [`RowCache::write_fill`]).
+pub struct WriteFill {
+    ticket: Ticket,
+    values: Vec<Option<Vec<u8>>>,
+}
+
+impl Ticket {
+    /// Whether nothing dropped the ticket's rows (or everything) since it was taken, and
+    /// the cache may serve.
+    fn current(&self, r: &Rows) -> bool {
+        r.epoch == self.epoch
+            && r.valid_until.is_some_and(|v| Instant::now() < v)
+            && self.shards.iter().all(|&(s, n)| r.shards[s] == n)
+    }
 }
 
 pub enum Lookup {
@@ -257,44 +277,77 @@ impl RowCache {
         if rows.len() != ticket.keys.len() {
             return;
         }
-        let size: usize = ticket
-            .keys
-            .iter()
-            .zip(rows)
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD)
-            .sum();
-        if size > self.budget / 16 {
+        if cost(&ticket.keys, rows) > self.budget / 16 {
             return;
         }
-        let now = Instant::now();
         let mut r = locked(&self.rows);
-        let current = r.epoch == ticket.epoch
-            && r.valid_until.is_some_and(|v| now < v)
-            && ticket.shards.iter().all(|&(s, n)| r.shards[s] == n);
-        if !current {
+        if !ticket.current(&r) {
             return;
         }
-        if r.bytes + size > self.budget {
-            evict(&mut r, self.budget / 2);
-        }
-        for (k, v) in ticket.keys.into_iter().zip(rows) {
-            let key_cost = k.len() + ENTRY_OVERHEAD;
-            r.bytes += key_cost + v.as_ref().map_or(0, Vec::len);
-            if let Some(old) = r.map.insert(k, v.clone()) {
-                r.bytes -= key_cost + old.map_or(0, |o| o.len());
+        store(&mut r, self.budget, ticket.keys, rows.to_vec());
+    }
+
+    /// Before `batch` is committed: what to keep of it if it lands as it is (not re-planned).
+    /// `None` when the cache cannot serve now or the batch writes no cached row.
+    pub fn write_fill(&self, batch: &WriteBatch) -> Option<WriteFill> {
+        // The last mutation of a row is what the commit leaves.
+        let mut rows: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        for m in &batch.mutations {
+            match m {
+                Mutation::Put { table, key, value } if cacheable(*table) => {
+                    rows.insert(row_key(*table, key), Some(value.clone()));
+                }
+                Mutation::Delete { table, key } if cacheable(*table) => {
+                    rows.insert(row_key(*table, key), None);
+                }
+                _ => {}
             }
         }
+        let (keys, values): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+        if keys.is_empty() || cost(&keys, &values) > self.budget / 16 {
+            return None;
+        }
+        let r = locked(&self.rows);
+        if r.valid_until.is_none_or(|v| Instant::now() >= v) {
+            return None;
+        }
+        let shards = keys
+            .iter()
+            .map(|k| {
+                let s = self.shard(k);
+                (s, r.shards[s])
+            })
+            .collect();
+        Some(WriteFill {
+            ticket: Ticket {
+                keys,
+                epoch: r.epoch,
+                shards,
+            },
+            values,
+        })
     }
 
     /// Drops `keys` (row keys as [`RowCache::watch`] collects them) here.
     fn drop_rows<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) {
+        self.drop_and_keep(keys, None);
+    }
+
+    /// Drops `keys`, then keeps what `fill` wrote when nothing dropped its rows since its
+    /// ticket was taken: the check and this node's own drop happen under one lock, so only
+    /// another node's invalidation (a later commit's) spoils the fill.
+    fn drop_and_keep<'a>(&self, keys: impl Iterator<Item = &'a [u8]>, fill: Option<WriteFill>) {
         let mut r = locked(&self.rows);
+        let fill = fill.filter(|f| f.ticket.current(&r));
         for k in keys {
             let s = self.shard(k);
             r.shards[s] = r.shards[s].wrapping_add(1);
             if let Some(v) = r.map.remove(k) {
                 r.bytes -= k.len() + v.map_or(0, |v| v.len()) + ENTRY_OVERHEAD;
             }
+        }
+        if let Some(WriteFill { ticket, values }) = fill {
+            store(&mut r, self.budget, ticket.keys, values);
         }
     }
 
@@ -425,14 +478,15 @@ impl RowCache {
 
     /// After a commit that may have changed `keys`: drops them here and at every node that
     /// may hold a lease from this one, and returns once none of them can serve the old rows.
-    pub async fn publish(&self, keys: &Mutex<Vec<Vec<u8>>>) {
+    /// `fill`, taken before the commit, is kept here if the batch landed as it was.
+    pub async fn publish(&self, keys: &Mutex<Vec<Vec<u8>>>, fill: Option<WriteFill>) {
         let mut keys = std::mem::take(&mut *locked(keys));
         if keys.is_empty() {
             return;
         }
         keys.sort_unstable();
         keys.dedup();
-        self.drop_rows(keys.iter().map(Vec::as_slice));
+        self.drop_and_keep(keys.iter().map(Vec::as_slice), fill);
         let settled = self.started + LEASE + slack(LEASE);
         if Instant::now() < settled {
             tokio::time::sleep_until(settled.into()).await;
@@ -566,6 +620,28 @@ fn recompute(r: &mut Rows) -> Option<HashMap<Vec<u8>, Option<Vec<u8>>>> {
     }
     r.valid_until = until.filter(|u| now < *u);
     dropped
+}
+
+/// What keeping `values` under `keys` counts against the budget.
+fn cost(keys: &[Vec<u8>], values: &[Option<Vec<u8>>]) -> usize {
+    keys.iter()
+        .zip(values)
+        .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD)
+        .sum()
+}
+
+/// Keeps `values` under `keys`, making room first when they would exceed `budget`.
+fn store(r: &mut Rows, budget: usize, keys: Vec<Vec<u8>>, values: Vec<Option<Vec<u8>>>) {
+    if r.bytes + cost(&keys, &values) > budget {
+        evict(r, budget / 2);
+    }
+    for (k, v) in keys.into_iter().zip(values) {
+        let key_cost = k.len() + ENTRY_OVERHEAD;
+        r.bytes += key_cost + v.as_ref().map_or(0, Vec::len);
+        if let Some(old) = r.map.insert(k, v) {
+            r.bytes -= key_cost + old.map_or(0, |o| o.len());
+        }
+    }
 }
 
 /// Drops rows until at most `target` bytes remain (whichever the map yields first).

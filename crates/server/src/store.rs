@@ -149,6 +149,7 @@ impl MetaStore for Store {
                     return s.commit_replanning(batch).await;
                 };
                 let touched = RowCache::watch(&mut batch);
+                let fill = cache.write_fill(&batch);
                 if !cache.may_commit() && !touched.lock().is_ok_and(|t| t.is_empty()) {
                     return Err(MetaError::Unavailable(
                         "this node is not a member of the region in good standing".into(),
@@ -164,7 +165,9 @@ impl MetaStore for Store {
                         result,
                         Err(MetaError::Conflict(_) | MetaError::TooLarge { .. })
                     ) {
-                        cache.publish(&touched).await;
+                        // Kept here only when the batch landed as planned, not re-planned.
+                        let fill = fill.filter(|_| matches!(result, Ok(false)));
+                        cache.publish(&touched, fill).await;
                     }
                     result
                 })

@@ -193,7 +193,7 @@ async fn a_commit_returns_only_once_every_lease_holder_dropped_its_rows() {
     batch.put(Table::Versions, b"b\0k\0v".to_vec(), b"v".to_vec());
     let touched = RowCache::watch(&mut batch);
     assert_eq!(locked(&touched).len(), 1, "only cached tables travel");
-    b.publish(&touched).await;
+    b.publish(&touched, None).await;
     assert!(
         read_through(&a, b"v2").is_none(),
         "a still served the old row"
@@ -210,7 +210,7 @@ async fn a_commit_returns_only_once_every_lease_holder_dropped_its_rows() {
     let started = Instant::now();
     let mut batch = WriteBatch::new();
     batch.delete(Table::Heads, b"b\0k".to_vec());
-    b.publish(&RowCache::watch(&mut batch)).await;
+    b.publish(&RowCache::watch(&mut batch), None).await;
     assert!(
         started.elapsed() >= LEASE,
         "returned before the lease ran out"
@@ -261,4 +261,52 @@ async fn a_replanned_batch_reports_the_rows_it_actually_wrote() {
             row_key(Table::Heads, b"b\0second")
         ]
     );
+}
+
+#[tokio::test]
+async fn a_writer_keeps_what_it_committed_unless_a_later_change_came_first() {
+    let mut c = cache("a");
+    // Past the wait a starting node does before its first acknowledgement.
+    Arc::get_mut(&mut c).unwrap().started = Instant::now() - 2 * LEASE;
+    leased(&c, &[]);
+    read_through(&c, b"old");
+    let mut batch = WriteBatch::new();
+    batch.put(Table::Objects, b"b\0k".to_vec(), b"mine".to_vec());
+    batch.put(Table::Versions, b"b\0k\0v".to_vec(), b"v".to_vec());
+    let fill = c.write_fill(&batch);
+    c.publish(&RowCache::watch(&mut batch), fill).await;
+    assert_eq!(
+        read_through(&c, b"x").expect("the writer kept its row")[1].as_deref(),
+        Some(&b"mine"[..])
+    );
+    assert!(matches!(
+        c.lookup(&[(Table::Versions, b"b\0k\0v")]),
+        Lookup::Miss(None)
+    ));
+
+    // Another node's invalidation between this commit and its publication comes from a
+    // commit after it: what this node wrote is no longer the row.
+    let mut batch = WriteBatch::new();
+    batch.put(Table::Objects, b"b\0k".to_vec(), b"mine again".to_vec());
+    let fill = c.write_fill(&batch);
+    c.apply_invalidation(&encode(&[row_key(Table::Objects, b"b\0k")]))
+        .unwrap();
+    c.publish(&RowCache::watch(&mut batch), fill).await;
+    assert!(
+        read_through(&c, b"theirs").is_none(),
+        "kept a row overtaken"
+    );
+    assert_eq!(
+        read_through(&c, b"x").unwrap()[1].as_deref(),
+        Some(&b"theirs"[..])
+    );
+
+    // A delete is kept as the row's absence; nothing is kept while the cache may not serve.
+    let mut batch = WriteBatch::new();
+    batch.delete(Table::Objects, b"b\0k".to_vec());
+    let fill = c.write_fill(&batch);
+    c.publish(&RowCache::watch(&mut batch), fill).await;
+    assert_eq!(read_through(&c, b"x").unwrap()[1], None);
+    locked(&c.rows).valid_until = None;
+    assert!(c.write_fill(&batch).is_none());
 }
