@@ -5,6 +5,8 @@
 #     3 copies of each blob on the one disk) with the embedded region (redb, one process) as
 #     --compare, so both run every phase in the same run: 4 KiB PUT and GET at 16 and
 #     64 connections, 1 GiB PUT and GET, one stream;
+#  2b. the 1 GiB phases again on a 3-node region that codes every blob 2+1 (1.5x the bytes
+#     on the disk instead of 3x);
 #  3. the metadata engines on the object-commit shape: a 4 KiB PUT is one metadata commit
 #     (objects under 64 KiB live in the metadata), so `feiyun bench` PUTs against one process
 #     on PostgreSQL beside one on redb are the two engines' commit paths, p50 and p99 as the
@@ -52,7 +54,7 @@ mkdir -p "$work/pg"; [ ${#as_pg[@]} -gt 0 ] && chown postgres "$work/pg"
 pgport=$(free_port)
 "${as_pg[@]}" "$pgbin/pg_ctl" -w -D "$work/pg/data" -l "$work/pg/log" \
   -o "-c listen_addresses=127.0.0.1 -c port=$pgport -c unix_socket_directories='$work/pg' -c max_connections=300 -c fsync=on -c synchronous_commit=on" start >/dev/null
-for db in cluster single repair; do
+for db in cluster coded single repair; do
   "$pgbin/psql" -q -h 127.0.0.1 -p "$pgport" -U feiyun -d postgres -c "CREATE DATABASE $db"
 done
 echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pgport"
@@ -81,10 +83,19 @@ sleep 1.5
 echo "== 2. feiyun bench: 3-node region ($c0, PostgreSQL metadata) then the embedded region ($embedded), ${secs} s a phase"
 "$bin" bench --endpoint "$c0" --compare "$embedded" --duration-secs "$secs" \
   --concurrency 16,64 --large-streams 1 ${SMALL_ONLY:+--skip-large}
-# What the node the load went to answered from its row cache, and how often it lapsed.
-curl -s "$c0/metrics" | grep -E '^feiyun_row_cache_[a-z_]+_total ' || true
+# What the node the load went to answered from its row cache, how often it lapsed, and how
+# many commit groups (and batches in them) it sent the database.
+curl -s "$c0/metrics" | grep -E '^feiyun_(row_cache_[a-z_]+|meta_commit_[a-z]+)_total ' || true
 # SMALL_ONLY=1: phase 2's small objects only, for a quick look while tuning.
 [ -n "${SMALL_ONLY:-}" ] && exit 0
+
+echo "== 2b. 1 GiB on a 3-node region coding every blob 2+1 (1.5x the bytes on disk, not 3x)"
+e0=$(node e0 coded e0 FEIYUN_ERASURE=2+1 FEIYUN_ERASURE_ALL=1)
+node e1 coded e1 FEIYUN_ERASURE=2+1 FEIYUN_ERASURE_ALL=1 >/dev/null
+node e2 coded e2 FEIYUN_ERASURE=2+1 FEIYUN_ERASURE_ALL=1 >/dev/null
+sleep 1.5
+"$bin" bench --endpoint "$e0" --compare "$embedded" --skip-small --large-streams 1 --bucket coded
+for n in e0 e1 e2; do kill -9 "$(cat "$work/$n/pid")"; done
 
 single=$(start single FEIYUN_META_URL="postgres://feiyun@127.0.0.1:$pgport/single")
 echo "== 3. metadata engines: 4 KiB PUT (one commit each) on PostgreSQL ($single) vs redb ($embedded)"
