@@ -68,6 +68,8 @@ struct Queue {
     workers: usize,
     /// When the newest group in flight was taken.
     newest_group: Option<Instant>,
+    /// A timer will look again whether the group in flight has become slow.
+    watching: bool,
 }
 
 /// What the committer has done since the store opened (Prometheus counters).
@@ -115,7 +117,7 @@ impl Committer {
             .await
             .map_err(|_| MetaError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        let start_worker = {
+        {
             let mut q = lock(&self.queue);
             q.waiting.push_back(Waiting {
                 batch,
@@ -123,45 +125,68 @@ impl Committer {
                 reply,
                 _slot: slot,
             });
-            let start = q.workers == 0
-                || (q.workers < MAX_GROUPS_IN_FLIGHT
-                    && q.newest_group.is_none_or(|t| t.elapsed() >= SLOW_GROUP));
-            if start {
-                q.workers += 1;
-            }
-            start
-        };
-        if start_worker {
-            let me = self.clone();
-            tokio::task::spawn_blocking(move || me.work());
+            self.start_or_watch(&mut q);
         }
         answer
             .await
             .map_err(|_| MetaError::Storage("the commit worker stopped".into()))?
     }
 
+    /// With batches waiting: starts a worker when none runs or the newest group in flight
+    /// has become slow; otherwise has a timer look again when it would be, so a batch queued
+    /// behind a group stuck in retries does not wait for it.
+    fn start_or_watch(self: &Arc<Self>, q: &mut Queue) {
+        if q.waiting.is_empty() {
+            return;
+        }
+        let slow_at = q.newest_group.map(|t| t + SLOW_GROUP);
+        if q.workers == 0
+            || (q.workers < MAX_GROUPS_IN_FLIGHT && slow_at.is_none_or(|t| Instant::now() >= t))
+        {
+            q.workers += 1;
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || me.work());
+        } else if q.workers < MAX_GROUPS_IN_FLIGHT
+            && !q.watching
+            && let Some(at) = slow_at
+        {
+            q.watching = true;
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at.into()).await;
+                let mut q = lock(&me.queue);
+                q.watching = false;
+                me.start_or_watch(&mut q);
+            });
+        }
+    }
+
     /// Commits groups until the queue is empty.
     fn work(&self) {
-        // Counts this worker out however it ends, a panic in a re-plan included.
-        struct Leaving<'a>(&'a Mutex<Queue>);
+        // Counts this worker out if it ends by a panic; a worker that finds the queue empty
+        // counts itself out under the same lock, so a batch queued after that look always
+        // sees no worker and starts one.
+        struct Leaving<'a>(&'a Mutex<Queue>, bool);
         impl Drop for Leaving<'_> {
             fn drop(&mut self) {
-                lock(self.0).workers -= 1;
+                if self.1 {
+                    lock(self.0).workers -= 1;
+                }
             }
         }
-        let _leaving = Leaving(&self.queue);
+        let mut leaving = Leaving(&self.queue, true);
         loop {
             let group = {
                 let mut q = lock(&self.queue);
                 let group = take_group(&mut q.waiting);
-                if !group.is_empty() {
-                    q.newest_group = Some(Instant::now());
+                if group.is_empty() {
+                    q.workers -= 1;
+                    leaving.1 = false;
+                    return;
                 }
+                q.newest_group = Some(Instant::now());
                 group
             };
-            if group.is_empty() {
-                return;
-            }
             let batches: Vec<&WriteBatch> = group.iter().map(|w| &w.batch).collect();
             let outcomes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 commit_group(&self.pool, &batches, &self.stats)

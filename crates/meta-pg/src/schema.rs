@@ -94,15 +94,37 @@ pub(crate) fn migrate(pool: &std::sync::Arc<Pool>) -> Result<(), PgError> {
 /// side table and their index entries. The upsert of `feiyun_objects` cost 290 µs a call
 /// against 40–60 µs for the other tables' (pg_stat_statements, a 4 KiB PUT load); with rows
 /// up to a page kept whole, 190 µs.
+///
+/// Only tables without the setting are altered (an `ALTER TABLE` invalidates every
+/// session's plans), each waiting at most a second for its lock.
 fn tune(c: &mut crate::conn::Pooled) {
-    for t in Table::ALL {
+    let ours: Vec<&str> = Table::ALL.iter().map(|t| sql_table(*t)).collect();
+    let missing = c.query(
+        "SELECT relname::text FROM pg_class WHERE relkind = 'r' AND relname LIKE 'feiyun\\_%' \
+         AND NOT COALESCE(reloptions @> ARRAY['toast_tuple_target=8160'], false)",
+        vec![],
+    );
+    let missing = match missing {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::debug!(error = %e, "the database has no pg_class reloptions");
+            return;
+        }
+    };
+    for row in missing {
+        let Some(name) = row
+            .try_get::<_, String>(0)
+            .ok()
+            .filter(|n| ours.contains(&n.as_str()))
+        else {
+            continue;
+        };
+        // One implicit transaction: the lock timeout holds for this statement only.
         let s = format!(
-            "ALTER TABLE {} SET (toast_tuple_target = 8160)",
-            sql_table(t)
+            "SET LOCAL lock_timeout = '1s'; ALTER TABLE {name} SET (toast_tuple_target = 8160)"
         );
         if let Err(e) = c.simple(&s) {
-            tracing::debug!(error = %e, "the database does not take toast_tuple_target");
-            return;
+            tracing::debug!(table = %name, error = %e, "toast_tuple_target not set");
         }
     }
 }
