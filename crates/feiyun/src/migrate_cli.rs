@@ -493,6 +493,9 @@ fn report_identities(
         for k in &s.keys_not_copied {
             outln!("{not_copied}: {k}");
         }
+        for m in &s.mfa_not_copied {
+            outln!("not copied (IAM cannot give a device's seed back; enrol it anew): {m}");
+        }
         for f in &s.failures {
             outln!("  failed: {}: {}", f.key, f.error);
         }

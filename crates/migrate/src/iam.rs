@@ -1,10 +1,14 @@
 //! `--iam`: identities from an IAM-compatible source (another Feiyun region) into the
 //! region — customer-managed policies, groups with their attached and inline policies,
-//! users with theirs and their group memberships — through the IAM query API at both ends,
+//! roles with their trust policies and theirs, users with theirs and their group
+//! memberships, and the tags of users and roles — through the IAM query API at both ends,
 //! as the signed-in principals.
 //!
-//! Secrets never travel: an access key's secret cannot be read back from IAM, so each user's
-//! keys are reported for the operator to issue anew, never invented. The source is not
+//! Secrets never travel: an access key's secret and an MFA device's seed cannot be read back
+//! from IAM, so each user's keys and devices are reported for the operator to issue and
+//! enrol anew, never invented. A trust policy names the source's account: that account
+//! becomes this one, and a role whose trust policy names any other account is reported,
+//! not created, since that number may be another tenant here. The source is not
 //! trusted with what already exists here: an identity that exists at the destination is
 //! left exactly as it is (no attachment, inline policy or membership added to it) and
 //! reported, and a user is added only to groups this run created. Managed-policy ARNs name
@@ -28,6 +32,8 @@ pub struct IamSummary {
     pub links: u64,
     /// `USER: N access key(s)`: secrets IAM cannot give back, to be issued anew.
     pub keys_not_copied: Vec<String>,
+    /// `USER: N MFA device(s)`: seeds IAM cannot give back, to be enrolled anew.
+    pub mfa_not_copied: Vec<String>,
     pub failures: Vec<Failure>,
 }
 
@@ -45,6 +51,8 @@ struct Iam<'a> {
     arns: HashMap<String, String>,
     /// Groups this run created: the only ones a copied user is added to.
     groups: std::collections::HashSet<String>,
+    /// This region's account id, for the trust policies of copied roles.
+    account: Option<String>,
 }
 
 fn err(what: &str, e: ClientError) -> Error {
@@ -324,6 +332,112 @@ impl Iam<'_> {
         Ok(())
     }
 
+    /// The source's tags of a user or role, as the `Tags.member.N.*` parameters of its
+    /// creation here. A source that cannot list them is a failure of that identity, which
+    /// is then created without them.
+    async fn tags_of(&mut self, kind: &str, name: &str) -> Vec<(String, String)> {
+        let listed = list(
+            self.src,
+            &[
+                ("Action", &format!("List{kind}Tags")),
+                (&format!("{kind}Name"), name),
+            ],
+        )
+        .await;
+        let tags = match listed {
+            Ok(t) => t,
+            Err(e) => {
+                let what = format!("{} {name}: tags", kind.to_lowercase());
+                self.w.fail(what, e);
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for t in tags {
+            let Some(key) = xml::field(&t, "Key") else {
+                continue;
+            };
+            let n = out.len() / 2 + 1;
+            out.push((format!("Tags.member.{n}.Key"), key));
+            out.push((
+                format!("Tags.member.{n}.Value"),
+                xml::field(&t, "Value").unwrap_or_default(),
+            ));
+        }
+        out
+    }
+
+    /// This region's account id (STS GetCallerIdentity), once.
+    async fn account(&mut self) -> Result<String, Error> {
+        if let Some(a) = &self.account {
+            return Ok(a.clone());
+        }
+        let me = self
+            .w
+            .dst
+            .query_api("sts", &[("Action", "GetCallerIdentity")])
+            .await
+            .map_err(|e| Error::Dest(format!("STS GetCallerIdentity: {e}")))?;
+        let a = xml::field(&me, "Account")
+            .ok_or_else(|| Error::Dest("STS GetCallerIdentity named no account".into()))?;
+        self.account = Some(a.clone());
+        Ok(a)
+    }
+
+    async fn roles(&mut self) -> Result<(), Error> {
+        let listed = list(self.src, &[("Action", "ListRoles")])
+            .await
+            .map_err(|e| err("ListRoles", e))?;
+        for r in listed {
+            let Some(name) = xml::field(&r, "RoleName") else {
+                continue;
+            };
+            let what = format!("role {name}");
+            let path = xml::field(&r, "Path").unwrap_or_else(|| "/".into());
+            let Some(trust) = document(&r, "AssumeRolePolicyDocument") else {
+                self.w.fail(what, "the source sent no trust policy");
+                continue;
+            };
+            let source_account = xml::field(&r, "Arn")
+                .and_then(|a| a.split(':').nth(4).map(str::to_owned))
+                .unwrap_or_default();
+            let here = self.account().await?;
+            let trust = match trust_here(&trust, &source_account, &here) {
+                Ok(t) => t,
+                Err(other) => {
+                    self.w.fail(
+                        what,
+                        format!(
+                            "its trust policy names account {other}, neither the source's nor \
+                             this region's: create it by hand"
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let description = xml::field(&r, "Description");
+            let max = xml::field(&r, "MaxSessionDuration");
+            let tags = self.tags_of("Role", &name).await;
+            let mut params = vec![
+                ("Action", "CreateRole"),
+                ("RoleName", name.as_str()),
+                ("Path", path.as_str()),
+                ("AssumeRolePolicyDocument", trust.as_str()),
+            ];
+            if let Some(d) = &description {
+                params.push(("Description", d));
+            }
+            if let Some(m) = &max {
+                params.push(("MaxSessionDuration", m));
+            }
+            params.extend(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            if self.w.create(what, &params).await == Ok(true) {
+                self.policies_of("Role", &name).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn groups(&mut self) -> Result<(), Error> {
         let listed = list(self.src, &[("Action", "ListGroups")])
             .await
@@ -355,11 +469,13 @@ impl Iam<'_> {
                 continue;
             };
             let path = xml::field(&u, "Path").unwrap_or_else(|| "/".into());
-            let params = [
+            let tags = self.tags_of("User", &name).await;
+            let mut params = vec![
                 ("Action", "CreateUser"),
                 ("UserName", name.as_str()),
                 ("Path", path.as_str()),
             ];
+            params.extend(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             if self.w.create(format!("user {name}"), &params).await != Ok(true) {
                 continue;
             }
@@ -404,6 +520,20 @@ impl Iam<'_> {
                     .keys_not_copied
                     .push(format!("{name}: {} access key(s)", keys.len()));
             }
+            match list(
+                self.src,
+                &[("Action", "ListMFADevices"), ("UserName", &name)],
+            )
+            .await
+            {
+                Ok(devices) if !devices.is_empty() => self
+                    .w
+                    .out
+                    .mfa_not_copied
+                    .push(format!("{name}: {} MFA device(s)", devices.len())),
+                Ok(_) => {}
+                Err(e) => self.w.fail(format!("user {name}: MFA devices"), e),
+            }
         }
         Ok(())
     }
@@ -418,9 +548,69 @@ pub async fn copy_iam(src: &S3Client, dst: &S3Client, dry_run: bool) -> Result<I
         w: Writer::new(dst, dry_run),
         arns: HashMap::new(),
         groups: Default::default(),
+        account: None,
     };
     iam.policies().await?;
     iam.groups().await?;
+    iam.roles().await?;
     iam.users().await?;
     Ok(iam.w.finish())
+}
+
+/// A source role's trust policy as it must read here: the source's account id becomes this
+/// region's. Any other twelve-digit account id is refused (returned as the error).
+fn trust_here(doc: &str, source: &str, here: &str) -> Result<String, String> {
+    let out = if source.is_empty() {
+        doc.to_owned()
+    } else {
+        doc.replace(source, here)
+    };
+    let b = out.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            let run = &out[start..i];
+            // An account id stands alone: twelve digits, not part of a longer number or
+            // a condition's value glued to letters.
+            let alone = |c: Option<&u8>| c.is_none_or(|c| !c.is_ascii_alphanumeric());
+            if run.len() == 12
+                && run != here
+                && alone(start.checked_sub(1).and_then(|j| b.get(j)))
+                && alone(b.get(i))
+            {
+                return Err(run.to_owned());
+            }
+        } else {
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trust_here;
+
+    #[test]
+    fn a_trust_policy_names_this_account_or_is_refused() {
+        let doc = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111111111111:user/ana"},"Action":"sts:AssumeRole"}]}"#;
+        let here = trust_here(doc, "111111111111", "222222222222").unwrap();
+        assert!(
+            here.contains("arn:aws:iam::222222222222:user/ana"),
+            "{here}"
+        );
+        assert!(!here.contains("111111111111"));
+        let other = doc.replace("111111111111", "333333333333");
+        assert_eq!(
+            trust_here(&other, "111111111111", "222222222222"),
+            Err("333333333333".into())
+        );
+        // Services and longer numbers are not accounts.
+        let service = r#"{"Principal":{"Service":"lambda.amazonaws.com"},"Condition":{"NumericLessThan":{"x":"1234567890123"}}}"#;
+        assert!(trust_here(service, "111111111111", "222222222222").is_ok());
+    }
 }

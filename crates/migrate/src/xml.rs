@@ -17,7 +17,29 @@ pub fn blocks<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
     let mut rest = xml;
     while let Some(i) = rest.find(&open) {
         let after = &rest[i + open.len()..];
-        let Some(j) = after.find(&close) else { break };
+        // The element's own end, past any nested elements of the same name (IAM's role
+        // `member` holds its tags' `member`s).
+        let mut depth = 1usize;
+        let mut pos = 0;
+        let end = loop {
+            let Some(c) = after[pos..].find(&close) else {
+                break None;
+            };
+            match after[pos..].find(&open) {
+                Some(o) if o < c => {
+                    depth += 1;
+                    pos += o + open.len();
+                }
+                _ => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break Some(pos + c);
+                    }
+                    pos += c + close.len();
+                }
+            }
+        };
+        let Some(j) = end else { break };
         out.push(&after[..j]);
         rest = &after[j + close.len()..];
     }
@@ -109,6 +131,22 @@ mod tests {
         assert_eq!(field(x, "Next").as_deref(), Some("t"));
         assert_eq!(field(x, "Missing"), None);
         assert_eq!(unescape("&bogus; &amp"), "&bogus; &amp");
+    }
+
+    #[test]
+    fn a_block_holds_nested_elements_of_its_own_name() {
+        let x = "<Roles><member><RoleName>a</RoleName><Tags><member><Key>k</Key></member>\
+                 <member><Key>l</Key></member></Tags><MaxSessionDuration>3600</MaxSessionDuration>\
+                 </member><member><RoleName>b</RoleName></member></Roles>";
+        let roles = blocks(x, "member");
+        assert_eq!(roles.len(), 2, "{roles:?}");
+        assert_eq!(
+            field(roles[0], "MaxSessionDuration").as_deref(),
+            Some("3600")
+        );
+        assert_eq!(blocks(roles[0], "member").len(), 2);
+        assert_eq!(field(roles[1], "RoleName").as_deref(), Some("b"));
+        assert!(blocks("<member><member>", "member").is_empty());
     }
 
     #[test]
