@@ -310,3 +310,44 @@ async fn a_writer_keeps_what_it_committed_unless_a_later_change_came_first() {
     locked(&c.rows).valid_until = None;
     assert!(c.write_fill(&batch).is_none());
 }
+
+#[tokio::test]
+async fn a_writer_keeps_nothing_across_a_lapse_or_behind_its_own_later_commit() {
+    let mut c = cache("a");
+    Arc::get_mut(&mut c).unwrap().started = Instant::now() - 2 * LEASE;
+    leased(&c, &[]);
+    read_through(&c, b"old");
+    let put = |v: &[u8]| {
+        let mut b = WriteBatch::new();
+        b.put(Table::Objects, b"b\0k".to_vec(), v.to_vec());
+        b
+    };
+    // The leases lapsed (and came back) between the commit and its publication: another
+    // node may have committed meanwhile without telling this one.
+    let mut first = put(b"before the lapse");
+    let fill = c.write_fill(&first);
+    {
+        let mut r = locked(&c.rows);
+        r.valid_until = Some(Instant::now());
+        let _ = recompute(&mut r);
+    }
+    leased(&c, &[]);
+    read_through(&c, b"db");
+    c.publish(&RowCache::watch(&mut first), fill).await;
+    assert!(
+        read_through(&c, b"db").is_none(),
+        "kept a row across a lapse"
+    );
+
+    // Two commits of this node to one row, the later one published first: the earlier
+    // one's values are not kept over it.
+    let (mut older, mut newer) = (put(b"older"), put(b"newer"));
+    let (f_old, f_new) = (c.write_fill(&older), c.write_fill(&newer));
+    c.publish(&RowCache::watch(&mut newer), f_new).await;
+    c.publish(&RowCache::watch(&mut older), f_old).await;
+    let rows = read_through(&c, b"from the database");
+    assert!(
+        rows.is_none_or(|r| r[1].as_deref() != Some(&b"older"[..])),
+        "the older commit's row was kept over the newer one"
+    );
+}
