@@ -249,6 +249,59 @@ impl Source {
         }
     }
 
+    /// Bytes `start..start + len` of an S3 `entry`, pinned to the listed version (its ETag
+    /// with `If-Match`, or its version id). `None` for a directory source, or an S3 entry
+    /// without an ETag or version to pin: those are read as one stream.
+    pub async fn open_range(
+        &self,
+        entry: &Entry,
+        start: u64,
+        len: u64,
+        limits: &Limits,
+    ) -> Result<Option<Reader>, Error> {
+        let Source::S3 {
+            client,
+            bucket,
+            prefix,
+        } = self
+        else {
+            return Ok(None);
+        };
+        if len == 0 || (entry.etag.is_none() && entry.version_id.is_none()) {
+            return Ok(None);
+        }
+        let key = format!("{prefix}{}", entry.key);
+        let end = start + len - 1;
+        let mut hdrs = vec![("range".to_owned(), format!("bytes={start}-{end}"))];
+        if let Some(e) = &entry.etag {
+            hdrs.push(("if-match".into(), format!("\"{e}\"")));
+        }
+        limits.request().await;
+        let q = version_query(entry);
+        let resp: Streaming = retry(|| client.stream(Method::GET, bucket, &key, &q, hdrs.clone()))
+            .await
+            .map_err(|e| match e.status() {
+                Some(412) => Error::Changed(key.clone()),
+                Some(404) => Error::Vanished(key.clone()),
+                _ => Error::Source(format!("GET {key} bytes {start}-{end}: {e}")),
+            })?;
+        // A source that ignored the range would send the whole object as this part.
+        let want = format!("bytes {start}-{end}/{}", entry.size);
+        if header(&resp.headers, "content-range") != Some(want.as_str()) {
+            return Err(Error::Source(format!(
+                "GET {key} bytes {start}-{end}: the source answered Content-Range {:?}",
+                header(&resp.headers, "content-range")
+            )));
+        }
+        Ok(Some(Reader {
+            kind: ReaderKind::Http(resp.body),
+            meta: ObjectMeta::default(),
+            pending: Bytes::new(),
+            limits: limits.clone(),
+            expect: len,
+        }))
+    }
+
     /// A directory file read whole in one blocking task — open, read, and the size and
     /// mtime of what was read — where [`Source::open`] hands each of those calls to the
     /// blocking pool in turn: a small-file migration spent its time switching threads.
