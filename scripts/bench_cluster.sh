@@ -29,6 +29,8 @@ pids=()
 as_pg=(); [ "$(id -u)" -eq 0 ] && as_pg=(runuser -u postgres --)
 cleanup() {
   kill -9 "${pids[@]}" 2>/dev/null || true
+  # Servers started inside $(...) are not in `pids` (a subshell's array): their pid files are.
+  for p in "$work"/*/pid; do [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null; done || true
   wait 2>/dev/null || true
   "${as_pg[@]}" "$pgbin/pg_ctl" -w -m immediate -D "$work/pg/data" stop >/dev/null 2>&1 || true
   [ -n "${KEEP:-}" ] && echo "logs in $work" || rm -rf "$work"
