@@ -55,6 +55,13 @@ struct Iam<'a> {
     account: Option<String>,
 }
 
+/// Who the destination's credentials sign as: STS GetCallerIdentity's answer.
+pub(crate) async fn caller(dst: &S3Client) -> Result<String, Error> {
+    dst.query_api("sts", &[("Action", "GetCallerIdentity")])
+        .await
+        .map_err(|e| Error::Dest(format!("STS GetCallerIdentity: {e}")))
+}
+
 fn err(what: &str, e: ClientError) -> Error {
     Error::Source(format!("IAM {what}: {e}"))
 }
@@ -372,12 +379,7 @@ impl Iam<'_> {
         if let Some(a) = &self.account {
             return Ok(a.clone());
         }
-        let me = self
-            .w
-            .dst
-            .query_api("sts", &[("Action", "GetCallerIdentity")])
-            .await
-            .map_err(|e| Error::Dest(format!("STS GetCallerIdentity: {e}")))?;
+        let me = caller(self.w.dst).await?;
         let a = xml::field(&me, "Account")
             .ok_or_else(|| Error::Dest("STS GetCallerIdentity named no account".into()))?;
         self.account = Some(a.clone());

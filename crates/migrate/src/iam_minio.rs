@@ -175,10 +175,7 @@ pub async fn import(
     // Only the account's root may import a key: found out before anything is created, so a
     // run with other credentials does not leave users without their keys.
     if !export.users.is_empty() {
-        let me = dst
-            .query_api("sts", &[("Action", "GetCallerIdentity")])
-            .await
-            .map_err(|e| Error::Dest(format!("STS GetCallerIdentity: {e}")))?;
+        let me = crate::iam::caller(dst).await?;
         if !xml::field(&me, "Arn").is_some_and(|a| a.ends_with(":root")) {
             return Err(Error::Dest(
                 "--iam-export imports users' own keys, which only the account's root may do: sign as root"

@@ -232,11 +232,7 @@ impl Source {
                 let resp: Streaming =
                     retry(|| client.stream(Method::GET, bucket, &key, &q, hdrs.clone()))
                         .await
-                        .map_err(|e| match e.status() {
-                            Some(412) => Error::Changed(key.clone()),
-                            Some(404) => Error::Vanished(key.clone()),
-                            _ => Error::Source(format!("GET {key}: {e}")),
-                        })?;
+                        .map_err(|e| get_error(&key, "", e))?;
                 let meta = object_meta(&resp.headers, entry.mtime_ns);
                 Ok(Reader {
                     kind: ReaderKind::Http(resp.body),
@@ -280,11 +276,7 @@ impl Source {
         let q = version_query(entry);
         let resp: Streaming = retry(|| client.stream(Method::GET, bucket, &key, &q, hdrs.clone()))
             .await
-            .map_err(|e| match e.status() {
-                Some(412) => Error::Changed(key.clone()),
-                Some(404) => Error::Vanished(key.clone()),
-                _ => Error::Source(format!("GET {key} bytes {start}-{end}: {e}")),
-            })?;
+            .map_err(|e| get_error(&key, &format!(" bytes {start}-{end}"), e))?;
         // A source that ignored the range would send the whole object as this part.
         let want = format!("bytes {start}-{end}/{}", entry.size);
         if header(&resp.headers, "content-range") != Some(want.as_str()) {
@@ -699,6 +691,16 @@ fn object_meta(h: &http::HeaderMap, _mtime_ns: i128) -> ObjectMeta {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0),
         checksum,
+    }
+}
+
+/// A GET of one pinned version that failed: the version moved on (412), the key is gone
+/// (404), or the source failed.
+fn get_error(key: &str, range: &str, e: ClientError) -> Error {
+    match e.status() {
+        Some(412) => Error::Changed(key.to_owned()),
+        Some(404) => Error::Vanished(key.to_owned()),
+        _ => Error::Source(format!("GET {key}{range}: {e}")),
     }
 }
 

@@ -21,6 +21,7 @@ mod lifecycle;
 mod meta_pg;
 mod migrate;
 mod migrate_history;
+mod migrate_iam;
 mod migrate_minio_iam;
 mod notifications;
 mod replication;

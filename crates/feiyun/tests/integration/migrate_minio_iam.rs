@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::common::{Region, client_for, query_call};
 use crate::migrate::{feiyun, text};
-use crate::migrate_history::iam;
+use crate::migrate_iam::iam;
 
 /// Writes `files` (name, JSON) under `iam-assets/` as a deflated zip, as MinIO does.
 fn export_zip(path: &Path, files: &[(&str, serde_json::Value)]) {
