@@ -53,6 +53,8 @@ pub struct Config {
     pub lifecycle_day_secs: u64,
     /// Seconds between lifecycle worker runs.
     pub lifecycle_interval_secs: u64,
+    /// Seconds between passes of a live migration's copier (`feiyun migrate live`).
+    pub live_copy_interval_secs: u64,
     /// Webhook targets for bucket notifications: (id, http URL), sorted by id.
     pub webhooks: Vec<(String, String)>,
     /// Events older than this are dropped from the log even if a target has not taken them.
@@ -204,6 +206,7 @@ pub struct ConfigOverrides {
     pub inline_threshold: Option<usize>,
     pub lifecycle_day_secs: Option<u64>,
     pub lifecycle_interval_secs: Option<u64>,
+    pub live_copy_interval_secs: Option<u64>,
     pub webhooks: Option<std::collections::BTreeMap<String, String>>,
     pub event_retention_secs: Option<u64>,
     pub replication_rpo_secs: Option<u64>,
@@ -301,6 +304,7 @@ impl ConfigOverrides {
             inline_threshold: parse_num("FEIYUN_INLINE_THRESHOLD")?.map(|n| n as usize),
             lifecycle_day_secs: parse_num("FEIYUN_LIFECYCLE_DAY_SECS")?,
             lifecycle_interval_secs: parse_num("FEIYUN_LIFECYCLE_INTERVAL_SECS")?,
+            live_copy_interval_secs: parse_num("FEIYUN_LIVE_COPY_INTERVAL_SECS")?,
             webhooks: match get("FEIYUN_WEBHOOKS") {
                 None => None,
                 Some(v) => Some(parse_webhooks(&v)?),
@@ -410,6 +414,9 @@ impl ConfigOverrides {
             lifecycle_interval_secs: self
                 .lifecycle_interval_secs
                 .or(lower.lifecycle_interval_secs),
+            live_copy_interval_secs: self
+                .live_copy_interval_secs
+                .or(lower.live_copy_interval_secs),
             webhooks: self.webhooks.or(lower.webhooks),
             event_retention_secs: self.event_retention_secs.or(lower.event_retention_secs),
             replication_rpo_secs: self.replication_rpo_secs.or(lower.replication_rpo_secs),
@@ -594,6 +601,7 @@ impl ConfigOverrides {
             inline_threshold,
             lifecycle_day_secs,
             lifecycle_interval_secs,
+            live_copy_interval_secs: self.live_copy_interval_secs.unwrap_or(10).max(1),
             webhooks: self.webhooks.unwrap_or_default().into_iter().collect(),
             event_retention_secs: self.event_retention_secs.unwrap_or(7 * 86_400),
             replication_rpo_secs: self.replication_rpo_secs,

@@ -18,6 +18,7 @@ mod fc_cli;
 mod iam_cli;
 mod kms_cli;
 mod migrate_cli;
+mod migrate_live_cli;
 mod region_cli;
 mod sigv4;
 

@@ -25,6 +25,9 @@ enum MigrateCommand {
     /// Re-check a migration: list every difference (missing, extra, size, checksum,
     /// metadata, tags) between SOURCE and DEST; exits non-zero when there is one
     Verify(EndsArgs),
+    /// Serve a bucket from a legacy S3 store while it is copied in (read-through cut-over)
+    #[command(subcommand)]
+    Live(crate::migrate_live_cli::LiveCommand),
 }
 
 #[derive(clap::Args)]
@@ -122,12 +125,13 @@ struct RunArgs {
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     match args.command {
         Some(MigrateCommand::Verify(ends)) => verify(ends).await,
+        Some(MigrateCommand::Live(cmd)) => crate::migrate_live_cli::run(cmd).await,
         None => migrate(args.run).await,
     }
 }
 
 /// `s3://bucket/prefix` as (bucket, prefix ending in `/` unless empty).
-fn parse_s3(url: &str) -> Option<(String, String)> {
+pub(crate) fn parse_s3(url: &str) -> Option<(String, String)> {
     let rest = url.strip_prefix("s3://")?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let mut prefix = prefix.to_owned();
@@ -137,7 +141,7 @@ fn parse_s3(url: &str) -> Option<(String, String)> {
     Some((bucket.to_owned(), prefix))
 }
 
-fn env(k: &str) -> Option<String> {
+pub(crate) fn env(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.is_empty())
 }
 
@@ -147,23 +151,11 @@ fn source_client(a: &EndsArgs) -> anyhow::Result<S3Client> {
         .clone()
         .or_else(|| env("FEIYUN_SOURCE_ENDPOINT"))
         .context("an s3:// SOURCE needs --source-endpoint (or FEIYUN_SOURCE_ENDPOINT)")?;
-    let (access_key, secret_key, session_token) = match (
-        a.source_access_key
-            .clone()
-            .or_else(|| env("FEIYUN_SOURCE_ACCESS_KEY")),
-        a.source_secret_key
-            .clone()
-            .or_else(|| env("FEIYUN_SOURCE_SECRET_KEY")),
-    ) {
-        (Some(ak), Some(sk)) => (ak, sk, env("FEIYUN_SOURCE_SESSION_TOKEN")),
-        (None, None) => match &a.source_profile {
-            Some(p) => crate::admin::profile_credentials(p)?,
-            None => bail!(
-                "no source credentials: give --source-access-key and --source-secret-key, FEIYUN_SOURCE_ACCESS_KEY/FEIYUN_SOURCE_SECRET_KEY, or --source-profile"
-            ),
-        },
-        _ => bail!("give both the source's access key and its secret key"),
-    };
+    let (access_key, secret_key, session_token) = source_credentials(
+        a.source_access_key.as_deref(),
+        a.source_secret_key.as_deref(),
+        a.source_profile.as_deref(),
+    )?;
     Ok(S3Client::new(EndpointConfig {
         url,
         access_key,
@@ -177,6 +169,33 @@ fn source_client(a: &EndsArgs) -> anyhow::Result<S3Client> {
         virtual_hosted: a.source_virtual_hosted,
         tls: crate::admin::tls_config(a.source_ca_bundle.as_deref())?,
     })?)
+}
+
+/// The source's keys: the flags, else `FEIYUN_SOURCE_*`, else a profile.
+pub(crate) fn source_credentials(
+    access_key: Option<&str>,
+    secret_key: Option<&str>,
+    profile: Option<&str>,
+) -> anyhow::Result<(String, String, Option<String>)> {
+    Ok(
+        match (
+            access_key
+                .map(str::to_owned)
+                .or_else(|| env("FEIYUN_SOURCE_ACCESS_KEY")),
+            secret_key
+                .map(str::to_owned)
+                .or_else(|| env("FEIYUN_SOURCE_SECRET_KEY")),
+        ) {
+            (Some(ak), Some(sk)) => (ak, sk, env("FEIYUN_SOURCE_SESSION_TOKEN")),
+            (None, None) => match profile {
+                Some(p) => crate::admin::profile_credentials(p)?,
+                None => bail!(
+                    "no source credentials: give --source-access-key and --source-secret-key, FEIYUN_SOURCE_ACCESS_KEY/FEIYUN_SOURCE_SECRET_KEY, or --source-profile"
+                ),
+            },
+            _ => bail!("give both the source's access key and its secret key"),
+        },
+    )
 }
 
 fn dest_client(c: &Connection) -> anyhow::Result<S3Client> {

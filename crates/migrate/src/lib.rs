@@ -19,7 +19,7 @@ mod multipart;
 mod progress;
 pub mod source;
 mod verify;
-mod xml;
+pub mod xml;
 
 use std::sync::Arc;
 

@@ -649,7 +649,7 @@ pub(crate) fn parse_time(t: &str) -> Option<i128> {
         .map(|d| d.unix_timestamp_nanos())
 }
 
-fn object_meta(h: &http::HeaderMap, _mtime_ns: i128) -> ObjectMeta {
+pub fn object_meta(h: &http::HeaderMap, _mtime_ns: i128) -> ObjectMeta {
     let mut headers = Vec::new();
     for name in SYSTEM_HEADERS {
         if let Some(v) = header(h, name) {

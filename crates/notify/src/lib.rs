@@ -370,6 +370,7 @@ mod tests {
             etag: Some("abc".into()),
             version_id: None,
             replicate: None,
+            from_legacy: false,
         };
         let j = s3_event_json(&e, "cfg", "us-east-1");
         let r = &j["Records"][0];

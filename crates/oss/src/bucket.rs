@@ -58,6 +58,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             owner: owner.clone(),
             encryption: None,
             replication: None,
+            live: None,
         };
         let mut batch = WriteBatch::new();
         batch.check_absent(Table::Buckets, keys::bucket(name)).put(
@@ -108,7 +109,11 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     /// uploads do not keep a bucket alive (S3 discards them with it): they are aborted first,
     /// their parts' blobs becoming garbage.
     pub async fn delete_bucket(&self, name: &str) -> Result<(), OssError> {
-        self.require_bucket(name).await?;
+        if self.bucket(name).await?.live.is_some() {
+            return Err(OssError::InvalidBucketState(
+                "the bucket is in live migration: `feiyun migrate live finish` it first".into(),
+            ));
+        }
         let prefix = keys::bucket_objects(name);
         let mut retry = crate::retry::Retry::new();
         loop {

@@ -122,7 +122,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 staged,
                 sealing.as_deref(),
                 crate::events::EventCause::Copy,
-                None,
+                crate::put::Origin::Client,
             )
             .await?;
         Ok((out, (source, versioned)))

@@ -38,6 +38,8 @@ pub enum EventCause {
     Delete,
     /// A lifecycle rule.
     Lifecycle,
+    /// A live migration's copy of a legacy object (announced as a PUT).
+    LiveCopy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +58,9 @@ pub struct EventRecord {
     /// written before this field, and for every other event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicate: Option<Vec<String>>,
+    /// A live migration's copy of a legacy object: not written back to the legacy store.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_legacy: bool,
 }
 
 impl EventRecord {
@@ -180,6 +185,7 @@ pub(crate) fn created(
                 .collect(),
             _ => Vec::new(),
         }),
+        from_legacy: cause == EventCause::LiveCopy,
     };
     batch.put(Table::Events, event_key(id), records::encode(&e)?);
     Ok(())
@@ -206,6 +212,7 @@ pub(crate) fn updated(
         etag: Some(rec.etag.clone()),
         version_id,
         replicate: None,
+        from_legacy: false,
     };
     batch.put(Table::Events, event_key(id), records::encode(&e)?);
     Ok(())
@@ -237,6 +244,7 @@ pub(crate) fn removed(
         etag: None,
         version_id,
         replicate: None,
+        from_legacy: false,
     };
     batch.put(Table::Events, event_key(id), records::encode(&e)?);
     Ok(())
@@ -603,6 +611,7 @@ mod tests {
             etag: None,
             version_id: None,
             replicate: None,
+            from_legacy: false,
         };
         assert!(r.matches(&e("ObjectCreated:Put", "img/a.jpg")));
         assert!(r.matches(&e("ObjectCreated:CompleteMultipartUpload", "img/b.jpg")));

@@ -99,6 +99,52 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         key: &str,
         req: &GetRequest,
     ) -> Result<ObjectRead, OssError> {
+        match self.head_here(bucket, key, req).await {
+            Err(OssError::NoSuchKey) if req.version.is_none() => {
+                self.after_miss(bucket, key, req, false).await
+            }
+            found => found,
+        }
+    }
+
+    pub async fn get_object(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        req: &GetRequest,
+    ) -> Result<ObjectRead, OssError> {
+        match self.get_here(bucket, key, req).await {
+            Err(OssError::NoSuchKey) if req.version.is_none() => {
+                self.after_miss(bucket, key, req, true).await
+            }
+            found => found,
+        }
+    }
+
+    /// A read of a key not held here: a live bucket reads it through its legacy store.
+    async fn after_miss(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        req: &GetRequest,
+        body: bool,
+    ) -> Result<ObjectRead, OssError> {
+        match self.read_through(bucket, key).await? {
+            crate::live::Fetched::Absent => Err(OssError::NoSuchKey),
+            crate::live::Fetched::Stored if body => self.get_here(bucket, key, req).await,
+            crate::live::Fetched::Stored => self.head_here(bucket, key, req).await,
+            crate::live::Fetched::Large(head) => {
+                self.legacy_read(bucket, key, *head, req, body).await
+            }
+        }
+    }
+
+    pub(crate) async fn head_here(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        req: &GetRequest,
+    ) -> Result<ObjectRead, OssError> {
         let (record, versioned) = self.load_version(bucket, key, req.version).await?;
         self.check_customer_key(record.sse(), req.customer.as_ref(), bucket, key)?;
         let (span, parts_count) = select(&record, req)?;
@@ -113,7 +159,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         })
     }
 
-    pub async fn get_object(
+    pub(crate) async fn get_here(
         self: &Arc<Self>,
         bucket: &str,
         key: &str,
@@ -123,7 +169,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         // it; re-reading the record then finds the new one.
         let mut retry = crate::retry::Retry::new();
         loop {
-            let mut read = self.head_object(bucket, key, req).await?;
+            let mut read = self.head_here(bucket, key, req).await?;
             let (start, end) = read.span.unwrap_or((0, read.record.size));
             let at = (bucket, key, req.customer.as_ref(), req.key_check.as_ref());
             match self.open_body(&read.record, start, end, at).await {
@@ -344,7 +390,7 @@ fn segments(blobs: &[BlobRef], start: u64, end: u64) -> Vec<Segment> {
 type Selection = (Option<(u64, u64)>, Option<u32>);
 
 /// Applies conditions, partNumber and Range to a record.
-fn select(record: &ObjectRecord, req: &GetRequest) -> Result<Selection, OssError> {
+pub(crate) fn select(record: &ObjectRecord, req: &GetRequest) -> Result<Selection, OssError> {
     req.conditions
         .check_read(&record.etag, record.last_modified_ms)?;
     let parts_count = (!record.parts.is_empty()).then_some(record.parts.len() as u32);

@@ -25,6 +25,7 @@ mod janitor;
 mod keyuse;
 mod lease;
 pub mod lifecycle;
+pub mod live;
 mod lock;
 mod multipart;
 mod put;
@@ -170,6 +171,10 @@ pub enum OssError {
     /// Too few nodes of a multi-node region are reachable to store or read the data.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// A live bucket's legacy store failed a read-through (unreachable, refused, or sent
+    /// bytes that do not verify).
+    #[error("{0}")]
+    Legacy(String),
     /// The KMS refused a key the request or the object depends on (S3's `KMS.*` codes).
     #[error("{code}: {message}")]
     Kms { code: &'static str, message: String },
@@ -222,6 +227,15 @@ pub struct OssStats {
     pub lifecycle_skipped_locked: AtomicU64,
     /// Versions moved to the cold class by lifecycle.
     pub lifecycle_transitioned: AtomicU64,
+    /// Live migration: objects read through (or copied) from legacy stores, their bytes,
+    /// fetches that failed, reads streamed without storing, writes replayed to legacy
+    /// stores and replays refused.
+    pub live_fetched: AtomicU64,
+    pub live_fetched_bytes: AtomicU64,
+    pub live_fetch_failures: AtomicU64,
+    pub live_streamed: AtomicU64,
+    pub live_written_through: AtomicU64,
+    pub live_write_through_failures: AtomicU64,
 }
 
 /// Settings the service needs from configuration.
@@ -249,6 +263,7 @@ pub struct ObjectService<M, B> {
     leases: Arc<lease::Leases>,
     event_ids: events::EventIds,
     kms: Arc<feiyun_kms::Kms<M>>,
+    live: live::LiveState,
 }
 
 impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
@@ -276,6 +291,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             leases: Arc::new(lease::Leases::new(janitor.clone())),
             janitor,
             event_ids: events::EventIds::default(),
+            live: live::LiveState::default(),
         });
         svc.seed_event_ids().await?;
         let swept = svc.recover().await?;

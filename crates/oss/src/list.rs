@@ -232,13 +232,18 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         bucket: &str,
         params: ListParams,
     ) -> Result<ListPage<ObjectRecord>, OssError> {
-        self.require_bucket(bucket).await?;
-        let bucket = bucket.to_owned();
-        self.blocking(move |m, _| {
-            let mut src = MetaKeys { meta: m, bucket };
-            list_page(&mut src, &params)
-        })
-        .await
+        let live = self.bucket(bucket).await?.live;
+        let (b, p) = (bucket.to_owned(), params.clone());
+        let here = self
+            .blocking(move |m, _| {
+                let mut src = MetaKeys { meta: m, bucket: b };
+                list_page(&mut src, &p)
+            })
+            .await?;
+        match live {
+            Some(setting) => self.merge_legacy(bucket, &setting, &params, here).await,
+            None => Ok(here),
+        }
     }
 }
 

@@ -113,6 +113,19 @@ pub(crate) struct Staged {
     pub key: Option<(feiyun_blob::FrameKey, Vec<u8>)>,
 }
 
+/// Who a committed body comes from.
+pub(crate) enum Origin {
+    Client,
+    /// A replica from another region: keeps its version id and time.
+    Replica(crate::replication::ReplicaOf),
+    /// A copy fetched from a live bucket's legacy store: keeps the legacy time, and commits
+    /// only while `checks` hold (the key still new here, and not deleted here).
+    Legacy {
+        last_modified_ms: i64,
+        checks: WriteBatch,
+    },
+}
+
 /// Where staged data goes and how it is sealed.
 #[derive(Clone, Copy)]
 pub(crate) struct SealAt<'a> {
@@ -170,7 +183,10 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             staged,
             sealing.as_deref(),
             crate::events::EventCause::Put,
-            spec.replica,
+            match spec.replica {
+                Some(r) => Origin::Replica(r),
+                None => Origin::Client,
+            },
         )
         .await
     }
@@ -208,7 +224,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         mut staged: Staged,
         sealing: Option<&Sealing>,
         cause: crate::events::EventCause,
-        replica: Option<crate::replication::ReplicaOf>,
+        origin: Origin,
     ) -> Result<PutOutcome, OssError> {
         let data = match &staged.data {
             StagedData::Inline(b) => ObjectData::Inline(b.clone()),
@@ -234,19 +250,28 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 keys: vec![serde_bytes::ByteBuf::from(sealed)],
             });
         }
-        if let Some(r) = replica {
-            record.version = r.version;
-            record.last_modified_ms = r.last_modified_ms;
-            record.replication = Some(crate::replication::ReplicationState::Replica);
+        let mut extra = WriteBatch::new();
+        match origin {
+            Origin::Client => {}
+            Origin::Replica(r) => {
+                record.version = r.version;
+                record.last_modified_ms = r.last_modified_ms;
+                record.replication = Some(crate::replication::ReplicationState::Replica);
+            }
+            Origin::Legacy {
+                last_modified_ms,
+                checks,
+            } => {
+                record.last_modified_ms = last_modified_ms;
+                extra = checks;
+            }
         }
         let pending: Vec<BlobId> = record.blobs().iter().map(|b| b.id).collect();
         let change = Change::Put {
             record: Box::new(record),
             pending,
         };
-        let applied = self
-            .apply_change(bucket, key, change, cause, WriteBatch::new())
-            .await?;
+        let applied = self.apply_change(bucket, key, change, cause, extra).await?;
         // A replica delivered twice keeps the first copy; the guard drops this one's blob.
         if !applied.duplicate
             && let Some(g) = staged.guard.as_mut()

@@ -31,6 +31,9 @@ pub struct BucketRecord {
     /// Cross-region replication rules (PutBucketReplication); read by the write path.
     #[serde(default)]
     pub replication: Option<crate::replication::ReplicationConfig>,
+    /// Read-through from a legacy store during a live migration (`feiyun migrate live`).
+    #[serde(default)]
+    pub live: Option<crate::live::LiveSetting>,
 }
 
 /// A bucket's versioning state. `Unversioned` is only ever the initial state.

@@ -632,6 +632,17 @@ fn plan<R: MetaRead + ?Sized>(
         .check_value(Table::Heads, okey.clone(), head_bytes);
     let versioned = brec.versioning != Versioning::Unversioned;
     let newest = head.map(|h| h.newest);
+    // In live migration a key deleted here must not be read through from the legacy store
+    // again, even when it was never fetched: the delete leaves a tombstone in its commit.
+    let tombstone = brec.live.is_some()
+        && matches!(change, Change::DeleteCurrent | Change::DeleteVersion { .. });
+    if tombstone {
+        p.batch.put(
+            Table::BucketConfigs,
+            crate::live::tomb_key(bucket, key),
+            Vec::new(),
+        );
+    }
     match change {
         Change::Put { record, pending }
             if record.replication == Some(ReplicationState::Replica) =>
@@ -774,7 +785,7 @@ fn plan<R: MetaRead + ?Sized>(
         Change::DeleteCurrent => match brec.versioning {
             Versioning::Unversioned => {
                 let Some(c) = &cur else {
-                    return Ok((None, Applied::default()));
+                    return Ok((tombstone.then_some(p), Applied::default()));
                 };
                 lock::check_removal(c, false, now_ms)?;
                 p.garbage(c);

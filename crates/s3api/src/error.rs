@@ -133,6 +133,13 @@ pub fn to_s3(e: OssError, request_id: Option<&str>) -> S3Error {
         OssError::Busy | OssError::Raced => {
             (C::SlowDown, "Please reduce your request rate.".into())
         }
+        OssError::Legacy(m) => {
+            tracing::warn!(error = %m, "live migration: legacy store failed");
+            (
+                C::ServiceUnavailable,
+                format!("The object is not copied yet and the legacy store failed: {m}"),
+            )
+        }
         OssError::Unavailable(m) => {
             tracing::warn!(error = %m, "storage unavailable");
             (

@@ -145,6 +145,8 @@ impl App {
             Edge::Replication
         } else if feiyun_cluster::api::is_path(req.uri().path()) {
             Edge::Cluster
+        } else if crate::live_edge::is_path(req.uri().path()) {
+            Edge::Migrate
         } else {
             match service {
                 Some(feiyun_iamapi::Service::Kms) => Edge::Kms,
@@ -190,6 +192,11 @@ impl App {
             }
             (Edge::Replication, _) => {
                 let (mut resp, op) = self.replication(req, peer, &audit).await;
+                set_request_id(&mut resp, "x-amzn-requestid", &id);
+                self.finish(&exit, op, 0, resp, audit.take(), true).await
+            }
+            (Edge::Migrate, _) => {
+                let (mut resp, op) = self.live(req, peer, &audit).await;
                 set_request_id(&mut resp, "x-amzn-requestid", &id);
                 self.finish(&exit, op, 0, resp, audit.take(), true).await
             }

@@ -13,7 +13,9 @@ mod guard;
 mod handle;
 mod invalidate;
 pub mod keys;
+mod legacy;
 mod listen;
+mod live_edge;
 mod metrics;
 mod oidc_keys;
 mod reject;
@@ -113,6 +115,8 @@ struct App {
     guard: guard::AuthGuard,
     query: QueryApi<Store>,
     oss: Arc<EmbeddedOss>,
+    /// Owner of buckets created before accounts existed.
+    default_account: String,
     fc: Arc<feiyun_fc::Functions<Store>>,
     replication: Arc<feiyun_replication::Replication<Store, Blobs>>,
     /// `replication_proxy_reads`: a read that finds nothing asks the bucket's replica peers.
@@ -229,6 +233,11 @@ impl Server {
         oss.spawn_lifecycle(std::time::Duration::from_secs(
             config.lifecycle_interval_secs,
         ));
+        oss.set_legacy_connector(Arc::new(
+            legacy::Connector::new().map_err(ServerError::Replication)?,
+        ));
+        oss.spawn_live_copier(Duration::from_secs(config.live_copy_interval_secs));
+        oss.spawn_live_write_through(Duration::from_millis(500));
         let targets = config
             .webhooks
             .iter()
@@ -242,6 +251,7 @@ impl Server {
             vec![
                 feiyun_fc::triggers::CONSUMER.to_owned(),
                 feiyun_replication::worker::CONSUMER.to_owned(),
+                feiyun_oss::live::WRITE_THROUGH_CONSUMER.to_owned(),
             ],
             std::time::Duration::from_secs(config.event_retention_secs),
         )?;
@@ -350,6 +360,7 @@ impl Server {
                 ));
             }
         };
+        let iam_default_account = iam.default_account();
         let mut builder = S3ServiceBuilder::new(
             FeiyunS3::new(oss.clone())
                 .with_webhook_targets(target_ids)
@@ -413,6 +424,7 @@ impl Server {
                     .with_oidc(oidc)
                     .with_kms(kms)
                     .with_key_users(oss.clone()),
+                default_account: iam_default_account,
                 oss,
                 fc,
                 replication,

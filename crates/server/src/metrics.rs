@@ -94,7 +94,37 @@ impl Metrics {
             blobs_collected.clone(),
         );
         let mut mirrored: Vec<(Counter, StatReader)> = Vec::new();
-        let lifecycle: [(&str, &str, StatReader); 5] = [
+        let counters: [(&str, &str, StatReader); 11] = [
+            (
+                "live_fetched",
+                "Live migration: objects copied in from legacy stores (by reads and the copier)",
+                |s| s.live_fetched.load(Ordering::Relaxed),
+            ),
+            (
+                "live_fetched_bytes",
+                "Live migration: bytes copied in from legacy stores",
+                |s| s.live_fetched_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "live_fetch_failures",
+                "Live migration: reads of a legacy store that failed",
+                |s| s.live_fetch_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "live_streamed",
+                "Live migration: reads of large legacy objects answered without storing them",
+                |s| s.live_streamed.load(Ordering::Relaxed),
+            ),
+            (
+                "live_written_through",
+                "Live migration: writes and deletes replayed to legacy stores",
+                |s| s.live_written_through.load(Ordering::Relaxed),
+            ),
+            (
+                "live_write_through_failures",
+                "Live migration: replays a legacy store refused for good",
+                |s| s.live_write_through_failures.load(Ordering::Relaxed),
+            ),
             (
                 "lifecycle_expired_versions",
                 "Versions removed by lifecycle expiration, current and noncurrent",
@@ -121,7 +151,7 @@ impl Metrics {
                 |s| s.lifecycle_transitioned.load(Ordering::Relaxed),
             ),
         ];
-        for (name, help, read) in lifecycle {
+        for (name, help, read) in counters {
             let c = Counter::default();
             registry.register(name, help, c.clone());
             mirrored.push((c, read));

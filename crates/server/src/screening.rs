@@ -16,6 +16,8 @@ pub(crate) enum Edge {
     Functions,
     Replication,
     Cluster,
+    /// `feiyun migrate live` (`/migrate/live/BUCKET`).
+    Migrate,
 }
 
 impl Edge {
@@ -28,6 +30,7 @@ impl Edge {
             Edge::Functions => (&["fc"], false),
             Edge::Replication => (&["replication"], false),
             Edge::Cluster => (&["cluster"], false),
+            Edge::Migrate => (&["migrate"], false),
         };
         Expect {
             region,
@@ -56,7 +59,7 @@ impl Edge {
         let mut r = match self {
             Edge::S3 => return reject::screen_error(e, presigned, id),
             Edge::Query => reject::query_error(status, code, &e.to_string(), id),
-            Edge::Kms | Edge::Functions | Edge::Replication | Edge::Cluster => {
+            Edge::Kms | Edge::Functions | Edge::Replication | Edge::Cluster | Edge::Migrate => {
                 reject::json_error(status, code, &e.to_string())
             }
         };

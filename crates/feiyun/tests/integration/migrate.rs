@@ -531,7 +531,7 @@ async fn kill_9_mid_multipart_resumes_sending_only_what_was_missing() {
 }
 
 /// A counter of the region's S3 requests: `op` answered with `status`.
-fn requests(r: &Region, op: &str, status: &str) -> u64 {
+pub(crate) fn requests(r: &Region, op: &str, status: &str) -> u64 {
     let want = format!("feiyun_s3_requests_total{{op=\"{op}\",status=\"{status}\"}} ");
     r.metrics()
         .lines()

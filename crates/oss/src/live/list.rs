@@ -1,0 +1,117 @@
+//! LIST of a live bucket: the region's page merged with the legacy store's, both in S3 key
+//! order. The region wins on equal names, keys deleted here are left out, and the page ends
+//! at the caller's limit, so its last name resumes both sides.
+
+use std::sync::Arc;
+
+use feiyun_blob::BlobStore;
+use feiyun_meta::{MetaStore, Table};
+
+use super::{LegacyEntry, LiveSetting, tomb_key};
+use crate::list::{ListEntry, ListPage, ListParams};
+use crate::records::{ObjectData, ObjectRecord};
+use crate::{ObjectHeaders, ObjectService, OssError};
+
+impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
+    pub(crate) async fn merge_legacy(
+        self: &Arc<Self>,
+        bucket: &str,
+        setting: &LiveSetting,
+        params: &ListParams,
+        here: ListPage<ObjectRecord>,
+    ) -> Result<ListPage<ObjectRecord>, OssError> {
+        if params.max_keys == 0 {
+            return Ok(here);
+        }
+        let legacy = self.legacy_for(bucket, setting)?;
+        let delimiter = params.delimiter.as_deref().filter(|d| !d.is_empty());
+        let page = legacy
+            .list(
+                &params.prefix,
+                params.after.as_deref(),
+                delimiter,
+                params.max_keys,
+            )
+            .await?;
+        let after = params.after.as_deref();
+        let theirs: Vec<LegacyEntry> = page
+            .entries
+            .into_iter()
+            .filter(|e| after.is_none_or(|a| e.name() > a) && e.name().starts_with(&params.prefix))
+            .collect();
+        let gone = self.tombstones_among(bucket, &theirs).await?;
+        let mut theirs = theirs
+            .into_iter()
+            .zip(gone)
+            .filter(|(_, gone)| !gone)
+            .map(|(e, _)| e)
+            .peekable();
+        let mut ours = here.entries.into_iter().peekable();
+        let mut entries = Vec::new();
+        while entries.len() < params.max_keys {
+            let next = match (ours.peek(), theirs.peek()) {
+                (None, None) => break,
+                (Some(_), None) => ours.next(),
+                (None, Some(_)) => theirs.next().map(as_entry),
+                (Some(o), Some(t)) => match o.name().cmp(t.name()) {
+                    std::cmp::Ordering::Less => ours.next(),
+                    std::cmp::Ordering::Greater => theirs.next().map(as_entry),
+                    std::cmp::Ordering::Equal => {
+                        theirs.next();
+                        ours.next()
+                    }
+                },
+            };
+            entries.extend(next);
+        }
+        let is_truncated =
+            ours.peek().is_some() || theirs.peek().is_some() || here.is_truncated || page.truncated;
+        Ok(ListPage {
+            entries,
+            is_truncated,
+        })
+    }
+
+    /// For each entry, whether it is an object deleted here during live mode.
+    async fn tombstones_among(
+        &self,
+        bucket: &str,
+        entries: &[LegacyEntry],
+    ) -> Result<Vec<bool>, OssError> {
+        let rows: Vec<Vec<u8>> = entries.iter().map(|e| tomb_key(bucket, e.name())).collect();
+        let reads: Vec<(Table, &[u8])> = rows
+            .iter()
+            .map(|k| (Table::BucketConfigs, k.as_slice()))
+            .collect();
+        let found = self.meta.get_many_async(&reads).await?;
+        Ok(entries
+            .iter()
+            .zip(found)
+            .map(|(e, row)| matches!(e, LegacyEntry::Object { .. }) && row.is_some())
+            .collect())
+    }
+}
+
+/// A legacy listing entry as the region lists it (what ListObjects shows of a record).
+fn as_entry(e: LegacyEntry) -> ListEntry<ObjectRecord> {
+    match e {
+        LegacyEntry::CommonPrefix(p) => ListEntry::CommonPrefix(p),
+        LegacyEntry::Object {
+            key,
+            size,
+            etag,
+            last_modified_ms,
+        } => {
+            let mut r = ObjectRecord::new(
+                ObjectHeaders::default(),
+                size,
+                etag,
+                None,
+                Vec::new(),
+                ObjectData::Inline(Vec::new()),
+            );
+            r.last_modified_ms = last_modified_ms;
+            ListEntry::Object(key, r)
+        }
+    }
+}

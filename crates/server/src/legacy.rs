@@ -1,0 +1,378 @@
+//! The legacy stores of live migrations (`feiyun migrate live`), reached with the migrate
+//! crate's S3 client: what the object service's [`Legacy`] trait asks, on the S3 wire.
+//! Every answer is untrusted input: sizes and times are parsed or refused, never assumed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use feiyun_migrate::client::{ClientError, EndpointConfig, S3Client, header};
+use feiyun_migrate::xml;
+use feiyun_oss::live::{
+    Legacy, LegacyBody, LegacyConnector, LegacyEntry, LegacyError, LegacyObject, LegacyPage,
+    LiveSetting,
+};
+use feiyun_oss::{ChecksumAlgorithm, ObjectHeaders, OssError};
+use futures::StreamExt;
+use http::{HeaderMap, Method};
+use http_body_util::BodyExt;
+
+/// Longest wait for the next piece of a legacy body before the read is abandoned.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) struct Connector {
+    tls: rustls::ClientConfig,
+}
+
+impl Connector {
+    pub(crate) fn new() -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self { tls })
+    }
+}
+
+impl LegacyConnector for Connector {
+    fn connect(&self, s: &LiveSetting, secret: &str) -> Result<Arc<dyn Legacy>, OssError> {
+        let client = S3Client::new(EndpointConfig {
+            url: s.endpoint.clone(),
+            access_key: s.access_key.clone(),
+            secret_key: secret.to_owned(),
+            session_token: None,
+            region: s.region.clone(),
+            virtual_hosted: s.virtual_hosted,
+            tls: self.tls.clone(),
+        })
+        .map_err(|e| OssError::Legacy(format!("legacy store {}: {e}", s.endpoint)))?;
+        Ok(Arc::new(S3Legacy {
+            client,
+            bucket: s.bucket.clone(),
+            prefix: s.prefix.clone(),
+        }))
+    }
+}
+
+struct S3Legacy {
+    client: S3Client,
+    bucket: String,
+    prefix: String,
+}
+
+fn legacy_error(what: &str, e: ClientError) -> LegacyError {
+    match e.status() {
+        Some(404) => LegacyError::NotFound,
+        Some(412) => LegacyError::Changed,
+        Some(401 | 403) => LegacyError::Denied(format!("{what}: {e}")),
+        _ => LegacyError::Unavailable(format!("{what}: {e}")),
+    }
+}
+
+/// The object an answer's headers describe; `size` from Content-Range on a ranged answer.
+fn object_of(h: &HeaderMap) -> Result<LegacyObject, LegacyError> {
+    let bad = |m: &str| LegacyError::Unavailable(format!("the legacy store answered {m}"));
+    let size = match header(h, "content-range") {
+        Some(r) => r.rsplit('/').next().and_then(|n| n.parse().ok()),
+        None => header(h, "content-length").and_then(|n| n.parse().ok()),
+    }
+    .ok_or_else(|| bad("no object size"))?;
+    let etag = header(h, "etag")
+        .map(|e| e.trim_matches('"').to_owned())
+        .ok_or_else(|| bad("no ETag"))?;
+    let last_modified_ms = header(h, "last-modified")
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc2822).ok()
+        })
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .unwrap_or_else(feiyun_oss::now_millis);
+    let meta = feiyun_migrate::source::object_meta(h, 0);
+    let mut headers = ObjectHeaders::default();
+    for (name, value) in meta.headers {
+        let v = Some(value.clone());
+        match name.as_str() {
+            "content-type" => headers.content_type = v,
+            "cache-control" => headers.cache_control = v,
+            "content-disposition" => headers.content_disposition = v,
+            "content-encoding" => headers.content_encoding = v,
+            "content-language" => headers.content_language = v,
+            "expires" => headers.expires = v,
+            n => {
+                if let Some(user) = n.strip_prefix("x-amz-meta-") {
+                    headers.user_metadata.push((user.to_owned(), value));
+                }
+            }
+        }
+    }
+    let checksum = meta.checksum.and_then(|(name, value)| {
+        let alg = name.strip_prefix("x-amz-checksum-")?;
+        Some((ChecksumAlgorithm::parse(alg)?, value))
+    });
+    Ok(LegacyObject {
+        size,
+        etag,
+        etag_is_md5: meta.etag_is_md5,
+        last_modified_ms,
+        headers,
+        tag_count: meta.tag_count,
+        checksum,
+    })
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters (a tag in `x-amz-tagging`).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl S3Legacy {
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+#[async_trait::async_trait]
+impl Legacy for S3Legacy {
+    async fn head(&self, key: &str) -> Result<LegacyObject, LegacyError> {
+        let k = self.key(key);
+        let (h, _) = self
+            .client
+            .call(
+                Method::HEAD,
+                Some(&self.bucket),
+                Some(&k),
+                &[],
+                vec![("x-amz-checksum-mode".into(), "ENABLED".into())],
+                Bytes::new(),
+            )
+            .await
+            .map_err(|e| legacy_error(&format!("HEAD {k}"), e))?;
+        object_of(&h)
+    }
+
+    async fn get(
+        &self,
+        key: &str,
+        etag: Option<&str>,
+        span: Option<(u64, u64)>,
+    ) -> Result<(LegacyObject, LegacyBody), LegacyError> {
+        let k = self.key(key);
+        let mut hdrs = vec![("x-amz-checksum-mode".to_owned(), "ENABLED".to_owned())];
+        if let Some(e) = etag {
+            hdrs.push(("if-match".into(), format!("\"{e}\"")));
+        }
+        if let Some((start, end)) = span {
+            if end <= start {
+                return Ok((LegacyObject::default(), Box::pin(futures::stream::empty())));
+            }
+            hdrs.push(("range".into(), format!("bytes={start}-{}", end - 1)));
+        }
+        let resp = self
+            .client
+            .stream(Method::GET, &self.bucket, &k, &[], hdrs)
+            .await
+            .map_err(|e| legacy_error(&format!("GET {k}"), e))?;
+        let obj = object_of(&resp.headers)?;
+        if span.is_some() && header(&resp.headers, "content-range").is_none() {
+            return Err(LegacyError::Unavailable(format!(
+                "GET {k}: the legacy store ignored the range"
+            )));
+        }
+        let what = k.clone();
+        let body = resp.body.into_data_stream();
+        let body = futures::stream::unfold(body, move |mut b| {
+            let what = what.clone();
+            async move {
+                match tokio::time::timeout(FRAME_TIMEOUT, b.next()).await {
+                    Err(_) => Some((
+                        Err(LegacyError::Unavailable(format!(
+                            "GET {what}: the body stalled"
+                        ))),
+                        b,
+                    )),
+                    Ok(None) => None,
+                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), b)),
+                    Ok(Some(Err(e))) => {
+                        Some((Err(LegacyError::Unavailable(format!("GET {what}: {e}"))), b))
+                    }
+                }
+            }
+        });
+        Ok((obj, Box::pin(body)))
+    }
+
+    async fn tags(&self, key: &str) -> Result<Vec<(String, String)>, LegacyError> {
+        let k = self.key(key);
+        let (_, body) = self
+            .client
+            .call(
+                Method::GET,
+                Some(&self.bucket),
+                Some(&k),
+                &[("tagging", "")],
+                Vec::new(),
+                Bytes::new(),
+            )
+            .await
+            .map_err(|e| legacy_error(&format!("GET {k}?tagging"), e))?;
+        let doc = String::from_utf8_lossy(&body);
+        Ok(xml::blocks(&doc, "Tag")
+            .iter()
+            .filter_map(|t| Some((xml::field(t, "Key")?, xml::field(t, "Value")?)))
+            .collect())
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        delimiter: Option<&str>,
+        max: usize,
+    ) -> Result<LegacyPage, LegacyError> {
+        let full_prefix = self.key(prefix);
+        let start_after = after.map(|a| self.key(a));
+        let max_keys = max.clamp(1, 1000).to_string();
+        let mut q = vec![
+            ("list-type", "2"),
+            ("encoding-type", "url"),
+            ("prefix", full_prefix.as_str()),
+            ("max-keys", max_keys.as_str()),
+        ];
+        if let Some(a) = &start_after {
+            q.push(("start-after", a));
+        }
+        if let Some(d) = delimiter {
+            q.push(("delimiter", d));
+        }
+        let (_, body) = self
+            .client
+            .call(
+                Method::GET,
+                Some(&self.bucket),
+                None,
+                &q,
+                Vec::new(),
+                Bytes::new(),
+            )
+            .await
+            .map_err(|e| legacy_error(&format!("listing s3://{}", self.bucket), e))?;
+        let doc = String::from_utf8_lossy(&body);
+        let encoded = xml::field(&doc, "EncodingType").as_deref() == Some("url");
+        let name = |raw: String| -> Result<Option<String>, LegacyError> {
+            let full = if encoded {
+                xml::url_decode(&raw).ok_or_else(|| {
+                    LegacyError::Unavailable(format!("a listed key does not decode: {raw}"))
+                })?
+            } else {
+                raw
+            };
+            Ok(full.strip_prefix(&self.prefix).map(str::to_owned))
+        };
+        let mut entries = Vec::new();
+        for c in xml::blocks(&doc, "Contents") {
+            let Some(key) = name(xml::field(c, "Key").unwrap_or_default())? else {
+                continue;
+            };
+            let last_modified_ms = xml::field(c, "LastModified")
+                .and_then(|t| {
+                    time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+                .unwrap_or_default();
+            entries.push(LegacyEntry::Object {
+                key,
+                size: xml::field(c, "Size")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                etag: xml::field(c, "ETag")
+                    .map(|e| e.trim_matches('"').to_owned())
+                    .unwrap_or_default(),
+                last_modified_ms,
+            });
+        }
+        for p in xml::blocks(&doc, "CommonPrefixes") {
+            if let Some(p) = name(xml::field(p, "Prefix").unwrap_or_default())? {
+                entries.push(LegacyEntry::CommonPrefix(p));
+            }
+        }
+        // Objects and prefixes arrive as two lists; S3 orders them as one.
+        entries.sort_by(|a, b| a.name().cmp(b.name()));
+        Ok(LegacyPage {
+            entries,
+            truncated: xml::field(&doc, "IsTruncated").as_deref() == Some("true"),
+        })
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        headers: &ObjectHeaders,
+        body: Bytes,
+    ) -> Result<(), LegacyError> {
+        let k = self.key(key);
+        let mut h: Vec<(String, String)> = Vec::new();
+        let system = [
+            ("content-type", &headers.content_type),
+            ("cache-control", &headers.cache_control),
+            ("content-disposition", &headers.content_disposition),
+            ("content-encoding", &headers.content_encoding),
+            ("content-language", &headers.content_language),
+            ("expires", &headers.expires),
+        ];
+        for (name, v) in system {
+            if let Some(v) = v {
+                h.push((name.to_owned(), v.clone()));
+            }
+        }
+        for (name, v) in &headers.user_metadata {
+            h.push((format!("x-amz-meta-{name}"), v.clone()));
+        }
+        if !headers.tags.is_empty() {
+            let tags: Vec<String> = headers
+                .tags
+                .iter()
+                .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+                .collect();
+            h.push(("x-amz-tagging".into(), tags.join("&")));
+        }
+        self.client
+            .call(Method::PUT, Some(&self.bucket), Some(&k), &[], h, body)
+            .await
+            .map(|_| ())
+            .map_err(|e| legacy_error(&format!("PUT {k}"), e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), LegacyError> {
+        let k = self.key(key);
+        match self
+            .client
+            .call(
+                Method::DELETE,
+                Some(&self.bucket),
+                Some(&k),
+                &[],
+                Vec::new(),
+                Bytes::new(),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(legacy_error(&format!("DELETE {k}"), e)),
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The live-migration edge: `/migrate/live/BUCKET` behind `feiyun migrate live
+//! start|status|finish`. Signed requests only; the caller must be of the bucket's account
+//! and allowed `migrate:StartLive`, `migrate:GetLiveStatus` or `migrate:FinishLive` on the
+//! bucket's ARN (its account root always is).
+
+use std::net::SocketAddr;
+
+use feiyun_oss::OssError;
+use feiyun_oss::live::{LiveSetting, LiveStart, LiveStatus};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use crate::App;
+
+/// A start request carries a small JSON document.
+const MAX_BODY: usize = 16 * 1024;
+
+pub(crate) fn is_path(path: &str) -> bool {
+    path.starts_with("/migrate/live/")
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+    op: &'static str,
+}
+
+fn refuse(status: u16, code: &str, message: impl Into<String>, op: &'static str) -> Answer {
+    Answer {
+        status,
+        body: json!({"__type": code, "message": message.into()}),
+        op,
+    }
+}
+
+fn oss_refusal(e: OssError, op: &'static str) -> Answer {
+    match e {
+        OssError::NoSuchBucket => refuse(404, "NoSuchBucket", "no such bucket", op),
+        OssError::InvalidBucketState(m) => refuse(409, "InvalidBucketState", m, op),
+        OssError::InvalidRequest(m) => refuse(400, "NotInLiveMigration", m, op),
+        OssError::InvalidArgument(m) => refuse(400, "InvalidParameterValue", m, op),
+        OssError::Legacy(m) => refuse(502, "LegacyStoreFailed", m, op),
+        other => {
+            tracing::error!(error = %other, "live migration request failed");
+            refuse(500, "InternalError", "internal error", op)
+        }
+    }
+}
+
+impl App {
+    pub(crate) async fn live(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        audit: &feiyun_audit::Slot,
+    ) -> (Response<s3s::Body>, &'static str) {
+        let (parts, body) = req.into_parts();
+        let caller = self
+            .signed_admin(
+                &parts,
+                body,
+                peer,
+                "migrate:",
+                audit,
+                MAX_BODY,
+                "MigrateRejected",
+            )
+            .await;
+        let (caller, body) = match caller {
+            Ok(x) => x,
+            Err(e) => return respond(refuse(e.status, e.code, e.message, e.op)),
+        };
+        let a = self.live_call(&caller, &parts, &body).await;
+        caller.finish(
+            audit,
+            StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK),
+        );
+        respond(a)
+    }
+
+    async fn live_call(
+        &self,
+        caller: &feiyun_iamapi::Authenticated,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Answer {
+        let bucket = parts
+            .uri
+            .path()
+            .trim_start_matches("/migrate/live/")
+            .to_owned();
+        let (action, op) = match parts.method {
+            Method::PUT => ("migrate:StartLive", "MigrateLiveStart"),
+            Method::GET => ("migrate:GetLiveStatus", "MigrateLiveStatus"),
+            Method::DELETE => ("migrate:FinishLive", "MigrateLiveFinish"),
+            _ => {
+                return refuse(
+                    405,
+                    "MethodNotAllowed",
+                    "PUT, GET or DELETE",
+                    "MigrateRejected",
+                );
+            }
+        };
+        if bucket.is_empty() || bucket.contains('/') {
+            return refuse(400, "InvalidParameterValue", "name one bucket", op);
+        }
+        if let Err(e) = caller.authorize(action, &format!("arn:aws:s3:::{bucket}")) {
+            return refuse(e.status.as_u16(), "AccessDeniedException", e.message, op);
+        }
+        // Identity policies speak for their own account only: the bucket must be theirs.
+        match self.oss.bucket(&bucket).await {
+            Ok(b) if b.owner.as_deref().unwrap_or(&self.default_account) == caller.account() => {}
+            Ok(_) => {
+                return refuse(
+                    403,
+                    "AccessDeniedException",
+                    "the bucket belongs to another account",
+                    op,
+                );
+            }
+            Err(e) => return oss_refusal(e, op),
+        }
+        let done = match parts.method {
+            Method::PUT => match start_request(body) {
+                Ok(start) => self
+                    .oss
+                    .live_start(&bucket, start)
+                    .await
+                    .map(|s| status_json(&bucket, &s, &LiveStatus::default())),
+                Err(m) => return refuse(400, "InvalidParameterValue", m, op),
+            },
+            Method::GET => self
+                .oss
+                .live_status(&bucket)
+                .await
+                .map(|(s, st)| status_json(&bucket, &s, &st)),
+            _ => {
+                let force = parts
+                    .uri
+                    .query()
+                    .is_some_and(|q| q.split('&').any(|p| p == "force"));
+                self.oss
+                    .live_finish(&bucket, force)
+                    .await
+                    .map(|st| json!({"bucket": bucket, "finished": true, "copied": st.copied}))
+            }
+        };
+        match done {
+            Ok(body) => Answer {
+                status: 200,
+                body,
+                op,
+            },
+            Err(e) => oss_refusal(e, op),
+        }
+    }
+}
+
+fn start_request(body: &[u8]) -> Result<LiveStart, String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let text = |name: &str| -> Result<String, String> {
+        v.get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{name} is required"))
+    };
+    let endpoint = text("endpoint")?;
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err("endpoint must be an http:// or https:// URL".into());
+    }
+    Ok(LiveStart {
+        endpoint,
+        bucket: text("bucket")?,
+        prefix: v
+            .get("prefix")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        region: v
+            .get("region")
+            .and_then(Value::as_str)
+            .unwrap_or("us-east-1")
+            .to_owned(),
+        virtual_hosted: v
+            .get("virtual_hosted")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        access_key: text("access_key")?,
+        secret_key: text("secret_key")?,
+        write_through: v
+            .get("write_through")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+fn status_json(bucket: &str, s: &LiveSetting, st: &LiveStatus) -> Value {
+    json!({
+        "bucket": bucket,
+        "source": format!("s3://{}/{}", s.bucket, s.prefix),
+        "endpoint": s.endpoint,
+        "write_through": s.write_through,
+        "started_ms": s.started_ms,
+        "passes": st.passes,
+        "cursor": st.cursor,
+        "copied": st.copied,
+        "bytes": st.bytes,
+        "present": st.present,
+        "deleted_here": st.deleted_here,
+        "pass_copied": st.pass_copied,
+        "pass_failed": st.pass_failed,
+        "clean_pass_ms": st.clean_pass_ms,
+        "ready_to_finish": st.clean_pass_ms.is_some(),
+        "errors": st.errors,
+        "updated_ms": st.updated_ms,
+    })
+}
+
+fn respond(a: Answer) -> (Response<s3s::Body>, &'static str) {
+    let mut resp = Response::new(s3s::Body::from(a.body.to_string()));
+    *resp.status_mut() = StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    (resp, a.op)
+}
