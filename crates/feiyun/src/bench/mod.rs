@@ -12,6 +12,7 @@
 //! server's peak RSS is sampled from /proc during each phase.
 
 mod client;
+mod first_reads;
 mod large;
 mod load;
 mod versions;
@@ -119,6 +120,11 @@ pub struct BenchArgs {
     /// realistic data; pass STANDARD for the same payload uncompressed.
     #[arg(long)]
     pub(crate) storage_class: Option<String>,
+    /// Measure what a live migration adds to a read instead: write N objects of
+    /// --small-size to the legacy store at --compare, then GET each through the live
+    /// bucket at --endpoint twice (read-through, then held) and once from the legacy store
+    #[arg(long, value_name = "N")]
+    pub(crate) first_reads: Option<usize>,
 }
 
 /// Upper bound on connections, streams, keys and phase length, so a typo cannot run for ever.
@@ -212,6 +218,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     for t in &targets {
         create_bucket(&t.ctx).await?;
+    }
+    if let Some(n) = args.first_reads {
+        let Some(legacy) = targets.get(1) else {
+            bail!("--first-reads needs the legacy store as --compare");
+        };
+        let rows = first_reads::run(&ctx, &legacy.ctx, n.min(MAX_KEYS), args.small_size).await?;
+        print(&rows, &[], &args);
+        return Ok(());
     }
     if args.versioning {
         let rows = versions::run(&ctx, &args).await?;
