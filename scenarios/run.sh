@@ -17,7 +17,7 @@ trap cleanup EXIT
 
 export FEIYUN_ROOT_ACCESS_KEY=FYSCENARIOKEY0000001
 export FEIYUN_ROOT_SECRET_KEY=scenario-secret-0123456789abcdefghijklmn
-FEIYUN_STS_MIN_SESSION_SECS=1 FEIYUN_LOG="warn,s3s=off" "$bin" server --data-dir "$work/data" --listen 127.0.0.1:0 >"$work/stdout" 2>"$work/stderr" &
+FEIYUN_LIVE_ALLOWED_NETWORKS=127.0.0.0/8 FEIYUN_STS_MIN_SESSION_SECS=1 FEIYUN_LOG="warn,s3s=off" "$bin" server --data-dir "$work/data" --listen 127.0.0.1:0 >"$work/stdout" 2>"$work/stderr" &
 server_pid=$!
 for _ in $(seq 1 100); do
   grep -q '^S3 endpoint: ' "$work/stdout" 2>/dev/null && break

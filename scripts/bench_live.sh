@@ -26,7 +26,7 @@ export FEIYUN_SOURCE_ACCESS_KEY=$FEIYUN_ROOT_ACCESS_KEY FEIYUN_SOURCE_SECRET_KEY
 start() {
   local name=$1
   mkdir -p "$work/$name"
-  FEIYUN_LIVE_COPY_INTERVAL_SECS=3600 FEIYUN_LOG=warn "$bin" server --data-dir "$work/$name/data" \
+  FEIYUN_LIVE_ALLOWED_NETWORKS=127.0.0.0/8 FEIYUN_LIVE_COPY_INTERVAL_SECS=3600 FEIYUN_LOG=warn "$bin" server --data-dir "$work/$name/data" \
     --listen 127.0.0.1:0 >"$work/$name/out" 2>"$work/$name/err" &
   pids+=("$!")
   for _ in $(seq 1 200); do grep -q '^S3 endpoint: ' "$work/$name/out" 2>/dev/null && break; sleep 0.1; done

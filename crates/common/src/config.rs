@@ -55,6 +55,8 @@ pub struct Config {
     pub lifecycle_interval_secs: u64,
     /// Seconds between passes of a live migration's copier (`feiyun migrate live`).
     pub live_copy_interval_secs: u64,
+    /// Networks (CIDR) a live migration's legacy store may be in besides public addresses.
+    pub live_allowed_networks: Vec<String>,
     /// Webhook targets for bucket notifications: (id, http URL), sorted by id.
     pub webhooks: Vec<(String, String)>,
     /// Events older than this are dropped from the log even if a target has not taken them.
@@ -207,6 +209,7 @@ pub struct ConfigOverrides {
     pub lifecycle_day_secs: Option<u64>,
     pub lifecycle_interval_secs: Option<u64>,
     pub live_copy_interval_secs: Option<u64>,
+    pub live_allowed_networks: Option<Vec<String>>,
     pub webhooks: Option<std::collections::BTreeMap<String, String>>,
     pub event_retention_secs: Option<u64>,
     pub replication_rpo_secs: Option<u64>,
@@ -305,6 +308,12 @@ impl ConfigOverrides {
             lifecycle_day_secs: parse_num("FEIYUN_LIFECYCLE_DAY_SECS")?,
             lifecycle_interval_secs: parse_num("FEIYUN_LIFECYCLE_INTERVAL_SECS")?,
             live_copy_interval_secs: parse_num("FEIYUN_LIVE_COPY_INTERVAL_SECS")?,
+            live_allowed_networks: get("FEIYUN_LIVE_ALLOWED_NETWORKS").map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            }),
             webhooks: match get("FEIYUN_WEBHOOKS") {
                 None => None,
                 Some(v) => Some(parse_webhooks(&v)?),
@@ -417,6 +426,7 @@ impl ConfigOverrides {
             live_copy_interval_secs: self
                 .live_copy_interval_secs
                 .or(lower.live_copy_interval_secs),
+            live_allowed_networks: self.live_allowed_networks.or(lower.live_allowed_networks),
             webhooks: self.webhooks.or(lower.webhooks),
             event_retention_secs: self.event_retention_secs.or(lower.event_retention_secs),
             replication_rpo_secs: self.replication_rpo_secs.or(lower.replication_rpo_secs),
@@ -602,6 +612,7 @@ impl ConfigOverrides {
             lifecycle_day_secs,
             lifecycle_interval_secs,
             live_copy_interval_secs: self.live_copy_interval_secs.unwrap_or(10).max(1),
+            live_allowed_networks: self.live_allowed_networks.unwrap_or_default(),
             webhooks: self.webhooks.unwrap_or_default().into_iter().collect(),
             event_retention_secs: self.event_retention_secs.unwrap_or(7 * 86_400),
             replication_rpo_secs: self.replication_rpo_secs,

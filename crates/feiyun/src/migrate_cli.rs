@@ -168,6 +168,7 @@ fn source_client(a: &EndsArgs) -> anyhow::Result<S3Client> {
             .unwrap_or_else(|| "us-east-1".into()),
         virtual_hosted: a.source_virtual_hosted,
         tls: crate::admin::tls_config(a.source_ca_bundle.as_deref())?,
+        allow: None,
     })?)
 }
 
@@ -211,6 +212,7 @@ fn dest_client(c: &Connection) -> anyhow::Result<S3Client> {
             .unwrap_or_else(|| "us-east-1".into()),
         virtual_hosted: false,
         tls: crate::admin::tls_config(bundle.as_deref())?,
+        allow: None,
     })?)
 }
 

@@ -234,6 +234,9 @@ fn print_status(r: &Value) {
     for e in r["errors"].as_array().into_iter().flatten() {
         outln!("error:         {}", e.as_str().unwrap_or_default());
     }
+    for e in r["write_through_errors"].as_array().into_iter().flatten() {
+        outln!("not written through: {}", e.as_str().unwrap_or_default());
+    }
     outln!(
         "finish:        {}",
         if r["ready_to_finish"].as_bool() == Some(true) {

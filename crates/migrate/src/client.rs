@@ -18,7 +18,55 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+type Https = hyper_rustls::HttpsConnector<HttpConnector<CheckedResolver>>;
+
+/// Which addresses a client may connect to; `None` allows every address.
+pub type AddressCheck = Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
+
+/// Resolves names for the client and keeps only the addresses the check allows, at every
+/// new connection: a name that starts resolving to a forbidden address (DNS rebinding) is
+/// refused then, not only when the endpoint was accepted. IP literals never reach a
+/// resolver; [`S3Client::new`] checks those.
+#[derive(Clone)]
+pub struct CheckedResolver {
+    check: Option<AddressCheck>,
+}
+
+type Resolved = std::vec::IntoIter<std::net::SocketAddr>;
+
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for CheckedResolver {
+    type Response = Resolved;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Resolved, std::io::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::io::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let check = self.check.clone();
+        Box::pin(async move {
+            let all: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let allowed: Vec<_> = all
+                .into_iter()
+                .filter(|a| check.as_ref().is_none_or(|c| c(a.ip())))
+                .collect();
+            if allowed.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("{name} resolves to no address this server may reach"),
+                ));
+            }
+            Ok(allowed.into_iter())
+        })
+    }
+}
 
 /// Most of an answer read into memory: listings of 1,000 long keys, error documents.
 const MAX_DOCUMENT: usize = 16 * 1024 * 1024;
@@ -83,6 +131,8 @@ pub struct EndpointConfig {
     /// `https://BUCKET.host/key` instead of `https://host/BUCKET/key`.
     pub virtual_hosted: bool,
     pub tls: rustls::ClientConfig,
+    /// The addresses connections may go to (a live migration's legacy store); `None`: any.
+    pub allow: Option<AddressCheck>,
 }
 
 /// An S3 endpoint, shared by every task of a migration (connections are pooled).
@@ -126,7 +176,18 @@ impl S3Client {
             .authority()
             .ok_or_else(|| ClientError::Unreachable(format!("endpoint {} has no host", c.url)))?
             .to_string();
-        let mut http = HttpConnector::new();
+        if let (Some(check), Some(host)) = (&c.allow, uri.host()) {
+            let literal = host.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = literal.parse::<std::net::IpAddr>()
+                && !check(ip)
+            {
+                return Err(ClientError::Invalid(format!(
+                    "endpoint {}: {ip} is not an address this server may reach",
+                    c.url
+                )));
+            }
+        }
+        let mut http = HttpConnector::new_with_resolver(CheckedResolver { check: c.allow });
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
         http.enforce_http(false);
@@ -495,6 +556,7 @@ mod tests {
             .unwrap()
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth(),
+            allow: None,
         })
         .unwrap();
         let long = "k".repeat(1025);

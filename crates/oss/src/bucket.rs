@@ -114,6 +114,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 "the bucket is in live migration: `feiyun migrate live finish` it first".into(),
             ));
         }
+        self.drop_tombstones(name).await?;
         let prefix = keys::bucket_objects(name);
         let mut retry = crate::retry::Retry::new();
         loop {

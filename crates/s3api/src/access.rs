@@ -308,8 +308,15 @@ impl<M: MetaStore, B: BlobStore> Authorize<M, B> {
                 .as_ref()
                 .and_then(|b| b.policy.as_deref())
                 .is_some_and(wants_tags);
-        if tagged && let Ok((tags, _)) = self.oss.object_tags(bucket, key, version).await {
-            for (k, v) in tags {
+        if tagged {
+            let tags = self
+                .oss
+                .existing_tags(bucket, key, version)
+                .await
+                .map_err(|e| {
+                    format!("the tags of {key}, which a policy tests, cannot be read: {e}")
+                })?;
+            for (k, v) in tags.unwrap_or_default() {
                 context.set(&format!("s3:ExistingObjectTag/{k}"), v);
             }
         }
@@ -441,9 +448,22 @@ impl<M: MetaStore, B: BlobStore> Authorize<M, B> {
             let version =
                 query_value(query, "versionId").and_then(|v| VersionSelector::parse(&v).ok());
             // A missing object simply has no tags; the operation reports NoSuchKey itself.
-            if let Ok((tags, _)) = self.oss.object_tags(bucket, key, version).await {
-                for (k, v) in tags {
-                    context.set(&format!("s3:ExistingObjectTag/{k}"), v);
+            // A key a live bucket would read through carries its legacy tags; when those
+            // cannot be read the request is denied rather than judged without them.
+            match self.oss.existing_tags(bucket, key, version).await {
+                Ok(Some(tags)) => {
+                    for (k, v) in tags {
+                        context.set(&format!("s3:ExistingObjectTag/{k}"), v);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(bucket, key, error = %e, "object tags unknown; denied");
+                    audit.decision = "Deny".into();
+                    return Err(s3s::s3_error!(
+                        AccessDenied,
+                        "Access Denied: the object's tags, which a policy tests, cannot be read now"
+                    ));
                 }
             }
         }

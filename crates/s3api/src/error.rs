@@ -134,10 +134,11 @@ pub fn to_s3(e: OssError, request_id: Option<&str>) -> S3Error {
             (C::SlowDown, "Please reduce your request rate.".into())
         }
         OssError::Legacy(m) => {
+            // The legacy store's name and answer go to the log, not to the client.
             tracing::warn!(error = %m, "live migration: legacy store failed");
             (
                 C::ServiceUnavailable,
-                format!("The object is not copied yet and the legacy store failed: {m}"),
+                "The object is not in this region yet and its legacy store cannot be read now. Please try again.".into(),
             )
         }
         OssError::Unavailable(m) => {

@@ -22,10 +22,19 @@ const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) struct Connector {
     tls: rustls::ClientConfig,
+    /// Legacy stores may be at public addresses, and in these networks (`live_allowed_networks`).
+    allowed: Arc<Vec<feiyun_fc::outbound::Network>>,
 }
 
 impl Connector {
-    pub(crate) fn new() -> Result<Self, String> {
+    pub(crate) fn new(networks: &[String]) -> Result<Self, String> {
+        let allowed = networks
+            .iter()
+            .map(|n| {
+                feiyun_fc::outbound::Network::parse(n)
+                    .ok_or_else(|| format!("live_allowed_networks: {n:?} is not a CIDR"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_native_certs::load_native_certs().certs {
             let _ = roots.add(cert);
@@ -36,7 +45,10 @@ impl Connector {
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(Self { tls })
+        Ok(Self {
+            tls,
+            allowed: Arc::new(allowed),
+        })
     }
 }
 
@@ -50,6 +62,12 @@ impl LegacyConnector for Connector {
             region: s.region.clone(),
             virtual_hosted: s.virtual_hosted,
             tls: self.tls.clone(),
+            allow: Some({
+                let allowed = self.allowed.clone();
+                Arc::new(move |ip| {
+                    feiyun_fc::outbound::is_public(ip) || allowed.iter().any(|n| n.contains(ip))
+                })
+            }),
         })
         .map_err(|e| OssError::Legacy(format!("legacy store {}: {e}", s.endpoint)))?;
         Ok(Arc::new(S3Legacy {
@@ -71,6 +89,9 @@ fn legacy_error(what: &str, e: ClientError) -> LegacyError {
         Some(404) => LegacyError::NotFound,
         Some(412) => LegacyError::Changed,
         Some(401 | 403) => LegacyError::Denied(format!("{what}: {e}")),
+        Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => {
+            LegacyError::Rejected(format!("{what}: {e}"))
+        }
         _ => LegacyError::Unavailable(format!("{what}: {e}")),
     }
 }
@@ -186,27 +207,39 @@ impl Legacy for S3Legacy {
             .await
             .map_err(|e| legacy_error(&format!("GET {k}"), e))?;
         let obj = object_of(&resp.headers)?;
-        if span.is_some() && header(&resp.headers, "content-range").is_none() {
-            return Err(LegacyError::Unavailable(format!(
-                "GET {k}: the legacy store ignored the range"
-            )));
-        }
+        let expect = match span {
+            Some((start, end)) => {
+                let want = format!("bytes {start}-{}/{}", end - 1, obj.size);
+                if header(&resp.headers, "content-range") != Some(want.as_str()) {
+                    return Err(LegacyError::Unavailable(format!(
+                        "GET {k}: the legacy store answered Content-Range {:?} for {want}",
+                        header(&resp.headers, "content-range")
+                    )));
+                }
+                end - start
+            }
+            None => obj.size,
+        };
         let what = k.clone();
+        // Exactly `expect` bytes, or an error: a body that ends early or runs long never
+        // passes for the object.
         let body = resp.body.into_data_stream();
-        let body = futures::stream::unfold(body, move |mut b| {
+        let body = futures::stream::unfold(Some((body, expect)), move |state| {
             let what = what.clone();
             async move {
+                let (mut b, left) = state?;
+                let fail = |m: String| Some((Err(LegacyError::Unavailable(m)), None));
                 match tokio::time::timeout(FRAME_TIMEOUT, b.next()).await {
-                    Err(_) => Some((
-                        Err(LegacyError::Unavailable(format!(
-                            "GET {what}: the body stalled"
-                        ))),
-                        b,
-                    )),
-                    Ok(None) => None,
-                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), b)),
-                    Ok(Some(Err(e))) => {
-                        Some((Err(LegacyError::Unavailable(format!("GET {what}: {e}"))), b))
+                    Err(_) => fail(format!("GET {what}: the body stalled")),
+                    Ok(None) if left == 0 => None,
+                    Ok(None) => fail(format!("GET {what}: the body ended {left} bytes short")),
+                    Ok(Some(Err(e))) => fail(format!("GET {what}: {e}")),
+                    Ok(Some(Ok(chunk))) if chunk.len() as u64 > left => {
+                        fail(format!("GET {what}: the body is longer than declared"))
+                    }
+                    Ok(Some(Ok(chunk))) => {
+                        let left = left - chunk.len() as u64;
+                        Some((Ok(chunk), Some((b, left))))
                     }
                 }
             }
@@ -283,7 +316,10 @@ impl Legacy for S3Legacy {
         };
         let mut entries = Vec::new();
         for c in xml::blocks(&doc, "Contents") {
-            let Some(key) = name(xml::field(c, "Key").unwrap_or_default())? else {
+            // The prefix's own folder marker is no key of the bucket.
+            let Some(key) =
+                name(xml::field(c, "Key").unwrap_or_default())?.filter(|k| !k.is_empty())
+            else {
                 continue;
             };
             let last_modified_ms = xml::field(c, "LastModified")
@@ -309,11 +345,15 @@ impl Legacy for S3Legacy {
                 entries.push(LegacyEntry::CommonPrefix(p));
             }
         }
-        // Objects and prefixes arrive as two lists; S3 orders them as one.
+        // Objects and prefixes arrive as two lists; S3 orders them as one. A store that sent
+        // more than asked is cut to the page asked for (and the rest listed again later).
         entries.sort_by(|a, b| a.name().cmp(b.name()));
+        entries.dedup_by(|a, b| a.name() == b.name());
+        let over = entries.len() > max;
+        entries.truncate(max.max(1));
         Ok(LegacyPage {
             entries,
-            truncated: xml::field(&doc, "IsTruncated").as_deref() == Some("true"),
+            truncated: over || xml::field(&doc, "IsTruncated").as_deref() == Some("true"),
         })
     }
 
@@ -374,5 +414,33 @@ impl Legacy for S3Legacy {
             Err(e) if e.status() == Some(404) => Ok(()),
             Err(e) => Err(legacy_error(&format!("DELETE {k}"), e)),
         }
+    }
+}
+
+/// Authorizes what a live migration does in the region as the principal that started it,
+/// through the same S3 policy evaluation as its own requests.
+pub(crate) struct LiveAuthority {
+    pub iam: Arc<feiyun_iam::Iam<crate::Store>>,
+    pub authorize: feiyun_s3api::Authorize<crate::Store, crate::Blobs>,
+}
+
+#[async_trait::async_trait]
+impl feiyun_oss::live::ActingAs for LiveAuthority {
+    async fn object(
+        &self,
+        principal: &str,
+        action: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<feiyun_oss::KeyCheck, String> {
+        let caller = self
+            .iam
+            .principal_caller(principal, "live-migration")
+            .ok_or_else(|| format!("{principal} no longer exists"))?;
+        let grant = self
+            .authorize
+            .object_grant(caller, action, bucket, key, None)
+            .await?;
+        Ok(grant.key_check())
     }
 }

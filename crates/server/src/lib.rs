@@ -234,7 +234,8 @@ impl Server {
             config.lifecycle_interval_secs,
         ));
         oss.set_legacy_connector(Arc::new(
-            legacy::Connector::new().map_err(ServerError::Replication)?,
+            legacy::Connector::new(&config.live_allowed_networks)
+                .map_err(ServerError::Replication)?,
         ));
         oss.spawn_live_copier(Duration::from_secs(config.live_copy_interval_secs));
         oss.spawn_live_write_through(Duration::from_millis(500));
@@ -320,6 +321,10 @@ impl Server {
         // One cache of bucket policies for S3 requests and for triggers' object reads: the
         // operations that change a policy invalidate it for both.
         let bucket_access = Arc::new(BucketAccessCache::default());
+        oss.set_live_authority(Arc::new(legacy::LiveAuthority {
+            iam: iam.clone(),
+            authorize: Authorize::new(iam.clone(), oss.clone(), bucket_access.clone()),
+        }));
         fc.set_identities(Arc::new(fc_identity::FcIdentities {
             iam: iam.clone(),
             authorize: Authorize::new(iam.clone(), oss.clone(), bucket_access.clone()),

@@ -109,6 +109,22 @@ impl App {
         if let Err(e) = caller.authorize(action, &format!("arn:aws:s3:::{bucket}")) {
             return refuse(e.status.as_u16(), "AccessDeniedException", e.message, op);
         }
+        // The migration lists, reads, writes and deletes the bucket's objects in the
+        // caller's name for as long as it runs: the caller must be allowed all of that.
+        if parts.method == Method::PUT {
+            let objects = format!("arn:aws:s3:::{bucket}/*");
+            let needed = [
+                ("s3:ListBucket", format!("arn:aws:s3:::{bucket}")),
+                ("s3:GetObject", objects.clone()),
+                ("s3:PutObject", objects.clone()),
+                ("s3:DeleteObject", objects),
+            ];
+            for (a, r) in needed {
+                if let Err(e) = caller.authorize(a, &r) {
+                    return refuse(e.status.as_u16(), "AccessDeniedException", e.message, op);
+                }
+            }
+        }
         // Identity policies speak for their own account only: the bucket must be theirs.
         match self.oss.bucket(&bucket).await {
             Ok(b) if b.owner.as_deref().unwrap_or(&self.default_account) == caller.account() => {}
@@ -123,7 +139,7 @@ impl App {
             Err(e) => return oss_refusal(e, op),
         }
         let done = match parts.method {
-            Method::PUT => match start_request(body) {
+            Method::PUT => match start_request(body, caller.principal_arn()) {
                 Ok(start) => self
                     .oss
                     .live_start(&bucket, start)
@@ -158,7 +174,15 @@ impl App {
     }
 }
 
-fn start_request(body: &[u8]) -> Result<LiveStart, String> {
+/// A legacy bucket name: what S3 and its clones accept (legacy us-east-1 names too), and
+/// nothing that could change the host or path it is sent to.
+fn legacy_bucket_ok(b: &str) -> bool {
+    (1..=255).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
+}
+
+fn start_request(body: &[u8], principal: &str) -> Result<LiveStart, String> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
     let text = |name: &str| -> Result<String, String> {
@@ -171,9 +195,14 @@ fn start_request(body: &[u8]) -> Result<LiveStart, String> {
     if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
         return Err("endpoint must be an http:// or https:// URL".into());
     }
+    let bucket = text("bucket")?;
+    if !legacy_bucket_ok(&bucket) {
+        return Err(format!("{bucket:?} is not a bucket name"));
+    }
     Ok(LiveStart {
+        principal: principal.to_owned(),
         endpoint,
-        bucket: text("bucket")?,
+        bucket,
         prefix: v
             .get("prefix")
             .and_then(Value::as_str)
@@ -215,6 +244,7 @@ fn status_json(bucket: &str, s: &LiveSetting, st: &LiveStatus) -> Value {
         "clean_pass_ms": st.clean_pass_ms,
         "ready_to_finish": st.clean_pass_ms.is_some(),
         "errors": st.errors,
+        "write_through_errors": st.write_through_errors,
         "updated_ms": st.updated_ms,
     })
 }

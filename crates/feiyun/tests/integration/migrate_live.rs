@@ -10,6 +10,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use crate::common::{ACCESS_KEY, Region, SECRET_KEY, iam_user, pattern};
 use crate::migrate::{get, keys, requests, text};
 
+/// The legacy regions of these tests listen on loopback, which a region refuses to reach
+/// for a live migration unless its operator allows it.
+const LOOPBACK: (&str, &str) = ("FEIYUN_LIVE_ALLOWED_NETWORKS", "127.0.0.0/8");
+
 /// `feiyun migrate live ARGS` against `r` as `(ak, sk)`, the legacy keys in the environment.
 fn live_as(r: &Region, (ak, sk): (&str, &str), args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_feiyun"))
@@ -99,7 +103,7 @@ async fn status_code<T, E: std::fmt::Debug>(
 async fn a_live_bucket_serves_every_legacy_key_before_it_is_copied() {
     let (legacy, objects) = legacy_with(40).await;
     // No copier pass during this test: every read below goes through.
-    let r = Region::start_env(&[("FEIYUN_LIVE_COPY_INTERVAL_SECS", "3600")]);
+    let r = Region::start_env(&[("FEIYUN_LIVE_COPY_INTERVAL_SECS", "3600"), LOOPBACK]);
     let c = r.client();
     c.create_bucket().bucket("new").send().await.unwrap();
     start(&r, &legacy, &[]);
@@ -138,6 +142,19 @@ async fn a_live_bucket_serves_every_legacy_key_before_it_is_copied() {
         .send()
         .await
         .unwrap();
+
+    // A policy that tests the tags of an object not copied yet sees its legacy tags.
+    let deny = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::new/*","Condition":{"StringEquals":{"s3:ExistingObjectTag/n":"15"}}}]}"#;
+    c.put_bucket_policy()
+        .bucket("new")
+        .policy(deny)
+        .send()
+        .await
+        .unwrap();
+    let denied = c.get_object().bucket("new").key("k015").send().await;
+    assert_eq!(status_code(denied).await, 403);
+    assert_eq!(get(&c, "new", "k016").await, objects[16].1);
+    c.delete_bucket_policy().bucket("new").send().await.unwrap();
 
     // Sixteen readers of one key share one fetch.
     let before = requests(&legacy, "GetObject", "200");
@@ -257,7 +274,7 @@ async fn an_object_too_large_to_fetch_first_is_streamed_and_left_to_the_copier()
     crate::common::multipart_put(&lc, "old", "p/big", &parts)
         .await
         .unwrap();
-    let r = Region::start_env(&[("FEIYUN_LIVE_COPY_INTERVAL_SECS", "3600")]);
+    let r = Region::start_env(&[("FEIYUN_LIVE_COPY_INTERVAL_SECS", "3600"), LOOPBACK]);
     let c = r.client();
     c.create_bucket().bucket("new").send().await.unwrap();
     start(&r, &legacy, &[]);
@@ -284,7 +301,7 @@ async fn an_object_too_large_to_fetch_first_is_streamed_and_left_to_the_copier()
 #[tokio::test]
 async fn the_copier_drains_the_legacy_bucket_and_finish_waits_for_a_clean_pass() {
     let (legacy, objects) = legacy_with(30).await;
-    let r = Region::start_env(&[("FEIYUN_LIVE_COPY_INTERVAL_SECS", "1")]);
+    let r = Region::start_env(&[("FEIYUN_LIVE_COPY_INTERVAL_SECS", "1"), LOOPBACK]);
     let c = r.client();
     c.create_bucket().bucket("new").send().await.unwrap();
     c.put_object()
@@ -344,7 +361,7 @@ async fn starting_live_mode_is_refused_clearly() {
         .send()
         .await
         .unwrap();
-    let r = Region::start_env(&[("FEIYUN_LIVE_COPY_INTERVAL_SECS", "3600")]);
+    let r = Region::start_env(&[("FEIYUN_LIVE_COPY_INTERVAL_SECS", "3600"), LOOPBACK]);
     r.client()
         .create_bucket()
         .bucket("new")
@@ -419,6 +436,33 @@ async fn starting_live_mode_is_refused_clearly() {
     let o = live(&r, &["status", "new"]);
     assert!(!o.status.success(), "{}", text(&o));
 
+    // A region whose operator did not allow loopback refuses to reach it.
+    let closed = Region::start();
+    closed
+        .client()
+        .create_bucket()
+        .bucket("new")
+        .send()
+        .await
+        .unwrap();
+    let o = live(
+        &closed,
+        &[
+            "start",
+            "new",
+            "--from",
+            "s3://old",
+            "--source-endpoint",
+            &url,
+        ],
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("not an address this server may reach"),
+        "{}",
+        text(&o)
+    );
+
     // A user without migrate:StartLive is refused; with it, allowed.
     let none = iam_user(
         &r,
@@ -439,10 +483,34 @@ async fn starting_live_mode_is_refused_clearly() {
     );
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("AccessDenied"), "{}", text(&o));
+    // migrate:* alone is not enough: the migration writes the bucket in the caller's name.
+    let url2 = url.clone();
+    let start_as = |keys: &(String, String)| {
+        live_as(
+            &r,
+            (&keys.0, &keys.1),
+            &[
+                "start",
+                "new",
+                "--from",
+                "s3://old",
+                "--source-endpoint",
+                &url2,
+            ],
+        )
+    };
+    let half = iam_user(
+        &r,
+        "half",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"migrate:*","Resource":"arn:aws:s3:::new"}]}"#,
+    );
+    let o = start_as(&half);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("s3:ListBucket"), "{}", text(&o));
     let ops = iam_user(
         &r,
         "migrator",
-        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"migrate:*","Resource":"arn:aws:s3:::new"}]}"#,
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"migrate:*","Resource":"arn:aws:s3:::new"},{"Effect":"Allow","Action":"s3:*","Resource":["arn:aws:s3:::new","arn:aws:s3:::new/*"]}]}"#,
     );
     let o = live_as(
         &r,
@@ -482,7 +550,7 @@ async fn starting_live_mode_is_refused_clearly() {
 #[tokio::test]
 async fn write_through_replays_writes_and_deletes_to_the_legacy_store() {
     let (legacy, objects) = legacy_with(12).await;
-    let r = Region::start_env(&[("FEIYUN_LIVE_COPY_INTERVAL_SECS", "3600")]);
+    let r = Region::start_env(&[("FEIYUN_LIVE_COPY_INTERVAL_SECS", "3600"), LOOPBACK]);
     let c = r.client();
     c.create_bucket().bucket("new").send().await.unwrap();
     start(&r, &legacy, &["--write-through"]);
@@ -573,4 +641,48 @@ async fn write_through_replays_writes_and_deletes_to_the_legacy_store() {
     // Exactly the two writes made here: the read-through copy was not written back.
     assert_eq!(requests(&legacy, "PutObject", "200") - puts_before, 2);
     assert_eq!(get(&lc, "old", "p/k004").await, objects[4].1);
+}
+
+#[tokio::test]
+async fn listing_pages_skip_nothing_when_most_legacy_keys_were_deleted_here() {
+    let (legacy, objects) = legacy_with(40).await;
+    let r = Region::start_env(&[("FEIYUN_LIVE_COPY_INTERVAL_SECS", "3600"), LOOPBACK]);
+    let c = r.client();
+    c.create_bucket().bucket("new").send().await.unwrap();
+    start(&r, &legacy, &[]);
+    let mut want: Vec<String> = objects.iter().map(|(k, _)| k.clone()).collect();
+    want.sort();
+    // Deleted here without ever being read: whole legacy pages of tombstones.
+    for k in want.iter().take(25).chain(want.iter().skip(30).take(6)) {
+        c.delete_object().bucket("new").key(k).send().await.unwrap();
+    }
+    c.put_object()
+        .bucket("new")
+        .key("k999 here only")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+    let mut expect: Vec<String> = want[25..30].iter().chain(&want[36..]).cloned().collect();
+    expect.push("k999 here only".into());
+    expect.sort();
+    for page_size in [1, 3, 5, 7, 1000] {
+        let mut listed = Vec::new();
+        let mut pages = c
+            .list_objects_v2()
+            .bucket("new")
+            .max_keys(page_size)
+            .into_paginator()
+            .send();
+        while let Some(p) = pages.next().await {
+            let p = p.unwrap();
+            listed.extend(
+                p.contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .map(str::to_owned),
+            );
+        }
+        assert_eq!(listed, expect, "page size {page_size}");
+    }
 }

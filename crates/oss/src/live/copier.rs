@@ -16,6 +16,8 @@ use crate::{ObjectService, OssError, keys, records};
 const PAGE: usize = 1000;
 /// Copies at once.
 const COPIES: usize = 8;
+/// Pages of one bucket's pass per round.
+const PAGES_PER_ROUND: usize = 100;
 
 impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     /// Runs the copier of every live bucket each `every`, on the background-lease holder.
@@ -36,10 +38,20 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         });
     }
 
-    /// One pass step for each live bucket, until each has finished its pass.
+    /// Each live bucket's pass, up to [`PAGES_PER_ROUND`] pages (the rest next round); one
+    /// bucket's failure does not hold up the others.
     pub async fn live_copy_round(self: &Arc<Self>) -> Result<(), OssError> {
         for bucket in self.live_buckets().await? {
-            while self.live_copy_page(&bucket).await? {}
+            for _ in 0..PAGES_PER_ROUND {
+                match self.live_copy_page(&bucket).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::warn!(bucket, error = %e, "live copier page failed");
+                        break;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -160,7 +172,18 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 }
             }
         }
+        let before = st.cursor.take();
         st.cursor = page.entries.last().map(|e| e.name().to_owned());
+        // A store that ignored start-after would have the pass go round for ever.
+        if page.truncated && st.cursor.is_some() && st.cursor <= before {
+            note(
+                &mut st,
+                "the legacy store's listing did not move past its last page; the pass is cut short"
+                    .into(),
+            );
+            st.pass_failed += 1;
+            st.cursor = None;
+        }
         let more = page.truncated && st.cursor.is_some();
         if !more {
             st.passes += 1;

@@ -31,6 +31,7 @@ pub enum Fetched {
 #[derive(Debug, Clone)]
 pub(crate) enum Failure {
     Legacy(String),
+    Busy,
     Local(String),
 }
 
@@ -38,6 +39,7 @@ impl From<OssError> for Failure {
     fn from(e: OssError) -> Self {
         match e {
             OssError::Legacy(m) => Failure::Legacy(m),
+            OssError::Busy | OssError::Raced => Failure::Busy,
             other => Failure::Local(other.to_string()),
         }
     }
@@ -47,7 +49,31 @@ impl From<Failure> for OssError {
     fn from(f: Failure) -> Self {
         match f {
             Failure::Legacy(m) => OssError::Legacy(m),
+            Failure::Busy => OssError::Busy,
             Failure::Local(m) => OssError::Internal(m),
+        }
+    }
+}
+
+/// Longest a read waits for its key to be fetched from the legacy store.
+const FETCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Takes a finished (or abandoned) flight out of the map, unless a newer one replaced it.
+struct Leave<'a> {
+    flights: &'a std::sync::Mutex<std::collections::HashMap<(String, String), super::Flight>>,
+    id: (String, String),
+    flight: super::Flight,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut flights = lock(self.flights);
+        // Only the last request holding this flight removes it (the map holds one more).
+        if flights
+            .get(&self.id)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight) && Arc::strong_count(f) <= 2)
+        {
+            flights.remove(&self.id);
         }
     }
 }
@@ -76,21 +102,30 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             .entry(id.clone())
             .or_default()
             .clone();
+        // Removes the map's entry however this request ends (a reader that hangs up too).
+        let leave = Leave {
+            flights: &self.live.flights,
+            id,
+            flight,
+        };
         let owner = brec.owner.unwrap_or_default();
-        let out = flight
+        let out = leave
+            .flight
             .get_or_init(|| async {
-                self.fetch(bucket, key, &setting, &owner, FETCH_MAX)
-                    .await
-                    .map_err(Failure::from)
+                // Bounded per node: each fetch may hold up to FETCH_MAX bytes in flight.
+                let Ok(_permit) = self.live.fetching.clone().try_acquire_owned() else {
+                    return Err(Failure::Busy);
+                };
+                let fetch = self.fetch(bucket, key, &setting, &owner, FETCH_MAX);
+                match tokio::time::timeout(FETCH_DEADLINE, fetch).await {
+                    Ok(r) => r.map_err(Failure::from),
+                    Err(_) => Err(Failure::Legacy(format!(
+                        "{key}: the legacy store took longer than {FETCH_DEADLINE:?}"
+                    ))),
+                }
             })
             .await
             .clone();
-        {
-            let mut flights = lock(&self.live.flights);
-            if flights.get(&id).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                flights.remove(&id);
-            }
-        }
         out.map_err(OssError::from)
     }
 
@@ -103,6 +138,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         owner: &str,
         max: u64,
     ) -> Result<Fetched, OssError> {
+        keys::validate_object_key(key)
+            .map_err(|e| OssError::Legacy(format!("{key:?} cannot be a key here: {e}")))?;
         let legacy = self.legacy_for(bucket, setting)?;
         let head = match legacy.head(key).await {
             Ok(h) => h,
@@ -115,7 +152,10 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         if head.size > max {
             return Ok(Fetched::Large(Box::new(head)));
         }
-        match self.store_legacy(bucket, key, &*legacy, &head, owner).await {
+        match self
+            .store_legacy(bucket, key, setting, &*legacy, &head, owner)
+            .await
+        {
             Err(OssError::NoSuchKey) => Ok(Fetched::Absent),
             Err(e) => {
                 self.stats.live_fetch_failures.fetch_add(1, Relaxed);
@@ -131,11 +171,29 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         self: &Arc<Self>,
         bucket: &str,
         key: &str,
+        setting: &LiveSetting,
         legacy: &dyn Legacy,
         head: &LegacyObject,
         owner: &str,
     ) -> Result<(), OssError> {
+        // The copy commits only while the bucket row is the one that named this legacy
+        // store: a `finish` (or a new start) meanwhile makes it drop its copy.
+        let brow = self
+            .bucket_row(bucket)
+            .await?
+            .ok_or(OssError::NoSuchBucket)?;
+        let brec: crate::BucketRecord = crate::records::decode(&brow)?;
+        if brec.live.as_ref() != Some(setting) {
+            return Err(OssError::NoSuchKey);
+        }
+        let key_check = self.acting(setting, "s3:PutObject", bucket, key).await?;
         let (obj, body) = legacy.get(key, Some(&head.etag), None).await?;
+        if obj.size != head.size || obj.etag != head.etag {
+            return Err(OssError::Legacy(format!(
+                "{key}: the legacy store's GET ({} bytes, ETag {}) disagrees with its HEAD ({} bytes, ETag {})",
+                obj.size, obj.etag, head.size, head.etag
+            )));
+        }
         let mut headers = obj.headers.clone();
         if obj.tag_count > 0 {
             headers.tags = legacy.tags(key).await?;
@@ -144,6 +202,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             checksum_algorithm: obj.checksum.as_ref().map(|c| c.0),
             declared_len: Some(obj.size),
             account: owner.to_owned(),
+            key_check,
             ..Default::default()
         };
         let sealing = self.sealing_for_new(bucket, key, &spec).await?;
@@ -190,7 +249,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         let mut checks = WriteBatch::new();
         checks
             .check_value(Table::Heads, keys::object(bucket, key), None)
-            .check_value(Table::BucketConfigs, tomb_key(bucket, key), None);
+            .check_value(Table::BucketConfigs, tomb_key(bucket, key), None)
+            .check_value(Table::Buckets, keys::bucket(bucket), Some(brow));
         let origin = Origin::Legacy {
             last_modified_ms: obj.last_modified_ms,
             checks,
@@ -212,8 +272,24 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 self.stats.live_fetched_bytes.fetch_add(size, Relaxed);
                 Ok(())
             }
-            // A client's write or delete of the key came first: it wins.
-            Err(OssError::Raced) => Ok(()),
+            // A client's write or delete of the key came first: it wins. Otherwise the
+            // bucket row changed (another setting, or the migration ended): try again later.
+            Err(OssError::Raced) => {
+                let head_row = keys::object(bucket, key);
+                let tomb = tomb_key(bucket, key);
+                let rows = self
+                    .meta
+                    .get_many_async(&[
+                        (Table::Heads, head_row.as_slice()),
+                        (Table::BucketConfigs, tomb.as_slice()),
+                    ])
+                    .await?;
+                if rows.iter().any(Option::is_some) {
+                    Ok(())
+                } else {
+                    Err(OssError::Busy)
+                }
+            }
             Err(e) => Err(e),
         }
     }

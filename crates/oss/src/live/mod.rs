@@ -54,10 +54,16 @@ pub struct LiveSetting {
     /// Writes and deletes are replayed to the legacy store too (a rollback loses nothing).
     pub write_through: bool,
     pub started_ms: i64,
+    /// Who started it: the copier stores, and write-through reads, as this principal.
+    #[serde(default)]
+    pub principal: String,
+    /// Events with ids from here on are written through (earlier ones predate the start).
+    #[serde(default)]
+    pub first_event: u64,
 }
 
 /// What `live start` is given.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LiveStart {
     pub endpoint: String,
     pub bucket: String,
@@ -67,6 +73,35 @@ pub struct LiveStart {
     pub access_key: String,
     pub secret_key: String,
     pub write_through: bool,
+    /// The caller's ARN: what the migration does in the region, it does as this principal.
+    pub principal: String,
+}
+
+impl std::fmt::Debug for LiveStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveStart")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("access_key", &self.access_key)
+            .field("write_through", &self.write_through)
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Authorizes what a live migration does in the region as the principal that started it:
+/// the copies it stores (`s3:PutObject`) and the objects write-through reads
+/// (`s3:GetObject`), with the KMS permissions they carry.
+#[async_trait::async_trait]
+pub trait ActingAs: Send + Sync {
+    async fn object(
+        &self,
+        principal: &str,
+        action: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<crate::KeyCheck, String>;
 }
 
 /// The copier's progress, kept in the bucket's `live.status` row.
@@ -89,6 +124,10 @@ pub struct LiveStatus {
     pub clean_pass_ms: Option<i64>,
     /// The latest failures, newest last (at most [`MAX_ERRORS`]).
     pub errors: Vec<String>,
+    /// The latest writes and deletes the legacy store refused for good (write-through),
+    /// read from their own row.
+    #[serde(skip)]
+    pub write_through_errors: Vec<String>,
     pub updated_ms: i64,
 }
 
@@ -119,6 +158,10 @@ pub enum LegacyError {
     Changed,
     #[error("the legacy store refused: {0}")]
     Denied(String),
+    /// The store rejected this one request (a 4xx other than access, throttling or a
+    /// timeout): retrying it will not help.
+    #[error("the legacy store rejected the request: {0}")]
+    Rejected(String),
     #[error("the legacy store is unavailable: {0}")]
     Unavailable(String),
 }
@@ -191,16 +234,33 @@ pub trait LegacyConnector: Send + Sync {
     fn connect(&self, setting: &LiveSetting, secret: &str) -> Result<Arc<dyn Legacy>, OssError>;
 }
 
+/// Read-throughs fetched at once on one node; beyond it a read answers SlowDown.
+pub const MAX_FETCHES: usize = 64;
+
+impl Default for LiveState {
+    fn default() -> Self {
+        Self {
+            connector: OnceLock::new(),
+            acting: OnceLock::new(),
+            fetching: Arc::new(tokio::sync::Semaphore::new(MAX_FETCHES)),
+            clients: Mutex::default(),
+            flights: Mutex::default(),
+        }
+    }
+}
+
 /// A live bucket's legacy client, with the setting it was made for.
 type Client = (LiveSetting, Arc<dyn Legacy>);
 
-type Flight = Arc<tokio::sync::OnceCell<Result<Fetched, fetch::Failure>>>;
+pub(crate) type Flight = Arc<tokio::sync::OnceCell<Result<Fetched, fetch::Failure>>>;
 
 /// The live mode's in-memory state: the connector, one client per live bucket, and the
 /// fetches in flight (one per key).
-#[derive(Default)]
 pub(crate) struct LiveState {
     connector: OnceLock<Arc<dyn LegacyConnector>>,
+    acting: OnceLock<Arc<dyn ActingAs>>,
+    /// Read-throughs being fetched at once on this node (bounded by [`MAX_FETCHES`]).
+    fetching: Arc<tokio::sync::Semaphore>,
     clients: Mutex<HashMap<String, Client>>,
     flights: Mutex<HashMap<(String, String), Flight>>,
 }
@@ -226,6 +286,34 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     /// Installs how legacy stores are reached (once, at start).
     pub fn set_legacy_connector(&self, c: Arc<dyn LegacyConnector>) {
         let _ = self.live.connector.set(c);
+    }
+
+    /// Installs how a migration's work is authorized as its principal (once, at start).
+    pub fn set_live_authority(&self, a: Arc<dyn ActingAs>) {
+        let _ = self.live.acting.set(a);
+    }
+
+    /// May the migration's principal do `action` on `key`; the KMS check to carry. Without
+    /// an authority installed (tests of this crate alone) nothing is checked.
+    pub(crate) async fn acting(
+        &self,
+        setting: &LiveSetting,
+        action: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<crate::KeyCheck>, OssError> {
+        let Some(a) = self.live.acting.get() else {
+            return Ok(None);
+        };
+        a.object(&setting.principal, action, bucket, key)
+            .await
+            .map(Some)
+            .map_err(|m| {
+                OssError::Legacy(format!(
+                    "the migration's principal {} may not {action} {key}: {m}",
+                    setting.principal
+                ))
+            })
     }
 
     /// The client for a live bucket's legacy store, made once per setting.
@@ -288,8 +376,12 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
             access_key: start.access_key,
             write_through: start.write_through,
             started_ms: crate::now_millis(),
+            principal: start.principal,
+            first_event: self.event_ids.next().id,
         };
         let legacy = self.legacy_for(bucket, &setting)?;
+        // Tombstones a finished migration left (see `live_finish`) must not hide this one's keys.
+        self.drop_tombstones(bucket).await?;
         legacy
             .list("", None, None, 1)
             .await
@@ -317,7 +409,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     /// The setting and the copier's progress; `InvalidRequest` for a bucket not in live mode.
     pub async fn live_status(&self, bucket: &str) -> Result<(LiveSetting, LiveStatus), OssError> {
         let setting = self.bucket(bucket).await?.live.ok_or_else(not_live)?;
-        let status = self.load_status(bucket).await?;
+        let mut status = self.load_status(bucket).await?;
+        status.write_through_errors = self.write_through_errors(bucket).await?;
         Ok((setting, status))
     }
 
@@ -332,7 +425,8 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     /// setting, the progress row and the tombstones. Refuses (naming what remains) before.
     pub async fn live_finish(&self, bucket: &str, force: bool) -> Result<LiveStatus, OssError> {
         let (_, status) = self.live_status(bucket).await?;
-        if status.clean_pass_ms.is_none() && !force {
+        let ready = status.clean_pass_ms.is_some() && status.cursor.is_none();
+        if !ready && !force {
             return Err(OssError::InvalidBucketState(format!(
                 "the copier has not yet completed a pass that found every legacy object here \
                  (passes {}, this pass: {} copied, {} failed{}); see `feiyun migrate live status`",
@@ -353,11 +447,14 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         .await?;
         lock(&self.live.clients).remove(bucket);
         self.set_bucket_config(bucket, STATUS_ROW, None).await?;
-        self.drop_tombstones(bucket).await?;
+        self.set_bucket_config(bucket, write_through::ERRORS_ROW, None)
+            .await?;
+        // The tombstones stay until the next start (or the bucket's deletion): a fetch still
+        // in flight commits only while they hold, so it cannot bring a deleted key back.
         Ok(status)
     }
 
-    async fn drop_tombstones(&self, bucket: &str) -> Result<(), OssError> {
+    pub(crate) async fn drop_tombstones(&self, bucket: &str) -> Result<(), OssError> {
         let start = keys::bucket_config(bucket, TOMB_PREFIX);
         let end = feiyun_meta::prefix_end(&start);
         loop {
@@ -373,6 +470,39 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 batch.delete(Table::BucketConfigs, k);
             }
             self.meta.commit(batch).await?;
+        }
+    }
+
+    /// The tags a policy's `s3:ExistingObjectTag` conditions see: the object's here, else (in
+    /// a live bucket, for a key not deleted here) the legacy object's, since a read would
+    /// serve that object. `None` when there is no such object anywhere. A legacy store that
+    /// cannot say fails the caller's check (the edge denies rather than guess).
+    pub async fn existing_tags(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        version: Option<crate::VersionSelector>,
+    ) -> Result<Option<Vec<(String, String)>>, OssError> {
+        match self.object_tags(bucket, key, version).await {
+            Ok((tags, _)) => return Ok(Some(tags)),
+            Err(OssError::NoSuchKey) if version.is_none() => {}
+            Err(OssError::NoSuchKey | OssError::NoSuchVersion | OssError::DeleteMarker { .. }) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        let Some(setting) = self.bucket(bucket).await?.live else {
+            return Ok(None);
+        };
+        if self.tombstoned(bucket, key).await? {
+            return Ok(None);
+        }
+        // A HEAD does not say whether there are tags (S3 sends the count with GET only).
+        let legacy = self.legacy_for(bucket, &setting)?;
+        match legacy.tags(key).await {
+            Ok(tags) => Ok(Some(tags)),
+            Err(LegacyError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
