@@ -13,7 +13,7 @@ use crate::records::{ObjectData, ObjectRecord};
 use crate::{ObjectHeaders, ObjectService, OssError};
 
 /// Legacy pages read for one merged page when what they hold was all deleted here.
-const MAX_LEGACY_PAGES: usize = 8;
+const MAX_LEGACY_PAGES: usize = 32;
 
 impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     pub(crate) async fn merge_legacy(
