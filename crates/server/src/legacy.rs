@@ -418,10 +418,13 @@ impl Legacy for S3Legacy {
 }
 
 /// Authorizes what a live migration does in the region as the principal that started it,
-/// through the same S3 policy evaluation as its own requests.
+/// through the same S3 policy evaluation as its own requests. The object service holds
+/// this, so it holds the service weakly: a cycle would keep the metadata store open past
+/// shutdown (and a start after it would then run the full recovery check).
 pub(crate) struct LiveAuthority {
     pub iam: Arc<feiyun_iam::Iam<crate::Store>>,
-    pub authorize: feiyun_s3api::Authorize<crate::Store, crate::Blobs>,
+    pub oss: std::sync::Weak<crate::EmbeddedOss>,
+    pub buckets: Arc<feiyun_s3api::BucketAccessCache>,
 }
 
 #[async_trait::async_trait]
@@ -437,8 +440,9 @@ impl feiyun_oss::live::ActingAs for LiveAuthority {
             .iam
             .principal_caller(principal, "live-migration")
             .ok_or_else(|| format!("{principal} no longer exists"))?;
-        let grant = self
-            .authorize
+        let oss = self.oss.upgrade().ok_or("the region is stopping")?;
+        let authorize = feiyun_s3api::Authorize::new(self.iam.clone(), oss, self.buckets.clone());
+        let grant = authorize
             .object_grant(caller, action, bucket, key, None)
             .await?;
         Ok(grant.key_check())

@@ -323,7 +323,8 @@ impl Server {
         let bucket_access = Arc::new(BucketAccessCache::default());
         oss.set_live_authority(Arc::new(legacy::LiveAuthority {
             iam: iam.clone(),
-            authorize: Authorize::new(iam.clone(), oss.clone(), bucket_access.clone()),
+            oss: Arc::downgrade(&oss),
+            buckets: bucket_access.clone(),
         }));
         fc.set_identities(Arc::new(fc_identity::FcIdentities {
             iam: iam.clone(),
