@@ -56,11 +56,11 @@ done
 log "cargo test (unit, property, integration, crash, corruption)"
 cargo test --workspace --all-targets
 
-log "object, versioning, IAM, encryption and replication suites with metadata on PostgreSQL"
+log "object, versioning, IAM, encryption, replication and live-migration suites with metadata on PostgreSQL"
 # The same integration tests, each region's metadata in its own database of one throwaway
 # PostgreSQL server instead of the embedded engine.
 FEIYUN_TEST_META=postgres cargo test -p feiyun --test integration -- \
-  sdk:: versioning:: iam:: encryption:: replication::
+  sdk:: versioning:: iam:: encryption:: replication:: migrate_live::
 
 log "deployment files (Helm chart rendered and run as pods on loopback, compose, systemd)"
 HELM="$venv/bin/helm" FEIYUN_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/feiyun" \

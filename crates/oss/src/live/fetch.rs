@@ -116,6 +116,18 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 let Ok(_permit) = self.live.fetching.clone().try_acquire_owned() else {
                     return Err(Failure::Busy);
                 };
+                // A reader that missed just before an earlier flight stored the key starts
+                // a new flight after it: the key is here now, nothing to fetch.
+                let row = keys::object(bucket, key);
+                match self
+                    .meta
+                    .get_many_async(&[(Table::Heads, row.as_slice())])
+                    .await
+                {
+                    Ok(rows) if rows.iter().any(Option::is_some) => return Ok(Fetched::Stored),
+                    Ok(_) => {}
+                    Err(e) => return Err(Failure::from(OssError::from(e))),
+                }
                 let fetch = self.fetch(bucket, key, &setting, &owner, FETCH_MAX);
                 match tokio::time::timeout(FETCH_DEADLINE, fetch).await {
                     Ok(r) => r.map_err(Failure::from),
