@@ -81,7 +81,8 @@ struct EndsArgs {
 struct RunArgs {
     #[command(flatten)]
     ends: EndsArgs,
-    /// The journal file [default: ~/.local/state/feiyun/migrate/<hash of SOURCE and DEST>]
+    /// Keep the journal only in this file [default: in the region, cached in
+    /// ~/.local/state/feiyun/migrate/<hash of SOURCE and DEST>]
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
     /// Objects copied at once
@@ -296,8 +297,12 @@ fn journal_path(state: &Option<PathBuf>, source: &str, dest: &str) -> anyhow::Re
         .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".local/state")))
         .context("no HOME to keep the journal under: give --state FILE")?
         .join("feiyun/migrate");
-    let id = hex::encode(&sha2::Sha256::digest(format!("{source}\n{dest}"))[..8]);
-    Ok(dir.join(format!("{id}.journal")))
+    Ok(dir.join(format!("{}.journal", journal_id(source, dest))))
+}
+
+/// The name of a migration's journal, locally and in the region.
+fn journal_id(source: &str, dest: &str) -> String {
+    hex::encode(&sha2::Sha256::digest(format!("{source}\n{dest}"))[..8])
 }
 
 async fn migrate(a: RunArgs) -> anyhow::Result<()> {
@@ -380,8 +385,25 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
     for (source, dest) in list {
         let (sd, dd) = (source.describe(), dest.describe());
         let path = journal_path(&a.state, &sd, &dd)?;
-        let journal = Journal::open(&path, &sd, &dd)?;
-        let summary = feiyun_migrate::migrate(source, dest, journal, opts.clone()).await?;
+        // Without --state the journal is kept in the region (the file is its cache), so a
+        // run from another machine, or after this one's disk is lost, resumes all the same.
+        let journal = match &a.state {
+            Some(_) => Journal::open(&path, &sd, &dd)?,
+            None => {
+                let region = feiyun_migrate::journal::RegionJournal::new(
+                    &dest_client(&a.ends.conn)?,
+                    &journal_id(&sd, &dd),
+                );
+                Journal::open_in_region(&path, &sd, &dd, region).await?
+            }
+        };
+        let kept = journal.clone();
+        let summary = feiyun_migrate::migrate(source, dest, journal, opts.clone()).await;
+        kept.flush()
+            .await
+            .context("the journal could not be kept in the region (rerun, or give --state FILE)")?;
+        drop(kept);
+        let summary = summary?;
         let report = a
             .report
             .clone()

@@ -217,6 +217,28 @@ impl S3Client {
         })
     }
 
+    /// The same endpoint and keys, signing for another service of the region (`migrate`,
+    /// whose journal API lives beside S3), always path-style.
+    pub fn for_service(&self, service: &str) -> S3Client {
+        let i = &self.inner;
+        S3Client {
+            inner: Arc::new(Inner {
+                http: i.http.clone(),
+                scheme: i.scheme.clone(),
+                authority: i.authority.clone(),
+                signer: Signer {
+                    access_key: i.signer.access_key.clone(),
+                    secret_key: i.signer.secret_key.clone(),
+                    region: i.signer.region.clone(),
+                    service: service.to_owned(),
+                },
+                token: i.token.clone(),
+                virtual_hosted: false,
+                url: i.url.clone(),
+            }),
+        }
+    }
+
     /// The endpoint as given, for messages.
     pub fn url(&self) -> &str {
         &self.inner.url

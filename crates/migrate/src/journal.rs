@@ -52,6 +52,154 @@ pub struct Upload {
 #[derive(Clone)]
 pub struct Journal {
     db: Arc<Database>,
+    /// Where records also go: the region (see [`RegionJournal`]).
+    mirror: Option<tokio::sync::mpsc::UnboundedSender<Op>>,
+}
+
+/// A record on its way to the region's copy of the journal.
+pub enum Op {
+    Put(char, String, Vec<u8>),
+    Del(char, String),
+    /// Everything sent before it has been stored in the region: answers how that went.
+    Flush(tokio::sync::oneshot::Sender<Result<(), Error>>),
+}
+
+/// A migration's journal in the region (`/migrate/journal/ID`, signed as the `migrate`
+/// service): the local file is its cache, filled from here when it is new, and every record
+/// committed locally is sent here in batches.
+#[derive(Clone)]
+pub struct RegionJournal {
+    client: crate::client::S3Client,
+    id: String,
+}
+
+/// Records sent in one call.
+const SEND_BATCH: usize = 1000;
+
+impl RegionJournal {
+    pub fn new(region: &crate::client::S3Client, id: &str) -> Self {
+        Self {
+            client: region.for_service("migrate"),
+            id: id.to_owned(),
+        }
+    }
+
+    fn key(&self) -> String {
+        format!("journal/{}", self.id)
+    }
+
+    async fn page(
+        &self,
+        after: Option<&str>,
+    ) -> Result<(Vec<(char, String, Vec<u8>)>, bool), Error> {
+        use base64::Engine as _;
+        let q: Vec<(&str, &str)> = after.map(|a| ("after", a)).into_iter().collect();
+        let key = self.key();
+        let (_, body) = crate::client::retry(|| {
+            self.client.call(
+                http::Method::GET,
+                Some("migrate"),
+                Some(&key),
+                &q,
+                Vec::new(),
+                bytes::Bytes::new(),
+            )
+        })
+        .await
+        .map_err(|e| match e.status() {
+            Some(403) => Error::Journal(format!(
+                "the region refuses to keep this migration's journal ({e}): allow migrate:ReadJournal and migrate:WriteJournal, or give --state FILE"
+            )),
+            _ => Error::Journal(format!("reading the journal in the region: {e}")),
+        })?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| Error::Journal(format!("the region's journal answer: {e}")))?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut out = Vec::new();
+        for r in v["records"].as_array().into_iter().flatten() {
+            let (Some(t), Some(k), Some(val)) = (r["t"].as_str(), r["k"].as_str(), r["v"].as_str())
+            else {
+                continue;
+            };
+            let t = if t == "u" { 'u' } else { 'd' };
+            let val = b64
+                .decode(val)
+                .map_err(|_| Error::Journal("the region's journal sent a damaged record".into()))?;
+            out.push((t, k.to_owned(), val));
+        }
+        Ok((out, v["truncated"].as_bool() == Some(true)))
+    }
+
+    async fn send(&self, ops: &[Op]) -> Result<(), Error> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let records: Vec<serde_json::Value> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Put(t, k, v) => {
+                    Some(serde_json::json!({"t": t.to_string(), "k": k, "v": b64.encode(v)}))
+                }
+                Op::Del(t, k) => Some(serde_json::json!({"t": t.to_string(), "k": k, "v": null})),
+                Op::Flush(_) => None,
+            })
+            .collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        let body = bytes::Bytes::from(serde_json::json!({ "records": records }).to_string());
+        let key = self.key();
+        crate::client::retry(|| {
+            self.client.call(
+                http::Method::POST,
+                Some("migrate"),
+                Some(&key),
+                &[],
+                vec![("content-type".into(), "application/json".into())],
+                body.clone(),
+            )
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::Journal(format!("keeping the journal in the region: {e}")))
+    }
+
+    /// Carries records to the region until the last sender is gone, in batches of what is
+    /// queued; a flush answers once everything before it is stored. A failure is kept and
+    /// given to every later flush (the run then fails: its journal is not in the region).
+    async fn carry(self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Op>) {
+        let mut failed: Option<String> = None;
+        let mut batch: Vec<Op> = Vec::new();
+        while let Some(op) = rx.recv().await {
+            match op {
+                Op::Flush(reply) => {
+                    if failed.is_none()
+                        && let Err(e) = self.send(&batch).await
+                    {
+                        failed = Some(e.to_string());
+                    }
+                    batch.clear();
+                    let _ = reply.send(match &failed {
+                        None => Ok(()),
+                        Some(m) => Err(Error::Journal(m.clone())),
+                    });
+                }
+                op => {
+                    batch.push(op);
+                    if batch.len() >= SEND_BATCH || rx.is_empty() {
+                        if failed.is_none()
+                            && let Err(e) = self.send(&batch).await
+                        {
+                            failed = Some(e.to_string());
+                        }
+                        batch.clear();
+                    }
+                }
+            }
+        }
+        if failed.is_none() {
+            let _ = self.send(&batch).await;
+        }
+    }
 }
 
 fn storage(e: impl std::fmt::Display) -> Error {
@@ -90,7 +238,71 @@ impl Journal {
             }
         }
         txn.commit().map_err(storage)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            mirror: None,
+        })
+    }
+
+    /// Opens the journal kept in the region through the local cache at `path` (filled from
+    /// the region when it is new: another machine, or a lost disk). Records committed from
+    /// here on are also sent to the region; [`Journal::flush`] waits until they are there.
+    pub async fn open_in_region(
+        path: &Path,
+        source: &str,
+        dest: &str,
+        region: RegionJournal,
+    ) -> Result<Self, Error> {
+        let fresh = !path.exists();
+        let (p, s, d) = (path.to_owned(), source.to_owned(), dest.to_owned());
+        let mut j = tokio::task::spawn_blocking(move || Journal::open(&p, &s, &d))
+            .await
+            .map_err(storage)??;
+        // Read even when the cache is there: a region that refuses the journal says so now,
+        // not after the copies.
+        let mut after: Option<String> = None;
+        loop {
+            let (records, more) = region.page(after.as_deref()).await?;
+            if !fresh {
+                break;
+            }
+            if let Some((t, k, _)) = records.last() {
+                use base64::Engine as _;
+                after = Some(
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{t}{k}")),
+                );
+            }
+            let db = j.db.clone();
+            tokio::task::spawn_blocking(move || restore(&db, &records))
+                .await
+                .map_err(storage)??;
+            if !more {
+                break;
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(region.carry(rx));
+        j.mirror = Some(tx);
+        Ok(j)
+    }
+
+    /// Waits until every record committed so far is stored in the region (a journal kept
+    /// only in a file has nothing to wait for).
+    pub async fn flush(&self) -> Result<(), Error> {
+        let Some(m) = &self.mirror else {
+            return Ok(());
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        m.send(Op::Flush(tx))
+            .map_err(|_| Error::Journal("the journal's sender to the region stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Journal("the journal's sender to the region stopped".into()))?
+    }
+
+    fn mirror(&self, op: Op) {
+        if let Some(m) = &self.mirror {
+            let _ = m.send(op);
+        }
     }
 
     pub fn done(&self, key: &str) -> Result<Option<Done>, Error> {
@@ -123,7 +335,12 @@ impl Journal {
                 uploads.remove(k.as_str()).map_err(storage)?;
             }
         }
-        txn.commit().map_err(storage)
+        txn.commit().map_err(storage)?;
+        for (k, d) in items {
+            self.mirror(Op::Put('d', k.clone(), encode(d)?));
+            self.mirror(Op::Del('u', k.clone()));
+        }
+        Ok(())
     }
 
     /// Records an upload before its first part is sent, so a resumed run can find it.
@@ -135,7 +352,9 @@ impl Journal {
                 .insert(key, encode(u)?.as_slice())
                 .map_err(storage)?;
         }
-        txn.commit().map_err(storage)
+        txn.commit().map_err(storage)?;
+        self.mirror(Op::Put('u', key.to_owned(), encode(u)?));
+        Ok(())
     }
 
     pub fn forget_upload(&self, key: &str) -> Result<(), Error> {
@@ -144,7 +363,9 @@ impl Journal {
             .map_err(storage)?
             .remove(key)
             .map_err(storage)?;
-        txn.commit().map_err(storage)
+        txn.commit().map_err(storage)?;
+        self.mirror(Op::Del('u', key.to_owned()));
+        Ok(())
     }
 
     /// Forgets deleted objects.
@@ -156,7 +377,11 @@ impl Journal {
                 done.remove(k.as_str()).map_err(storage)?;
             }
         }
-        txn.commit().map_err(storage)
+        txn.commit().map_err(storage)?;
+        for k in keys {
+            self.mirror(Op::Del('d', k.clone()));
+        }
+        Ok(())
     }
 
     /// How many objects are recorded as done.
@@ -165,6 +390,22 @@ impl Journal {
         let t = txn.open_table(DONE).map_err(storage)?;
         t.len().map_err(storage)
     }
+}
+
+/// Writes records read from the region into a new local cache, in one commit.
+fn restore(db: &Database, records: &[(char, String, Vec<u8>)]) -> Result<(), Error> {
+    let txn = db.begin_write().map_err(storage)?;
+    {
+        let mut done = txn.open_table(DONE).map_err(storage)?;
+        let mut uploads = txn.open_table(UPLOADS).map_err(storage)?;
+        for (t, k, v) in records {
+            match t {
+                'u' => uploads.insert(k.as_str(), v.as_slice()).map_err(storage)?,
+                _ => done.insert(k.as_str(), v.as_slice()).map_err(storage)?,
+            };
+        }
+    }
+    txn.commit().map_err(storage)
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {

@@ -17,8 +17,13 @@ use crate::App;
 const MAX_BODY: usize = 16 * 1024;
 
 pub(crate) fn is_path(path: &str) -> bool {
-    path.starts_with("/migrate/live/")
+    path.starts_with("/migrate/live/") || path.starts_with(JOURNAL)
 }
+
+/// `/migrate/journal/ID`: a migration's journal kept in the region.
+const JOURNAL: &str = "/migrate/journal/";
+/// A journal write carries up to `JOURNAL_BATCH` records.
+const MAX_JOURNAL_BODY: usize = 8 * 1024 * 1024;
 
 struct Answer {
     status: u16,
@@ -56,6 +61,8 @@ impl App {
         audit: &feiyun_audit::Slot,
     ) -> (Response<s3s::Body>, &'static str) {
         let (parts, body) = req.into_parts();
+        let journal = parts.uri.path().starts_with(JOURNAL);
+        let limit = if journal { MAX_JOURNAL_BODY } else { MAX_BODY };
         let caller = self
             .signed_admin(
                 &parts,
@@ -63,7 +70,7 @@ impl App {
                 peer,
                 "migrate:",
                 audit,
-                MAX_BODY,
+                limit,
                 "MigrateRejected",
             )
             .await;
@@ -71,7 +78,11 @@ impl App {
             Ok(x) => x,
             Err(e) => return respond(refuse(e.status, e.code, e.message, e.op)),
         };
-        let a = self.live_call(&caller, &parts, &body).await;
+        let a = if journal {
+            self.journal_call(&caller, &parts, &body).await
+        } else {
+            self.live_call(&caller, &parts, &body).await
+        };
         caller.finish(
             audit,
             StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK),
@@ -180,6 +191,131 @@ fn legacy_bucket_ok(b: &str) -> bool {
     (1..=255).contains(&b.len())
         && b.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
+}
+
+impl App {
+    /// `/migrate/journal/ID`: POST applies records, GET pages through them (`?after=`,
+    /// base64url of the table letter and key), DELETE removes the journal. Each account
+    /// has its own journals.
+    async fn journal_call(
+        &self,
+        caller: &feiyun_iamapi::Authenticated,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Answer {
+        use base64::Engine as _;
+        use feiyun_oss::live::journal::{JOURNAL_BATCH, JournalRecord, journal_id_ok};
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let id = parts.uri.path().trim_start_matches(JOURNAL);
+        let (action, op) = match parts.method {
+            Method::POST => ("migrate:WriteJournal", "MigrateJournalWrite"),
+            Method::GET => ("migrate:ReadJournal", "MigrateJournalRead"),
+            Method::DELETE => ("migrate:DeleteJournal", "MigrateJournalDelete"),
+            _ => {
+                return refuse(
+                    405,
+                    "MethodNotAllowed",
+                    "POST, GET or DELETE",
+                    "MigrateRejected",
+                );
+            }
+        };
+        if !journal_id_ok(id) {
+            return refuse(
+                400,
+                "InvalidParameterValue",
+                "a journal id is 1 to 64 hex digits",
+                op,
+            );
+        }
+        let account = caller.account();
+        let arn = format!("arn:aws:migrate:{}:{account}:journal/{id}", self.region);
+        if let Err(e) = caller.authorize(action, &arn) {
+            return refuse(e.status.as_u16(), "AccessDeniedException", e.message, op);
+        }
+        let done = match parts.method {
+            Method::POST => {
+                let parsed: Result<Vec<JournalRecord>, String> = (|| {
+                    let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+                    let list = v["records"].as_array().ok_or("records is required")?;
+                    if list.len() > JOURNAL_BATCH {
+                        return Err(format!("at most {JOURNAL_BATCH} records a call"));
+                    }
+                    list.iter()
+                        .map(|r| {
+                            let table = match r["t"].as_str() {
+                                Some("d") => 'd',
+                                Some("u") => 'u',
+                                _ => return Err("a record's t is d or u".to_owned()),
+                            };
+                            let key = r["k"].as_str().ok_or("a record has no k")?.to_owned();
+                            let value = match &r["v"] {
+                                Value::Null => None,
+                                Value::String(s) => {
+                                    Some(b64.decode(s).map_err(|_| "v is not base64")?)
+                                }
+                                _ => return Err("v is base64 or null".to_owned()),
+                            };
+                            Ok(JournalRecord { table, key, value })
+                        })
+                        .collect()
+                })();
+                match parsed {
+                    Ok(records) => self
+                        .oss
+                        .journal_apply(account, id, &records)
+                        .await
+                        .map(|()| json!({"applied": records.len()})),
+                    Err(m) => return refuse(400, "InvalidParameterValue", m, op),
+                }
+            }
+            Method::GET => {
+                let after = parts
+                    .uri
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("after=")))
+                    .map(|a| url.decode(a).ok().and_then(|b| String::from_utf8(b).ok()));
+                let after = match after {
+                    None => None,
+                    // The table letter is ASCII, so splitting after it is on a char boundary.
+                    Some(Some(s)) if s.starts_with(['d', 'u']) => {
+                        let (t, k) = s.split_at(1);
+                        Some((if t == "u" { 'u' } else { 'd' }, k.to_owned()))
+                    }
+                    Some(_) => {
+                        return refuse(400, "InvalidParameterValue", "after is not valid", op);
+                    }
+                };
+                self.oss
+                    .journal_page(account, id, after, JOURNAL_BATCH)
+                    .await
+                    .map(|(records, truncated)| {
+                        let list: Vec<Value> = records
+                            .iter()
+                            .map(|r| {
+                                json!({"t": r.table.to_string(), "k": r.key,
+                                       "v": r.value.as_ref().map(|v| b64.encode(v))})
+                            })
+                            .collect();
+                        json!({"records": list, "truncated": truncated})
+                    })
+            }
+            _ => self
+                .oss
+                .journal_drop(account, id)
+                .await
+                .map(|n| json!({"deleted": n})),
+        };
+        match done {
+            Ok(body) => Answer {
+                status: 200,
+                body,
+                op,
+            },
+            Err(e) => oss_refusal(e, op),
+        }
+    }
 }
 
 fn start_request(body: &[u8], principal: &str) -> Result<LiveStart, String> {

@@ -22,6 +22,7 @@ mod meta_pg;
 mod migrate;
 mod migrate_history;
 mod migrate_iam;
+mod migrate_journal;
 mod migrate_live;
 mod migrate_minio_iam;
 mod notifications;

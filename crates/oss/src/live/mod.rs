@@ -13,6 +13,7 @@
 
 mod copier;
 mod fetch;
+pub mod journal;
 mod list;
 mod write_through;
 

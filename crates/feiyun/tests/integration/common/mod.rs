@@ -606,6 +606,31 @@ pub fn signed_post(
     raw(r.addr, &req)
 }
 
+/// A signed GET of `path` on the region's admin API for `service` (`migrate`), as `(ak, sk)`.
+pub fn sigv4_get(r: &Region, (ak, sk): (&str, &str), service: &str, path: &str) -> RawResponse {
+    let signer = sigv4::Signer {
+        access_key: ak.into(),
+        secret_key: sk.into(),
+        region: "us-east-1".into(),
+    };
+    let host = r.addr.to_string();
+    let auth = signer.sign_as(
+        service,
+        "GET",
+        path,
+        "",
+        &[("host", host.clone())],
+        &sigv4::sha256_hex(b""),
+        &sigv4::now_amz_date(),
+    );
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in auth {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    raw(r.addr, &req)
+}
+
 /// One KMS JSON call (`TrentService.ACTION`), signed as root; returns status and body.
 pub fn kms(r: &Region, action: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     let resp = signed_post(
