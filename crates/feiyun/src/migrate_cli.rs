@@ -399,9 +399,7 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
         };
         let kept = journal.clone();
         let summary = feiyun_migrate::migrate(source, dest, journal, opts.clone()).await;
-        kept.flush()
-            .await
-            .context("the journal could not be kept in the region (rerun, or give --state FILE)")?;
+        let flushed = kept.flush().await;
         drop(kept);
         let summary = summary?;
         let report = a
@@ -415,6 +413,9 @@ async fn migrate(a: RunArgs) -> anyhow::Result<()> {
         }
         std::fs::write(&report, text)
             .with_context(|| format!("cannot write the report {}", report.display()))?;
+        flushed.context(
+            "the region did not keep the end of this migration's journal (the objects are copied; the next run recognises them at the destination)",
+        )?;
         let bad = summary.failed + summary.problems;
         failed += bad;
         if a.ends.conn.json {

@@ -54,6 +54,9 @@ pub struct Journal {
     db: Arc<Database>,
     /// Where records also go: the region (see [`RegionJournal`]).
     mirror: Option<tokio::sync::mpsc::UnboundedSender<Op>>,
+    /// Why the region stopped taking records, once it has: every later commit fails, so a
+    /// run does not go on for hours with a journal the region no longer keeps.
+    mirror_failed: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// A record on its way to the region's copy of the journal.
@@ -130,6 +133,30 @@ impl RegionJournal {
         Ok((out, v["truncated"].as_bool() == Some(true)))
     }
 
+    /// Whether the region will keep records: an empty write, refused as a real one would be.
+    async fn probe(&self) -> Result<(), Error> {
+        let key = self.key();
+        let body = bytes::Bytes::from_static(br#"{"records":[]}"#);
+        crate::client::retry(|| {
+            self.client.call(
+                http::Method::POST,
+                Some("migrate"),
+                Some(&key),
+                &[],
+                vec![("content-type".into(), "application/json".into())],
+                body.clone(),
+            )
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| match e.status() {
+            Some(403) => Error::Journal(format!(
+                "the region refuses to keep this migration's journal ({e}): allow migrate:ReadJournal and migrate:WriteJournal, or give --state FILE"
+            )),
+            _ => Error::Journal(format!("keeping the journal in the region: {e}")),
+        })
+    }
+
     async fn send(&self, ops: &[Op]) -> Result<(), Error> {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -163,42 +190,70 @@ impl RegionJournal {
         .map_err(|e| Error::Journal(format!("keeping the journal in the region: {e}")))
     }
 
-    /// Carries records to the region until the last sender is gone, in batches of what is
-    /// queued; a flush answers once everything before it is stored. A failure is kept and
-    /// given to every later flush (the run then fails: its journal is not in the region).
-    async fn carry(self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Op>) {
+    /// Carries records to the region until the last sender is gone, in batches of up to
+    /// [`SEND_BATCH`] or what a quarter second gathered (one commit in the region each, not
+    /// one per object); a flush answers once everything before it is stored. A failure is
+    /// kept and given to every later flush (the run then fails: its journal is not in the
+    /// region).
+    async fn carry(
+        self,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<Op>,
+        shared: Arc<std::sync::Mutex<Option<String>>>,
+    ) {
         let mut failed: Option<String> = None;
         let mut batch: Vec<Op> = Vec::new();
-        while let Some(op) = rx.recv().await {
-            match op {
-                Op::Flush(reply) => {
-                    if failed.is_none()
-                        && let Err(e) = self.send(&batch).await
-                    {
-                        failed = Some(e.to_string());
+        let mut due: Option<tokio::time::Instant> = None;
+        loop {
+            if let Some(f) = &failed {
+                *shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(f.clone());
+            }
+            let op = match due {
+                Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
+                    Ok(op) => op,
+                    Err(_) => {
+                        self.deliver(&mut batch, &mut failed).await;
+                        due = None;
+                        continue;
                     }
-                    batch.clear();
+                },
+                None => rx.recv().await,
+            };
+            match op {
+                None => {
+                    self.deliver(&mut batch, &mut failed).await;
+                    return;
+                }
+                Some(Op::Flush(reply)) => {
+                    self.deliver(&mut batch, &mut failed).await;
+                    due = None;
                     let _ = reply.send(match &failed {
                         None => Ok(()),
                         Some(m) => Err(Error::Journal(m.clone())),
                     });
                 }
-                op => {
+                Some(op) => {
                     batch.push(op);
-                    if batch.len() >= SEND_BATCH || rx.is_empty() {
-                        if failed.is_none()
-                            && let Err(e) = self.send(&batch).await
-                        {
-                            failed = Some(e.to_string());
-                        }
-                        batch.clear();
+                    due.get_or_insert_with(|| {
+                        tokio::time::Instant::now() + std::time::Duration::from_millis(250)
+                    });
+                    if batch.len() >= SEND_BATCH {
+                        self.deliver(&mut batch, &mut failed).await;
+                        due = None;
                     }
                 }
             }
         }
-        if failed.is_none() {
-            let _ = self.send(&batch).await;
+    }
+
+    /// Sends the batch (unless an earlier one failed) and empties it.
+    async fn deliver(&self, batch: &mut Vec<Op>, failed: &mut Option<String>) {
+        if failed.is_none()
+            && !batch.is_empty()
+            && let Err(e) = self.send(batch).await
+        {
+            *failed = Some(e.to_string());
         }
+        batch.clear();
     }
 }
 
@@ -241,6 +296,7 @@ impl Journal {
         Ok(Self {
             db: Arc::new(db),
             mirror: None,
+            mirror_failed: Arc::default(),
         })
     }
 
@@ -253,11 +309,14 @@ impl Journal {
         dest: &str,
         region: RegionJournal,
     ) -> Result<Self, Error> {
-        let fresh = !path.exists();
         let (p, s, d) = (path.to_owned(), source.to_owned(), dest.to_owned());
         let mut j = tokio::task::spawn_blocking(move || Journal::open(&p, &s, &d))
             .await
             .map_err(storage)??;
+        // A cache is filled from the region once, completely: a first run stopped half-way
+        // through (or a file an older version kept) is filled again.
+        let fresh = !j.restored()?;
+        region.probe().await?;
         // Read even when the cache is there: a region that refuses the journal says so now,
         // not after the copies.
         let mut after: Option<String> = None;
@@ -272,18 +331,37 @@ impl Journal {
                     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{t}{k}")),
                 );
             }
+            let moved = !records.is_empty();
             let db = j.db.clone();
             tokio::task::spawn_blocking(move || restore(&db, &records))
                 .await
                 .map_err(storage)??;
-            if !more {
+            if !more || !moved {
                 break;
             }
         }
+        if fresh {
+            j.mark_restored()?;
+        }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(region.carry(rx));
+        tokio::spawn(region.carry(rx, j.mirror_failed.clone()));
         j.mirror = Some(tx);
         Ok(j)
+    }
+
+    fn restored(&self) -> Result<bool, Error> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let t = txn.open_table(INFO).map_err(storage)?;
+        Ok(t.get("region").map_err(storage)?.is_some())
+    }
+
+    fn mark_restored(&self) -> Result<(), Error> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        txn.open_table(INFO)
+            .map_err(storage)?
+            .insert("region", "restored")
+            .map_err(storage)?;
+        txn.commit().map_err(storage)
     }
 
     /// Waits until every record committed so far is stored in the region (a journal kept
@@ -299,10 +377,19 @@ impl Journal {
             .map_err(|_| Error::Journal("the journal's sender to the region stopped".into()))?
     }
 
-    fn mirror(&self, op: Op) {
+    fn mirror(&self, op: Op) -> Result<(), Error> {
         if let Some(m) = &self.mirror {
+            if let Some(e) = self
+                .mirror_failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                return Err(Error::Journal(e));
+            }
             let _ = m.send(op);
         }
+        Ok(())
     }
 
     pub fn done(&self, key: &str) -> Result<Option<Done>, Error> {
@@ -337,8 +424,8 @@ impl Journal {
         }
         txn.commit().map_err(storage)?;
         for (k, d) in items {
-            self.mirror(Op::Put('d', k.clone(), encode(d)?));
-            self.mirror(Op::Del('u', k.clone()));
+            self.mirror(Op::Put('d', k.clone(), encode(d)?))?;
+            self.mirror(Op::Del('u', k.clone()))?;
         }
         Ok(())
     }
@@ -353,7 +440,7 @@ impl Journal {
                 .map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
-        self.mirror(Op::Put('u', key.to_owned(), encode(u)?));
+        self.mirror(Op::Put('u', key.to_owned(), encode(u)?))?;
         Ok(())
     }
 
@@ -364,7 +451,7 @@ impl Journal {
             .remove(key)
             .map_err(storage)?;
         txn.commit().map_err(storage)?;
-        self.mirror(Op::Del('u', key.to_owned()));
+        self.mirror(Op::Del('u', key.to_owned()))?;
         Ok(())
     }
 
@@ -379,7 +466,7 @@ impl Journal {
         }
         txn.commit().map_err(storage)?;
         for k in keys {
-            self.mirror(Op::Del('d', k.clone()));
+            self.mirror(Op::Del('d', k.clone()))?;
         }
         Ok(())
     }

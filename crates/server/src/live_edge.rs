@@ -236,28 +236,40 @@ impl App {
         }
         let done = match parts.method {
             Method::POST => {
+                // Typed, so a body of millions of tiny values is refused at the first one
+                // that is not a record instead of becoming a tree in memory.
+                #[derive(serde::Deserialize)]
+                struct Rec {
+                    t: String,
+                    k: String,
+                    v: Option<String>,
+                }
+                #[derive(serde::Deserialize)]
+                struct Doc {
+                    records: Vec<Rec>,
+                }
                 let parsed: Result<Vec<JournalRecord>, String> = (|| {
-                    let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-                    let list = v["records"].as_array().ok_or("records is required")?;
-                    if list.len() > JOURNAL_BATCH {
+                    let doc: Doc = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+                    if doc.records.len() > JOURNAL_BATCH {
                         return Err(format!("at most {JOURNAL_BATCH} records a call"));
                     }
-                    list.iter()
+                    doc.records
+                        .into_iter()
                         .map(|r| {
-                            let table = match r["t"].as_str() {
-                                Some("d") => 'd',
-                                Some("u") => 'u',
+                            let table = match r.t.as_str() {
+                                "d" => 'd',
+                                "u" => 'u',
                                 _ => return Err("a record's t is d or u".to_owned()),
                             };
-                            let key = r["k"].as_str().ok_or("a record has no k")?.to_owned();
-                            let value = match &r["v"] {
-                                Value::Null => None,
-                                Value::String(s) => {
-                                    Some(b64.decode(s).map_err(|_| "v is not base64")?)
-                                }
-                                _ => return Err("v is base64 or null".to_owned()),
+                            let value = match r.v {
+                                None => None,
+                                Some(s) => Some(b64.decode(s).map_err(|_| "v is not base64")?),
                             };
-                            Ok(JournalRecord { table, key, value })
+                            Ok(JournalRecord {
+                                table,
+                                key: r.k,
+                                value,
+                            })
                         })
                         .collect()
                 })();

@@ -22,8 +22,13 @@ pub struct JournalRecord {
 
 /// Most records one call may change or read.
 pub const JOURNAL_BATCH: usize = 2000;
-/// Largest record value.
-pub const JOURNAL_VALUE_MAX: usize = 16 * 1024;
+/// Largest record value (the migrator's records are a few hundred bytes).
+pub const JOURNAL_VALUE_MAX: usize = 2048;
+/// Longest record key: an object key and a version id, within what every metadata engine
+/// indexes (PostgreSQL's btree rows end near 2.7 KB).
+pub const JOURNAL_KEY_MAX: usize = 2048;
+/// A page read stops after about this many bytes of records.
+pub const JOURNAL_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A journal id: what the migrator derives from its source and destination (hex).
 pub fn journal_id_ok(id: &str) -> bool {
@@ -63,7 +68,7 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                     "a record's table is d or u".into(),
                 ));
             }
-            if r.key.len() > 4096
+            if r.key.len() > JOURNAL_KEY_MAX
                 || r.value
                     .as_ref()
                     .is_some_and(|v| v.len() > JOURNAL_VALUE_MAX)
@@ -75,6 +80,10 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
                 Some(v) => batch.put(Table::System, row, v.clone()),
                 None => batch.delete(Table::System, row),
             };
+        }
+        // An empty call is the migrator's probe that it may write here: nothing to commit.
+        if records.is_empty() {
+            return Ok(());
         }
         Ok(self.meta.commit(batch).await?)
     }
@@ -101,13 +110,21 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         let rows = self
             .blocking(move |m, _| Ok(m.scan(Table::System, &start, end.as_deref(), limit + 1)?))
             .await?;
-        let more = rows.len() > limit;
+        let mut more = rows.len() > limit;
         let mut out = Vec::with_capacity(rows.len().min(limit));
+        let mut bytes = 0;
         for (k, v) in rows.into_iter().take(limit) {
-            let rest = &k[prefix.len()..];
-            let Some((&t, key)) = rest.split_first() else {
+            if bytes >= JOURNAL_PAGE_BYTES {
+                more = true;
+                break;
+            }
+            let Some((&t, key)) = k
+                .strip_prefix(prefix.as_slice())
+                .and_then(|r| r.split_first())
+            else {
                 continue;
             };
+            bytes += key.len() + v.len();
             out.push(JournalRecord {
                 table: t as char,
                 key: String::from_utf8_lossy(key).into_owned(),
