@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # BENCHMARKS.md "feiyun migrate against rclone" (issue 22), in one run on one machine:
 #  1. 10,000 x 4 KiB files from a directory into the region: feiyun migrate, then rclone copy,
-#     each into its own bucket, at the same concurrency (16 transfers, 16 checkers);
+#     each into its own bucket, at the same concurrency (16 transfers, 16 checkers); then
+#     feiyun migrate again with its default journal, kept in the region;
 #  2. the same 10,000 objects from an S3 source (a second region on loopback), both tools;
 #  3. 2 x 1 GiB files from a directory, both tools (MiB/s);
 #  4. a 1 GiB copy killed half-way and resumed: the bytes the resumed run sent.
@@ -83,6 +84,9 @@ timed "feiyun migrate dir -> region" 10000 $((10000 * 4096)) \
   "$bin" migrate "$work/small" s3://fy-small --endpoint "$region" "${conc[@]}" --state "$work/j1"
 timed "rclone copy dir -> region" 10000 $((10000 * 4096)) \
   rclone copy "$work/small" dst:rc-small "${conc[@]}"
+# The default: no --state, the journal kept in the region (its local cache under HOME).
+HOME="$work/home" timed "feiyun migrate dir -> region, region journal" 10000 $((10000 * 4096)) \
+  "$bin" migrate "$work/small" s3://fy-small-rj --endpoint "$region" "${conc[@]}"
 
 echo "== 2. the same 10,000 objects from an S3 source (a second region)"
 rclone copy "$work/small" src:legacy "${conc[@]}"
