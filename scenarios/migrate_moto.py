@@ -9,45 +9,20 @@ any credentials; wrong ones are tried against a region in the cargo tests).
 import hashlib
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 
 import boto3
 from botocore.config import Config
 
+from moto_helper import free_port, start_moto
+
 BIN = os.environ["FEIYUN_BIN"]
 WORK = os.environ["WORK"]
 ENDPOINT = os.environ["ENDPOINT"]
-VENV_BIN = os.path.dirname(sys.executable)
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-port = free_port()
-moto_url = f"http://127.0.0.1:{port}"
-moto = subprocess.Popen(
-    [os.path.join(VENV_BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-    stdout=subprocess.DEVNULL,
-    stderr=open(os.path.join(WORK, "moto.log"), "w"),
-)
+moto, moto_url = start_moto(os.path.join(WORK, "moto.log"))
 try:
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        raise SystemExit("moto_server did not start")
-
     cfg = Config(s3={"addressing_style": "path"})
     legacy = boto3.client(
         "s3",

@@ -38,24 +38,8 @@ struct EndsArgs {
     /// `s3://BUCKET[/PREFIX]` in the region (`s3://` with a SOURCE of `s3://`)
     #[arg(required = true)]
     dest: Option<String>,
-    /// The source's S3 endpoint (http:// or https://) [env: FEIYUN_SOURCE_ENDPOINT]
-    #[arg(long, value_name = "URL")]
-    source_endpoint: Option<String>,
-    /// A profile in ~/.aws/credentials for the source
-    #[arg(long)]
-    source_profile: Option<String>,
-    /// [env: FEIYUN_SOURCE_ACCESS_KEY]
-    #[arg(long)]
-    source_access_key: Option<String>,
-    /// [env: FEIYUN_SOURCE_SECRET_KEY]
-    #[arg(long)]
-    source_secret_key: Option<String>,
-    /// The source's signing region [env: FEIYUN_SOURCE_REGION] [default: us-east-1]
-    #[arg(long)]
-    source_region: Option<String>,
-    /// Address the source's buckets as BUCKET.host (AWS, OSS) rather than host/BUCKET
-    #[arg(long)]
-    source_virtual_hosted: bool,
+    #[command(flatten)]
+    source_at: SourceAt,
     /// PEM bundle of the CAs to trust for an https:// source
     #[arg(long)]
     source_ca_bundle: Option<PathBuf>,
@@ -142,39 +126,90 @@ pub(crate) fn parse_s3(url: &str) -> Option<(String, String)> {
     Some((bucket.to_owned(), prefix))
 }
 
-pub(crate) fn env(k: &str) -> Option<String> {
+fn env(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.is_empty())
 }
 
-fn source_client(a: &EndsArgs) -> anyhow::Result<S3Client> {
-    let url = a
-        .source_endpoint
-        .clone()
-        .or_else(|| env("FEIYUN_SOURCE_ENDPOINT"))
-        .context("an s3:// SOURCE needs --source-endpoint (or FEIYUN_SOURCE_ENDPOINT)")?;
-    let (access_key, secret_key, session_token) = source_credentials(
-        a.source_access_key.as_deref(),
-        a.source_secret_key.as_deref(),
-        a.source_profile.as_deref(),
-    )?;
-    Ok(S3Client::new(EndpointConfig {
-        url,
-        access_key,
-        secret_key,
-        session_token,
-        region: a
+/// Where an S3 source is and how to sign for it: a migration's source, or a live
+/// migration's legacy store.
+#[derive(clap::Args)]
+pub(crate) struct SourceAt {
+    /// The source's S3 endpoint (http:// or https://) [env: FEIYUN_SOURCE_ENDPOINT]
+    #[arg(long, value_name = "URL")]
+    source_endpoint: Option<String>,
+    /// A profile in ~/.aws/credentials for the source
+    #[arg(long)]
+    source_profile: Option<String>,
+    /// [env: FEIYUN_SOURCE_ACCESS_KEY]
+    #[arg(long)]
+    source_access_key: Option<String>,
+    /// [env: FEIYUN_SOURCE_SECRET_KEY]
+    #[arg(long)]
+    source_secret_key: Option<String>,
+    /// The source's signing region [env: FEIYUN_SOURCE_REGION] [default: us-east-1]
+    #[arg(long)]
+    source_region: Option<String>,
+    /// Address the source's buckets as BUCKET.host (AWS, OSS) rather than host/BUCKET
+    #[arg(long)]
+    pub(crate) source_virtual_hosted: bool,
+}
+
+/// A source's endpoint, keys and signing region, as resolved from flags and environment.
+pub(crate) struct SourceAccess {
+    pub(crate) url: String,
+    pub(crate) access_key: String,
+    pub(crate) secret_key: String,
+    pub(crate) session_token: Option<String>,
+    pub(crate) region: String,
+}
+
+impl SourceAt {
+    /// The flags, else `FEIYUN_SOURCE_*` (and a profile for the keys); `missing` is the
+    /// error when no endpoint is given.
+    pub(crate) fn resolve(&self, missing: &'static str) -> anyhow::Result<SourceAccess> {
+        let url = self
+            .source_endpoint
+            .clone()
+            .or_else(|| env("FEIYUN_SOURCE_ENDPOINT"))
+            .context(missing)?;
+        let (access_key, secret_key, session_token) = source_credentials(
+            self.source_access_key.as_deref(),
+            self.source_secret_key.as_deref(),
+            self.source_profile.as_deref(),
+        )?;
+        let region = self
             .source_region
             .clone()
             .or_else(|| env("FEIYUN_SOURCE_REGION"))
-            .unwrap_or_else(|| "us-east-1".into()),
-        virtual_hosted: a.source_virtual_hosted,
+            .unwrap_or_else(|| "us-east-1".into());
+        Ok(SourceAccess {
+            url,
+            access_key,
+            secret_key,
+            session_token,
+            region,
+        })
+    }
+}
+
+fn source_client(a: &EndsArgs) -> anyhow::Result<S3Client> {
+    let s = a
+        .source_at
+        .resolve("an s3:// SOURCE needs --source-endpoint (or FEIYUN_SOURCE_ENDPOINT)")?;
+    Ok(S3Client::new(EndpointConfig {
+        url: s.url,
+        access_key: s.access_key,
+        secret_key: s.secret_key,
+        session_token: s.session_token,
+        region: s.region,
+        virtual_hosted: a.source_at.source_virtual_hosted,
         tls: crate::admin::tls_config(a.source_ca_bundle.as_deref())?,
         allow: None,
     })?)
 }
 
 /// The source's keys: the flags, else `FEIYUN_SOURCE_*`, else a profile.
-pub(crate) fn source_credentials(
+fn source_credentials(
     access_key: Option<&str>,
     secret_key: Option<&str>,
     profile: Option<&str>,

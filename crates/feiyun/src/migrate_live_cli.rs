@@ -25,24 +25,9 @@ pub struct StartArgs {
     /// The legacy bucket: `s3://LEGACY[/PREFIX]`
     #[arg(long, value_name = "S3_URL")]
     from: String,
-    /// The legacy store's S3 endpoint (http:// or https://) [env: FEIYUN_SOURCE_ENDPOINT]
-    #[arg(long, value_name = "URL")]
-    source_endpoint: Option<String>,
-    /// A profile in ~/.aws/credentials for the legacy store
-    #[arg(long)]
-    source_profile: Option<String>,
-    /// [env: FEIYUN_SOURCE_ACCESS_KEY]
-    #[arg(long)]
-    source_access_key: Option<String>,
-    /// [env: FEIYUN_SOURCE_SECRET_KEY]
-    #[arg(long)]
-    source_secret_key: Option<String>,
-    /// The legacy store's signing region [env: FEIYUN_SOURCE_REGION] [default: us-east-1]
-    #[arg(long)]
-    source_region: Option<String>,
-    /// Address the legacy buckets as BUCKET.host rather than host/BUCKET
-    #[arg(long)]
-    source_virtual_hosted: bool,
+    /// The legacy store: its endpoint, keys, signing region and addressing
+    #[command(flatten)]
+    source_at: crate::migrate_cli::SourceAt,
     /// Also replay every write and delete to the legacy store, so a rollback loses nothing
     #[arg(long)]
     write_through: bool,
@@ -68,29 +53,36 @@ pub struct FinishArgs {
     conn: Connection,
 }
 
-fn path(bucket: &str) -> anyhow::Result<String> {
+/// One call of `/migrate/live/BUCKET`: its JSON answer, or the API's error as the error.
+async fn call(
+    conn: &Connection,
+    method: &str,
+    bucket: &str,
+    query: &[(&str, String)],
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     if bucket.is_empty() || bucket.contains('/') || bucket.contains('?') {
         bail!("{bucket:?} is not a bucket name");
     }
-    Ok(format!("/migrate/live/{bucket}"))
+    let (headers, body) = match body {
+        Some(doc) => (
+            vec![("content-type", "application/json".into())],
+            Bytes::from(doc.to_string()),
+        ),
+        None => (Vec::new(), Bytes::new()),
+    };
+    let path = format!("/migrate/live/{bucket}");
+    let (status, _, answer) = AdminClient::new(conn)?
+        .send("migrate", method, &path, query, headers, body)
+        .await?;
+    crate::admin::json_answer(status, &answer)
 }
 
 pub async fn run(cmd: LiveCommand) -> anyhow::Result<()> {
     match cmd {
         LiveCommand::Start(a) => start(a).await,
         LiveCommand::Status(a) => {
-            let c = AdminClient::new(&a.conn)?;
-            let (status, _, body) = c
-                .send(
-                    "migrate",
-                    "GET",
-                    &path(&a.bucket)?,
-                    &[],
-                    Vec::new(),
-                    Bytes::new(),
-                )
-                .await?;
-            let r = crate::admin::json_answer(status, &body)?;
+            let r = call(&a.conn, "GET", &a.bucket, &[], None).await?;
             if a.conn.json {
                 outln!("{r}");
             } else {
@@ -99,23 +91,12 @@ pub async fn run(cmd: LiveCommand) -> anyhow::Result<()> {
             Ok(())
         }
         LiveCommand::Finish(a) => {
-            let c = AdminClient::new(&a.conn)?;
             let query: Vec<(&str, String)> = if a.force {
                 vec![("force", String::new())]
             } else {
                 Vec::new()
             };
-            let (status, _, body) = c
-                .send(
-                    "migrate",
-                    "DELETE",
-                    &path(&a.bucket)?,
-                    &query,
-                    Vec::new(),
-                    Bytes::new(),
-                )
-                .await?;
-            let r = crate::admin::json_answer(status, &body)?;
+            let r = call(&a.conn, "DELETE", &a.bucket, &query, None).await?;
             if a.conn.json {
                 outln!("{r}");
             } else {
@@ -134,48 +115,25 @@ async fn start(a: StartArgs) -> anyhow::Result<()> {
     let (bucket, prefix) = crate::migrate_cli::parse_s3(&a.from)
         .filter(|(b, _)| !b.is_empty())
         .context("--from must be s3://LEGACY_BUCKET[/PREFIX]")?;
-    let endpoint = a
-        .source_endpoint
-        .clone()
-        .or_else(|| crate::migrate_cli::env("FEIYUN_SOURCE_ENDPOINT"))
-        .context("give the legacy store's --source-endpoint (or FEIYUN_SOURCE_ENDPOINT)")?;
-    let (access_key, secret_key, token) = crate::migrate_cli::source_credentials(
-        a.source_access_key.as_deref(),
-        a.source_secret_key.as_deref(),
-        a.source_profile.as_deref(),
-    )?;
-    if token.is_some() {
+    let s = a
+        .source_at
+        .resolve("give the legacy store's --source-endpoint (or FEIYUN_SOURCE_ENDPOINT)")?;
+    if s.session_token.is_some() {
         bail!(
             "the region keeps the legacy credentials for the whole migration: give a long-term access key, not a session"
         );
     }
-    let region = a
-        .source_region
-        .clone()
-        .or_else(|| crate::migrate_cli::env("FEIYUN_SOURCE_REGION"))
-        .unwrap_or_else(|| "us-east-1".into());
     let doc = json!({
-        "endpoint": endpoint,
+        "endpoint": s.url,
         "bucket": bucket,
         "prefix": prefix,
-        "region": region,
-        "virtual_hosted": a.source_virtual_hosted,
-        "access_key": access_key,
-        "secret_key": secret_key,
+        "region": s.region,
+        "virtual_hosted": a.source_at.source_virtual_hosted,
+        "access_key": s.access_key,
+        "secret_key": s.secret_key,
         "write_through": a.write_through,
     });
-    let c = AdminClient::new(&a.conn)?;
-    let (status, _, body) = c
-        .send(
-            "migrate",
-            "PUT",
-            &path(&a.bucket)?,
-            &[],
-            vec![("content-type", "application/json".into())],
-            Bytes::from(doc.to_string()),
-        )
-        .await?;
-    let r = crate::admin::json_answer(status, &body)?;
+    let r = call(&a.conn, "PUT", &a.bucket, &[], Some(doc)).await?;
     if a.conn.json {
         outln!("{r}");
     } else {

@@ -109,12 +109,7 @@ impl RegionJournal {
             )
         })
         .await
-        .map_err(|e| match e.status() {
-            Some(403) => Error::Journal(format!(
-                "the region refuses to keep this migration's journal ({e}): allow migrate:ReadJournal and migrate:WriteJournal, or give --state FILE"
-            )),
-            _ => Error::Journal(format!("reading the journal in the region: {e}")),
-        })?;
+        .map_err(|e| refused("reading", e))?;
         let v: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| Error::Journal(format!("the region's journal answer: {e}")))?;
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -135,26 +130,7 @@ impl RegionJournal {
 
     /// Whether the region will keep records: an empty write, refused as a real one would be.
     async fn probe(&self) -> Result<(), Error> {
-        let key = self.key();
-        let body = bytes::Bytes::from_static(br#"{"records":[]}"#);
-        crate::client::retry(|| {
-            self.client.call(
-                http::Method::POST,
-                Some("migrate"),
-                Some(&key),
-                &[],
-                vec![("content-type".into(), "application/json".into())],
-                body.clone(),
-            )
-        })
-        .await
-        .map(|_| ())
-        .map_err(|e| match e.status() {
-            Some(403) => Error::Journal(format!(
-                "the region refuses to keep this migration's journal ({e}): allow migrate:ReadJournal and migrate:WriteJournal, or give --state FILE"
-            )),
-            _ => Error::Journal(format!("keeping the journal in the region: {e}")),
-        })
+        self.send(&[]).await
     }
 
     async fn send(&self, ops: &[Op]) -> Result<(), Error> {
@@ -170,9 +146,6 @@ impl RegionJournal {
                 Op::Flush(_) => None,
             })
             .collect();
-        if records.is_empty() {
-            return Ok(());
-        }
         let body = bytes::Bytes::from(serde_json::json!({ "records": records }).to_string());
         let key = self.key();
         crate::client::retry(|| {
@@ -187,7 +160,7 @@ impl RegionJournal {
         })
         .await
         .map(|_| ())
-        .map_err(|e| Error::Journal(format!("keeping the journal in the region: {e}")))
+        .map_err(|e| refused("keeping", e))
     }
 
     /// Carries records to the region until the last sender is gone, in batches of up to
@@ -254,6 +227,16 @@ impl RegionJournal {
             *failed = Some(e.to_string());
         }
         batch.clear();
+    }
+}
+
+/// A failed journal call; a refusal names the permissions it takes and the way around it.
+fn refused(doing: &str, e: crate::client::ClientError) -> Error {
+    match e.status() {
+        Some(403) => Error::Journal(format!(
+            "the region refuses to keep this migration's journal ({e}): allow migrate:ReadJournal and migrate:WriteJournal, or give --state FILE"
+        )),
+        _ => Error::Journal(format!("{doing} the journal in the region: {e}")),
     }
 }
 

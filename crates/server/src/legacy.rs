@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use feiyun_iam::sigv4::uri_encode;
 use feiyun_migrate::client::{ClientError, EndpointConfig, S3Client, header};
 use feiyun_migrate::xml;
 use feiyun_oss::live::{
@@ -144,19 +145,6 @@ fn object_of(h: &HeaderMap) -> Result<LegacyObject, LegacyError> {
         tag_count: meta.tag_count,
         checksum,
     })
-}
-
-/// Percent-encodes all but RFC 3986's unreserved characters (a tag in `x-amz-tagging`).
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 impl S3Legacy {
@@ -385,7 +373,7 @@ impl Legacy for S3Legacy {
             let tags: Vec<String> = headers
                 .tags
                 .iter()
-                .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+                .map(|(k, v)| format!("{}={}", uri_encode(k), uri_encode(v)))
                 .collect();
             h.push(("x-amz-tagging".into(), tags.join("&")));
         }

@@ -39,6 +39,30 @@ fn refuse(status: u16, code: &str, message: impl Into<String>, op: &'static str)
     }
 }
 
+/// The caller may do `action` on `resource`, or the refusal to answer with.
+fn allowed(
+    caller: &feiyun_iamapi::Authenticated,
+    action: &str,
+    resource: &str,
+    op: &'static str,
+) -> Result<(), Answer> {
+    caller
+        .authorize(action, resource)
+        .map_err(|e| refuse(e.status.as_u16(), "AccessDeniedException", e.message, op))
+}
+
+/// A call's JSON answer, or its error in the API's form.
+fn answered(done: Result<Value, OssError>, op: &'static str) -> Answer {
+    match done {
+        Ok(body) => Answer {
+            status: 200,
+            body,
+            op,
+        },
+        Err(e) => oss_refusal(e, op),
+    }
+}
+
 fn oss_refusal(e: OssError, op: &'static str) -> Answer {
     match e {
         OssError::NoSuchBucket => refuse(404, "NoSuchBucket", "no such bucket", op),
@@ -117,8 +141,8 @@ impl App {
         if bucket.is_empty() || bucket.contains('/') {
             return refuse(400, "InvalidParameterValue", "name one bucket", op);
         }
-        if let Err(e) = caller.authorize(action, &format!("arn:aws:s3:::{bucket}")) {
-            return refuse(e.status.as_u16(), "AccessDeniedException", e.message, op);
+        if let Err(a) = allowed(caller, action, &format!("arn:aws:s3:::{bucket}"), op) {
+            return a;
         }
         // The migration lists, reads, writes and deletes the bucket's objects in the
         // caller's name for as long as it runs: the caller must be allowed all of that.
@@ -131,8 +155,8 @@ impl App {
                 ("s3:DeleteObject", objects),
             ];
             for (a, r) in needed {
-                if let Err(e) = caller.authorize(a, &r) {
-                    return refuse(e.status.as_u16(), "AccessDeniedException", e.message, op);
+                if let Err(a) = allowed(caller, a, &r, op) {
+                    return a;
                 }
             }
         }
@@ -174,14 +198,7 @@ impl App {
                     .map(|st| json!({"bucket": bucket, "finished": true, "copied": st.copied}))
             }
         };
-        match done {
-            Ok(body) => Answer {
-                status: 200,
-                body,
-                op,
-            },
-            Err(e) => oss_refusal(e, op),
-        }
+        answered(done, op)
     }
 }
 
@@ -231,8 +248,8 @@ impl App {
         }
         let account = caller.account();
         let arn = format!("arn:aws:migrate:{}:{account}:journal/{id}", self.region);
-        if let Err(e) = caller.authorize(action, &arn) {
-            return refuse(e.status.as_u16(), "AccessDeniedException", e.message, op);
+        if let Err(a) = allowed(caller, action, &arn, op) {
+            return a;
         }
         let done = match parts.method {
             Method::POST => {
@@ -319,14 +336,7 @@ impl App {
                 .await
                 .map(|n| json!({"deleted": n})),
         };
-        match done {
-            Ok(body) => Answer {
-                status: 200,
-                body,
-                op,
-            },
-            Err(e) => oss_refusal(e, op),
-        }
+        answered(done, op)
     }
 }
 

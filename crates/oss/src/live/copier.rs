@@ -22,19 +22,8 @@ const PAGES_PER_ROUND: usize = 100;
 impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     /// Runs the copier of every live bucket each `every`, on the background-lease holder.
     pub fn spawn_live_copier(self: &Arc<Self>, every: Duration) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(svc) = weak.upgrade() else { return };
-                if !feiyun_common::background::runs() {
-                    continue;
-                }
-                let round = feiyun_common::background::fenced(svc.live_copy_round());
-                if let Err(e) = round.await {
-                    tracing::warn!(error = %e, "live copier round failed; retried next interval");
-                }
-            }
+        self.spawn_live_rounds(every, "live copier", |svc| async move {
+            svc.live_copy_round().await
         });
     }
 

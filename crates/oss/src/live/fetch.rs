@@ -13,7 +13,6 @@ use super::{FETCH_MAX, Legacy, LegacyError, LegacyObject, LiveSetting, lock, tom
 use crate::checksum::ChecksumSet;
 use crate::get::{ObjectBody, ObjectRead};
 use crate::put::{Origin, SealAt, WriteSpec};
-use crate::records::{ObjectData, ObjectRecord};
 use crate::{GetRequest, ObjectService, OssError, keys};
 
 /// What a read-through found.
@@ -316,15 +315,12 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
         req: &GetRequest,
         with_body: bool,
     ) -> Result<ObjectRead, OssError> {
-        let mut record = ObjectRecord::new(
+        let record = super::shown_record(
             head.headers.clone(),
             head.size,
             head.etag.clone(),
-            None,
-            Vec::new(),
-            ObjectData::Inline(Vec::new()),
+            head.last_modified_ms,
         );
-        record.last_modified_ms = head.last_modified_ms;
         let (span, parts_count) = crate::get::select(&record, req)?;
         let (start, end) = span.unwrap_or((0, record.size));
         let body = if with_body {

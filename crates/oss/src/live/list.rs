@@ -9,7 +9,7 @@ use feiyun_meta::{MetaStore, Table};
 
 use super::{LegacyEntry, LiveSetting, tomb_key};
 use crate::list::{ListEntry, ListPage, ListParams};
-use crate::records::{ObjectData, ObjectRecord};
+use crate::records::ObjectRecord;
 use crate::{ObjectHeaders, ObjectService, OssError};
 
 /// Legacy pages read for one merged page when what they hold was all deleted here.
@@ -140,17 +140,9 @@ fn as_entry(e: LegacyEntry) -> ListEntry<ObjectRecord> {
             size,
             etag,
             last_modified_ms,
-        } => {
-            let mut r = ObjectRecord::new(
-                ObjectHeaders::default(),
-                size,
-                etag,
-                None,
-                Vec::new(),
-                ObjectData::Inline(Vec::new()),
-            );
-            r.last_modified_ms = last_modified_ms;
-            ListEntry::Object(key, r)
-        }
+        } => ListEntry::Object(
+            key,
+            super::shown_record(ObjectHeaders::default(), size, etag, last_modified_ms),
+        ),
     }
 }

@@ -150,6 +150,26 @@ pub struct LegacyObject {
     pub checksum: Option<(ChecksumAlgorithm, String)>,
 }
 
+/// What the region shows of a legacy object it does not hold (a listing entry, a large
+/// object streamed through): a record without data.
+pub(crate) fn shown_record(
+    headers: ObjectHeaders,
+    size: u64,
+    etag: String,
+    last_modified_ms: i64,
+) -> crate::ObjectRecord {
+    let mut r = crate::ObjectRecord::new(
+        headers,
+        size,
+        etag,
+        None,
+        Vec::new(),
+        crate::records::ObjectData::Inline(Vec::new()),
+    );
+    r.last_modified_ms = last_modified_ms;
+    r
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LegacyError {
     #[error("not found in the legacy store")]
@@ -287,6 +307,32 @@ impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     /// Installs how legacy stores are reached (once, at start).
     pub fn set_legacy_connector(&self, c: Arc<dyn LegacyConnector>) {
         let _ = self.live.connector.set(c);
+    }
+
+    /// Runs `round` each `every` on the background-lease holder, for as long as the service
+    /// lives; a failed round is logged and tried again at the next.
+    pub(crate) fn spawn_live_rounds<F, Fut>(
+        self: &Arc<Self>,
+        every: std::time::Duration,
+        what: &'static str,
+        round: F,
+    ) where
+        F: Fn(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), OssError>> + Send,
+    {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(svc) = weak.upgrade() else { return };
+                if !feiyun_common::background::runs() {
+                    continue;
+                }
+                if let Err(e) = feiyun_common::background::fenced(round(svc)).await {
+                    tracing::warn!(error = %e, "{what} round failed; retried next round");
+                }
+            }
+        });
     }
 
     /// Installs how a migration's work is authorized as its principal (once, at start).

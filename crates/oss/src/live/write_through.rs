@@ -24,19 +24,8 @@ const BATCH: usize = 1000;
 impl<M: MetaStore, B: BlobStore> ObjectService<M, B> {
     /// Replays new events each `every`, on the background-lease holder.
     pub fn spawn_live_write_through(self: &Arc<Self>, every: Duration) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(svc) = weak.upgrade() else { return };
-                if !feiyun_common::background::runs() {
-                    continue;
-                }
-                let round = feiyun_common::background::fenced(svc.write_through_round());
-                if let Err(e) = round.await {
-                    tracing::warn!(error = %e, "live write-through stopped; retried next round");
-                }
-            }
+        self.spawn_live_rounds(every, "live write-through", |svc| async move {
+            svc.write_through_round().await.map(|_| ())
         });
     }
 
