@@ -95,3 +95,84 @@ async fn the_journal_is_kept_in_the_region_and_another_machine_resumes_from_it()
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("migrate:ReadJournal"), "{}", text(&o));
 }
+
+/// A signed request with a body to the region's `migrate` API, as root.
+fn journal_call(r: &Region, method: &str, path_and_query: &str, body: &str) -> (u16, String) {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let signer = crate::common::sigv4::Signer {
+        access_key: ACCESS_KEY.into(),
+        secret_key: SECRET_KEY.into(),
+        region: "us-east-1".into(),
+    };
+    let host = r.addr.to_string();
+    let auth = signer.sign_as(
+        "migrate",
+        method,
+        path,
+        query,
+        &[("host", host.clone())],
+        &crate::common::sigv4::sha256_hex(body.as_bytes()),
+        &crate::common::sigv4::now_amz_date(),
+    );
+    let mut req = format!(
+        "{method} {path_and_query} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in auth {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    let resp = crate::common::raw(r.addr, &req);
+    (resp.status, resp.body_text())
+}
+
+#[tokio::test]
+async fn the_journal_api_refuses_bad_input_and_keeps_what_it_holds() {
+    let r = Region::start();
+    let good = r#"{"records":[{"t":"d","k":"a/b","v":"AAEC"}]}"#;
+    assert_eq!(
+        journal_call(&r, "POST", "/migrate/journal/abc123", good).0,
+        200
+    );
+    for (path, body) in [
+        ("/migrate/journal/abc123", "not json"),
+        ("/migrate/journal/abc123", r#"{"records":[0,0,0]}"#),
+        (
+            "/migrate/journal/abc123",
+            r#"{"records":[{"t":"x","k":"a","v":null}]}"#,
+        ),
+        (
+            "/migrate/journal/abc123",
+            r#"{"records":[{"t":"d","k":"a","v":"%%%"}]}"#,
+        ),
+        ("/migrate/journal/not-hex", good),
+        (
+            "/migrate/journal/abc123",
+            &format!(
+                r#"{{"records":[{{"t":"d","k":"{}","v":null}}]}}"#,
+                "k".repeat(3000)
+            ),
+        ),
+    ] {
+        let (status, text) = journal_call(&r, "POST", path, body);
+        assert_eq!(status, 400, "{path} {body:.60}: {text}");
+    }
+    let (status, _) = journal_call(&r, "GET", "/migrate/journal/abc123?after=eA", "");
+    assert_eq!(status, 400);
+    // Nothing of that touched the record already there.
+    let (status, text) = journal_call(&r, "GET", "/migrate/journal/abc123", "");
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["records"].as_array().map(Vec::len), Some(1), "{text}");
+    assert_eq!(v["records"][0]["k"], "a/b");
+    assert_eq!(v["records"][0]["v"], "AAEC");
+    let (status, text) = journal_call(&r, "DELETE", "/migrate/journal/abc123", "");
+    assert_eq!(
+        (status, text.contains(r#""deleted":1"#)),
+        (200, true),
+        "{text}"
+    );
+}
