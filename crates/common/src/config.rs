@@ -57,6 +57,14 @@ pub struct Config {
     pub live_copy_interval_secs: u64,
     /// Networks (CIDR) a live migration's legacy store may be in besides public addresses.
     pub live_allowed_networks: Vec<String>,
+    /// The PostgreSQL-protocol listener of SQL analytics (`None`: off).
+    pub sql_listen: Option<SocketAddr>,
+    /// DataFusion's memory pool per SQL statement, in MiB.
+    pub sql_memory_mb: u64,
+    /// Seconds a SQL statement may run.
+    pub sql_timeout_secs: u64,
+    /// SQL statements one account may run at once.
+    pub sql_queries_per_account: usize,
     /// Webhook targets for bucket notifications: (id, http URL), sorted by id.
     pub webhooks: Vec<(String, String)>,
     /// Events older than this are dropped from the log even if a target has not taken them.
@@ -210,6 +218,11 @@ pub struct ConfigOverrides {
     pub lifecycle_interval_secs: Option<u64>,
     pub live_copy_interval_secs: Option<u64>,
     pub live_allowed_networks: Option<Vec<String>>,
+    /// `off` turns the PostgreSQL-protocol listener off.
+    pub sql_listen: Option<String>,
+    pub sql_memory_mb: Option<u64>,
+    pub sql_timeout_secs: Option<u64>,
+    pub sql_queries_per_account: Option<usize>,
     pub webhooks: Option<std::collections::BTreeMap<String, String>>,
     pub event_retention_secs: Option<u64>,
     pub replication_rpo_secs: Option<u64>,
@@ -308,6 +321,11 @@ impl ConfigOverrides {
             lifecycle_day_secs: parse_num("FEIYUN_LIFECYCLE_DAY_SECS")?,
             lifecycle_interval_secs: parse_num("FEIYUN_LIFECYCLE_INTERVAL_SECS")?,
             live_copy_interval_secs: parse_num("FEIYUN_LIVE_COPY_INTERVAL_SECS")?,
+            sql_listen: get("FEIYUN_SQL_LISTEN"),
+            sql_memory_mb: parse_num("FEIYUN_SQL_MEMORY_MB")?,
+            sql_timeout_secs: parse_num("FEIYUN_SQL_TIMEOUT_SECS")?,
+            sql_queries_per_account: parse_num("FEIYUN_SQL_QUERIES_PER_ACCOUNT")?
+                .map(|n| n as usize),
             live_allowed_networks: get("FEIYUN_LIVE_ALLOWED_NETWORKS").map(|v| {
                 v.split(',')
                     .map(|s| s.trim().to_owned())
@@ -427,6 +445,12 @@ impl ConfigOverrides {
                 .live_copy_interval_secs
                 .or(lower.live_copy_interval_secs),
             live_allowed_networks: self.live_allowed_networks.or(lower.live_allowed_networks),
+            sql_listen: self.sql_listen.or(lower.sql_listen),
+            sql_memory_mb: self.sql_memory_mb.or(lower.sql_memory_mb),
+            sql_timeout_secs: self.sql_timeout_secs.or(lower.sql_timeout_secs),
+            sql_queries_per_account: self
+                .sql_queries_per_account
+                .or(lower.sql_queries_per_account),
             webhooks: self.webhooks.or(lower.webhooks),
             event_retention_secs: self.event_retention_secs.or(lower.event_retention_secs),
             replication_rpo_secs: self.replication_rpo_secs.or(lower.replication_rpo_secs),
@@ -572,6 +596,19 @@ impl ConfigOverrides {
                     })?,
             ),
         };
+        let sql_listen = match self.sql_listen.as_deref().map(str::trim) {
+            Some("off") | Some("") => None,
+            text => {
+                let text = text.unwrap_or("127.0.0.1:9432");
+                Some(
+                    text.parse::<SocketAddr>()
+                        .map_err(|e| ConfigError::Invalid {
+                            name: "sql_listen",
+                            message: format!("{text:?}: {e} (an address:port, or off)"),
+                        })?,
+                )
+            }
+        };
         if tls_listen.is_some() && !tls_self_signed && self.tls_cert.is_none() {
             return Err(ConfigError::Invalid {
                 name: "tls_listen",
@@ -613,6 +650,10 @@ impl ConfigOverrides {
             lifecycle_interval_secs,
             live_copy_interval_secs: self.live_copy_interval_secs.unwrap_or(10).max(1),
             live_allowed_networks: self.live_allowed_networks.unwrap_or_default(),
+            sql_listen,
+            sql_memory_mb: self.sql_memory_mb.unwrap_or(1024).max(16),
+            sql_timeout_secs: self.sql_timeout_secs.unwrap_or(1800).max(1),
+            sql_queries_per_account: self.sql_queries_per_account.unwrap_or(8).max(1),
             webhooks: self.webhooks.unwrap_or_default().into_iter().collect(),
             event_retention_secs: self.event_retention_secs.unwrap_or(7 * 86_400),
             replication_rpo_secs: self.replication_rpo_secs,

@@ -21,6 +21,7 @@ mod migrate_cli;
 mod migrate_live_cli;
 mod region_cli;
 mod sigv4;
+mod sql_cli;
 
 use std::path::PathBuf;
 
@@ -69,6 +70,9 @@ enum Command {
     /// Backups: encrypted, deduplicated, incremental snapshots of a bucket in a peer region's
     /// bucket; create, list, verify, restore, prune.
     Backup(region_cli::BackupArgs),
+    /// SQL over the region's buckets: run a statement (an argument, --file or stdin) and
+    /// print its result as a table, --json or --csv; `sql history`.
+    Sql(sql_cli::SqlArgs),
 }
 
 #[derive(clap::Args)]
@@ -116,6 +120,10 @@ struct ServerArgs {
     /// with FEIYUN_CLUSTER_SECRET [env: FEIYUN_CLUSTER_LISTEN]
     #[arg(long, value_name = "IP:PORT")]
     cluster_listen: Option<String>,
+    /// IP:PORT of the PostgreSQL-protocol listener for SQL (psql, JDBC, Grafana), or `off`
+    /// [default: 127.0.0.1:9432] [env: FEIYUN_SQL_LISTEN]
+    #[arg(long, value_name = "IP:PORT")]
+    sql_listen: Option<String>,
 }
 
 /// Ends the process when its output cannot be written: quietly with success when the reader
@@ -169,6 +177,7 @@ fn main() -> std::process::ExitCode {
             Command::Restore(args) => region_cli::run_restore(args).await,
             Command::Backup(args) => region_cli::run_backup(args).await,
             Command::Migrate(args) => migrate_cli::run(*args).await,
+            Command::Sql(args) => sql_cli::run(args).await,
         }
     });
     match result {
@@ -200,6 +209,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         advertise: args.advertise,
         zone: args.zone,
         cluster_listen: args.cluster_listen,
+        sql_listen: args.sql_listen,
         ..Default::default()
     };
     let config = flags.over(env.over(file)).resolve()?;

@@ -255,6 +255,17 @@ impl Authenticated {
         authorize(&self.caller, &self.context, &self.audit, action, resource)
     }
 
+    /// The caller, for work the request starts on its behalf (a SQL statement).
+    pub fn caller(&self) -> Arc<Caller> {
+        self.caller.clone()
+    }
+
+    /// Adds to the request's audit record (a statement's text and what it read).
+    pub fn note(&self, f: impl FnOnce(&mut feiyun_audit::Decided)) {
+        let mut d = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut d);
+    }
+
     /// Hands over the audit record; `status` is what the request was answered with.
     pub fn finish(self, audit: &feiyun_audit::Slot, status: StatusCode) {
         let mut d = self.audit.into_inner().unwrap_or_else(|p| p.into_inner());

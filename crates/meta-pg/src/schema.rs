@@ -11,7 +11,7 @@ use crate::conn::{Param, Pool};
 use crate::{PgError, sql_table};
 
 /// The newest schema version this binary knows.
-pub(crate) const VERSION: i64 = 2;
+pub(crate) const VERSION: i64 = 3;
 
 /// The tables version 1 created: the first ones of `Table::ALL`, which only grows at its end.
 const V1_TABLES: usize = 15;
@@ -44,6 +44,14 @@ fn step_2() -> Vec<String> {
     )]
 }
 
+/// Version 3: the SQL analytics table (catalogs, query history, jobs).
+fn step_3() -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {} (k BYTEA PRIMARY KEY, v BYTEA NOT NULL)",
+        sql_table(Table::Analytics)
+    )]
+}
+
 pub(crate) fn migrate(pool: &std::sync::Arc<Pool>) -> Result<(), PgError> {
     let mut c = pool.get()?;
     c.simple("CREATE TABLE IF NOT EXISTS feiyun_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
@@ -72,6 +80,7 @@ pub(crate) fn migrate(pool: &std::sync::Arc<Pool>) -> Result<(), PgError> {
         let steps = match next {
             1 => step_1(),
             2 => step_2(),
+            3 => step_3(),
             _ => unreachable_step(next)?,
         };
         match apply(&mut c, next, &steps) {

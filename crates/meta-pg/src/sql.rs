@@ -31,6 +31,7 @@ pub(crate) fn sql_table(t: Table) -> &'static str {
         Table::Functions => "feiyun_functions",
         Table::Replication => "feiyun_replication",
         Table::Cluster => "feiyun_cluster",
+        Table::Analytics => "feiyun_analytics",
     }
 }
 

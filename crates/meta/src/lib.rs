@@ -54,10 +54,12 @@ pub enum Table {
     Replication,
     /// The nodes of a multi-node region (membership and heartbeats).
     Cluster,
+    /// SQL analytics: per-account catalogs of external tables, query history, jobs.
+    Analytics,
 }
 
 impl Table {
-    pub const ALL: [Table; 16] = [
+    pub const ALL: [Table; 17] = [
         Table::Buckets,
         Table::Objects,
         Table::Versions,
@@ -74,6 +76,7 @@ impl Table {
         Table::Functions,
         Table::Replication,
         Table::Cluster,
+        Table::Analytics,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +97,7 @@ impl Table {
             Table::Functions => "functions",
             Table::Replication => "replication",
             Table::Cluster => "cluster",
+            Table::Analytics => "analytics",
         }
     }
 }

@@ -34,6 +34,30 @@ pub struct ClientAddr(pub SocketAddr);
 #[derive(Clone, Default)]
 pub struct OpSlot(pub Arc<Mutex<Option<String>>>);
 
+/// Where a request that started work came from: its address and whether it came over TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    pub peer: SocketAddr,
+    pub secure: bool,
+}
+
+fn origin_context(origin: Option<Origin>) -> RequestContext {
+    let mut cx = RequestContext::default();
+    if let Some(o) = origin {
+        cx.set_static("aws:sourceip", o.peer.ip().to_string());
+        cx.set_static(
+            "aws:securetransport",
+            if o.secure { "true" } else { "false" },
+        );
+        let now = time::OffsetDateTime::now_utc();
+        cx.set_static("aws:epochtime", now.unix_timestamp().to_string());
+        if let Ok(t) = now.format(&time::format_description::well_known::Rfc3339) {
+            cx.set_static("aws:currenttime", t);
+        }
+    }
+    cx
+}
+
 /// What an authorized request may still need: DeleteObjects checks each key on its own.
 #[derive(Clone)]
 pub struct Grant {
@@ -296,11 +320,27 @@ impl<M: MetaStore, B: BlobStore> Authorize<M, B> {
         key: &str,
         version: Option<VersionSelector>,
     ) -> Result<Grant, String> {
+        self.object_grant_from(caller, action, bucket, key, version, None)
+            .await
+    }
+
+    /// [`Self::object_grant`] for work a request started (a SQL statement): the request's
+    /// `aws:SourceIp` and `aws:SecureTransport` take part, so a policy conditioned on them
+    /// binds the statement as it binds the caller's own S3 requests.
+    pub async fn object_grant_from(
+        &self,
+        caller: Arc<Caller>,
+        action: &str,
+        bucket: &str,
+        key: &str,
+        version: Option<VersionSelector>,
+        origin: Option<Origin>,
+    ) -> Result<Grant, String> {
         let bucket_access = self
             .buckets
             .get(&self.oss, bucket, &self.default_account)
             .await;
-        let mut context = RequestContext::default();
+        let mut context = origin_context(origin);
         caller.fill_context(&mut context);
         let wants_tags = |p: &Policy| p.mentions_key_prefix("s3:existingobjecttag/");
         let tagged = caller.policies.iter().any(|(_, p)| wants_tags(p))
@@ -339,6 +379,40 @@ impl<M: MetaStore, B: BlobStore> Authorize<M, B> {
             bucket: bucket_access,
             context: Arc::new(context),
         })
+    }
+
+    /// Authorizes a bucket-level `action` (`s3:ListBucket` of `prefix`) as `caller`, for
+    /// work a request started.
+    pub async fn bucket_grant(
+        &self,
+        caller: Arc<Caller>,
+        action: &str,
+        bucket: &str,
+        prefix: &str,
+        origin: Option<Origin>,
+    ) -> Result<(), String> {
+        let bucket_access = self
+            .buckets
+            .get(&self.oss, bucket, &self.default_account)
+            .await;
+        let mut context = origin_context(origin);
+        caller.fill_context(&mut context);
+        context.set_static("s3:prefix", prefix.to_owned());
+        let resource = bucket_arn(bucket);
+        let d = decide(
+            Some(&caller),
+            bucket_access.as_deref(),
+            action,
+            &resource,
+            &context,
+        );
+        if !d.allowed() {
+            return Err(access_denied(&caller.principal.arn, action, &resource, &d)
+                .message()
+                .unwrap_or("Access Denied")
+                .to_owned());
+        }
+        Ok(())
     }
 
     async fn check_inner(

@@ -30,7 +30,7 @@ use feiyun_oss::{BlobStore, MetaStore, ObjectService, OssError};
 use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result};
 
-pub use access::{Authorize, BucketAccessCache, ClientAddr, IamAuth, OpSlot};
+pub use access::{Authorize, BucketAccessCache, ClientAddr, IamAuth, OpSlot, Origin};
 pub use error::to_s3;
 
 /// Per-request id, inserted into request extensions by the server and echoed in errors.

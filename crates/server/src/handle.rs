@@ -147,6 +147,8 @@ impl App {
             Edge::Cluster
         } else if crate::live_edge::is_path(req.uri().path()) {
             Edge::Migrate
+        } else if crate::sql_edge::is_request(&req) {
+            Edge::Sql
         } else {
             match service {
                 Some(feiyun_iamapi::Service::Kms) => Edge::Kms,
@@ -197,6 +199,11 @@ impl App {
             }
             (Edge::Migrate, _) => {
                 let (mut resp, op) = self.live(req, peer, &audit).await;
+                set_request_id(&mut resp, "x-amzn-requestid", &id);
+                self.finish(&exit, op, 0, resp, audit.take(), true).await
+            }
+            (Edge::Sql, _) => {
+                let (mut resp, op) = self.sql(req, peer, secure, &audit).await;
                 set_request_id(&mut resp, "x-amzn-requestid", &id);
                 self.finish(&exit, op, 0, resp, audit.take(), true).await
             }
@@ -567,6 +574,7 @@ impl App {
             bytes_in,
             bytes_out: content_length(resp.headers()),
             items: d.items,
+            query: d.query,
         };
         if self.audit.append(record).await.is_err() {
             tracing::error!(id, "audit writer stopped; record lost");

@@ -21,6 +21,7 @@ mod oidc_keys;
 mod reject;
 mod replication_edge;
 mod screening;
+mod sql_edge;
 mod store;
 mod tls;
 mod vhost;
@@ -90,6 +91,8 @@ pub enum ServerError {
     Functions(String),
     #[error("replication: {0}")]
     Replication(String),
+    #[error("SQL analytics: {0}")]
+    Sql(String),
     #[error("cannot join the region: {0}")]
     Cluster(#[from] feiyun_cluster::ClusterError),
     #[error("data directory {0} is in use by another running process")]
@@ -118,6 +121,8 @@ struct App {
     /// Owner of buckets created before accounts existed.
     default_account: String,
     fc: Arc<feiyun_fc::Functions<Store>>,
+    /// SQL analytics (`POST /sql` here, the PostgreSQL protocol on `sql_listen`).
+    sql: Arc<feiyun_sql::Sql>,
     replication: Arc<feiyun_replication::Replication<Store, Blobs>>,
     /// `replication_proxy_reads`: a read that finds nothing asks the bucket's replica peers.
     proxy_reads: bool,
@@ -137,6 +142,37 @@ struct App {
     membership: Option<Arc<feiyun_cluster::Membership<Store>>>,
     /// Held for the process's life: one process per data directory.
     _dir_lock: std::fs::File,
+}
+
+/// The SQL engine over this region's objects, authorized as S3 requests are.
+fn open_sql(
+    config: &Config,
+    oss: &Arc<EmbeddedOss>,
+    iam: &Arc<feiyun_iam::Iam<Store>>,
+    buckets: &Arc<BucketAccessCache>,
+    default_account: &str,
+) -> Result<Arc<feiyun_sql::Sql>, ServerError> {
+    let spill = config.data_dir.join("tmp").join("sql-spill");
+    // Spill files of a previous run are dead: nothing reads them after a restart.
+    let _ = std::fs::remove_dir_all(&spill);
+    std::fs::create_dir_all(&spill).map_err(|source| ServerError::DataDir {
+        path: spill.display().to_string(),
+        source,
+    })?;
+    let mut limits = feiyun_sql::Limits::new(spill);
+    limits.memory_per_query = (config.sql_memory_mb as usize).saturating_mul(1024 * 1024);
+    limits.timeout = Duration::from_secs(config.sql_timeout_secs);
+    limits.per_account = config.sql_queries_per_account;
+    let region = feiyun_sql::OssRegion {
+        oss: oss.clone(),
+        default_account: default_account.to_owned(),
+    };
+    let access = sql_edge::SqlAccess {
+        authorize: Authorize::new(iam.clone(), oss.clone(), buckets.clone()),
+    };
+    let sql = feiyun_sql::Sql::new(Arc::new(region), Arc::new(access), limits)
+        .map_err(|e| ServerError::Sql(e.to_string()))?;
+    Ok(Arc::new(sql))
 }
 
 impl Server {
@@ -330,6 +366,7 @@ impl Server {
             iam: iam.clone(),
             authorize: Authorize::new(iam.clone(), oss.clone(), bucket_access.clone()),
         }));
+        let sql = open_sql(&config, &oss, &iam, &bucket_access, &iam.default_account())?;
         if let Some(node) = &config.node {
             invalidate::spawn(
                 oss.meta().clone(),
@@ -433,6 +470,7 @@ impl Server {
                 default_account: iam_default_account,
                 oss,
                 fc,
+                sql,
                 replication,
                 proxy_reads: config.replication_proxy_reads,
                 hosts: VirtualHosts::new(&config.domains)?,

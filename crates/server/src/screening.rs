@@ -18,6 +18,8 @@ pub(crate) enum Edge {
     Cluster,
     /// `feiyun migrate live` (`/migrate/live/BUCKET`).
     Migrate,
+    /// SQL analytics (`/sql`, signed for the `sql` service).
+    Sql,
 }
 
 impl Edge {
@@ -31,6 +33,7 @@ impl Edge {
             Edge::Replication => (&["replication"], false),
             Edge::Cluster => (&["cluster"], false),
             Edge::Migrate => (&["migrate"], false),
+            Edge::Sql => (&["sql"], false),
         };
         Expect {
             region,
@@ -59,9 +62,12 @@ impl Edge {
         let mut r = match self {
             Edge::S3 => return reject::screen_error(e, presigned, id),
             Edge::Query => reject::query_error(status, code, &e.to_string(), id),
-            Edge::Kms | Edge::Functions | Edge::Replication | Edge::Cluster | Edge::Migrate => {
-                reject::json_error(status, code, &e.to_string())
-            }
+            Edge::Kms
+            | Edge::Functions
+            | Edge::Replication
+            | Edge::Cluster
+            | Edge::Migrate
+            | Edge::Sql => reject::json_error(status, code, &e.to_string()),
         };
         if let Ok(v) = http::HeaderValue::from_str(id) {
             r.headers_mut().insert("x-amzn-requestid", v);

@@ -28,5 +28,6 @@ mod migrate_minio_iam;
 mod notifications;
 mod replication;
 mod sdk;
+mod sql;
 mod tls;
 mod versioning;

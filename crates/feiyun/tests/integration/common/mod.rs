@@ -568,8 +568,20 @@ async fn pump(
 /// A signed POST to the region's query/JSON APIs (`iam`, `kms`) as `(ak, sk)`.
 pub fn signed_post(
     r: &Region,
+    creds: (&str, &str),
+    service: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> RawResponse {
+    signed_post_to(r, creds, service, "/", headers, body)
+}
+
+/// A signed POST of `body` to `path` for `service` (`sql`), as `(ak, sk)`.
+pub fn signed_post_to(
+    r: &Region,
     (ak, sk): (&str, &str),
     service: &str,
+    path: &str,
     headers: &[(&str, String)],
     body: &str,
 ) -> RawResponse {
@@ -584,14 +596,14 @@ pub fn signed_post(
     let auth = signer.sign_as(
         service,
         "POST",
-        "/",
+        path,
         "",
         &signed,
         &sigv4::sha256_hex(body.as_bytes()),
         &sigv4::now_amz_date(),
     );
     let mut req = format!(
-        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
     for (k, v) in headers

@@ -1,0 +1,102 @@
+//! A statement's result in the forms the edges send: JSON (columns with their types, rows
+//! as arrays, numbers and booleans as JSON values, everything else as the text DataFusion
+//! displays) and the Arrow IPC stream format.
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{self as dt, DataType};
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use serde_json::{Value, json};
+
+use crate::SqlError;
+use crate::engine::{Outcome, Stats};
+
+fn number(v: impl Into<serde_json::Number>) -> Value {
+    Value::Number(v.into())
+}
+
+fn float(v: f64) -> Value {
+    serde_json::Number::from_f64(v)
+        .map(Value::Number)
+        .unwrap_or_else(|| Value::String(v.to_string()))
+}
+
+/// One cell as JSON.
+fn cell(a: &dyn Array, fmt: &ArrayFormatter<'_>, i: usize) -> Value {
+    if a.is_null(i) {
+        return Value::Null;
+    }
+    match a.data_type() {
+        DataType::Boolean => Value::Bool(a.as_boolean().value(i)),
+        DataType::Int8 => number(a.as_primitive::<dt::Int8Type>().value(i)),
+        DataType::Int16 => number(a.as_primitive::<dt::Int16Type>().value(i)),
+        DataType::Int32 => number(a.as_primitive::<dt::Int32Type>().value(i)),
+        DataType::Int64 => number(a.as_primitive::<dt::Int64Type>().value(i)),
+        DataType::UInt8 => number(a.as_primitive::<dt::UInt8Type>().value(i)),
+        DataType::UInt16 => number(a.as_primitive::<dt::UInt16Type>().value(i)),
+        DataType::UInt32 => number(a.as_primitive::<dt::UInt32Type>().value(i)),
+        DataType::UInt64 => number(a.as_primitive::<dt::UInt64Type>().value(i)),
+        DataType::Float32 => float(f64::from(a.as_primitive::<dt::Float32Type>().value(i))),
+        DataType::Float64 => float(a.as_primitive::<dt::Float64Type>().value(i)),
+        _ => Value::String(fmt.value(i).to_string()),
+    }
+}
+
+/// The result as JSON: `columns`, `rows`, `row_count`, `truncated`, `tag`, `stats`.
+pub fn to_json(out: &Outcome, stats: &Stats) -> Result<Value, SqlError> {
+    let columns: Vec<Value> = out
+        .schema
+        .fields()
+        .iter()
+        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+        .collect();
+    let opts = FormatOptions::default().with_null("");
+    let mut rows = Vec::with_capacity(out.rows as usize);
+    for b in &out.batches {
+        let fmts = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SqlError::Internal(e.to_string()))?;
+        for i in 0..b.num_rows() {
+            rows.push(Value::Array(
+                b.columns()
+                    .iter()
+                    .zip(&fmts)
+                    .map(|(c, f)| cell(c.as_ref(), f, i))
+                    .collect(),
+            ));
+        }
+    }
+    Ok(json!({
+        "columns": columns,
+        "rows": rows,
+        "row_count": out.rows,
+        "truncated": out.truncated,
+        "tag": out.tag,
+        "stats": stats_json(stats),
+    }))
+}
+
+pub fn stats_json(stats: &Stats) -> Value {
+    json!({
+        "objects_read": stats.objects_read,
+        "bytes_scanned": stats.bytes_read,
+        "elapsed_ms": stats.elapsed.as_millis() as u64,
+    })
+}
+
+/// The result as an Arrow IPC stream.
+pub fn to_ipc(out: &Outcome) -> Result<Vec<u8>, SqlError> {
+    let mut buf = Vec::new();
+    {
+        let mut w = StreamWriter::try_new(&mut buf, &out.schema)
+            .map_err(|e| SqlError::Internal(e.to_string()))?;
+        for b in &out.batches {
+            w.write(b).map_err(|e| SqlError::Internal(e.to_string()))?;
+        }
+        w.finish().map_err(|e| SqlError::Internal(e.to_string()))?;
+    }
+    Ok(buf)
+}
