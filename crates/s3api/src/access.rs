@@ -209,12 +209,35 @@ impl BucketAccessCache {
         if let Some(hit) = self.map.read().ok().and_then(|m| m.get(bucket).cloned()) {
             return Some(hit);
         }
-        let record = oss.bucket(bucket).await.ok()?;
-        let policy_text = oss.bucket_config(bucket, POLICY_CONFIG).await.ok()?;
-        let pab = oss
-            .bucket_config(bucket, PUBLIC_ACCESS_BLOCK_CONFIG)
-            .await
-            .ok()?;
+        // A bucket that does not exist has no access settings; one whose settings cannot
+        // be read right now is closed to everyone (not cached): a policy that could not be
+        // read might have denied, and the owner is unknown.
+        let unreadable = || {
+            Some(Arc::new(BucketAccess {
+                owner: String::new(),
+                policy: None,
+                broken_policy: true,
+                public_access_block: None,
+            }))
+        };
+        let record = match oss.bucket(bucket).await {
+            Ok(r) => r,
+            Err(feiyun_oss::OssError::NoSuchBucket) => return None,
+            Err(e) => {
+                tracing::error!(bucket, error = %e, "bucket settings cannot be read; refusing");
+                return unreadable();
+            }
+        };
+        let (Ok(policy_text), Ok(pab)) = (
+            oss.bucket_config(bucket, POLICY_CONFIG).await,
+            oss.bucket_config(bucket, PUBLIC_ACCESS_BLOCK_CONFIG).await,
+        ) else {
+            tracing::error!(
+                bucket,
+                "bucket policy or public access block cannot be read; refusing"
+            );
+            return unreadable();
+        };
         let (policy, broken_policy) = match policy_text {
             None => (None, false),
             Some(bytes) => match parse_bucket_policy(bucket, &String::from_utf8_lossy(&bytes)) {
@@ -408,6 +431,27 @@ impl<M: MetaStore, B: BlobStore> Authorize<M, B> {
         );
         if !d.allowed() {
             return Err(access_denied(&caller.principal.arn, action, &resource, &d)
+                .message()
+                .unwrap_or("Access Denied")
+                .to_owned());
+        }
+        Ok(())
+    }
+
+    /// Decides a non-S3 action (`sql:CreateTable` on a table ARN) by the caller's identity
+    /// and session policies alone.
+    pub fn identity_grant(
+        &self,
+        caller: &Caller,
+        action: &str,
+        resource: &str,
+        origin: Option<Origin>,
+    ) -> Result<(), String> {
+        let mut context = origin_context(origin);
+        caller.fill_context(&mut context);
+        let d = decide(Some(caller), None, action, resource, &context);
+        if !d.allowed() {
+            return Err(access_denied(&caller.principal.arn, action, resource, &d)
                 .message()
                 .unwrap_or("Access Denied")
                 .to_owned());

@@ -169,6 +169,7 @@ fn open_sql(
     };
     let access = sql_edge::SqlAccess {
         authorize: Authorize::new(iam.clone(), oss.clone(), buckets.clone()),
+        region: config.region.clone(),
     };
     let sql = feiyun_sql::Sql::new(Arc::new(region), Arc::new(access), limits)
         .map_err(|e| ServerError::Sql(e.to_string()))?;

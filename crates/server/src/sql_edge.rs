@@ -42,6 +42,7 @@ pub(crate) fn workgroup_arn(region: &str, account: &str) -> String {
 /// The S3 authorization of the objects and listings a statement touches.
 pub(crate) struct SqlAccess {
     pub authorize: feiyun_s3api::Authorize<Store, Blobs>,
+    pub region: String,
 }
 
 fn s3_origin(o: Option<Origin>) -> Option<feiyun_s3api::Origin> {
@@ -60,12 +61,39 @@ impl feiyun_sql::Access for SqlAccess {
         action: &str,
         bucket: &str,
         key: &str,
+        version: Option<&str>,
     ) -> Result<KeyCheck, String> {
+        let version = match version {
+            Some(v) => Some(feiyun_oss::VersionSelector::parse(v).map_err(|e| e.to_string())?),
+            None => None,
+        };
         let grant = self
             .authorize
-            .object_grant_from(caller.clone(), action, bucket, key, None, s3_origin(origin))
+            .object_grant_from(
+                caller.clone(),
+                action,
+                bucket,
+                key,
+                version,
+                s3_origin(origin),
+            )
             .await?;
         Ok(grant.key_check())
+    }
+
+    fn table(
+        &self,
+        caller: &Caller,
+        origin: Option<Origin>,
+        action: &str,
+        name: &str,
+    ) -> Result<(), String> {
+        let arn = format!(
+            "arn:aws:sql:{}:{}:table/{name}",
+            self.region, caller.principal.account
+        );
+        self.authorize
+            .identity_grant(caller, action, &arn, s3_origin(origin))
     }
 
     async fn bucket(
@@ -213,7 +241,7 @@ impl App {
         let encoded = if arrow {
             feiyun_sql::results::to_ipc(&out).map(|b| (b, ARROW))
         } else {
-            feiyun_sql::results::to_json(&out, &stats)
+            feiyun_sql::results::to_json(&out, &stats, self.sql.limits().max_bytes)
                 .map(|v| (v.to_string().into_bytes(), "application/json"))
         };
         let (bytes, kind) = match encoded {
@@ -254,7 +282,16 @@ impl App {
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(50)
             .clamp(1, 1000);
-        match feiyun_sql::history::list(self.sql.region().as_ref(), caller.account(), limit).await {
+        // An account's root sees every statement; anyone else sees their own: statement
+        // texts and errors may quote data the others may not read.
+        let only = (!caller.is_root()).then(|| caller.principal_arn().to_owned());
+        let rows = feiyun_sql::history::list(
+            self.sql.region().as_ref(),
+            caller.account(),
+            only.as_deref(),
+            limit,
+        );
+        match rows.await {
             Ok(rows) => json_response(StatusCode::OK, json!({ "queries": rows })),
             Err(e) => refusal(500, e.code(), &e.to_string()),
         }

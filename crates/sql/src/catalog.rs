@@ -25,7 +25,7 @@ use crate::SqlError;
 use crate::region::Region;
 
 /// Tables one account may define.
-pub const MAX_TABLES: usize = 10_000;
+pub const MAX_TABLES: usize = 1000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TableDef {

@@ -28,6 +28,9 @@ use crate::region::Region;
 use crate::scope::Scope;
 use crate::{Access, FooterCache, Limits, SqlError};
 
+/// Bytes of a table's definition (its CREATE EXTERNAL TABLE statement).
+const MAX_DEFINITION: usize = 16 * 1024;
+
 /// Objects named in a statement's audit record.
 const AUDITED_OBJECTS: usize = 100;
 
@@ -146,9 +149,18 @@ impl Sql {
 
     fn admit(&self, account: &str) -> Result<Admitted<'_>, SqlError> {
         let mut g = crate::scope::lock(&self.running);
+        let total: usize = g.values().sum();
+        if total >= self.limits.total {
+            return Err(SqlError::TooMany(format!(
+                "the region already runs {total} statements; wait for one to finish"
+            )));
+        }
         let n = g.entry(account.to_owned()).or_default();
         if *n >= self.limits.per_account {
-            return Err(SqlError::TooMany(self.limits.per_account));
+            return Err(SqlError::TooMany(format!(
+                "the account already runs {} statements; wait for one to finish",
+                self.limits.per_account
+            )));
         }
         *n += 1;
         Ok(Admitted {
@@ -172,6 +184,7 @@ impl Sql {
             self.access.clone(),
             self.region.clone(),
             self.footers.clone(),
+            self.limits.max_objects,
         ));
         let mut guard = HistoryGuard {
             region: self.region.clone(),
@@ -206,9 +219,9 @@ impl Sql {
                 Err(_) => Err(SqlError::Timeout(timeout.as_secs())),
             };
             match result {
-                Ok(out) if inner.has_staged() => match inner.publish().await {
-                    Ok(_) => Ok(out),
-                    Err(e) => Err(SqlError::Internal(e)),
+                Ok(out) if inner.has_staged() => match publish(&inner).await {
+                    Ok(()) => Ok(out),
+                    Err(e) => Err(e),
                 },
                 Ok(out) => Ok(out),
                 Err(e) => {
@@ -289,8 +302,11 @@ impl Sql {
                 d.name()
             )));
         }
+        // No SET, PREPARE or transactions: a statement's session is its own, and a SET of
+        // the runtime's settings (its spill directory) would reach the host's file system.
         SQLOptions::new()
             .with_allow_ddl(false)
+            .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(df_error)?;
         let df = ctx.execute_logical_plan(plan).await.map_err(df_error)?;
@@ -339,6 +355,13 @@ impl Sql {
         text: &str,
     ) -> Result<Outcome, SqlError> {
         let name = table_name(&c.name.to_string())?;
+        scope.table_action("sql:CreateTable", &name)?;
+        if text.len() > MAX_DEFINITION {
+            return Err(SqlError::Invalid(format!(
+                "a table definition is at most {MAX_DEFINITION} bytes"
+            )));
+        }
+        self.room_for_table(scope, &name).await?;
         for l in &c.locations {
             if !l.starts_with("s3://") {
                 return Err(SqlError::Invalid(format!(
@@ -383,6 +406,7 @@ impl Sql {
     ) -> Result<Outcome, SqlError> {
         for n in names {
             let name = table_name(&n.to_string())?;
+            scope.table_action("sql:DropTable", &name)?;
             let known = tables.iter().any(|t| t.name == name);
             let dropped =
                 known && catalog::drop_table(self.region.as_ref(), scope.account(), &name).await?;
@@ -405,6 +429,8 @@ impl Sql {
         ct: datafusion::sql::sqlparser::ast::CreateTable,
     ) -> Result<Outcome, SqlError> {
         let name = table_name(&ct.name.to_string())?;
+        scope.table_action("sql:CreateTable", &name)?;
+        self.room_for_table(scope, &name).await?;
         let opts = match &ct.table_options {
             CreateTableOptions::With(o) | CreateTableOptions::Options(o) => o.clone(),
             _ => vec![],
@@ -437,9 +463,9 @@ impl Sql {
                 "CREATE TABLE … AS SELECT needs WITH (location = 's3://BUCKET/PREFIX/')".into(),
             ));
         };
-        if !location.starts_with("s3://") {
+        if !location.starts_with("s3://") || location.contains(['\'', '\\']) {
             return Err(SqlError::Invalid(format!(
-                "{location}: a table's location is s3://BUCKET/PREFIX/ in this region"
+                "{location}: a table's location is s3://BUCKET/PREFIX/ in this region, without quotes"
             )));
         }
         if !location.ends_with('/') {
@@ -483,7 +509,7 @@ impl Sql {
             ""
         };
         // Publish before the catalog row: a table never names data that is not there.
-        scope.publish().await.map_err(SqlError::Internal)?;
+        publish(scope).await?;
         let def_sql = format!(
             "CREATE EXTERNAL TABLE {name} STORED AS {stored_as} LOCATION '{location}'{header}"
         );
@@ -505,6 +531,18 @@ impl Sql {
         })
     }
 
+    /// Fails when the account holds `MAX_TABLES` tables and `name` is not one of them.
+    async fn room_for_table(&self, scope: &Arc<Scope>, name: &str) -> Result<(), SqlError> {
+        let tables = catalog::load(self.region.as_ref(), scope.account()).await?;
+        if tables.len() >= catalog::MAX_TABLES && !tables.iter().any(|t| t.name == name) {
+            return Err(SqlError::Invalid(format!(
+                "the account has {} tables, the most it may define",
+                catalog::MAX_TABLES
+            )));
+        }
+        Ok(())
+    }
+
     /// Fails unless nothing is stored under `location` (a CTAS never mixes with old files).
     async fn require_empty(&self, scope: &Arc<Scope>, location: &str) -> Result<(), SqlError> {
         let rest = &location["s3://".len()..];
@@ -515,7 +553,7 @@ impl Sql {
             .map_err(SqlError::AccessDenied)?;
         let page = self
             .region
-            .list(bucket, prefix, None, 1)
+            .list(bucket, prefix, None, 1, false)
             .await
             .map_err(|e| SqlError::NotFound(e.to_string()))?;
         if !page.objects.is_empty() {
@@ -524,6 +562,17 @@ impl Sql {
             )));
         }
         Ok(())
+    }
+}
+
+/// Publishes what the statement staged in a task of its own: a statement cancelled while
+/// publishing still publishes all of it, never part.
+async fn publish(scope: &Arc<Scope>) -> Result<(), SqlError> {
+    let scope = scope.clone();
+    match tokio::spawn(async move { scope.publish().await }).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(SqlError::Internal(e)),
+        Err(e) => Err(SqlError::Internal(format!("publishing failed: {e}"))),
     }
 }
 

@@ -53,7 +53,7 @@ impl FooterCache {
         let mut g = crate::scope::lock(&self.inner);
         let key = (bucket.to_owned(), o.key.clone());
         let e = g.entries.get(&key)?;
-        if e.version != o.version {
+        if e.version != o.id {
             Self::drop_key(&mut g, &key);
             return None;
         }
@@ -64,12 +64,13 @@ impl FooterCache {
     }
 
     pub(crate) fn put(&self, bucket: &str, o: &ObjectInfo, range: &Range<u64>, bytes: Bytes) {
-        if !self.wants(range) {
+        // Only a whole tail: a short read (the object changed under it) is never kept.
+        if !self.wants(range) || bytes.len() as u64 != range.end - range.start {
             return;
         }
         let mut g = crate::scope::lock(&self.inner);
         let key = (bucket.to_owned(), o.key.clone());
-        if g.entries.get(&key).is_some_and(|e| e.version != o.version) {
+        if g.entries.get(&key).is_some_and(|e| e.version != o.id) {
             Self::drop_key(&mut g, &key);
         }
         let len = bytes.len();
@@ -79,7 +80,7 @@ impl FooterCache {
                 g.entries.insert(
                     key.clone(),
                     Entry {
-                        version: o.version.clone(),
+                        version: o.id.clone(),
                         tails: vec![(range.clone(), bytes)],
                     },
                 );
@@ -120,7 +121,8 @@ mod tests {
             key: key.into(),
             size: 100,
             etag: "e".into(),
-            version: version.into(),
+            version: "null".into(),
+            id: version.into(),
             modified_us: 1,
             kms_key: None,
         }
@@ -138,6 +140,14 @@ mod tests {
         assert!(c.get("other", &v1, &(92..100)).is_none());
         let v2 = obj("k", "2");
         assert!(c.get("b", &v2, &(92..100)).is_none());
+        assert_eq!(c.usage(), (0, 0));
+    }
+
+    #[test]
+    fn a_short_read_is_not_kept() {
+        let c = FooterCache::new(1 << 20);
+        c.put("b", &obj("k", "1"), &(90..100), Bytes::from_static(b"0123"));
+        assert!(c.get("b", &obj("k", "1"), &(96..100)).is_none());
         assert_eq!(c.usage(), (0, 0));
     }
 

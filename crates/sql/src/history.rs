@@ -122,22 +122,23 @@ async fn trim(region: &dyn Region, account: &str) {
     let _ = region.apply(vec![], deletes).await;
 }
 
-/// The newest `limit` rows of an account, newest first.
+/// The newest `limit` rows of an account (of one caller's statements when `only` names
+/// it), newest first.
 pub async fn list(
     region: &dyn Region,
     account: &str,
+    only: Option<&str>,
     limit: usize,
 ) -> Result<Vec<HistoryRow>, SqlError> {
     let rows = region
         .rows(&prefix(account), None, KEEP * 2)
         .await
         .map_err(|e| SqlError::Internal(e.to_string()))?;
-    let mut out: Vec<HistoryRow> = rows
+    Ok(rows
         .iter()
         .rev()
+        .filter_map(|(_, v)| serde_json::from_slice::<HistoryRow>(v).ok())
+        .filter(|r| only.is_none_or(|who| r.caller == who))
         .take(limit)
-        .filter_map(|(_, v)| serde_json::from_slice(v).ok())
-        .collect();
-    out.truncate(limit);
-    Ok(out)
+        .collect())
 }

@@ -35,7 +35,8 @@ pub use region::{OssRegion, Region};
 #[async_trait]
 pub trait Access: Send + Sync + 'static {
     /// May `caller` do `action` on the object (identity and bucket policies, conditions,
-    /// the public access block, the object's tags); the grant's KMS permission check.
+    /// the public access block, the tags of `version`, or of the current version when
+    /// `None`); the grant's KMS permission check.
     async fn object(
         &self,
         caller: &Arc<Caller>,
@@ -43,7 +44,18 @@ pub trait Access: Send + Sync + 'static {
         action: &str,
         bucket: &str,
         key: &str,
+        version: Option<&str>,
     ) -> Result<KeyCheck, String>;
+
+    /// May `caller` do `action` (`sql:CreateTable`, `sql:DropTable`) on the account's table
+    /// `name`, by its identity policies.
+    fn table(
+        &self,
+        caller: &Caller,
+        origin: Option<Origin>,
+        action: &str,
+        name: &str,
+    ) -> Result<(), String>;
 
     /// May `caller` do `action` on the bucket (`s3:ListBucket` with `s3:prefix`).
     async fn bucket(
@@ -79,8 +91,11 @@ pub struct Limits {
     /// Rows and bytes of a result returned inline; the rest is cut (and says so).
     pub max_rows: usize,
     pub max_bytes: usize,
-    /// Statements one account may run at once.
+    /// Statements one account may run at once, and the whole region.
     pub per_account: usize,
+    pub total: usize,
+    /// Objects one statement may list (each is remembered to pin its version).
+    pub max_objects: usize,
     /// DataFusion's target partitions (threads a plan is spread over).
     pub partitions: usize,
     /// Bytes of object tails (Parquet footers) kept across statements.
@@ -97,6 +112,8 @@ impl Limits {
             max_rows: 1_000_000,
             max_bytes: 256 * 1024 * 1024,
             per_account: 8,
+            total: 32,
+            max_objects: 1_000_000,
             partitions: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
@@ -122,8 +139,8 @@ pub enum SqlError {
     ResourcesExhausted(String),
     #[error("the statement ran longer than its limit of {0} s and was stopped")]
     Timeout(u64),
-    #[error("the account already runs {0} statements; wait for one to finish")]
-    TooMany(usize),
+    #[error("{0}")]
+    TooMany(String),
     #[error("the statement was cancelled")]
     Cancelled,
     /// A stored object could not be read as the format says (a corrupt Parquet file).

@@ -22,8 +22,11 @@ pub struct ObjectInfo {
     pub size: u64,
     /// Without quotes.
     pub etag: String,
-    /// The version id as S3 renders it (`null` for the null version).
+    /// The version id as S3 renders it (`null` for the null version): what reads select.
     pub version: String,
+    /// The version's own id, distinct for every write of the key, the null version's too:
+    /// what caches and pins compare.
+    pub id: String,
     /// Microseconds since the epoch: the version id's time when it has one, so that every
     /// version of a key has a distinct time (caches validate by size and time).
     pub modified_us: i64,
@@ -42,6 +45,8 @@ pub struct WriteAs {
 /// One page of a listing.
 pub struct ObjectPage {
     pub objects: Vec<ObjectInfo>,
+    /// With a delimiter: the common prefixes of this page.
+    pub prefixes: Vec<String>,
     /// The key to list after for the next page, when there is one.
     pub next: Option<String>,
 }
@@ -59,13 +64,15 @@ pub enum RegionError {
 /// The region's objects and the analytics table, as the engine reaches them.
 #[async_trait]
 pub trait Region: Send + Sync + 'static {
-    /// Up to `limit` objects of `bucket` under `prefix`, after `after`.
+    /// Up to `limit` objects of `bucket` under `prefix`, after `after`; with `delimiter`,
+    /// keys below the next `/` are rolled up into common prefixes.
     async fn list(
         &self,
         bucket: &str,
         prefix: &str,
         after: Option<String>,
         limit: usize,
+        delimiter: bool,
     ) -> Result<ObjectPage, RegionError>;
 
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, RegionError>;
@@ -165,6 +172,7 @@ fn info(key: String, r: &feiyun_oss::ObjectRecord) -> ObjectInfo {
         size: r.size,
         etag: r.etag.clone(),
         version: r.version_label(),
+        id: r.version.render(),
         modified_us: if from_version > 0 {
             from_version
         } else {
@@ -185,6 +193,7 @@ impl<M: MetaStore, B: BlobStore> Region for OssRegion<M, B> {
         prefix: &str,
         after: Option<String>,
         limit: usize,
+        delimiter: bool,
     ) -> Result<ObjectPage, RegionError> {
         let page = self
             .oss
@@ -192,7 +201,7 @@ impl<M: MetaStore, B: BlobStore> Region for OssRegion<M, B> {
                 bucket,
                 ListParams {
                     prefix: prefix.to_owned(),
-                    delimiter: None,
+                    delimiter: delimiter.then(|| "/".to_owned()),
                     after,
                     max_keys: limit,
                 },
@@ -200,15 +209,18 @@ impl<M: MetaStore, B: BlobStore> Region for OssRegion<M, B> {
             .await
             .map_err(|e| oss_error(bucket, prefix, e))?;
         let next = page.next_marker().map(str::to_owned);
-        let objects = page
-            .entries
-            .into_iter()
-            .filter_map(|e| match e {
-                ListEntry::Object(k, r) => Some(info(k, &r)),
-                ListEntry::CommonPrefix(_) => None,
-            })
-            .collect();
-        Ok(ObjectPage { objects, next })
+        let (mut objects, mut prefixes) = (Vec::new(), Vec::new());
+        for e in page.entries {
+            match e {
+                ListEntry::Object(k, r) => objects.push(info(k, &r)),
+                ListEntry::CommonPrefix(p) => prefixes.push(p),
+            }
+        }
+        Ok(ObjectPage {
+            objects,
+            prefixes,
+            next,
+        })
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, RegionError> {

@@ -42,8 +42,24 @@ fn cell(a: &dyn Array, fmt: &ArrayFormatter<'_>, i: usize) -> Value {
     }
 }
 
-/// The result as JSON: `columns`, `rows`, `row_count`, `truncated`, `tag`, `stats`.
-pub fn to_json(out: &Outcome, stats: &Stats) -> Result<Value, SqlError> {
+/// JSON a result may grow to, whatever its Arrow size (a dictionary column repeats one
+/// value many times in its JSON).
+const MAX_JSON: usize = 64 * 1024 * 1024;
+
+/// The JSON size of a cell, near enough to bound the answer.
+fn json_size(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 3,
+        Value::Null => 5,
+        _ => 24,
+    }
+}
+
+/// The result as JSON: `columns`, `rows`, `row_count`, `truncated`, `tag`, `stats`. Rows
+/// past `max_bytes` of JSON (at most 64 MiB) are cut and `truncated` says so.
+pub fn to_json(out: &Outcome, stats: &Stats, max_bytes: usize) -> Result<Value, SqlError> {
+    let budget = max_bytes.min(MAX_JSON);
+    let (mut size, mut cut) = (0usize, false);
     let columns: Vec<Value> = out
         .schema
         .fields()
@@ -60,20 +76,29 @@ pub fn to_json(out: &Outcome, stats: &Stats) -> Result<Value, SqlError> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| SqlError::Internal(e.to_string()))?;
         for i in 0..b.num_rows() {
-            rows.push(Value::Array(
-                b.columns()
-                    .iter()
-                    .zip(&fmts)
-                    .map(|(c, f)| cell(c.as_ref(), f, i))
-                    .collect(),
-            ));
+            let row: Vec<Value> = b
+                .columns()
+                .iter()
+                .zip(&fmts)
+                .map(|(c, f)| cell(c.as_ref(), f, i))
+                .collect();
+            size += row.iter().map(json_size).sum::<usize>() + 2;
+            if size > budget {
+                cut = true;
+                break;
+            }
+            rows.push(Value::Array(row));
+        }
+        if cut {
+            break;
         }
     }
+    let row_count = rows.len();
     Ok(json!({
         "columns": columns,
         "rows": rows,
-        "row_count": out.rows,
-        "truncated": out.truncated,
+        "row_count": row_count,
+        "truncated": out.truncated || cut,
         "tag": out.tag,
         "stats": stats_json(stats),
     }))

@@ -30,8 +30,10 @@ pub struct Scope {
     pub(crate) access: Arc<dyn Access>,
     pub(crate) region: Arc<dyn Region>,
     pub(crate) footers: Arc<FooterCache>,
-    /// Objects authorized for reading, with the KMS check of their grant.
-    granted: Mutex<HashMap<(String, String), KeyCheck>>,
+    max_objects: usize,
+    /// Objects authorized for reading (bucket, key, version label; `""` before the
+    /// version is known), with the KMS check of their grant.
+    granted: Mutex<HashMap<(String, String, String), KeyCheck>>,
     /// Buckets (and prefixes) the caller may list.
     listable: Mutex<HashSet<(String, String)>>,
     /// The version of each object the statement first saw.
@@ -62,6 +64,7 @@ impl Scope {
         access: Arc<dyn Access>,
         region: Arc<dyn Region>,
         footers: Arc<FooterCache>,
+        max_objects: usize,
     ) -> Self {
         Self {
             caller,
@@ -69,6 +72,7 @@ impl Scope {
             access,
             region,
             footers,
+            max_objects,
             granted: Mutex::default(),
             listable: Mutex::default(),
             pinned: Mutex::default(),
@@ -98,24 +102,52 @@ impl Scope {
         Ok(())
     }
 
-    /// May the caller read the object: `s3:GetObject`, and `kms:Decrypt` on its key when
-    /// it is sealed under a KMS key (checked here too, since a cached footer is served
-    /// without decrypting anything).
-    pub(crate) async fn may_read(&self, bucket: &str, o: &ObjectInfo) -> Result<KeyCheck, String> {
-        let k = (bucket.to_owned(), o.key.clone());
+    /// `s3:GetObject` on the key, decided with the tags of `version` (the current version
+    /// when `None`), remembered for the statement.
+    async fn grant(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<KeyCheck, String> {
+        let k = (
+            bucket.to_owned(),
+            key.to_owned(),
+            version.unwrap_or_default().to_owned(),
+        );
         let known = lock(&self.granted).get(&k).cloned();
-        let check = match known {
-            Some(c) => c,
+        match known {
+            Some(c) => Ok(c),
             None => {
                 let c = self
                     .access
-                    .object(&self.caller, self.origin, "s3:GetObject", bucket, &o.key)
+                    .object(
+                        &self.caller,
+                        self.origin,
+                        "s3:GetObject",
+                        bucket,
+                        key,
+                        version,
+                    )
                     .await
                     .map_err(|e| self.refused(e))?;
                 lock(&self.granted).insert(k, c.clone());
-                c
+                Ok(c)
             }
-        };
+        }
+    }
+
+    /// May the caller read `key` at all: asked before the key is looked up, so whether it
+    /// exists is told only to those who may read it (or list the bucket).
+    pub(crate) async fn may_get(&self, bucket: &str, key: &str) -> Result<(), String> {
+        self.grant(bucket, key, None).await.map(|_| ())
+    }
+
+    /// May the caller read this version of the object: `s3:GetObject` decided with the
+    /// version's own tags, and `kms:Decrypt` on its key when it is sealed under a KMS key
+    /// (checked here too, since a cached footer is served without decrypting anything).
+    pub(crate) async fn may_read(&self, bucket: &str, o: &ObjectInfo) -> Result<KeyCheck, String> {
+        let check = self.grant(bucket, &o.key, Some(&o.version)).await?;
         if let Some(key) = &o.kms_key
             && !(check.0)("kms:Decrypt", key)
         {
@@ -130,9 +162,17 @@ impl Scope {
     /// The check of a write of `key`: `s3:PutObject`, and the KMS permissions of its key.
     pub(crate) async fn may_write(&self, bucket: &str, key: &str) -> Result<KeyCheck, String> {
         self.access
-            .object(&self.caller, self.origin, "s3:PutObject", bucket, key)
+            .object(&self.caller, self.origin, "s3:PutObject", bucket, key, None)
             .await
             .map_err(|e| self.refused(e))
+    }
+
+    /// May the caller create or drop the account's table `name` (`sql:CreateTable`,
+    /// `sql:DropTable`).
+    pub(crate) fn table_action(&self, action: &str, name: &str) -> Result<(), crate::SqlError> {
+        self.access
+            .table(&self.caller, self.origin, action, name)
+            .map_err(|e| crate::SqlError::AccessDenied(format!("access denied: {e}")))
     }
 
     fn refused(&self, e: String) -> String {
@@ -141,12 +181,29 @@ impl Scope {
     }
 
     /// Remembers the version a listing or HEAD saw, unless one was seen already; returns
-    /// the version the statement reads.
-    pub(crate) fn pin(&self, bucket: &str, o: ObjectInfo) -> ObjectInfo {
-        lock(&self.pinned)
-            .entry((bucket.to_owned(), o.key.clone()))
-            .or_insert(o)
-            .clone()
+    /// the version the statement reads. A statement remembers at most `limit` objects.
+    pub(crate) fn pin(
+        &self,
+        bucket: &str,
+        o: ObjectInfo,
+        limit: usize,
+    ) -> Result<ObjectInfo, String> {
+        let mut g = lock(&self.pinned);
+        let k = (bucket.to_owned(), o.key.clone());
+        if let Some(seen) = g.get(&k) {
+            return Ok(seen.clone());
+        }
+        if g.len() >= limit {
+            return Err(format!(
+                "the statement lists more than {limit} objects; narrow its locations or partitions"
+            ));
+        }
+        g.insert(k, o.clone());
+        Ok(o)
+    }
+
+    pub(crate) fn max_objects(&self) -> usize {
+        self.max_objects
     }
 
     pub(crate) fn pinned(&self, bucket: &str, key: &str) -> Option<ObjectInfo> {

@@ -86,19 +86,30 @@ impl BucketStore {
         if let Some(o) = self.scope.pinned(&self.bucket, key) {
             return Ok(o);
         }
+        self.scope
+            .may_get(&self.bucket, key)
+            .await
+            .map_err(|e| denied(&format!("s3://{}/{key}", self.bucket), e))?;
         let o = self
             .scope
             .region
             .head(&self.bucket, key)
             .await
             .map_err(|e| region_error(&self.bucket, key, e))?;
-        Ok(self.scope.pin(&self.bucket, o))
+        self.pin(o)
+    }
+
+    fn pin(&self, o: ObjectInfo) -> datafusion::object_store::Result<ObjectInfo> {
+        self.scope
+            .pin(&self.bucket, o, self.scope.max_objects())
+            .map_err(generic)
     }
 
     async fn list_page(
         &self,
         prefix: &str,
         after: Option<String>,
+        delimiter: bool,
     ) -> datafusion::object_store::Result<crate::region::ObjectPage> {
         self.scope
             .may_list(&self.bucket, prefix)
@@ -106,7 +117,7 @@ impl BucketStore {
             .map_err(|e| denied(&format!("s3://{}/{prefix}", self.bucket), e))?;
         self.scope
             .region
-            .list(&self.bucket, prefix, after, LIST_PAGE)
+            .list(&self.bucket, prefix, after, LIST_PAGE, delimiter)
             .await
             .map_err(|e| region_error(&self.bucket, prefix, e))
     }
@@ -257,11 +268,21 @@ impl ObjectStore for BucketStore {
                 attributes: Attributes::default(),
             });
         } else {
-            self.scope
+            let (got, body) = self
+                .scope
                 .region
                 .read(&self.bucket, key, &o.version, span, check)
                 .await
-                .map_err(|e| region_error(&self.bucket, key, e))?
+                .map_err(|e| region_error(&self.bucket, key, e))?;
+            // A null version is selected by its label: an overwrite since the listing is
+            // another write, and its bytes must not mix with what the statement read before.
+            if got.id != o.id {
+                return Err(generic(format!(
+                    "s3://{}/{key} was overwritten while the statement read it; run it again",
+                    self.bucket
+                )));
+            }
+            (got, body)
         };
         let scope = self.scope.clone();
         let (bucket, k) = (self.bucket.clone(), key.to_owned());
@@ -327,14 +348,13 @@ impl ObjectStore for BucketStore {
                 let Some(after) = after else {
                     return Ok::<_, datafusion::object_store::Error>(None);
                 };
-                let page = me.list_page(&prefix, after).await?;
+                let page = me.list_page(&prefix, after, false).await?;
                 let metas: Vec<datafusion::object_store::Result<ObjectMeta>> = page
                     .objects
                     .into_iter()
                     .filter_map(|o| {
                         let p = path_of(&o.key)?;
-                        let o = me.scope.pin(&me.bucket, o);
-                        Some(Ok(meta_of(&o, p)))
+                        Some(me.pin(o).map(|o| meta_of(&o, p)))
                     })
                     .collect();
                 let next = page.next.map(Some);
@@ -357,24 +377,18 @@ impl ObjectStore for BucketStore {
         let mut prefixes: Vec<Path> = Vec::new();
         let mut after = None;
         loop {
-            let page = self.list_page(&base, after).await?;
+            // The object service rolls keys below the next `/` up into one prefix, so a
+            // partition level costs one entry per partition, not a walk of its subtree.
+            let page = self.list_page(&base, after, true).await?;
+            for dir in page.prefixes {
+                if let Some(p) = path_of(dir.trim_end_matches('/')) {
+                    prefixes.push(p);
+                }
+            }
             for o in page.objects {
-                let rest = &o.key[base.len()..];
-                match rest.find('/') {
-                    Some(i) => {
-                        let dir = &o.key[..base.len() + i];
-                        if let Some(p) = path_of(dir)
-                            && prefixes.last() != Some(&p)
-                        {
-                            prefixes.push(p);
-                        }
-                    }
-                    None => {
-                        if let Some(p) = path_of(&o.key) {
-                            let o = self.scope.pin(&self.bucket, o);
-                            objects.push(meta_of(&o, p));
-                        }
-                    }
+                if let Some(p) = path_of(&o.key) {
+                    let o = self.pin(o)?;
+                    objects.push(meta_of(&o, p));
                 }
             }
             match page.next {

@@ -162,6 +162,19 @@ async fn every_format_and_compression_reads_the_same_rows() {
     // The quoted CSV field keeps its delimiter and its doubled quote.
     let rows = sql(&r, "SELECT note FROM o_csv WHERE id = 42");
     assert_eq!(rows[0][0], "say \"hi\"; 42");
+    // An overwrite in this unversioned bucket (a new null version, the same length) is
+    // read as the new bytes: nothing of the first read is kept for the key.
+    let (csv_v2, _) = orders();
+    let csv_v2 = String::from_utf8(csv_v2)
+        .expect("utf8")
+        .replace(";c3;", ";c4;");
+    assert_eq!(csv_v2.len(), csv.len());
+    put(&c, "lake", "csv/orders.csv", csv_v2.into_bytes()).await;
+    let rows = sql(&r, "SELECT count(*) FROM o_csv WHERE customer = 'c3'");
+    assert_eq!(num(&rows[0][0]), 0.0);
+    put(&c, "lake", "csv/orders.csv", csv.clone()).await;
+    let rows = sql(&r, "SELECT count(*) FROM o_csv WHERE customer = 'c3'");
+    assert_eq!(num(&rows[0][0]), 14.0);
 
     // Parquet: written by COPY, read back as a table, through an ad-hoc path, and by the
     // S3 API as a Parquet file.
@@ -409,7 +422,8 @@ async fn a_statement_reads_and_writes_only_what_the_caller_may() {
     put(&c, "lake", "secret/orders.csv", csv.clone()).await;
     put(&c, "private", "orders.csv", csv).await;
     let policy = r#"{"Version":"2012-10-17","Statement":[
-        {"Effect":"Allow","Action":"sql:ExecuteStatement","Resource":"*"},
+        {"Effect":"Allow","Action":["sql:ExecuteStatement","sql:GetQueryHistory"],"Resource":"*"},
+        {"Effect":"Allow","Action":"sql:CreateTable","Resource":"arn:aws:sql:*:*:table/open"},
         {"Effect":"Allow","Action":"s3:ListBucket","Resource":"arn:aws:s3:::lake"},
         {"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::lake/open/*"},
         {"Effect":"Allow","Action":"s3:PutObject","Resource":"arn:aws:s3:::lake/mine/*"}]}"#;
@@ -417,6 +431,14 @@ async fn a_statement_reads_and_writes_only_what_the_caller_may() {
     let me = (ak.as_str(), sk.as_str());
     let opts = "OPTIONS ('format.has_header' 'true', 'format.delimiter' ';')";
 
+    // Tables need sql:CreateTable on their own ARN.
+    let (status, code, msg) = sql_err(
+        &r,
+        me,
+        &format!("CREATE EXTERNAL TABLE other STORED AS CSV LOCATION 's3://lake/open/' {opts}"),
+    );
+    assert_eq!((status, code.as_str()), (403, "AccessDenied"), "{msg}");
+    assert!(msg.contains("sql:CreateTable"), "{msg}");
     let (status, json, _) = sql_as(
         &r,
         me,
@@ -450,6 +472,36 @@ async fn a_statement_reads_and_writes_only_what_the_caller_may() {
     assert_eq!(status, 200, "{json}");
     assert_eq!(keys(&c, "lake", "mine/").await, ["mine/n.csv"]);
 
+    // SET is refused: a statement's settings are the region's (a spill directory set by a
+    // caller would reach the host's file system).
+    let probe = std::env::temp_dir().join(format!("feiyun-sql-set-{}", std::process::id()));
+    let (status, _, msg) = sql_err(
+        &r,
+        me,
+        &format!(
+            "SET datafusion.runtime.temp_directory = '{}'",
+            probe.display()
+        ),
+    );
+    assert_eq!(status, 400, "{msg}");
+    assert!(!probe.exists());
+    // The history shows a user its own statements only; the account's root sees them all.
+    sql(&r, "SELECT 'root was here'");
+    let mine = common::sigv4_get(&r, me, "sql", "/sql/history");
+    assert_eq!(mine.status, 200, "{}", mine.body_text());
+    let mine: Value = serde_json::from_slice(&mine.body).expect("json");
+    let callers: Vec<&str> = mine["queries"]
+        .as_array()
+        .expect("queries")
+        .iter()
+        .filter_map(|q| q["caller"].as_str())
+        .collect();
+    assert!(
+        !callers.is_empty() && callers.iter().all(|c| c.ends_with(":user/analyst")),
+        "{callers:?}"
+    );
+    let all = common::sigv4_get(&r, ROOT, "sql", "/sql/history");
+    assert!(all.body_text().contains("root was here"));
     // Without sql:ExecuteStatement nothing runs at all.
     let (ak2, sk2) = common::iam_user(
         &r,
