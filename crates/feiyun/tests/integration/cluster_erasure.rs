@@ -207,10 +207,12 @@ async fn coded_blobs_read_with_m_nodes_gone_and_refuse_clearly_with_more() {
         counter(&m, "feiyun_cluster_scrub_damaged_total") >= 4,
         "{m}"
     );
-    assert!(
-        counter(&m, "feiyun_cluster_scrubbed_bytes_total") > 0,
-        "{m}"
-    );
+    // Only sound shards count as scrubbed bytes: the pass that found all four damaged
+    // counted none, and a later pass verifies the rewritten ones.
+    wait_for("a later scrub pass verifying the rewritten shards", || {
+        let m = nodes[2].as_ref().unwrap().region.metrics();
+        counter(&m, "feiyun_cluster_scrubbed_bytes_total") > 0
+    });
     flip();
     read_all(&nodes[0], &objects).await;
     wait_for("damaged shards rewritten", rewritten);
