@@ -384,19 +384,13 @@ impl<M: MetaStore, B: BlobStore> Authorize<M, B> {
             }
         }
         let resource = object_arn(bucket, key);
-        let d = decide(
-            Some(&caller),
+        allowed_for(
+            &caller,
             bucket_access.as_deref(),
             action,
             &resource,
             &context,
-        );
-        if !d.allowed() {
-            return Err(access_denied(&caller.principal.arn, action, &resource, &d)
-                .message()
-                .unwrap_or("Access Denied")
-                .to_owned());
-        }
+        )?;
         Ok(Grant {
             caller: Some(caller),
             bucket: bucket_access,
@@ -421,21 +415,13 @@ impl<M: MetaStore, B: BlobStore> Authorize<M, B> {
         let mut context = origin_context(origin);
         caller.fill_context(&mut context);
         context.set_static("s3:prefix", prefix.to_owned());
-        let resource = bucket_arn(bucket);
-        let d = decide(
-            Some(&caller),
+        allowed_for(
+            &caller,
             bucket_access.as_deref(),
             action,
-            &resource,
+            &bucket_arn(bucket),
             &context,
-        );
-        if !d.allowed() {
-            return Err(access_denied(&caller.principal.arn, action, &resource, &d)
-                .message()
-                .unwrap_or("Access Denied")
-                .to_owned());
-        }
-        Ok(())
+        )
     }
 
     /// Decides a non-S3 action (`sql:CreateTable` on a table ARN) by the caller's identity
@@ -449,14 +435,7 @@ impl<M: MetaStore, B: BlobStore> Authorize<M, B> {
     ) -> Result<(), String> {
         let mut context = origin_context(origin);
         caller.fill_context(&mut context);
-        let d = decide(Some(caller), None, action, resource, &context);
-        if !d.allowed() {
-            return Err(access_denied(&caller.principal.arn, action, resource, &d)
-                .message()
-                .unwrap_or("Access Denied")
-                .to_owned());
-        }
-        Ok(())
+        allowed_for(caller, None, action, resource, &context)
     }
 
     async fn check_inner(
@@ -635,6 +614,24 @@ pub(crate) fn access_denied(who: &str, action: &str, resource: &str, d: &Decisio
         AccessDenied,
         "User: {who} is not authorized to perform: {action} on resource: \"{resource}\" {why}"
     )
+}
+
+/// [`decide`] for work done on a caller's behalf: the refusal as its message.
+fn allowed_for(
+    caller: &Caller,
+    bucket: Option<&BucketAccess>,
+    action: &str,
+    resource: &str,
+    context: &RequestContext,
+) -> Result<(), String> {
+    let d = decide(Some(caller), bucket, action, resource, context);
+    if d.allowed() {
+        return Ok(());
+    }
+    Err(access_denied(&caller.principal.arn, action, resource, &d)
+        .message()
+        .unwrap_or("Access Denied")
+        .to_owned())
 }
 
 /// One action on one resource, by the caller's identity policies and the bucket's policy.

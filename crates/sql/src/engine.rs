@@ -265,8 +265,8 @@ impl Sql {
             crate::session::build(scope.clone(), &self.limits, tables.clone()).map_err(df_error)?;
         match stmt {
             DfStatement::CreateExternalTable(c) => {
-                self.create_table(scope, &ctx, c, text.trim().trim_end_matches(';'))
-                    .await
+                let text = text.trim().trim_end_matches(';');
+                self.create_table(scope, &ctx, &tables, c, text).await
             }
             DfStatement::Statement(s) => match *s {
                 SqlStatement::Drop {
@@ -276,7 +276,7 @@ impl Sql {
                     ..
                 } => self.drop_tables(scope, &tables, names, if_exists).await,
                 SqlStatement::CreateTable(ct) if ct.query.is_some() => {
-                    self.create_table_as(scope, &ctx, ct).await
+                    self.create_table_as(scope, &ctx, &tables, ct).await
                 }
                 other => {
                     self.query(&ctx, DfStatement::Statement(Box::new(other)))
@@ -351,6 +351,7 @@ impl Sql {
         &self,
         scope: &Arc<Scope>,
         ctx: &SessionContext,
+        tables: &[TableDef],
         c: CreateExternalTable,
         text: &str,
     ) -> Result<Outcome, SqlError> {
@@ -361,7 +362,7 @@ impl Sql {
                 "a table definition is at most {MAX_DEFINITION} bytes"
             )));
         }
-        self.room_for_table(scope, &name).await?;
+        room_for_table(tables, &name)?;
         for l in &c.locations {
             if !l.starts_with("s3://") {
                 return Err(SqlError::Invalid(format!(
@@ -426,11 +427,12 @@ impl Sql {
         &self,
         scope: &Arc<Scope>,
         ctx: &SessionContext,
+        tables: &[TableDef],
         ct: datafusion::sql::sqlparser::ast::CreateTable,
     ) -> Result<Outcome, SqlError> {
         let name = table_name(&ct.name.to_string())?;
         scope.table_action("sql:CreateTable", &name)?;
-        self.room_for_table(scope, &name).await?;
+        room_for_table(tables, &name)?;
         let opts = match &ct.table_options {
             CreateTableOptions::With(o) | CreateTableOptions::Options(o) => o.clone(),
             _ => vec![],
@@ -481,8 +483,7 @@ impl Sql {
                 )));
             }
         };
-        let existing = catalog::load(self.region.as_ref(), scope.account()).await?;
-        if existing.iter().any(|t| t.name == name) {
+        if tables.iter().any(|t| t.name == name) {
             if ct.if_not_exists {
                 return Ok(tagged("CREATE TABLE"));
             }
@@ -524,23 +525,10 @@ impl Sql {
                 "the table {name} was created by another statement meanwhile; the result is at {location}"
             )));
         }
-        let _ = ctx;
         Ok(Outcome {
             tag: format!("SELECT {rows}"),
             ..tagged("CREATE TABLE")
         })
-    }
-
-    /// Fails when the account holds `MAX_TABLES` tables and `name` is not one of them.
-    async fn room_for_table(&self, scope: &Arc<Scope>, name: &str) -> Result<(), SqlError> {
-        let tables = catalog::load(self.region.as_ref(), scope.account()).await?;
-        if tables.len() >= catalog::MAX_TABLES && !tables.iter().any(|t| t.name == name) {
-            return Err(SqlError::Invalid(format!(
-                "the account has {} tables, the most it may define",
-                catalog::MAX_TABLES
-            )));
-        }
-        Ok(())
     }
 
     /// Fails unless nothing is stored under `location` (a CTAS never mixes with old files).
@@ -574,6 +562,17 @@ async fn publish(scope: &Arc<Scope>) -> Result<(), SqlError> {
         Ok(Err(e)) => Err(SqlError::Internal(e)),
         Err(e) => Err(SqlError::Internal(format!("publishing failed: {e}"))),
     }
+}
+
+/// Fails when the account holds `MAX_TABLES` tables and `name` is not one of them.
+fn room_for_table(tables: &[TableDef], name: &str) -> Result<(), SqlError> {
+    if tables.len() >= catalog::MAX_TABLES && !tables.iter().any(|t| t.name == name) {
+        return Err(SqlError::Invalid(format!(
+            "the account has {} tables, the most it may define",
+            catalog::MAX_TABLES
+        )));
+    }
+    Ok(())
 }
 
 fn tagged(tag: &str) -> Outcome {

@@ -55,6 +55,21 @@ async fn put(c: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) {
         .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
 }
 
+async fn get(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    c.get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("get {key}: {e:?}"))
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .to_vec()
+}
+
 async fn keys(c: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
     c.list_objects_v2()
         .bucket(bucket)
@@ -90,6 +105,24 @@ fn orders() -> (Vec<u8>, Vec<u8>) {
         ));
     }
     (csv.into_bytes(), ndjson.into_bytes())
+}
+
+/// The bucket `lake` holding the orders as CSV, and the table `orders` over them.
+async fn lake_with_orders(r: &Region) -> aws_sdk_s3::Client {
+    let c = r.client();
+    c.create_bucket()
+        .bucket("lake")
+        .send()
+        .await
+        .expect("bucket");
+    let (csv, _) = orders();
+    put(&c, "lake", "csv/orders.csv", csv).await;
+    sql(
+        r,
+        "CREATE EXTERNAL TABLE orders STORED AS CSV LOCATION 's3://lake/csv/' \
+         OPTIONS ('format.has_header' 'true', 'format.delimiter' ';')",
+    );
+    c
 }
 
 fn num(v: &Value) -> f64 {
@@ -186,18 +219,7 @@ async fn every_format_and_compression_reads_the_same_rows() {
     let written = keys(&c, "lake", "parquet/").await;
     assert!(!written.is_empty());
     for k in &written {
-        let body = c
-            .get_object()
-            .bucket("lake")
-            .key(k)
-            .send()
-            .await
-            .expect("get")
-            .body
-            .collect()
-            .await
-            .expect("body")
-            .into_bytes();
+        let body = get(&c, "lake", k).await;
         assert!(body.starts_with(b"PAR1") && body.ends_with(b"PAR1"), "{k}");
     }
     let rows = sql(
@@ -266,19 +288,7 @@ async fn hive_partitions_are_pruned_to_the_objects_that_match() {
 async fn the_catalog_survives_a_restart_and_answers_show_describe_drop() {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut r = Region::start_in(tmp.path());
-    let c = r.client();
-    c.create_bucket()
-        .bucket("lake")
-        .send()
-        .await
-        .expect("bucket");
-    let (csv, _) = orders();
-    put(&c, "lake", "csv/orders.csv", csv).await;
-    sql(
-        &r,
-        "CREATE EXTERNAL TABLE orders STORED AS CSV LOCATION 's3://lake/csv/' \
-         OPTIONS ('format.has_header' 'true', 'format.delimiter' ';')",
-    );
+    lake_with_orders(&r).await;
     let (status, code, msg) = sql_err(
         &r,
         ROOT,
@@ -317,19 +327,7 @@ async fn the_catalog_survives_a_restart_and_answers_show_describe_drop() {
 #[tokio::test]
 async fn ctas_and_insert_write_objects_and_a_failed_statement_leaves_nothing() {
     let r = Region::start();
-    let c = r.client();
-    c.create_bucket()
-        .bucket("lake")
-        .send()
-        .await
-        .expect("bucket");
-    let (csv, _) = orders();
-    put(&c, "lake", "csv/orders.csv", csv).await;
-    sql(
-        &r,
-        "CREATE EXTERNAL TABLE orders STORED AS CSV LOCATION 's3://lake/csv/' \
-         OPTIONS ('format.has_header' 'true', 'format.delimiter' ';')",
-    );
+    let c = lake_with_orders(&r).await;
     sql(
         &r,
         "CREATE TABLE by_customer WITH (location = 's3://lake/out/by_customer/', format = 'parquet') AS \
@@ -375,18 +373,7 @@ async fn ctas_and_insert_write_objects_and_a_failed_statement_leaves_nothing() {
         &r,
         "COPY (SELECT id, customer FROM orders WHERE id <= 3 ORDER BY id) TO 's3://lake/export/small.csv' STORED AS CSV",
     );
-    let body = c
-        .get_object()
-        .bucket("lake")
-        .key("export/small.csv")
-        .send()
-        .await
-        .expect("get")
-        .body
-        .collect()
-        .await
-        .expect("body")
-        .into_bytes();
+    let body = get(&c, "lake", "export/small.csv").await;
     assert_eq!(
         String::from_utf8_lossy(&body),
         "id,customer\n1,c1\n2,c2\n3,c3\n"
@@ -395,18 +382,7 @@ async fn ctas_and_insert_write_objects_and_a_failed_statement_leaves_nothing() {
         &r,
         "COPY (SELECT id FROM orders WHERE id = 7) TO 's3://lake/export/one.json' STORED AS JSON",
     );
-    let body = c
-        .get_object()
-        .bucket("lake")
-        .key("export/one.json")
-        .send()
-        .await
-        .expect("get")
-        .body
-        .collect()
-        .await
-        .expect("body")
-        .into_bytes();
+    let body = get(&c, "lake", "export/one.json").await;
     assert_eq!(String::from_utf8_lossy(&body).trim(), "{\"id\":7}");
 }
 
